@@ -1,0 +1,196 @@
+"""Benchmark driver: prepares the dataset, runs each system in its own worker
+process (one after the other, same data and queries), then writes
+bench/results/<suite>-<dataset>[-quick].{json,md,png} and bench/RESULTS.md."""
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import datasets, report, systems
+from .common import (CACHE_DIR, RESULTS_DIR, cleanup_registered, loadavg, log, lscpu_model,
+                     mem_total_gib)
+
+EFS_FULL = [10, 16, 32, 64, 128]
+EFS_QUICK = [16, 64]
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    ap.add_argument("--suite", choices=["ann", "filtered"], default="ann")
+    ap.add_argument("--dataset", default="fashion-mnist",
+                    help="fashion-mnist or synthetic-<n>-<d>")
+    ap.add_argument("--quick", action="store_true",
+                    help="10,000 base rows, 100 queries, 2 ef values (a smoke test)")
+    ap.add_argument("--systems", default=",".join(systems.ALL),
+                    help="comma list of " + ",".join(systems.ALL))
+    ap.add_argument("--queries", type=int, default=None,
+                    help="number of queries (default 1000, quick 100)")
+    ap.add_argument("--ef", default=None, help="comma list of ef values to sweep")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--system-timeout", type=int, default=None,
+                    help="seconds one system may take in all (default 3600, quick 240)")
+    a = ap.parse_args(argv)
+    a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    bad = [s for s in a.systems if s not in systems.ALL]
+    if bad:
+        ap.error(f"unknown system(s) {bad}; choose from {systems.ALL}")
+    if a.queries is None:
+        a.queries = 100 if a.quick else 1000
+    a.efs = [int(x) for x in a.ef.split(",")] if a.ef else (EFS_QUICK if a.quick else EFS_FULL)
+    if a.system_timeout is None:
+        a.system_timeout = 240 if a.quick else 3600
+    return a
+
+
+def run_worker(spec, timeout):
+    """Run one system in a subprocess with a hard time limit."""
+    tmp = os.path.join(CACHE_DIR, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp, delete=False) as f:
+        json.dump(spec, f)
+        spec_path = f.name
+    out_path = spec_path[:-5] + "-out.json"
+    argv = [sys.executable, "-m", "harness.worker", "--spec", spec_path, "--out", out_path]
+    proc = subprocess.Popen(argv, cwd=os.path.dirname(os.path.dirname(__file__)),
+                            start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"{spec['system']}: over its {timeout} s limit: stopping it")
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+        rc = "timeout"
+    finally:
+        cleanup_registered()   # servers a dead worker left behind
+    try:
+        with open(out_path) as f:
+            res = json.load(f)
+    except (OSError, ValueError):
+        res = {"system": spec["system"], "points": [],
+               "error": f"worker ended with {rc} and no results"}
+    if rc == "timeout":
+        res["error"] = f"timed out after {timeout} s" + (
+            f" ({res['error']})" if res.get("error") else "")
+    for p in (spec_path, out_path):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    return res
+
+
+def interp_latency(points, recall):
+    """Mean latency (s) of a recall/latency curve at `recall` (linear
+    interpolation; clamped to the ends)."""
+    pts = sorted((p["recall"], p["mean_ms"] / 1e3) for p in points if p.get("qps"))
+    if not pts:
+        return None
+    if recall <= pts[0][0]:
+        return pts[0][1]
+    for (r0, l0), (r1, l1) in zip(pts, pts[1:]):
+        if r0 <= recall <= r1:
+            return l0 if r1 == r0 else l0 + (l1 - l0) * (recall - r0) / (r1 - r0)
+    return pts[-1][1]
+
+
+def quiver_vs_ceiling(results):
+    """quiver's QPS as a fraction of 1 / (wire round trip + faiss search time
+    at the same recall), for PostgreSQL's round trip and quiver's own."""
+    by = {r["system"]: r for r in results}
+    q, fa = by.get("quiver"), by.get("faiss")
+    if not q or not q.get("points"):
+        return None
+    if not fa or not fa.get("points"):
+        return {"note": "faiss was not in this run: no ceiling computed"}
+    rtts = {}
+    for name in ("quiver", "pgvector", "pgwire"):
+        w = by.get(name, {}).get("wire")
+        if w:
+            rtts["quiver" if name == "quiver" else "postgres"] = w["mean_us"] / 1e6
+    rows = []
+    for p in q["points"]:
+        if p.get("filter"):
+            continue
+        lat = interp_latency([x for x in fa["points"] if not x.get("filter")], p["recall"])
+        row = {"ef": p["ef"], "recall": p["recall"], "qps": p["qps"],
+               "faiss_ms_at_recall": round(lat * 1e3, 3)}
+        for who, rtt in rtts.items():
+            ceil = 1.0 / (rtt + lat)
+            row[f"ceiling_qps_{who}_rtt"] = round(ceil, 1)
+            row[f"fraction_of_{who}_ceiling"] = round(p["qps"] / ceil, 3)
+        rows.append(row)
+    return {"rtt_us": {k: round(v * 1e6, 1) for k, v in rtts.items()}, "points": rows}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    started = datetime.datetime.now().astimezone()
+    command = "bench/run " + " ".join(shlex.quote(x) for x in argv)
+    log(f"{command}: suite={a.suite} dataset={a.dataset} systems={a.systems} "
+        f"queries={a.queries} ef={a.efs}")
+    load_start = loadavg()
+    desc = datasets.prepare(a.dataset, a.quick, a.queries, a.suite)
+    log(f"dataset {a.dataset}: {desc['n']} x {desc['dim']} base, {desc['nq']} queries")
+    spec = {"suite": a.suite, "dataset": desc, "k": a.k, "m": a.m,
+            "ef_construction": a.ef_construction, "efs": a.efs, "quick": a.quick,
+            "clients": [1, 2], "warmup": 20 if a.quick else 200,
+            "wire_queries": 500 if a.quick else 5000,
+            "system_timeout_s": a.system_timeout,
+            "build_timeout_s": max(60, a.system_timeout // 2)}
+    to_run = list(a.systems)
+    # The PostgreSQL wire ceiling is measured in every run.
+    if "pgvector" not in to_run:
+        to_run.append("pgwire")
+    results = []
+    try:
+        for name in to_run:
+            log(f"=== {name}")
+            t0 = time.time()
+            res = run_worker({**spec, "system": name}, a.system_timeout)
+            res["elapsed_s"] = round(time.time() - t0, 1)
+            if res.get("error"):
+                log(f"{name}: error: {res['error']}")
+            results.append(res)
+    finally:
+        cleanup_registered()
+    out = {
+        "suite": a.suite, "dataset": a.dataset, "quick": a.quick, "command": command,
+        "date": started.isoformat(timespec="seconds"),
+        "machine": {"cpu": lscpu_model(), "cores": os.cpu_count(),
+                    "ram_gib": mem_total_gib(), "loadavg_start": load_start,
+                    "loadavg_end": loadavg()},
+        "params": {"n": desc["n"], "dim": desc["dim"], "queries": desc["nq"], "k": a.k,
+                   "m": a.m, "ef_construction": a.ef_construction, "efs": a.efs,
+                   "filters": desc["filters"], "dataset_sha256": desc["checksums"]},
+        "systems": [r for r in results if r["system"] != "pgwire"],
+        "wire": {r["system"] if r["system"] != "pgwire" else "pgvector": r.get("wire")
+                 for r in results if r.get("wire")},
+    }
+    pgw = [r for r in results if r["system"] == "pgwire"]
+    if pgw and pgw[0].get("error"):
+        out["wire_error"] = pgw[0]["error"]
+    out["quiver_vs_ceiling"] = quiver_vs_ceiling(results)
+    paths = report.write(out)
+    for p in paths:
+        log(f"wrote {p}")
+    failed = [r["system"] for r in out["systems"] if r.get("error")]
+    if failed:
+        log(f"systems with errors: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

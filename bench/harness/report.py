@@ -1,0 +1,233 @@
+"""Results files: <suite>-<dataset>[-quick].json / .md / .png under
+bench/results/, and bench/RESULTS.md rebuilt from every results JSON there."""
+
+import glob
+import json
+import os
+
+from .common import BENCH_DIR, RESULTS_DIR
+
+ORDER = ["quiver", "faiss", "hnswlib", "pgvector", "milvus", "lancedb"]
+LABEL = {
+    "quiver": "quiver (pgwire, psycopg)",
+    "faiss": "faiss IndexHNSWFlat (in-process)",
+    "hnswlib": "hnswlib (in-process)",
+    "pgvector": "PostgreSQL 15 + pgvector (psycopg, TCP)",
+    "milvus": "Milvus 2.3.5 (pymilvus gRPC)",
+    "lancedb": "LanceDB IVF_HNSW_FLAT (in-process)",
+}
+
+
+def stem(res):
+    return f"{res['suite']}-{res['dataset']}" + ("-quick" if res["quick"] else "")
+
+
+def _f(v, fmt="{:,.1f}"):
+    if v is None or v == "":
+        return "–"
+    if isinstance(v, (int, float)):
+        return fmt.format(v)
+    return str(v)
+
+
+def _sorted(systems):
+    return sorted(systems, key=lambda r: ORDER.index(r["system"]) if r["system"] in ORDER else 99)
+
+
+def sweep_table(res):
+    filt = res["suite"] == "filtered"
+    k = res["params"]["k"]
+    head = ["system"] + (["filter"] if filt else []) + [
+        "ef", f"recall@{k}", "QPS", "QPS 2 clients", "p50 ms", "p99 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in _sorted(res["systems"]):
+        for p in r.get("points", []):
+            row = [r["system"]] + ([p.get("filter") or ""] if filt else []) + [
+                "exact" if p["ef"] is None else str(p["ef"]), f"{p['recall']:.3f}",
+                _f(p["qps"], "{:,.0f}"), _f(p.get("qps_2c"), "{:,.0f}"),
+                _f(p["p50_ms"], "{:.2f}"), _f(p["p99_ms"], "{:.2f}")]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(res):
+    head = ["system", "version", "load", "rows/s", "index build s", "peak RSS MB",
+            "disk MB", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in _sorted(res["systems"]):
+        info = r.get("info", {})
+        ver = info.get("version") or info.get("pgvector") or info.get("milvus") or \
+            info.get("git") or ""
+        if r["system"] == "pgvector" and info.get("pgvector"):
+            ver = f"pgvector {info['pgvector']}, PG {info.get('postgres', '?').split()[0]}"
+        load, build, mem = r.get("load") or {}, r.get("build") or {}, r.get("memory") or {}
+        status = "ok"
+        if r.get("skipped"):
+            status = f"skipped: {r['skipped']}"
+        elif r.get("error"):
+            status = f"**error**: {r['error'][:200]}"
+        notes = "; ".join(r.get("notes") or [])
+        if notes:
+            status += f" ({notes[:300]})"
+        row = [LABEL.get(r["system"], r["system"]), ver,
+               (f"{load.get('method', '')} {_f(load.get('seconds'), '{:.1f}')} s"
+                if load.get("seconds") is not None else "–"),
+               _f(load.get("rows_per_s"), "{:,.0f}"), _f(build.get("seconds"), "{:.1f}"),
+               _f(mem.get("peak_rss_mb"), "{:,.0f}"), _f(r.get("disk_mb"), "{:,.0f}"),
+               status.replace("|", "/").replace("\n", " ")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def wire_table(res):
+    lines = ["| server | SELECT $1::int QPS | µs per round trip | p99 µs |", "|---|---|---|---|"]
+    for name, w in sorted((res.get("wire") or {}).items()):
+        who = "PostgreSQL 15" if name == "pgvector" else name
+        lines.append(f"| {who} | {w['qps']:,.0f} | {w['mean_us']:.0f} | {w['p99_us']:.0f} |")
+    if res.get("wire_error"):
+        lines.append(f"| PostgreSQL 15 | error: {res['wire_error'][:200]} | | |")
+    return "\n".join(lines)
+
+
+def ceiling_table(res):
+    qc = res.get("quiver_vs_ceiling")
+    if not qc:
+        return ""
+    if "points" not in qc:
+        return qc.get("note", "")
+    whos = list(qc["rtt_us"])
+    head = ["ef", "recall", "quiver QPS", "faiss ms at that recall"] + [
+        f"ceiling with {w} RTT ({qc['rtt_us'][w]:.0f} µs)" for w in whos] + [
+        f"fraction ({w})" for w in whos]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in qc["points"]:
+        row = ["exact" if p["ef"] is None else str(p["ef"]), f"{p['recall']:.3f}",
+               f"{p['qps']:,.0f}", f"{p['faiss_ms_at_recall']:.3f}"]
+        row += [f"{p[f'ceiling_qps_{w}_rtt']:,.0f}" for w in whos]
+        row += [f"{p[f'fraction_of_{w}_ceiling']:.2f}" for w in whos]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(res, png_name):
+    p, m = res["params"], res["machine"]
+    parts = [
+        f"# {res['suite']} / {res['dataset']}" + (" (quick)" if res["quick"] else ""),
+        "",
+        f"- command: `{res['command']}`",
+        f"- date: {res['date']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
+        f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end",
+        f"- data: {p['n']:,} × {p['dim']} base vectors, {p['queries']:,} queries, k={p['k']}, "
+        f"HNSW M={p['m']} efConstruction={p['ef_construction']}; one client, one query at a "
+        f"time (2 clients: two processes, aggregated QPS)",
+    ]
+    if p.get("filters"):
+        parts.append("- filters: " + ", ".join(
+            f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
+    parts += ["", f"![recall vs QPS]({png_name})", "", "## Recall / throughput", "",
+              sweep_table(res), "", "## Load, build, memory", "", summary_table(res), "",
+              "## Wire ceiling (same psycopg client, prepared, TCP loopback)", "",
+              wire_table(res), ""]
+    ct = ceiling_table(res)
+    if ct:
+        parts += ["## quiver vs the pgwire ceiling", "",
+                  "1 / (round trip of `SELECT $1::int` + in-process faiss search time at "
+                  "quiver's recall), and quiver's QPS as a fraction of it.", "", ct, ""]
+    return "\n".join(parts)
+
+
+def plot(res, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    filters = sorted({p.get("filter") or "" for r in res["systems"] for p in r.get("points", [])})
+    filters = filters or [""]
+    fig, axes = plt.subplots(1, len(filters), figsize=(7.5 * len(filters), 5.2), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, fname in zip(axes[0], filters):
+        for i, r in enumerate(_sorted(res["systems"])):
+            pts = [p for p in r.get("points", []) if (p.get("filter") or "") == fname]
+            if not pts:
+                continue
+            pts.sort(key=lambda p: p["recall"])
+            c = colors[ORDER.index(r["system"]) % len(colors)] if r["system"] in ORDER else None
+            ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker="o",
+                    color=c, label=LABEL.get(r["system"], r["system"]))
+            for p in pts:
+                if p["ef"] is not None:
+                    ax.annotate(str(p["ef"]), (p["recall"], p["qps"]), fontsize=7,
+                                textcoords="offset points", xytext=(3, 3), color=c)
+            two = [p for p in pts if p.get("qps_2c")]
+            if two:
+                ax.plot([p["recall"] for p in two], [p["qps_2c"] for p in two], marker=".",
+                        linestyle="--", color=c, alpha=0.6,
+                        label=f"{r['system']} (2 clients)")
+        for name, w in sorted((res.get("wire") or {}).items()):
+            who = "PostgreSQL" if name == "pgvector" else name
+            ax.axhline(w["qps"], linestyle=":", linewidth=1, color="gray")
+            ax.annotate(f"{who} SELECT $1 round trips", (0.0, w["qps"]), fontsize=7,
+                        color="gray", xycoords=("axes fraction", "data"),
+                        textcoords="offset points", xytext=(4, 2))
+        ax.set_yscale("log")
+        ax.set_xlabel(f"recall@{res['params']['k']}")
+        ax.set_ylabel("queries per second (log)")
+        title = f"{res['dataset']}" + (" (quick)" if res["quick"] else "")
+        if fname:
+            title += f", filter {fname}"
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def results_md(all_results):
+    """bench/RESULTS.md: the latest full runs (quick runs only when there is none)."""
+    full = [r for r in all_results if not r["quick"]]
+    shown = full or all_results
+    parts = ["# Benchmark results", "",
+             "Rebuilt by `bench/run` from `bench/results/*.json` (see `bench/README.md`). "
+             "Each section is the latest run of one suite and dataset, with the command that "
+             "produced it." + ("" if full else " Only quick smoke runs exist so far: their "
+                               "numbers are not benchmarks."), ""]
+    for r in sorted(shown, key=lambda r: (r["suite"], r["dataset"], r["quick"])):
+        s = stem(r)
+        m = r["machine"]
+        parts += [f"## {r['suite']} / {r['dataset']}" + (" (quick)" if r["quick"] else ""), "",
+                  f"- command: `{r['command']}`",
+                  f"- date: {r['date']}",
+                  f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM "
+                  f"(load average {m['loadavg_start'][0]:.2f} at start)",
+                  f"- full tables: [results/{s}.md](results/{s}.md)", "",
+                  f"![recall vs QPS](results/{s}.png)", "", sweep_table(r), "",
+                  summary_table(r), "", wire_table(r), ""]
+        ct = ceiling_table(r)
+        if ct:
+            parts += [ct, ""]
+    return "\n".join(parts)
+
+
+def write(res):
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    s = stem(res)
+    paths = {ext: os.path.join(RESULTS_DIR, f"{s}.{ext}") for ext in ("json", "md", "png")}
+    with open(paths["json"], "w") as f:
+        json.dump(res, f, indent=1, default=str)
+        f.write("\n")
+    with open(paths["md"], "w") as f:
+        f.write(markdown(res, f"{s}.png"))
+    plot(res, paths["png"])
+    all_results = []
+    for p in sorted(glob.glob(os.path.join(RESULTS_DIR, "*.json"))):
+        try:
+            with open(p) as f:
+                all_results.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    rpath = os.path.join(BENCH_DIR, "RESULTS.md")
+    with open(rpath, "w") as f:
+        f.write(results_md(all_results))
+    return list(paths.values()) + [rpath]

@@ -1,0 +1,81 @@
+"""The interface every system implements, and the client side of it.
+
+A System owns what must be started, loaded and built once; a Client runs
+queries and can be opened again in another process (for the 2-client runs)
+from `System.client_spec()`.
+"""
+
+import os
+
+from ..common import vm_hwm_mb
+
+
+class SkipSystem(RuntimeError):
+    """The system cannot run here (an optional package did not install)."""
+
+
+class Client:
+    def set_ef(self, ef):
+        """Set the search-time ef (None = whatever exact/default path)."""
+
+    def prepare(self, queries):
+        """Turn query vectors into whatever `search` takes, outside the timing."""
+        return list(queries)
+
+    def search(self, q, k, filt=None):
+        """Return the ids of the k nearest rows (filt: keep rows with sel < filt)."""
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+class System:
+    name = "?"
+    # Server systems are also measured with 2 concurrent clients.
+    multi_client = False
+    # True when the ef sweep applies (False: one exact point).
+    uses_ef = True
+
+    def __init__(self, spec, data):
+        self.spec = spec
+        self.data = data
+        self.k = spec["k"]
+        self.m = spec["m"]
+        self.ef_construction = spec["ef_construction"]
+        self.info = {}
+        self.notes = []
+
+    # lifecycle
+    def start(self):
+        pass
+
+    def load(self):
+        """Load data.base with ids 0..n-1 (and data.sel). Returns a dict."""
+        raise NotImplementedError
+
+    def build(self):
+        """Build the HNSW index. Returns a dict with at least 'seconds'."""
+        raise NotImplementedError
+
+    def client(self):
+        """The client used by this process."""
+        raise NotImplementedError
+
+    def client_spec(self):
+        """(module, class, kwargs) to open an equivalent client elsewhere."""
+        return None
+
+    def wire_ceiling(self, n):
+        return None
+
+    def memory(self):
+        """Peak RSS of whatever holds the index (this process by default)."""
+        v = vm_hwm_mb(os.getpid())
+        return {"peak_rss_mb": None if v is None else round(v, 1), "scope": "benchmark process"}
+
+    def disk_mb(self):
+        return None
+
+    def stop(self):
+        pass

@@ -1,0 +1,111 @@
+"""In-process libraries: the ceiling a server built on them can approach.
+Each runs in its own worker process, so VmHWM is this library's alone (plus
+the dataset arrays, reported separately as the baseline)."""
+
+import time
+
+import numpy as np
+
+from ..common import log
+from .base import Client, System
+
+
+class Faiss(System, Client):
+    name = "faiss"
+
+    def load(self):
+        import faiss
+        self.faiss = faiss
+        self.info["version"] = faiss.__version__
+        self.info["index"] = f"IndexHNSWFlat(M={self.m}, efConstruction={self.ef_construction})"
+        return {"seconds": 0.0, "method": "in-memory array"}
+
+    def build(self):
+        faiss = self.faiss
+        faiss.omp_set_num_threads(2)
+        self.index = faiss.IndexHNSWFlat(self.data.dim, self.m)
+        self.index.hnsw.efConstruction = self.ef_construction
+        base = self.data.base
+        t0 = time.perf_counter()
+        step = 10_000
+        for s in range(0, len(base), step):
+            self.index.add(base[s:s + step])
+            log(f"faiss: added {min(s + step, len(base))}/{len(base)}")
+        secs = time.perf_counter() - t0
+        faiss.omp_set_num_threads(1)
+        return {"seconds": round(secs, 2), "threads": 2}
+
+    def client(self):
+        return self
+
+    def set_ef(self, ef):
+        self.index.hnsw.efSearch = int(ef)
+        self.ef = int(ef)
+
+    def prepare(self, queries):
+        return [np.ascontiguousarray(q.reshape(1, -1)) for q in queries]
+
+    def search(self, q, k, filt=None):
+        if filt is None:
+            _d, ids = self.index.search(q, k)
+        else:
+            _d, ids = self.index.search(q, k, params=self._filter_params(filt))
+        return ids[0]
+
+    def _filter_params(self, thr):
+        cache = getattr(self, "_sel_cache", {})
+        self._sel_cache = cache
+        key = (thr, self.ef)
+        if key not in cache:
+            faiss = self.faiss
+            bits = np.packbits(self.data.sel < thr, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(self.data.sel), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef)
+            cache[key] = (params, selector, bits)  # keep bits and selector alive
+        return cache[key][0]
+
+
+class Hnswlib(System, Client):
+    name = "hnswlib"
+
+    def load(self):
+        import hnswlib
+        self.hnswlib = hnswlib
+        try:
+            from importlib.metadata import version
+            self.info["version"] = version("hnswlib")
+        except Exception:  # noqa: BLE001 - version is informative only
+            pass
+        return {"seconds": 0.0, "method": "in-memory array"}
+
+    def build(self):
+        base = self.data.base
+        self.index = self.hnswlib.Index(space="l2", dim=self.data.dim)
+        self.index.init_index(max_elements=len(base), ef_construction=self.ef_construction,
+                              M=self.m, random_seed=100)
+        self.index.set_num_threads(2)
+        t0 = time.perf_counter()
+        step = 10_000
+        for s in range(0, len(base), step):
+            self.index.add_items(base[s:s + step], self.data.ids[s:s + step])
+            log(f"hnswlib: added {min(s + step, len(base))}/{len(base)}")
+        secs = time.perf_counter() - t0
+        self.index.set_num_threads(1)
+        return {"seconds": round(secs, 2), "threads": 2}
+
+    def client(self):
+        return self
+
+    def set_ef(self, ef):
+        self.index.set_ef(int(ef))
+
+    def prepare(self, queries):
+        return [np.ascontiguousarray(q.reshape(1, -1)) for q in queries]
+
+    def search(self, q, k, filt=None):
+        if filt is None:
+            labels, _d = self.index.knn_query(q, k=k)
+        else:
+            sel = self.data.sel
+            labels, _d = self.index.knn_query(q, k=k, filter=lambda i: sel[i] < filt)
+        return labels[0]

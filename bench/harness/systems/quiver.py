@@ -1,0 +1,300 @@
+"""quiver over pgwire: start `quiver serve` on a free loopback port with a
+scratch data dir, load, try to build an HNSW index, query through psycopg.
+
+What it sends (in order; each optional step degrades to the next path):
+  CREATE TABLE items (id BIGINT PRIMARY KEY, embedding VECTOR(d)[, sel INT])
+  COPY items (id, embedding[, sel]) FROM STDIN       -- text format; else
+  INSERT INTO items VALUES (0,'[...]'),(1,'[...]'),...   -- 500 rows a statement
+  SELECT count(*) FROM items
+  FLUSH items                                        -- optional (seals the segment)
+  CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops)
+      WITH (m = 16, ef_construction = 200)           -- fails: exact search, one point
+  SHOW INDEXES FROM items                            -- optional: polled until built
+  EXPLAIN SELECT id FROM items ORDER BY embedding <-> '[...]' LIMIT 10   -- optional
+  SET hnsw.ef_search = <ef>
+  SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 10   (prepared; $1 binary
+      vector via pgvector-python, else text '[...]', else '[...]'::vector)
+  SELECT $1::int                                     (the wire ceiling)
+"""
+
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+
+from ..common import (CACHE_DIR, REPO_DIR, dir_size_mb, free_port, log, register_pid,
+                      terminate_tree, tree_hwm_mb, unregister_pid, wait_port)
+from .base import System
+from .pgwire import MODES, PgClient, vec_text
+
+INSERT_BATCH = 500
+READY_WORDS = ("ready", "finished", "built", "done", "complete", "completed", "active", "valid")
+BUSY_WORDS = ("building", "pending", "in progress", "in_progress", "queued", "running",
+              "creating", "unindexed")
+
+
+def quiver_bin():
+    path = os.environ.get("QUIVER_BIN")
+    if path:
+        return path
+    target = os.environ.get("CARGO_TARGET_DIR",
+                            os.path.join(os.path.expanduser("~"), ".cache", "quiver-target"))
+    return os.path.join(target, "release", "quiver")
+
+
+class Quiver(System):
+    name = "quiver"
+    multi_client = True
+
+    def start(self):
+        import psycopg
+        binary = quiver_bin()
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"quiver binary not found at {binary} (bench/run builds it; "
+                               f"or set QUIVER_BIN)")
+        self.info["binary"] = binary
+        self.info["binary_mtime"] = time.strftime("%Y-%m-%d %H:%M:%S",
+                                                  time.localtime(os.path.getmtime(binary)))
+        try:
+            self.info["git"] = subprocess.run(
+                ["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
+                capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.workdir = os.path.join(CACHE_DIR, "quiver", f"run-{os.getpid()}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.datadir = os.path.join(self.workdir, "data")
+        os.makedirs(self.datadir)
+        self.port = free_port()
+        self.logpath = os.path.join(self.workdir, "server.log")
+        argv = [binary, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.datadir]
+        log(f"quiver: {' '.join(argv)}")
+        self.logf = open(self.logpath, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                     env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+        register_pid("quiver", self.proc.pid)
+        t0 = time.perf_counter()
+        if not wait_port(self.port, 60, proc=self.proc):
+            raise RuntimeError(f"quiver did not accept connections within 60 s "
+                               f"(exit code {self.proc.poll()}); log tail:\n{self.log_tail()}")
+        self.conninfo = f"host=127.0.0.1 port={self.port} user=quiver dbname=default"
+        deadline = time.time() + 30
+        while True:
+            try:
+                self.admin = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10)
+                break
+            except psycopg.OperationalError as e:
+                if time.time() > deadline:
+                    raise RuntimeError(f"psycopg could not connect: {e}\n{self.log_tail()}")
+                time.sleep(0.5)
+        self.info["startup_s"] = round(time.perf_counter() - t0, 2)
+        try:
+            self.info["server_version"] = self.admin.execute("SHOW server_version").fetchone()[0]
+        except Exception:  # noqa: BLE001 - informative only
+            pass
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _try(self, sql, params=None):
+        """Run sql; return (ok, rows or error text). The session stays usable."""
+        try:
+            cur = self.admin.execute(sql, params)
+            rows = cur.fetchall() if cur.description else []
+            return True, rows
+        except Exception as e:  # noqa: BLE001 - we report what the server said
+            return False, f"{type(e).__name__}: {str(e).strip()}"
+
+    # -- load ---------------------------------------------------------------
+
+    def _create_table(self):
+        cols = f"id BIGINT PRIMARY KEY, embedding VECTOR({self.data.dim})"
+        if self.data.sel is not None:
+            cols += ", sel INT"
+        self.admin.execute(f"CREATE TABLE items ({cols})")
+
+    def _rows_text(self, s, e):
+        sel = self.data.sel
+        for i in range(s, e):
+            v = vec_text(self.data.base[i])
+            yield (i, v) if sel is None else (i, v, int(sel[i]))
+
+    def _copy(self):
+        names = "id, embedding" + (", sel" if self.data.sel is not None else "")
+        n = len(self.data.base)
+        with self.admin.cursor() as cur:
+            with cur.copy(f"COPY items ({names}) FROM STDIN") as cp:
+                step = 5000
+                for s in range(0, n, step):
+                    e = min(s + step, n)
+                    buf = "".join("\t".join(map(str, r)) + "\n" for r in self._rows_text(s, e))
+                    cp.write(buf.encode())
+                    log(f"quiver: COPY {e}/{n}")
+
+    def _insert(self):
+        n = len(self.data.base)
+        last = 0
+        for s in range(0, n, INSERT_BATCH):
+            e = min(s + INSERT_BATCH, n)
+            vals = ",".join("(" + ",".join(
+                (f"'{x}'" if isinstance(x, str) else str(x)) for x in r) + ")"
+                for r in self._rows_text(s, e))
+            self.admin.execute(f"INSERT INTO items VALUES {vals}")
+            if e - last >= 10_000 or e == n:
+                log(f"quiver: INSERT {e}/{n}")
+                last = e
+
+    def load(self):
+        self._create_table()
+        n = len(self.data.base)
+        t0 = time.perf_counter()
+        method = "COPY text"
+        try:
+            self._copy()
+        except Exception as e:  # noqa: BLE001 - fall back to INSERT
+            self.notes.append(f"COPY failed ({type(e).__name__}: {str(e).strip()[:200]}); "
+                              f"loaded with multi-row INSERT")
+            log(f"quiver: COPY failed ({e}); falling back to INSERT")
+            ok, err = self._try("DROP TABLE items")
+            if not ok:
+                raise RuntimeError(f"DROP TABLE after failed COPY: {err}")
+            self._create_table()
+            method = f"INSERT, {INSERT_BATCH} rows a statement"
+            t0 = time.perf_counter()
+            self._insert()
+        secs = time.perf_counter() - t0
+        out = {"seconds": round(secs, 2), "rows_per_s": round(n / secs, 1), "method": method}
+        ok, rows = self._try("SELECT count(*) FROM items")
+        out["count"] = rows[0][0] if ok and rows else f"count failed: {rows}"
+        if ok and rows and rows[0][0] != n:
+            self.notes.append(f"count(*) = {rows[0][0]} after loading {n} rows")
+        t1 = time.perf_counter()
+        ok, res = self._try("FLUSH items")
+        out["flush"] = round(time.perf_counter() - t1, 2) if ok else f"not supported: {res[:200]}"
+        return out
+
+    # -- index ----------------------------------------------------------------
+
+    def _index_state(self):
+        """(done, rows) from SHOW INDEXES; done is None when it cannot tell."""
+        ok, rows = self._try("SHOW INDEXES FROM items")
+        if not ok:
+            return None, rows
+        text = " ".join(str(v).lower() for r in rows for v in r)
+        if any(w in text for w in BUSY_WORDS):
+            return False, rows
+        if any(w in text for w in READY_WORDS):
+            return True, rows
+        return None, rows
+
+    def build(self):
+        t0 = time.perf_counter()
+        ok, err = self._try(
+            f"CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops) "
+            f"WITH (m = {self.m}, ef_construction = {self.ef_construction})")
+        if not ok:
+            self.uses_ef = False
+            self.notes.append(f"CREATE INDEX failed ({err[:300]}): exact search only, one point")
+            log(f"quiver: CREATE INDEX failed: {err}")
+            return {"seconds": None, "index": False, "error": err[:500]}
+        timeout = self.spec["build_timeout_s"]
+        state, rows = self._index_state()
+        last_log = 0.0
+        while state is False and time.perf_counter() - t0 < timeout:
+            if time.perf_counter() - last_log > 15:
+                log(f"quiver: index building: {rows}")
+                last_log = time.perf_counter()
+            time.sleep(0.5)
+            state, rows = self._index_state()
+        secs = time.perf_counter() - t0
+        out = {"seconds": round(secs, 2), "index": True, "show_indexes": str(rows)[:1000]}
+        if state is False:
+            self.notes.append(f"index still building after {timeout} s; measured anyway")
+        elif state is None:
+            self.notes.append("SHOW INDEXES did not tell whether the build finished; "
+                              "build time is the CREATE INDEX statement's")
+        ok, _ = self._try("SET hnsw.ef_search = 16")
+        if not ok:
+            self.uses_ef = False
+            self.notes.append("SET hnsw.ef_search failed: one point at the default ef")
+        ok, plan = self._try("EXPLAIN SELECT id FROM items ORDER BY embedding <-> '"
+                             + vec_text(self.data.queries[0]) + "' LIMIT 10")
+        self.info["plan"] = [str(r[-1]) for r in plan][:40] if ok else plan[:500]
+        return out
+
+    # -- queries ----------------------------------------------------------------
+
+    def client(self):
+        """The first wire mode whose query returns k rows."""
+        errors = {}
+        q = self.data.queries[0]
+        for mode in MODES:
+            c = None
+            try:
+                c = PgClient(self.conninfo, k=self.k, mode=mode)
+                if c.adapter_error:
+                    errors["binary"] = f"register_vector: {c.adapter_error}"
+                if c.mode != mode:
+                    c.close()
+                    continue
+                rows = c.search(c.prepare([q])[0], self.k)
+                if len(rows) != self.k:
+                    raise RuntimeError(f"{len(rows)} rows")
+                self.mode = mode
+                self.info["client_mode"] = mode
+                if errors:
+                    self.info["client_mode_errors"] = errors
+                return c
+            except Exception as e:  # noqa: BLE001 - try the next mode
+                errors[mode] = f"{type(e).__name__}: {str(e).strip()[:300]}"
+                if c is not None:
+                    c.close()
+        raise RuntimeError(f"no way to run the ANN query worked: {errors}")
+
+    def client_spec(self):
+        return ("harness.systems.pgwire", "PgClient",
+                {"conninfo": self.conninfo, "k": self.k, "mode": self.mode})
+
+    def wire_ceiling(self, n):
+        c = PgClient(self.conninfo, mode="text")
+        try:
+            return c.wire_ceiling(n)
+        finally:
+            c.close()
+
+    def memory(self):
+        m = tree_hwm_mb(self.proc.pid)
+        m["scope"] = "quiver server process"
+        return m
+
+    def disk_mb(self):
+        return dir_size_mb(self.datadir)
+
+    def stop(self):
+        if getattr(self, "admin", None) is not None:
+            try:
+                self.admin.close()
+            except Exception:  # noqa: BLE001
+                pass
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            if proc.poll() is not None:
+                self.notes.append(f"quiver exited by itself with code {proc.returncode}")
+            terminate_tree(proc.pid, grace=30)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            unregister_pid("quiver")
+            self.info["server_log_tail"] = self.log_tail(2000)
+            self.logf.close()
+            log(f"quiver: stopped (log {self.logpath})")
+        if getattr(self, "datadir", None) and os.environ.get("QUIVER_BENCH_KEEP_DATA") != "1":
+            shutil.rmtree(self.datadir, ignore_errors=True)

@@ -1,0 +1,168 @@
+"""Runs one system in its own process: start, load, build, sweep ef, measure,
+stop. Writes one JSON object to --out. Invoked by main.py."""
+
+import argparse
+import importlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from . import systems
+import harness.systems.base  # noqa: F401 - SkipSystem
+from .common import log, vm_hwm_mb
+from .datasets import Loaded, recall_at_k
+
+
+def timed_pass(client, params, k, filt):
+    n = len(params)
+    lat = np.empty(n)
+    out = [None] * n
+    t0 = time.perf_counter()
+    for i, p in enumerate(params):
+        s = time.perf_counter()
+        out[i] = client.search(p, k, filt)
+        lat[i] = time.perf_counter() - s
+    wall = time.perf_counter() - t0
+    return out, lat, wall
+
+
+def _client_proc(spec, queries_path, nq, ef, k, filt, warmup, barrier, queue):
+    """One of the concurrent clients (its own process and connection)."""
+    try:
+        mod, cls, kwargs = spec
+        client = getattr(importlib.import_module(mod), cls)(**kwargs)
+        client.set_ef(ef)
+        params = client.prepare(np.load(queries_path, mmap_mode="r")[:nq])
+        for p in params[:warmup]:
+            client.search(p, k, filt)
+        barrier.wait(timeout=120)
+        t0 = time.monotonic()
+        for p in params:
+            client.search(p, k, filt)
+        t1 = time.monotonic()
+        client.close()
+        queue.put(("ok", len(params), t0, t1))
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", f"{type(e).__name__}: {e}", 0, 0))
+
+
+def multi_client(spec, data, ef, k, filt, nclients, warmup, timeout):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(nclients)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_client_proc,
+                         args=(spec, data.desc["queries"], len(data.queries), ef, k, filt,
+                               warmup, barrier, queue), daemon=True)
+             for _ in range(nclients)]
+    for p in procs:
+        p.start()
+    results = []
+    try:
+        for _ in procs:
+            results.append(queue.get(timeout=timeout))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    errors = [r[1] for r in results if r[0] != "ok"]
+    if errors:
+        return {"clients": nclients, "error": errors[0]}
+    total = sum(r[1] for r in results)
+    wall = max(r[3] for r in results) - min(r[2] for r in results)
+    return {"clients": nclients, "qps": round(total / wall, 1), "queries": total}
+
+
+def run(spec):
+    data = Loaded(spec["dataset"])
+    cls = systems.get(spec["system"])
+    sysobj = cls(spec, data)
+    res = {"system": spec["system"], "points": []}
+    res["baseline_rss_mb"] = round(vm_hwm_mb(os.getpid()) or 0, 1)
+    t_start = time.perf_counter()
+    try:
+        sysobj.start()
+        res["load"] = sysobj.load()
+        if res["load"]:
+            log(f"{sysobj.name}: loaded {len(data.base)} rows: {res['load']}")
+        res["build"] = sysobj.build()
+        if res["build"]:
+            log(f"{sysobj.name}: build: {res['build']}")
+        client = sysobj.client()
+        if client is not None:
+            k = spec["k"]
+            efs = spec["efs"] if sysobj.uses_ef else [None]
+            filters = list(data.filters) if spec["suite"] == "filtered" else [""]
+            params = client.prepare(data.queries)
+            for fname in filters:
+                filt = data.filters[fname]["threshold"] if fname else None
+                for ef in efs:
+                    client.set_ef(ef)
+                    timed_pass(client, params[:spec["warmup"]], k, filt)
+                    out, lat, wall = timed_pass(client, params, k, filt)
+                    pt = {"ef": ef, "filter": fname or None,
+                          "recall": round(recall_at_k(data, out, k, fname), 4),
+                          "qps": round(len(params) / wall, 1),
+                          "mean_ms": round(wall / len(params) * 1e3, 3),
+                          "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+                          "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+                          "queries": len(params)}
+                    if sysobj.multi_client and 2 in spec["clients"]:
+                        pt["two_clients"] = multi_client(
+                            sysobj.client_spec(), data, ef, k, filt, 2, spec["warmup"],
+                            timeout=max(120, spec["system_timeout_s"] // 4))
+                        pt["qps_2c"] = pt["two_clients"].get("qps")
+                    log(f"{sysobj.name}: {('filter ' + fname + ' ') if fname else ''}"
+                        f"ef={ef} recall@{k}={pt['recall']} qps={pt['qps']} "
+                        f"p50={pt['p50_ms']}ms p99={pt['p99_ms']}ms"
+                        + (f" 2-client qps={pt.get('qps_2c')}" if "two_clients" in pt else ""))
+                    res["points"].append(pt)
+            client_info = {"mode": getattr(client, "mode", None)}
+            res["client"] = {k_: v for k_, v in client_info.items() if v}
+            if client is not sysobj:
+                client.close()
+        wire = sysobj.wire_ceiling(spec["wire_queries"])
+        if wire:
+            res["wire"] = wire
+            log(f"{sysobj.name}: wire ceiling SELECT $1::int: {wire['qps']} qps, "
+                f"{wire['mean_us']} us per round trip")
+        res["memory"] = sysobj.memory()
+        res["disk_mb"] = sysobj.disk_mb()
+    except systems.base.SkipSystem as e:
+        res["skipped"] = str(e)
+        log(f"{sysobj.name}: skipped: {e}")
+    except Exception as e:  # noqa: BLE001 - the error goes into the results
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()[-4000:]
+        log(f"{sysobj.name}: FAILED: {res['error']}")
+    finally:
+        try:
+            sysobj.stop()
+        except Exception as e:  # noqa: BLE001
+            res.setdefault("stop_error", f"{type(e).__name__}: {e}")
+        res["info"] = sysobj.info
+        res["notes"] = sysobj.notes
+        res["wall_s"] = round(time.perf_counter() - t_start, 1)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    with open(a.spec) as f:
+        spec = json.load(f)
+    res = run(spec)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+//! Meta storage: databases and collections with their schemas.
+//!
+//! The catalog is the single source of truth for what exists. Every change
+//! goes through [`Catalog`], which hands the new state to a [`MetaStore`] so
+//! that a durable store can persist it (the in-memory store keeps nothing).
+
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use schema::{CollectionDef, FieldDef, FieldType};
+
+/// The database every server starts with.
+pub const DEFAULT_DATABASE: &str = "default";
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("collection \"{name}\" does not exist")]
+    CollectionNotFound { name: String },
+    #[error("collection \"{name}\" already exists")]
+    CollectionExists { name: String },
+    #[error("database \"{name}\" does not exist")]
+    DatabaseNotFound { name: String },
+    #[error("database \"{name}\" already exists")]
+    DatabaseExists { name: String },
+    #[error("database \"{name}\" is not empty: drop its collections first")]
+    DatabaseNotEmpty { name: String },
+    #[error("cannot drop the current database \"{name}\"")]
+    DropCurrentDatabase { name: String },
+    #[error("cannot drop the default database")]
+    DropDefaultDatabase,
+    #[error("invalid collection definition: {0}")]
+    InvalidDefinition(String),
+    #[error("type \"{name}\" is not supported{hint}")]
+    UnsupportedType { name: String, hint: String },
+    #[error("metadata store failed: {0}")]
+    Store(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// A point-in-time copy of everything the catalog knows, as persisted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CatalogSnapshot {
+    pub version: u64,
+    pub next_collection_id: u64,
+    pub databases: BTreeMap<String, DatabaseDef>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DatabaseDef {
+    pub name: String,
+    pub collections: BTreeMap<String, Arc<CollectionDef>>,
+}
+
+/// Where catalog state is persisted. The storage layer provides a durable one.
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Load the last persisted state, if any.
+    fn load(&self) -> Result<Option<CatalogSnapshot>>;
+    /// Persist `snapshot` atomically (all or nothing).
+    fn persist(&self, snapshot: &CatalogSnapshot) -> Result<()>;
+}
+
+/// A store that keeps nothing: state lives as long as the process.
+#[derive(Debug, Default)]
+pub struct MemoryMetaStore;
+
+impl MetaStore for MemoryMetaStore {
+    fn load(&self) -> Result<Option<CatalogSnapshot>> {
+        Ok(None)
+    }
+    fn persist(&self, _snapshot: &CatalogSnapshot) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    state: RwLock<CatalogSnapshot>,
+    store: Arc<dyn MetaStore>,
+    next_id: AtomicU64,
+}
+
+impl Catalog {
+    /// Open the catalog from `store`, creating the default database if new.
+    pub fn open(store: Arc<dyn MetaStore>) -> Result<Catalog> {
+        let mut snapshot = store.load()?.unwrap_or_default();
+        snapshot
+            .databases
+            .entry(DEFAULT_DATABASE.to_string())
+            .or_insert_with(|| DatabaseDef {
+                name: DEFAULT_DATABASE.to_string(),
+                collections: BTreeMap::new(),
+            });
+        let next_id = snapshot.next_collection_id.max(1);
+        Ok(Catalog {
+            state: RwLock::new(snapshot),
+            store,
+            next_id: AtomicU64::new(next_id),
+        })
+    }
+
+    /// Apply `change` to a copy of the state, persist it, then publish it.
+    fn update<T>(&self, change: impl FnOnce(&mut CatalogSnapshot) -> Result<T>) -> Result<T> {
+        let mut state = self.state.write();
+        let mut next = state.clone();
+        let out = change(&mut next)?;
+        next.version += 1;
+        next.next_collection_id = self.next_id.load(Ordering::SeqCst);
+        self.store.persist(&next)?;
+        *state = next;
+        Ok(out)
+    }
+
+    pub fn database_names(&self) -> Vec<String> {
+        self.state.read().databases.keys().cloned().collect()
+    }
+
+    pub fn database_exists(&self, name: &str) -> bool {
+        self.state.read().databases.contains_key(name)
+    }
+
+    pub fn create_database(&self, name: &str, if_not_exists: bool) -> Result<bool> {
+        self.update(|s| {
+            if s.databases.contains_key(name) {
+                return if if_not_exists {
+                    Ok(false)
+                } else {
+                    Err(CatalogError::DatabaseExists { name: name.into() })
+                };
+            }
+            s.databases.insert(
+                name.to_string(),
+                DatabaseDef {
+                    name: name.to_string(),
+                    collections: BTreeMap::new(),
+                },
+            );
+            Ok(true)
+        })
+    }
+
+    pub fn drop_database(&self, name: &str, if_exists: bool) -> Result<bool> {
+        if name == DEFAULT_DATABASE {
+            return Err(CatalogError::DropDefaultDatabase);
+        }
+        self.update(|s| match s.databases.get(name) {
+            None if if_exists => Ok(false),
+            None => Err(CatalogError::DatabaseNotFound { name: name.into() }),
+            Some(db) if !db.collections.is_empty() => {
+                Err(CatalogError::DatabaseNotEmpty { name: name.into() })
+            }
+            Some(_) => {
+                s.databases.remove(name);
+                Ok(true)
+            }
+        })
+    }
+
+    /// Names of the collections in `database`, sorted.
+    pub fn collection_names(&self, database: &str) -> Vec<String> {
+        self.state
+            .read()
+            .databases
+            .get(database)
+            .map(|d| d.collections.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn collection(&self, database: &str, name: &str) -> Option<Arc<CollectionDef>> {
+        self.state
+            .read()
+            .databases
+            .get(database)
+            .and_then(|d| d.collections.get(name).cloned())
+    }
+
+    pub fn get_collection(&self, database: &str, name: &str) -> Result<Arc<CollectionDef>> {
+        self.collection(database, name)
+            .ok_or_else(|| CatalogError::CollectionNotFound { name: name.into() })
+    }
+
+    /// Register a new collection; assigns its id. Returns `None` when it
+    /// already exists and `if_not_exists` is set.
+    pub fn create_collection(
+        &self,
+        mut def: CollectionDef,
+        if_not_exists: bool,
+    ) -> Result<Option<Arc<CollectionDef>>> {
+        def.validate()?;
+        self.update(|s| {
+            let db = s.databases.get_mut(&def.database).ok_or_else(|| {
+                CatalogError::DatabaseNotFound {
+                    name: def.database.clone(),
+                }
+            })?;
+            if db.collections.contains_key(&def.name) {
+                return if if_not_exists {
+                    Ok(None)
+                } else {
+                    Err(CatalogError::CollectionExists {
+                        name: def.name.clone(),
+                    })
+                };
+            }
+            def.id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let def = Arc::new(def);
+            db.collections.insert(def.name.clone(), def.clone());
+            Ok(Some(def))
+        })
+    }
+
+    /// Remove a collection; returns its definition if it existed.
+    pub fn drop_collection(
+        &self,
+        database: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<Option<Arc<CollectionDef>>> {
+        self.update(|s| {
+            let removed = s
+                .databases
+                .get_mut(database)
+                .and_then(|db| db.collections.remove(name));
+            match removed {
+                Some(def) => Ok(Some(def)),
+                None if if_exists => Ok(None),
+                None => Err(CatalogError::CollectionNotFound { name: name.into() }),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str) -> CollectionDef {
+        CollectionDef {
+            id: 0,
+            database: DEFAULT_DATABASE.into(),
+            name: name.into(),
+            fields: vec![FieldDef::new("v", FieldType::Vector { dim: 3 })],
+            primary_key: None,
+        }
+    }
+
+    #[test]
+    fn create_and_drop() {
+        let c = Catalog::open(Arc::new(MemoryMetaStore)).unwrap();
+        let a = c.create_collection(def("a"), false).unwrap().unwrap();
+        assert!(a.id > 0);
+        assert!(c.create_collection(def("a"), true).unwrap().is_none());
+        assert!(matches!(
+            c.create_collection(def("a"), false),
+            Err(CatalogError::CollectionExists { .. })
+        ));
+        assert_eq!(c.collection_names(DEFAULT_DATABASE), vec!["a".to_string()]);
+        c.drop_collection(DEFAULT_DATABASE, "a", false).unwrap();
+        assert!(c.collection(DEFAULT_DATABASE, "a").is_none());
+        assert!(c.drop_collection(DEFAULT_DATABASE, "a", true).unwrap().is_none());
+    }
+}

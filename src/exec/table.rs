@@ -1,0 +1,250 @@
+//! `CollectionTable`: a collection as a DataFusion table. Scans read one
+//! consistent snapshot; INSERT, DELETE and TRUNCATE go to the storage layer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::compute::{and, concat_batches};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, DataFusionError, Result};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::StreamExt;
+
+use super::dml::DmlExec;
+use crate::catalog::CollectionDef;
+use crate::storage::{CollectionData, StorageError};
+
+/// A collection seen by DataFusion.
+pub struct CollectionTable {
+    def: Arc<CollectionDef>,
+    data: Arc<CollectionData>,
+    schema: SchemaRef,
+    defaults: HashMap<String, Expr>,
+}
+
+impl fmt::Debug for CollectionTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CollectionTable({}.{})", self.def.database, self.def.name)
+    }
+}
+
+fn storage_err(e: StorageError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl CollectionTable {
+    pub fn new(
+        def: Arc<CollectionDef>,
+        data: Arc<CollectionData>,
+        defaults: HashMap<String, Expr>,
+    ) -> CollectionTable {
+        CollectionTable {
+            schema: def.arrow_schema(),
+            def,
+            data,
+            defaults,
+        }
+    }
+
+    pub fn def(&self) -> &Arc<CollectionDef> {
+        &self.def
+    }
+
+    pub fn data(&self) -> &Arc<CollectionData> {
+        &self.data
+    }
+}
+
+/// Remove table qualifiers so an expression can be evaluated on our batches.
+pub fn unqualify(expr: Expr) -> Result<Expr> {
+    Ok(expr
+        .transform(|e| match e {
+            Expr::Column(c) if c.relation.is_some() => {
+                Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name))))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
+}
+
+#[async_trait]
+impl TableProvider for CollectionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snapshot = self.data.snapshot();
+        let parts = state.config().target_partitions().max(1);
+        let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+        for (i, chunk) in snapshot.chunks.iter().enumerate() {
+            let batch = chunk.live_batch().map_err(storage_err)?;
+            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
+            partitions[i % parts].push(batch);
+        }
+        partitions.retain(|p| !p.is_empty());
+        if partitions.is_empty() {
+            partitions.push(Vec::new());
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &partitions,
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} is not supported yet"
+            )));
+        }
+        let sink = CollectionSink {
+            data: self.data.clone(),
+            schema: self.schema.clone(),
+            name: self.def.name.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let predicates = filters
+            .into_iter()
+            .map(|f| state.create_physical_expr(unqualify(f)?, &df_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let data = self.data.clone();
+        let schema = self.schema.clone();
+        let name = format!("delete from {}", self.def.name);
+        Ok(Arc::new(DmlExec::new(
+            name,
+            Arc::new(move || {
+                let mut failure: Option<DataFusionError> = None;
+                let result = data.delete(|batch| {
+                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+                    let mut mask = BooleanArray::from(vec![true; batch.num_rows()]);
+                    for p in &predicates {
+                        let value = p
+                            .evaluate(&batch)
+                            .and_then(|v| v.into_array(batch.num_rows()));
+                        match value {
+                            Ok(a) => match a.as_any().downcast_ref::<BooleanArray>() {
+                                Some(b) => mask = and(&mask, b)?,
+                                None => {
+                                    failure = Some(DataFusionError::Plan(
+                                        "argument of WHERE must be type boolean".into(),
+                                    ));
+                                    return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+                                }
+                            },
+                            Err(e) => {
+                                failure = Some(e);
+                                return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+                            }
+                        }
+                    }
+                    Ok(mask)
+                });
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                Ok(result.map_err(storage_err)? as u64)
+            }),
+        )))
+    }
+
+    async fn truncate(&self, _state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        let data = self.data.clone();
+        Ok(Arc::new(DmlExec::new(
+            format!("truncate {}", self.def.name),
+            Arc::new(move || Ok(data.truncate() as u64)),
+        )))
+    }
+}
+
+/// Receives the rows of an INSERT and appends them in one storage call, so a
+/// statement is applied entirely or not at all.
+struct CollectionSink {
+    data: Arc<CollectionData>,
+    schema: SchemaRef,
+    name: String,
+}
+
+impl fmt::Debug for CollectionSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CollectionSink({})", self.name)
+    }
+}
+
+impl DisplayAs for CollectionSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "CollectionSink: {}", self.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for CollectionSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let storage_schema = self.data.schema();
+        let mut batches = Vec::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            batches.push(RecordBatch::try_new(
+                storage_schema.clone(),
+                batch.columns().to_vec(),
+            )?);
+        }
+        let batch = concat_batches(&storage_schema, &batches)?;
+        let rows = self.data.insert(batch).map_err(storage_err)?;
+        Ok(rows as u64)
+    }
+}

@@ -1,0 +1,115 @@
+//! The `quiver` binary: `quiver serve` runs the server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use quiver::config::{Config, Overrides};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "quiver",
+    version,
+    about = "A vector database spoken to in SQL over the PostgreSQL wire protocol",
+    long_about = "A vector database spoken to in SQL over the PostgreSQL wire protocol.\n\n\
+Settings are layered: defaults < quiver.toml (--config) < QUIVER_* environment variables < flags.\n\
+Logging is controlled with RUST_LOG (default: info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:5433].
+        #[arg(long, env = "QUIVER_LISTEN", value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Data directory [default: ./data].
+        #[arg(long, env = "QUIVER_DATA_DIR", value_name = "PATH")]
+        data_dir: Option<PathBuf>,
+        /// Path of a quiver.toml configuration file.
+        #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            config,
+        } => {
+            let overrides = Overrides { listen, data_dir };
+            let config = match Config::load(config.as_deref(), &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    warn!("data is kept in memory and is not durable yet");
+    let engine = quiver::open_engine().map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    info!(data_dir = %config.data_dir.display(), "quiver {} starting", env!("CARGO_PKG_VERSION"));
+    quiver::server::serve(engine, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

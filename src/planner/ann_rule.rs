@@ -1,0 +1,330 @@
+//! The ANN rewrite: `ORDER BY distance(col, const) LIMIT k` over a collection
+//! scan (with or without a filter) becomes an `AnnSearch` logical node, which
+//! is planned into `AnnSearchExec`. `SEARCH` statements are planned as that
+//! same SELECT, so both spellings share one plan.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, DFSchemaRef, Result, TableReference};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{
+    Expr, Extension, LogicalPlan, TableScan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+    utils::conjunction,
+};
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{
+    DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner, PhysicalPlanningContext,
+};
+
+use crate::exec::CollectionTable;
+use crate::exec::ann_search::{AnnSearchExec, AnnSearchSpec};
+use crate::vector::Metric;
+use crate::vector::udf::{VectorColumn, metric_of_udf};
+
+/// Logical top-k vector search over one collection.
+#[derive(Debug, Clone)]
+pub struct AnnSearchNode {
+    pub table: Arc<CollectionTable>,
+    pub table_name: TableReference,
+    pub projection: Option<Vec<usize>>,
+    /// The output schema (the replaced scan's projected schema).
+    pub schema: DFSchemaRef,
+    /// Index of the vector field in the collection schema.
+    pub vector_column: usize,
+    pub metric: Metric,
+    pub query: Vec<f32>,
+    pub k: usize,
+    /// Filter over the scan's columns, applied before ranking.
+    pub filter: Option<Expr>,
+}
+
+impl AnnSearchNode {
+    fn key(&self) -> (u64, String, Option<Vec<usize>>, usize, Metric, Vec<u32>, usize) {
+        (
+            self.table.def().id,
+            self.table_name.to_string(),
+            self.projection.clone(),
+            self.vector_column,
+            self.metric,
+            self.query.iter().map(|v| v.to_bits()).collect(),
+            self.k,
+        )
+    }
+}
+
+impl PartialEq for AnnSearchNode {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key() && self.filter == other.filter
+    }
+}
+impl Eq for AnnSearchNode {}
+impl Hash for AnnSearchNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+        self.filter.hash(state);
+    }
+}
+impl PartialOrd for AnnSearchNode {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        (self == other).then_some(Ordering::Equal)
+    }
+}
+
+impl UserDefinedLogicalNodeCore for AnnSearchNode {
+    fn name(&self) -> &str {
+        "AnnSearch"
+    }
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+    fn expressions(&self) -> Vec<Expr> {
+        self.filter.iter().cloned().collect()
+    }
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let field = &self.table.def().fields[self.vector_column].name;
+        write!(
+            f,
+            "AnnSearch: {}, column={field}, metric={}, k={}",
+            self.table_name,
+            self.metric.name(),
+            self.k
+        )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        Ok(())
+    }
+    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let mut node = self.clone();
+        node.filter = exprs.pop();
+        Ok(node)
+    }
+}
+
+/// The optimizer rule producing [`AnnSearchNode`].
+#[derive(Debug, Default)]
+pub struct AnnSearchRule;
+
+/// A distance call `f(column, constant)` resolved down to a table scan.
+struct Match {
+    metric: Metric,
+    column: datafusion::common::Column,
+    query: Vec<f32>,
+}
+
+fn match_distance(expr: &Expr) -> Option<Match> {
+    let Expr::ScalarFunction(f) = expr else {
+        return None;
+    };
+    let metric = metric_of_udf(&f.func)?;
+    let [a, b] = f.args.as_slice() else {
+        return None;
+    };
+    let (column, value) = match (a, b) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        _ => return None,
+    };
+    let query = VectorColumn::try_from_scalar(value).ok()?.get(0)?.to_vec();
+    Some(Match {
+        metric,
+        column: column.clone(),
+        query,
+    })
+}
+
+/// Walk from the sort's input down through projections to `[Filter] ->
+/// TableScan`, resolving `expr` to the scan's columns on the way.
+fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalPlan>> {
+    let mut expr = expr.clone();
+    let mut node = input;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                expr = expr
+                    .transform(|e| match &e {
+                        Expr::Column(c) => match p.schema.index_of_column(c) {
+                            Ok(i) => Ok(Transformed::yes(p.expr[i].clone().unalias())),
+                            Err(_) => Ok(Transformed::no(e)),
+                        },
+                        _ => Ok(Transformed::no(e)),
+                    })?
+                    .data;
+                node = p.input.as_ref();
+            }
+            LogicalPlan::Filter(_) | LogicalPlan::TableScan(_) => break,
+            _ => return Ok(None),
+        }
+    }
+    let (scan, filter) = match node {
+        LogicalPlan::Filter(f) => match f.input.as_ref() {
+            LogicalPlan::TableScan(s) => (s, Some(f.predicate.clone())),
+            _ => return Ok(None),
+        },
+        LogicalPlan::TableScan(s) => (s, None),
+        _ => return Ok(None),
+    };
+    let Some(m) = match_distance(&expr) else {
+        return Ok(None);
+    };
+    let Some(ann) = ann_node(scan, filter, m, k)? else {
+        return Ok(None);
+    };
+    let target = node.clone();
+    let rewritten = input
+        .clone()
+        .transform_down(|n| {
+            if n == target {
+                Ok(Transformed::new(ann.clone(), true, TreeNodeRecursion::Jump))
+            } else {
+                Ok(Transformed::no(n))
+            }
+        })?
+        .data;
+    Ok(Some(rewritten))
+}
+
+fn ann_node(scan: &TableScan, filter: Option<Expr>, m: Match, k: usize) -> Result<Option<LogicalPlan>> {
+    if scan.fetch.is_some() || !scan.filters.is_empty() {
+        return Ok(None);
+    }
+    let Ok(provider) = source_as_provider(&scan.source) else {
+        return Ok(None);
+    };
+    let Some(table) = (provider.as_ref() as &dyn std::any::Any).downcast_ref::<CollectionTable>()
+    else {
+        return Ok(None);
+    };
+    if scan.projected_schema.index_of_column(&m.column).is_err() {
+        return Ok(None);
+    }
+    let Some(vector_column) = table.def().field_index(&m.column.name) else {
+        return Ok(None);
+    };
+    let table = Arc::new(CollectionTable::new(
+        table.def().clone(),
+        table.data().clone(),
+        Default::default(),
+    ));
+    let node = AnnSearchNode {
+        table,
+        table_name: scan.table_name.clone(),
+        projection: scan.projection.clone(),
+        schema: scan.projected_schema.clone(),
+        vector_column,
+        metric: m.metric,
+        query: m.query,
+        k,
+        filter: filter.and_then(|f| conjunction([f])),
+    };
+    Ok(Some(LogicalPlan::Extension(Extension {
+        node: Arc::new(node),
+    })))
+}
+
+impl OptimizerRule for AnnSearchRule {
+    fn name(&self) -> &str {
+        "ann_search"
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        plan.transform_down(|node| {
+            let LogicalPlan::Sort(sort) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let (Some(k), [order]) = (sort.fetch, sort.expr.as_slice()) else {
+                return Ok(Transformed::no(node));
+            };
+            if !order.asc || order.nulls_first {
+                return Ok(Transformed::no(node));
+            }
+            match try_ann(&order.expr, &sort.input, k)? {
+                Some(input) => {
+                    let mut sort = sort.clone();
+                    sort.input = Arc::new(input);
+                    Ok(Transformed::yes(LogicalPlan::Sort(sort)))
+                }
+                None => Ok(Transformed::no(node)),
+            }
+        })
+    }
+}
+
+/// Plans [`AnnSearchNode`] into [`AnnSearchExec`].
+#[derive(Debug, Default)]
+pub struct AnnSearchPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for AnnSearchPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        _physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<AnnSearchNode>() else {
+            return Ok(None);
+        };
+        let def = node.table.def();
+        let table_schema = def.arrow_schema();
+        let filter = match &node.filter {
+            Some(f) => {
+                let df_schema =
+                    DFSchema::try_from_qualified_schema(node.table_name.clone(), &table_schema)?;
+                Some(session.create_physical_expr(f.clone(), &df_schema)?)
+            }
+            None => None,
+        };
+        let projection = node
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..def.fields.len()).collect());
+        let spec = AnnSearchSpec {
+            collection: def.name.clone(),
+            data: node.table.data().clone(),
+            vector_column: node.vector_column,
+            vector_name: def.fields[node.vector_column].name.clone(),
+            projection,
+            filter,
+            metric: node.metric,
+            query: node.query.clone(),
+            k: node.k,
+        };
+        let schema = Arc::new(node.schema.as_arrow().clone());
+        Ok(Some(Arc::new(AnnSearchExec::new(spec, schema))))
+    }
+}
+
+/// The physical planner with quiver's extension planners.
+#[derive(Debug, Default)]
+pub struct QuiverQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for QuiverQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(AnnSearchPlanner)])
+            .create_physical_plan(logical_plan, session)
+            .await
+    }
+}

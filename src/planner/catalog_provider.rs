@@ -1,0 +1,149 @@
+//! The catalog as DataFusion sees it: one DataFusion catalog per database,
+//! schema `public` holding its collections, plus shared system schemas
+//! (`pg_catalog`) registered by `datafusion-pg-catalog`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::Expr;
+use parking_lot::RwLock;
+
+use crate::catalog::{Catalog, CollectionDef};
+use crate::exec::CollectionTable;
+use crate::storage::Storage;
+
+pub const PUBLIC_SCHEMA: &str = "public";
+
+type Extra = Arc<RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>;
+
+/// Every database of the catalog.
+#[derive(Debug)]
+pub struct QuiverCatalogList {
+    catalog: Arc<Catalog>,
+    storage: Arc<Storage>,
+    /// Schemas shared by every database (`pg_catalog`).
+    extra: Extra,
+}
+
+impl QuiverCatalogList {
+    pub fn new(catalog: Arc<Catalog>, storage: Arc<Storage>) -> QuiverCatalogList {
+        QuiverCatalogList {
+            catalog,
+            storage,
+            extra: Arc::new(RwLock::new(HashMap::new())),
+        }
+    }
+}
+
+impl CatalogProviderList for QuiverCatalogList {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        // Databases are created with CREATE DATABASE, through the catalog.
+        None
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        self.catalog.database_names()
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        self.catalog.database_exists(name).then(|| {
+            Arc::new(DatabaseProvider {
+                database: name.to_string(),
+                catalog: self.catalog.clone(),
+                storage: self.storage.clone(),
+                extra: self.extra.clone(),
+            }) as Arc<dyn CatalogProvider>
+        })
+    }
+}
+
+#[derive(Debug)]
+struct DatabaseProvider {
+    database: String,
+    catalog: Arc<Catalog>,
+    storage: Arc<Storage>,
+    extra: Extra,
+}
+
+impl CatalogProvider for DatabaseProvider {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = vec![PUBLIC_SCHEMA.to_string()];
+        names.extend(self.extra.read().keys().cloned());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == PUBLIC_SCHEMA {
+            return Some(Arc::new(CollectionSchema {
+                database: self.database.clone(),
+                catalog: self.catalog.clone(),
+                storage: self.storage.clone(),
+            }));
+        }
+        self.extra.read().get(name).cloned()
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        if name == PUBLIC_SCHEMA {
+            return Err(DataFusionError::Plan(
+                "schema \"public\" is managed by quiver".into(),
+            ));
+        }
+        Ok(self.extra.write().insert(name.to_string(), schema))
+    }
+}
+
+/// Schema `public` of one database: its collections.
+#[derive(Debug)]
+struct CollectionSchema {
+    database: String,
+    catalog: Arc<Catalog>,
+    storage: Arc<Storage>,
+}
+
+/// Build the DataFusion table of a collection.
+pub fn collection_table(
+    def: Arc<CollectionDef>,
+    storage: &Storage,
+) -> Result<Arc<CollectionTable>> {
+    let data = storage.open_collection(&def);
+    let defaults = def
+        .fields
+        .iter()
+        .filter_map(|f| {
+            let text = f.default.as_ref()?;
+            Some(crate::planner::ddl::default_expr(text).map(|e| (f.name.clone(), e)))
+        })
+        .collect::<Result<HashMap<String, Expr>>>()?;
+    Ok(Arc::new(CollectionTable::new(def, data, defaults)))
+}
+
+#[async_trait]
+impl SchemaProvider for CollectionSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.catalog.collection_names(&self.database)
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match self.catalog.collection(&self.database, name) {
+            Some(def) => Ok(Some(collection_table(def, &self.storage)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.catalog.collection(&self.database, name).is_some()
+    }
+}

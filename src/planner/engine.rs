@@ -1,0 +1,359 @@
+//! The engine: owns the catalog, the storage and the shared DataFusion setup,
+//! and executes statements for sessions.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, UInt64Type};
+use datafusion::common::ParamValues;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::physical_plan::{collect, execute_stream};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{create_current_database_udf, setup_pg_catalog};
+use tracing::debug;
+
+use super::ann_rule::{AnnSearchRule, QuiverQueryPlanner};
+use super::catalog_provider::{PUBLIC_SCHEMA, QuiverCatalogList};
+use super::ddl;
+use super::session::Session;
+use super::vector_sql::{VectorCastRule, VectorOperatorPlanner, VectorTypePlanner};
+use super::{Output, QueryError};
+use crate::catalog::{Catalog, DEFAULT_DATABASE};
+use crate::sql::Statement;
+use crate::storage::Storage;
+use crate::vector::udf::all_udfs;
+
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    storage: Arc<Storage>,
+    base: SessionState,
+}
+
+/// A statement prepared for the extended protocol.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub statement: Statement,
+    /// The logical plan, for statements planned by DataFusion.
+    pub plan: Option<LogicalPlan>,
+}
+
+impl Prepared {
+    /// Parameter fields `$1..$n` in order (`None` where the type is unknown).
+    pub fn parameter_fields(&self) -> Result<Vec<Option<FieldRef>>, QueryError> {
+        let Some(plan) = &self.plan else {
+            return Ok(vec![]);
+        };
+        let fields = plan.get_parameter_fields()?;
+        let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
+            .into_iter()
+            .filter_map(|(id, f)| id.trim_start_matches('$').parse::<usize>().ok().map(|n| (n, f)))
+            .collect();
+        numbered.sort_by_key(|(n, _)| *n);
+        let max = numbered.last().map(|(n, _)| *n).unwrap_or(0);
+        let mut out = vec![None; max];
+        for (n, f) in numbered {
+            if n >= 1 {
+                out[n - 1] = f;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The schema of the rows this statement returns, if it returns rows.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        match (&self.plan, &self.statement) {
+            (Some(LogicalPlan::Dml(_)), _) => None,
+            (Some(plan), _) => Some(Arc::new(plan.schema().as_arrow().clone())),
+            (None, Statement::DescribeCollection { .. }) => {
+                Some(ddl::describe(&empty_def()).schema())
+            }
+            (None, Statement::ShowCollections) => Some(collections_schema()),
+            (None, Statement::Show { name }) => Some(show_schema(name)),
+            _ => None,
+        }
+    }
+}
+
+fn empty_def() -> crate::catalog::CollectionDef {
+    crate::catalog::CollectionDef {
+        id: 0,
+        database: String::new(),
+        name: String::new(),
+        fields: vec![],
+        primary_key: None,
+    }
+}
+
+fn collections_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("row_count", DataType::UInt64, false),
+    ]))
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]))
+}
+
+fn rows(batch: RecordBatch) -> Result<Output, QueryError> {
+    let schema = batch.schema();
+    let stream = MemoryStream::try_new(vec![batch], schema.clone(), None)?;
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
+}
+
+fn command(tag: impl Into<String>) -> Output {
+    Output::Command {
+        tag: tag.into(),
+        rows: None,
+    }
+}
+
+impl Engine {
+    pub fn new(catalog: Arc<Catalog>, storage: Arc<Storage>) -> Result<Engine, QueryError> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(DEFAULT_DATABASE, PUBLIC_SCHEMA)
+            .set_str("datafusion.sql_parser.dialect", "postgres");
+        let list = Arc::new(QuiverCatalogList::new(catalog.clone(), storage.clone()));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_catalog_list(list)
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for udf in all_udfs() {
+            ctx.register_udf(udf);
+        }
+        setup_pg_catalog(&ctx, DEFAULT_DATABASE, EmptyContextProvider)
+            .map_err(|e| QueryError::DataFusion(*e))?;
+        let state = ctx.state();
+        let mut planners = vec![Arc::new(VectorOperatorPlanner) as _];
+        planners.extend(state.expr_planners().iter().cloned());
+        let base = SessionStateBuilder::new_from_existing(state)
+            .with_expr_planners(planners)
+            .with_type_planner(Arc::new(VectorTypePlanner))
+            .with_analyzer_rule(Arc::new(VectorCastRule))
+            .with_optimizer_rule(Arc::new(AnnSearchRule))
+            .with_query_planner(Arc::new(QuiverQueryPlanner))
+            .build();
+        Ok(Engine {
+            catalog,
+            storage,
+            base,
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    fn state_for(&self, database: &str) -> SessionState {
+        let mut config = self.base.config().clone();
+        config.options_mut().catalog.default_catalog = database.to_string();
+        let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_config(config)
+            .build();
+        let _ = datafusion::execution::FunctionRegistry::register_udf(
+            &mut state,
+            Arc::new(create_current_database_udf(database)),
+        );
+        state
+    }
+
+    /// Open a session for `user` on `database`.
+    pub fn new_session(&self, user: &str, database: &str) -> Result<Session, QueryError> {
+        if !self.catalog.database_exists(database) {
+            return Err(QueryError::UnknownDatabase(database.to_string()));
+        }
+        Ok(Session::new(user, database, self.state_for(database)))
+    }
+
+    /// Parse-time planning for the extended protocol.
+    pub async fn prepare(
+        &self,
+        session: &Session,
+        statement: Statement,
+    ) -> Result<Prepared, QueryError> {
+        let plan = match &statement {
+            Statement::Query(stmt) => Some(
+                session
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(stmt.clone()))
+                    .await?,
+            ),
+            _ => None,
+        };
+        Ok(Prepared { statement, plan })
+    }
+
+    /// Run a prepared statement with its parameter values.
+    pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: ParamValues,
+    ) -> Result<Output, QueryError> {
+        match &prepared.plan {
+            Some(plan) => {
+                let plan = plan.clone().with_param_values(params)?;
+                self.run_plan(session, plan).await
+            }
+            None => self.execute(session, prepared.statement.clone()).await,
+        }
+    }
+
+    /// Run one statement.
+    #[tracing::instrument(skip_all)]
+    pub async fn execute(&self, session: &Session, statement: Statement) -> Result<Output, QueryError> {
+        debug!(?statement, "execute");
+        match statement {
+            Statement::Query(stmt) => {
+                let plan = session
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(stmt))
+                    .await?;
+                self.run_plan(session, plan).await
+            }
+            Statement::CreateCollection(ct) => {
+                let def = ddl::collection_def(&ct, &session.database())?;
+                if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
+                    self.storage.open_collection(&def);
+                }
+                Ok(command("CREATE TABLE"))
+            }
+            Statement::DropCollection { names, if_exists } => {
+                for name in &names {
+                    let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                    if let Some(def) = self.catalog.drop_collection(&db, &coll, if_exists)? {
+                        self.storage.drop_collection(def.id);
+                    }
+                }
+                Ok(command("DROP TABLE"))
+            }
+            Statement::DescribeCollection { name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                rows(ddl::describe(&def))
+            }
+            Statement::ShowCollections => {
+                let db = session.database();
+                let names = self.catalog.collection_names(&db);
+                let counts: Vec<u64> = names
+                    .iter()
+                    .map(|n| {
+                        self.catalog
+                            .collection(&db, n)
+                            .map(|d| self.storage.open_collection(&d).snapshot().live_rows() as u64)
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                rows(RecordBatch::try_new(
+                    collections_schema(),
+                    vec![
+                        Arc::new(StringArray::from(names)),
+                        Arc::new(UInt64Array::from(counts)),
+                    ],
+                )?)
+            }
+            Statement::CreateDatabase {
+                name,
+                if_not_exists,
+            } => {
+                self.catalog.create_database(&name, if_not_exists)?;
+                Ok(command("CREATE DATABASE"))
+            }
+            Statement::DropDatabase { name, if_exists } => {
+                if name == session.database() {
+                    return Err(crate::catalog::CatalogError::DropCurrentDatabase { name }.into());
+                }
+                self.catalog.drop_database(&name, if_exists)?;
+                Ok(command("DROP DATABASE"))
+            }
+            Statement::CreateExtension { name } => {
+                if name.eq_ignore_ascii_case("vector") {
+                    Ok(command("CREATE EXTENSION"))
+                } else {
+                    Err(QueryError::Unsupported(format!(
+                        "extension \"{name}\" is not available (vectors are built in)"
+                    )))
+                }
+            }
+            Statement::Set { name, value } => {
+                session.set_var(&name, &value)?;
+                Ok(command("SET"))
+            }
+            Statement::Show { name } => {
+                let value = session.var(&name).ok_or_else(|| {
+                    QueryError::InvalidParameter(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    ))
+                })?;
+                rows(RecordBatch::try_new(
+                    show_schema(&name),
+                    vec![Arc::new(StringArray::from(vec![value]))],
+                )?)
+            }
+            Statement::Transaction(kind) => Ok(Output::Transaction(kind)),
+            Statement::NoOp { tag } => Ok(command(tag)),
+        }
+    }
+
+    async fn run_plan(&self, session: &Session, plan: LogicalPlan) -> Result<Output, QueryError> {
+        match &plan {
+            LogicalPlan::Ddl(ddl) => {
+                return Err(QueryError::Unsupported(format!(
+                    "{} is not supported yet",
+                    ddl.name()
+                )));
+            }
+            LogicalPlan::Statement(s) => {
+                return Err(QueryError::Unsupported(format!(
+                    "{} is not supported yet",
+                    s.name()
+                )));
+            }
+            LogicalPlan::Copy(_) => {
+                return Err(QueryError::Unsupported("COPY is not supported yet".into()));
+            }
+            _ => {}
+        }
+        let state = session.state();
+        let physical = state.create_physical_plan(&plan).await?;
+        let task = state.task_ctx();
+        if let LogicalPlan::Dml(DmlStatement { op, .. }) = &plan {
+            let batches = collect(physical, task).await?;
+            let n: u64 = batches
+                .iter()
+                .filter_map(|b| b.column_by_name("count"))
+                .filter_map(|c| c.as_primitive_opt::<UInt64Type>().map(|a| a.values().iter().sum::<u64>()))
+                .sum();
+            let n = n as usize;
+            let tag = match op {
+                WriteOp::Insert(_) => format!("INSERT 0 {n}"),
+                WriteOp::Delete => format!("DELETE {n}"),
+                WriteOp::Update => format!("UPDATE {n}"),
+                WriteOp::Truncate => return Ok(command("TRUNCATE TABLE")),
+                other => format!("{other} {n}"),
+            };
+            return Ok(Output::Command { tag, rows: Some(n) });
+        }
+        let stream = execute_stream(physical, task)?;
+        Ok(Output::Rows {
+            schema: Arc::new(plan.schema().as_arrow().clone()),
+            stream,
+        })
+    }
+}

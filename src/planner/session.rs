@@ -1,0 +1,92 @@
+//! A client session: who is connected, to which database, its variables and
+//! its DataFusion state.
+
+use std::collections::BTreeMap;
+
+use datafusion::execution::SessionState;
+use parking_lot::{Mutex, RwLock};
+
+use super::QueryError;
+
+pub struct Session {
+    user: String,
+    database: RwLock<String>,
+    state: RwLock<SessionState>,
+    vars: Mutex<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Session({}@{})", self.user, self.database.read())
+    }
+}
+
+/// Session variables with their defaults, as `SHOW` reports them.
+const DEFAULT_VARS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("extra_float_digits", "1"),
+    ("hnsw.ef_search", "40"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("ivfflat.probes", "1"),
+    ("max_identifier_length", "63"),
+    ("search_path", "\"$user\", public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", crate::SERVER_VERSION),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+];
+
+impl Session {
+    pub fn new(user: &str, database: &str, state: SessionState) -> Session {
+        Session {
+            user: user.to_string(),
+            database: RwLock::new(database.to_string()),
+            state: RwLock::new(state),
+            vars: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn database(&self) -> String {
+        self.database.read().clone()
+    }
+
+    /// A copy of the DataFusion state to plan one statement with.
+    pub fn state(&self) -> SessionState {
+        self.state.read().clone()
+    }
+
+    pub fn set_var(&self, name: &str, value: &str) -> Result<(), QueryError> {
+        let name = name.to_ascii_lowercase();
+        if matches!(name.as_str(), "hnsw.ef_search" | "ivfflat.probes") {
+            let ok = value.trim().parse::<u32>().is_ok_and(|v| (1..=1000).contains(&v));
+            if !ok {
+                return Err(QueryError::InvalidParameter(format!(
+                    "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 1000)"
+                )));
+            }
+        }
+        self.vars.lock().insert(name, value.trim().to_string());
+        Ok(())
+    }
+
+    pub fn var(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        if let Some(v) = self.vars.lock().get(&name) {
+            return Some(v.clone());
+        }
+        DEFAULT_VARS
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}

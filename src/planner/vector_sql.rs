@@ -1,0 +1,173 @@
+//! Teaching DataFusion's SQL planner about vectors: the `vector(n)` type,
+//! pgvector's distance operators, and casts to `vector`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::sql::sqlparser::ast::{self, BinaryOperator};
+use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
+
+use crate::vector::text::parse_vector;
+use crate::vector::udf::{
+    any_vector_data_type, distance_udf, to_vector_udf, vector_data_type, vector_dim_of,
+    vector_metadata,
+};
+use crate::vector::{Metric, VectorError};
+
+/// Plans `vector(n)`/`float_vector(n)`; everything else goes to the
+/// PostgreSQL oid-alias planner of `datafusion-pg-catalog`.
+#[derive(Debug)]
+pub struct VectorTypePlanner;
+
+impl TypePlanner for VectorTypePlanner {
+    fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
+        if let ast::DataType::Custom(name, modifiers) = sql_type {
+            let last = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_lowercase());
+            if matches!(last.as_deref(), Some("vector" | "float_vector")) {
+                let data_type = match modifiers.first() {
+                    Some(d) => {
+                        let dim: usize = d.parse().map_err(|_| {
+                            DataFusionError::Plan(format!("invalid vector dimension {d}"))
+                        })?;
+                        vector_data_type(dim)
+                    }
+                    None => any_vector_data_type(),
+                };
+                return Ok(Some(Arc::new(
+                    Field::new("vector", data_type, true).with_metadata(vector_metadata()),
+                )));
+            }
+        }
+        PgOidTypePlanner.plan_type_field(sql_type)
+    }
+}
+
+/// Plans `<->`, `<#>`, `<=>`, `<+>` into the distance functions.
+#[derive(Debug)]
+pub struct VectorOperatorPlanner;
+
+fn operator_metric(op: &BinaryOperator) -> Option<Metric> {
+    match op {
+        BinaryOperator::LtDashGt => Some(Metric::L2),
+        BinaryOperator::Spaceship => Some(Metric::Cosine),
+        BinaryOperator::Custom(s) => match s.as_str() {
+            "<->" => Some(Metric::L2),
+            "<#>" => Some(Metric::NegativeInnerProduct),
+            "<=>" => Some(Metric::Cosine),
+            "<+>" => Some(Metric::L1),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The vector dimension of `expr`, if it is a vector column or literal.
+fn dim_of(expr: &Expr, schema: &DFSchema) -> Option<usize> {
+    let t = expr.get_type(schema).ok()?;
+    vector_dim_of(&t).flatten()
+}
+
+/// Turn a text literal into a vector literal and type a bare parameter as a
+/// vector (so clients are told the parameter is a `vector`).
+fn vector_operand(expr: Expr, other_dim: Option<usize>) -> Result<Expr> {
+    match expr {
+        Expr::Literal(ScalarValue::Utf8(Some(text)), _) => {
+            let values = parse_vector(&text).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let scalars: Vec<ScalarValue> = values
+                .into_iter()
+                .map(|v| ScalarValue::Float32(Some(v)))
+                .collect();
+            Ok(lit(ScalarValue::List(ScalarValue::new_list_nullable(
+                &scalars,
+                &DataType::Float32,
+            ))))
+        }
+        Expr::Placeholder(Placeholder { id, field: None }) => {
+            let data_type = match other_dim {
+                Some(d) => vector_data_type(d),
+                None => any_vector_data_type(),
+            };
+            Ok(Expr::Placeholder(Placeholder {
+                id,
+                field: Some(Arc::new(
+                    Field::new("vector", data_type, true).with_metadata(vector_metadata()),
+                )),
+            }))
+        }
+        other => Ok(other),
+    }
+}
+
+impl ExprPlanner for VectorOperatorPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let Some(metric) = operator_metric(&expr.op) else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        let left_dim = dim_of(&expr.left, schema);
+        let right_dim = dim_of(&expr.right, schema);
+        let left = vector_operand(expr.left, right_dim)?;
+        let right = vector_operand(expr.right, left_dim)?;
+        Ok(PlannerResult::Planned(Expr::ScalarFunction(
+            ScalarFunction::new_udf(Arc::new(distance_udf(metric)), vec![left, right]),
+        )))
+    }
+}
+
+/// Rewrites casts to `vector` (`'[1,2]'::vector(2)`, INSERT coercion of
+/// text or arrays into a vector column) into `to_vector`, which parses text
+/// and checks the dimension with a clear error.
+#[derive(Debug)]
+pub struct VectorCastRule;
+
+fn rewrite_casts(expr: Expr) -> Result<Transformed<Expr>> {
+    expr.transform_up(|e| {
+        let (inner, field) = match &e {
+            Expr::Cast(c) => (&c.expr, &c.field),
+            Expr::TryCast(c) => (&c.expr, &c.field),
+            _ => return Ok(Transformed::no(e)),
+        };
+        let Some(dim) = vector_dim_of(field.data_type()) else {
+            return Ok(Transformed::no(e));
+        };
+        let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+            Arc::new(to_vector_udf()),
+            vec![inner.as_ref().clone(), lit(dim.unwrap_or(0) as i64)],
+        ));
+        Ok(Transformed::yes(call))
+    })
+}
+
+impl AnalyzerRule for VectorCastRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        Ok(plan
+            .transform_up_with_subqueries(|p| p.map_expressions(rewrite_casts))?
+            .data)
+    }
+
+    fn name(&self) -> &str {
+        "vector_cast"
+    }
+}
+
+/// Errors raised by vector planning, for the SQLSTATE mapping.
+pub fn is_vector_error(e: &DataFusionError) -> Option<&VectorError> {
+    match e {
+        DataFusionError::External(b) => b.downcast_ref::<VectorError>(),
+        _ => None,
+    }
+}

@@ -1,0 +1,307 @@
+//! Simple and extended query protocol handlers.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type, pg_vector_type};
+use async_trait::async_trait;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+use tracing::debug;
+
+use super::error::{error_info, to_pgwire};
+use super::startup::QuiverStartup;
+use crate::planner::{Engine, Output, Prepared, QueryError, Session};
+use crate::sql::statement::TransactionKind;
+use crate::vector::udf::vector_dim_of;
+
+pub struct QuiverHandlers {
+    service: Arc<QuiverService>,
+    startup: Arc<QuiverStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl QuiverHandlers {
+    pub fn new(engine: Arc<Engine>) -> QuiverHandlers {
+        let manager = Arc::new(ConnectionManager::new());
+        QuiverHandlers {
+            service: Arc::new(QuiverService {
+                engine: engine.clone(),
+                parser: Arc::new(QuiverQueryParser {
+                    engine: engine.clone(),
+                }),
+            }),
+            startup: Arc::new(QuiverStartup {
+                engine,
+                manager: manager.clone(),
+                pids: Default::default(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(manager)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for QuiverHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        debug!(%error, "statement failed");
+    }
+}
+
+pub struct QuiverService {
+    engine: Arc<Engine>,
+    parser: Arc<QuiverQueryParser>,
+}
+
+fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Session>> {
+    client.session_extensions().get::<Session>().ok_or_else(|| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "08003".into(),
+            "connection has no session".into(),
+        )))
+    })
+}
+
+/// Encode rows for the wire. The first batch is pulled before answering so
+/// that an error at the start of execution is reported cleanly.
+async fn rows_response(
+    schema: SchemaRef,
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> Result<QueryResponse, QueryError> {
+    let fields = Arc::new(
+        arrow_schema_to_pg_fields(&schema, format, Some(options))
+            .map_err(|e| QueryError::Unsupported(e.to_string()))?,
+    );
+    let first = match stream.next().await {
+        Some(Err(e)) => return Err(QueryError::DataFusion(e)),
+        other => other,
+    };
+    let fields_ref = fields.clone();
+    let batches = stream::iter(first).chain(stream);
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
+                Ok(b) => encode_recordbatch(fields_ref.clone(), b),
+                Err(e) => Box::new(std::iter::once(Err(to_pgwire(QueryError::DataFusion(e))))),
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    Ok(QueryResponse::new(fields, rows))
+}
+
+async fn output_response(
+    output: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> Result<Response, QueryError> {
+    Ok(match output {
+        Output::Rows { schema, stream } => {
+            Response::Query(rows_response(schema, stream, format, options).await?)
+        }
+        Output::Command { tag, rows } => {
+            let mut t = Tag::new(&tag);
+            if tag == "INSERT" {
+                t = t.with_oid(0);
+            }
+            if let Some(n) = rows {
+                t = t.with_rows(n);
+            }
+            Response::Execution(t)
+        }
+        Output::Transaction(TransactionKind::Begin) => Response::TransactionStart(Tag::new("BEGIN")),
+        Output::Transaction(TransactionKind::Commit) => Response::TransactionEnd(Tag::new("COMMIT")),
+        Output::Transaction(TransactionKind::Rollback) => {
+            Response::TransactionEnd(Tag::new("ROLLBACK"))
+        }
+    })
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QuiverService {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client)?;
+        let statements = match crate::sql::parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+        };
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let result = match self.engine.execute(&session, statement).await {
+                Ok(output) => output_response(output, &Format::UnifiedText, options.clone()).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(r) => responses.push(r),
+                Err(e) => {
+                    // Later statements of the query string are not run, as in PostgreSQL.
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// Parses statements for the extended protocol and describes them.
+pub struct QuiverQueryParser {
+    engine: Arc<Engine>,
+}
+
+fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
+    match field {
+        None => Ok(Type::UNKNOWN),
+        Some(f) if vector_dim_of(f.data_type()).is_some() => Ok(pg_vector_type()),
+        Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
+        Some(f) => into_pg_type(f.data_type()),
+    }
+}
+
+#[async_trait]
+impl QueryParser for QuiverQueryParser {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = session_of(client)?;
+        let mut statements = crate::sql::parse(sql).map_err(|e| to_pgwire(e.into()))?;
+        if statements.is_empty() {
+            return Ok(None);
+        }
+        if statements.len() > 1 {
+            return Err(to_pgwire(QueryError::Parse(crate::sql::ParseError::Syntax {
+                message: "cannot insert multiple commands into a prepared statement".into(),
+                position: None,
+            })));
+        }
+        let prepared = self
+            .engine
+            .prepare(&session, statements.remove(0))
+            .await
+            .map_err(to_pgwire)?;
+        Ok(Some(Arc::new(prepared)))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        let fields = stmt.parameter_fields().map_err(to_pgwire)?;
+        fields.iter().map(|f| wire_type(f.as_ref())).collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match stmt.result_schema() {
+            Some(schema) => arrow_schema_to_pg_fields(
+                &schema,
+                column_format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QuiverService {
+    type Statement = Arc<Prepared>;
+    type QueryParser = QuiverQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(client)?;
+        let prepared = portal.statement.statement.clone();
+        let fields = prepared.parameter_fields().map_err(to_pgwire)?;
+        let inferred: Vec<Option<DataType>> =
+            fields.iter().map(|f| f.as_ref().map(|f| f.data_type().clone())).collect();
+        let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
+        let server_types = fields
+            .iter()
+            .map(|f| wire_type(f.as_ref()))
+            .collect::<PgWireResult<Vec<Type>>>()?;
+        let server_refs: Vec<Option<&Type>> = server_types.iter().map(Some).collect();
+        let params = deserialize_parameters_with_server_types(portal, &inferred_refs, &server_refs)?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let output = self
+            .engine
+            .execute_prepared(&session, &prepared, params)
+            .await
+            .map_err(to_pgwire)?;
+        output_response(output, &portal.result_column_format, options)
+            .await
+            .map_err(to_pgwire)
+    }
+}

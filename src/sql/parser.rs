@@ -1,0 +1,629 @@
+//! Tokenise once with sqlparser's PostgreSQL dialect, split into statements,
+//! recognise quiver's own statements by their leading keywords, and hand the
+//! rest to sqlparser (plus `datafusion-pg-catalog`'s compatibility rewrites,
+//! which make the catalog queries of psql and drivers plannable).
+
+use std::sync::LazyLock;
+
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+use super::statement::{SearchOptions, Statement, TransactionKind};
+use super::ParseError;
+use crate::vector::Metric;
+
+static COMPAT: LazyLock<PostgresCompatibilityParser> =
+    LazyLock::new(PostgresCompatibilityParser::new);
+
+/// Parse a query string (one or more `;`-separated statements).
+pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| ParseError::Syntax {
+            message: e.message.clone(),
+            position: char_position(sql, e.location.line, e.location.column),
+        })?;
+    let tokens = merge_l1_operator(tokens);
+    let mut out = Vec::new();
+    for stmt_tokens in split_statements(tokens) {
+        out.push(parse_one(sql, stmt_tokens)?);
+    }
+    Ok(out)
+}
+
+/// sqlparser does not know pgvector's `<+>` (L1 distance); it arrives as `<`
+/// followed by `+>` or `+`,`>`. Merge those into one custom operator token.
+fn merge_l1_operator(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut out: Vec<TokenWithSpan> = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i].token == Token::Lt {
+            let next = tokens.get(i + 1).map(|t| &t.token);
+            let after = tokens.get(i + 2).map(|t| &t.token);
+            let merged = match (next, after) {
+                (Some(Token::CustomBinaryOperator(s)), _) if s == "+>" => Some(2),
+                (Some(Token::Plus), Some(Token::Gt)) => Some(3),
+                _ => None,
+            };
+            if let Some(n) = merged {
+                let span = tokens[i].span.union(&tokens[i + n - 1].span);
+                out.push(TokenWithSpan::new(
+                    Token::CustomBinaryOperator("<+>".into()),
+                    span,
+                ));
+                i += n;
+                continue;
+            }
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    out
+}
+
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for t in tokens {
+        match t.token {
+            Token::SemiColon => {
+                if has_content(&current) {
+                    out.push(std::mem::take(&mut current));
+                } else {
+                    current.clear();
+                }
+            }
+            Token::EOF => {}
+            _ => current.push(t),
+        }
+    }
+    if has_content(&current) {
+        out.push(current);
+    }
+    out
+}
+
+fn has_content(tokens: &[TokenWithSpan]) -> bool {
+    tokens.iter().any(|t| !matches!(t.token, Token::Whitespace(_)))
+}
+
+fn is_trivia(t: &Token) -> bool {
+    matches!(t, Token::Whitespace(_))
+}
+
+/// Upper-cased leading words of a statement (up to `n`).
+fn leading_words(tokens: &[TokenWithSpan], n: usize) -> Vec<String> {
+    tokens
+        .iter()
+        .filter(|t| !is_trivia(&t.token))
+        .take(n)
+        .map(|t| match &t.token {
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+fn tokens_to_sql(tokens: &[TokenWithSpan]) -> String {
+    tokens
+        .iter()
+        .map(|t| match &t.token {
+            Token::Whitespace(Whitespace::SingleLineComment { .. }) => "\n".to_string(),
+            Token::Whitespace(Whitespace::MultiLineComment(_)) => " ".to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Replace the first word equal to `from` (case-insensitive) with `to`.
+fn replace_word(tokens: &mut [TokenWithSpan], from: &str, to: &str) {
+    if let Some(t) = tokens
+        .iter_mut()
+        .find(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case(from)))
+    {
+        t.token = Token::make_keyword(to);
+    }
+}
+
+fn syntax(sql: &str, e: ParserError) -> ParseError {
+    let message = match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+    };
+    let position = locate(&message).and_then(|(l, c)| char_position(sql, l, c));
+    let message = match message.find(" at Line: ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    ParseError::Syntax {
+        message: format!("syntax error: {message}"),
+        position,
+    }
+}
+
+/// Find "Line: l, Column: c" in a sqlparser error message.
+fn locate(message: &str) -> Option<(u64, u64)> {
+    let i = message.find("Line: ")?;
+    let rest = &message[i + 6..];
+    let (line, rest) = rest.split_once(',')?;
+    let col = rest.trim().strip_prefix("Column: ")?;
+    let col: String = col.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+/// 1-based character offset of (line, column) in `sql`.
+fn char_position(sql: &str, line: u64, column: u64) -> Option<usize> {
+    if line == 0 {
+        return None;
+    }
+    let mut pos = 0usize;
+    for (i, l) in sql.split('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return Some(pos + column as usize);
+        }
+        pos += l.chars().count() + 1;
+    }
+    None
+}
+
+fn new_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+/// Parse exactly one sqlparser statement from `tokens`.
+fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Statement, ParseError> {
+    let mut parser = new_parser(tokens);
+    let stmt = parser.parse_statement().map_err(|e| syntax(sql, e))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(syntax(
+            sql,
+            ParserError::ParserError(format!(
+                "Expected: end of statement, found: {} at {}",
+                next.token, next.span.start
+            )),
+        ));
+    }
+    Ok(stmt)
+}
+
+fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
+    let words = leading_words(&tokens, 3);
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match (w(0), w(1)) {
+        ("CREATE", "COLLECTION") => {
+            replace_word(&mut tokens, "COLLECTION", "TABLE");
+        }
+        ("DROP", "COLLECTION") => {
+            replace_word(&mut tokens, "COLLECTION", "TABLE");
+        }
+        ("SHOW", "COLLECTIONS") | ("SHOW", "TABLES") if words.len() == 2 => {
+            return Ok(Statement::ShowCollections);
+        }
+        ("DESCRIBE", _) | ("DESC", _) => return parse_describe(sql, tokens),
+        ("SEARCH", _) => {
+            let select = parse_search(sql, tokens)?;
+            return parse_generated(&select);
+        }
+        ("EXPLAIN", "SEARCH") | ("EXPLAIN", "ANALYZE") if w(1) == "SEARCH" || w(2) == "SEARCH" => {
+            let analyze = w(1) == "ANALYZE";
+            let start = tokens
+                .iter()
+                .position(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("SEARCH")))
+                .unwrap_or(0);
+            let select = parse_search(sql, tokens.split_off(start))?;
+            let prefix = if analyze { "EXPLAIN ANALYZE " } else { "EXPLAIN " };
+            return parse_generated(&format!("{prefix}{select}"));
+        }
+        ("SET", _) => return parse_set(sql, &tokens),
+        ("RESET", _) => {
+            return Ok(Statement::NoOp {
+                tag: "RESET".into(),
+            });
+        }
+        ("SHOW", _) => {
+            let name = tokens_to_sql(&tokens)
+                .trim()
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .trim()
+                .to_ascii_lowercase();
+            return Ok(Statement::Show { name });
+        }
+        ("BEGIN", _) | ("START", "TRANSACTION") => {
+            return Ok(Statement::Transaction(TransactionKind::Begin));
+        }
+        ("COMMIT", _) | ("END", _) => return Ok(Statement::Transaction(TransactionKind::Commit)),
+        ("ROLLBACK", _) | ("ABORT", _) => {
+            return Ok(Statement::Transaction(TransactionKind::Rollback));
+        }
+        ("DISCARD", _) => {
+            return Ok(Statement::NoOp {
+                tag: "DISCARD ALL".into(),
+            });
+        }
+        _ => {}
+    }
+    let text = tokens_to_sql(&tokens);
+    let has_l1 = tokens
+        .iter()
+        .any(|t| matches!(&t.token, Token::CustomBinaryOperator(s) if s == "<+>"));
+    let stmt = parse_sqlparser(sql, tokens)?;
+    classify(stmt, &text, has_l1)
+}
+
+/// Parse SQL that quiver generated from another statement (e.g. SEARCH).
+fn parse_generated(text: &str) -> Result<Statement, ParseError> {
+    let mut stmts = parse(text)?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        _ => Err(ParseError::Syntax {
+            message: "syntax error: expected one statement".into(),
+            position: None,
+        }),
+    }
+}
+
+fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement, ParseError> {
+    use ast::Statement as S;
+    Ok(match stmt {
+        S::CreateTable(ct) => Statement::CreateCollection(Box::new(ct)),
+        S::Drop {
+            object_type: ast::ObjectType::Table,
+            if_exists,
+            names,
+            ..
+        } => Statement::DropCollection { names, if_exists },
+        S::Drop {
+            object_type: ast::ObjectType::Database,
+            if_exists,
+            names,
+            ..
+        } => Statement::DropDatabase {
+            name: single_name(&names)?,
+            if_exists,
+        },
+        S::CreateDatabase {
+            db_name,
+            if_not_exists,
+            ..
+        } => Statement::CreateDatabase {
+            name: object_name(&db_name),
+            if_not_exists,
+        },
+        S::CreateExtension(ext) => Statement::CreateExtension {
+            name: ext.name.value.clone(),
+        },
+        S::Query(_) if !has_l1 => {
+            // The compatibility parser rewrites catalog queries of psql and
+            // drivers into forms DataFusion plans; it re-tokenises the text,
+            // so it is only used where our own tokens were not changed.
+            match COMPAT.parse(text) {
+                Ok(mut v) if v.len() == 1 => Statement::Query(Box::new(v.remove(0))),
+                _ => Statement::Query(Box::new(COMPAT.rewrite(stmt))),
+            }
+        }
+        other => Statement::Query(Box::new(COMPAT.rewrite(other))),
+    })
+}
+
+fn object_name(name: &ast::ObjectName) -> String {
+    name.0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.clone())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn single_name(names: &[ast::ObjectName]) -> Result<String, ParseError> {
+    match names {
+        [one] => Ok(object_name(one)),
+        _ => Err(ParseError::Unsupported(
+            "drop one database at a time".into(),
+        )),
+    }
+}
+
+fn parse_describe(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
+    let mut p = new_parser(tokens);
+    p.next_token(); // DESCRIBE
+    if matches!(&p.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case("COLLECTION") || w.keyword == Keyword::TABLE)
+    {
+        p.next_token();
+    }
+    let name = p.parse_object_name(false).map_err(|e| syntax(sql, e))?;
+    expect_end(sql, &p)?;
+    Ok(Statement::DescribeCollection { name })
+}
+
+fn expect_end(sql: &str, p: &Parser) -> Result<(), ParseError> {
+    let next = p.peek_token();
+    if next.token == Token::EOF {
+        Ok(())
+    } else {
+        Err(syntax(
+            sql,
+            ParserError::ParserError(format!(
+                "Expected: end of statement, found: {} at {}",
+                next.token, next.span.start
+            )),
+        ))
+    }
+}
+
+/// `SET [SESSION|LOCAL] name {=|TO} value` and `SET TIME ZONE value`.
+fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseError> {
+    let toks: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !is_trivia(&t.token)).collect();
+    let mut i = 1;
+    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("SESSION") || w.value.eq_ignore_ascii_case("LOCAL"))
+    {
+        i += 1;
+    }
+    let word = |j: usize| match toks.get(j).map(|t| &t.token) {
+        Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
+        _ => None,
+    };
+    let (name, value_start) = if word(i).as_deref() == Some("time") && word(i + 1).as_deref() == Some("zone") {
+        ("timezone".to_string(), i + 2)
+    } else {
+        let mut name = String::new();
+        let mut j = i;
+        while let Some(t) = toks.get(j) {
+            match &t.token {
+                Token::Eq => break,
+                Token::Word(w) if w.keyword == Keyword::TO && !name.is_empty() => break,
+                Token::Word(w) => name.push_str(&w.value.to_ascii_lowercase()),
+                Token::Period => name.push('.'),
+                other => {
+                    return Err(syntax(
+                        sql,
+                        ParserError::ParserError(format!(
+                            "Expected: a variable name, found: {other} at {}",
+                            t.span.start
+                        )),
+                    ));
+                }
+            }
+            j += 1;
+        }
+        if toks.get(j).is_none() || name.is_empty() {
+            return Err(ParseError::Syntax {
+                message: "syntax error: expected SET name = value".into(),
+                position: toks.last().and_then(|t| {
+                    char_position(sql, t.span.end.line, t.span.end.column)
+                }),
+            });
+        }
+        (name, j + 1)
+    };
+    let value = toks[value_start.min(toks.len())..]
+        .iter()
+        .map(|t| match &t.token {
+            Token::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Statement::Set { name, value })
+}
+
+/// Parse `SEARCH c NEAREST col TO vec [METRIC m] [WHERE ..] [LIMIT k]
+/// [OFFSET o] [WITH (..)] [RETURN ..]` and return the equivalent SELECT.
+fn parse_search(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<String, ParseError> {
+    let err = |e: ParserError| syntax(sql, e);
+    let mut p = new_parser(tokens);
+    p.next_token(); // SEARCH
+    let collection = p.parse_object_name(false).map_err(err)?;
+    if p.parse_keyword(Keyword::PARTITION) {
+        return Err(ParseError::Unsupported(
+            "partitions are not supported yet".into(),
+        ));
+    }
+    let nearest = p.next_token();
+    if !matches!(&nearest.token, Token::Word(w) if w.value.eq_ignore_ascii_case("NEAREST")) {
+        return p.expected("NEAREST", nearest).map_err(err);
+    }
+    let column = p.parse_identifier().map_err(err)?;
+    p.expect_keyword_is(Keyword::TO).map_err(err)?;
+    let vector = p.parse_expr().map_err(err)?;
+    let mut metric = Metric::L2;
+    let mut filter: Option<ast::Expr> = None;
+    let mut limit: u64 = 10;
+    let mut offset: Option<u64> = None;
+    let mut options = SearchOptions::default();
+    let mut returning: Option<Vec<ast::SelectItem>> = None;
+    loop {
+        let t = p.peek_token();
+        let Token::Word(w) = &t.token else { break };
+        match w.value.to_ascii_uppercase().as_str() {
+            "METRIC" => {
+                p.next_token();
+                let name = p.parse_identifier().map_err(err)?;
+                metric = Metric::from_name(&name.value).ok_or_else(|| ParseError::Syntax {
+                    message: format!(
+                        "unknown metric \"{}\": use l2, ip, cosine or l1",
+                        name.value
+                    ),
+                    position: char_position(sql, name.span.start.line, name.span.start.column),
+                })?;
+            }
+            "WHERE" => {
+                p.next_token();
+                filter = Some(p.parse_expr().map_err(err)?);
+            }
+            "LIMIT" => {
+                p.next_token();
+                limit = p.parse_literal_uint().map_err(err)?;
+            }
+            "OFFSET" => {
+                p.next_token();
+                offset = Some(p.parse_literal_uint().map_err(err)?);
+            }
+            "WITH" => {
+                p.next_token();
+                options = parse_search_options(sql, &mut p)?;
+            }
+            "RETURN" => {
+                p.next_token();
+                returning = Some(
+                    p.parse_comma_separated(|p| p.parse_select_item())
+                        .map_err(err)?,
+                );
+            }
+            _ => break,
+        }
+    }
+    expect_end(sql, &p)?;
+
+    let op = metric.operator();
+    let distance = format!("({column} {op} {vector})");
+    let items = match returning {
+        Some(items) => items
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "*".to_string(),
+    };
+    let mut conditions: Vec<String> = filter.iter().map(|f| format!("({f})")).collect();
+    if let Some(r) = options.radius {
+        conditions.push(format!("{distance} <= {r}"));
+    }
+    if let Some(r) = options.range_filter {
+        conditions.push(format!("{distance} >= {r}"));
+    }
+    let mut select = format!("SELECT {items}, {distance} AS distance FROM {collection}");
+    if !conditions.is_empty() {
+        select.push_str(" WHERE ");
+        select.push_str(&conditions.join(" AND "));
+    }
+    select.push_str(&format!(" ORDER BY distance LIMIT {limit}"));
+    if let Some(o) = offset {
+        select.push_str(&format!(" OFFSET {o}"));
+    }
+    Ok(select)
+}
+
+fn parse_search_options(sql: &str, p: &mut Parser) -> Result<SearchOptions, ParseError> {
+    let err = |e: ParserError| syntax(sql, e);
+    p.expect_token(&Token::LParen).map_err(err)?;
+    let mut options = SearchOptions::default();
+    loop {
+        let name = p.parse_identifier().map_err(err)?;
+        p.expect_token(&Token::Eq).map_err(err)?;
+        let value = p.parse_number_value().map_err(err)?;
+        let text = value.to_string();
+        let bad = || ParseError::Syntax {
+            message: format!("invalid value {text} for SEARCH option \"{}\"", name.value),
+            position: char_position(sql, name.span.start.line, name.span.start.column),
+        };
+        match name.value.to_ascii_lowercase().as_str() {
+            "ef" => options.ef = Some(text.parse().map_err(|_| bad())?),
+            "nprobe" => options.nprobe = Some(text.parse().map_err(|_| bad())?),
+            "radius" => options.radius = Some(text.parse().map_err(|_| bad())?),
+            "range_filter" => options.range_filter = Some(text.parse().map_err(|_| bad())?),
+            other => {
+                return Err(ParseError::Syntax {
+                    message: format!(
+                        "unknown SEARCH option \"{other}\": use ef, nprobe, radius or range_filter"
+                    ),
+                    position: char_position(sql, name.span.start.line, name.span.start.column),
+                });
+            }
+        }
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen).map_err(err)?;
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut v = parse(sql).unwrap();
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0)
+    }
+
+    #[test]
+    fn splits_statements() {
+        assert_eq!(parse("SELECT 1; SELECT 2;;").unwrap().len(), 2);
+        assert!(parse("  ;  ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn collections() {
+        assert!(matches!(
+            one("CREATE COLLECTION c (id BIGINT PRIMARY KEY, v VECTOR(3))"),
+            Statement::CreateCollection(_)
+        ));
+        assert!(matches!(
+            one("drop collection if exists c"),
+            Statement::DropCollection { if_exists: true, .. }
+        ));
+        assert!(matches!(one("SHOW COLLECTIONS"), Statement::ShowCollections));
+        assert!(matches!(
+            one("DESCRIBE COLLECTION c"),
+            Statement::DescribeCollection { .. }
+        ));
+    }
+
+    #[test]
+    fn l1_operator() {
+        let Statement::Query(q) = one("SELECT v <+> '[1,2]' FROM t") else {
+            panic!()
+        };
+        assert!(q.to_string().contains("<+>"), "{q}");
+    }
+
+    #[test]
+    fn search_becomes_select() {
+        let Statement::Query(q) =
+            one("SEARCH c NEAREST v TO '[1,2]' METRIC cosine WHERE x > 1 LIMIT 5 RETURN id")
+        else {
+            panic!()
+        };
+        let s = q.to_string();
+        assert!(s.contains("<=>") && s.contains("LIMIT 5") && s.contains("x > 1"), "{s}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        match parse("SELECT * FROM t WHERE").unwrap_err() {
+            ParseError::Syntax { position, .. } => assert!(position.is_some()),
+            other => panic!("{other:?}"),
+        }
+        match parse("SELEC 1").unwrap_err() {
+            ParseError::Syntax { position, .. } => assert_eq!(position, Some(1)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse("SEARCH c NEAREST v TO '[1]' WITH (foo = 1)").is_err());
+    }
+
+    #[test]
+    fn set_variables() {
+        match one("SET hnsw.ef_search = 100") {
+            Statement::Set { name, value } => {
+                assert_eq!(name, "hnsw.ef_search");
+                assert_eq!(value, "100");
+            }
+            other => panic!("{other:?}"),
+        }
+        match one("SET TIME ZONE 'UTC'") {
+            Statement::Set { name, value } => {
+                assert_eq!((name.as_str(), value.as_str()), ("timezone", "UTC"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

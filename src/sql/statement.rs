@@ -1,0 +1,50 @@
+//! The statements quiver executes.
+
+use datafusion::sql::sqlparser::ast;
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Anything planned by DataFusion: queries, INSERT, DELETE, EXPLAIN, ...
+    /// `SEARCH` is turned into the equivalent `SELECT` at parse time.
+    Query(Box<ast::Statement>),
+    /// `CREATE TABLE` / `CREATE COLLECTION`.
+    CreateCollection(Box<ast::CreateTable>),
+    /// `DROP TABLE` / `DROP COLLECTION`.
+    DropCollection {
+        names: Vec<ast::ObjectName>,
+        if_exists: bool,
+    },
+    /// `DESCRIBE COLLECTION c` (also `DESCRIBE c`).
+    DescribeCollection { name: ast::ObjectName },
+    /// `SHOW COLLECTIONS` / `SHOW TABLES`.
+    ShowCollections,
+    CreateDatabase { name: String, if_not_exists: bool },
+    DropDatabase { name: String, if_exists: bool },
+    /// `CREATE EXTENSION vector`: vectors are built in, so this is a no-op.
+    CreateExtension { name: String },
+    /// `SET name = value` (session variables).
+    Set { name: String, value: String },
+    /// `SHOW name`.
+    Show { name: String },
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted; every statement commits on its own.
+    Transaction(TransactionKind),
+    /// A statement that does nothing but answer with a tag (e.g. `DISCARD ALL`).
+    NoOp { tag: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionKind {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// Options given to `SEARCH ... WITH (...)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOptions {
+    pub ef: Option<u64>,
+    pub nprobe: Option<u64>,
+    pub radius: Option<f64>,
+    pub range_filter: Option<f64>,
+}

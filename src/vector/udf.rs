@@ -1,0 +1,457 @@
+//! SQL functions over vectors: the distance functions behind `<->`, `<#>`,
+//! `<=>`, `<+>`, plus `inner_product`, `vector_dims` and the internal
+//! `to_vector` conversion used for casts and INSERT coercion.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
+    StringArray,
+};
+use arrow::buffer::NullBuffer;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+use super::distance;
+use super::text::parse_vector;
+use super::{Metric, VectorError};
+
+/// Field metadata key that marks a list column as a pgvector `vector` (shared with arrow-pg).
+pub const VECTOR_METADATA_KEY: &str = arrow_pg::datatypes::PG_VECTOR_KEY;
+
+/// The Arrow type of a `VECTOR(dim)` column.
+pub fn vector_data_type(dim: usize) -> DataType {
+    DataType::FixedSizeList(
+        Arc::new(Field::new_list_field(DataType::Float32, true)),
+        dim as i32,
+    )
+}
+
+/// The Arrow type of a dimensionless `vector` (casts such as `'[1,2]'::vector`).
+pub fn any_vector_data_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
+}
+
+/// Field metadata marking a field as a pgvector `vector`.
+pub fn vector_metadata() -> HashMap<String, String> {
+    HashMap::from([(VECTOR_METADATA_KEY.to_string(), "vector".to_string())])
+}
+
+/// The dimension of a vector Arrow type: `Some(Some(d))` for fixed-size
+/// float32 lists, `Some(None)` for variable lists of float32, `None` otherwise.
+pub fn vector_dim_of(data_type: &DataType) -> Option<Option<usize>> {
+    match data_type {
+        DataType::FixedSizeList(f, d) if f.data_type() == &DataType::Float32 => {
+            Some(Some(*d as usize))
+        }
+        DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Float32 => {
+            Some(None)
+        }
+        _ => None,
+    }
+}
+
+fn vector_err(e: VectorError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A column of vectors in a uniform shape, whatever Arrow type it came in.
+pub struct VectorColumn {
+    values: Float32Array,
+    /// `offsets[i]..offsets[i+1]` are the elements of row `i`.
+    offsets: Vec<usize>,
+    nulls: Option<NullBuffer>,
+}
+
+impl VectorColumn {
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The elements of row `i`, or `None` for NULL.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&[f32]> {
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            return None;
+        }
+        Some(&self.values.values()[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// Build from any array that can hold vectors: lists of numbers or pgvector text.
+    pub fn try_from_array(array: &ArrayRef) -> Result<VectorColumn> {
+        match array.data_type() {
+            DataType::FixedSizeList(_, dim) => {
+                let list = array.as_fixed_size_list();
+                let dim = *dim as usize;
+                let values = float_values(list.values())?;
+                let start = list.offset();
+                let offsets = (0..=list.len()).map(|i| (start + i) * dim).collect();
+                Ok(VectorColumn {
+                    values,
+                    offsets,
+                    nulls: list.logical_nulls(),
+                })
+            }
+            DataType::List(_) => {
+                let list = array.as_list::<i32>();
+                let values = float_values(list.values())?;
+                let offsets = list.offsets().iter().map(|o| *o as usize).collect();
+                Ok(VectorColumn {
+                    values,
+                    offsets,
+                    nulls: list.logical_nulls(),
+                })
+            }
+            DataType::LargeList(_) => {
+                let list = array.as_list::<i64>();
+                let values = float_values(list.values())?;
+                let offsets = list.offsets().iter().map(|o| *o as usize).collect();
+                Ok(VectorColumn {
+                    values,
+                    offsets,
+                    nulls: list.logical_nulls(),
+                })
+            }
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let strings = cast(array, &DataType::Utf8)?;
+                let strings = strings.as_string::<i32>();
+                let mut values = Vec::new();
+                let mut offsets = vec![0usize];
+                for i in 0..strings.len() {
+                    if strings.is_valid(i) {
+                        values.extend(parse_vector(strings.value(i)).map_err(vector_err)?);
+                    }
+                    offsets.push(values.len());
+                }
+                Ok(VectorColumn {
+                    values: Float32Array::from(values),
+                    offsets,
+                    nulls: strings.logical_nulls(),
+                })
+            }
+            DataType::Null => Ok(VectorColumn {
+                values: Float32Array::from(Vec::<f32>::new()),
+                offsets: vec![0; array.len() + 1],
+                nulls: Some(NullBuffer::new_null(array.len())),
+            }),
+            other => Err(vector_err(VectorError::NotAVector {
+                type_name: other.to_string(),
+            })),
+        }
+    }
+
+    /// Build from a scalar (a query vector, typically).
+    pub fn try_from_scalar(scalar: &ScalarValue) -> Result<VectorColumn> {
+        VectorColumn::try_from_array(&scalar.to_array_of_size(1)?)
+    }
+
+    /// Convert to a `VECTOR(dim)` array, checking every row's dimension.
+    pub fn to_fixed(&self, dim: usize) -> Result<FixedSizeListArray> {
+        let mut flat: Vec<f32> = Vec::with_capacity(self.len() * dim);
+        for i in 0..self.len() {
+            match self.get(i) {
+                Some(v) => {
+                    if v.len() != dim {
+                        return Err(vector_err(VectorError::DimensionMismatch {
+                            expected: dim,
+                            actual: v.len(),
+                        }));
+                    }
+                    if v.iter().any(|x| !x.is_finite()) {
+                        return Err(vector_err(VectorError::NotFinite));
+                    }
+                    flat.extend_from_slice(v);
+                }
+                None => flat.extend(std::iter::repeat_n(0f32, dim)),
+            }
+        }
+        let field = Arc::new(Field::new_list_field(DataType::Float32, true));
+        FixedSizeListArray::try_new(
+            field,
+            dim as i32,
+            Arc::new(Float32Array::from(flat)),
+            self.nulls.clone(),
+        )
+        .map_err(DataFusionError::from)
+    }
+
+    /// Convert to a dimensionless `vector` (`List(Float32)`) array.
+    pub fn to_list(&self) -> Result<ArrayRef> {
+        let field = Arc::new(Field::new_list_field(DataType::Float32, true));
+        let offsets: Vec<i32> = self.offsets.iter().map(|o| *o as i32).collect();
+        let list = arrow::array::ListArray::try_new(
+            field,
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            Arc::new(self.values.clone()),
+            self.nulls.clone(),
+        )?;
+        Ok(Arc::new(list))
+    }
+}
+
+fn float_values(values: &ArrayRef) -> Result<Float32Array> {
+    match values.data_type() {
+        DataType::Float32 => Ok(values.as_primitive::<arrow::datatypes::Float32Type>().clone()),
+        t if t.is_numeric() || t == &DataType::Null => {
+            let c = cast(values, &DataType::Float32)?;
+            Ok(c.as_primitive::<arrow::datatypes::Float32Type>().clone())
+        }
+        other => Err(vector_err(VectorError::NotAVector {
+            type_name: format!("{other} list"),
+        })),
+    }
+}
+
+fn to_column(value: &ColumnarValue) -> Result<(VectorColumn, bool)> {
+    match value {
+        ColumnarValue::Array(a) => Ok((VectorColumn::try_from_array(a)?, false)),
+        ColumnarValue::Scalar(s) => Ok((VectorColumn::try_from_scalar(s)?, true)),
+    }
+}
+
+/// What a distance function computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DistanceKind {
+    Metric(Metric),
+    /// `inner_product(a, b)`: the positive inner product.
+    InnerProduct,
+}
+
+/// A binary distance function over two vectors returning `double precision`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DistanceUdf {
+    name: &'static str,
+    kind: DistanceKind,
+    signature: Signature,
+}
+
+impl DistanceUdf {
+    fn new(name: &'static str, kind: DistanceKind) -> Self {
+        DistanceUdf {
+            name,
+            kind,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+
+    /// The metric this function computes, if it is one of the operator metrics.
+    pub fn metric(&self) -> Option<Metric> {
+        match self.kind {
+            DistanceKind::Metric(m) => Some(m),
+            DistanceKind::InnerProduct => None,
+        }
+    }
+}
+
+impl ScalarUDFImpl for DistanceUdf {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a, b] = args.args.as_slice() else {
+            return exec_err!("{} expects two arguments", self.name);
+        };
+        let (left, left_scalar) = to_column(a)?;
+        let (right, right_scalar) = to_column(b)?;
+        let rows = if left_scalar && right_scalar {
+            1
+        } else {
+            args.number_rows
+        };
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let l = left.get(if left_scalar { 0 } else { i });
+            let r = right.get(if right_scalar { 0 } else { i });
+            match (l, r) {
+                (Some(l), Some(r)) => {
+                    if l.len() != r.len() {
+                        return Err(vector_err(VectorError::DifferentDimensions {
+                            left: l.len(),
+                            right: r.len(),
+                        }));
+                    }
+                    let d = match self.kind {
+                        DistanceKind::Metric(m) => distance::distance(m, l, r),
+                        DistanceKind::InnerProduct => distance::dot(l, r) as f64,
+                    };
+                    out.push(Some(d));
+                }
+                _ => out.push(None),
+            }
+        }
+        let array = Float64Array::from(out);
+        if left_scalar && right_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(array)))
+        }
+    }
+}
+
+/// The function implementing `metric`'s operator.
+pub fn distance_udf(metric: Metric) -> ScalarUDF {
+    ScalarUDF::new_from_impl(DistanceUdf::new(
+        metric.function_name(),
+        DistanceKind::Metric(metric),
+    ))
+}
+
+/// If `udf` is one of the operator distance functions, its metric.
+pub fn metric_of_udf(udf: &ScalarUDF) -> Option<Metric> {
+    udf.inner()
+        .as_any()
+        .downcast_ref::<DistanceUdf>()
+        .and_then(|d| d.metric())
+}
+
+/// `vector_dims(v)`: the number of dimensions.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct VectorDims {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for VectorDims {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "vector_dims"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a] = args.args.as_slice() else {
+            return exec_err!("vector_dims expects one argument");
+        };
+        let (col, scalar) = to_column(a)?;
+        let dims: Int32Array = (0..col.len())
+            .map(|i| col.get(i).map(|v| v.len() as i32))
+            .collect();
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&dims, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(dims)))
+        }
+    }
+}
+
+/// `to_vector(value, dim)`: converts text, numeric arrays and vectors to a
+/// `VECTOR(dim)` (or a dimensionless vector when `dim` is 0), checking the
+/// dimension. Casts to `vector` are planned into this function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToVector {
+    signature: Signature,
+}
+
+pub const TO_VECTOR: &str = "to_vector";
+
+impl ToVector {
+    fn dim(args: &[Option<&ScalarValue>]) -> Result<usize> {
+        match args.get(1) {
+            Some(Some(s)) => match s {
+                ScalarValue::Int64(Some(d)) if *d >= 0 => Ok(*d as usize),
+                ScalarValue::Int32(Some(d)) if *d >= 0 => Ok(*d as usize),
+                other => exec_err!("to_vector: invalid dimension {other}"),
+            },
+            _ => exec_err!("to_vector: the dimension must be a constant"),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ToVector {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn name(&self) -> &str {
+        TO_VECTOR
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(
+            "to_vector: return_field_from_args is used".into(),
+        ))
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let dim = Self::dim(args.scalar_arguments)?;
+        let data_type = if dim == 0 {
+            any_vector_data_type()
+        } else {
+            vector_data_type(dim)
+        };
+        Ok(Arc::new(
+            Field::new(TO_VECTOR, data_type, true).with_metadata(vector_metadata()),
+        ))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let dim = match args.return_field.data_type() {
+            DataType::FixedSizeList(_, d) => *d as usize,
+            _ => 0,
+        };
+        let (col, scalar) = to_column(&args.args[0])?;
+        let array: ArrayRef = if dim == 0 {
+            col.to_list()?
+        } else {
+            Arc::new(col.to_fixed(dim)?)
+        };
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(array))
+        }
+    }
+}
+
+pub fn to_vector_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ToVector {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+/// Every vector function, for registration in a session.
+pub fn all_udfs() -> Vec<ScalarUDF> {
+    vec![
+        distance_udf(Metric::L2),
+        distance_udf(Metric::NegativeInnerProduct),
+        distance_udf(Metric::Cosine),
+        distance_udf(Metric::L1),
+        ScalarUDF::new_from_impl(DistanceUdf::new(
+            "inner_product",
+            DistanceKind::InnerProduct,
+        )),
+        ScalarUDF::new_from_impl(VectorDims {
+            signature: Signature::any(1, Volatility::Immutable),
+        }),
+        to_vector_udf(),
+    ]
+}
+
+/// Parse text into a vector array with one row (used for query vectors).
+pub fn text_array(values: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
