@@ -144,7 +144,8 @@ def plot(res, path):
 
     filters = sorted({p.get("filter") or "" for r in res["systems"] for p in r.get("points", [])})
     filters = filters or [""]
-    fig, axes = plt.subplots(1, len(filters), figsize=(7.5 * len(filters), 5.2), squeeze=False)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    fig, axes = plt.subplots(1, len(filters), figsize=(10.5 * len(filters), 5.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, fname in zip(axes[0], filters):
         for i, r in enumerate(_sorted(res["systems"])):
@@ -171,6 +172,9 @@ def plot(res, path):
                         color="gray", xycoords=("axes fraction", "data"),
                         textcoords="offset points", xytext=(4, 2))
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.set_xlabel(f"recall@{res['params']['k']}")
         ax.set_ylabel("queries per second (log)")
         title = f"{res['dataset']}" + (" (quick)" if res["quick"] else "")
@@ -178,7 +182,7 @@ def plot(res, path):
             title += f", filter {fname}"
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

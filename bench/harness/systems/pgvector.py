@@ -156,7 +156,7 @@ class PgVector(System):
         plan = self.admin.execute(
             "EXPLAIN SELECT id FROM items ORDER BY embedding <-> %s LIMIT 10",
             (self.data.queries[0],)).fetchall()
-        self.info["plan"] = [r[0] for r in plan]
+        self.info["plan"] = [r[0][:300] for r in plan]
         if not any("items_hnsw" in r[0] for r in plan):
             self.notes.append("planner did not pick the HNSW index")
         size = self.admin.execute("SELECT pg_relation_size('items_hnsw')").fetchone()[0]

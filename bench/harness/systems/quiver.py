@@ -226,7 +226,8 @@ class Quiver(System):
             self.notes.append("SET hnsw.ef_search failed: one point at the default ef")
         ok, plan = self._try("EXPLAIN SELECT id FROM items ORDER BY embedding <-> '"
                              + vec_text(self.data.queries[0]) + "' LIMIT 10")
-        self.info["plan"] = [str(r[-1]) for r in plan][:40] if ok else plan[:500]
+        self.info["plan"] = ([str(r[-1])[:300] for r in plan][:40] if ok
+                             else f"EXPLAIN failed: {plan[:500]}")
         return out
 
     # -- queries ----------------------------------------------------------------

@@ -1,0 +1,24 @@
+# The two commands of the README:
+#   make run   - build and run the server (embedded default: local data dir)
+#   make test  - build and run the whole test suite
+# Both install what they need first (scripts/setup.sh). Tests and the server
+# share the release profile, so DataFusion is compiled once.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/quiver-target
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+ARGS ?=
+
+.PHONY: run test build setup
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	cargo build --release --bin quiver
+
+run: build
+	$(CARGO_TARGET_DIR)/release/quiver serve $(ARGS)
+
+test:
+	@scripts/setup.sh --test
+	cargo test --release

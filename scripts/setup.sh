@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing quiver needs on a Debian machine, only
+# what is missing: a C toolchain, protoc-free build deps, the psql client,
+# Python's psycopg for the driver tests, and a Rust toolchain.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v psql >/dev/null || need_apt+=(postgresql-client)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v curl >/dev/null || need_apt+=(curl ca-certificates)
+if ((${#need_apt[@]})); then
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  echo "setup: installing ${need_apt[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [[ -x $HOME/.cargo/bin/cargo ]]; then
+    export PATH=$HOME/.cargo/bin:$PATH
+  else
+    echo "setup: installing the Rust toolchain (rustup)" >&2
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2
+    export PATH=$HOME/.cargo/bin:$PATH
+  fi
+fi
+
+if [[ ${1:-} == --test ]]; then
+  if ! python3 -c 'import psycopg' 2>/dev/null; then
+    echo "setup: installing psycopg for the driver tests" >&2
+    python3 -m pip install -q 'psycopg[binary]==3.2.*' 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.2.*'
+  fi
+fi

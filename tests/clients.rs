@@ -1,0 +1,214 @@
+//! Postgres drivers against the real server: tokio-postgres with prepared
+//! statements and binary parameters, psycopg with server-side prepared
+//! statements, concurrency and cancellation.
+
+mod common;
+
+use bytes::{BufMut, BytesMut};
+use postgres_types::{IsNull, ToSql, Type, to_sql_checked};
+
+/// A pgvector value in its binary wire form, as pgvector-aware clients send it.
+#[derive(Debug)]
+struct PgVector(Vec<f32>);
+
+impl ToSql for PgVector {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u16(self.0.len() as u16);
+        out.put_u16(0);
+        for v in &self.0 {
+            out.put_f32(*v);
+        }
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        ty.name() == "vector"
+    }
+    to_sql_checked!();
+}
+
+const NEAREST: &[(i64, &str, f64)] = &[
+    (1, "red shoe", 0.0),
+    (4, "red hat", 0.14142136573791504),
+    (2, "blue shoe", 1.4142135623730951),
+];
+
+async fn load(client: &tokio_postgres::Client) {
+    client
+        .batch_execute("CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT, embedding VECTOR(4))")
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO products (id, name, embedding) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    let rows: &[(i64, &str, [f32; 4])] = &[
+        (1, "red shoe", [1.0, 0.0, 0.0, 0.0]),
+        (2, "blue shoe", [0.0, 1.0, 0.0, 0.0]),
+        (3, "green hat", [0.0, 0.0, 1.0, 0.0]),
+        (4, "red hat", [0.9, 0.1, 0.0, 0.0]),
+    ];
+    // One prepared statement, executed many times.
+    for (id, name, v) in rows {
+        let n = client
+            .execute(&insert, &[id, name, &PgVector(v.to_vec())])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
+#[tokio::test]
+async fn tokio_postgres_prepared_statements() {
+    let server = common::Server::start();
+    let client = server.connect("default").await;
+    load(&client).await;
+
+    let query = client
+        .prepare("SELECT id, name, embedding <-> $1 AS distance FROM products ORDER BY embedding <-> $1 LIMIT 3")
+        .await
+        .unwrap();
+    assert_eq!(query.params()[0].name(), "vector");
+    for _ in 0..3 {
+        let rows = client
+            .query(&query, &[&PgVector(vec![1.0, 0.0, 0.0, 0.0])])
+            .await
+            .unwrap();
+        let got: Vec<(i64, String, f64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let want: Vec<(i64, String, f64)> =
+            NEAREST.iter().map(|(i, n, d)| (*i, n.to_string(), *d)).collect();
+        assert_eq!(got, want);
+    }
+
+    // A float4[] parameter works as a vector too.
+    let rows = client
+        .query(
+            "SELECT id FROM products ORDER BY embedding <-> $1::real[] LIMIT 2",
+            &[&vec![1.0f32, 0.0, 0.0, 0.0]],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![1, 4]);
+
+    // Scalar parameters in filters.
+    let rows = client
+        .query(
+            "SEARCH products NEAREST embedding TO '[1,0,0,0]' WHERE id > $1 LIMIT 2 RETURN id",
+            &[&1i64],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![4, 2]);
+
+    // Errors keep their SQLSTATE and the connection stays usable.
+    let err = client
+        .execute("INSERT INTO products (id, embedding) VALUES (1, '[0,0,0,0]')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+    let err = client
+        .query("SELECT id FROM products ORDER BY embedding <-> $1 LIMIT 1", &[&PgVector(vec![1.0])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22000", "{err}");
+    let n: i64 = client.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
+    assert_eq!(n, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_connections() {
+    let server = common::Server::start();
+    let setup = server.connect("default").await;
+    setup
+        .batch_execute("CREATE TABLE c (id BIGINT PRIMARY KEY, v VECTOR(2))")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16i64 {
+        let conn = server.conn_string("default");
+        tasks.push(tokio::spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            for i in 0..20i64 {
+                let id = t * 100 + i;
+                client
+                    .execute(
+                        &format!("INSERT INTO c VALUES ({id}, '[{t},{i}]')"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let rows = client
+                    .query("SELECT id FROM c ORDER BY v <-> '[0,0]' LIMIT 1", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n: i64 = setup.query_one("SELECT count(*) FROM c", &[]).await.unwrap().get(0);
+    assert_eq!(n, 320);
+}
+
+#[tokio::test]
+async fn cancel_request_does_not_break_the_server() {
+    let mut server = common::Server::start();
+    let client = server.connect("default").await;
+    client
+        .batch_execute("CREATE TABLE big AS SELECT 1")
+        .await
+        .unwrap_err();
+    client
+        .batch_execute("CREATE TABLE big (id BIGINT, v VECTOR(8))")
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO big SELECT value, ARRAY[1,2,3,4,5,6,7,8] FROM generate_series(1, 100000)",
+        )
+        .await
+        .unwrap();
+    let token = client.cancel_token();
+    let query = tokio::spawn(async move {
+        let r = client
+            .query("SELECT count(*) FROM big a JOIN big b ON a.id < b.id", &[])
+            .await;
+        (client, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (client, result) = query.await.unwrap();
+    let err = result.expect_err("the query was cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    let n: i64 = client.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    assert_eq!(n, 100000);
+    assert!(server.is_running());
+}
+
+#[test]
+fn psycopg_server_side_prepared_statements() {
+    let server = common::Server::start();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_check.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(server.port.to_string())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "psycopg check failed (is psycopg installed? `make test` installs it):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
