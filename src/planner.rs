@@ -33,6 +33,8 @@ pub enum QueryError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]

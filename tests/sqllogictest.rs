@@ -60,8 +60,9 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         21 => i16::from_be_bytes(be(raw)).to_string(),
         23 => i32::from_be_bytes(be(raw)).to_string(),
         26 => u32::from_be_bytes(be(raw)).to_string(),
-        700 => f32::from_be_bytes(be(raw)).to_string(),
-        701 => f64::from_be_bytes(be(raw)).to_string(),
+        // Shortest round-trip form, as the server's text encoding writes it.
+        700 => float_text(f32::from_be_bytes(be(raw)) as f64, format!("{:?}", f32::from_be_bytes(be(raw)))),
+        701 => float_text(f64::from_be_bytes(be(raw)), format!("{:?}", f64::from_be_bytes(be(raw)))),
         1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 => decode_array(raw),
         _ if ty.name() == "vector" => {
             let dim = u16::from_be_bytes(be(raw)) as usize;
@@ -72,6 +73,10 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         }
         _ => String::from_utf8_lossy(raw).into_owned(),
     }
+}
+
+fn float_text(v: f64, shortest: String) -> String {
+    if v == 0.0 { "0".to_string() } else { shortest }
 }
 
 fn decode_array(raw: &[u8]) -> String {

@@ -77,6 +77,12 @@ class Store:
             json.dump(self.manifest, f, indent=1, sort_keys=True)
         os.replace(self.manifest_path + ".tmp", self.manifest_path)
 
+    def forget_ground_truth(self):
+        """The source arrays were (re)made: ground truth must be recomputed."""
+        for fn in [f for f in self.manifest["files"] if f.startswith("gt-")]:
+            del self.manifest["files"][fn]
+            self._verified.discard(fn)
+
     def load(self, fn, mmap=True):
         return np.load(self.path(fn), mmap_mode="r" if mmap else None)
 
@@ -109,6 +115,7 @@ def _make_fashion(store):
     if store.valid("base.npy") and store.valid("queries.npy"):
         return
     train, test = _fashion_files()
+    store.forget_ground_truth()
     log(f"dataset: converting {train} and {test} to float32")
     store.save("base.npy", _read_idx_images(train))
     store.save("queries.npy", _read_idx_images(test))
@@ -120,6 +127,7 @@ def _make_synthetic(store, n, d):
     if store.valid("base.npy") and store.valid("queries.npy") and store.valid("sel.npy"):
         return
     log(f"dataset: generating synthetic mixture n={n} d={d}")
+    store.forget_ground_truth()
     rng = np.random.default_rng(SEED)
     clusters = int(max(8, min(1024, n // 1000)))
     centers = rng.normal(0.0, 1.0, (clusters, d)).astype(np.float32)
@@ -215,6 +223,13 @@ def prepare(name, quick, nqueries, suite):
     return desc
 
 
+def _head(path, n):
+    arr = np.load(path, mmap_mode="r")
+    if len(arr) == n:
+        return np.load(path)
+    return np.array(arr[:n])  # reads only the first n rows
+
+
 class Loaded:
     """The arrays a worker needs, loaded from a `prepare()` description."""
 
@@ -223,10 +238,11 @@ class Loaded:
         n, nq = desc["n"], desc["nq"]
         self.name = desc["name"]
         self.dim = desc["dim"]
-        self.base = np.ascontiguousarray(np.load(desc["base"], mmap_mode="r")[:n])
-        self.queries = np.ascontiguousarray(np.load(desc["queries"], mmap_mode="r")[:nq])
-        self.sel = (np.ascontiguousarray(np.load(desc["sel"], mmap_mode="r")[:n])
-                    if desc.get("sel") else None)
+        # Plain reads (no mmap): the arrays are then anonymous memory, counted
+        # once in this process's RSS before any index is built.
+        self.base = _head(desc["base"], n)
+        self.queries = _head(desc["queries"], nq)
+        self.sel = _head(desc["sel"], n) if desc.get("sel") else None
         self.ids = np.arange(n, dtype=np.int64)
         self.gt = {k: (np.load(v["ids"]), np.load(v["dists"])) for k, v in desc["gt"].items()}
         self.filters = desc["filters"]

@@ -7,13 +7,14 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 from . import datasets, report, systems
-from .common import (CACHE_DIR, RESULTS_DIR, cleanup_registered, loadavg, log, lscpu_model,
+from .common import (CACHE_DIR, cleanup_registered, loadavg, log, lscpu_model,
                      mem_total_gib)
 
 EFS_FULL = [10, 16, 32, 64, 128]
@@ -50,6 +51,17 @@ def parse_args(argv):
     return a
 
 
+def _stop_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def run_worker(spec, timeout):
     """Run one system in a subprocess with a hard time limit."""
     tmp = os.path.join(CACHE_DIR, "tmp")
@@ -65,13 +77,11 @@ def run_worker(spec, timeout):
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         log(f"{spec['system']}: over its {timeout} s limit: stopping it")
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        _stop_group(proc)
         rc = "timeout"
+    except BaseException:
+        _stop_group(proc)      # interrupted: the worker is in its own session
+        raise
     finally:
         cleanup_registered()   # servers a dead worker left behind
     try:
@@ -193,4 +203,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, no results written")
+        sys.exit(130)

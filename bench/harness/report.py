@@ -57,7 +57,7 @@ def summary_table(res):
     for r in _sorted(res["systems"]):
         info = r.get("info", {})
         ver = info.get("version") or info.get("pgvector") or info.get("milvus") or \
-            info.get("git") or ""
+            (f"commit {info['git']}" if info.get("git") else "")
         if r["system"] == "pgvector" and info.get("pgvector"):
             ver = f"pgvector {info['pgvector']}, PG {info.get('postgres', '?').split()[0]}"
         load, build, mem = r.get("load") or {}, r.get("build") or {}, r.get("memory") or {}
@@ -66,14 +66,18 @@ def summary_table(res):
             status = f"skipped: {r['skipped']}"
         elif r.get("error"):
             status = f"**error**: {r['error'][:200]}"
+        rss = _f(mem.get("peak_rss_mb"), "{:,.0f}")
+        if mem.get("scope") == "benchmark process" and r.get("baseline_rss_mb"):
+            # in-process: the worker also holds Python and the dataset arrays
+            rss += f" (of which {r['baseline_rss_mb']:,.0f} before the build)"
         notes = "; ".join(r.get("notes") or [])
         if notes:
-            status += f" ({notes[:300]})"
+            status += f" ({notes[:700]})"
         row = [LABEL.get(r["system"], r["system"]), ver,
                (f"{load.get('method', '')} {_f(load.get('seconds'), '{:.1f}')} s"
                 if load.get("seconds") is not None else "–"),
                _f(load.get("rows_per_s"), "{:,.0f}"), _f(build.get("seconds"), "{:.1f}"),
-               _f(mem.get("peak_rss_mb"), "{:,.0f}"), _f(r.get("disk_mb"), "{:,.0f}"),
+               rss, _f(r.get("disk_mb"), "{:,.0f}"),
                status.replace("|", "/").replace("\n", " ")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -109,6 +113,17 @@ def ceiling_table(res):
     return "\n".join(lines)
 
 
+def busy_warning(res):
+    m = res["machine"]
+    worst = max(m["loadavg_start"][0], m["loadavg_end"][0])
+    if m.get("cores") and worst > 0.5 * m["cores"]:
+        return (f"**The machine was busy** (load average up to {worst:.1f} on {m['cores']} "
+                f"cores, other work running beside the benchmark): absolute numbers are low "
+                f"and noisy; compare systems within this run only, and rerun on an idle "
+                f"machine for figures to quote.")
+    return ""
+
+
 def markdown(res, png_name):
     p, m = res["params"], res["machine"]
     parts = [
@@ -122,6 +137,8 @@ def markdown(res, png_name):
         f"HNSW M={p['m']} efConstruction={p['ef_construction']}; one client, one query at a "
         f"time (2 clients: two processes, aggregated QPS)",
     ]
+    if busy_warning(res):
+        parts += ["", busy_warning(res)]
     if p.get("filters"):
         parts.append("- filters: " + ", ".join(
             f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
@@ -157,9 +174,9 @@ def plot(res, path):
             ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker="o",
                     color=c, label=LABEL.get(r["system"], r["system"]))
             for p in pts:
-                if p["ef"] is not None:
-                    ax.annotate(str(p["ef"]), (p["recall"], p["qps"]), fontsize=7,
-                                textcoords="offset points", xytext=(3, 3), color=c)
+                ax.annotate("exact" if p["ef"] is None else str(p["ef"]),
+                            (p["recall"], p["qps"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3), color=c)
             two = [p for p in pts if p.get("qps_2c")]
             if two:
                 ax.plot([p["recall"] for p in two], [p["qps_2c"] for p in two], marker=".",
@@ -182,7 +199,8 @@ def plot(res, path):
             title += f", filter {fname}"
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -205,8 +223,10 @@ def results_md(all_results):
                   f"- date: {r['date']}",
                   f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM "
                   f"(load average {m['loadavg_start'][0]:.2f} at start)",
-                  f"- full tables: [results/{s}.md](results/{s}.md)", "",
-                  f"![recall vs QPS](results/{s}.png)", "", sweep_table(r), "",
+                  f"- full tables: [results/{s}.md](results/{s}.md)", ""]
+        if busy_warning(r):
+            parts += [busy_warning(r), ""]
+        parts += [f"![recall vs QPS](results/{s}.png)", "", sweep_table(r), "",
                   summary_table(r), "", wire_table(r), ""]
         ct = ceiling_table(r)
         if ct:

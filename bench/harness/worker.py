@@ -6,14 +6,16 @@ import importlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import traceback
+from queue import Empty
 
 import numpy as np
 
 from . import systems
-import harness.systems.base  # noqa: F401 - SkipSystem
+from .systems.base import SkipSystem
 from .common import log, vm_hwm_mb
 from .datasets import Loaded, recall_at_k
 
@@ -62,15 +64,26 @@ def multi_client(spec, data, ef, k, filt, nclients, warmup, timeout):
     for p in procs:
         p.start()
     results = []
+    deadline = time.time() + timeout
     try:
-        for _ in procs:
-            results.append(queue.get(timeout=timeout))
+        while len(results) < nclients and time.time() < deadline:
+            try:
+                results.append(queue.get(timeout=1))
+            except Empty:
+                if not any(p.is_alive() for p in procs):
+                    try:
+                        results.append(queue.get(timeout=1))
+                    except Empty:
+                        break
     finally:
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.kill()
     errors = [r[1] for r in results if r[0] != "ok"]
+    if len(results) < nclients:
+        errors.append(f"{nclients - len(results)} client process(es) gave no result "
+                      f"(exit codes {[p.exitcode for p in procs]})")
     if errors:
         return {"clients": nclients, "error": errors[0]}
     total = sum(r[1] for r in results)
@@ -117,6 +130,9 @@ def run(spec):
                             sysobj.client_spec(), data, ef, k, filt, 2, spec["warmup"],
                             timeout=max(120, spec["system_timeout_s"] // 4))
                         pt["qps_2c"] = pt["two_clients"].get("qps")
+                        err = pt["two_clients"].get("error")
+                        if err and not any(n.startswith("2 clients:") for n in sysobj.notes):
+                            sysobj.notes.append(f"2 clients: {err[:300]}")
                     log(f"{sysobj.name}: {('filter ' + fname + ' ') if fname else ''}"
                         f"ef={ef} recall@{k}={pt['recall']} qps={pt['qps']} "
                         f"p50={pt['p50_ms']}ms p99={pt['p99_ms']}ms"
@@ -133,7 +149,10 @@ def run(spec):
                 f"{wire['mean_us']} us per round trip")
         res["memory"] = sysobj.memory()
         res["disk_mb"] = sysobj.disk_mb()
-    except systems.base.SkipSystem as e:
+    except SystemExit:
+        res["error"] = "stopped by SIGTERM (time limit or interrupt); partial results"
+        log(f"{sysobj.name}: stopped by SIGTERM")
+    except SkipSystem as e:
         res["skipped"] = str(e)
         log(f"{sysobj.name}: skipped: {e}")
     except Exception as e:  # noqa: BLE001 - the error goes into the results
@@ -152,6 +171,9 @@ def run(spec):
 
 
 def main():
+    # SIGTERM (time limit, interrupt) unwinds through the finally blocks that
+    # stop this worker's servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", required=True)
     ap.add_argument("--out", required=True)

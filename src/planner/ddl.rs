@@ -149,7 +149,8 @@ pub fn default_expr(text: &str) -> datafusion::common::Result<Expr> {
         .map_err(|e| DataFusionError::Plan(e.to_string()))
 }
 
-fn ident_name(ident: &ast::Ident) -> String {
+/// An identifier as PostgreSQL folds it (lower case unless quoted).
+pub fn ident_name(ident: &ast::Ident) -> String {
     if ident.quote_style.is_some() {
         ident.value.clone()
     } else {

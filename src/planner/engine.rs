@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, UInt64Type};
 use datafusion::common::ParamValues;
 use datafusion::execution::SessionStateBuilder;
@@ -13,6 +13,9 @@ use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{create_current_database_udf, setup_pg_catalog};
 use tracing::debug;
@@ -23,7 +26,7 @@ use super::ddl;
 use super::session::Session;
 use super::vector_sql::{VectorCastRule, VectorOperatorPlanner, VectorTypePlanner};
 use super::{Output, QueryError};
-use crate::catalog::{Catalog, DEFAULT_DATABASE};
+use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
 use crate::sql::Statement;
 use crate::storage::Storage;
 use crate::vector::udf::all_udfs;
@@ -92,7 +95,7 @@ fn empty_def() -> crate::catalog::CollectionDef {
 fn collections_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
-        Field::new("row_count", DataType::UInt64, false),
+        Field::new("row_count", DataType::Int64, false),
     ]))
 }
 
@@ -114,6 +117,73 @@ fn command(tag: impl Into<String>) -> Output {
         tag: tag.into(),
         rows: None,
     }
+}
+
+/// DataFusion refuses at planning time to put text into a vector column, so
+/// the values of `INSERT ... VALUES` bound for vector fields are wrapped in
+/// `to_vector(value, dim)`, which parses text, converts arrays and checks the
+/// dimension. Parameters are left alone: their type is then inferred from
+/// the column, so clients are told they are vectors.
+fn rewrite_insert_vectors(
+    stmt: &mut ast::Statement,
+    catalog: &Catalog,
+    database: &str,
+) -> Result<(), QueryError> {
+    let ast::Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    let ast::TableObject::TableName(name) = &insert.table else {
+        return Ok(());
+    };
+    let Ok((db, coll)) = ddl::resolve_name(name, database) else {
+        return Ok(());
+    };
+    let Some(def) = catalog.collection(&db, &coll) else {
+        return Ok(());
+    };
+    let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
+        (0..def.fields.len()).map(Some).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .and_then(|i| def.field_index(&ddl::ident_name(i)))
+            })
+            .collect()
+    };
+    let Some(source) = insert.source.as_mut() else {
+        return Ok(());
+    };
+    let ast::SetExpr::Values(values) = source.body.as_mut() else {
+        return Ok(());
+    };
+    for row in values.rows.iter_mut() {
+        for (j, expr) in row.iter_mut().enumerate() {
+            let Some(Some(field)) = targets.get(j) else {
+                continue;
+            };
+            let FieldType::Vector { dim } = def.fields[*field].field_type else {
+                continue;
+            };
+            let skip = match expr {
+                ast::Expr::Value(v) => matches!(v.value, ast::Value::Placeholder(_)),
+                ast::Expr::Identifier(i) => i.value.eq_ignore_ascii_case("default"),
+                _ => false,
+            };
+            if skip {
+                continue;
+            }
+            let call = format!("{}({expr}, {dim})", crate::vector::udf::TO_VECTOR);
+            *expr = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&call)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| QueryError::Unsupported(format!("cannot insert {expr}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -166,10 +236,14 @@ impl Engine {
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
             .build();
-        let _ = datafusion::execution::FunctionRegistry::register_udf(
-            &mut state,
-            Arc::new(create_current_database_udf(database)),
-        );
+        // DataFusion ships functions with some of our names (`inner_product`,
+        // `cosine_distance`); registering ours last makes them win.
+        let udfs = all_udfs()
+            .into_iter()
+            .chain([create_current_database_udf(database)]);
+        for udf in udfs {
+            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));
+        }
         state
     }
 
@@ -188,12 +262,16 @@ impl Engine {
         statement: Statement,
     ) -> Result<Prepared, QueryError> {
         let plan = match &statement {
-            Statement::Query(stmt) => Some(
-                session
-                    .state()
-                    .statement_to_plan(DfStatement::Statement(stmt.clone()))
-                    .await?,
-            ),
+            Statement::Query(stmt) => {
+                let mut stmt = stmt.clone();
+                rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                Some(
+                    session
+                        .state()
+                        .statement_to_plan(DfStatement::Statement(stmt))
+                        .await?,
+                )
+            }
             _ => None,
         };
         Ok(Prepared { statement, plan })
@@ -220,7 +298,8 @@ impl Engine {
     pub async fn execute(&self, session: &Session, statement: Statement) -> Result<Output, QueryError> {
         debug!(?statement, "execute");
         match statement {
-            Statement::Query(stmt) => {
+            Statement::Query(mut stmt) => {
+                rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let plan = session
                     .state()
                     .statement_to_plan(DfStatement::Statement(stmt))
@@ -251,12 +330,12 @@ impl Engine {
             Statement::ShowCollections => {
                 let db = session.database();
                 let names = self.catalog.collection_names(&db);
-                let counts: Vec<u64> = names
+                let counts: Vec<i64> = names
                     .iter()
                     .map(|n| {
                         self.catalog
                             .collection(&db, n)
-                            .map(|d| self.storage.open_collection(&d).snapshot().live_rows() as u64)
+                            .map(|d| self.storage.open_collection(&d).snapshot().live_rows() as i64)
                             .unwrap_or(0)
                     })
                     .collect();
@@ -264,7 +343,7 @@ impl Engine {
                     collections_schema(),
                     vec![
                         Arc::new(StringArray::from(names)),
-                        Arc::new(UInt64Array::from(counts)),
+                        Arc::new(Int64Array::from(counts)),
                     ],
                 )?)
             }
@@ -342,11 +421,11 @@ impl Engine {
                 .sum();
             let n = n as usize;
             let tag = match op {
-                WriteOp::Insert(_) => format!("INSERT 0 {n}"),
-                WriteOp::Delete => format!("DELETE {n}"),
-                WriteOp::Update => format!("UPDATE {n}"),
+                WriteOp::Insert(_) => "INSERT".to_string(),
+                WriteOp::Delete => "DELETE".to_string(),
+                WriteOp::Update => "UPDATE".to_string(),
                 WriteOp::Truncate => return Ok(command("TRUNCATE TABLE")),
-                other => format!("{other} {n}"),
+                other => other.to_string(),
             };
             return Ok(Output::Command { tag, rows: Some(n) });
         }

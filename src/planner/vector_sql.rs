@@ -8,6 +8,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
 use datafusion::optimizer::AnalyzerRule;
@@ -155,7 +156,14 @@ fn rewrite_casts(expr: Expr) -> Result<Transformed<Expr>> {
 impl AnalyzerRule for VectorCastRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         Ok(plan
-            .transform_up_with_subqueries(|p| p.map_expressions(rewrite_casts))?
+            .transform_up_with_subqueries(|p| {
+                // Keep output column names as they were before the rewrite.
+                let names = NamePreserver::new(&p);
+                p.map_expressions(|e| {
+                    let saved = names.save(&e);
+                    Ok(rewrite_casts(e)?.update_data(|e| saved.restore(e)))
+                })
+            })?
             .data)
     }
 

@@ -26,6 +26,7 @@ pub fn error_info(e: &QueryError) -> ErrorInfo {
         QueryError::Catalog(c) => catalog_info(c),
         QueryError::Storage(s) => storage_info(s),
         QueryError::DataFusion(d) => datafusion_info(d),
+        QueryError::Arrow(a) => arrow_info(a),
         QueryError::Unsupported(m) => info("0A000", m.clone()),
         QueryError::InvalidParameter(m) => info("22023", m.clone()),
         QueryError::UnknownDatabase(_) => info("3D000", e.to_string()),

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
-use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type, pg_vector_type};
+use arrow_pg::datatypes::{
+    arrow_schema_to_pg_fields, encode_recordbatch, field_into_pg_type, pg_vector_type,
+};
 use async_trait::async_trait;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
@@ -204,7 +206,7 @@ fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
         None => Ok(Type::UNKNOWN),
         Some(f) if vector_dim_of(f.data_type()).is_some() => Ok(pg_vector_type()),
         Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
-        Some(f) => into_pg_type(f.data_type()),
+        Some(f) => field_into_pg_type(f),
     }
 }
 

@@ -131,11 +131,19 @@ fn replace_word(tokens: &mut [TokenWithSpan], from: &str, to: &str) {
 }
 
 fn syntax(sql: &str, e: ParserError) -> ParseError {
+    syntax_at(sql, e, None)
+}
+
+/// Like [`syntax`], with `fallback` as the position when sqlparser gives
+/// none (errors at the end of the statement).
+fn syntax_at(sql: &str, e: ParserError, fallback: Option<usize>) -> ParseError {
     let message = match e {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
         ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
     };
-    let position = locate(&message).and_then(|(l, c)| char_position(sql, l, c));
+    let position = locate(&message)
+        .and_then(|(l, c)| char_position(sql, l, c))
+        .or(fallback);
     let message = match message.find(" at Line: ") {
         Some(i) => message[..i].to_string(),
         None => message,
@@ -178,14 +186,21 @@ fn new_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
 
 /// Parse exactly one sqlparser statement from `tokens`.
 fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Statement, ParseError> {
+    let end = tokens
+        .iter()
+        .rev()
+        .find(|t| !is_trivia(&t.token))
+        .and_then(|t| char_position(sql, t.span.end.line, t.span.end.column));
     let mut parser = new_parser(tokens);
-    let stmt = parser.parse_statement().map_err(|e| syntax(sql, e))?;
+    let stmt = parser
+        .parse_statement()
+        .map_err(|e| syntax_at(sql, e, end))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(syntax(
             sql,
             ParserError::ParserError(format!(
-                "Expected: end of statement, found: {} at {}",
+                "Expected: end of statement, found: {}{}",
                 next.token, next.span.start
             )),
         ));
@@ -350,7 +365,7 @@ fn expect_end(sql: &str, p: &Parser) -> Result<(), ParseError> {
         Err(syntax(
             sql,
             ParserError::ParserError(format!(
-                "Expected: end of statement, found: {} at {}",
+                "Expected: end of statement, found: {}{}",
                 next.token, next.span.start
             )),
         ))
@@ -384,7 +399,7 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
                     return Err(syntax(
                         sql,
                         ParserError::ParserError(format!(
-                            "Expected: a variable name, found: {other} at {}",
+                            "Expected: a variable name, found: {other}{}",
                             t.span.start
                         )),
                     ));

@@ -255,9 +255,6 @@ impl DistanceUdf {
 }
 
 impl ScalarUDFImpl for DistanceUdf {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         self.name
     }
@@ -318,8 +315,7 @@ pub fn distance_udf(metric: Metric) -> ScalarUDF {
 
 /// If `udf` is one of the operator distance functions, its metric.
 pub fn metric_of_udf(udf: &ScalarUDF) -> Option<Metric> {
-    udf.inner()
-        .as_any()
+    (udf.inner().as_ref() as &dyn Any)
         .downcast_ref::<DistanceUdf>()
         .and_then(|d| d.metric())
 }
@@ -331,9 +327,6 @@ struct VectorDims {
 }
 
 impl ScalarUDFImpl for VectorDims {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         "vector_dims"
     }
@@ -383,9 +376,6 @@ impl ToVector {
 }
 
 impl ScalarUDFImpl for ToVector {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn name(&self) -> &str {
         TO_VECTOR
     }

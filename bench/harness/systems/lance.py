@@ -58,7 +58,7 @@ class LanceDB(System, Client):
         return [np.ascontiguousarray(q) for q in queries]
 
     def search(self, q, k, filt=None):
-        qb = self.tbl.search(q).limit(k).ef(self.ef).select(["id"])
+        qb = self.tbl.search(q).limit(k).ef(self.ef).select(["id", "_distance"])
         if filt is not None:
             qb = qb.where(f"sel < {int(filt)}", prefilter=True)
         return qb.to_arrow().column("id").to_pylist()

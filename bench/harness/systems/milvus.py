@@ -1,6 +1,7 @@
 """Milvus 2.3.5 standalone, embedded from PyPI `milvus`, through pymilvus."""
 
 import os
+import shutil
 import time
 
 import numpy as np
@@ -12,6 +13,8 @@ from .base import Client, System
 MILVUS_DIR = os.path.join(CACHE_DIR, "milvus")
 COLLECTION = "items"
 START_TIMEOUT_S = 180
+MILVUS_ROLES = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord",
+                "dataNode")
 
 
 class MilvusClient_(Client):
@@ -50,8 +53,15 @@ class Milvus(System):
         self.info["milvus"] = mv
         self.info["pymilvus"] = pymilvus.__version__
         os.makedirs(MILVUS_DIR, exist_ok=True)
+        # A fresh server each run: its on-disk size is then this run's data.
+        for sub in ("data", "logs"):
+            shutil.rmtree(os.path.join(MILVUS_DIR, sub), ignore_errors=True)
         self.server = MilvusServer(wait_for_started=False)
         self.server.set_base_dir(MILVUS_DIR)
+        # Components advertise the first non-loopback address unless told:
+        # keep all of Milvus's internal gRPC on loopback.
+        for role in MILVUS_ROLES:
+            self.server.config.set(f"{role}.ip", "127.0.0.1")
         self.port = free_port(19530)
         self.server.listen_port = self.port
         log(f"milvus: starting embedded server on 127.0.0.1:{self.port} (base {MILVUS_DIR})")
@@ -118,8 +128,7 @@ class Milvus(System):
         return m
 
     def disk_mb(self):
-        return dir_size_mb(os.path.join(MILVUS_DIR, "data")) if os.path.isdir(
-            os.path.join(MILVUS_DIR, "data")) else dir_size_mb(MILVUS_DIR)
+        return dir_size_mb(os.path.join(MILVUS_DIR, "data"))
 
     def stop(self):
         try:

@@ -6,8 +6,6 @@ import subprocess
 import threading
 import time
 
-import numpy as np
-
 from ..common import (CACHE_DIR, free_port, log, register_pid, run_as_db_user_argv,
                       tree_hwm_mb, unregister_pid, alive)
 from .base import System

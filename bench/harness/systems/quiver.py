@@ -4,7 +4,8 @@ scratch data dir, load, try to build an HNSW index, query through psycopg.
 What it sends (in order; each optional step degrades to the next path):
   CREATE TABLE items (id BIGINT PRIMARY KEY, embedding VECTOR(d)[, sel INT])
   COPY items (id, embedding[, sel]) FROM STDIN       -- text format; else
-  INSERT INTO items VALUES (0,'[...]'),(1,'[...]'),...   -- 500 rows a statement
+  INSERT INTO items VALUES (0,'[...]'),(1,'[...]'),...   -- 500 rows a statement; else
+  INSERT INTO items VALUES (0,'[...]'::vector),...
   SELECT count(*) FROM items
   FLUSH items                                        -- optional (seals the segment)
   CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops)
@@ -22,8 +23,6 @@ import shutil
 import subprocess
 import time
 
-import numpy as np
-
 from ..common import (CACHE_DIR, REPO_DIR, dir_size_mb, free_port, log, register_pid,
                       terminate_tree, tree_hwm_mb, unregister_pid, wait_port)
 from .base import System
@@ -32,7 +31,7 @@ from .pgwire import MODES, PgClient, vec_text
 INSERT_BATCH = 500
 READY_WORDS = ("ready", "finished", "built", "done", "complete", "completed", "active", "valid")
 BUSY_WORDS = ("building", "pending", "in progress", "in_progress", "queued", "running",
-              "creating", "unindexed")
+              "creating")
 
 
 def quiver_bin():
@@ -58,9 +57,11 @@ class Quiver(System):
         self.info["binary_mtime"] = time.strftime("%Y-%m-%d %H:%M:%S",
                                                   time.localtime(os.path.getmtime(binary)))
         try:
+            # Read-only, takes no lock (another git command may be running).
             self.info["git"] = subprocess.run(
-                ["git", "-C", REPO_DIR, "describe", "--always", "--dirty"],
-                capture_output=True, text=True, timeout=10).stdout.strip()
+                ["git", "-C", REPO_DIR, "rev-parse", "--short", "HEAD"],
+                capture_output=True, text=True, timeout=10,
+                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             pass
         self.workdir = os.path.join(CACHE_DIR, "quiver", f"run-{os.getpid()}")
@@ -78,8 +79,9 @@ class Quiver(System):
         register_pid("quiver", self.proc.pid)
         t0 = time.perf_counter()
         if not wait_port(self.port, 60, proc=self.proc):
-            raise RuntimeError(f"quiver did not accept connections within 60 s "
-                               f"(exit code {self.proc.poll()}); log tail:\n{self.log_tail()}")
+            why = ("did not accept connections within 60 s" if self.proc.poll() is None
+                   else f"exited with code {self.proc.returncode} before accepting connections")
+            raise RuntimeError(f"quiver {why}; log tail:\n{self.log_tail()}")
         self.conninfo = f"host=127.0.0.1 port={self.port} user=quiver dbname=default"
         deadline = time.time() + 30
         while True:
@@ -138,18 +140,26 @@ class Quiver(System):
                     cp.write(buf.encode())
                     log(f"quiver: COPY {e}/{n}")
 
-    def _insert(self):
+    def _insert(self, cast):
+        """Multi-row INSERT; the vector as '[...]' or, with cast, '[...]'::vector."""
         n = len(self.data.base)
+        vec = "'{}'::vector" if cast else "'{}'"
         last = 0
         for s in range(0, n, INSERT_BATCH):
             e = min(s + INSERT_BATCH, n)
             vals = ",".join("(" + ",".join(
-                (f"'{x}'" if isinstance(x, str) else str(x)) for x in r) + ")"
+                (vec.format(x) if isinstance(x, str) else str(x)) for x in r) + ")"
                 for r in self._rows_text(s, e))
             self.admin.execute(f"INSERT INTO items VALUES {vals}")
             if e - last >= 10_000 or e == n:
                 log(f"quiver: INSERT {e}/{n}")
                 last = e
+
+    def _recreate_table(self, why):
+        ok, err = self._try("DROP TABLE items")
+        if not ok:
+            raise RuntimeError(f"DROP TABLE after {why}: {err}")
+        self._create_table()
 
     def load(self):
         self._create_table()
@@ -159,16 +169,21 @@ class Quiver(System):
         try:
             self._copy()
         except Exception as e:  # noqa: BLE001 - fall back to INSERT
-            self.notes.append(f"COPY failed ({type(e).__name__}: {str(e).strip()[:200]}); "
-                              f"loaded with multi-row INSERT")
+            self.notes.append(f"COPY failed ({str(e).strip()[:120]}): multi-row INSERT")
             log(f"quiver: COPY failed ({e}); falling back to INSERT")
-            ok, err = self._try("DROP TABLE items")
-            if not ok:
-                raise RuntimeError(f"DROP TABLE after failed COPY: {err}")
-            self._create_table()
+            self._recreate_table("failed COPY")
             method = f"INSERT, {INSERT_BATCH} rows a statement"
             t0 = time.perf_counter()
-            self._insert()
+            try:
+                self._insert(cast=False)
+            except Exception as e2:  # noqa: BLE001 - try the explicit cast
+                self.notes.append(f"INSERT with '[...]' failed ({str(e2).strip()[:120]}): "
+                                  f"used '[...]'::vector")
+                log(f"quiver: INSERT '[...]' failed ({e2}); retrying with '[...]'::vector")
+                self._recreate_table("failed INSERT")
+                method = f"INSERT '[...]'::vector, {INSERT_BATCH} rows a statement"
+                t0 = time.perf_counter()
+                self._insert(cast=True)
         secs = time.perf_counter() - t0
         out = {"seconds": round(secs, 2), "rows_per_s": round(n / secs, 1), "method": method}
         ok, rows = self._try("SELECT count(*) FROM items")
@@ -183,16 +198,35 @@ class Quiver(System):
     # -- index ----------------------------------------------------------------
 
     def _index_state(self):
-        """(done, rows) from SHOW INDEXES; done is None when it cannot tell."""
-        ok, rows = self._try("SHOW INDEXES FROM items")
-        if not ok:
-            return None, rows
-        text = " ".join(str(v).lower() for r in rows for v in r)
-        if any(w in text for w in BUSY_WORDS):
-            return False, rows
-        if any(w in text for w in READY_WORDS):
-            return True, rows
-        return None, rows
+        """(done, rows) from SHOW INDEXES; done is None when it cannot tell.
+        Reads a state/status column (ready/finished/... vs building/...) or,
+        failing that, an indexed-rows column against a total-rows column."""
+        try:
+            cur = self.admin.execute("SHOW INDEXES FROM items")
+            names = [d.name.lower() for d in cur.description or []]
+            rows = cur.fetchall()
+        except Exception as e:  # noqa: BLE001 - not supported: cannot tell
+            return None, f"{type(e).__name__}: {str(e).strip()}"
+        shown = [dict(zip(names, r)) for r in rows]
+        state_cols = [n for n in names if "state" in n or "status" in n]
+        idx_cols = [n for n in names if "indexed" in n and "un" not in n]
+        tot_cols = [n for n in names if "total" in n]
+        verdicts = []
+        for r in shown:
+            if state_cols:
+                v = str(r[state_cols[0]]).lower()
+                if any(w in v for w in BUSY_WORDS):
+                    verdicts.append(False)
+                elif any(w in v for w in READY_WORDS):
+                    verdicts.append(True)
+            elif idx_cols and tot_cols:
+                try:
+                    verdicts.append(int(r[idx_cols[0]]) >= int(r[tot_cols[0]]))
+                except (TypeError, ValueError):
+                    pass
+        if not verdicts:
+            return None, shown
+        return all(verdicts), shown
 
     def build(self):
         t0 = time.perf_counter()
@@ -201,8 +235,9 @@ class Quiver(System):
             f"WITH (m = {self.m}, ef_construction = {self.ef_construction})")
         if not ok:
             self.uses_ef = False
-            self.notes.append(f"CREATE INDEX failed ({err[:300]}): exact search only, one point")
+            self.notes.append(f"CREATE INDEX failed ({err[:120]}): exact search only, one point")
             log(f"quiver: CREATE INDEX failed: {err}")
+            self._explain()
             return {"seconds": None, "index": False, "error": err[:500]}
         timeout = self.spec["build_timeout_s"]
         state, rows = self._index_state()
@@ -224,11 +259,14 @@ class Quiver(System):
         if not ok:
             self.uses_ef = False
             self.notes.append("SET hnsw.ef_search failed: one point at the default ef")
+        self._explain()
+        return out
+
+    def _explain(self):
         ok, plan = self._try("EXPLAIN SELECT id FROM items ORDER BY embedding <-> '"
                              + vec_text(self.data.queries[0]) + "' LIMIT 10")
         self.info["plan"] = ([str(r[-1])[:300] for r in plan][:40] if ok
                              else f"EXPLAIN failed: {plan[:500]}")
-        return out
 
     # -- queries ----------------------------------------------------------------
 
