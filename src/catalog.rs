@@ -264,6 +264,10 @@ mod tests {
         assert_eq!(c.collection_names(DEFAULT_DATABASE), vec!["a".to_string()]);
         c.drop_collection(DEFAULT_DATABASE, "a", false).unwrap();
         assert!(c.collection(DEFAULT_DATABASE, "a").is_none());
-        assert!(c.drop_collection(DEFAULT_DATABASE, "a", true).unwrap().is_none());
+        assert!(
+            c.drop_collection(DEFAULT_DATABASE, "a", true)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -96,7 +96,11 @@ mod tests {
     fn layers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quiver.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\ndata_dir = \"/tmp/x\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\ndata_dir = \"/tmp/x\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&path), &Overrides::default()).unwrap();
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));

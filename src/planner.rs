@@ -51,7 +51,10 @@ pub enum Output {
         stream: SendableRecordBatchStream,
     },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
-    Command { tag: String, rows: Option<usize> },
+    Command {
+        tag: String,
+        rows: Option<usize>,
+    },
     Transaction(TransactionKind),
 }
 

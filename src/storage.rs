@@ -17,13 +17,17 @@ pub use segment::{Chunk, CollectionData, Snapshot};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
-    #[error("duplicate key value violates unique constraint \"{collection}_pkey\": Key ({field})=({value}) already exists")]
+    #[error(
+        "duplicate key value violates unique constraint \"{collection}_pkey\": Key ({field})=({value}) already exists"
+    )]
     DuplicateKey {
         collection: String,
         field: String,
         value: String,
     },
-    #[error("null value in column \"{field}\" of collection \"{collection}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{field}\" of collection \"{collection}\" violates not-null constraint"
+    )]
     NotNull { collection: String, field: String },
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -32,13 +32,15 @@ impl ToSql for PgVector {
 
 const NEAREST: &[(i64, &str, f64)] = &[
     (1, "red shoe", 0.0),
-    (4, "red hat", 0.14142136573791504),
-    (2, "blue shoe", 1.4142135623730951),
+    (4, "red hat", 0.14142137441313676),
+    (2, "blue shoe", std::f64::consts::SQRT_2),
 ];
 
 async fn load(client: &tokio_postgres::Client) {
     client
-        .batch_execute("CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT, embedding VECTOR(4))")
+        .batch_execute(
+            "CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT, embedding VECTOR(4))",
+        )
         .await
         .unwrap();
     let insert = client
@@ -48,7 +50,7 @@ async fn load(client: &tokio_postgres::Client) {
     let rows: &[(i64, &str, [f32; 4])] = &[
         (1, "red shoe", [1.0, 0.0, 0.0, 0.0]),
         (2, "blue shoe", [0.0, 1.0, 0.0, 0.0]),
-        (3, "green hat", [0.0, 0.0, 1.0, 0.0]),
+        (3, "green hat", [0.0, 0.0, 2.0, 0.0]),
         (4, "red hat", [0.9, 0.1, 0.0, 0.0]),
     ];
     // One prepared statement, executed many times.
@@ -81,8 +83,10 @@ async fn tokio_postgres_prepared_statements() {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        let want: Vec<(i64, String, f64)> =
-            NEAREST.iter().map(|(i, n, d)| (*i, n.to_string(), *d)).collect();
+        let want: Vec<(i64, String, f64)> = NEAREST
+            .iter()
+            .map(|(i, n, d)| (*i, n.to_string(), *d))
+            .collect();
         assert_eq!(got, want);
     }
 
@@ -110,16 +114,26 @@ async fn tokio_postgres_prepared_statements() {
 
     // Errors keep their SQLSTATE and the connection stays usable.
     let err = client
-        .execute("INSERT INTO products (id, embedding) VALUES (1, '[0,0,0,0]')", &[])
+        .execute(
+            "INSERT INTO products (id, embedding) VALUES (1, '[0,0,0,0]')",
+            &[],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "23505");
     let err = client
-        .query("SELECT id FROM products ORDER BY embedding <-> $1 LIMIT 1", &[&PgVector(vec![1.0])])
+        .query(
+            "SELECT id FROM products ORDER BY embedding <-> $1 LIMIT 1",
+            &[&PgVector(vec![1.0])],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22000", "{err}");
-    let n: i64 = client.query_one("SELECT count(*) FROM products", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM products", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4);
 }
 
@@ -135,15 +149,14 @@ async fn many_concurrent_connections() {
     for t in 0..16i64 {
         let conn = server.conn_string("default");
         tasks.push(tokio::spawn(async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.unwrap();
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(connection);
             for i in 0..20i64 {
                 let id = t * 100 + i;
                 client
-                    .execute(
-                        &format!("INSERT INTO c VALUES ({id}, '[{t},{i}]')"),
-                        &[],
-                    )
+                    .execute(&format!("INSERT INTO c VALUES ({id}, '[{t},{i}]')"), &[])
                     .await
                     .unwrap();
                 let rows = client
@@ -157,7 +170,11 @@ async fn many_concurrent_connections() {
     for t in tasks {
         t.await.unwrap();
     }
-    let n: i64 = setup.query_one("SELECT count(*) FROM c", &[]).await.unwrap().get(0);
+    let n: i64 = setup
+        .query_one("SELECT count(*) FROM c", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 320);
 }
 
@@ -191,7 +208,11 @@ async fn cancel_request_does_not_break_the_server() {
     let (client, result) = query.await.unwrap();
     let err = result.expect_err("the query was cancelled");
     assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
-    let n: i64 = client.query_one("SELECT count(*) FROM big", &[]).await.unwrap().get(0);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 100000);
     assert!(server.is_running());
 }
@@ -199,7 +220,8 @@ async fn cancel_request_does_not_break_the_server() {
 #[test]
 fn psycopg_server_side_prepared_statements() {
     let server = common::Server::start();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_check.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_check.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(server.port.to_string())

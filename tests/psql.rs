@@ -6,7 +6,17 @@ use std::process::Command;
 
 fn psql(server: &common::Server, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "quiver", "-d", "default"])
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "-U",
+            "quiver",
+            "-d",
+            "default",
+        ])
         .args(args)
         .output()
         .expect("psql must be installed (apt-get install postgresql-client)");
@@ -24,11 +34,14 @@ fn psql_session() {
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE products (id bigint PRIMARY KEY, name text, embedding vector(4));
 INSERT INTO products VALUES (1, 'red shoe', '[1,0,0,0]'), (2, 'blue shoe', '[0,1,0,0]'),
-  (3, 'green hat', '[0,0,1,0]'), (4, 'red hat', '[0.9,0.1,0,0]');
+  (3, 'green hat', '[0,0,2,0]'), (4, 'red hat', '[0.9,0.1,0,0]');
 SELECT id, name, embedding <-> '[1,0,0,0]' AS distance FROM products ORDER BY embedding <-> '[1,0,0,0]' LIMIT 3;
 SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
 ";
-    let (ok, out, err) = psql(&server, &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-c", script]);
+    let (ok, out, err) = psql(
+        &server,
+        &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-c", script],
+    );
     assert!(ok, "psql failed: {err}\n{out}");
     let (ok, out, err) = psql(
         &server,
@@ -43,15 +56,34 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
     );
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, vec!["1|red shoe|0", "4|red hat|0.14142136573791504", "2|blue shoe|1.4142135623730951"]);
+    assert_eq!(
+        lines,
+        vec![
+            "1|red shoe|0",
+            "4|red hat|0.14142137441313676",
+            "2|blue shoe|1.4142135623730951"
+        ]
+    );
 
     let (ok, out, err) = psql(
         &server,
-        &["-A", "-t", "-c", "SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name"],
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name",
+        ],
     );
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, vec!["1|red shoe|0", "4|red hat|0.14142136573791504", "2|blue shoe|1.4142135623730951"]);
+    assert_eq!(
+        lines,
+        vec![
+            "1|red shoe|0",
+            "4|red hat|0.14142137441313676",
+            "2|blue shoe|1.4142135623730951"
+        ]
+    );
 
     let (ok, out, err) = psql(&server, &["-c", "\\dt"]);
     assert!(ok, "\\dt failed: {err}");
@@ -59,19 +91,33 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
 
     let (ok, out, err) = psql(&server, &["-c", "\\d products"]);
     assert!(ok, "\\d products failed: {err}");
-    assert!(out.contains("embedding") && out.contains("name"), "\\d output: {out}");
+    assert!(
+        out.contains("embedding") && out.contains("name"),
+        "\\d output: {out}"
+    );
 
     let (ok, out, err) = psql(
         &server,
-        &["-A", "-t", "-c", "EXPLAIN SELECT id FROM products ORDER BY embedding <-> '[1,0,0,0]' LIMIT 3"],
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "EXPLAIN SELECT id FROM products ORDER BY embedding <-> '[1,0,0,0]' LIMIT 3",
+        ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("AnnSearchExec"), "EXPLAIN output: {out}");
 
     // An error leaves the session and the server usable.
-    let (ok, _, err) = psql(&server, &["-v", "ON_ERROR_STOP=1", "-c", "SELECT * FROM nowhere"]);
+    let (ok, _, err) = psql(
+        &server,
+        &["-v", "ON_ERROR_STOP=1", "-c", "SELECT * FROM nowhere"],
+    );
     assert!(!ok && err.contains("nowhere"), "{err}");
-    let (ok, out, err) = psql(&server, &["-A", "-t", "-c", "SELECT count(*) FROM products"]);
+    let (ok, out, err) = psql(
+        &server,
+        &["-A", "-t", "-c", "SELECT count(*) FROM products"],
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "4");
 }

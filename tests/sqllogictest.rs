@@ -61,8 +61,14 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         23 => i32::from_be_bytes(be(raw)).to_string(),
         26 => u32::from_be_bytes(be(raw)).to_string(),
         // Shortest round-trip form, as the server's text encoding writes it.
-        700 => float_text(f32::from_be_bytes(be(raw)) as f64, format!("{:?}", f32::from_be_bytes(be(raw)))),
-        701 => float_text(f64::from_be_bytes(be(raw)), format!("{:?}", f64::from_be_bytes(be(raw)))),
+        700 => float_text(
+            f32::from_be_bytes(be(raw)) as f64,
+            format!("{:?}", f32::from_be_bytes(be(raw))),
+        ),
+        701 => float_text(
+            f64::from_be_bytes(be(raw)),
+            format!("{:?}", f64::from_be_bytes(be(raw))),
+        ),
         1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 => decode_array(raw),
         _ if ty.name() == "vector" => {
             let dim = u16::from_be_bytes(be(raw)) as usize;
@@ -172,7 +178,11 @@ impl AsyncDB for Quiver {
     async fn shutdown(&mut self) {}
 
     fn engine_name(&self) -> &str {
-        if self.extended { "quiver-extended" } else { "quiver-simple" }
+        if self.extended {
+            "quiver-extended"
+        } else {
+            "quiver-simple"
+        }
     }
 }
 
@@ -211,9 +221,10 @@ async fn sqllogictest_files() {
             let mut runner = sqllogictest::Runner::new(move || {
                 let conn = conn.clone();
                 async move {
-                    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                        .await
-                        .map_err(pg_error)?;
+                    let (client, connection) =
+                        tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                            .await
+                            .map_err(pg_error)?;
                     tokio::spawn(async move {
                         let _ = connection.await;
                     });
@@ -230,5 +241,10 @@ async fn sqllogictest_files() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} sqllogictest file run(s) failed:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} sqllogictest file run(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -17,7 +17,10 @@ pub enum FieldType {
     Int64,
     Float32,
     Float64,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Json,
     Bytea,
@@ -26,7 +29,9 @@ pub enum FieldType {
     TimestampTz,
     Array(Box<FieldType>),
     /// `VECTOR(dim)`: `dim` float32 values.
-    Vector { dim: usize },
+    Vector {
+        dim: usize,
+    },
 }
 
 impl FieldType {

@@ -158,7 +158,11 @@ struct Candidate {
 
 impl Candidate {
     fn key(&self) -> (f32, usize, usize) {
-        let s = if self.score.is_nan() { f32::INFINITY } else { self.score };
+        let s = if self.score.is_nan() {
+            f32::INFINITY
+        } else {
+            self.score
+        };
         (s, self.chunk, self.row)
     }
 }

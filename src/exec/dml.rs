@@ -35,7 +35,11 @@ impl fmt::Debug for DmlExec {
 impl DmlExec {
     /// `name` is shown by EXPLAIN; `action` returns the number of rows changed.
     pub fn new(name: impl Into<String>, action: Action) -> DmlExec {
-        let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "count",
+            DataType::UInt64,
+            false,
+        )]));
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(1),

@@ -35,7 +35,11 @@ pub struct CollectionTable {
 
 impl fmt::Debug for CollectionTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CollectionTable({}.{})", self.def.database, self.def.name)
+        write!(
+            f,
+            "CollectionTable({}.{})",
+            self.def.database, self.def.name
+        )
     }
 }
 
@@ -70,9 +74,9 @@ impl CollectionTable {
 pub fn unqualify(expr: Expr) -> Result<Expr> {
     Ok(expr
         .transform(|e| match e {
-            Expr::Column(c) if c.relation.is_some() => {
-                Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name))))
-            }
+            Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
+                Column::new_unqualified(c.name),
+            ))),
             other => Ok(Transformed::no(other)),
         })?
         .data)
@@ -96,7 +100,10 @@ impl TableProvider for CollectionTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
     }
 
     async fn scan(

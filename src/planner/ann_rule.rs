@@ -14,13 +14,13 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DFSchemaRef, Result, TableReference};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, TableScan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
     utils::conjunction,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use crate::exec::CollectionTable;
@@ -46,7 +46,17 @@ pub struct AnnSearchNode {
 }
 
 impl AnnSearchNode {
-    fn key(&self) -> (u64, String, Option<Vec<usize>>, usize, Metric, Vec<u32>, usize) {
+    fn key(
+        &self,
+    ) -> (
+        u64,
+        String,
+        Option<Vec<usize>>,
+        usize,
+        Metric,
+        Vec<u32>,
+        usize,
+    ) {
         (
             self.table.def().id,
             self.table_name.to_string(),
@@ -104,7 +114,11 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
         }
         Ok(())
     }
-    fn with_exprs_and_inputs(&self, mut exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        mut exprs: Vec<Expr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let mut node = self.clone();
         node.filter = exprs.pop();
         Ok(node)
@@ -193,7 +207,12 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
     Ok(Some(rewritten))
 }
 
-fn ann_node(scan: &TableScan, filter: Option<Expr>, m: Match, k: usize) -> Result<Option<LogicalPlan>> {
+fn ann_node(
+    scan: &TableScan,
+    filter: Option<Expr>,
+    m: Match,
+    k: usize,
+) -> Result<Option<LogicalPlan>> {
     if scan.fetch.is_some() || !scan.filters.is_empty() {
         return Ok(None);
     }

@@ -28,7 +28,10 @@ fn parse_type_text(text: &str) -> Result<(FieldType, bool), QueryError> {
     if let Some(inner) = text.strip_suffix("[]") {
         let (inner, auto) = parse_type_text(inner.trim())?;
         if auto || matches!(inner, FieldType::Vector { .. } | FieldType::Array(_)) {
-            return Err(unsupported(format!("arrays of {} are not supported", inner.sql_name())));
+            return Err(unsupported(format!(
+                "arrays of {} are not supported",
+                inner.sql_name()
+            )));
         }
         return Ok((FieldType::Array(Box::new(inner)), false));
     }
@@ -92,8 +95,13 @@ fn parse_type_text(text: &str) -> Result<(FieldType, bool), QueryError> {
                 )));
             }
         },
-        "halfvec" | "float16_vector" | "bfloat16_vector" | "bit" | "binary_vector"
-        | "sparsevec" | "sparse_float_vector" => {
+        "halfvec"
+        | "float16_vector"
+        | "bfloat16_vector"
+        | "bit"
+        | "binary_vector"
+        | "sparsevec"
+        | "sparse_float_vector" => {
             return Err(QueryError::Catalog(CatalogError::UnsupportedType {
                 name: name.to_string(),
                 hint: " yet: use VECTOR(n)".into(),
@@ -124,7 +132,9 @@ fn literal(expr: &ast::Expr) -> Result<ScalarValue, QueryError> {
             }
             Value::Boolean(b) => Ok(ScalarValue::Boolean(Some(*b))),
             Value::Null => Ok(ScalarValue::Null),
-            other => Err(unsupported(format!("default value {other} is not supported"))),
+            other => Err(unsupported(format!(
+                "default value {other} is not supported"
+            ))),
         },
         E::UnaryOp {
             op: UnaryOperator::Minus,
@@ -178,15 +188,18 @@ pub fn resolve_name(
     if let Some(s) = schema
         && s != super::catalog_provider::PUBLIC_SCHEMA
     {
-        return Err(QueryError::Catalog(CatalogError::InvalidDefinition(format!(
-            "schema \"{s}\" does not exist: collections live in schema \"public\""
-        ))));
+        return Err(QueryError::Catalog(CatalogError::InvalidDefinition(
+            format!("schema \"{s}\" does not exist: collections live in schema \"public\""),
+        )));
     }
     Ok((db, coll))
 }
 
 /// Build a collection definition from `CREATE TABLE`.
-pub fn collection_def(ct: &ast::CreateTable, current_db: &str) -> Result<CollectionDef, QueryError> {
+pub fn collection_def(
+    ct: &ast::CreateTable,
+    current_db: &str,
+) -> Result<CollectionDef, QueryError> {
     if ct.query.is_some() {
         return Err(unsupported("CREATE TABLE ... AS is not supported yet"));
     }
@@ -194,7 +207,9 @@ pub fn collection_def(ct: &ast::CreateTable, current_db: &str) -> Result<Collect
         return Err(unsupported("CREATE TABLE ... LIKE is not supported yet"));
     }
     if ct.temporary || ct.external {
-        return Err(unsupported("temporary and external tables are not supported"));
+        return Err(unsupported(
+            "temporary and external tables are not supported",
+        ));
     }
     let options = ct.table_options.to_string();
     if !options.trim().is_empty() {
@@ -290,7 +305,9 @@ pub fn describe(def: &CollectionDef) -> RecordBatch {
     ]));
     let f = &def.fields;
     let columns: Vec<arrow::array::ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(f.iter().map(|x| x.name.clone()))),
+        Arc::new(StringArray::from_iter_values(
+            f.iter().map(|x| x.name.clone()),
+        )),
         Arc::new(StringArray::from_iter_values(
             f.iter().map(|x| x.field_type.sql_name()),
         )),
@@ -299,7 +316,9 @@ pub fn describe(def: &CollectionDef) -> RecordBatch {
         Arc::new(BooleanArray::from_iter(
             (0..f.len()).map(|i| Some(def.primary_key == Some(i))),
         )),
-        Arc::new(BooleanArray::from_iter(f.iter().map(|x| Some(x.auto_increment)))),
+        Arc::new(BooleanArray::from_iter(
+            f.iter().map(|x| Some(x.auto_increment)),
+        )),
     ];
     // The columns match the schema by construction.
     RecordBatch::try_new(schema.clone(), columns).unwrap_or_else(|_| RecordBatch::new_empty(schema))
@@ -311,8 +330,14 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(parse_type_text("vector(3)").unwrap().0, FieldType::Vector { dim: 3 });
-        assert_eq!(parse_type_text("bigserial").unwrap(), (FieldType::Int64, true));
+        assert_eq!(
+            parse_type_text("vector(3)").unwrap().0,
+            FieldType::Vector { dim: 3 }
+        );
+        assert_eq!(
+            parse_type_text("bigserial").unwrap(),
+            (FieldType::Int64, true)
+        );
         assert_eq!(parse_type_text("varchar(64)").unwrap().0, FieldType::Text);
         assert_eq!(
             parse_type_text("text[]").unwrap().0,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, UInt64Type};
 use datafusion::common::ParamValues;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::SessionState;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
-use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
@@ -54,7 +54,12 @@ impl Prepared {
         let fields = plan.get_parameter_fields()?;
         let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
             .into_iter()
-            .filter_map(|(id, f)| id.trim_start_matches('$').parse::<usize>().ok().map(|n| (n, f)))
+            .filter_map(|(id, f)| {
+                id.trim_start_matches('$')
+                    .parse::<usize>()
+                    .ok()
+                    .map(|n| (n, f))
+            })
             .collect();
         numbered.sort_by_key(|(n, _)| *n);
         let max = numbered.last().map(|(n, _)| *n).unwrap_or(0);
@@ -242,7 +247,8 @@ impl Engine {
             .into_iter()
             .chain([create_current_database_udf(database)]);
         for udf in udfs {
-            let _ = datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));
+            let _ =
+                datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));
         }
         state
     }
@@ -295,7 +301,11 @@ impl Engine {
 
     /// Run one statement.
     #[tracing::instrument(skip_all)]
-    pub async fn execute(&self, session: &Session, statement: Statement) -> Result<Output, QueryError> {
+    pub async fn execute(
+        &self,
+        session: &Session,
+        statement: Statement,
+    ) -> Result<Output, QueryError> {
         debug!(?statement, "execute");
         match statement {
             Statement::Query(mut stmt) => {
@@ -417,7 +427,10 @@ impl Engine {
             let n: u64 = batches
                 .iter()
                 .filter_map(|b| b.column_by_name("count"))
-                .filter_map(|c| c.as_primitive_opt::<UInt64Type>().map(|a| a.values().iter().sum::<u64>()))
+                .filter_map(|c| {
+                    c.as_primitive_opt::<UInt64Type>()
+                        .map(|a| a.values().iter().sum::<u64>())
+                })
                 .sum();
             let n = n as usize;
             let tag = match op {

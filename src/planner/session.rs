@@ -68,7 +68,10 @@ impl Session {
     pub fn set_var(&self, name: &str, value: &str) -> Result<(), QueryError> {
         let name = name.to_ascii_lowercase();
         if matches!(name.as_str(), "hnsw.ef_search" | "ivfflat.probes") {
-            let ok = value.trim().parse::<u32>().is_ok_and(|v| (1..=1000).contains(&v));
+            let ok = value
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|v| (1..=1000).contains(&v));
             if !ok {
                 return Err(QueryError::InvalidParameter(format!(
                     "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 1000)"

@@ -10,7 +10,7 @@ use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
-use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, lit};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator};
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
@@ -73,15 +73,9 @@ fn operator_metric(op: &BinaryOperator) -> Option<Metric> {
     }
 }
 
-/// The vector dimension of `expr`, if it is a vector column or literal.
-fn dim_of(expr: &Expr, schema: &DFSchema) -> Option<usize> {
-    let t = expr.get_type(schema).ok()?;
-    vector_dim_of(&t).flatten()
-}
-
 /// Turn a text literal into a vector literal and type a bare parameter as a
 /// vector (so clients are told the parameter is a `vector`).
-fn vector_operand(expr: Expr, other_dim: Option<usize>) -> Result<Expr> {
+fn vector_operand(expr: Expr) -> Result<Expr> {
     match expr {
         Expr::Literal(ScalarValue::Utf8(Some(text)), _) => {
             let values = parse_vector(&text).map_err(|e| DataFusionError::External(Box::new(e)))?;
@@ -95,16 +89,25 @@ fn vector_operand(expr: Expr, other_dim: Option<usize>) -> Result<Expr> {
             ))))
         }
         Expr::Placeholder(Placeholder { id, field: None }) => {
-            let data_type = match other_dim {
-                Some(d) => vector_data_type(d),
-                None => any_vector_data_type(),
-            };
+            // Dimensionless, so that a query vector of the wrong size reaches
+            // the distance function and fails there with its clear message.
+            let data_type = any_vector_data_type();
             Ok(Expr::Placeholder(Placeholder {
                 id,
                 field: Some(Arc::new(
                     Field::new("vector", data_type, true).with_metadata(vector_metadata()),
                 )),
             }))
+        }
+        // `$1::real[]`: the parameter takes the type it is cast to.
+        Expr::Cast(mut cast) => {
+            if let Expr::Placeholder(Placeholder { id, field: None }) = cast.expr.as_ref() {
+                cast.expr = Box::new(Expr::Placeholder(Placeholder {
+                    id: id.clone(),
+                    field: Some(cast.field.clone()),
+                }));
+            }
+            Ok(Expr::Cast(cast))
         }
         other => Ok(other),
     }
@@ -119,10 +122,9 @@ impl ExprPlanner for VectorOperatorPlanner {
         let Some(metric) = operator_metric(&expr.op) else {
             return Ok(PlannerResult::Original(expr));
         };
-        let left_dim = dim_of(&expr.left, schema);
-        let right_dim = dim_of(&expr.right, schema);
-        let left = vector_operand(expr.left, right_dim)?;
-        let right = vector_operand(expr.right, left_dim)?;
+        let _ = schema;
+        let left = vector_operand(expr.left)?;
+        let right = vector_operand(expr.right)?;
         Ok(PlannerResult::Planned(Expr::ScalarFunction(
             ScalarFunction::new_udf(Arc::new(distance_udf(metric)), vec![left, right]),
         )))
@@ -142,9 +144,17 @@ fn rewrite_casts(expr: Expr) -> Result<Transformed<Expr>> {
             Expr::TryCast(c) => (&c.expr, &c.field),
             _ => return Ok(Transformed::no(e)),
         };
+        // Casts to `vector(n)` (fixed size) or to a field marked as a
+        // vector; a cast to `real[]` stays an ordinary array cast.
         let Some(dim) = vector_dim_of(field.data_type()) else {
             return Ok(Transformed::no(e));
         };
+        let marked = field
+            .metadata()
+            .contains_key(crate::vector::udf::VECTOR_METADATA_KEY);
+        if dim.is_none() && !marked {
+            return Ok(Transformed::no(e));
+        }
         let call = Expr::ScalarFunction(ScalarFunction::new_udf(
             Arc::new(to_vector_udf()),
             vec![inner.as_ref().clone(), lit(dim.unwrap_or(0) as i64)],

@@ -162,11 +162,13 @@ mod tests {
         assert!(i.message.contains("expected 3 dimensions, not 2"));
         let e = QueryError::DataFusion(DataFusionError::Context(
             "ctx".into(),
-            Box::new(DataFusionError::External(Box::new(StorageError::DuplicateKey {
-                collection: "t".into(),
-                field: "id".into(),
-                value: "1".into(),
-            }))),
+            Box::new(DataFusionError::External(Box::new(
+                StorageError::DuplicateKey {
+                    collection: "t".into(),
+                    field: "id".into(),
+                    value: "1".into(),
+                },
+            ))),
         ));
         assert_eq!(error_info(&e).code, "23505");
     }

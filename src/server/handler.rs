@@ -30,7 +30,7 @@ use super::error::{error_info, to_pgwire};
 use super::startup::QuiverStartup;
 use crate::planner::{Engine, Output, Prepared, QueryError, Session};
 use crate::sql::statement::TransactionKind;
-use crate::vector::udf::vector_dim_of;
+use crate::vector::udf::{VECTOR_METADATA_KEY, vector_dim_of};
 
 pub struct QuiverHandlers {
     service: Arc<QuiverService>,
@@ -151,8 +151,12 @@ async fn output_response(
             }
             Response::Execution(t)
         }
-        Output::Transaction(TransactionKind::Begin) => Response::TransactionStart(Tag::new("BEGIN")),
-        Output::Transaction(TransactionKind::Commit) => Response::TransactionEnd(Tag::new("COMMIT")),
+        Output::Transaction(TransactionKind::Begin) => {
+            Response::TransactionStart(Tag::new("BEGIN"))
+        }
+        Output::Transaction(TransactionKind::Commit) => {
+            Response::TransactionEnd(Tag::new("COMMIT"))
+        }
         Output::Transaction(TransactionKind::Rollback) => {
             Response::TransactionEnd(Tag::new("ROLLBACK"))
         }
@@ -204,7 +208,12 @@ pub struct QuiverQueryParser {
 fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
     match field {
         None => Ok(Type::UNKNOWN),
-        Some(f) if vector_dim_of(f.data_type()).is_some() => Ok(pg_vector_type()),
+        Some(f)
+            if matches!(vector_dim_of(f.data_type()), Some(Some(_)))
+                || f.metadata().contains_key(VECTOR_METADATA_KEY) =>
+        {
+            Ok(pg_vector_type())
+        }
         Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
         Some(f) => field_into_pg_type(f),
     }
@@ -229,10 +238,12 @@ impl QueryParser for QuiverQueryParser {
             return Ok(None);
         }
         if statements.len() > 1 {
-            return Err(to_pgwire(QueryError::Parse(crate::sql::ParseError::Syntax {
-                message: "cannot insert multiple commands into a prepared statement".into(),
-                position: None,
-            })));
+            return Err(to_pgwire(QueryError::Parse(
+                crate::sql::ParseError::Syntax {
+                    message: "cannot insert multiple commands into a prepared statement".into(),
+                    position: None,
+                },
+            )));
         }
         let prepared = self
             .engine
@@ -287,15 +298,18 @@ impl ExtendedQueryHandler for QuiverService {
         let session = session_of(client)?;
         let prepared = portal.statement.statement.clone();
         let fields = prepared.parameter_fields().map_err(to_pgwire)?;
-        let inferred: Vec<Option<DataType>> =
-            fields.iter().map(|f| f.as_ref().map(|f| f.data_type().clone())).collect();
+        let inferred: Vec<Option<DataType>> = fields
+            .iter()
+            .map(|f| f.as_ref().map(|f| f.data_type().clone()))
+            .collect();
         let inferred_refs: Vec<Option<&DataType>> = inferred.iter().map(|t| t.as_ref()).collect();
         let server_types = fields
             .iter()
             .map(|f| wire_type(f.as_ref()))
             .collect::<PgWireResult<Vec<Type>>>()?;
         let server_refs: Vec<Option<&Type>> = server_types.iter().map(Some).collect();
-        let params = deserialize_parameters_with_server_types(portal, &inferred_refs, &server_refs)?;
+        let params =
+            deserialize_parameters_with_server_types(portal, &inferred_refs, &server_refs)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let output = self
             .engine

@@ -65,7 +65,11 @@ fn login_error(code: &str, message: String) -> PgWireError {
 
 #[async_trait]
 impl StartupHandler for QuiverStartup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
@@ -80,7 +84,10 @@ impl StartupHandler for QuiverStartup {
         if !crate::auth::trust_allowed(&addr) {
             return Err(login_error(
                 "28000",
-                format!("no login method accepts connections from {}: only loopback clients may connect until authentication is configured", addr.ip()),
+                format!(
+                    "no login method accepts connections from {}: only loopback clients may connect until authentication is configured",
+                    addr.ip()
+                ),
             ));
         }
         let metadata = client.metadata();

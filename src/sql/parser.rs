@@ -12,8 +12,8 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
-use super::statement::{SearchOptions, Statement, TransactionKind};
 use super::ParseError;
+use super::statement::{SearchOptions, Statement, TransactionKind};
 use crate::vector::Metric;
 
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
@@ -89,7 +89,9 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
 }
 
 fn has_content(tokens: &[TokenWithSpan]) -> bool {
-    tokens.iter().any(|t| !matches!(t.token, Token::Whitespace(_)))
+    tokens
+        .iter()
+        .any(|t| !matches!(t.token, Token::Whitespace(_)))
 }
 
 fn is_trivia(t: &Token) -> bool {
@@ -233,7 +235,11 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                 .position(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("SEARCH")))
                 .unwrap_or(0);
             let select = parse_search(sql, tokens.split_off(start))?;
-            let prefix = if analyze { "EXPLAIN ANALYZE " } else { "EXPLAIN " };
+            let prefix = if analyze {
+                "EXPLAIN ANALYZE "
+            } else {
+                "EXPLAIN "
+            };
             return parse_generated(&format!("{prefix}{select}"));
         }
         ("SET", _) => return parse_set(sql, &tokens),
@@ -384,39 +390,40 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
         Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
         _ => None,
     };
-    let (name, value_start) = if word(i).as_deref() == Some("time") && word(i + 1).as_deref() == Some("zone") {
-        ("timezone".to_string(), i + 2)
-    } else {
-        let mut name = String::new();
-        let mut j = i;
-        while let Some(t) = toks.get(j) {
-            match &t.token {
-                Token::Eq => break,
-                Token::Word(w) if w.keyword == Keyword::TO && !name.is_empty() => break,
-                Token::Word(w) => name.push_str(&w.value.to_ascii_lowercase()),
-                Token::Period => name.push('.'),
-                other => {
-                    return Err(syntax(
-                        sql,
-                        ParserError::ParserError(format!(
-                            "Expected: a variable name, found: {other}{}",
-                            t.span.start
-                        )),
-                    ));
+    let (name, value_start) =
+        if word(i).as_deref() == Some("time") && word(i + 1).as_deref() == Some("zone") {
+            ("timezone".to_string(), i + 2)
+        } else {
+            let mut name = String::new();
+            let mut j = i;
+            while let Some(t) = toks.get(j) {
+                match &t.token {
+                    Token::Eq => break,
+                    Token::Word(w) if w.keyword == Keyword::TO && !name.is_empty() => break,
+                    Token::Word(w) => name.push_str(&w.value.to_ascii_lowercase()),
+                    Token::Period => name.push('.'),
+                    other => {
+                        return Err(syntax(
+                            sql,
+                            ParserError::ParserError(format!(
+                                "Expected: a variable name, found: {other}{}",
+                                t.span.start
+                            )),
+                        ));
+                    }
                 }
+                j += 1;
             }
-            j += 1;
-        }
-        if toks.get(j).is_none() || name.is_empty() {
-            return Err(ParseError::Syntax {
-                message: "syntax error: expected SET name = value".into(),
-                position: toks.last().and_then(|t| {
-                    char_position(sql, t.span.end.line, t.span.end.column)
-                }),
-            });
-        }
-        (name, j + 1)
-    };
+            if toks.get(j).is_none() || name.is_empty() {
+                return Err(ParseError::Syntax {
+                    message: "syntax error: expected SET name = value".into(),
+                    position: toks
+                        .last()
+                        .and_then(|t| char_position(sql, t.span.end.line, t.span.end.column)),
+                });
+            }
+            (name, j + 1)
+        };
     let value = toks[value_start.min(toks.len())..]
         .iter()
         .map(|t| match &t.token {
@@ -584,9 +591,15 @@ mod tests {
         ));
         assert!(matches!(
             one("drop collection if exists c"),
-            Statement::DropCollection { if_exists: true, .. }
+            Statement::DropCollection {
+                if_exists: true,
+                ..
+            }
         ));
-        assert!(matches!(one("SHOW COLLECTIONS"), Statement::ShowCollections));
+        assert!(matches!(
+            one("SHOW COLLECTIONS"),
+            Statement::ShowCollections
+        ));
         assert!(matches!(
             one("DESCRIBE COLLECTION c"),
             Statement::DescribeCollection { .. }
@@ -609,7 +622,10 @@ mod tests {
             panic!()
         };
         let s = q.to_string();
-        assert!(s.contains("<=>") && s.contains("LIMIT 5") && s.contains("x > 1"), "{s}");
+        assert!(
+            s.contains("<=>") && s.contains("LIMIT 5") && s.contains("x > 1"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -16,21 +16,38 @@ pub enum Statement {
         if_exists: bool,
     },
     /// `DESCRIBE COLLECTION c` (also `DESCRIBE c`).
-    DescribeCollection { name: ast::ObjectName },
+    DescribeCollection {
+        name: ast::ObjectName,
+    },
     /// `SHOW COLLECTIONS` / `SHOW TABLES`.
     ShowCollections,
-    CreateDatabase { name: String, if_not_exists: bool },
-    DropDatabase { name: String, if_exists: bool },
+    CreateDatabase {
+        name: String,
+        if_not_exists: bool,
+    },
+    DropDatabase {
+        name: String,
+        if_exists: bool,
+    },
     /// `CREATE EXTENSION vector`: vectors are built in, so this is a no-op.
-    CreateExtension { name: String },
+    CreateExtension {
+        name: String,
+    },
     /// `SET name = value` (session variables).
-    Set { name: String, value: String },
+    Set {
+        name: String,
+        value: String,
+    },
     /// `SHOW name`.
-    Show { name: String },
+    Show {
+        name: String,
+    },
     /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted; every statement commits on its own.
     Transaction(TransactionKind),
     /// A statement that does nothing but answer with a tag (e.g. `DISCARD ALL`).
-    NoOp { tag: String },
+    NoOp {
+        tag: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,7 +80,9 @@ fn pk_keys(array: &ArrayRef) -> Result<Vec<Option<PkKey>>> {
     let out = match array.data_type() {
         DataType::Int64 => {
             let a = array.as_primitive::<Int64Type>();
-            (0..n).map(|i| a.is_valid(i).then(|| PkKey::Int(a.value(i)))).collect()
+            (0..n)
+                .map(|i| a.is_valid(i).then(|| PkKey::Int(a.value(i))))
+                .collect()
         }
         DataType::Int32 => {
             let a = array.as_primitive::<Int32Type>();
@@ -219,17 +221,26 @@ impl CollectionData {
         Ok(rows)
     }
 
-    fn fill_auto_increment(&self, state: &mut WriteState, batch: RecordBatch) -> Result<RecordBatch> {
+    fn fill_auto_increment(
+        &self,
+        state: &mut WriteState,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
         let Some(idx) = self.auto_increment else {
             return Ok(batch);
         };
         let col = batch.column(idx);
         if col.null_count() == 0 {
             // Explicit values: keep the generator ahead of them.
-            if let Some(max) = pk_keys(col)?.into_iter().flatten().filter_map(|k| match k {
-                PkKey::Int(v) => Some(v),
-                PkKey::Text(_) => None,
-            }).max() {
+            if let Some(max) = pk_keys(col)?
+                .into_iter()
+                .flatten()
+                .filter_map(|k| match k {
+                    PkKey::Int(v) => Some(v),
+                    PkKey::Text(_) => None,
+                })
+                .max()
+            {
                 state.next_auto = state.next_auto.max(max.saturating_add(1));
             }
             return Ok(batch);
@@ -351,7 +362,10 @@ mod tests {
         let xs: Vec<i32> = ids.iter().map(|i| *i as i32 * 10).collect();
         RecordBatch::try_new(
             data.schema(),
-            vec![Arc::new(Int64Array::from(ids)), Arc::new(Int32Array::from(xs))],
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(Int32Array::from(xs)),
+            ],
         )
         .unwrap()
     }

@@ -31,7 +31,14 @@ macro_rules! kernel {
     };
 }
 
-kernel!(l2_sq_generic, a, b, acc, |p: f32, q: f32| (p - q) * (p - q), |s| s);
+kernel!(
+    l2_sq_generic,
+    a,
+    b,
+    acc,
+    |p: f32, q: f32| (p - q) * (p - q),
+    |s| s
+);
 kernel!(dot_generic, a, b, acc, |p: f32, q: f32| p * q, |s| s);
 kernel!(l1_generic, a, b, acc, |p: f32, q: f32| (p - q).abs(), |s| s);
 

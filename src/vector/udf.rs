@@ -202,7 +202,9 @@ impl VectorColumn {
 
 fn float_values(values: &ArrayRef) -> Result<Float32Array> {
     match values.data_type() {
-        DataType::Float32 => Ok(values.as_primitive::<arrow::datatypes::Float32Type>().clone()),
+        DataType::Float32 => Ok(values
+            .as_primitive::<arrow::datatypes::Float32Type>()
+            .clone()),
         t if t.is_numeric() || t == &DataType::Null => {
             let c = cast(values, &DataType::Float32)?;
             Ok(c.as_primitive::<arrow::datatypes::Float32Type>().clone())
@@ -298,7 +300,9 @@ impl ScalarUDFImpl for DistanceUdf {
         }
         let array = Float64Array::from(out);
         if left_scalar && right_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
         } else {
             Ok(ColumnarValue::Array(Arc::new(array)))
         }
@@ -345,7 +349,9 @@ impl ScalarUDFImpl for VectorDims {
             .map(|i| col.get(i).map(|v| v.len() as i32))
             .collect();
         if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&dims, 0)?))
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &dims, 0,
+            )?))
         } else {
             Ok(ColumnarValue::Array(Arc::new(dims)))
         }
@@ -410,7 +416,9 @@ impl ScalarUDFImpl for ToVector {
             Arc::new(col.to_fixed(dim)?)
         };
         if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
         } else {
             Ok(ColumnarValue::Array(array))
         }

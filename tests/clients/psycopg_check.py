@@ -5,12 +5,12 @@ import sys
 import psycopg
 
 port = int(sys.argv[1])
-want = [(1, "red shoe", 0.0), (4, "red hat", 0.14142136573791504), (2, "blue shoe", 1.4142135623730951)]
+want = [(1, "red shoe", 0.0), (4, "red hat", 0.14142137441313676), (2, "blue shoe", 1.4142135623730951)]
 
 with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", autocommit=True) as conn:
     conn.execute("CREATE TABLE products (id BIGINT PRIMARY KEY, name TEXT, embedding VECTOR(4))")
     rows = [(1, "red shoe", "[1,0,0,0]"), (2, "blue shoe", "[0,1,0,0]"),
-            (3, "green hat", "[0,0,1,0]"), (4, "red hat", "[0.9,0.1,0,0]")]
+            (3, "green hat", "[0,0,2,0]"), (4, "red hat", "[0.9,0.1,0,0]")]
     with conn.cursor() as cur:
         for r in rows:
             cur.execute("INSERT INTO products (id, name, embedding) VALUES (%s, %s, %s)", r, prepare=True)

@@ -63,7 +63,10 @@ impl Server {
     }
 
     pub fn conn_string(&self, database: &str) -> String {
-        format!("host=127.0.0.1 port={} user=quiver dbname={database}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=quiver dbname={database}",
+            self.port
+        )
     }
 
     pub async fn connect(&self, database: &str) -> tokio_postgres::Client {
