@@ -419,9 +419,8 @@ impl Engine {
             }
             _ => {}
         }
-        let state = session.state();
-        let physical = state.create_physical_plan(&plan).await?;
-        let task = state.task_ctx();
+        let physical = session.state().create_physical_plan(&plan).await?;
+        let task = session.task_ctx();
         if let LogicalPlan::Dml(DmlStatement { op, .. }) = &plan {
             let batches = collect(physical, task).await?;
             let n: u64 = batches

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::execution::SessionState;
+use std::sync::Arc;
+
+use datafusion::execution::{SessionState, TaskContext};
 use parking_lot::{Mutex, RwLock};
 
 use super::QueryError;
@@ -11,7 +13,9 @@ use super::QueryError;
 pub struct Session {
     user: String,
     database: RwLock<String>,
-    state: RwLock<SessionState>,
+    state: Arc<SessionState>,
+    /// Built once: making a task context copies every function registry.
+    task: Arc<TaskContext>,
     vars: Mutex<BTreeMap<String, String>>,
 }
 
@@ -47,7 +51,8 @@ impl Session {
         Session {
             user: user.to_string(),
             database: RwLock::new(database.to_string()),
-            state: RwLock::new(state),
+            task: state.task_ctx(),
+            state: Arc::new(state),
             vars: Mutex::new(BTreeMap::new()),
         }
     }
@@ -60,9 +65,14 @@ impl Session {
         self.database.read().clone()
     }
 
-    /// A copy of the DataFusion state to plan one statement with.
-    pub fn state(&self) -> SessionState {
-        self.state.read().clone()
+    /// The DataFusion state statements are planned with.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The context physical plans execute in.
+    pub fn task_ctx(&self) -> Arc<TaskContext> {
+        self.task.clone()
     }
 
     pub fn set_var(&self, name: &str, value: &str) -> Result<(), QueryError> {
