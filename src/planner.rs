@@ -7,6 +7,7 @@ pub mod ann_rule;
 pub mod catalog_provider;
 pub mod ddl;
 pub mod engine;
+pub mod pg_compat;
 pub mod session;
 pub mod vector_sql;
 

@@ -245,6 +245,7 @@ impl Engine {
         // `cosine_distance`); registering ours last makes them win.
         let udfs = all_udfs()
             .into_iter()
+            .chain(super::pg_compat::all_udfs())
             .chain([create_current_database_udf(database)]);
         for udf in udfs {
             let _ =
