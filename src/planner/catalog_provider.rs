@@ -20,13 +20,18 @@ pub const PUBLIC_SCHEMA: &str = "public";
 
 type Extra = Arc<RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>;
 
-/// Every database of the catalog.
-#[derive(Debug)]
+/// The databases of the catalog as DataFusion catalogs. A session sees only
+/// its own database, as in PostgreSQL (see [`QuiverCatalogList::for_database`]).
+#[derive(Debug, Clone)]
 pub struct QuiverCatalogList {
     catalog: Arc<Catalog>,
     storage: Arc<Storage>,
     /// Schemas shared by every database (`pg_catalog`).
     extra: Extra,
+    /// When set, the only database visible.
+    only: Option<String>,
+    /// Schemas of this list that replace the shared ones (a session's `pg_catalog`).
+    overrides: HashMap<String, Arc<dyn SchemaProvider>>,
 }
 
 impl QuiverCatalogList {
@@ -35,7 +40,28 @@ impl QuiverCatalogList {
             catalog,
             storage,
             extra: Arc::new(RwLock::new(HashMap::new())),
+            only: None,
+            overrides: HashMap::new(),
         }
+    }
+
+    /// The same catalog restricted to `database`.
+    pub fn for_database(&self, database: &str) -> QuiverCatalogList {
+        QuiverCatalogList {
+            only: Some(database.to_string()),
+            overrides: HashMap::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Use `schema` for `name` in every database of this list.
+    pub fn with_schema(mut self, name: &str, schema: Arc<dyn SchemaProvider>) -> QuiverCatalogList {
+        self.overrides.insert(name.to_string(), schema);
+        self
+    }
+
+    fn visible(&self, database: &str) -> bool {
+        self.only.as_deref().is_none_or(|d| d == database) && self.catalog.database_exists(database)
     }
 }
 
@@ -50,16 +76,21 @@ impl CatalogProviderList for QuiverCatalogList {
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        self.catalog.database_names()
+        self.catalog
+            .database_names()
+            .into_iter()
+            .filter(|d| self.visible(d))
+            .collect()
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        self.catalog.database_exists(name).then(|| {
+        self.visible(name).then(|| {
             Arc::new(DatabaseProvider {
                 database: name.to_string(),
                 catalog: self.catalog.clone(),
                 storage: self.storage.clone(),
                 extra: self.extra.clone(),
+                overrides: self.overrides.clone(),
             }) as Arc<dyn CatalogProvider>
         })
     }
@@ -71,6 +102,7 @@ struct DatabaseProvider {
     catalog: Arc<Catalog>,
     storage: Arc<Storage>,
     extra: Extra,
+    overrides: HashMap<String, Arc<dyn SchemaProvider>>,
 }
 
 impl CatalogProvider for DatabaseProvider {
@@ -87,6 +119,9 @@ impl CatalogProvider for DatabaseProvider {
                 catalog: self.catalog.clone(),
                 storage: self.storage.clone(),
             }));
+        }
+        if let Some(schema) = self.overrides.get(name) {
+            return Some(schema.clone());
         }
         self.extra.read().get(name).cloned()
     }

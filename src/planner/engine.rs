@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, UInt64Type};
+use datafusion::catalog::CatalogProviderList;
 use datafusion::common::ParamValues;
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
@@ -17,7 +18,9 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_pg_catalog::pg_catalog::{create_current_database_udf, setup_pg_catalog};
+use datafusion_pg_catalog::pg_catalog::{
+    PgCatalogSchemaProvider, PgCatalogStaticTables, create_current_database_udf, setup_pg_catalog,
+};
 use tracing::debug;
 
 use super::ann_rule::{AnnSearchRule, QuiverQueryPlanner};
@@ -35,6 +38,8 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     storage: Arc<Storage>,
     base: SessionState,
+    catalogs: QuiverCatalogList,
+    pg_tables: Arc<PgCatalogStaticTables>,
 }
 
 /// A statement prepared for the extended protocol.
@@ -198,11 +203,11 @@ impl Engine {
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(DEFAULT_DATABASE, PUBLIC_SCHEMA)
             .set_str("datafusion.sql_parser.dialect", "postgres");
-        let list = Arc::new(QuiverCatalogList::new(catalog.clone(), storage.clone()));
+        let catalogs = QuiverCatalogList::new(catalog.clone(), storage.clone());
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_catalog_list(list)
+            .with_catalog_list(Arc::new(catalogs.clone()))
             .build();
         let ctx = SessionContext::new_with_state(state);
         for udf in all_udfs() {
@@ -220,10 +225,13 @@ impl Engine {
             .with_optimizer_rule(Arc::new(AnnSearchRule))
             .with_query_planner(Arc::new(QuiverQueryPlanner))
             .build();
+        let pg_tables = Arc::new(PgCatalogStaticTables::try_new()?);
         Ok(Engine {
             catalog,
             storage,
             base,
+            catalogs,
+            pg_tables,
         })
     }
 
@@ -235,11 +243,20 @@ impl Engine {
         &self.storage
     }
 
-    fn state_for(&self, database: &str) -> SessionState {
+    fn state_for(&self, database: &str) -> Result<SessionState, QueryError> {
         let mut config = self.base.config().clone();
         config.options_mut().catalog.default_catalog = database.to_string();
+        // A session sees its own database only, in queries and in pg_catalog.
+        let visible = self.catalogs.for_database(database);
+        let pg_catalog = PgCatalogSchemaProvider::try_new(
+            Arc::new(visible.clone()) as Arc<dyn CatalogProviderList>,
+            self.pg_tables.clone(),
+            EmptyContextProvider,
+        )?;
+        let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
+            .with_catalog_list(Arc::new(visible))
             .build();
         // DataFusion ships functions with some of our names (`inner_product`,
         // `cosine_distance`); registering ours last makes them win.
@@ -251,7 +268,7 @@ impl Engine {
             let _ =
                 datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));
         }
-        state
+        Ok(state)
     }
 
     /// Open a session for `user` on `database`.
@@ -259,7 +276,7 @@ impl Engine {
         if !self.catalog.database_exists(database) {
             return Err(QueryError::UnknownDatabase(database.to_string()));
         }
-        Ok(Session::new(user, database, self.state_for(database)))
+        Ok(Session::new(user, database, self.state_for(database)?))
     }
 
     /// Parse-time planning for the extended protocol.
