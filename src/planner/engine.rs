@@ -33,6 +33,7 @@ use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
 use crate::sql::Statement;
 use crate::storage::Storage;
 use crate::vector::udf::all_udfs;
+use datafusion::optimizer::{OptimizerContext, OptimizerRule};
 
 pub struct Engine {
     catalog: Arc<Catalog>,
@@ -48,6 +49,9 @@ pub struct Prepared {
     pub statement: Statement,
     /// The logical plan, for statements planned by DataFusion.
     pub plan: Option<LogicalPlan>,
+    /// The plan analysed and optimised once, with its parameters still open:
+    /// executions only bind values and plan physically.
+    optimized: Option<LogicalPlan>,
 }
 
 impl Prepared {
@@ -298,7 +302,21 @@ impl Engine {
             }
             _ => None,
         };
-        Ok(Prepared { statement, plan })
+        // Plans that only read can be optimised before their parameters are
+        // known; a rule that cannot handle a parameter leaves it to execution.
+        let optimized = match &plan {
+            Some(p @ LogicalPlan::Projection(_))
+            | Some(p @ LogicalPlan::Sort(_))
+            | Some(p @ LogicalPlan::Limit(_))
+            | Some(p @ LogicalPlan::Filter(_))
+            | Some(p @ LogicalPlan::Aggregate(_)) => session.state().optimize(p).ok(),
+            _ => None,
+        };
+        Ok(Prepared {
+            statement,
+            plan,
+            optimized,
+        })
     }
 
     /// Run a prepared statement with its parameter values.
@@ -308,6 +326,21 @@ impl Engine {
         prepared: &Prepared,
         params: ParamValues,
     ) -> Result<Output, QueryError> {
+        if let Some(optimized) = &prepared.optimized {
+            let plan = optimized.clone().with_param_values(params)?;
+            // The ANN rewrite needs the query vector, known only now.
+            let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
+            let state = session.state();
+            let physical = state
+                .query_planner()
+                .create_physical_plan(&plan, state)
+                .await?;
+            let stream = execute_stream(physical, session.task_ctx())?;
+            return Ok(Output::Rows {
+                schema: Arc::new(plan.schema().as_arrow().clone()),
+                stream,
+            });
+        }
         match &prepared.plan {
             Some(plan) => {
                 let plan = plan.clone().with_param_values(params)?;
