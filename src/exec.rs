@@ -2,6 +2,7 @@
 //! insert and delete paths, and the `AnnSearchExec` top-k vector search.
 
 pub mod ann_search;
+pub mod copy;
 pub mod dml;
 pub mod table;
 

@@ -42,6 +42,8 @@ pub enum QueryError {
     InvalidParameter(String),
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
+    #[error("column \"{column}\" of collection \"{collection}\" does not exist")]
+    UnknownColumn { column: String, collection: String },
 }
 
 /// The result of one statement.
@@ -57,6 +59,8 @@ pub enum Output {
         rows: Option<usize>,
     },
     Transaction(TransactionKind),
+    /// The client is to send COPY data next.
+    CopyIn(Box<crate::exec::copy::CopyIn>),
 }
 
 impl std::fmt::Debug for Output {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for Output {
             Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::Transaction(k) => write!(f, "Transaction({k:?})"),
+            Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
         }
     }
 }

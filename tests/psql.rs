@@ -108,6 +108,66 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
     assert!(ok, "{err}");
     assert!(out.contains("AnnSearchExec"), "EXPLAIN output: {out}");
 
+    // COPY FROM STDIN in the text and csv formats (psql's \copy).
+    let dir = tempfile::tempdir().unwrap();
+    let tsv = dir.path().join("rows.tsv");
+    std::fs::write(&tsv, "10\tteal scarf\t[0,0,0,1]\n11\t\\N\t[0,0,0,2]\n").unwrap();
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "id,name,embedding\n12,\"pink, hat\",\"[0,0,0,3]\"\n").unwrap();
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("\\copy products FROM '{}'", tsv.display()),
+            "-c",
+            &format!(
+                "\\copy products FROM '{}' WITH (FORMAT csv, HEADER true)",
+                csv.display()
+            ),
+        ],
+    );
+    assert!(ok, "COPY failed: {err}");
+    assert!(out.contains("COPY 2") && out.contains("COPY 1"), "{out}");
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT id, name FROM products WHERE id >= 10 ORDER BY id",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        vec!["10|teal scarf", "11|", "12|pink, hat"]
+    );
+    // A bad row rejects the whole COPY.
+    std::fs::write(&tsv, "20\tok\t[0,0,0,1]\n21\tshort\t[0,1]\n").unwrap();
+    let (ok, _, err) = psql(
+        &server,
+        &["-c", &format!("\\copy products FROM '{}'", tsv.display())],
+    );
+    assert!(!ok || err.contains("ERROR"), "a bad row was accepted");
+    assert!(err.contains("expected 4 dimensions, not 2"), "{err}");
+    let (_, out, _) = psql(
+        &server,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT count(*) FROM products WHERE id >= 20",
+        ],
+    );
+    assert_eq!(out.trim(), "0");
+    let (_, out, _) = psql(
+        &server,
+        &["-A", "-t", "-c", "DELETE FROM products WHERE id >= 10"],
+    );
+    assert!(out.contains("DELETE 3") || out.is_empty(), "{out}");
+
     // An error leaves the session and the server usable.
     let (ok, _, err) = psql(
         &server,

@@ -30,6 +30,7 @@ use super::session::Session;
 use super::vector_sql::{VectorCastRule, VectorOperatorPlanner, VectorTypePlanner};
 use super::{Output, QueryError};
 use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
+use crate::exec::copy::CopyIn;
 use crate::sql::Statement;
 use crate::storage::Storage;
 use crate::vector::udf::all_udfs;
@@ -447,6 +448,31 @@ impl Engine {
                 )?)
             }
             Statement::Transaction(kind) => Ok(Output::Transaction(kind)),
+            Statement::CopyFrom(copy) => {
+                let (db, coll) = ddl::resolve_name(&copy.table, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                let targets = if copy.columns.is_empty() {
+                    (0..def.fields.len()).collect()
+                } else {
+                    copy.columns
+                        .iter()
+                        .map(|c| {
+                            let name = ddl::ident_name(c);
+                            def.field_index(&name).ok_or(QueryError::UnknownColumn {
+                                column: name,
+                                collection: def.name.clone(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                let data = self.storage.open_collection(&def);
+                Ok(Output::CopyIn(Box::new(CopyIn::new(
+                    def,
+                    data,
+                    targets,
+                    copy.options,
+                ))))
+            }
             Statement::NoOp { tag } => Ok(command(tag)),
         }
     }

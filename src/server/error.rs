@@ -30,6 +30,7 @@ pub fn error_info(e: &QueryError) -> ErrorInfo {
         QueryError::Unsupported(m) => info("0A000", m.clone()),
         QueryError::InvalidParameter(m) => info("22023", m.clone()),
         QueryError::UnknownDatabase(_) => info("3D000", e.to_string()),
+        QueryError::UnknownColumn { .. } => info("42703", e.to_string()),
     }
 }
 

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
@@ -26,6 +27,7 @@ use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use tracing::debug;
 
+use super::copy::QuiverCopy;
 use super::error::{error_info, to_pgwire};
 use super::startup::QuiverStartup;
 use crate::planner::{Engine, Output, Prepared, QueryError, Session};
@@ -73,6 +75,9 @@ impl PgWireServerHandlers for QuiverHandlers {
     }
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.cancel.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(QuiverCopy)
     }
 }
 
@@ -160,6 +165,11 @@ async fn output_response(
         Output::Transaction(TransactionKind::Rollback) => {
             Response::TransactionEnd(Tag::new("ROLLBACK"))
         }
+        Output::CopyIn(_) => {
+            return Err(QueryError::Unsupported(
+                "COPY must be started by the connection handler".into(),
+            ));
+        }
     })
 }
 
@@ -184,6 +194,11 @@ impl SimpleQueryHandler for QuiverService {
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match self.engine.execute(&session, statement).await {
+                Ok(Output::CopyIn(copy)) => {
+                    // The client sends the data next; nothing else runs until then.
+                    responses.push(super::copy::start(client, copy));
+                    break;
+                }
                 Ok(output) => output_response(output, &Format::UnifiedText, options.clone()).await,
                 Err(e) => Err(e),
             };
@@ -316,6 +331,9 @@ impl ExtendedQueryHandler for QuiverService {
             .execute_prepared(&session, &prepared, params)
             .await
             .map_err(to_pgwire)?;
+        if let Output::CopyIn(copy) = output {
+            return Ok(super::copy::start(client, copy));
+        }
         output_response(output, &portal.result_column_format, options)
             .await
             .map_err(to_pgwire)

@@ -13,7 +13,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whi
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use super::ParseError;
-use super::statement::{SearchOptions, Statement, TransactionKind};
+use super::statement::{CopyFrom, CopyOptions, SearchOptions, Statement, TransactionKind};
 use crate::vector::Metric;
 
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
@@ -329,7 +329,82 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
                 _ => Statement::Query(Box::new(COMPAT.rewrite(stmt))),
             }
         }
+        S::Copy {
+            source:
+                ast::CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            to: false,
+            target: ast::CopyTarget::Stdin,
+            options,
+            legacy_options,
+            ..
+        } => Statement::CopyFrom(copy_from(table_name, columns, &options, &legacy_options)?),
+        S::Copy { .. } => {
+            return Err(ParseError::Unsupported(
+                "only COPY ... FROM STDIN is supported yet".into(),
+            ));
+        }
         other => Statement::Query(Box::new(COMPAT.rewrite(other))),
+    })
+}
+
+fn copy_from(
+    table: ast::ObjectName,
+    columns: Vec<ast::Ident>,
+    options: &[ast::CopyOption],
+    legacy: &[ast::CopyLegacyOption],
+) -> Result<CopyFrom, ParseError> {
+    let csv = options
+        .iter()
+        .any(|o| matches!(o, ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv")))
+        || legacy
+            .iter()
+            .any(|o| matches!(o, ast::CopyLegacyOption::Csv(_)));
+    let mut opts = if csv {
+        CopyOptions::csv()
+    } else {
+        CopyOptions::text()
+    };
+    for o in options {
+        match o {
+            ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" | "text" => {}
+                other => {
+                    return Err(ParseError::Unsupported(format!(
+                        "COPY format {other} is not supported yet: use text or csv"
+                    )));
+                }
+            },
+            ast::CopyOption::Delimiter(c) => opts.delimiter = *c,
+            ast::CopyOption::Null(n) => opts.null = n.clone(),
+            ast::CopyOption::Header(h) => opts.header = *h,
+            ast::CopyOption::Quote(q) => opts.quote = *q,
+            other => {
+                return Err(ParseError::Unsupported(format!(
+                    "COPY option {other} is not supported yet"
+                )));
+            }
+        }
+    }
+    for o in legacy {
+        match o {
+            ast::CopyLegacyOption::Delimiter(c) => opts.delimiter = *c,
+            ast::CopyLegacyOption::Null(n) => opts.null = n.clone(),
+            ast::CopyLegacyOption::Csv(_) => {}
+            ast::CopyLegacyOption::Header => opts.header = true,
+            other => {
+                return Err(ParseError::Unsupported(format!(
+                    "COPY option {other} is not supported yet"
+                )));
+            }
+        }
+    }
+    Ok(CopyFrom {
+        table,
+        columns,
+        options: opts,
     })
 }
 

@@ -48,6 +48,48 @@ pub enum Statement {
     NoOp {
         tag: String,
     },
+    /// `COPY c [(cols)] FROM STDIN [(FORMAT text|csv, ...)]`.
+    CopyFrom(CopyFrom),
+}
+
+/// A bulk load from the client.
+#[derive(Debug, Clone)]
+pub struct CopyFrom {
+    pub table: ast::ObjectName,
+    pub columns: Vec<ast::Ident>,
+    pub options: CopyOptions,
+}
+
+/// How COPY data is written (PostgreSQL's text and csv formats).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyOptions {
+    pub csv: bool,
+    pub delimiter: char,
+    pub null: String,
+    pub header: bool,
+    pub quote: char,
+}
+
+impl CopyOptions {
+    pub fn text() -> CopyOptions {
+        CopyOptions {
+            csv: false,
+            delimiter: '\t',
+            null: "\\N".to_string(),
+            header: false,
+            quote: '"',
+        }
+    }
+
+    pub fn csv() -> CopyOptions {
+        CopyOptions {
+            csv: true,
+            delimiter: ',',
+            null: String::new(),
+            header: false,
+            quote: '"',
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

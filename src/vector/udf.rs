@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
-    StringArray,
+    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, GenericListArray,
+    Int32Array, OffsetSizeTrait, StringArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
@@ -103,26 +103,8 @@ impl VectorColumn {
                     nulls: list.logical_nulls(),
                 })
             }
-            DataType::List(_) => {
-                let list = array.as_list::<i32>();
-                let values = float_values(list.values())?;
-                let offsets = list.offsets().iter().map(|o| *o as usize).collect();
-                Ok(VectorColumn {
-                    values,
-                    offsets,
-                    nulls: list.logical_nulls(),
-                })
-            }
-            DataType::LargeList(_) => {
-                let list = array.as_list::<i64>();
-                let values = float_values(list.values())?;
-                let offsets = list.offsets().iter().map(|o| *o as usize).collect();
-                Ok(VectorColumn {
-                    values,
-                    offsets,
-                    nulls: list.logical_nulls(),
-                })
-            }
+            DataType::List(_) => VectorColumn::from_list(array.as_list::<i32>()),
+            DataType::LargeList(_) => VectorColumn::from_list(array.as_list::<i64>()),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                 let strings = cast(array, &DataType::Utf8)?;
                 let strings = strings.as_string::<i32>();
@@ -149,6 +131,14 @@ impl VectorColumn {
                 type_name: other.to_string(),
             })),
         }
+    }
+
+    fn from_list<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Result<VectorColumn> {
+        Ok(VectorColumn {
+            values: float_values(list.values())?,
+            offsets: list.offsets().iter().map(|o| o.as_usize()).collect(),
+            nulls: list.logical_nulls(),
+        })
     }
 
     /// Build from a scalar (a query vector, typically).

@@ -1,0 +1,278 @@
+//! `COPY ... FROM STDIN`: parses PostgreSQL's text and csv formats as the
+//! data arrives, converts each chunk of rows to Arrow, and appends every row
+//! in one storage call at the end, so a COPY is applied entirely or not at all.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options, concat_batches};
+use arrow::util::display::FormatOptions;
+use datafusion::common::DataFusionError;
+
+use crate::catalog::{CollectionDef, FieldType};
+use crate::planner::QueryError;
+use crate::sql::statement::CopyOptions;
+use crate::storage::CollectionData;
+use crate::vector::udf::VectorColumn;
+
+/// Rows are converted to Arrow in chunks of this many.
+const CHUNK: usize = 8192;
+
+pub struct CopyIn {
+    def: Arc<CollectionDef>,
+    data: Arc<CollectionData>,
+    /// Field index of each input column.
+    targets: Vec<usize>,
+    options: CopyOptions,
+    pending: Vec<u8>,
+    /// One buffer of raw values per input column.
+    columns: Vec<Vec<Option<String>>>,
+    batches: Vec<RecordBatch>,
+    line: usize,
+    done: bool,
+}
+
+/// The message of `e` without DataFusion's "External error: " wrapping.
+fn plain(e: DataFusionError) -> String {
+    match e {
+        DataFusionError::External(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn data_error(line: usize, message: impl std::fmt::Display) -> QueryError {
+    QueryError::DataFusion(DataFusionError::Execution(format!(
+        "COPY, line {line}: {message}"
+    )))
+}
+
+impl CopyIn {
+    pub fn new(
+        def: Arc<CollectionDef>,
+        data: Arc<CollectionData>,
+        targets: Vec<usize>,
+        options: CopyOptions,
+    ) -> CopyIn {
+        CopyIn {
+            columns: vec![Vec::new(); targets.len()],
+            def,
+            data,
+            targets,
+            options,
+            pending: Vec::new(),
+            batches: Vec::new(),
+            line: 0,
+            done: false,
+        }
+    }
+
+    /// Number of columns the client sends.
+    pub fn column_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Take the next chunk of the client's data.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), QueryError> {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        let mut in_quotes = false;
+        let quote = self.options.quote as u8;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let b = self.pending[i];
+            if self.options.csv && b == quote {
+                in_quotes = !in_quotes;
+            } else if b == b'\n' && !in_quotes {
+                let record = self.pending[start..i].to_vec();
+                self.record(&record)?;
+                start = i + 1;
+            }
+            i += 1;
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+
+    fn record(&mut self, raw: &[u8]) -> Result<(), QueryError> {
+        self.line += 1;
+        let line = self.line;
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| data_error(line, "invalid byte sequence for encoding UTF8"))?;
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if self.done || (!self.options.csv && text == "\\.") {
+            self.done = true;
+            return Ok(());
+        }
+        if self.options.header && line == 1 {
+            return Ok(());
+        }
+        let fields = if self.options.csv {
+            split_csv(text, &self.options)
+        } else {
+            split_text(text, &self.options)
+        };
+        if fields.len() != self.targets.len() {
+            return Err(data_error(
+                line,
+                format!(
+                    "expected {} columns, found {}",
+                    self.targets.len(),
+                    fields.len()
+                ),
+            ));
+        }
+        for (buffer, value) in self.columns.iter_mut().zip(fields) {
+            buffer.push(value);
+        }
+        if self.columns[0].len() >= CHUNK {
+            self.convert()?;
+        }
+        Ok(())
+    }
+
+    /// Turn the buffered rows into a batch in the collection's storage schema.
+    fn convert(&mut self) -> Result<(), QueryError> {
+        let rows = self.columns.first().map_or(0, Vec::len);
+        if rows == 0 {
+            return Ok(());
+        }
+        let schema = self.data.schema();
+        let first_line = self.line + 1 - rows;
+        let mut arrays: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), rows))
+            .collect();
+        let options = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        for (buffer, &field) in self.columns.iter_mut().zip(&self.targets) {
+            let strings = StringArray::from(std::mem::take(buffer));
+            let def = &self.def.fields[field];
+            let array: ArrayRef = match def.field_type {
+                FieldType::Vector { dim } => {
+                    let strings: ArrayRef = Arc::new(strings);
+                    let bad =
+                        |e| data_error(first_line, format!("column {}: {}", def.name, plain(e)));
+                    let column = VectorColumn::try_from_array(&strings).map_err(bad)?;
+                    Arc::new(column.to_fixed(dim).map_err(bad)?)
+                }
+                _ => cast_with_options(&strings, schema.field(field).data_type(), &options)
+                    .map_err(|e| data_error(first_line, format!("column {}: {e}", def.name)))?,
+            };
+            arrays[field] = array;
+        }
+        self.batches.push(RecordBatch::try_new(schema, arrays)?);
+        Ok(())
+    }
+
+    /// Append everything received; returns the number of rows.
+    pub fn finish(mut self) -> Result<usize, QueryError> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.record(&rest)?;
+        }
+        self.convert()?;
+        let schema = self.data.schema();
+        let batch = concat_batches(&schema, &self.batches)?;
+        Ok(self.data.insert(batch)?)
+    }
+}
+
+/// Split one line of the text format, undoing backslash escapes.
+fn split_text(line: &str, options: &CopyOptions) -> Vec<Option<String>> {
+    line.split(options.delimiter)
+        .map(|raw| {
+            if raw == options.null {
+                return None;
+            }
+            let mut out = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('r') => out.push('\r'),
+                    Some('b') => out.push('\u{8}'),
+                    Some('f') => out.push('\u{c}'),
+                    Some('v') => out.push('\u{b}'),
+                    Some(other) => out.push(other),
+                    None => out.push('\\'),
+                }
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+/// Split one record of the csv format; an unquoted empty field is NULL.
+fn split_csv(line: &str, options: &CopyOptions) -> Vec<Option<String>> {
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            if c == options.quote {
+                if chars.peek() == Some(&options.quote) {
+                    current.push(c);
+                    chars.next();
+                } else {
+                    in_quotes = false;
+                }
+            } else {
+                current.push(c);
+            }
+        } else if c == options.quote {
+            in_quotes = true;
+            quoted = true;
+        } else if c == options.delimiter {
+            fields.push(csv_value(std::mem::take(&mut current), quoted, options));
+            quoted = false;
+        } else {
+            current.push(c);
+        }
+    }
+    fields.push(csv_value(current, quoted, options));
+    fields
+}
+
+fn csv_value(value: String, quoted: bool, options: &CopyOptions) -> Option<String> {
+    (quoted || value != options.null).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_csv_fields() {
+        let t = CopyOptions::text();
+        assert_eq!(
+            split_text("1\t\\N\ta\\tb\t[1,2]", &t),
+            vec![
+                Some("1".into()),
+                None,
+                Some("a\tb".into()),
+                Some("[1,2]".into())
+            ]
+        );
+        let c = CopyOptions::csv();
+        assert_eq!(
+            split_csv("1,,\"\",\"[1,2]\",\"say \"\"hi\"\"\"", &c),
+            vec![
+                Some("1".into()),
+                None,
+                Some(String::new()),
+                Some("[1,2]".into()),
+                Some("say \"hi\"".into())
+            ]
+        );
+    }
+}
