@@ -187,6 +187,8 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
         LogicalPlan::TableScan(s) => (s, None),
         _ => return Ok(None),
     };
+    // Aliases kept for column names (e.g. by the cast rewrite) do not matter here.
+    let expr = expr.unalias_nested().data;
     let Some(m) = match_distance(&expr) else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{collect, execute_stream};
+use datafusion::physical_plan::{collect, displayable, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
@@ -336,6 +336,7 @@ impl Engine {
                 .query_planner()
                 .create_physical_plan(&plan, state)
                 .await?;
+            debug!(plan = %displayable(physical.as_ref()).indent(true), "prepared execution");
             let stream = execute_stream(physical, session.task_ctx())?;
             return Ok(Output::Rows {
                 schema: Arc::new(plan.schema().as_arrow().clone()),
