@@ -43,47 +43,23 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
         &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-c", script],
     );
     assert!(ok, "psql failed: {err}\n{out}");
-    let (ok, out, err) = psql(
-        &server,
-        &[
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-A",
-            "-t",
-            "-c",
-            "SELECT id, name, embedding <-> '[1,0,0,0]' AS distance FROM products ORDER BY embedding <-> '[1,0,0,0]' LIMIT 3",
-        ],
-    );
-    assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines,
-        vec![
-            "1|red shoe|0",
-            "4|red hat|0.14142137441313676",
-            "2|blue shoe|1.4142135623730951"
-        ]
-    );
-
-    let (ok, out, err) = psql(
-        &server,
-        &[
-            "-A",
-            "-t",
-            "-c",
-            "SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name",
-        ],
-    );
-    assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines,
-        vec![
-            "1|red shoe|0",
-            "4|red hat|0.14142137441313676",
-            "2|blue shoe|1.4142135623730951"
-        ]
-    );
+    // Both spellings of a search return the exact nearest rows with distances.
+    for query in [
+        "SELECT id, name, embedding <-> '[1,0,0,0]' AS distance FROM products ORDER BY embedding <-> '[1,0,0,0]' LIMIT 3",
+        "SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name",
+    ] {
+        let (ok, out, err) = psql(&server, &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-c", query]);
+        assert!(ok, "{query}: {err}");
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            vec![
+                "1|red shoe|0",
+                "4|red hat|0.14142137441313676",
+                "2|blue shoe|1.4142135623730951"
+            ],
+            "{query}"
+        );
+    }
 
     let (ok, out, err) = psql(&server, &["-c", "\\dt"]);
     assert!(ok, "\\dt failed: {err}");
