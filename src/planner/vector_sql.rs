@@ -117,12 +117,11 @@ impl ExprPlanner for VectorOperatorPlanner {
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,
-        schema: &DFSchema,
+        _schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         let Some(metric) = operator_metric(&expr.op) else {
             return Ok(PlannerResult::Original(expr));
         };
-        let _ = schema;
         let left = vector_operand(expr.left)?;
         let right = vector_operand(expr.right)?;
         Ok(PlannerResult::Planned(Expr::ScalarFunction(
