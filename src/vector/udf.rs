@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, GenericListArray,
-    Int32Array, OffsetSizeTrait, StringArray,
+    Int32Array, OffsetSizeTrait,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
@@ -437,9 +437,4 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         }),
         to_vector_udf(),
     ]
-}
-
-/// Parse text into a vector array with one row (used for query vectors).
-pub fn text_array(values: &[&str]) -> ArrayRef {
-    Arc::new(StringArray::from(values.to_vec()))
 }
