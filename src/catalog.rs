@@ -118,6 +118,16 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Every collection of every database.
+    pub fn all_collections(&self) -> Vec<Arc<CollectionDef>> {
+        self.state
+            .read()
+            .databases
+            .values()
+            .flat_map(|d| d.collections.values().cloned())
+            .collect()
+    }
+
     pub fn database_names(&self) -> Vec<String> {
         self.state.read().databases.keys().cloned().collect()
     }

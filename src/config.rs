@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::storage::{S3Config, StorageConfig, WalSync};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
@@ -23,6 +25,8 @@ pub enum ConfigError {
     },
     #[error("invalid listen address \"{0}\": expected host:port, e.g. 127.0.0.1:5433")]
     Listen(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Settings as they may appear in `quiver.toml` (every key optional).
@@ -32,12 +36,28 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub storage: Option<StorageSection>,
+    pub wal: Option<WalSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
-    pub root: Option<PathBuf>,
+    /// A local path or `s3://bucket/prefix`.
+    pub root: Option<String>,
+    pub insert_buffer_size: Option<usize>,
+    pub segment_max_rows: Option<usize>,
+    pub segment_max_bytes: Option<usize>,
+    pub segment_target_size: Option<usize>,
+    pub seal_idle_ms: Option<u64>,
+    pub compact_min_segments: Option<usize>,
+    pub s3: Option<S3Config>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSection {
+    /// `always` or `batch(<ms>)`.
+    pub sync: Option<String>,
 }
 
 /// Values given on the command line or in the environment (clap merges both).
@@ -45,13 +65,17 @@ pub struct StorageSection {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub storage_root: Option<String>,
+    pub wal_sync: Option<String>,
+    pub insert_buffer_size: Option<usize>,
 }
 
 /// The effective configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub listen: std::net::SocketAddr,
     pub data_dir: PathBuf,
+    pub storage: StorageConfig,
 }
 
 impl Config {
@@ -78,13 +102,53 @@ impl Config {
         let listen = listen
             .parse()
             .map_err(|_| ConfigError::Listen(listen.clone()))?;
+        let section = from_file.storage.unwrap_or_default();
+        let root = overrides.storage_root.clone().or(section.root.clone());
+        let local_root = root
+            .as_ref()
+            .filter(|r| !r.starts_with("s3://"))
+            .map(|r| PathBuf::from(r.strip_prefix("file://").unwrap_or(r)));
         let data_dir = overrides
             .data_dir
             .clone()
             .or(from_file.data_dir)
-            .or(from_file.storage.and_then(|s| s.root))
+            .or(local_root)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        Ok(Config { listen, data_dir })
+        let mut storage = StorageConfig::new(data_dir.clone());
+        storage.root = root;
+        if let Some(v) = overrides.insert_buffer_size.or(section.insert_buffer_size) {
+            storage.insert_buffer_size = v.max(1 << 20);
+        }
+        if let Some(v) = section.segment_max_rows {
+            storage.segment_max_rows = v.max(1);
+        }
+        if let Some(v) = section.segment_max_bytes {
+            storage.segment_max_bytes = v.max(1 << 16);
+        }
+        if let Some(v) = section.segment_target_size {
+            storage.segment_target_size = v.max(1 << 16);
+        }
+        if let Some(v) = section.seal_idle_ms {
+            storage.seal_idle = std::time::Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = section.compact_min_segments {
+            storage.compact_min_segments = v.max(2);
+        }
+        if let Some(s3) = section.s3 {
+            storage.s3 = s3;
+        }
+        if let Some(sync) = overrides
+            .wal_sync
+            .clone()
+            .or(from_file.wal.and_then(|w| w.sync))
+        {
+            storage.wal_sync = sync.parse::<WalSync>().map_err(ConfigError::Invalid)?;
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            storage,
+        })
     }
 }
 
@@ -108,13 +172,26 @@ mod tests {
             Some(&path),
             &Overrides {
                 listen: Some("127.0.0.1:7001".into()),
-                data_dir: None,
+                ..Default::default()
             },
         )
         .unwrap();
         assert_eq!(c.listen.port(), 7001);
         let c = Config::load(None, &Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.storage.wal_sync, WalSync::Always);
+        std::fs::write(
+            &path,
+            "[storage]\nroot = \"s3://b/p\"\ninsert_buffer_size = 8388608\n[wal]\nsync = \"batch(5)\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.storage.root.as_deref(), Some("s3://b/p"));
+        assert_eq!(c.storage.insert_buffer_size, 8 << 20);
+        assert_eq!(
+            c.storage.wal_sync,
+            WalSync::Batch(std::time::Duration::from_millis(5))
+        );
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&path), &Overrides::default()).is_err());
     }

@@ -22,9 +22,12 @@ pub const SERVER_VERSION: &str = "15.0";
 
 use std::sync::Arc;
 
-/// Build an engine with the embedded default setup.
-pub fn open_engine() -> Result<Arc<planner::Engine>, planner::QueryError> {
-    let catalog = Arc::new(catalog::Catalog::open(Arc::new(catalog::MemoryMetaStore))?);
-    let storage = Arc::new(storage::Storage::new());
+/// Open the data directory (lock, manifest, WAL replay) and build the engine.
+pub async fn open_engine(
+    config: storage::StorageConfig,
+) -> Result<Arc<planner::Engine>, planner::QueryError> {
+    let storage = storage::Storage::open(config).await?;
+    let catalog = Arc::new(catalog::Catalog::open(storage.meta_store())?);
+    storage.recover(catalog.all_collections()).await?;
     Ok(Arc::new(planner::Engine::new(catalog, storage)?))
 }

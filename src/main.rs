@@ -34,6 +34,16 @@ enum Command {
         /// Path of a quiver.toml configuration file.
         #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Object storage root: a local path or s3://bucket/prefix
+        /// [default: the data directory].
+        #[arg(long, env = "QUIVER_STORAGE_ROOT", value_name = "URL")]
+        storage_root: Option<String>,
+        /// WAL durability: always (fsync before acknowledging) or batch(<ms>).
+        #[arg(long, env = "QUIVER_WAL_SYNC", value_name = "MODE")]
+        wal_sync: Option<String>,
+        /// Bytes of unflushed rows before writers wait [default: 268435456].
+        #[arg(long, env = "QUIVER_INSERT_BUFFER_SIZE", value_name = "BYTES")]
+        insert_buffer_size: Option<usize>,
     },
 }
 
@@ -52,8 +62,17 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             config,
+            storage_root,
+            wal_sync,
+            insert_buffer_size,
         } => {
-            let overrides = Overrides { listen, data_dir };
+            let overrides = Overrides {
+                listen,
+                data_dir,
+                storage_root,
+                wal_sync,
+                insert_buffer_size,
+            };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
                 Err(e) => {
@@ -83,21 +102,19 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create data directory {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
-    warn!("data is kept in memory and is not durable yet");
-    let engine = quiver::open_engine().map_err(|e| e.to_string())?;
+    let engine = quiver::open_engine(config.storage.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     info!(data_dir = %config.data_dir.display(), "quiver {} starting", env!("CARGO_PKG_VERSION"));
-    quiver::server::serve(engine, listener, shutdown_signal())
+    quiver::server::serve(engine.clone(), listener, shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    info!("flushing before exit");
+    engine.storage().flush_all().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -42,6 +42,10 @@ pub enum QueryError {
     InvalidParameter(String),
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
+    #[error(
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification: collection \"{0}\" has no primary key"
+    )]
+    NoConflictTarget(String),
     #[error("column \"{column}\" of collection \"{collection}\" does not exist")]
     UnknownColumn { column: String, collection: String },
 }

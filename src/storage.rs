@@ -1,19 +1,40 @@
-//! Collection data. For now every collection has one in-memory growing
-//! segment (Arrow record batches); the WAL, flush to Parquet and compaction
-//! plug in behind the same [`Storage`] interface.
+//! Collection data, the way Milvus stores it (design.md §5): a WAL on local
+//! disk, growing segments in memory, sealed segments flushed to object
+//! storage as Parquet with their delete logs, compaction, and a versioned
+//! manifest that also persists the catalog. Recovery is the manifest plus
+//! the WAL after each collection's checkpoint.
 //!
-//! Data is NOT durable yet: it lives as long as the server process.
+//! Layout under the storage root (a local directory or `s3://bucket/prefix`):
+//! ```text
+//! catalog/manifest-<version>.json
+//! <db>/<collection>/segments/<segment_id>/data-0.parquet
+//! <db>/<collection>/segments/<segment_id>/deltas/<ts>.parquet
+//! ```
+//! and in the local data directory: `wal/<collection_id>/<shard>/<first_ts>.log`
+//! and the `LOCK` file that keeps a second server out.
 
+pub mod collection;
+pub mod manifest;
+pub mod objects;
 pub mod segment;
+pub mod wal;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
+use tracing::{error, info, warn};
 
-use crate::catalog::CollectionDef;
-pub use segment::{Chunk, CollectionData, Snapshot};
+use crate::catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};
+pub use collection::{CollectionData, Conflict};
+use manifest::ManifestStore;
+pub use objects::{ObjectIo, S3Config};
+pub use segment::{Chunk, ROWID, Snapshot};
+pub use wal::WalSync;
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -33,34 +54,382 @@ pub enum StorageError {
     InvalidBatch(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error("could not write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("object storage: {0}")]
+    ObjectStore(String),
+    #[error("the write-ahead log in {0} failed earlier; restart the server to recover")]
+    WalFailed(String),
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+    #[error(
+        "data directory {0} is in use by another quiver server (LOCK is held); stop it or use another --data-dir"
+    )]
+    Locked(String),
+    /// Evaluating a filter or an assignment failed.
+    #[error(transparent)]
+    Expression(Box<datafusion::error::DataFusionError>),
+    #[error("collection \"{0}\" was dropped")]
+    Dropped(String),
+}
+
+impl StorageError {
+    /// Whether the failure is the disk being full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28)
+            }
+            StorageError::ObjectStore(m) => m.contains("No space left"),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// All collections' data, keyed by collection id.
+/// Storage settings (`[storage]` and `[wal]` in quiver.toml).
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Local directory: WAL and lock file (and the objects, by default).
+    pub data_dir: PathBuf,
+    /// Object store root: a local path or `s3://bucket/prefix`.
+    pub root: Option<String>,
+    pub s3: S3Config,
+    pub wal_sync: WalSync,
+    /// Bytes of unflushed rows (all collections) before writers wait.
+    pub insert_buffer_size: usize,
+    pub segment_max_rows: usize,
+    pub segment_max_bytes: usize,
+    /// A growing segment with no writes for this long is sealed.
+    pub seal_idle: Duration,
+    /// Compaction merges segments up to about this size (bytes on disk).
+    pub segment_target_size: usize,
+    /// Compact a collection in the background once it has this many small
+    /// segments.
+    pub compact_min_segments: usize,
+}
+
+impl StorageConfig {
+    pub fn new(data_dir: PathBuf) -> StorageConfig {
+        StorageConfig {
+            data_dir,
+            root: None,
+            s3: S3Config::default(),
+            wal_sync: WalSync::Always,
+            insert_buffer_size: 256 << 20,
+            segment_max_rows: 1_000_000,
+            segment_max_bytes: 64 << 20,
+            seal_idle: Duration::from_secs(1),
+            segment_target_size: 256 << 20,
+            compact_min_segments: 8,
+        }
+    }
+}
+
+/// Hybrid logical clock: milliseconds since the epoch in the high bits, a
+/// counter in the low 18, always increasing.
 #[derive(Debug, Default)]
+pub struct Tso {
+    last: AtomicU64,
+}
+
+impl Tso {
+    fn physical() -> u64 {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        ms << 18
+    }
+
+    pub fn next(&self) -> u64 {
+        let phys = Self::physical();
+        let mut cur = self.last.load(Ordering::SeqCst);
+        loop {
+            let next = phys.max(cur + 1);
+            match self
+                .last
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return next,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// A timestamp not yet handed out.
+    pub fn now(&self) -> u64 {
+        Self::physical().max(self.last.load(Ordering::SeqCst) + 1)
+    }
+
+    /// Never hand out `ts` or anything before it again.
+    pub fn observe(&self, ts: u64) {
+        self.last.fetch_max(ts, Ordering::SeqCst);
+    }
+}
+
+/// What every collection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: StorageConfig,
+    pub io: Arc<ObjectIo>,
+    pub manifest: ManifestStore,
+    pub tso: Tso,
+    pub wal_dir: PathBuf,
+    next_segment_id: AtomicU64,
+    buffered: AtomicUsize,
+    space: tokio::sync::Notify,
+    wake_flusher: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn new_segment_id(&self) -> u64 {
+        self.next_segment_id.fetch_add(1, Ordering::SeqCst)
+    }
+    fn peek_segment_id(&self) -> u64 {
+        self.next_segment_id.load(Ordering::SeqCst)
+    }
+    fn observe_segment_id(&self, id: u64) {
+        self.next_segment_id.fetch_max(id + 1, Ordering::SeqCst);
+    }
+    fn reserve(&self, bytes: usize) {
+        self.buffered.fetch_add(bytes, Ordering::SeqCst);
+    }
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .buffered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+        self.space.notify_waiters();
+    }
+    fn over_limit(&self) -> bool {
+        self.buffered.load(Ordering::SeqCst) >= self.config.insert_buffer_size
+    }
+    /// Back-pressure: wait while the insert buffer is full (the flusher
+    /// makes room). Writers are never refused and never dropped.
+    async fn wait_for_space(&self) {
+        while self.over_limit() {
+            self.wake_flusher.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.space.notified()).await;
+        }
+    }
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::SeqCst)
+    }
+}
+
+/// All collections' data.
+#[derive(Debug)]
 pub struct Storage {
+    shared: Arc<Shared>,
     collections: RwLock<HashMap<u64, Arc<CollectionData>>>,
+    /// Held for the life of the server.
+    _lock: std::fs::File,
+    initial_catalog: Mutex<Option<CatalogSnapshot>>,
 }
 
 impl Storage {
-    pub fn new() -> Storage {
-        Storage::default()
+    /// Open the data directory: take its lock, read the manifest. The
+    /// collections are opened by [`Storage::recover`] once the catalog is.
+    pub async fn open(config: StorageConfig) -> Result<Arc<Storage>> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StorageError::Io {
+                path: lock_path.display().to_string(),
+                source: e,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StorageError::Locked(dir.display().to_string()));
+        }
+        let root = config
+            .root
+            .clone()
+            .unwrap_or_else(|| dir.display().to_string());
+        let io = Arc::new(ObjectIo::open(&root, &config.s3)?);
+        let (manifest, current) = ManifestStore::open(io.clone()).await?;
+        let shared = Arc::new(Shared {
+            wal_dir: dir.join("wal"),
+            config,
+            io,
+            manifest,
+            tso: Tso::default(),
+            next_segment_id: AtomicU64::new(current.next_segment_id.max(1)),
+            buffered: AtomicUsize::new(0),
+            space: tokio::sync::Notify::new(),
+            wake_flusher: tokio::sync::Notify::new(),
+        });
+        let initial = (current.version > 0).then(|| current.catalog.clone());
+        info!(root = %root, manifest_version = current.version, "storage opened");
+        Ok(Arc::new(Storage {
+            shared,
+            collections: RwLock::new(HashMap::new()),
+            _lock: lock,
+            initial_catalog: Mutex::new(initial),
+        }))
+    }
+
+    /// The catalog's store: the manifest.
+    pub fn meta_store(self: &Arc<Storage>) -> Arc<dyn MetaStore> {
+        Arc::new(ManifestMetaStore {
+            storage: Arc::downgrade(self),
+            initial: self.initial_catalog.lock().take(),
+        })
+    }
+
+    /// Open every collection of the catalog (segments + WAL replay), then
+    /// start the background flusher.
+    pub async fn recover(self: &Arc<Storage>, defs: Vec<Arc<CollectionDef>>) -> Result<()> {
+        let manifest = self.shared.manifest.snapshot().await;
+        let started = std::time::Instant::now();
+        for def in defs {
+            let entry = manifest.collections.get(&def.id).cloned();
+            let data = CollectionData::open(&def, self.shared.clone(), entry).await?;
+            self.collections.write().insert(def.id, data);
+        }
+        info!(
+            collections = self.collections.read().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "recovery complete"
+        );
+        self.start_flusher();
+        Ok(())
+    }
+
+    fn start_flusher(self: &Arc<Storage>) {
+        let weak: Weak<Storage> = Arc::downgrade(self);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(
+                    collection::FLUSH_TICK,
+                    shared.wake_flusher.notified(),
+                )
+                .await;
+                let Some(storage) = weak.upgrade() else { return };
+                storage.background_pass().await;
+            }
+        });
+    }
+
+    async fn background_pass(&self) {
+        let collections: Vec<Arc<CollectionData>> =
+            self.collections.read().values().cloned().collect();
+        let pressure = self.shared.over_limit();
+        for c in collections {
+            if c.wants_flush(pressure)
+                && let Err(e) = c.flush().await
+            {
+                error!(collection = %c.name(), "flush failed: {e}");
+            }
+            if c.small_segments() >= self.shared.config.compact_min_segments
+                && let Err(e) = c.compact().await
+            {
+                error!(collection = %c.name(), "compaction failed: {e}");
+            }
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn io(&self) -> &Arc<ObjectIo> {
+        &self.shared.io
     }
 
     /// The data of a collection, created empty the first time it is asked for.
-    pub fn open_collection(&self, def: &CollectionDef) -> Arc<CollectionData> {
+    pub fn open_collection(&self, def: &CollectionDef) -> Result<Arc<CollectionData>> {
         if let Some(data) = self.collections.read().get(&def.id) {
-            return data.clone();
+            return Ok(data.clone());
         }
-        self.collections
+        let data = block_on(CollectionData::open(def, self.shared.clone(), None))?;
+        Ok(self
+            .collections
             .write()
             .entry(def.id)
-            .or_insert_with(|| Arc::new(CollectionData::new(def)))
-            .clone()
+            .or_insert(data)
+            .clone())
     }
 
+    pub fn collection(&self, id: u64) -> Option<Arc<CollectionData>> {
+        self.collections.read().get(&id).cloned()
+    }
+
+    /// Forget a dropped collection and remove its log and objects in the
+    /// background.
     pub fn drop_collection(&self, id: u64) {
-        self.collections.write().remove(&id);
+        if let Some(data) = self.collections.write().remove(&id) {
+            tokio::spawn(async move { data.destroy().await });
+        }
+    }
+
+    /// Flush every collection (graceful shutdown).
+    pub async fn flush_all(&self) {
+        let collections: Vec<Arc<CollectionData>> =
+            self.collections.read().values().cloned().collect();
+        for c in collections {
+            if let Err(e) = c.flush().await {
+                warn!(collection = %c.name(), "flush at shutdown failed: {e}");
+            }
+        }
+    }
+}
+
+/// Run a future to completion from synchronous code inside the runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(f)),
+        Err(_) => futures::executor::block_on(f),
+    }
+}
+
+/// The catalog persisted in the manifest.
+#[derive(Debug)]
+struct ManifestMetaStore {
+    storage: Weak<Storage>,
+    initial: Option<CatalogSnapshot>,
+}
+
+impl MetaStore for ManifestMetaStore {
+    fn load(&self) -> Result<Option<CatalogSnapshot>, CatalogError> {
+        Ok(self.initial.clone())
+    }
+
+    fn persist(&self, snapshot: &CatalogSnapshot) -> Result<(), CatalogError> {
+        let Some(storage) = self.storage.upgrade() else {
+            return Err(CatalogError::Store("storage is closed".into()));
+        };
+        let snapshot = snapshot.clone();
+        let ids: std::collections::HashSet<u64> = snapshot
+            .databases
+            .values()
+            .flat_map(|d| d.collections.values().map(|c| c.id))
+            .collect();
+        let next_segment_id = storage.shared.peek_segment_id();
+        block_on(storage.shared.manifest.commit(move |m| {
+            m.catalog = snapshot;
+            m.collections.retain(|id, _| ids.contains(id));
+            m.next_segment_id = m.next_segment_id.max(next_segment_id);
+        }))
+        .map_err(|e| CatalogError::Store(e.to_string()))
     }
 }

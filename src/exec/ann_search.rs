@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
-use crate::storage::{CollectionData, StorageError};
+use crate::storage::{Chunk, CollectionData, StorageError};
 use crate::vector::{Metric, distance};
 
 /// What to search and how.
@@ -139,8 +139,13 @@ impl ExecutionPlan for AnnSearchExec {
         let scanned = MetricBuilder::new(&self.metrics).counter("rows_scored", partition);
         let time = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let stream = futures::stream::once(async move {
+            let snapshot = spec.data.snapshot();
+            let chunks = snapshot
+                .chunks()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let _timer = time.timer();
-            let (batch, rows) = search(&spec, schema)?;
+            let (batch, rows) = search(&spec, &chunks, schema)?;
             scanned.add(rows);
             Ok(batch)
         });
@@ -186,15 +191,14 @@ impl Ord for Candidate {
 }
 
 /// Run the search; returns the result batch and the number of rows scored.
-fn search(spec: &AnnSearchSpec, schema: SchemaRef) -> Result<(RecordBatch, usize)> {
-    let snapshot = spec.data.snapshot();
+fn search(spec: &AnnSearchSpec, chunks: &[Chunk], schema: SchemaRef) -> Result<(RecordBatch, usize)> {
     let k = spec.k;
     let query = &spec.query;
     let query_norm = distance::dot(query, query).sqrt();
     let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
     let mut null_rows: Vec<(usize, usize)> = Vec::new();
     let mut scored = 0usize;
-    for (ci, chunk) in snapshot.chunks.iter().enumerate() {
+    for (ci, chunk) in chunks.iter().enumerate() {
         let batch = &chunk.batch;
         let n = batch.num_rows();
         let mut mask: Option<BooleanArray> = chunk.live.clone();
@@ -273,22 +277,21 @@ fn search(spec: &AnnSearchSpec, schema: SchemaRef) -> Result<(RecordBatch, usize
         }
         picked.push(r);
     }
-    if snapshot.chunks.is_empty() {
+    if chunks.is_empty() {
         return Ok((RecordBatch::new_empty(schema), scored));
     }
     let columns = spec
         .projection
         .iter()
         .map(|&col| {
-            let arrays: Vec<&dyn Array> = snapshot
-                .chunks
+            let arrays: Vec<&dyn Array> = chunks
                 .iter()
                 .map(|c| c.batch.column(col).as_ref())
                 .collect();
             interleave(&arrays, &picked).map_err(DataFusionError::from)
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
-    let batch = if snapshot.chunks.is_empty() {
+    let batch = if chunks.is_empty() {
         RecordBatch::new_empty(schema)
     } else {
         RecordBatch::try_new_with_options(

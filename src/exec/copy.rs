@@ -168,7 +168,7 @@ impl CopyIn {
     }
 
     /// Append everything received; returns the number of rows.
-    pub fn finish(mut self) -> Result<usize, QueryError> {
+    pub async fn finish(mut self) -> Result<usize, QueryError> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.record(&rest)?;
@@ -176,7 +176,7 @@ impl CopyIn {
         self.convert()?;
         let schema = self.data.schema();
         let batch = concat_batches(&schema, &self.batches)?;
-        Ok(self.data.insert(batch)?)
+        Ok(self.data.insert(batch).await?)
     }
 }
 

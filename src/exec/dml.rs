@@ -17,7 +17,7 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
-type Action = Arc<dyn Fn() -> Result<u64> + Send + Sync>;
+type Action = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync>;
 
 pub struct DmlExec {
     name: String,
@@ -99,7 +99,7 @@ impl ExecutionPlan for DmlExec {
         let schema = self.schema.clone();
         let out_schema = schema.clone();
         let stream = futures::stream::once(async move {
-            let n = action()?;
+            let n = action().await?;
             Ok(RecordBatch::try_new(
                 schema,
                 vec![Arc::new(UInt64Array::from(vec![n]))],

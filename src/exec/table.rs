@@ -18,6 +18,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
@@ -70,6 +71,43 @@ impl CollectionTable {
     }
 }
 
+impl CollectionTable {
+    fn physical_filters(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<Vec<Arc<dyn PhysicalExpr>>>> {
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        Ok(Arc::new(
+            filters
+                .into_iter()
+                .map(|f| state.create_physical_expr(unqualify(f)?, &df_schema))
+                .collect::<Result<Vec<_>>>()?,
+        ))
+    }
+}
+
+/// Rows for which every predicate is true (NULL counts as false).
+fn filter_mask(
+    predicates: &[Arc<dyn PhysicalExpr>],
+    batch: &RecordBatch,
+) -> crate::storage::Result<BooleanArray> {
+    let mut mask = BooleanArray::from(vec![true; batch.num_rows()]);
+    for p in predicates {
+        let value = p
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| StorageError::Expression(Box::new(e)))?;
+        let Some(b) = value.as_any().downcast_ref::<BooleanArray>() else {
+            return Err(StorageError::Expression(Box::new(DataFusionError::Plan(
+                "argument of WHERE must be type boolean".into(),
+            ))));
+        };
+        mask = and(&mask, b)?;
+    }
+    Ok(mask)
+}
+
 /// Remove table qualifiers so an expression can be evaluated on our batches.
 pub fn unqualify(expr: Expr) -> Result<Expr> {
     Ok(expr
@@ -116,8 +154,10 @@ impl TableProvider for CollectionTable {
         let snapshot = self.data.snapshot();
         let parts = state.config().target_partitions().max(1);
         let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
-        for (i, chunk) in snapshot.chunks.iter().enumerate() {
-            let batch = chunk.live_batch().map_err(storage_err)?;
+        let fields: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let chunks = snapshot.chunks().await.map_err(storage_err)?;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let batch = chunk.live_batch().map_err(storage_err)?.project(&fields)?;
             let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
             partitions[i % parts].push(batch);
         }
@@ -156,47 +196,79 @@ impl TableProvider for CollectionTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let predicates = filters
-            .into_iter()
-            .map(|f| state.create_physical_expr(unqualify(f)?, &df_schema))
-            .collect::<Result<Vec<_>>>()?;
+        let predicates = self.physical_filters(state, filters)?;
         let data = self.data.clone();
-        let schema = self.schema.clone();
         let name = format!("delete from {}", self.def.name);
         Ok(Arc::new(DmlExec::new(
             name,
             Arc::new(move || {
-                let mut failure: Option<DataFusionError> = None;
-                let result = data.delete(|batch| {
-                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
-                    let mut mask = BooleanArray::from(vec![true; batch.num_rows()]);
-                    for p in &predicates {
-                        let value = p
-                            .evaluate(&batch)
-                            .and_then(|v| v.into_array(batch.num_rows()));
-                        match value {
-                            Ok(a) => match a.as_any().downcast_ref::<BooleanArray>() {
-                                Some(b) => mask = and(&mask, b)?,
-                                None => {
-                                    failure = Some(DataFusionError::Plan(
-                                        "argument of WHERE must be type boolean".into(),
-                                    ));
-                                    return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
-                                }
-                            },
-                            Err(e) => {
-                                failure = Some(e);
-                                return Ok(BooleanArray::from(vec![false; batch.num_rows()]));
+                let data = data.clone();
+                let predicates = predicates.clone();
+                Box::pin(async move {
+                    let n = data
+                        .delete(move |batch| filter_mask(&predicates, batch))
+                        .await
+                        .map_err(storage_err)?;
+                    Ok(n as u64)
+                })
+            }),
+        )))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let predicates = self.physical_filters(state, filters)?;
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let mut exprs: Vec<Option<Arc<dyn PhysicalExpr>>> = vec![None; self.schema.fields().len()];
+        for (name, expr) in assignments {
+            let Some(i) = self.def.field_index(&name) else {
+                return Err(DataFusionError::Plan(format!(
+                    "column \"{name}\" of collection \"{}\" does not exist",
+                    self.def.name
+                )));
+            };
+            let expr = unqualify(expr)?;
+            if matches!(&expr, Expr::Column(c) if c.name == name) {
+                continue;
+            }
+            let target = self.schema.field(i).data_type().clone();
+            let expr = state.create_physical_expr(expr, &df_schema)?;
+            let expr = datafusion::physical_expr::expressions::CastExpr::new(expr, target, None);
+            exprs[i] = Some(Arc::new(expr));
+        }
+        let data = self.data.clone();
+        let schema = self.schema.clone();
+        let exprs = Arc::new(exprs);
+        Ok(Arc::new(DmlExec::new(
+            format!("update {}", self.def.name),
+            Arc::new(move || {
+                let data = data.clone();
+                let predicates = predicates.clone();
+                let exprs = exprs.clone();
+                let schema = schema.clone();
+                Box::pin(async move {
+                    let change = move |batch: &RecordBatch| -> crate::storage::Result<RecordBatch> {
+                        let mut columns = batch.columns().to_vec();
+                        for (i, e) in exprs.iter().enumerate() {
+                            if let Some(e) = e {
+                                columns[i] = e
+                                    .evaluate(batch)
+                                    .and_then(|v| v.into_array(batch.num_rows()))
+                                    .map_err(|e| StorageError::Expression(Box::new(e)))?;
                             }
                         }
-                    }
-                    Ok(mask)
-                });
-                if let Some(e) = failure {
-                    return Err(e);
-                }
-                Ok(result.map_err(storage_err)? as u64)
+                        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+                    };
+                    let n = data
+                        .update(move |batch| filter_mask(&predicates, batch), change)
+                        .await
+                        .map_err(storage_err)?;
+                    Ok(n as u64)
+                })
             }),
         )))
     }
@@ -205,7 +277,10 @@ impl TableProvider for CollectionTable {
         let data = self.data.clone();
         Ok(Arc::new(DmlExec::new(
             format!("truncate {}", self.def.name),
-            Arc::new(move || Ok(data.truncate() as u64)),
+            Arc::new(move || {
+                let data = data.clone();
+                Box::pin(async move { Ok(data.truncate().await.map_err(storage_err)? as u64) })
+            }),
         )))
     }
 }
@@ -251,7 +326,7 @@ impl DataSink for CollectionSink {
             )?);
         }
         let batch = concat_batches(&storage_schema, &batches)?;
-        let rows = self.data.insert(batch).map_err(storage_err)?;
+        let rows = self.data.insert(batch).await.map_err(storage_err)?;
         Ok(rows as u64)
     }
 }

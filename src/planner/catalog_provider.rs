@@ -153,7 +153,9 @@ pub fn collection_table(
     def: Arc<CollectionDef>,
     storage: &Storage,
 ) -> Result<Arc<CollectionTable>> {
-    let data = storage.open_collection(&def);
+    let data = storage
+        .open_collection(&def)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
     let defaults = def
         .fields
         .iter()

@@ -32,6 +32,8 @@ use super::{Output, QueryError};
 use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
 use crate::exec::copy::CopyIn;
 use crate::sql::Statement;
+use crate::sql::statement::{ConflictAction, MaintainVerb};
+use crate::storage::Conflict;
 use crate::storage::Storage;
 use crate::vector::udf::all_udfs;
 use datafusion::optimizer::{OptimizerContext, OptimizerRule};
@@ -91,6 +93,7 @@ impl Prepared {
                 Some(ddl::describe(&empty_def()).schema())
             }
             (None, Statement::ShowCollections) => Some(collections_schema()),
+            (None, Statement::ShowSegments { .. }) => Some(segments_schema()),
             (None, Statement::Show { name }) => Some(show_schema(name)),
             _ => None,
         }
@@ -112,6 +115,128 @@ fn collections_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("row_count", DataType::Int64, false),
     ]))
+}
+
+fn segments_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("segment_id", DataType::Int64, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("deleted_rows", DataType::Int64, false),
+        Field::new("size_bytes", DataType::Int64, false),
+        Field::new("index_state", DataType::Utf8, false),
+    ]))
+}
+
+fn segments_batch(segs: &[(u64, &'static str, u64, u64, u64)]) -> Result<RecordBatch, QueryError> {
+    Ok(RecordBatch::try_new(
+        segments_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.0 as i64))),
+            Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.1))),
+            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.2 as i64))),
+            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.3 as i64))),
+            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.4 as i64))),
+            Arc::new(StringArray::from_iter_values(segs.iter().map(|_| "none"))),
+        ],
+    )?)
+}
+
+/// The rows an `ON CONFLICT (pk) DO UPDATE` writes: proposed rows whose key
+/// is new, and existing rows with the assignments applied (`excluded.col`
+/// is the proposed value), where the optional WHERE holds.
+async fn upsert_rows(
+    state: &SessionState,
+    def: &crate::catalog::CollectionDef,
+    data: &crate::storage::CollectionData,
+    pk: usize,
+    proposed: RecordBatch,
+    assignments: &[ast::Assignment],
+    selection: Option<ast::Expr>,
+) -> Result<RecordBatch, QueryError> {
+    use arrow::array::{Array, UInt32Array};
+    use datafusion::common::DFSchema;
+    use datafusion::sql::sqlparser::ast::ExprWithAlias;
+    let schema = data.schema();
+    let existing = data.rows_by_key(proposed.column(pk)).await?;
+    let key_of = |a: &arrow::array::ArrayRef, i: usize| -> String {
+        arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
+    };
+    let mut by_key = std::collections::HashMap::new();
+    for i in 0..existing.num_rows() {
+        by_key.insert(key_of(existing.column(pk), i), i as u32);
+    }
+    let (mut fresh, mut hit_new, mut hit_old) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..proposed.num_rows() {
+        match by_key.get(&key_of(proposed.column(pk), i)) {
+            Some(&j) => {
+                hit_new.push(i as u32);
+                hit_old.push(j);
+            }
+            None => fresh.push(i as u32),
+        }
+    }
+    let take = |b: &RecordBatch, idx: &[u32]| -> Result<RecordBatch, QueryError> {
+        let idx = UInt32Array::from(idx.to_vec());
+        let cols = (0..schema.fields().len())
+            .map(|c| arrow::compute::take(b.column(c).as_ref(), &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    };
+    let fresh = take(&proposed, &fresh)?;
+    if hit_new.is_empty() {
+        return Ok(fresh);
+    }
+    let old = take(&existing, &hit_old)?;
+    let new = take(&proposed, &hit_new)?;
+    // Both rows side by side: the collection's columns, then `excluded`'s.
+    let df_schema = DFSchema::try_from_qualified_schema(def.name.as_str(), &schema)?
+        .join(&DFSchema::try_from_qualified_schema("excluded", &schema)?)?;
+    let mut cols = old.columns().to_vec();
+    cols.extend(new.columns().iter().cloned());
+    let both = RecordBatch::try_new(Arc::new(df_schema.as_arrow().clone()), cols)?;
+    let eval = |expr: ast::Expr| -> Result<arrow::array::ArrayRef, QueryError> {
+        let logical = state.create_logical_expr_from_sql_expr(
+            ExprWithAlias { expr, alias: None },
+            &df_schema,
+        )?;
+        let physical = state.create_physical_expr(logical, &df_schema)?;
+        Ok(physical.evaluate(&both)?.into_array(both.num_rows())?)
+    };
+    let mut out = old.columns().to_vec();
+    for a in assignments {
+        let ast::AssignmentTarget::ColumnName(name) = &a.target else {
+            return Err(QueryError::Unsupported(
+                "ON CONFLICT DO UPDATE assigns one column at a time".into(),
+            ));
+        };
+        let column = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
+        let Some(c) = def.field_index(&column) else {
+            return Err(QueryError::UnknownColumn {
+                column,
+                collection: def.name.clone(),
+            });
+        };
+        let value = eval(a.value.clone())?;
+        out[c] = arrow::compute::cast(&value, schema.field(c).data_type())?;
+    }
+    let mut updated = RecordBatch::try_new(schema.clone(), out)?;
+    if let Some(cond) = selection {
+        let keep = eval(cond)?;
+        let keep = keep
+            .as_boolean_opt()
+            .ok_or_else(|| QueryError::Unsupported("ON CONFLICT WHERE must be boolean".into()))?;
+        let keep = arrow::array::BooleanArray::from_iter(
+            (0..keep.len()).map(|i| Some(keep.is_valid(i) && keep.value(i))),
+        );
+        updated = arrow::compute::filter_record_batch(&updated, &keep)?;
+    }
+    Ok(arrow::compute::concat_batches(&schema, [&fresh, &updated])?)
 }
 
 fn show_schema(name: &str) -> SchemaRef {
@@ -372,7 +497,7 @@ impl Engine {
             Statement::CreateCollection(ct) => {
                 let def = ddl::collection_def(&ct, &session.database())?;
                 if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
-                    self.storage.open_collection(&def);
+                    self.storage.open_collection(&def)?;
                 }
                 Ok(command("CREATE TABLE"))
             }
@@ -398,7 +523,8 @@ impl Engine {
                     .map(|n| {
                         self.catalog
                             .collection(&db, n)
-                            .map(|d| self.storage.open_collection(&d).snapshot().live_rows() as i64)
+                            .and_then(|d| self.storage.open_collection(&d).ok())
+                            .map(|d| d.snapshot().live_rows() as i64)
                             .unwrap_or(0)
                     })
                     .collect();
@@ -466,7 +592,7 @@ impl Engine {
                         })
                         .collect::<Result<Vec<_>, _>>()?
                 };
-                let data = self.storage.open_collection(&def);
+                let data = self.storage.open_collection(&def)?;
                 Ok(Output::CopyIn(Box::new(CopyIn::new(
                     def,
                     data,
@@ -475,7 +601,83 @@ impl Engine {
                 ))))
             }
             Statement::NoOp { tag } => Ok(command(tag)),
+            Statement::Maintain { verb, name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                let data = self.storage.open_collection(&def)?;
+                match verb {
+                    MaintainVerb::Flush => data.flush().await?,
+                    MaintainVerb::Compact => {
+                        data.compact().await?;
+                    }
+                    MaintainVerb::Load => {
+                        data.snapshot().chunks().await?;
+                    }
+                    MaintainVerb::Release => data.release(),
+                }
+                Ok(command(verb.tag()))
+            }
+            Statement::ShowSegments { name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                let data = self.storage.open_collection(&def)?;
+                rows(segments_batch(&data.segment_rows())?)
+            }
+            Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
         }
+    }
+
+    /// `UPSERT INTO` and `INSERT ... ON CONFLICT`.
+    async fn upsert(
+        &self,
+        session: &Session,
+        mut insert: Box<ast::Statement>,
+        action: ConflictAction,
+    ) -> Result<Output, QueryError> {
+        rewrite_insert_vectors(&mut insert, &self.catalog, &session.database())?;
+        let state = session.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(insert))
+            .await?;
+        let LogicalPlan::Dml(DmlStatement {
+            table_name, input, ..
+        }) = plan
+        else {
+            return Err(QueryError::Unsupported("expected an INSERT".into()));
+        };
+        let db = table_name
+            .catalog()
+            .map(str::to_string)
+            .unwrap_or_else(|| session.database());
+        let def = self.catalog.get_collection(&db, table_name.table())?;
+        let Some(pk) = def.primary_key else {
+            return Err(QueryError::NoConflictTarget(def.name.clone()));
+        };
+        let data = self.storage.open_collection(&def)?;
+        let physical = state.create_physical_plan(&input).await?;
+        let batches = collect(physical, session.task_ctx()).await?;
+        let schema = data.schema();
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        let n = match action {
+            ConflictAction::Replace => data.insert_with(batch, Conflict::Replace).await?,
+            ConflictAction::Nothing => data.insert_with(batch, Conflict::Skip).await?,
+            ConflictAction::Update {
+                assignments,
+                selection,
+            } => {
+                let merged =
+                    upsert_rows(state, &def, &data, pk, batch, &assignments, selection).await?;
+                data.insert_with(merged, Conflict::Replace).await?
+            }
+        };
+        Ok(Output::Command {
+            tag: "INSERT".into(),
+            rows: Some(n),
+        })
     }
 
     async fn run_plan(&self, session: &Session, plan: LogicalPlan) -> Result<Output, QueryError> {

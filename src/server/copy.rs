@@ -79,7 +79,7 @@ impl CopyHandler for QuiverCopy {
                 ))));
             }
         };
-        let rows = tokio::task::block_in_place(|| copy.finish()).map_err(to_pgwire)?;
+        let rows = copy.finish().await.map_err(to_pgwire)?;
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(rows).into(),

@@ -31,6 +31,7 @@ pub fn error_info(e: &QueryError) -> ErrorInfo {
         QueryError::InvalidParameter(m) => info("22023", m.clone()),
         QueryError::UnknownDatabase(_) => info("3D000", e.to_string()),
         QueryError::UnknownColumn { .. } => info("42703", e.to_string()),
+        QueryError::NoConflictTarget(_) => info("42P10", e.to_string()),
     }
 }
 
@@ -52,10 +53,23 @@ fn catalog_info(e: &CatalogError) -> ErrorInfo {
 }
 
 fn storage_info(e: &StorageError) -> ErrorInfo {
+    if let StorageError::Expression(d) = e {
+        return datafusion_info(d);
+    }
     let code = match e {
         StorageError::DuplicateKey { .. } => "23505",
         StorageError::NotNull { .. } => "23502",
-        StorageError::InvalidBatch(_) | StorageError::Arrow(_) => "XX000",
+        _ if e.is_disk_full() => "53100",
+        StorageError::Io { .. } | StorageError::ObjectStore(_) | StorageError::WalFailed(_) => {
+            "58030"
+        }
+        StorageError::Corrupt(_) => "XX001",
+        StorageError::Config(_) | StorageError::Locked(_) => "55000",
+        StorageError::Dropped(_) => "42P01",
+        StorageError::Expression(_) => "XX000",
+        StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
+            "XX000"
+        }
     };
     info(code, e.to_string())
 }

@@ -13,7 +13,9 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whi
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 use super::ParseError;
-use super::statement::{CopyFrom, CopyOptions, SearchOptions, Statement, TransactionKind};
+use super::statement::{
+    ConflictAction, CopyFrom, CopyOptions, MaintainVerb, SearchOptions, Statement, TransactionKind,
+};
 use crate::vector::Metric;
 
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
@@ -224,6 +226,36 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
             return Ok(Statement::ShowCollections);
         }
         ("DESCRIBE", _) | ("DESC", _) => return parse_describe(sql, tokens),
+        ("FLUSH", _) | ("COMPACT", _) | ("LOAD", "COLLECTION") | ("RELEASE", "COLLECTION") => {
+            let (verb, skip) = match w(0) {
+                "FLUSH" => (MaintainVerb::Flush, 1),
+                "COMPACT" => (MaintainVerb::Compact, 1),
+                "LOAD" => (MaintainVerb::Load, 2),
+                _ => (MaintainVerb::Release, 2),
+            };
+            let name = parse_name_after(sql, tokens, skip)?;
+            return Ok(Statement::Maintain { verb, name });
+        }
+        ("SHOW", "SEGMENTS") if w(2) == "FROM" || w(2) == "IN" => {
+            let name = parse_name_after(sql, tokens, 3)?;
+            return Ok(Statement::ShowSegments { name });
+        }
+        ("UPSERT", "INTO") => {
+            replace_word(&mut tokens, "UPSERT", "INSERT");
+            let stmt = parse_sqlparser(sql, tokens)?;
+            return match stmt {
+                ast::Statement::Insert(mut ins) if ins.on.is_none() => {
+                    ins.on = None;
+                    Ok(Statement::Upsert {
+                        insert: Box::new(ast::Statement::Insert(ins)),
+                        action: ConflictAction::Replace,
+                    })
+                }
+                _ => Err(ParseError::Unsupported(
+                    "UPSERT INTO takes VALUES or a query, without ON CONFLICT".into(),
+                )),
+            };
+        }
         ("SEARCH", _) => {
             let select = parse_search(sql, tokens)?;
             return parse_generated(&select);
@@ -293,6 +325,27 @@ fn parse_generated(text: &str) -> Result<Statement, ParseError> {
 fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement, ParseError> {
     use ast::Statement as S;
     Ok(match stmt {
+        S::Insert(mut ins) if ins.on.is_some() => {
+            let action = match ins.on.take() {
+                Some(ast::OnInsert::OnConflict(c)) => match c.action {
+                    ast::OnConflictAction::DoNothing => ConflictAction::Nothing,
+                    ast::OnConflictAction::DoUpdate(u) => ConflictAction::Update {
+                        assignments: u.assignments,
+                        selection: u.selection,
+                    },
+                },
+                _ => {
+                    return Err(ParseError::Unsupported(
+                        "ON DUPLICATE KEY UPDATE is MySQL syntax: use ON CONFLICT (key) DO UPDATE SET ..."
+                            .into(),
+                    ));
+                }
+            };
+            Statement::Upsert {
+                insert: Box::new(S::Insert(ins)),
+                action,
+            }
+        }
         S::CreateTable(ct) => Statement::CreateCollection(Box::new(ct)),
         S::Drop {
             object_type: ast::ObjectType::Table,
@@ -424,6 +477,21 @@ fn single_name(names: &[ast::ObjectName]) -> Result<String, ParseError> {
             "drop one database at a time".into(),
         )),
     }
+}
+
+/// An object name after `skip` leading words, and nothing else.
+fn parse_name_after(
+    sql: &str,
+    tokens: Vec<TokenWithSpan>,
+    skip: usize,
+) -> Result<ast::ObjectName, ParseError> {
+    let mut p = new_parser(tokens);
+    for _ in 0..skip {
+        p.next_token();
+    }
+    let name = p.parse_object_name(false).map_err(|e| syntax(sql, e))?;
+    expect_end(sql, &p)?;
+    Ok(name)
 }
 
 fn parse_describe(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {

@@ -50,6 +50,55 @@ pub enum Statement {
     },
     /// `COPY c [(cols)] FROM STDIN [(FORMAT text|csv, ...)]`.
     CopyFrom(CopyFrom),
+    /// `FLUSH c`, `COMPACT c`, `LOAD COLLECTION c`, `RELEASE COLLECTION c`.
+    Maintain {
+        verb: MaintainVerb,
+        name: ast::ObjectName,
+    },
+    /// `SHOW SEGMENTS FROM c`.
+    ShowSegments {
+        name: ast::ObjectName,
+    },
+    /// `UPSERT INTO ...` and `INSERT ... ON CONFLICT ...`: the INSERT
+    /// (without its ON clause) and what to do with existing keys.
+    Upsert {
+        insert: Box<ast::Statement>,
+        action: ConflictAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintainVerb {
+    Flush,
+    Compact,
+    Load,
+    Release,
+}
+
+impl MaintainVerb {
+    pub fn tag(self) -> &'static str {
+        match self {
+            MaintainVerb::Flush => "FLUSH",
+            MaintainVerb::Compact => "COMPACT",
+            MaintainVerb::Load => "LOAD",
+            MaintainVerb::Release => "RELEASE",
+        }
+    }
+}
+
+/// What an upsert does with a row whose primary key exists.
+#[derive(Debug, Clone)]
+pub enum ConflictAction {
+    /// `UPSERT INTO`: the new row replaces the old.
+    Replace,
+    /// `ON CONFLICT DO NOTHING`.
+    Nothing,
+    /// `ON CONFLICT (pk) DO UPDATE SET col = expr, ...` (`excluded.col` is
+    /// the proposed row) `[WHERE cond]`.
+    Update {
+        assignments: Vec<ast::Assignment>,
+        selection: Option<ast::Expr>,
+    },
 }
 
 /// A bulk load from the client.

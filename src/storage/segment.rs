@@ -1,399 +1,377 @@
-//! The growing segment: append-only Arrow batches plus a per-chunk liveness
-//! mask for deletes, published as immutable snapshots so readers never block
-//! writers and always see one consistent view.
+//! Segments: the units a collection's rows live in.
+//!
+//! A collection's rows sit in a list of segments. New rows go to the one
+//! *growing* segment (Arrow batches in memory, searchable at once); it
+//! *seals* when full or idle, and a background task writes it to object
+//! storage as Parquet, after which it is *flushed* (its rows are read back
+//! from the Parquet file when a query needs them). *Compacted* segments are
+//! flushed segments produced by merging others.
+//!
+//! Every row carries a hidden row id (`_rowid`), unique in its collection
+//! and increasing in insertion order. Deletes are kept per segment as a
+//! bitmap of row offsets plus a log of `(row id, timestamp)`, applied when
+//! the segment is read.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int16Array, Int32Array, Int64Array, RecordBatch,
-};
-use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type, SchemaRef};
-use parking_lot::{Mutex, RwLock};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::buffer::BooleanBuffer;
+use arrow::datatypes::UInt64Type;
+use serde::{Deserialize, Serialize};
 
-use super::{Result, StorageError};
-use crate::catalog::CollectionDef;
+use super::Result;
+use super::objects::ObjectIo;
 
-/// Appends merge into the last chunk until it holds this many rows.
-const CHUNK_ROWS: usize = 8192;
+/// The hidden row-id column, last in every stored batch.
+pub const ROWID: &str = "_rowid";
 
-/// A batch of rows and which of them are still live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentState {
+    Growing,
+    Sealed,
+    Flushed,
+    Compacted,
+}
+
+impl SegmentState {
+    pub fn name(self) -> &'static str {
+        match self {
+            SegmentState::Growing => "growing",
+            SegmentState::Sealed => "sealed",
+            SegmentState::Flushed => "flushed",
+            SegmentState::Compacted => "compacted",
+        }
+    }
+}
+
+/// Deleted rows of one segment.
+#[derive(Debug, Clone, Default)]
+pub struct Deletes {
+    bits: Vec<u64>,
+    count: usize,
+    /// `(row id, timestamp)` of each delete, in order.
+    pub log: Vec<(u64, u64)>,
+}
+
+impl Deletes {
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn contains(&self, offset: usize) -> bool {
+        self.bits
+            .get(offset / 64)
+            .is_some_and(|w| w & (1 << (offset % 64)) != 0)
+    }
+
+    /// Mark `offset` deleted; false if it already was.
+    pub fn insert(&mut self, offset: usize, rowid: u64, ts: u64) -> bool {
+        if self.contains(offset) {
+            return false;
+        }
+        let word = offset / 64;
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        self.bits[word] |= 1 << (offset % 64);
+        self.count += 1;
+        self.log.push((rowid, ts));
+        true
+    }
+
+    /// The liveness mask of rows `start..start + len`, `None` if all live.
+    pub fn live_mask(&self, start: usize, len: usize) -> Option<BooleanArray> {
+        if self.count == 0 {
+            return None;
+        }
+        let mask = BooleanBuffer::collect_bool(len, |i| !self.contains(start + i));
+        if mask.count_set_bits() == len {
+            None
+        } else {
+            Some(BooleanArray::new(mask, None))
+        }
+    }
+}
+
+/// Which row ids a segment holds, in row order.
+#[derive(Debug, Clone)]
+pub enum RowIds {
+    /// `start, start + 1, ...` (a segment written by inserts).
+    Range { start: u64, len: usize },
+    /// Any increasing list (a segment merged by compaction).
+    List(Arc<Vec<u64>>),
+}
+
+impl RowIds {
+    pub fn len(&self) -> usize {
+        match self {
+            RowIds::Range { len, .. } => *len,
+            RowIds::List(l) => l.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn offset_of(&self, rowid: u64) -> Option<usize> {
+        match self {
+            RowIds::Range { start, len } => {
+                (rowid >= *start && rowid < start + *len as u64).then(|| (rowid - start) as usize)
+            }
+            RowIds::List(l) => l.binary_search(&rowid).ok(),
+        }
+    }
+
+    pub fn min(&self) -> Option<u64> {
+        match self {
+            RowIds::Range { start, len } => (*len > 0).then_some(*start),
+            RowIds::List(l) => l.first().copied(),
+        }
+    }
+
+    /// From the row-id column of a segment's batches.
+    pub fn from_batches(batches: &[RecordBatch]) -> RowIds {
+        let mut all: Vec<u64> = Vec::new();
+        for b in batches {
+            if let Some(col) = b.column_by_name(ROWID)
+                && let Some(a) = col.as_primitive_opt::<UInt64Type>()
+            {
+                all.extend(a.values().iter());
+            }
+        }
+        let contiguous = all.windows(2).all(|w| w[1] == w[0] + 1);
+        match (contiguous, all.first()) {
+            (true, Some(&start)) => RowIds::Range {
+                start,
+                len: all.len(),
+            },
+            (true, None) => RowIds::Range { start: 0, len: 0 },
+            (false, _) => RowIds::List(Arc::new(all)),
+        }
+    }
+}
+
+/// What the manifest records of a flushed segment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    pub id: u64,
+    pub state: SegmentState,
+    pub rows: u64,
+    /// Size of the data file in bytes.
+    pub bytes: u64,
+    /// Object path of the Parquet data file, relative to the storage root.
+    pub data_file: String,
+    /// Latest delete log (all deletes persisted so far), if any.
+    pub delta_file: Option<String>,
+    pub deleted: u64,
+    pub rowid_min: u64,
+    pub rowid_max: u64,
+    /// Primary-key range (stats used to skip segments on lookups).
+    pub pk_min: Option<serde_json::Value>,
+    pub pk_max: Option<serde_json::Value>,
+    /// Timestamp of the last write the segment contains.
+    pub max_ts: u64,
+}
+
+/// A segment on object storage; its rows are loaded on first use and kept
+/// (Milvus "loads" sealed segments into query nodes the same way).
+#[derive(Debug)]
+pub struct FlushedSegment {
+    pub meta: SegmentMeta,
+    io: Arc<ObjectIo>,
+    cache: parking_lot::Mutex<Option<Arc<Vec<RecordBatch>>>>,
+}
+
+impl FlushedSegment {
+    pub fn new(meta: SegmentMeta, io: Arc<ObjectIo>) -> FlushedSegment {
+        FlushedSegment {
+            meta,
+            io,
+            cache: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// A just-written segment whose rows are still at hand.
+    pub fn with_rows(meta: SegmentMeta, io: Arc<ObjectIo>, rows: Arc<Vec<RecordBatch>>) -> Self {
+        FlushedSegment {
+            meta,
+            io,
+            cache: parking_lot::Mutex::new(Some(rows)),
+        }
+    }
+
+    pub async fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        if let Some(rows) = self.cache.lock().clone() {
+            return Ok(rows);
+        }
+        let rows = Arc::new(self.io.read_parquet(&self.meta.data_file, None).await?);
+        *self.cache.lock() = Some(rows.clone());
+        Ok(rows)
+    }
+
+    /// Drop the rows held in memory; they are read again when needed.
+    pub fn forget_rows(&self) {
+        *self.cache.lock() = None;
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.cache.lock().is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum SegmentData {
+    Memory(Arc<Vec<RecordBatch>>),
+    Flushed(Arc<FlushedSegment>),
+}
+
+/// One segment as seen by a snapshot.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub id: u64,
+    pub state: SegmentState,
+    pub data: SegmentData,
+    pub rowids: RowIds,
+    pub deletes: Arc<Deletes>,
+    /// Bytes held in memory by an unflushed segment.
+    pub mem_bytes: usize,
+    /// Timestamp of the last write into the segment.
+    pub max_ts: u64,
+}
+
+impl Segment {
+    pub fn rows(&self) -> usize {
+        self.rowids.len()
+    }
+
+    pub fn live_rows(&self) -> usize {
+        self.rows() - self.deletes.count()
+    }
+
+    pub fn file_bytes(&self) -> u64 {
+        match &self.data {
+            SegmentData::Flushed(f) => f.meta.bytes,
+            SegmentData::Memory(_) => 0,
+        }
+    }
+
+    /// The segment's batches (loading a flushed one if needed).
+    pub async fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
+        match &self.data {
+            SegmentData::Memory(b) => Ok(b.clone()),
+            SegmentData::Flushed(f) => f.batches().await,
+        }
+    }
+
+    /// The segment's batches with their liveness masks.
+    pub async fn chunks(&self) -> Result<Vec<Chunk>> {
+        let batches = self.batches().await?;
+        let mut out = Vec::with_capacity(batches.len());
+        let mut start = 0;
+        for b in batches.iter() {
+            let n = b.num_rows();
+            out.push(Chunk {
+                batch: b.clone(),
+                live: self.deletes.live_mask(start, n),
+            });
+            start += n;
+        }
+        Ok(out)
+    }
+}
+
+/// A batch of rows and which of them are live.
 #[derive(Debug, Clone)]
 pub struct Chunk {
+    /// In the storage schema: the collection's fields, then `_rowid`.
     pub batch: RecordBatch,
     /// `None` when every row is live.
     pub live: Option<BooleanArray>,
 }
 
 impl Chunk {
-    /// The live rows only.
-    pub fn live_batch(&self) -> Result<RecordBatch> {
-        match &self.live {
-            None => Ok(self.batch.clone()),
-            Some(mask) => Ok(filter_record_batch(&self.batch, mask)?),
-        }
-    }
-
     pub fn is_live(&self, row: usize) -> bool {
         self.live.as_ref().is_none_or(|m| m.value(row))
     }
 
-    pub fn live_rows(&self) -> usize {
+    /// The live rows only.
+    pub fn live_batch(&self) -> Result<RecordBatch> {
         match &self.live {
-            None => self.batch.num_rows(),
-            Some(m) => m.true_count(),
+            None => Ok(self.batch.clone()),
+            Some(mask) => Ok(arrow::compute::filter_record_batch(&self.batch, mask)?),
         }
+    }
+
+    /// The row ids of this chunk.
+    pub fn rowids(&self) -> Option<&UInt64Array> {
+        self.batch
+            .column_by_name(ROWID)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
     }
 }
 
-/// An immutable view of a collection's rows at one point in time.
-#[derive(Debug, Default)]
+/// An immutable view of a collection at one point: every query reads one.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub chunks: Vec<Chunk>,
+    /// Order of publication (later snapshots include earlier writes).
+    pub seq: u64,
+    /// Timestamp of the last write visible.
+    pub ts: u64,
+    pub segments: Vec<Segment>,
 }
 
 impl Snapshot {
     pub fn live_rows(&self) -> usize {
-        self.chunks.iter().map(|c| c.live_rows()).sum()
-    }
-}
-
-/// A primary-key value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PkKey {
-    Int(i64),
-    Text(String),
-}
-
-impl std::fmt::Display for PkKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PkKey::Int(v) => write!(f, "{v}"),
-            PkKey::Text(v) => write!(f, "{v}"),
-        }
-    }
-}
-
-fn pk_keys(array: &ArrayRef) -> Result<Vec<Option<PkKey>>> {
-    let n = array.len();
-    let out = match array.data_type() {
-        DataType::Int64 => {
-            let a = array.as_primitive::<Int64Type>();
-            (0..n)
-                .map(|i| a.is_valid(i).then(|| PkKey::Int(a.value(i))))
-                .collect()
-        }
-        DataType::Int32 => {
-            let a = array.as_primitive::<Int32Type>();
-            (0..n)
-                .map(|i| a.is_valid(i).then(|| PkKey::Int(a.value(i) as i64)))
-                .collect()
-        }
-        DataType::Int16 => {
-            let a = array.as_primitive::<Int16Type>();
-            (0..n)
-                .map(|i| a.is_valid(i).then(|| PkKey::Int(a.value(i) as i64)))
-                .collect()
-        }
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            (0..n)
-                .map(|i| a.is_valid(i).then(|| PkKey::Text(a.value(i).to_string())))
-                .collect()
-        }
-        other => {
-            return Err(StorageError::InvalidBatch(format!(
-                "primary key of type {other} is not supported"
-            )));
-        }
-    };
-    Ok(out)
-}
-
-#[derive(Debug)]
-struct WriteState {
-    pks: HashSet<PkKey>,
-    next_auto: i64,
-}
-
-/// The rows of one collection.
-#[derive(Debug)]
-pub struct CollectionData {
-    name: String,
-    schema: SchemaRef,
-    field_names: Vec<String>,
-    not_null: Vec<usize>,
-    primary_key: Option<usize>,
-    auto_increment: Option<usize>,
-    snapshot: RwLock<Arc<Snapshot>>,
-    /// Serialises writers: uniqueness checks and appends are atomic.
-    write: Mutex<WriteState>,
-}
-
-impl CollectionData {
-    pub fn new(def: &CollectionDef) -> CollectionData {
-        CollectionData {
-            name: def.name.clone(),
-            // NOT NULL is enforced by `insert`, with a precise error.
-            schema: Arc::new(arrow::datatypes::Schema::new(
-                def.arrow_schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            )),
-            field_names: def.fields.iter().map(|f| f.name.clone()).collect(),
-            not_null: def
-                .fields
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| !f.nullable && !f.auto_increment)
-                .map(|(i, _)| i)
-                .collect(),
-            primary_key: def.primary_key,
-            auto_increment: def.auto_increment_field(),
-            snapshot: RwLock::new(Arc::new(Snapshot::default())),
-            write: Mutex::new(WriteState {
-                pks: HashSet::new(),
-                next_auto: 1,
-            }),
-        }
+        self.segments.iter().map(Segment::live_rows).sum()
     }
 
-    pub fn schema(&self) -> SchemaRef {
-        self.schema.clone()
+    /// Every segment's batches with liveness masks, loading flushed
+    /// segments as needed.
+    pub async fn chunks(&self) -> Result<Vec<Chunk>> {
+        let mut out = Vec::new();
+        for s in &self.segments {
+            out.extend(s.chunks().await?);
+        }
+        Ok(out)
     }
 
-    /// The current consistent view.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().clone()
-    }
-
-    /// Append rows (in the collection's schema). Assigns server-generated
-    /// values, enforces NOT NULL and primary-key uniqueness; all or nothing.
-    pub fn insert(&self, batch: RecordBatch) -> Result<usize> {
-        if batch.num_rows() == 0 {
-            return Ok(0);
-        }
-        let mut state = self.write.lock();
-        let batch = self.fill_auto_increment(&mut state, batch)?;
-        for &i in &self.not_null {
-            if batch.column(i).null_count() > 0 {
-                return Err(StorageError::NotNull {
-                    collection: self.name.clone(),
-                    field: self.field_names[i].clone(),
-                });
-            }
-        }
-        let mut new_keys = Vec::new();
-        if let Some(pk) = self.primary_key {
-            let keys = pk_keys(batch.column(pk))?;
-            let mut seen = HashSet::with_capacity(keys.len());
-            for key in keys {
-                let Some(key) = key else {
-                    return Err(StorageError::NotNull {
-                        collection: self.name.clone(),
-                        field: self.field_names[pk].clone(),
-                    });
-                };
-                if state.pks.contains(&key) || !seen.insert(key.clone()) {
-                    return Err(StorageError::DuplicateKey {
-                        collection: self.name.clone(),
-                        field: self.field_names[pk].clone(),
-                        value: key.to_string(),
-                    });
-                }
-                new_keys.push(key);
-            }
-        }
-        let rows = batch.num_rows();
-        let current = self.snapshot();
-        let mut chunks = current.chunks.clone();
-        match chunks.last_mut() {
-            Some(last) if last.live.is_none() && last.batch.num_rows() + rows <= CHUNK_ROWS => {
-                last.batch = concat_batches(&self.schema, [&last.batch, &batch])?;
-            }
-            _ => chunks.push(Chunk { batch, live: None }),
-        }
-        *self.snapshot.write() = Arc::new(Snapshot { chunks });
-        state.pks.extend(new_keys);
-        Ok(rows)
-    }
-
-    fn fill_auto_increment(
-        &self,
-        state: &mut WriteState,
-        batch: RecordBatch,
-    ) -> Result<RecordBatch> {
-        let Some(idx) = self.auto_increment else {
-            return Ok(batch);
-        };
-        let col = batch.column(idx);
-        if col.null_count() == 0 {
-            // Explicit values: keep the generator ahead of them.
-            if let Some(max) = pk_keys(col)?
-                .into_iter()
-                .flatten()
-                .filter_map(|k| match k {
-                    PkKey::Int(v) => Some(v),
-                    PkKey::Text(_) => None,
-                })
-                .max()
-            {
-                state.next_auto = state.next_auto.max(max.saturating_add(1));
-            }
-            return Ok(batch);
-        }
-        let mut next = state.next_auto;
-        let mut assign = |valid: bool, v: i64| {
-            if valid {
-                v
-            } else {
-                let id = next;
-                next += 1;
-                id
-            }
-        };
-        let filled: ArrayRef = match col.data_type() {
-            DataType::Int64 => {
-                let a = col.as_primitive::<Int64Type>();
-                Arc::new(Int64Array::from_iter_values(
-                    (0..a.len()).map(|i| assign(a.is_valid(i), a.value(i))),
-                ))
-            }
-            DataType::Int32 => {
-                let a = col.as_primitive::<Int32Type>();
-                Arc::new(Int32Array::from_iter_values(
-                    (0..a.len()).map(|i| assign(a.is_valid(i), a.value(i) as i64) as i32),
-                ))
-            }
-            DataType::Int16 => {
-                let a = col.as_primitive::<Int16Type>();
-                Arc::new(Int16Array::from_iter_values(
-                    (0..a.len()).map(|i| assign(a.is_valid(i), a.value(i) as i64) as i16),
-                ))
-            }
-            other => {
-                return Err(StorageError::InvalidBatch(format!(
-                    "server-assigned field of type {other}"
-                )));
-            }
-        };
-        state.next_auto = next;
-        let mut columns = batch.columns().to_vec();
-        columns[idx] = filled;
-        Ok(RecordBatch::try_new(batch.schema(), columns)?)
-    }
-
-    /// Delete the live rows for which `predicate` is true; returns how many.
-    pub fn delete(
-        &self,
-        mut predicate: impl FnMut(&RecordBatch) -> Result<BooleanArray>,
-    ) -> Result<usize> {
-        let mut state = self.write.lock();
-        let current = self.snapshot();
-        let mut chunks = current.chunks.clone();
-        let mut deleted = 0;
-        let mut removed_keys = Vec::new();
-        for chunk in chunks.iter_mut() {
-            let hits = predicate(&chunk.batch)?;
-            let mut changed = false;
-            let live: BooleanArray = (0..chunk.batch.num_rows())
-                .map(|i| {
-                    let was_live = chunk.is_live(i);
-                    let hit = hits.is_valid(i) && hits.value(i);
-                    if was_live && hit {
-                        changed = true;
-                        deleted += 1;
-                        if self.primary_key.is_some() {
-                            removed_keys.push(i);
-                        }
-                    }
-                    Some(was_live && !hit)
-                })
-                .collect();
-            if changed {
-                if let Some(pk) = self.primary_key {
-                    let keys = pk_keys(chunk.batch.column(pk))?;
-                    for &i in &removed_keys {
-                        if let Some(k) = &keys[i] {
-                            state.pks.remove(k);
-                        }
-                    }
-                }
-                chunk.live = Some(live);
-            }
-            removed_keys.clear();
-        }
-        chunks.retain(|c| c.live_rows() > 0);
-        *self.snapshot.write() = Arc::new(Snapshot { chunks });
-        Ok(deleted)
-    }
-
-    /// Remove every row; returns how many there were.
-    pub fn truncate(&self) -> usize {
-        let mut state = self.write.lock();
-        let rows = self.snapshot().live_rows();
-        state.pks.clear();
-        *self.snapshot.write() = Arc::new(Snapshot::default());
-        rows
+    /// Which segment (by position) holds `rowid`, and at which offset.
+    pub fn locate(&self, rowid: u64) -> Option<(usize, usize)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.rowids.offset_of(rowid).map(|o| (i, o)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{FieldDef, FieldType};
 
-    fn def() -> CollectionDef {
-        let mut id = FieldDef::new("id", FieldType::Int64);
-        id.nullable = false;
-        CollectionDef {
-            id: 1,
-            database: "default".into(),
-            name: "t".into(),
-            fields: vec![id, FieldDef::new("x", FieldType::Int32)],
-            primary_key: Some(0),
-        }
-    }
-
-    fn batch(data: &CollectionData, ids: Vec<i64>) -> RecordBatch {
-        let xs: Vec<i32> = ids.iter().map(|i| *i as i32 * 10).collect();
-        RecordBatch::try_new(
-            data.schema(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(Int32Array::from(xs)),
-            ],
-        )
-        .unwrap()
+    #[test]
+    fn deletes_and_masks() {
+        let mut d = Deletes::default();
+        assert!(d.live_mask(0, 10).is_none());
+        assert!(d.insert(3, 103, 1));
+        assert!(!d.insert(3, 103, 2));
+        assert!(d.insert(70, 170, 3));
+        assert_eq!(d.count(), 2);
+        let m = d.live_mask(0, 10).unwrap();
+        assert!(!m.value(3) && m.value(4));
+        assert!(d.live_mask(10, 50).is_none());
+        let m = d.live_mask(64, 10).unwrap();
+        assert!(!m.value(6));
     }
 
     #[test]
-    fn unique_keys_and_deletes() {
-        let data = CollectionData::new(&def());
-        assert_eq!(data.insert(batch(&data, vec![1, 2, 3])).unwrap(), 3);
-        assert!(matches!(
-            data.insert(batch(&data, vec![4, 2])),
-            Err(StorageError::DuplicateKey { .. })
-        ));
-        assert!(matches!(
-            data.insert(batch(&data, vec![5, 5])),
-            Err(StorageError::DuplicateKey { .. })
-        ));
-        assert_eq!(data.snapshot().live_rows(), 3);
-        let n = data
-            .delete(|b| {
-                let ids = b.column(0).as_primitive::<Int64Type>();
-                Ok(ids.iter().map(|v| v.map(|v| v == 2)).collect())
-            })
-            .unwrap();
-        assert_eq!(n, 1);
-        assert_eq!(data.snapshot().live_rows(), 2);
-        // The deleted key can be inserted again.
-        data.insert(batch(&data, vec![2])).unwrap();
-        assert_eq!(data.truncate(), 3);
-        assert_eq!(data.snapshot().live_rows(), 0);
+    fn rowid_offsets() {
+        let r = RowIds::Range { start: 10, len: 5 };
+        assert_eq!(r.offset_of(12), Some(2));
+        assert_eq!(r.offset_of(15), None);
+        let l = RowIds::List(Arc::new(vec![1, 5, 9]));
+        assert_eq!(l.offset_of(5), Some(1));
+        assert_eq!(l.offset_of(6), None);
     }
 }

@@ -5,21 +5,59 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub struct Server {
     child: Child,
     pub port: u16,
-    pub data_dir: tempfile::TempDir,
+    /// Where the data lives; kept across restarts by [`Server::restart`].
+    pub dir: std::path::PathBuf,
+    tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    /// Every log line the server wrote.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
+    /// A server on a fresh temporary data directory.
     pub fn start() -> Server {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        Server::start_with(&[])
+    }
+
+    /// A fresh temporary data directory and extra `quiver serve` arguments.
+    pub fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut s = Server::spawn(&dir, &args).expect("quiver did not start");
+        s.tmp = Some(tmp);
+        s
+    }
+
+    /// Start `quiver serve` on `dir`; `Err` with its log if it exits first.
+    pub fn spawn(dir: &std::path::Path, args: &[String]) -> Result<Server, String> {
+        let (child, port, log) = launch(dir, args)?;
+        Ok(Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            tmp: None,
+            args: args.to_vec(),
+            log,
+        })
+    }
+}
+
+type Launched = (Child, u16, Arc<Mutex<Vec<String>>>);
+
+/// Run `quiver serve` on `dir` and wait until it accepts connections.
+pub fn launch(dir: &std::path::Path, args: &[String]) -> Result<Launched, String> {
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
+            .arg(dir)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -27,6 +65,8 @@ impl Server {
             .expect("start quiver");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
@@ -39,27 +79,66 @@ impl Server {
                         .take_while(|c| !c.is_whitespace())
                         .collect();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send(Some(addr));
                     }
                 }
                 if std::env::var_os("QUIVER_TEST_LOG").is_some() {
                     eprintln!("[quiver] {line}");
                 }
+                sink.lock().unwrap().push(line);
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(None);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("quiver did not start within 30 s");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(addr)) => addr,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(log.lock().unwrap().join("\n"));
+            }
+        };
         let port = addr
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port in the listen address");
-        Server {
-            child,
-            port,
-            data_dir,
-        }
+        Ok((child, port, log))
+    }
+}
+
+impl Server {
+    /// SIGKILL the server, then start it again on the same data.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.restart_after_exit();
+    }
+
+    /// SIGTERM (graceful), wait, and start again on the same data.
+    pub fn stop_and_restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.restart_after_exit();
+    }
+
+    fn restart_after_exit(&mut self) {
+        let (child, port, log) = launch(&self.dir, &self.args).expect("quiver did not restart");
+        self.child = child;
+        self.port = port;
+        self.log = log;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether a log line contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     pub fn conn_string(&self, database: &str) -> String {

@@ -1,0 +1,477 @@
+//! The write-ahead log (Milvus's "message storage" for one node).
+//!
+//! Every change to a collection is one [`WalRecord`], appended to the
+//! collection's log before the client is told it succeeded. A record is framed
+//! as `length (u32 LE) | crc32 (u32 LE) | payload`; the payload carries the
+//! hybrid timestamp, the row ids deleted and the rows inserted (Arrow IPC, so
+//! it describes itself). On recovery a record whose frame is short or whose
+//! checksum does not match ends the log: the file is cut there and the damage
+//! is reported, and every record before it is replayed.
+//!
+//! Group commit: appends are written under one lock and a caller then waits
+//! for durability up to its own record; whoever gets the sync lock first
+//! fsyncs for every record written so far, so concurrent writers share one
+//! fsync. With `wal.sync = batch(ms)` a background thread syncs on a timer and
+//! appends are acknowledged once written.
+//!
+//! The log of a collection is a directory of files named by the timestamp of
+//! their first record; it is rotated when a segment seals and files wholly
+//! covered by a durable flush are removed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use parking_lot::Mutex;
+use tracing::{error, warn};
+
+use super::{Result, StorageError};
+
+/// How appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// fsync (group commit) before a write is acknowledged.
+    Always,
+    /// fsync on a timer; a crash may lose the last interval of acknowledged
+    /// writes (never corrupt earlier ones).
+    Batch(Duration),
+}
+
+impl std::str::FromStr for WalSync {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<WalSync, String> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "always" {
+            return Ok(WalSync::Always);
+        }
+        let inner = t
+            .strip_prefix("batch(")
+            .and_then(|r| r.strip_suffix(')'))
+            .or_else(|| t.strip_prefix("batch:"));
+        if let Some(ms) = inner {
+            let ms = ms.trim().trim_end_matches("ms");
+            if let Ok(ms) = ms.parse::<u64>()
+                && ms > 0
+            {
+                return Ok(WalSync::Batch(Duration::from_millis(ms)));
+            }
+        }
+        Err(format!(
+            "invalid wal.sync \"{s}\": expected \"always\" or \"batch(<ms>)\", e.g. batch(10)"
+        ))
+    }
+}
+
+/// One logged change: deletes and inserts applied atomically at `ts`.
+#[derive(Debug, Clone, Default)]
+pub struct WalRecord {
+    pub ts: u64,
+    /// Remove every row (TRUNCATE) before applying the rest.
+    pub truncate: bool,
+    /// Row ids deleted.
+    pub deletes: Vec<u64>,
+    /// Rows inserted, in the collection's storage schema (row ids included).
+    pub insert: Option<RecordBatch>,
+}
+
+const HEADER: usize = 8;
+/// Refuse absurd frame lengths on recovery (a garbled length field).
+const MAX_RECORD: usize = 1 << 31;
+
+impl WalRecord {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut payload = Vec::with_capacity(64 + self.deletes.len() * 8);
+        payload.extend_from_slice(&self.ts.to_le_bytes());
+        payload.push(self.truncate as u8);
+        payload.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
+        for d in &self.deletes {
+            payload.extend_from_slice(&d.to_le_bytes());
+        }
+        match &self.insert {
+            Some(batch) => {
+                payload.push(1);
+                let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+                writer.write(batch)?;
+                writer.finish()?;
+            }
+            None => payload.push(0),
+        }
+        let mut frame = Vec::with_capacity(HEADER + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        Ok(frame)
+    }
+
+    fn decode(payload: &[u8]) -> Result<WalRecord> {
+        let bad = || StorageError::Corrupt("malformed WAL record".into());
+        let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(bad);
+        let ts = u64::from_le_bytes(take(0, 8)?.try_into().map_err(|_| bad())?);
+        let truncate = take(8, 1)?[0] != 0;
+        let n = u64::from_le_bytes(take(9, 8)?.try_into().map_err(|_| bad())?) as usize;
+        let mut at = 17;
+        let mut deletes = Vec::with_capacity(n.min(payload.len() / 8));
+        for _ in 0..n {
+            deletes.push(u64::from_le_bytes(
+                take(at, 8)?.try_into().map_err(|_| bad())?,
+            ));
+            at += 8;
+        }
+        let insert = if take(at, 1)?[0] == 1 {
+            let reader = StreamReader::try_new(&payload[at + 1..], None)?;
+            let mut batches = Vec::new();
+            for b in reader {
+                batches.push(b?);
+            }
+            match batches.len() {
+                1 => batches.pop(),
+                _ => return Err(bad()),
+            }
+        } else {
+            None
+        };
+        Ok(WalRecord {
+            ts,
+            truncate,
+            deletes,
+            insert,
+        })
+    }
+}
+
+/// Where records go. The local log below is the default; a log on Kafka or
+/// object storage can implement the same trait.
+pub trait Wal: Send + Sync + std::fmt::Debug {
+    /// Append one encoded record; returns its sequence number.
+    fn append(&self, frame: &[u8]) -> Result<u64>;
+    /// Block until every record up to `lsn` is durable.
+    fn sync(&self, lsn: u64) -> Result<()>;
+    /// Start a new file whose records all have timestamps >= `first_ts`.
+    fn rotate(&self, first_ts: u64) -> Result<()>;
+    /// Remove files whose records all have timestamps <= `checkpoint`.
+    fn trim(&self, checkpoint: u64) -> Result<()>;
+    /// Remove the whole log (the collection was dropped).
+    fn destroy(&self) -> Result<()>;
+}
+
+#[derive(Debug)]
+struct Active {
+    file: File,
+    /// Sequence number of the last record written.
+    written: u64,
+    /// Length of the file after the last complete record.
+    len: u64,
+}
+
+/// A log in a local directory.
+#[derive(Debug)]
+pub struct LocalWal {
+    dir: PathBuf,
+    mode: WalSync,
+    active: Mutex<Active>,
+    /// Held while syncing; guards `durable`.
+    synced: Mutex<u64>,
+    /// A handle on the active file for fsync outside the append lock.
+    sync_handle: Mutex<Arc<File>>,
+    failed: AtomicBool,
+}
+
+fn file_name(first_ts: u64) -> String {
+    format!("{first_ts:020}.log")
+}
+
+fn io_err(path: &Path, e: io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+/// The log files of a directory, oldest first, with their first timestamps.
+fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(ts) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+            out.push((ts, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl LocalWal {
+    /// Open (creating) the log in `dir`, read back every intact record, and
+    /// cut a damaged tail. Returns the log, ready to append, and the records.
+    pub fn open(dir: &Path, mode: WalSync, first_ts: u64) -> Result<(Arc<LocalWal>, Vec<WalRecord>)> {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut records = Vec::new();
+        let files = list_files(dir)?;
+        for (_, path) in &files {
+            records.extend(read_file(path)?);
+        }
+        let path = dir.join(file_name(first_ts.max(
+            files.last().map(|(ts, _)| *ts).unwrap_or(0),
+        )));
+        let file = open_append(&path)?;
+        let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+        sync_dir(dir);
+        let handle = Arc::new(file.try_clone().map_err(|e| io_err(&path, e))?);
+        let wal = Arc::new(LocalWal {
+            dir: dir.to_path_buf(),
+            mode,
+            active: Mutex::new(Active {
+                file,
+                written: 0,
+                len,
+            }),
+            synced: Mutex::new(0),
+            sync_handle: Mutex::new(handle),
+            failed: AtomicBool::new(false),
+        });
+        if let WalSync::Batch(every) = mode {
+            let weak = Arc::downgrade(&wal);
+            std::thread::Builder::new()
+                .name("quiver-wal-sync".into())
+                .spawn(move || {
+                    while let Some(wal) = weak.upgrade() {
+                        let written = wal.active.lock().written;
+                        if let Err(e) = wal.sync_to(written) {
+                            error!("WAL sync failed: {e}");
+                        }
+                        drop(wal);
+                        std::thread::sleep(every);
+                    }
+                })
+                .map_err(|e| io_err(dir, e))?;
+        }
+        Ok((wal, records))
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StorageError::WalFailed(self.dir.display().to_string()));
+        }
+        Ok(())
+    }
+
+    fn sync_to(&self, lsn: u64) -> Result<()> {
+        let mut durable = self.synced.lock();
+        if *durable >= lsn {
+            return Ok(());
+        }
+        // Everything written so far is covered by this fsync.
+        let (target, handle) = {
+            let active = self.active.lock();
+            (active.written, self.sync_handle.lock().clone())
+        };
+        if let Err(e) = handle.sync_data() {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(io_err(&self.dir, e));
+        }
+        *durable = target;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))
+}
+
+/// Read every intact record of one file; cut the file after the last one.
+fn read_file(path: &Path) -> Result<Vec<WalRecord>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| io_err(path, e))?;
+    let mut records = Vec::new();
+    let mut at = 0usize;
+    let mut damage: Option<String> = None;
+    while at < bytes.len() {
+        if bytes.len() - at < HEADER {
+            damage = Some(format!("{} trailing bytes shorter than a header", bytes.len() - at));
+            break;
+        }
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
+        if len > MAX_RECORD || at + HEADER + len > bytes.len() {
+            damage = Some(format!("a record of {len} bytes runs past the end of the file"));
+            break;
+        }
+        let payload = &bytes[at + HEADER..at + HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            damage = Some("checksum mismatch".into());
+            break;
+        }
+        match WalRecord::decode(payload) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                damage = Some(e.to_string());
+                break;
+            }
+        }
+        at += HEADER + len;
+    }
+    if let Some(what) = damage {
+        warn!(
+            file = %path.display(),
+            offset = at,
+            dropped_bytes = bytes.len() - at,
+            records_kept = records.len(),
+            "WAL damaged ({what}); cutting it after the last intact record"
+        );
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        f.set_len(at as u64).map_err(|e| io_err(path, e))?;
+        f.sync_all().map_err(|e| io_err(path, e))?;
+    }
+    Ok(records)
+}
+
+impl Wal for LocalWal {
+    fn append(&self, frame: &[u8]) -> Result<u64> {
+        self.check_failed()?;
+        let mut active = self.active.lock();
+        if let Err(e) = active.file.write_all(frame) {
+            // A partial frame may be on disk: cut it so later records follow
+            // a clean boundary.
+            let len = active.len;
+            let _ = active.file.set_len(len);
+            return Err(io_err(&self.dir, e));
+        }
+        active.len += frame.len() as u64;
+        active.written += 1;
+        Ok(active.written)
+    }
+
+    fn sync(&self, lsn: u64) -> Result<()> {
+        self.check_failed()?;
+        match self.mode {
+            WalSync::Always => self.sync_to(lsn),
+            WalSync::Batch(_) => Ok(()),
+        }
+    }
+
+    fn rotate(&self, first_ts: u64) -> Result<()> {
+        self.check_failed()?;
+        let mut active = self.active.lock();
+        let path = self.dir.join(file_name(first_ts));
+        let file = open_append(&path)?;
+        // The old file must be durable before records go elsewhere.
+        active.file.sync_data().map_err(|e| io_err(&path, e))?;
+        let handle = Arc::new(file.try_clone().map_err(|e| io_err(&path, e))?);
+        active.len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+        active.file = file;
+        *self.sync_handle.lock() = handle;
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    fn trim(&self, checkpoint: u64) -> Result<()> {
+        let files = list_files(&self.dir)?;
+        // A file ends where the next begins; the active (last) one stays.
+        for pair in files.windows(2) {
+            let (_, path) = &pair[0];
+            let (next_first, _) = pair[1];
+            if next_first <= checkpoint.saturating_add(1) {
+                fs::remove_file(path).map_err(|e| io_err(path, e))?;
+            }
+        }
+        sync_dir(&self.dir);
+        Ok(())
+    }
+
+    fn destroy(&self) -> Result<()> {
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&self.dir, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn record(ts: u64) -> WalRecord {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![ts as i64]))]).unwrap();
+        WalRecord {
+            ts,
+            truncate: false,
+            deletes: vec![ts * 10],
+            insert: Some(batch),
+        }
+    }
+
+    #[test]
+    fn append_replay_and_cut_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (wal, recs) = LocalWal::open(dir.path(), WalSync::Always, 1).unwrap();
+            assert!(recs.is_empty());
+            for ts in 1..=3 {
+                let lsn = wal.append(&record(ts).encode().unwrap()).unwrap();
+                wal.sync(lsn).unwrap();
+            }
+        }
+        let (_, path) = list_files(dir.path()).unwrap().pop().unwrap();
+        // Garble the last record's payload.
+        let mut bytes = fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let (wal, recs) = LocalWal::open(dir.path(), WalSync::Always, 1).unwrap();
+        assert_eq!(recs.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(recs[1].deletes, vec![20]);
+        assert_eq!(recs[1].insert.as_ref().unwrap().num_rows(), 1);
+        // Appends continue after the cut.
+        wal.append(&record(4).encode().unwrap()).unwrap();
+        wal.rotate(5).unwrap();
+        wal.append(&record(5).encode().unwrap()).unwrap();
+        wal.sync(2).unwrap();
+        wal.trim(4).unwrap();
+        drop(wal);
+        let (_, recs) = LocalWal::open(dir.path(), WalSync::Always, 1).unwrap();
+        assert_eq!(recs.iter().map(|r| r.ts).collect::<Vec<_>>(), vec![5]);
+    }
+
+    #[test]
+    fn sync_modes_parse() {
+        assert_eq!("always".parse::<WalSync>().unwrap(), WalSync::Always);
+        assert_eq!(
+            "batch(10)".parse::<WalSync>().unwrap(),
+            WalSync::Batch(Duration::from_millis(10))
+        );
+        assert!("sometimes".parse::<WalSync>().is_err());
+    }
+}

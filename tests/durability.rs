@@ -1,0 +1,399 @@
+//! Durability against the real server binary: kill -9 while clients write
+//! (with flushes and compactions running), a torn WAL tail, restarts,
+//! segment files on disk, the data-directory lock, and back-pressure.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use tokio::sync::Mutex;
+
+/// A config file with small segments so that flush and compaction happen
+/// all the time during a short test.
+fn config(extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quiver.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[storage]\nseal_idle_ms = 100\nsegment_max_rows = 400\ncompact_min_segments = 3\n{extra}"
+        ),
+    )
+    .unwrap();
+    (dir, path.display().to_string())
+}
+
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<(i64, i64)> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .collect()
+}
+
+/// What clients were told: key -> value (None = deleted). Keys whose last
+/// operation failed (the server died mid-way) may be in either state.
+#[derive(Default)]
+struct Model {
+    acked: HashMap<i64, Option<i64>>,
+    uncertain: HashSet<i64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_nine_loses_no_acknowledged_write() {
+    let (_cfg_dir, cfg) = config("");
+    let mut server = Server::start_with(&["--config", &cfg]);
+    let setup = server.connect("default").await;
+    setup
+        .batch_execute(
+            "CREATE COLLECTION items (id BIGINT PRIMARY KEY, val BIGINT NOT NULL, v VECTOR(4))",
+        )
+        .await
+        .unwrap();
+    drop(setup);
+    let model = Arc::new(Mutex::new(Model::default()));
+    let kills = 12;
+    let mut acked_ops = 0usize;
+    for round in 0..kills {
+        let port = server.port;
+        let mut workers = Vec::new();
+        for w in 0..3i64 {
+            let model = model.clone();
+            workers.push(tokio::spawn(async move {
+                let conn = format!("host=127.0.0.1 port={port} user=quiver dbname=default");
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
+                else {
+                    return 0usize;
+                };
+                tokio::spawn(connection);
+                let base = (round as i64) * 1_000_000 + w * 100_000;
+                let mut mine: Vec<i64> = Vec::new();
+                let mut ops = 0;
+                for i in 0..100_000i64 {
+                    // insert, insert, update one of mine, delete one of mine
+                    let (sql, key, after): (String, i64, Option<i64>) = match i % 4 {
+                        2 if !mine.is_empty() => {
+                            let k = mine[(i as usize * 7) % mine.len()];
+                            (format!("UPDATE items SET val = {i} WHERE id = {k}"), k, Some(i))
+                        }
+                        3 if !mine.is_empty() => {
+                            let k = mine.swap_remove((i as usize * 13) % mine.len());
+                            (format!("DELETE FROM items WHERE id = {k}"), k, None)
+                        }
+                        _ => {
+                            let k = base + i;
+                            mine.push(k);
+                            (
+                                format!(
+                                    "INSERT INTO items VALUES ({k}, {i}, '[{i},1,2,3]')"
+                                ),
+                                k,
+                                Some(i),
+                            )
+                        }
+                    };
+                    model.lock().await.uncertain.insert(key);
+                    match client.batch_execute(&sql).await {
+                        Ok(()) => {
+                            let mut m = model.lock().await;
+                            m.uncertain.remove(&key);
+                            m.acked.insert(key, after);
+                            ops += 1;
+                        }
+                        Err(_) => return ops,
+                    }
+                }
+                ops
+            }));
+        }
+        // Let them write for a while (flushes and compactions run meanwhile).
+        let ms = 300 + (round as u64 * 137) % 900;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        server.kill_and_restart();
+        for w in workers {
+            acked_ops += w.await.unwrap();
+        }
+        // Check every key the model knows.
+        let client = server.connect("default").await;
+        let dup = rows(
+            &client,
+            "SELECT id, count(*) FROM items GROUP BY id HAVING count(*) > 1",
+        )
+        .await;
+        assert!(dup.is_empty(), "round {round}: duplicated rows {dup:?}");
+        let present: HashMap<i64, i64> = rows(&client, "SELECT id, val FROM items")
+            .await
+            .into_iter()
+            .collect();
+        let mut m = model.lock().await;
+        for (k, v) in &m.acked {
+            if m.uncertain.contains(k) {
+                continue;
+            }
+            assert_eq!(
+                present.get(k),
+                v.as_ref(),
+                "round {round}: key {k} (acknowledged {v:?})"
+            );
+        }
+        // Settle the uncertain keys to what survived.
+        let uncertain: Vec<i64> = m.uncertain.drain().collect();
+        for k in uncertain {
+            m.acked.insert(k, present.get(&k).copied());
+        }
+        assert_eq!(
+            present.len(),
+            m.acked.values().filter(|v| v.is_some()).count(),
+            "round {round}: rows nobody wrote"
+        );
+    }
+    let client = server.connect("default").await;
+    let segs = client.query("SHOW SEGMENTS FROM items", &[]).await.unwrap();
+    eprintln!(
+        "crash loop: {kills} kill -9 rounds, {acked_ops} acknowledged writes checked, {} segments now",
+        segs.len()
+    );
+    assert!(acked_ops > 100, "too few writes to mean anything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_wal_tail_is_cut_and_earlier_records_survive() {
+    let (_cfg_dir, cfg) = config("seal_idle_ms = 600000\n");
+    let mut server = Server::start_with(&["--config", &cfg]);
+    let client = server.connect("default").await;
+    client
+        .batch_execute("CREATE COLLECTION t (id INT PRIMARY KEY, v VECTOR(2))")
+        .await
+        .unwrap();
+    for i in 0..10 {
+        client
+            .batch_execute(&format!("INSERT INTO t VALUES ({i}, '[{i},0]')"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    // Kill, then garble the last record of the collection's log.
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut logs: Vec<std::path::PathBuf> = walk(&server.dir.join("wal"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let last = logs
+        .iter()
+        .rev()
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .expect("a WAL file with records");
+    let mut bytes = std::fs::read(last).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x5a;
+    std::fs::write(last, bytes).unwrap();
+    server.kill_and_restart();
+    let client = server.connect("default").await;
+    let ids: Vec<i32> = client
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, (0..9).collect::<Vec<_>>());
+    assert!(server.logged("WAL damaged"), "the damage is reported");
+    // Writes continue after the cut.
+    client
+        .batch_execute("INSERT INTO t VALUES (9, '[9,0]')")
+        .await
+        .unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_segments_survive_restart_in_the_documented_layout() {
+    let (_cfg_dir, cfg) = config("seal_idle_ms = 600000\ncompact_min_segments = 100\n");
+    let mut server = Server::start_with(&["--config", &cfg]);
+    let client = server.connect("default").await;
+    client
+        .batch_execute(
+            "CREATE COLLECTION docs (id BIGINT PRIMARY KEY, tag TEXT, v VECTOR(3));
+             INSERT INTO docs SELECT i, 'a', '[1,2,3]' FROM generate_series(1, 500) AS s(i);
+             FLUSH docs;
+             INSERT INTO docs SELECT i, 'b', '[3,2,1]' FROM generate_series(501, 900) AS s(i);
+             FLUSH docs;
+             DELETE FROM docs WHERE id % 10 = 0;
+             UPDATE docs SET tag = 'c' WHERE id <= 5;
+             INSERT INTO docs VALUES (1000, 'growing', '[0,0,1]');",
+        )
+        .await
+        .unwrap();
+    let segs = client.query("SHOW SEGMENTS FROM docs", &[]).await.unwrap();
+    let states: Vec<String> = segs.iter().map(|r| r.get::<_, String>(1)).collect();
+    assert!(
+        states.iter().filter(|s| *s == "flushed").count() >= 2,
+        "{states:?}"
+    );
+    assert!(states.iter().any(|s| s == "growing"), "{states:?}");
+    let files = walk(&server.dir);
+    let rel = |p: &std::path::Path| p.strip_prefix(&server.dir).unwrap().display().to_string();
+    assert!(
+        files
+            .iter()
+            .any(|p| rel(p).starts_with("catalog/manifest-") && rel(p).ends_with(".json")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|p| rel(p).starts_with("default/docs/segments/") && rel(p).ends_with("/data-0.parquet")),
+        "{files:?}"
+    );
+    let check = async |client: &tokio_postgres::Client| {
+        let r = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE tag = 'c'), max(id) FROM docs",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.get::<_, i64>(0), 900 - 90 + 1);
+        assert_eq!(r.get::<_, i64>(1), 5);
+        assert_eq!(r.get::<_, i64>(2), 1000);
+        let nearest: i64 = client
+            .query_one(
+                "SELECT id FROM docs ORDER BY v <-> '[0,0,1]' LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(nearest, 1000);
+    };
+    check(&client).await;
+    drop(client);
+    server.stop_and_restart();
+    let client = server.connect("default").await;
+    check(&client).await;
+    drop(client);
+    server.kill_and_restart();
+    let client = server.connect("default").await;
+    check(&client).await;
+    // Compaction merges the flushed segments and drops deleted rows.
+    client.batch_execute("COMPACT docs").await.unwrap();
+    let segs = client.query("SHOW SEGMENTS FROM docs", &[]).await.unwrap();
+    let compacted: Vec<(String, i64, i64)> = segs
+        .iter()
+        .map(|r| (r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(compacted.len(), 1, "{compacted:?}");
+    assert_eq!(compacted[0], ("compacted".to_string(), 811, 0));
+    check(&client).await;
+    drop(client);
+    server.kill_and_restart();
+    let client = server.connect("default").await;
+    check(&client).await;
+    // A duplicate key is still refused after all that.
+    let err = client
+        .batch_execute("INSERT INTO docs VALUES (1, 'x', '[1,1,1]')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "23505");
+}
+
+#[test]
+fn a_second_server_cannot_open_the_same_data_directory() {
+    let server = Server::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&server.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another quiver server"), "{stderr}");
+}
+
+fn rss_peak_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_pressure_keeps_memory_bounded_and_loses_nothing() {
+    let (_cfg_dir, cfg) = config(
+        "insert_buffer_size = 2097152\nsegment_max_bytes = 1048576\nsegment_max_rows = 1000000\ncompact_min_segments = 1000\n",
+    );
+    let server = Server::start_with(&["--config", &cfg]);
+    let client = server.connect("default").await;
+    client
+        .batch_execute("CREATE COLLECTION big (id BIGINT PRIMARY KEY, v VECTOR(128))")
+        .await
+        .unwrap();
+    let baseline = rss_peak_kb(server.pid());
+    let dim = 128;
+    let batches = 200;
+    let per = 1000;
+    let started = Instant::now();
+    for b in 0..batches {
+        let mut text = String::new();
+        for i in 0..per {
+            let id = b * per + i;
+            let v: Vec<String> = (0..dim).map(|d| format!("{}", (id + d) % 97)).collect();
+            text.push_str(&format!("{id}\t[{}]\n", v.join(",")));
+        }
+        let sink = client
+            .copy_in::<_, bytes::Bytes>("COPY big FROM STDIN")
+            .await
+            .unwrap();
+        use futures::SinkExt;
+        let mut sink = Box::pin(sink);
+        sink.send(bytes::Bytes::from(text)).await.unwrap();
+        sink.as_mut().finish().await.unwrap();
+    }
+    let ingested_mb = (batches * per * dim * 4) as f64 / 1e6;
+    let peak = rss_peak_kb(server.pid());
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!(
+        "back-pressure: {ingested_mb:.0} MB of vectors in {:.1} s with a 2 MB buffer; peak RSS {} MB (at start {} MB)",
+        started.elapsed().as_secs_f64(),
+        peak / 1024,
+        baseline / 1024
+    );
+    assert_eq!(count, (batches * per) as i64);
+    // Nothing is lost, and memory does not grow with what was ingested.
+    assert!(
+        ((peak - baseline) as f64 / 1024.0) < ingested_mb * 0.5,
+        "peak RSS grew by {} MB for {ingested_mb:.0} MB ingested",
+        (peak - baseline) / 1024
+    );
+}
