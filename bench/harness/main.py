@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from . import datasets, report, systems
+from . import datasets, ingest, report, systems
 from .common import (CACHE_DIR, cleanup_registered, loadavg, log, lscpu_model,
                      mem_total_gib)
 
@@ -23,13 +23,19 @@ EFS_QUICK = [16, 64]
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
-    ap.add_argument("--suite", choices=["ann", "filtered"], default="ann")
+    ap.add_argument("--suite", choices=["ann", "filtered", "ingest"], default="ann")
     ap.add_argument("--dataset", default="fashion-mnist",
                     help="fashion-mnist or synthetic-<n>-<d>")
     ap.add_argument("--quick", action="store_true",
-                    help="10,000 base rows, 100 queries, 2 ef values (a smoke test)")
-    ap.add_argument("--systems", default=",".join(systems.ALL),
-                    help="comma list of " + ",".join(systems.ALL))
+                    help="10,000 base rows, 100 queries, 2 ef values (a smoke test); "
+                         "ingest: 100,000 rows")
+    ap.add_argument("--systems", default=None,
+                    help="comma list of " + ",".join(systems.ALL) + " (ingest: "
+                         + ",".join(ingest.SYSTEMS) + ")")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="ingest: rows to load (default 1,000,000; quick 100,000)")
+    ap.add_argument("--batch-rows", type=int, default=50_000,
+                    help="ingest: rows per COPY statement (a multiple of 1,000)")
     ap.add_argument("--queries", type=int, default=None,
                     help="number of queries (default 1000, quick 100)")
     ap.add_argument("--ef", default=None, help="comma list of ef values to sweep")
@@ -39,15 +45,25 @@ def parse_args(argv):
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
+    known = ingest.SYSTEMS if a.suite == "ingest" else systems.ALL
+    if a.systems is None:
+        a.systems = ",".join(known)
     a.systems = [s.strip() for s in a.systems.split(",") if s.strip()]
-    bad = [s for s in a.systems if s not in systems.ALL]
+    bad = [s for s in a.systems if s not in known]
     if bad:
-        ap.error(f"unknown system(s) {bad}; choose from {systems.ALL}")
+        ap.error(f"unknown system(s) {bad} for suite {a.suite}; choose from {known}")
+    if a.rows is not None and a.rows < 1:
+        ap.error("--rows must be positive")
+    if a.batch_rows < 1000 or a.batch_rows % 1000:
+        ap.error("--batch-rows must be a positive multiple of 1,000")
     if a.queries is None:
         a.queries = 100 if a.quick else 1000
     a.efs = [int(x) for x in a.ef.split(",")] if a.ef else (EFS_QUICK if a.quick else EFS_FULL)
     if a.system_timeout is None:
-        a.system_timeout = 240 if a.quick else 3600
+        if a.suite == "ingest":
+            a.system_timeout = 600 if a.quick else 3600
+        else:
+            a.system_timeout = 240 if a.quick else 3600
     return a
 
 
@@ -62,15 +78,16 @@ def _stop_group(proc):
         pass
 
 
-def run_worker(spec, timeout):
-    """Run one system in a subprocess with a hard time limit."""
+def run_worker(spec, timeout, module="harness.worker"):
+    """Run one system in a subprocess (`python -m module --spec --out`) with a
+    hard time limit."""
     tmp = os.path.join(CACHE_DIR, "tmp")
     os.makedirs(tmp, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp, delete=False) as f:
         json.dump(spec, f)
         spec_path = f.name
     out_path = spec_path[:-5] + "-out.json"
-    argv = [sys.executable, "-m", "harness.worker", "--spec", spec_path, "--out", out_path]
+    argv = [sys.executable, "-m", module, "--spec", spec_path, "--out", out_path]
     proc = subprocess.Popen(argv, cwd=os.path.dirname(os.path.dirname(__file__)),
                             start_new_session=True)
     try:
@@ -88,7 +105,7 @@ def run_worker(spec, timeout):
         with open(out_path) as f:
             res = json.load(f)
     except (OSError, ValueError):
-        res = {"system": spec["system"], "points": [],
+        res = {"system": spec["system"], "points": [], "info": {}, "notes": [],
                "error": f"worker ended with {rc} and no results"}
     if rc == "timeout":
         res["error"] = f"timed out after {timeout} s" + (
@@ -149,6 +166,8 @@ def main(argv=None):
     a = parse_args(argv)
     started = datetime.datetime.now().astimezone()
     command = "bench/run " + " ".join(shlex.quote(x) for x in argv)
+    if a.suite == "ingest":
+        return ingest.run_suite(a, command, run_worker)
     log(f"{command}: suite={a.suite} dataset={a.dataset} systems={a.systems} "
         f"queries={a.queries} ef={a.efs}")
     load_start = loadavg()

@@ -207,7 +207,10 @@ def plot(res, path):
 
 
 def results_md(all_results):
-    """bench/RESULTS.md: the latest full runs (quick runs only when there is none)."""
+    """bench/RESULTS.md: the latest full runs (quick runs only when there is none),
+    then the Ingest section."""
+    ingest = [r for r in all_results if r.get("suite") == "ingest"]
+    all_results = [r for r in all_results if r.get("suite") != "ingest"]
     full = [r for r in all_results if not r["quick"]]
     shown = full or all_results
     parts = ["# Benchmark results", "",
@@ -231,7 +234,242 @@ def results_md(all_results):
         ct = ceiling_table(r)
         if ct:
             parts += [ct, ""]
+    if ingest:
+        parts += ingest_section(ingest)
     return "\n".join(parts)
+
+
+# --- ingest suite ---------------------------------------------------------------------
+
+def _mb(b):
+    return None if b is None else b / 2**20
+
+
+def _cell(text):
+    return " ".join(str(text).replace("|", "/").split())
+
+
+def _first_line(text, n=100):
+    lines = [x for x in str(text).splitlines() if x.strip()]
+    return (lines[0] if lines else "")[:n]
+
+
+def _ingest_cell(r, key):
+    """One cell of the ingest table for result r; 'n/a (why)' where a step failed."""
+    load, flush = r.get("load") or {}, r.get("flush") or {}
+    rst, dd = r.get("restart") or {}, r.get("data_dir") or {}
+    if key == "rows":
+        return _f(load.get("rows"), "{:,}")
+    if key == "seconds":
+        return _f(load.get("seconds"), "{:,.1f}")
+    if key == "rows_per_s":
+        return _f(load.get("rows_per_s"), "{:,.0f}")
+    if key == "mb_per_s":
+        return _f(load.get("text_mb_per_s"), "{:,.1f}")
+    if key == "cpu":
+        return _f(load.get("server_cpu_s"), "{:,.1f}")
+    if key == "flush":
+        if not flush:
+            return "–"
+        if flush.get("seconds") is None:
+            return f"n/a ({_first_line(flush.get('error', ''), 80)})"
+        return f"{flush['seconds']:,.2f} (`{flush['statement']}`)"
+    if key == "written":
+        return _f(_mb((r.get("bytes_written") or {}).get("bytes")), "{:,.0f}")
+    if key == "walgen":
+        return _f(_mb(r.get("wal_bytes")), "{:,.0f}")
+    if key == "datadir":
+        if not dd:
+            return "–"
+        out = f"{_mb(dd['bytes']):,.0f}"
+        if dd.get("allocated_bytes") is not None:
+            out += f" ({_mb(dd['allocated_bytes']):,.0f} allocated)"
+        return out
+    if key == "waldisk":
+        return _f(_mb(dd.get("wal_bytes")), "{:,.0f}")
+    if key == "table":
+        if r.get("table_bytes") is not None:
+            return _f(_mb(r["table_bytes"]), "{:,.0f}")
+        if dd.get("bytes") is not None:
+            return _f(_mb(dd["bytes"] - (dd.get("wal_bytes") or 0)), "{:,.0f}")
+        return "–"
+    if key == "rss":
+        return _f((r.get("memory") or {}).get("peak_rss_mb"), "{:,.0f}")
+    if key == "connect":
+        return _f(rst.get("connect_s"), "{:.2f}")
+    if key == "restart":
+        if not rst:
+            return "–"
+        if rst.get("full_count_s") is not None:
+            return f"{rst['full_count_s']:.2f}"
+        why = _first_line(rst.get("error") or "")
+        if rst.get("first_answer_s") is not None:
+            why = f"first answer at {rst['first_answer_s']:.2f} s said {rst.get('count')}"
+        return f"n/a ({why})"
+    if key == "status":
+        st = "ok" if not r.get("error") else f"**error**: {r['error'][:200]}"
+        notes = "; ".join(_first_line(n, 150) for n in r.get("notes") or [])
+        if notes:
+            st += f" ({notes[:300]})"
+        return st
+    raise KeyError(key)
+
+
+INGEST_ROWS = [
+    ("rows", "rows loaded"),
+    ("seconds", "COPY wall time, s"),
+    ("rows_per_s", "**rows/s**"),
+    ("mb_per_s", "COPY text MiB/s"),
+    ("cpu", "server CPU s during COPY"),
+    ("flush", "flush to disk, s"),
+    ("written", "bytes written, MiB (/proc/<pid>/io write_bytes)"),
+    ("walgen", "WAL written by the load, MiB"),
+    ("datadir", "data-dir size after flush, MiB"),
+    ("waldisk", "of which WAL, MiB"),
+    ("table", "table files (heap + index / segments), MiB"),
+    ("rss", "peak RSS, MiB"),
+    ("connect", "restart: to first connection, s"),
+    ("restart", "**restart: to first count(*) answered, s**"),
+    ("status", "status"),
+]
+
+
+def ingest_table(res):
+    by = {r["system"]: r for r in res["systems"]}
+    names = [n for n in ("quiver", "pgvector") if n in by]
+    head = ["metric"] + [LABEL.get(n, n).split(" (")[0] for n in names]
+    if len(names) == 2:
+        head.append("quiver / PostgreSQL")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label in INGEST_ROWS:
+        row = [label] + [_cell(_ingest_cell(by[n], key)) for n in names]
+        if len(names) == 2:
+            row.append(_ingest_ratio(by["quiver"], by["pgvector"], key))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _ingest_value(r, key):
+    load, dd = r.get("load") or {}, r.get("data_dir") or {}
+    return {"rows_per_s": load.get("rows_per_s"), "seconds": load.get("seconds"),
+            "cpu": load.get("server_cpu_s"),
+            "written": (r.get("bytes_written") or {}).get("bytes"),
+            "walgen": r.get("wal_bytes"),
+            "datadir": dd.get("bytes"),
+            "rss": (r.get("memory") or {}).get("peak_rss_mb"),
+            "restart": (r.get("restart") or {}).get("full_count_s")}.get(key)
+
+
+def _ingest_ratio(q, p, key):
+    a, b = _ingest_value(q, key), _ingest_value(p, key)
+    if not a or not b:
+        return ""
+    v = a / b
+    return f"**{v:.2f}×**" if key == "rows_per_s" else f"{v:.2f}×"
+
+
+def ingest_verdict(res):
+    t = res["params"]["targets"]
+    by = {r["system"]: r for r in res["systems"]}
+    out = []
+    ratio = res.get("ratio_rows_per_s")
+    if ratio is not None:
+        out.append(f"- ingest rows/s, quiver / PostgreSQL: **{ratio:.2f}×** (target ≥ "
+                   f"{t['ingest_ratio_min']:.0f}×: {'met' if ratio >= t['ingest_ratio_min'] else 'not met'})")
+    rst = (by.get("quiver") or {}).get("restart") or {}
+    full = res["params"]["rows"] >= t["restart_target_rows"]
+    if rst.get("full_count_s") is not None:
+        ok = rst["full_count_s"] < t["restart_s_max"]
+        out.append(f"- quiver restart to first answer: **{rst['full_count_s']:.2f} s** (target < "
+                   f"{t['restart_s_max']:.0f} s for {t['restart_target_rows']:,} rows: "
+                   + (("met" if ok else "not met") if full else
+                      f"not applicable, {res['params']['rows']:,} rows") + ")")
+    elif "quiver" in by:
+        out.append("- quiver restart to first answer: n/a (" +
+                   ((rst.get("error") or by["quiver"].get("error") or "not measured")[:200]
+                    .replace("\n", " ")) + ")")
+    return out
+
+
+def ingest_body(res):
+    p, m = res["params"], res["machine"]
+    parts = [f"- command: `{res['command']}`",
+             f"- date: {res['date']}",
+             f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
+             f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end",
+             f"- data: {p['rows']:,} rows (id bigint, category int, price double precision, "
+             f"embedding vector({p['dim']})), numpy seed {p['seed']}, "
+             f"{p['text_bytes'] / 2**20:,.0f} MiB of COPY text (sha256 {p['data_sha256'][:12]}…); "
+             f"`COPY items FROM STDIN` (text) in statements of {p['batch_rows']:,} rows, one "
+             f"psycopg client over TCP loopback, the text read from a pre-generated file",
+             "- quiver: `FLUSH items` after the load; bytes written and peak RSS of its process; "
+             "data dir = its `--data-dir`; restart = SIGKILL, then the same command on the "
+             "same data dir",
+             "- PostgreSQL: a fresh cluster (settings of the ann suite's); `CHECKPOINT` after "
+             "the load; bytes written summed over its processes; peak RSS of the COPY backend "
+             "(counts the shared buffers it touched); data dir = the database's directory + "
+             "`pg_wal/`; restart = `pg_ctl stop -m immediate`, `pg_ctl start` (crash recovery)",
+             "- restart times: from spawning the server to the first `SELECT count(*) FROM items` "
+             "that returns all the rows (OS page cache warm). PostgreSQL's crash recovery "
+             "first fsyncs every file of the data directory (`recovery_init_sync_method = "
+             "fsync`), about 1,000 files even for an empty cluster: on a slow-fsync disk "
+             "that dominates its restart at small sizes",
+             "- WAL written by the load: PostgreSQL, `pg_current_wal_lsn()` difference; "
+             "quiver, the size of its `wal/` directory after the load, before `FLUSH`"]
+    parts += [""]
+    v = ingest_verdict(res)
+    if v:
+        parts += v + [""]
+    if busy_warning(res):
+        parts += [busy_warning(res), ""]
+    if res["quick"]:
+        parts += ["Quick smoke run: not a benchmark figure.", ""]
+    parts += [ingest_table(res), ""]
+    return parts
+
+
+def ingest_markdown(res):
+    return "\n".join([f"# ingest / {res['params']['rows']:,} rows"
+                      + (" (quick)" if res["quick"] else ""), ""] + ingest_body(res))
+
+
+def ingest_section(results):
+    """The Ingest section of RESULTS.md: the latest full run, else the latest quick one."""
+    full = [r for r in results if not r["quick"]]
+    r = max(full or results, key=lambda r: r["date"])
+    s = stem_ingest(r)
+    return ["## Ingest" + (" (quick)" if r["quick"] else ""), "",
+            f"- full table: [results/{s}.md](results/{s}.md)"] + ingest_body(r)
+
+
+def stem_ingest(res):
+    return "ingest" + ("-quick" if res["quick"] else "")
+
+
+def rebuild_results_md():
+    all_results = []
+    for p in sorted(glob.glob(os.path.join(RESULTS_DIR, "*.json"))):
+        try:
+            with open(p) as f:
+                all_results.append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    rpath = os.path.join(BENCH_DIR, "RESULTS.md")
+    with open(rpath, "w") as f:
+        f.write(results_md(all_results))
+    return rpath
+
+
+def write_ingest(res):
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    s = stem_ingest(res)
+    paths = {ext: os.path.join(RESULTS_DIR, f"{s}.{ext}") for ext in ("json", "md")}
+    with open(paths["json"], "w") as f:
+        json.dump(res, f, indent=1, default=str)
+        f.write("\n")
+    with open(paths["md"], "w") as f:
+        f.write(ingest_markdown(res))
+    return list(paths.values()) + [rebuild_results_md()]
 
 
 def write(res):
@@ -244,14 +482,4 @@ def write(res):
     with open(paths["md"], "w") as f:
         f.write(markdown(res, f"{s}.png"))
     plot(res, paths["png"])
-    all_results = []
-    for p in sorted(glob.glob(os.path.join(RESULTS_DIR, "*.json"))):
-        try:
-            with open(p) as f:
-                all_results.append(json.load(f))
-        except (OSError, ValueError):
-            pass
-    rpath = os.path.join(BENCH_DIR, "RESULTS.md")
-    with open(rpath, "w") as f:
-        f.write(results_md(all_results))
-    return list(paths.values()) + [rpath]
+    return list(paths.values()) + [rebuild_results_md()]

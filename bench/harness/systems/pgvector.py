@@ -35,38 +35,53 @@ def _run(argv, timeout, check=True):
 
 
 class PgCluster:
-    """initdb once, start on a free loopback port, stop (fast, then immediate)."""
+    """initdb once, start on a free loopback port, stop (fast, then immediate).
+    `root` holds data/, server.log and the socket (default bench/.cache/pg)."""
 
-    def __init__(self):
+    def __init__(self, root=PG_DIR):
         self.port = None
         self.pid = None
+        self.root = root
+        self.data = os.path.join(root, "data")
+        self.logpath = os.path.join(root, "server.log")
+        self.settings = {**PG_SETTINGS, "unix_socket_directories": root}
+        self.reg_name = "postgres" if root == PG_DIR else f"postgres-{os.path.basename(root)}"
 
     def _ctl(self, *args):
-        return run_as_db_user_argv([os.path.join(PG_BIN, "pg_ctl"), "-D", PG_DATA, *args])
+        return run_as_db_user_argv([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, *args])
 
-    def start(self):
+    def start_opts(self):
+        return " ".join(f"-c {k}={v}" for k, v in {**self.settings, "port": self.port}.items())
+
+    def register(self, pid):
+        self.pid = pid
+        register_pid(self.reg_name, pid, stop=self._ctl("stop", "-m", "immediate", "-t", "30"))
+
+    def start(self, fresh=False):
+        """fresh: remove the data directory (stopping a leftover server) and initdb."""
         if not os.path.exists(os.path.join(PG_BIN, "postgres")):
             raise RuntimeError(f"PostgreSQL 15 not found in {PG_BIN}")
-        os.makedirs(PG_DIR, exist_ok=True)
+        os.makedirs(self.root, exist_ok=True)
         if os.geteuid() == 0:
-            shutil.chown(PG_DIR, "postgres", "postgres")
-        if not os.path.exists(os.path.join(PG_DATA, "PG_VERSION")):
-            shutil.rmtree(PG_DATA, ignore_errors=True)
-            log(f"pg: initdb {PG_DATA}")
-            _run(run_as_db_user_argv([os.path.join(PG_BIN, "initdb"), "-D", PG_DATA,
-                                      "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                                      "--no-sync"]), timeout=120)
-        pidfile = os.path.join(PG_DATA, "postmaster.pid")
+            shutil.chown(self.root, "postgres", "postgres")
+        pidfile = os.path.join(self.data, "postmaster.pid")
         if os.path.exists(pidfile):
             log("pg: a previous cluster did not stop; stopping it")
             _run(self._ctl("stop", "-m", "immediate", "-t", "30"), timeout=60, check=False)
+        if fresh:
+            shutil.rmtree(self.data, ignore_errors=True)
+        if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            shutil.rmtree(self.data, ignore_errors=True)
+            log(f"pg: initdb {self.data}")
+            _run(run_as_db_user_argv([os.path.join(PG_BIN, "initdb"), "-D", self.data,
+                                      "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                                      "--no-sync"]), timeout=120)
         self.port = free_port(55432)
-        opts = " ".join(f"-c {k}={v}" for k, v in {**PG_SETTINGS, "port": self.port}.items())
         log(f"pg: starting on 127.0.0.1:{self.port}")
-        _run(self._ctl("start", "-w", "-t", "60", "-l", PG_LOG, "-o", opts), timeout=90)
+        _run(self._ctl("start", "-w", "-t", "60", "-l", self.logpath, "-o", self.start_opts()),
+             timeout=90)
         with open(pidfile) as f:
-            self.pid = int(f.readline())
-        register_pid("postgres", self.pid, stop=self._ctl("stop", "-m", "immediate", "-t", "30"))
+            self.register(int(f.readline()))
 
     def conninfo(self, dbname="postgres"):
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
@@ -78,7 +93,7 @@ class PgCluster:
         if p.returncode != 0 and alive(self.pid):
             _run(self._ctl("stop", "-m", "immediate", "-t", "30"), timeout=60, check=False)
         log("pg: stopped")
-        unregister_pid("postgres")
+        unregister_pid(self.reg_name)
         self.pid = None
 
 
