@@ -752,6 +752,7 @@ impl CollectionData {
             let mut state = self.write.lock();
             self.check_writable()?;
             let live: HashSet<u64> = Self::still_live(&state, &ids).into_iter().collect();
+            let live_ref = &live;
             // Rows deleted meanwhile are not updated.
             let keep: BooleanArray = ids.iter().map(|id| Some(live.contains(id))).collect();
             let new_batch = arrow::compute::filter_record_batch(&new_batch, &keep)?;
@@ -782,7 +783,7 @@ impl CollectionData {
                             .enumerate()
                             .filter_map(move |(i, k)| {
                                 let id = ids.as_ref()?.value(i);
-                                if live.contains(&id) { k } else { None }
+                                if live_ref.contains(&id) { k } else { None }
                             })
                             .collect::<Vec<_>>()
                     })

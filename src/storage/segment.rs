@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::UInt64Type;
 use serde::{Deserialize, Serialize};
