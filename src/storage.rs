@@ -319,12 +319,12 @@ impl Storage {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             loop {
-                let _ = tokio::time::timeout(
-                    collection::FLUSH_TICK,
-                    shared.wake_flusher.notified(),
-                )
-                .await;
-                let Some(storage) = weak.upgrade() else { return };
+                let _ =
+                    tokio::time::timeout(collection::FLUSH_TICK, shared.wake_flusher.notified())
+                        .await;
+                let Some(storage) = weak.upgrade() else {
+                    return;
+                };
                 storage.background_pass().await;
             }
         });

@@ -80,7 +80,11 @@ async fn kill_nine_loses_no_acknowledged_write() {
                     let (sql, key, after): (String, i64, Option<i64>) = match i % 4 {
                         2 if !mine.is_empty() => {
                             let k = mine[(i as usize * 7) % mine.len()];
-                            (format!("UPDATE items SET val = {i} WHERE id = {k}"), k, Some(i))
+                            (
+                                format!("UPDATE items SET val = {i} WHERE id = {k}"),
+                                k,
+                                Some(i),
+                            )
                         }
                         3 if !mine.is_empty() => {
                             let k = mine.swap_remove((i as usize * 13) % mine.len());
@@ -90,9 +94,7 @@ async fn kill_nine_loses_no_acknowledged_write() {
                             let k = base + i;
                             mine.push(k);
                             (
-                                format!(
-                                    "INSERT INTO items VALUES ({k}, {i}, '[{i},1,2,3]')"
-                                ),
+                                format!("INSERT INTO items VALUES ({k}, {i}, '[{i},1,2,3]')"),
                                 k,
                                 Some(i),
                             )
@@ -266,7 +268,8 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
     assert!(
         files
             .iter()
-            .any(|p| rel(p).starts_with("default/docs/segments/") && rel(p).ends_with("/data-0.parquet")),
+            .any(|p| rel(p).starts_with("default/docs/segments/")
+                && rel(p).ends_with("/data-0.parquet")),
         "{files:?}"
     );
     let check = async |client: &tokio_postgres::Client| {
@@ -281,10 +284,7 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
         assert_eq!(r.get::<_, i64>(1), 5);
         assert_eq!(r.get::<_, i64>(2), 1000);
         let nearest: i64 = client
-            .query_one(
-                "SELECT id FROM docs ORDER BY v <-> '[0,0,1]' LIMIT 1",
-                &[],
-            )
+            .query_one("SELECT id FROM docs ORDER BY v <-> '[0,0,1]' LIMIT 1", &[])
             .await
             .unwrap()
             .get(0);
@@ -331,7 +331,10 @@ fn a_second_server_cannot_open_the_same_data_directory() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another quiver server"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another quiver server"),
+        "{stderr}"
+    );
 }
 
 fn rss_peak_kb(pid: u32) -> u64 {

@@ -47,7 +47,14 @@ fn http(port: u16, method: &str, path: &str) -> String {
 fn start_s3() -> S3Server {
     let port = free_port();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -104,7 +111,10 @@ async fn segments_and_manifest_live_on_s3() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!local.iter().any(|n| n == "catalog" || n == "default"), "{local:?}");
+    assert!(
+        !local.iter().any(|n| n == "catalog" || n == "default"),
+        "{local:?}"
+    );
     drop(client);
     server.kill_and_restart();
     let client = server.connect("default").await;

@@ -191,7 +191,11 @@ impl Ord for Candidate {
 }
 
 /// Run the search; returns the result batch and the number of rows scored.
-fn search(spec: &AnnSearchSpec, chunks: &[Chunk], schema: SchemaRef) -> Result<(RecordBatch, usize)> {
+fn search(
+    spec: &AnnSearchSpec,
+    chunks: &[Chunk],
+    schema: SchemaRef,
+) -> Result<(RecordBatch, usize)> {
     let k = spec.k;
     let query = &spec.query;
     let query_norm = distance::dot(query, query).sqrt();

@@ -132,11 +132,19 @@ fn segments_batch(segs: &[(u64, &'static str, u64, u64, u64)]) -> Result<RecordB
     Ok(RecordBatch::try_new(
         segments_schema(),
         vec![
-            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.0 as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                segs.iter().map(|s| s.0 as i64),
+            )),
             Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.1))),
-            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.2 as i64))),
-            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.3 as i64))),
-            Arc::new(Int64Array::from_iter_values(segs.iter().map(|s| s.4 as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                segs.iter().map(|s| s.2 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                segs.iter().map(|s| s.3 as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                segs.iter().map(|s| s.4 as i64),
+            )),
             Arc::new(StringArray::from_iter_values(segs.iter().map(|_| "none"))),
         ],
     )?)
@@ -196,10 +204,8 @@ async fn upsert_rows(
     cols.extend(new.columns().iter().cloned());
     let both = RecordBatch::try_new(Arc::new(df_schema.as_arrow().clone()), cols)?;
     let eval = |expr: ast::Expr| -> Result<arrow::array::ArrayRef, QueryError> {
-        let logical = state.create_logical_expr_from_sql_expr(
-            ExprWithAlias { expr, alias: None },
-            &df_schema,
-        )?;
+        let logical = state
+            .create_logical_expr_from_sql_expr(ExprWithAlias { expr, alias: None }, &df_schema)?;
         let physical = state.create_physical_expr(logical, &df_schema)?;
         Ok(physical.evaluate(&both)?.into_array(both.num_rows())?)
     };

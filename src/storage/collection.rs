@@ -1065,12 +1065,15 @@ impl CollectionData {
                 let meta = if let Some((m, _)) = written.get(id) {
                     Some(m.clone())
                 } else {
-                    state.pending.segments.iter().find(|s| s.id == *id).and_then(|s| {
-                        match &s.data {
+                    state
+                        .pending
+                        .segments
+                        .iter()
+                        .find(|s| s.id == *id)
+                        .and_then(|s| match &s.data {
                             SegmentData::Flushed(f) => Some(f.meta.clone()),
                             SegmentData::Memory(_) => None,
-                        }
-                    })
+                        })
                 };
                 if let Some(mut meta) = meta {
                     if let Some((file, count)) = persisted.get(id) {
@@ -1107,7 +1110,11 @@ impl CollectionData {
                 .map(|(id, (meta, rows))| {
                     (
                         id,
-                        Arc::new(FlushedSegment::with_rows(meta, self.shared.io.clone(), rows)),
+                        Arc::new(FlushedSegment::with_rows(
+                            meta,
+                            self.shared.io.clone(),
+                            rows,
+                        )),
                     )
                 })
                 .collect();
@@ -1160,7 +1167,12 @@ impl CollectionData {
         let live: HashMap<u64, &SegmentMeta> = current.iter().map(|m| (m.id, m)).collect();
         for old in &previous.segments {
             match live.get(&old.id) {
-                None => self.shared.io.delete_prefix(&self.segment_dir(old.id)).await,
+                None => {
+                    self.shared
+                        .io
+                        .delete_prefix(&self.segment_dir(old.id))
+                        .await
+                }
                 Some(now) => {
                     if let Some(d) = &old.delta_file
                         && now.delta_file.as_ref() != Some(d)
@@ -1268,7 +1280,12 @@ impl CollectionData {
             let mut new = new;
             if let Some(seg) = new.as_mut() {
                 let mut carried = Deletes::default();
-                for s in state.pending.segments.iter().filter(|s| old.contains(&s.id)) {
+                for s in state
+                    .pending
+                    .segments
+                    .iter()
+                    .filter(|s| old.contains(&s.id))
+                {
                     for &(rowid, ts) in &s.deletes.log {
                         if let Some(off) = seg.rowids.offset_of(rowid) {
                             carried.insert(off, rowid, ts);
@@ -1314,7 +1331,12 @@ impl CollectionData {
                     SegmentData::Memory(_) => None,
                 })
                 .collect();
-            (metas, state.checkpoint_ts, state.next_rowid, state.next_auto)
+            (
+                metas,
+                state.checkpoint_ts,
+                state.next_rowid,
+                state.next_auto,
+            )
         };
         let id = self.id;
         let entry = CollectionManifest {

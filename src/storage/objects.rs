@@ -241,12 +241,18 @@ impl ObjectIo {
     }
 
     /// Read a Parquet object, optionally only some columns (by name).
-    pub async fn read_parquet(&self, rel: &str, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    pub async fn read_parquet(
+        &self,
+        rel: &str,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
         let bytes = self.get(rel).await?;
         let rel = rel.to_string();
-        let columns: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
+        let columns: Option<Vec<String>> =
+            columns.map(|c| c.iter().map(|s| s.to_string()).collect());
         tokio::task::spawn_blocking(move || -> Result<Vec<RecordBatch>> {
-            let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(8192);
+            let mut builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(8192);
             if let Some(cols) = columns {
                 let schema = builder.parquet_schema();
                 let roots: Vec<usize> = cols

@@ -205,7 +205,10 @@ fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(ts) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(ts) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             out.push((ts, entry.path()));
         }
     }
@@ -222,16 +225,20 @@ fn sync_dir(dir: &Path) {
 impl LocalWal {
     /// Open (creating) the log in `dir`, read back every intact record, and
     /// cut a damaged tail. Returns the log, ready to append, and the records.
-    pub fn open(dir: &Path, mode: WalSync, first_ts: u64) -> Result<(Arc<LocalWal>, Vec<WalRecord>)> {
+    pub fn open(
+        dir: &Path,
+        mode: WalSync,
+        first_ts: u64,
+    ) -> Result<(Arc<LocalWal>, Vec<WalRecord>)> {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut records = Vec::new();
         let files = list_files(dir)?;
         for (_, path) in &files {
             records.extend(read_file(path)?);
         }
-        let path = dir.join(file_name(first_ts.max(
-            files.last().map(|(ts, _)| *ts).unwrap_or(0),
-        )));
+        let path = dir.join(file_name(
+            first_ts.max(files.last().map(|(ts, _)| *ts).unwrap_or(0)),
+        ));
         let file = open_append(&path)?;
         let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
         sync_dir(dir);
@@ -312,13 +319,18 @@ fn read_file(path: &Path) -> Result<Vec<WalRecord>> {
     let mut damage: Option<String> = None;
     while at < bytes.len() {
         if bytes.len() - at < HEADER {
-            damage = Some(format!("{} trailing bytes shorter than a header", bytes.len() - at));
+            damage = Some(format!(
+                "{} trailing bytes shorter than a header",
+                bytes.len() - at
+            ));
             break;
         }
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
         if len > MAX_RECORD || at + HEADER + len > bytes.len() {
-            damage = Some(format!("a record of {len} bytes runs past the end of the file"));
+            damage = Some(format!(
+                "a record of {len} bytes runs past the end of the file"
+            ));
             break;
         }
         let payload = &bytes[at + HEADER..at + HEADER + len];
@@ -423,8 +435,8 @@ mod tests {
 
     fn record(ts: u64) -> WalRecord {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
-        let batch =
-            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![ts as i64]))]).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![ts as i64]))])
+            .unwrap();
         WalRecord {
             ts,
             truncate: false,
