@@ -16,13 +16,19 @@ use tokio::sync::Mutex;
 fn config(extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("quiver.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[storage]\nseal_idle_ms = 100\nsegment_max_rows = 400\ncompact_min_segments = 3\n{extra}"
-        ),
-    )
-    .unwrap();
+    // `extra` lines replace the defaults with the same key.
+    let mut lines: Vec<String> = extra.lines().map(str::to_string).collect();
+    for default in [
+        "seal_idle_ms = 100",
+        "segment_max_rows = 400",
+        "compact_min_segments = 3",
+    ] {
+        let key = default.split(" =").next().unwrap_or_default();
+        if !lines.iter().any(|l| l.starts_with(&format!("{key} "))) {
+            lines.push(default.to_string());
+        }
+    }
+    std::fs::write(&path, format!("[storage]\n{}\n", lines.join("\n"))).unwrap();
     (dir, path.display().to_string())
 }
 
@@ -240,9 +246,9 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
     client
         .batch_execute(
             "CREATE COLLECTION docs (id BIGINT PRIMARY KEY, tag TEXT, v VECTOR(3));
-             INSERT INTO docs SELECT i, 'a', '[1,2,3]' FROM generate_series(1, 500) AS s(i);
+             INSERT INTO docs SELECT i, 'a', '[1,2,3]'::vector(3) FROM generate_series(1, 500) AS s(i);
              FLUSH docs;
-             INSERT INTO docs SELECT i, 'b', '[3,2,1]' FROM generate_series(501, 900) AS s(i);
+             INSERT INTO docs SELECT i, 'b', '[3,2,1]'::vector(3) FROM generate_series(501, 900) AS s(i);
              FLUSH docs;
              DELETE FROM docs WHERE id % 10 = 0;
              UPDATE docs SET tag = 'c' WHERE id <= 5;

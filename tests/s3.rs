@@ -94,7 +94,7 @@ async fn segments_and_manifest_live_on_s3() {
     client
         .batch_execute(
             "CREATE COLLECTION t (id BIGINT PRIMARY KEY, v VECTOR(2));
-             INSERT INTO t SELECT i, '[1,1]' FROM generate_series(1, 100) AS s(i);
+             INSERT INTO t SELECT i, '[1,1]'::vector(2) FROM generate_series(1, 100) AS s(i);
              FLUSH t;
              DELETE FROM t WHERE id > 90;
              INSERT INTO t VALUES (500, '[0,0]');",
