@@ -241,7 +241,8 @@ impl TableProvider for CollectionTable {
             exprs[i] = Some(Arc::new(expr));
         }
         let data = self.data.clone();
-        let schema = self.schema.clone();
+        // The storage schema: NOT NULL is checked by storage, with its SQLSTATE.
+        let schema = self.data.schema();
         let exprs = Arc::new(exprs);
         Ok(Arc::new(DmlExec::new(
             format!("update {}", self.def.name),

@@ -160,7 +160,7 @@ async fn upsert_rows(
     pk: usize,
     proposed: RecordBatch,
     assignments: &[ast::Assignment],
-    selection: Option<ast::Expr>,
+    selection: Option<Box<ast::Expr>>,
 ) -> Result<RecordBatch, QueryError> {
     use arrow::array::{Array, UInt32Array};
     use datafusion::common::DFSchema;
@@ -233,7 +233,7 @@ async fn upsert_rows(
     }
     let mut updated = RecordBatch::try_new(schema.clone(), out)?;
     if let Some(cond) = selection {
-        let keep = eval(cond)?;
+        let keep = eval(*cond)?;
         let keep = keep
             .as_boolean_opt()
             .ok_or_else(|| QueryError::Unsupported("ON CONFLICT WHERE must be boolean".into()))?;

@@ -331,7 +331,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
                     ast::OnConflictAction::DoNothing => ConflictAction::Nothing,
                     ast::OnConflictAction::DoUpdate(u) => ConflictAction::Update {
                         assignments: u.assignments,
-                        selection: u.selection,
+                        selection: u.selection.map(Box::new),
                     },
                 },
                 _ => {

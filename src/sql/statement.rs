@@ -97,7 +97,7 @@ pub enum ConflictAction {
     /// the proposed row) `[WHERE cond]`.
     Update {
         assignments: Vec<ast::Assignment>,
-        selection: Option<ast::Expr>,
+        selection: Option<Box<ast::Expr>>,
     },
 }
 

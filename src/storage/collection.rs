@@ -551,17 +551,17 @@ impl CollectionData {
             let (lsn, snap, _) = self.log(&mut state, &rec)?;
             state.next_rowid = start + n as u64;
             // Row ids follow the kept rows in order.
-            let mut kept_index = HashMap::new();
-            let mut j = 0u64;
-            for (i, k) in keep.iter().enumerate() {
-                if *k {
-                    kept_index.insert(i, start + j);
-                    j += 1;
+            if !new_keys.is_empty() {
+                let mut rowid_of = Vec::with_capacity(keep.len());
+                let mut next = start;
+                for k in &keep {
+                    rowid_of.push(next);
+                    next += *k as u64;
                 }
-            }
-            for (i, key) in new_keys {
-                if let Some(&rowid) = kept_index.get(&i) {
-                    state.pks.insert(key, rowid);
+                for (i, key) in new_keys {
+                    if keep[i] {
+                        state.pks.insert(key, rowid_of[i]);
+                    }
                 }
             }
             (lsn, snap, n)
