@@ -325,6 +325,22 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
         .await
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "23505");
+    // Dropping the collection removes its segments and its log.
+    client.batch_execute("DROP COLLECTION docs").await.unwrap();
+    let segments = server.dir.join("default/docs/segments");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while walk(&segments)
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "parquet"))
+    {
+        assert!(Instant::now() < deadline, "segment files left after DROP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wal_logs = walk(&server.dir.join("wal"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count();
+    assert_eq!(wal_logs, 0, "WAL files left after DROP");
 }
 
 #[test]
