@@ -1085,20 +1085,12 @@ impl CollectionData {
             }
             (metas, persisted)
         };
-        let entry = CollectionManifest {
-            checkpoint_ts: seal_ts,
-            next_rowid,
-            next_auto,
-            segments: metas.clone(),
-        };
-        let id = self.id;
-        let next_segment_id = self.shared.peek_segment_id();
         let previous = self
-            .shared
-            .manifest
-            .commit(move |m| {
-                m.next_segment_id = m.next_segment_id.max(next_segment_id);
-                m.collections.insert(id, entry)
+            .commit_manifest(CollectionManifest {
+                checkpoint_ts: seal_ts,
+                next_rowid,
+                next_auto,
+                segments: metas.clone(),
             })
             .await?;
         // 4. Swap the in-memory segments for the flushed ones.
@@ -1161,6 +1153,23 @@ impl CollectionData {
             "flushed"
         );
         Ok(())
+    }
+
+    /// Write `entry` as this collection's state in a new manifest version;
+    /// returns the entry it replaced.
+    async fn commit_manifest(
+        &self,
+        entry: CollectionManifest,
+    ) -> Result<Option<CollectionManifest>> {
+        let id = self.id;
+        let next_segment_id = self.shared.peek_segment_id();
+        self.shared
+            .manifest
+            .commit(move |m| {
+                m.next_segment_id = m.next_segment_id.max(next_segment_id);
+                m.collections.insert(id, entry)
+            })
+            .await
     }
 
     async fn remove_obsolete(&self, previous: &CollectionManifest, current: &[SegmentMeta]) {
@@ -1338,20 +1347,12 @@ impl CollectionData {
                 state.next_auto,
             )
         };
-        let id = self.id;
-        let entry = CollectionManifest {
-            checkpoint_ts: checkpoint,
-            next_rowid,
-            next_auto,
-            segments: metas.clone(),
-        };
-        let next_segment_id = self.shared.peek_segment_id();
         let previous = self
-            .shared
-            .manifest
-            .commit(move |m| {
-                m.next_segment_id = m.next_segment_id.max(next_segment_id);
-                m.collections.insert(id, entry)
+            .commit_manifest(CollectionManifest {
+                checkpoint_ts: checkpoint,
+                next_rowid,
+                next_auto,
+                segments: metas.clone(),
             })
             .await?;
         if let Some(prev) = previous {
