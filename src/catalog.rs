@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::auth::acl::{AccessError, Scope, SecurityState};
 pub use schema::{CollectionDef, FieldDef, FieldType};
 
 /// The database every server starts with.
@@ -41,6 +42,8 @@ pub enum CatalogError {
     UnsupportedType { name: String, hint: String },
     #[error("metadata store failed: {0}")]
     Store(String),
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -51,11 +54,17 @@ pub struct CatalogSnapshot {
     pub version: u64,
     pub next_collection_id: u64,
     pub databases: BTreeMap<String, DatabaseDef>,
+    /// Users, roles and grants.
+    #[serde(default)]
+    pub security: SecurityState,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DatabaseDef {
     pub name: String,
+    /// The user who created it (none for `default`).
+    #[serde(default)]
+    pub owner: Option<String>,
     pub collections: BTreeMap<String, Arc<CollectionDef>>,
 }
 
@@ -96,6 +105,7 @@ impl Catalog {
             .entry(DEFAULT_DATABASE.to_string())
             .or_insert_with(|| DatabaseDef {
                 name: DEFAULT_DATABASE.to_string(),
+                owner: None,
                 collections: BTreeMap::new(),
             });
         let next_id = snapshot.next_collection_id.max(1);
@@ -107,7 +117,7 @@ impl Catalog {
     }
 
     /// Apply `change` to a copy of the state, persist it, then publish it.
-    fn update<T>(&self, change: impl FnOnce(&mut CatalogSnapshot) -> Result<T>) -> Result<T> {
+    pub fn update<T>(&self, change: impl FnOnce(&mut CatalogSnapshot) -> Result<T>) -> Result<T> {
         let mut state = self.state.write();
         let mut next = state.clone();
         let out = change(&mut next)?;
@@ -136,7 +146,58 @@ impl Catalog {
         self.state.read().databases.contains_key(name)
     }
 
+    /// Read the users, roles and grants.
+    pub fn security<T>(&self, read: impl FnOnce(&SecurityState) -> T) -> T {
+        read(&self.state.read().security)
+    }
+
+    /// Change the users, roles and grants (persisted like any change).
+    pub fn update_security<T>(
+        &self,
+        change: impl FnOnce(&mut SecurityState) -> Result<T, AccessError>,
+    ) -> Result<T> {
+        self.update(|s| Ok(change(&mut s.security)?))
+    }
+
+    /// Drop a user; what it owned is left to admins.
+    pub fn drop_user(&self, name: &str) -> Result<()> {
+        self.update(|s| {
+            s.security.drop_user(name)?;
+            let mine = Some(name.to_string());
+            for db in s.databases.values_mut() {
+                if db.owner == mine {
+                    db.owner = None;
+                }
+                for def in db.collections.values_mut() {
+                    if def.owner == mine {
+                        Arc::make_mut(def).owner = None;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The owner of a database, if it has one.
+    pub fn database_owner(&self, name: &str) -> Option<String> {
+        self.state
+            .read()
+            .databases
+            .get(name)
+            .and_then(|d| d.owner.clone())
+    }
+
     pub fn create_database(&self, name: &str, if_not_exists: bool) -> Result<bool> {
+        self.create_database_owned(name, if_not_exists, None)
+    }
+
+    /// Create a database owned by `owner`.
+    pub fn create_database_owned(
+        &self,
+        name: &str,
+        if_not_exists: bool,
+        owner: Option<&str>,
+    ) -> Result<bool> {
         self.update(|s| {
             if s.databases.contains_key(name) {
                 return if if_not_exists {
@@ -149,6 +210,7 @@ impl Catalog {
                 name.to_string(),
                 DatabaseDef {
                     name: name.to_string(),
+                    owner: owner.map(str::to_string),
                     collections: BTreeMap::new(),
                 },
             );
@@ -168,6 +230,9 @@ impl Catalog {
             }
             Some(_) => {
                 s.databases.remove(name);
+                // A database created later under this name starts afresh.
+                s.security
+                    .forget_scope(|scope| scope.database() == Some(name));
                 Ok(true)
             }
         })
@@ -239,7 +304,12 @@ impl Catalog {
                 .get_mut(database)
                 .and_then(|db| db.collections.remove(name));
             match removed {
-                Some(def) => Ok(Some(def)),
+                Some(def) => {
+                    s.security.forget_scope(|scope| {
+                        matches!(scope, Scope::Collection { database: d, name: n } if d == database && n == name)
+                    });
+                    Ok(Some(def))
+                }
                 None if if_exists => Ok(None),
                 None => Err(CatalogError::CollectionNotFound { name: name.into() }),
             }
@@ -258,6 +328,7 @@ mod tests {
             name: name.into(),
             fields: vec![FieldDef::new("v", FieldType::Vector { dim: 3 })],
             primary_key: None,
+            owner: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::auth::{AuthConfig, Secret};
 use crate::storage::{S3Config, StorageConfig, WalSync};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
@@ -37,6 +38,40 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub storage: Option<StorageSection>,
     pub wal: Option<WalSection>,
+    pub auth: Option<AuthSection>,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Name of the superuser created on first start.
+    pub superuser: Option<String>,
+    /// Its password on first start (QUIVER_PASSWORD overrides).
+    pub password: Option<String>,
+    pub loopback_trust: Option<bool>,
+    pub require_tls: Option<bool>,
+    pub max_failed_logins: Option<u32>,
+    pub failed_login_interval_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSection")
+            .field("superuser", &self.superuser)
+            .field("loopback_trust", &self.loopback_trust)
+            .field("require_tls", &self.require_tls)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +103,11 @@ pub struct Overrides {
     pub storage_root: Option<String>,
     pub wal_sync: Option<String>,
     pub insert_buffer_size: Option<usize>,
+    pub password: Option<Secret>,
+    pub loopback_trust: Option<bool>,
+    pub require_tls: Option<bool>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -76,6 +116,7 @@ pub struct Config {
     pub listen: std::net::SocketAddr,
     pub data_dir: PathBuf,
     pub storage: StorageConfig,
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -144,10 +185,45 @@ impl Config {
         {
             storage.wal_sync = sync.parse::<WalSync>().map_err(ConfigError::Invalid)?;
         }
+        let section = from_file.auth.unwrap_or_default();
+        let tls = from_file.tls.unwrap_or_default();
+        let defaults = AuthConfig::default();
+        let auth = AuthConfig {
+            superuser: section.superuser.unwrap_or(defaults.superuser),
+            password: overrides.password.clone().or(section.password.map(Secret)),
+            loopback_trust: overrides
+                .loopback_trust
+                .or(section.loopback_trust)
+                .unwrap_or(false),
+            require_tls: overrides
+                .require_tls
+                .or(section.require_tls)
+                .unwrap_or(false),
+            tls_cert: overrides.tls_cert.clone().or(tls.cert),
+            tls_key: overrides.tls_key.clone().or(tls.key),
+            max_failed_logins: section
+                .max_failed_logins
+                .unwrap_or(defaults.max_failed_logins),
+            failed_login_interval: section
+                .failed_login_interval_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(defaults.failed_login_interval),
+        };
+        if auth.password.as_ref().is_some_and(|p| p.0.is_empty()) {
+            return Err(ConfigError::Invalid(
+                "the superuser password must not be empty".into(),
+            ));
+        }
+        if auth.require_tls && auth.tls_cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "auth.require_tls needs a certificate: set tls.cert and tls.key".into(),
+            ));
+        }
         Ok(Config {
             listen,
             data_dir,
             storage,
+            auth,
         })
     }
 }
@@ -192,6 +268,18 @@ mod tests {
             c.storage.wal_sync,
             WalSync::Batch(std::time::Duration::from_millis(5))
         );
+        std::fs::write(
+            &path,
+            "[auth]\nsuperuser = \"root\"\npassword = \"pw\"\nloopback_trust = true\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.auth.superuser, "root");
+        assert_eq!(c.auth.password, Some(Secret("pw".into())));
+        assert!(c.auth.loopback_trust);
+        assert!(!format!("{c:?}").contains("\"pw\""));
+        std::fs::write(&path, "[auth]\nrequire_tls = true\n").unwrap();
+        assert!(Config::load(Some(&path), &Overrides::default()).is_err());
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&path), &Overrides::default()).is_err());
     }

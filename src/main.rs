@@ -44,6 +44,27 @@ enum Command {
         /// Bytes of unflushed rows before writers wait [default: 268435456].
         #[arg(long, env = "QUIVER_INSERT_BUFFER_SIZE", value_name = "BYTES")]
         insert_buffer_size: Option<usize>,
+        /// Password of the superuser created on first start [default: random,
+        /// printed once and written to <data dir>/initial-password].
+        #[arg(
+            long,
+            env = "QUIVER_PASSWORD",
+            value_name = "PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+        /// Let loopback clients log in without a password (development only).
+        #[arg(long, env = "QUIVER_LOOPBACK_TRUST", value_name = "BOOL")]
+        loopback_trust: Option<bool>,
+        /// Refuse connections without TLS from non-loopback addresses.
+        #[arg(long, env = "QUIVER_REQUIRE_TLS", value_name = "BOOL")]
+        require_tls: Option<bool>,
+        /// TLS certificate chain (PEM).
+        #[arg(long, env = "QUIVER_TLS_CERT", value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, env = "QUIVER_TLS_KEY", value_name = "FILE")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -65,6 +86,11 @@ fn main() -> ExitCode {
             storage_root,
             wal_sync,
             insert_buffer_size,
+            password,
+            loopback_trust,
+            require_tls,
+            tls_cert,
+            tls_key,
         } => {
             let overrides = Overrides {
                 listen,
@@ -72,6 +98,11 @@ fn main() -> ExitCode {
                 storage_root,
                 wal_sync,
                 insert_buffer_size,
+                password: password.map(quiver::auth::Secret),
+                loopback_trust,
+                require_tls,
+                tls_cert,
+                tls_key,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
@@ -105,16 +136,40 @@ async fn serve(config: Config) -> Result<(), String> {
     let engine = quiver::open_engine(config.storage.clone())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(password) =
+        quiver::auth::bootstrap(engine.catalog(), &config.auth, &config.data_dir)
+            .map_err(|e| e.to_string())?
+    {
+        let file = config.data_dir.join(quiver::auth::INITIAL_PASSWORD_FILE);
+        info!(file = %file.display(), user = %config.auth.superuser, "created the superuser with a generated password (shown once on stdout)");
+        show_once(&config.auth.superuser, &password, &file);
+    }
+    // Fail before listening if the certificate cannot be used.
+    quiver::server::tls_acceptor(&config.auth)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     info!(data_dir = %config.data_dir.display(), "quiver {} starting", env!("CARGO_PKG_VERSION"));
-    quiver::server::serve(engine.clone(), listener, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    quiver::server::serve(
+        engine.clone(),
+        config.auth.clone(),
+        listener,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     info!("flushing before exit");
     engine.storage().flush_all().await;
     Ok(())
+}
+
+/// Tell the operator the generated superuser password, once.
+#[allow(clippy::print_stdout)]
+fn show_once(user: &str, password: &str, file: &std::path::Path) {
+    println!(
+        "superuser \"{user}\" created with password: {password}\n(also in {}, readable by this user only; change it with ALTER USER {user} PASSWORD '...')",
+        file.display()
+    );
 }
 
 async fn shutdown_signal() {

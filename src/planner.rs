@@ -3,11 +3,13 @@
 //! ANN rewrite). [`Engine`] is the protocol-neutral interface the server
 //! (and tests) call.
 
+pub mod access;
 pub mod ann_rule;
 pub mod catalog_provider;
 pub mod ddl;
 pub mod engine;
 pub mod pg_compat;
+pub mod pg_users;
 pub mod session;
 pub mod vector_sql;
 

@@ -9,20 +9,52 @@ pub mod startup;
 use std::future::Future;
 use std::sync::Arc;
 
-use pgwire::tokio::process_socket;
+use pgwire::tokio::{TlsAcceptor, process_socket};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::auth::AuthConfig;
 use crate::planner::Engine;
 use handler::QuiverHandlers;
+use startup::Logins;
+
+/// The TLS acceptor for the configured certificate and key (PEM).
+pub fn tls_acceptor(auth: &AuthConfig) -> Result<Option<TlsAcceptor>, String> {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&auth.tls_cert, &auth.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => return Err("TLS needs both tls.cert and tls.key".into()),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read TLS certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read TLS key {}: {e}", key.display()))?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("invalid TLS certificate or key: {e}"))?;
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
 
 /// Serve connections from `listener` until `shutdown` completes.
 pub async fn serve(
     engine: Arc<Engine>,
+    auth: AuthConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(QuiverHandlers::new(engine));
+    let tls = tls_acceptor(&auth).map_err(std::io::Error::other)?;
+    if tls.is_some() {
+        info!("TLS is enabled");
+    }
+    let handlers = Arc::new(QuiverHandlers::new(engine, Arc::new(Logins::new(auth))));
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "quiver is accepting connections");
     loop {
@@ -31,8 +63,9 @@ pub async fn serve(
                 Ok((socket, addr)) => {
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = process_socket(socket, None, handlers).await {
+                        if let Err(e) = process_socket(socket, tls, handlers).await {
                             warn!(%addr, error = %e, "connection ended with an error");
                         }
                     });

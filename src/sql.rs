@@ -1,6 +1,7 @@
 //! The SQL front end: PostgreSQL syntax (via sqlparser), pgvector's operators,
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
+pub mod access;
 pub mod parser;
 pub mod statement;
 

@@ -225,6 +225,7 @@ fn psycopg_server_side_prepared_statements() {
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(server.port.to_string())
+        .env("PGPASSWORD", common::PASSWORD)
         .output()
         .expect("python3");
     assert!(

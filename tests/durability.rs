@@ -71,7 +71,10 @@ async fn kill_nine_loses_no_acknowledged_write() {
         for w in 0..3i64 {
             let model = model.clone();
             workers.push(tokio::spawn(async move {
-                let conn = format!("host=127.0.0.1 port={port} user=quiver dbname=default");
+                let conn = format!(
+                    "host=127.0.0.1 port={port} user=quiver password={} dbname=default",
+                    common::PASSWORD
+                );
                 let Ok((client, connection)) =
                     tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
                 else {

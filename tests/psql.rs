@@ -18,6 +18,7 @@ fn psql(server: &common::Server, args: &[&str]) -> (bool, String, String) {
             "default",
         ])
         .args(args)
+        .env("PGPASSWORD", common::PASSWORD)
         .output()
         .expect("psql must be installed (apt-get install postgresql-client)");
     (

@@ -135,6 +135,9 @@ pub struct CollectionDef {
     pub fields: Vec<FieldDef>,
     /// Index into `fields` of the primary key, if one was declared.
     pub primary_key: Option<usize>,
+    /// The user who created it; it holds every privilege on it.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 impl CollectionDef {

@@ -32,6 +32,8 @@ pub struct QuiverCatalogList {
     only: Option<String>,
     /// Schemas of this list that replace the shared ones (a session's `pg_catalog`).
     overrides: HashMap<String, Arc<dyn SchemaProvider>>,
+    /// When set, listings show only the collections this user may see.
+    viewer: Option<String>,
 }
 
 impl QuiverCatalogList {
@@ -42,14 +44,16 @@ impl QuiverCatalogList {
             extra: Arc::new(RwLock::new(HashMap::new())),
             only: None,
             overrides: HashMap::new(),
+            viewer: None,
         }
     }
 
-    /// The same catalog restricted to `database`.
-    pub fn for_database(&self, database: &str) -> QuiverCatalogList {
+    /// The same catalog restricted to `database`, as `user` sees it.
+    pub fn for_database(&self, database: &str, user: &str) -> QuiverCatalogList {
         QuiverCatalogList {
             only: Some(database.to_string()),
             overrides: HashMap::new(),
+            viewer: Some(user.to_string()),
             ..self.clone()
         }
     }
@@ -91,6 +95,7 @@ impl CatalogProviderList for QuiverCatalogList {
                 storage: self.storage.clone(),
                 extra: self.extra.clone(),
                 overrides: self.overrides.clone(),
+                viewer: self.viewer.clone(),
             }) as Arc<dyn CatalogProvider>
         })
     }
@@ -103,6 +108,7 @@ struct DatabaseProvider {
     storage: Arc<Storage>,
     extra: Extra,
     overrides: HashMap<String, Arc<dyn SchemaProvider>>,
+    viewer: Option<String>,
 }
 
 impl CatalogProvider for DatabaseProvider {
@@ -118,6 +124,8 @@ impl CatalogProvider for DatabaseProvider {
                 database: self.database.clone(),
                 catalog: self.catalog.clone(),
                 storage: self.storage.clone(),
+                viewer: self.viewer.clone(),
+                system: self.overrides.get("pg_catalog").cloned(),
             }));
         }
         if let Some(schema) = self.overrides.get(name) {
@@ -146,6 +154,10 @@ struct CollectionSchema {
     database: String,
     catalog: Arc<Catalog>,
     storage: Arc<Storage>,
+    viewer: Option<String>,
+    /// `pg_catalog`, whose tables unqualified names also reach (PostgreSQL
+    /// searches it implicitly), after the collections.
+    system: Option<Arc<dyn SchemaProvider>>,
 }
 
 /// Build the DataFusion table of a collection.
@@ -169,18 +181,35 @@ pub fn collection_table(
 
 #[async_trait]
 impl SchemaProvider for CollectionSchema {
+    /// The collections the viewer holds some privilege on: what catalog
+    /// views (pg_class, information_schema) list. Name lookups still find
+    /// the others, so that using one is refused with 42501, not 42P01.
     fn table_names(&self) -> Vec<String> {
-        self.catalog.collection_names(&self.database)
+        let names = self.catalog.collection_names(&self.database);
+        let Some(user) = &self.viewer else {
+            return names;
+        };
+        names
+            .into_iter()
+            .filter(|n| {
+                self.catalog
+                    .collection(&self.database, n)
+                    .is_some_and(|d| super::access::sees(&self.catalog, user, &d))
+            })
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        match self.catalog.collection(&self.database, name) {
-            Some(def) => Ok(Some(collection_table(def, &self.storage)?)),
-            None => Ok(None),
+        match (self.catalog.collection(&self.database, name), &self.system) {
+            (Some(def), _) => Ok(Some(collection_table(def, &self.storage)?)),
+            (None, Some(system)) if name.starts_with("pg_") => system.table(name).await,
+            (None, _) => Ok(None),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.catalog.collection(&self.database, name).is_some()
+            || (name.starts_with("pg_")
+                && self.system.as_ref().is_some_and(|s| s.table_exist(name)))
     }
 }

@@ -290,6 +290,7 @@ pub fn collection_def(
         name,
         fields,
         primary_key,
+        owner: None,
     })
 }
 

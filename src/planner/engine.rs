@@ -17,22 +17,24 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{
     PgCatalogSchemaProvider, PgCatalogStaticTables, create_current_database_udf, setup_pg_catalog,
 };
 use tracing::debug;
 
+use super::access::{self, Need};
 use super::ann_rule::{AnnSearchRule, QuiverQueryPlanner};
 use super::catalog_provider::{PUBLIC_SCHEMA, QuiverCatalogList};
 use super::ddl;
+use super::pg_users::{QuiverRoles, WithPgUser};
 use super::session::Session;
 use super::vector_sql::{VectorCastRule, VectorOperatorPlanner, VectorTypePlanner};
 use super::{Output, QueryError};
+use crate::auth::acl::Privilege;
 use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
 use crate::exec::copy::CopyIn;
 use crate::sql::Statement;
-use crate::sql::statement::{ConflictAction, MaintainVerb};
+use crate::sql::statement::{AccessStatement, ConflictAction, MaintainVerb};
 use crate::storage::Conflict;
 use crate::storage::Storage;
 use crate::vector::udf::all_udfs;
@@ -95,6 +97,11 @@ impl Prepared {
             (None, Statement::ShowCollections) => Some(collections_schema()),
             (None, Statement::ShowSegments { .. }) => Some(segments_schema()),
             (None, Statement::Show { name }) => Some(show_schema(name)),
+            (None, Statement::Access(AccessStatement::ShowUsers)) => Some(access::users_schema()),
+            (None, Statement::Access(AccessStatement::ShowRoles)) => Some(access::roles_schema()),
+            (None, Statement::Access(AccessStatement::ShowGrants { .. })) => {
+                Some(access::grants_schema())
+            }
             _ => None,
         }
     }
@@ -107,6 +114,7 @@ fn empty_def() -> crate::catalog::CollectionDef {
         name: String::new(),
         fields: vec![],
         primary_key: None,
+        owner: None,
     }
 }
 
@@ -349,8 +357,10 @@ impl Engine {
         for udf in all_udfs() {
             ctx.register_udf(udf);
         }
-        setup_pg_catalog(&ctx, DEFAULT_DATABASE, EmptyContextProvider)
-            .map_err(|e| QueryError::DataFusion(*e))?;
+        let roles = QuiverRoles {
+            catalog: catalog.clone(),
+        };
+        setup_pg_catalog(&ctx, DEFAULT_DATABASE, roles).map_err(|e| QueryError::DataFusion(*e))?;
         let state = ctx.state();
         let mut planners = vec![Arc::new(VectorOperatorPlanner) as _];
         planners.extend(state.expr_planners().iter().cloned());
@@ -379,16 +389,22 @@ impl Engine {
         &self.storage
     }
 
-    fn state_for(&self, database: &str) -> Result<SessionState, QueryError> {
+    fn state_for(&self, database: &str, user: &str) -> Result<SessionState, QueryError> {
         let mut config = self.base.config().clone();
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
-        let visible = self.catalogs.for_database(database);
+        let visible = self.catalogs.for_database(database, user);
         let pg_catalog = PgCatalogSchemaProvider::try_new(
             Arc::new(visible.clone()) as Arc<dyn CatalogProviderList>,
             self.pg_tables.clone(),
-            EmptyContextProvider,
+            QuiverRoles {
+                catalog: self.catalog.clone(),
+            },
         )?;
+        let pg_catalog = WithPgUser {
+            inner: Arc::new(pg_catalog),
+            catalog: self.catalog.clone(),
+        };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
@@ -412,7 +428,11 @@ impl Engine {
         if !self.catalog.database_exists(database) {
             return Err(QueryError::UnknownDatabase(database.to_string()));
         }
-        Ok(Session::new(user, database, self.state_for(database)?))
+        Ok(Session::new(
+            user,
+            database,
+            self.state_for(database, user)?,
+        ))
     }
 
     /// Parse-time planning for the extended protocol.
@@ -462,6 +482,7 @@ impl Engine {
             let plan = optimized.clone().with_param_values(params)?;
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
+            access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
             let state = session.state();
             let physical = state
                 .query_planner()
@@ -501,13 +522,29 @@ impl Engine {
                 self.run_plan(session, plan).await
             }
             Statement::CreateCollection(ct) => {
-                let def = ddl::collection_def(&ct, &session.database())?;
+                let mut def = ddl::collection_def(&ct, &session.database())?;
+                access::authorize_database(
+                    &self.catalog,
+                    session,
+                    Privilege::Create,
+                    &def.database,
+                )?;
+                def.owner = Some(session.user().to_string());
                 if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
                     self.storage.open_collection(&def)?;
                 }
                 Ok(command("CREATE TABLE"))
             }
             Statement::DropCollection { names, if_exists } => {
+                // Every name is checked before anything is dropped.
+                let mut needs = std::collections::BTreeSet::new();
+                for name in &names {
+                    let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                    if let Some(def) = self.catalog.collection(&db, &coll) {
+                        needs.insert(Need::on(Privilege::Drop, &def));
+                    }
+                }
+                access::authorize(&self.catalog, session, &needs)?;
                 for name in &names {
                     let (db, coll) = ddl::resolve_name(name, &session.database())?;
                     if let Some(def) = self.catalog.drop_collection(&db, &coll, if_exists)? {
@@ -519,11 +556,21 @@ impl Engine {
             Statement::DescribeCollection { name } => {
                 let (db, coll) = ddl::resolve_name(&name, &session.database())?;
                 let def = self.catalog.get_collection(&db, &coll)?;
+                self.require_visible(session, &def)?;
                 rows(ddl::describe(&def))
             }
             Statement::ShowCollections => {
                 let db = session.database();
-                let names = self.catalog.collection_names(&db);
+                let names: Vec<String> = self
+                    .catalog
+                    .collection_names(&db)
+                    .into_iter()
+                    .filter(|n| {
+                        self.catalog
+                            .collection(&db, n)
+                            .is_some_and(|d| access::sees(&self.catalog, session.user(), &d))
+                    })
+                    .collect();
                 let counts: Vec<i64> = names
                     .iter()
                     .map(|n| {
@@ -546,12 +593,17 @@ impl Engine {
                 name,
                 if_not_exists,
             } => {
-                self.catalog.create_database(&name, if_not_exists)?;
+                access::authorize_global(&self.catalog, session, Privilege::Create)?;
+                self.catalog
+                    .create_database_owned(&name, if_not_exists, Some(session.user()))?;
                 Ok(command("CREATE DATABASE"))
             }
             Statement::DropDatabase { name, if_exists } => {
                 if name == session.database() {
                     return Err(crate::catalog::CatalogError::DropCurrentDatabase { name }.into());
+                }
+                if self.catalog.database_exists(&name) {
+                    access::authorize_database(&self.catalog, session, Privilege::Drop, &name)?;
                 }
                 self.catalog.drop_database(&name, if_exists)?;
                 Ok(command("DROP DATABASE"))
@@ -584,6 +636,11 @@ impl Engine {
             Statement::CopyFrom(copy) => {
                 let (db, coll) = ddl::resolve_name(&copy.table, &session.database())?;
                 let def = self.catalog.get_collection(&db, &coll)?;
+                access::authorize(
+                    &self.catalog,
+                    session,
+                    &[Need::on(Privilege::Insert, &def)].into(),
+                )?;
                 let targets = if copy.columns.is_empty() {
                     (0..def.fields.len()).collect()
                 } else {
@@ -610,6 +667,11 @@ impl Engine {
             Statement::Maintain { verb, name } => {
                 let (db, coll) = ddl::resolve_name(&name, &session.database())?;
                 let def = self.catalog.get_collection(&db, &coll)?;
+                access::authorize(
+                    &self.catalog,
+                    session,
+                    &[Need::on(Privilege::Maintain, &def)].into(),
+                )?;
                 let data = self.storage.open_collection(&def)?;
                 match verb {
                     MaintainVerb::Flush => data.flush().await?,
@@ -626,10 +688,35 @@ impl Engine {
             Statement::ShowSegments { name } => {
                 let (db, coll) = ddl::resolve_name(&name, &session.database())?;
                 let def = self.catalog.get_collection(&db, &coll)?;
+                self.require_visible(session, &def)?;
                 let data = self.storage.open_collection(&def)?;
                 rows(segments_batch(&data.segment_rows())?)
             }
             Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
+            Statement::Access(stmt) => match access::execute(&self.catalog, session, stmt)? {
+                access::AccessOutput::Tag(tag) => Ok(command(tag)),
+                access::AccessOutput::Rows(batch) => rows(batch),
+            },
+        }
+    }
+
+    /// DESCRIBE and SHOW SEGMENTS need some privilege on the collection.
+    fn require_visible(
+        &self,
+        session: &Session,
+        def: &crate::catalog::CollectionDef,
+    ) -> Result<(), QueryError> {
+        if access::sees(&self.catalog, session.user(), def) {
+            Ok(())
+        } else {
+            Err(
+                crate::catalog::CatalogError::from(crate::auth::acl::AccessError::Denied(format!(
+                    "{} holds no privilege on collection {}",
+                    session.user(),
+                    def.name
+                )))
+                .into(),
+            )
         }
     }
 
@@ -656,6 +743,12 @@ impl Engine {
             .map(str::to_string)
             .unwrap_or_else(|| session.database());
         let def = self.catalog.get_collection(&db, table_name.table())?;
+        let mut needs = access::plan_needs(&input);
+        needs.insert(Need::on(Privilege::Insert, &def));
+        if !matches!(action, ConflictAction::Nothing) {
+            needs.insert(Need::on(Privilege::Update, &def));
+        }
+        access::authorize(&self.catalog, session, &needs)?;
         let Some(pk) = def.primary_key else {
             return Err(QueryError::NoConflictTarget(def.name.clone()));
         };
@@ -705,7 +798,13 @@ impl Engine {
             }
             _ => {}
         }
-        let physical = session.state().create_physical_plan(&plan).await?;
+        let state = session.state();
+        let plan = state.optimize(&plan)?;
+        access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, state)
+            .await?;
         let task = session.task_ctx();
         if let LogicalPlan::Dml(DmlStatement { op, .. }) = &plan {
             let batches = collect(physical, task).await?;

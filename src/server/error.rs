@@ -4,6 +4,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::common::{DataFusionError, SchemaError};
 use pgwire::error::{ErrorInfo, PgWireError};
 
+use crate::auth::acl::AccessError;
 use crate::catalog::CatalogError;
 use crate::planner::QueryError;
 use crate::sql::ParseError;
@@ -48,6 +49,12 @@ fn catalog_info(e: &CatalogError) -> ErrorInfo {
         CatalogError::UnsupportedType { hint, .. } if hint.is_empty() => "42704",
         CatalogError::UnsupportedType { .. } => "0A000",
         CatalogError::Store(_) => "58030",
+        CatalogError::Access(a) => match a {
+            AccessError::Denied(_) | AccessError::Protected(_) => "42501",
+            AccessError::RoleNotFound(_) => "42704",
+            AccessError::RoleExists(_) => "42710",
+            AccessError::InvalidGrant(_) | AccessError::InvalidPrivilege(_) => "0LP01",
+        },
     };
     info(code, e.to_string())
 }

@@ -41,7 +41,7 @@ pub struct QuiverHandlers {
 }
 
 impl QuiverHandlers {
-    pub fn new(engine: Arc<Engine>) -> QuiverHandlers {
+    pub fn new(engine: Arc<Engine>, auth: Arc<super::startup::Logins>) -> QuiverHandlers {
         let manager = Arc::new(ConnectionManager::new());
         QuiverHandlers {
             service: Arc::new(QuiverService {
@@ -54,6 +54,7 @@ impl QuiverHandlers {
                 engine,
                 manager: manager.clone(),
                 pids: Default::default(),
+                auth,
             }),
             cancel: Arc::new(DefaultCancelHandler::new(manager)),
         }

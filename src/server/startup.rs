@@ -1,5 +1,7 @@
-//! Connection startup: protocol negotiation, the login policy of `auth`,
-//! and creating the engine session for the connection.
+//! Connection startup: protocol negotiation, the login policy of `auth`
+//! (SCRAM-SHA-256 against stored verifiers, optional loopback trust, TLS
+//! requirement, per-address limit on failed logins), and creating the
+//! engine session for the connection.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -7,17 +9,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Sink;
+use futures::SinkExt;
+use parking_lot::Mutex;
 use pgwire::api::auth::{
     ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::{
     ClientInfo, ConnectionHandle, ConnectionManager, METADATA_DATABASE, METADATA_USER,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+    PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::auth::scram::{ClientFirst, Exchange, Verifier};
+use crate::auth::{AuthConfig, LoginLimiter};
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 use super::error::to_pgwire;
 use crate::planner::Engine;
@@ -26,10 +36,38 @@ pub struct QuiverStartup {
     pub engine: Arc<Engine>,
     pub manager: Arc<ConnectionManager>,
     pub pids: RandomPidSecretKeyGenerator,
+    pub auth: Arc<Logins>,
+}
+
+/// The login policy with its shared state.
+#[derive(Debug)]
+pub struct Logins {
+    pub config: AuthConfig,
+    pub limiter: LoginLimiter,
+    /// Salts the stand-in verifiers of unknown users.
+    mock_secret: [u8; 32],
+}
+
+impl Logins {
+    pub fn new(config: AuthConfig) -> Logins {
+        Logins {
+            limiter: LoginLimiter::new(config.max_failed_logins, config.failed_login_interval),
+            config,
+            mock_secret: crate::auth::scram::random_bytes::<32>(),
+        }
+    }
+}
+
+/// A SCRAM exchange in progress on one connection.
+struct Pending {
+    exchange: Mutex<Option<Exchange>>,
+    /// Whether the user exists and has a password (else the exchange fails).
+    genuine: bool,
 }
 
 struct ServerParameters {
     application_name: Option<String>,
+    superuser: bool,
 }
 
 impl ServerParameterProvider for ServerParameters {
@@ -46,7 +84,10 @@ impl ServerParameterProvider for ServerParameters {
         p.insert("integer_datetimes".into(), "on".into());
         p.insert("standard_conforming_strings".into(), "on".into());
         p.insert("IntervalStyle".into(), "postgres".into());
-        p.insert("is_superuser".into(), "on".into());
+        p.insert(
+            "is_superuser".into(),
+            if self.superuser { "on" } else { "off" }.into(),
+        );
         p.insert(
             "application_name".into(),
             self.application_name.clone().unwrap_or_default(),
@@ -63,38 +104,32 @@ fn login_error(code: &str, message: String) -> PgWireError {
     )))
 }
 
-#[async_trait]
-impl StartupHandler for QuiverStartup {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
+fn password_failed(user: &str) -> PgWireError {
+    login_error(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+impl QuiverStartup {
+    fn user_of<C: ClientInfo>(client: &C) -> String {
+        client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The user is who they say: open the session and say so.
+    async fn complete<C>(&self, client: &mut C, method: &str) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else {
-            return Ok(());
-        };
-        protocol_negotiation(client, startup).await?;
-        save_startup_parameters_to_metadata(client, startup);
         let addr = client.socket_addr();
-        if !crate::auth::trust_allowed(&addr) {
-            return Err(login_error(
-                "28000",
-                format!(
-                    "no login method accepts connections from {}: only loopback clients may connect until authentication is configured",
-                    addr.ip()
-                ),
-            ));
-        }
         let metadata = client.metadata();
-        let user = metadata
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_else(|| "quiver".to_string());
+        let user = Self::user_of(client);
         let database = metadata
             .get(METADATA_DATABASE)
             .cloned()
@@ -107,6 +142,7 @@ impl StartupHandler for QuiverStartup {
             i.severity = "FATAL".into();
             PgWireError::UserError(i)
         })?;
+        let superuser = self.engine.catalog().security(|s| s.is_superuser(&user));
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
         let (handle, guard) = self.manager.register(pid, secret);
@@ -115,7 +151,151 @@ impl StartupHandler for QuiverStartup {
             .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert(guard);
         client.session_extensions().insert(session);
-        info!(%addr, %user, %database, "connection authenticated (trust, loopback)");
-        finish_authentication(client, &ServerParameters { application_name }).await
+        let tls = client.is_secure();
+        info!(%addr, %user, %database, method, tls, "connection authenticated");
+        finish_authentication(
+            client,
+            &ServerParameters {
+                application_name,
+                superuser,
+            },
+        )
+        .await
+    }
+
+    async fn on_password<C>(&self, client: &mut C, msg: PasswordMessageFamily) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let addr = client.socket_addr();
+        let user = Self::user_of(client);
+        let Some(pending) = client.session_extensions().get::<Pending>() else {
+            // client-first
+            let initial = msg.into_sasl_initial_response()?;
+            if initial.auth_method != SCRAM_SHA_256 {
+                return Err(login_error(
+                    "28000",
+                    format!(
+                        "authentication method {} is not supported: use SCRAM-SHA-256",
+                        initial.auth_method
+                    ),
+                ));
+            }
+            let data = initial.data.unwrap_or_default();
+            let first = ClientFirst::parse(&data).map_err(|e| {
+                warn!(%addr, %user, error = %e, "login failed");
+                login_error("08P01", format!("invalid SCRAM exchange: {e}"))
+            })?;
+            let known = self
+                .engine
+                .catalog()
+                .security(|s| s.user(&user).and_then(|u| u.verifier.clone()));
+            let genuine = known.is_some();
+            let verifier = known.unwrap_or_else(|| Verifier::mock(&user, &self.auth.mock_secret));
+            let (exchange, server_first) = Exchange::start(first, verifier);
+            client.session_extensions().insert(Pending {
+                exchange: Mutex::new(Some(exchange)),
+                genuine,
+            });
+            client
+                .send(PgWireBackendMessage::Authentication(
+                    Authentication::SASLContinue(server_first.into_bytes().into()),
+                ))
+                .await?;
+            return Ok(());
+        };
+        let response = msg.into_sasl_response()?;
+        let exchange = pending.exchange.lock().take();
+        let Some(exchange) = exchange else {
+            return Err(login_error("08P01", "unexpected SCRAM message".into()));
+        };
+        let outcome = exchange.finish(&response.data);
+        match outcome {
+            Ok(server_final) if pending.genuine => {
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::SASLFinal(server_final.into_bytes().into()),
+                    ))
+                    .await?;
+                self.complete(client, "scram-sha-256").await
+            }
+            result => {
+                let reason = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "no such user or no password".to_string(),
+                };
+                self.auth.limiter.failed(addr.ip());
+                warn!(%addr, %user, reason, "login failed");
+                Err(password_failed(&user))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for QuiverStartup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let startup = match message {
+            PgWireFrontendMessage::Startup(startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(msg) => {
+                return self.on_password(client, msg).await;
+            }
+            _ => return Ok(()),
+        };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+        let addr = client.socket_addr();
+        let loopback = crate::auth::is_loopback(&addr);
+        if self.auth.config.require_tls && !loopback && !client.is_secure() {
+            return Err(login_error(
+                "28000",
+                format!(
+                    "connections from {} must use TLS: connect with sslmode=require",
+                    addr.ip()
+                ),
+            ));
+        }
+        let user = Self::user_of(client);
+        if user.is_empty() {
+            return Err(login_error("28000", "no user name given".into()));
+        }
+        if let Err(wait) = self.auth.limiter.check(addr.ip()) {
+            warn!(%addr, %user, "login refused: too many failed logins");
+            return Err(login_error(
+                "28000",
+                format!(
+                    "too many failed logins from {}: try again in {} s",
+                    addr.ip(),
+                    wait.as_secs().max(1)
+                ),
+            ));
+        }
+        if self.auth.config.loopback_trust && loopback {
+            if self.engine.catalog().security(|s| s.user(&user).is_some()) {
+                return self.complete(client, "trust (loopback)").await;
+            }
+            return Err(login_error(
+                "28000",
+                format!("role \"{user}\" does not exist"),
+            ));
+        }
+        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+        client
+            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                vec![SCRAM_SHA_256.to_string()],
+            )))
+            .await?;
+        Ok(())
     }
 }

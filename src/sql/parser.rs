@@ -169,7 +169,7 @@ fn locate(message: &str) -> Option<(u64, u64)> {
 }
 
 /// 1-based character offset of (line, column) in `sql`.
-fn char_position(sql: &str, line: u64, column: u64) -> Option<usize> {
+pub(super) fn char_position(sql: &str, line: u64, column: u64) -> Option<usize> {
     if line == 0 {
         return None;
     }
@@ -215,6 +215,9 @@ fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Stateme
 fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
     let words = leading_words(&tokens, 3);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if super::access::is_access_statement(w(0), w(1)) {
+        return Ok(Statement::Access(super::access::parse(sql, &tokens)?));
+    }
     match (w(0), w(1)) {
         ("CREATE", "COLLECTION") => {
             replace_word(&mut tokens, "COLLECTION", "TABLE");

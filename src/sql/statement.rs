@@ -2,6 +2,9 @@
 
 use datafusion::sql::sqlparser::ast;
 
+use crate::auth::Secret;
+use crate::auth::acl::Privilege;
+
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub enum Statement {
@@ -65,6 +68,79 @@ pub enum Statement {
         insert: Box<ast::Statement>,
         action: ConflictAction,
     },
+    /// Users, roles, grants.
+    Access(AccessStatement),
+}
+
+/// The access-control statements.
+#[derive(Debug, Clone)]
+pub enum AccessStatement {
+    /// `CREATE USER` (also `CREATE ROLE ... LOGIN` / `... PASSWORD`).
+    CreateUser {
+        name: String,
+        password: Option<Secret>,
+        if_not_exists: bool,
+    },
+    /// `ALTER USER name [WITH] PASSWORD 'x' | NULL`.
+    AlterUser {
+        name: String,
+        password: Option<Secret>,
+    },
+    DropUser {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    CreateRole {
+        name: String,
+        if_not_exists: bool,
+    },
+    DropRole {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    /// `GRANT role[, ...] TO user[, ...]`.
+    GrantRole {
+        roles: Vec<String>,
+        users: Vec<String>,
+    },
+    RevokeRole {
+        roles: Vec<String>,
+        users: Vec<String>,
+    },
+    /// `GRANT privileges ON object TO grantees [WITH GRANT OPTION]`;
+    /// `privileges` is `None` for ALL.
+    Grant {
+        privileges: Option<Vec<Privilege>>,
+        object: GrantObject,
+        grantees: Vec<String>,
+        with_grant_option: bool,
+    },
+    Revoke {
+        privileges: Option<Vec<Privilege>>,
+        object: GrantObject,
+        grantees: Vec<String>,
+        grant_option_for: bool,
+    },
+    ShowUsers,
+    ShowRoles,
+    /// `SHOW GRANTS [FOR name]` (the current user when no name is given).
+    ShowGrants {
+        name: Option<String>,
+    },
+}
+
+/// What a GRANT or REVOKE applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantObject {
+    /// `ON [COLLECTION|TABLE] a, db.b`: each name as its parts.
+    Collections(Vec<Vec<String>>),
+    /// `ON DATABASE d`.
+    Database(String),
+    /// `ON ALL COLLECTIONS IN DATABASE d` (`None`: the current database,
+    /// from PostgreSQL's `ON ALL TABLES IN SCHEMA public`).
+    AllCollections(Option<String>),
+    /// `ON ALL DATABASES` / `ON GLOBAL`.
+    Global,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

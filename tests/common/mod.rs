@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+/// The superuser password every test server starts with.
+pub const PASSWORD: &str = "quiver-test-secret";
+
 pub struct Server {
     child: Child,
     pub port: u16,
@@ -35,6 +38,23 @@ impl Server {
         s
     }
 
+    /// A fresh temporary data directory, extra arguments, and environment
+    /// variables set (`Some`) or removed (`None`) for the first start.
+    pub fn start_with_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, port, log) = launch_with_env(&dir, &args, env).expect("quiver did not start");
+        Server {
+            child,
+            port,
+            dir,
+            tmp: Some(tmp),
+            args,
+            log,
+        }
+    }
+
     /// Start `quiver serve` on `dir`; `Err` with its log if it exits first.
     pub fn spawn(dir: &std::path::Path, args: &[String]) -> Result<Server, String> {
         let (child, port, log) = launch(dir, args)?;
@@ -53,12 +73,35 @@ type Launched = (Child, u16, Arc<Mutex<Vec<String>>>);
 
 /// Run `quiver serve` on `dir` and wait until it accepts connections.
 pub fn launch(dir: &std::path::Path, args: &[String]) -> Result<Launched, String> {
+    launch_with_env(dir, args, &[("QUIVER_PASSWORD", Some(PASSWORD))])
+}
+
+/// [`launch`] with environment variables set (`Some`) or removed (`None`).
+pub fn launch_with_env(
+    dir: &std::path::Path,
+    args: &[String],
+    env: &[(&str, Option<&str>)],
+) -> Result<Launched, String> {
     {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quiver"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        command.arg("serve");
+        if !args.iter().any(|a| a == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command
+            .arg("--data-dir")
             .arg(dir)
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove("QUIVER_PASSWORD")
+            .env_remove("QUIVER_LOOPBACK_TRUST");
+        for (k, v) in env {
+            match v {
+                Some(v) => command.env(k, v),
+                None => command.env_remove(k),
+            };
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -142,10 +185,33 @@ impl Server {
     }
 
     pub fn conn_string(&self, database: &str) -> String {
+        self.conn_string_as("quiver", PASSWORD, database)
+    }
+
+    /// Connection string for `user` with `password`.
+    pub fn conn_string_as(&self, user: &str, password: &str, database: &str) -> String {
         format!(
-            "host=127.0.0.1 port={} user=quiver dbname={database}",
+            "host=127.0.0.1 port={} user={user} password={password} dbname={database}",
             self.port
         )
+    }
+
+    /// Connect as `user`; `Err` if the login fails.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(
+            &self.conn_string_as(user, password, database),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
     }
 
     pub async fn connect(&self, database: &str) -> tokio_postgres::Client {

@@ -1,0 +1,131 @@
+//! Users and roles in `pg_catalog`: `pg_roles` (through
+//! datafusion-pg-catalog's context provider) and `pg_user`. Verifiers never
+//! appear: the password columns read `********` as in PostgreSQL.
+
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider};
+use datafusion::common::Result;
+use datafusion::datasource::TableProvider;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
+
+use crate::auth::acl::{ADMIN_ROLE, PUBLIC_ROLE};
+use crate::catalog::Catalog;
+
+/// Roles for `pg_roles`: every user (can log in) and every role.
+#[derive(Debug, Clone)]
+pub struct QuiverRoles {
+    pub catalog: Arc<Catalog>,
+}
+
+#[async_trait]
+impl PgCatalogContextProvider for QuiverRoles {
+    async fn roles(&self) -> Vec<String> {
+        self.catalog.security(|s| {
+            let mut names: Vec<String> = s.users.keys().cloned().collect();
+            names.extend(s.role_names());
+            names
+        })
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        self.catalog.security(|s| {
+            let user = s.user(name);
+            let admin = user.map(|_| s.is_admin(name)).unwrap_or(name == ADMIN_ROLE);
+            (user.is_some() || s.exists(name)).then(|| Role {
+                name: name.to_string(),
+                is_superuser: user.is_some_and(|u| u.superuser),
+                can_login: user.is_some(),
+                can_create_db: admin,
+                can_create_role: admin,
+                can_create_user: admin,
+                can_replication: false,
+                grants: vec![],
+                inherited_roles: user
+                    .map(|u| {
+                        let mut r: Vec<String> = u.roles.iter().cloned().collect();
+                        r.push(PUBLIC_ROLE.to_string());
+                        r
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+    }
+}
+
+/// `pg_catalog` with `pg_user` added.
+#[derive(Debug)]
+pub struct WithPgUser {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub catalog: Arc<Catalog>,
+}
+
+const PG_USER: &str = "pg_user";
+
+impl WithPgUser {
+    fn pg_user(&self) -> Result<Arc<dyn TableProvider>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("usename", DataType::Utf8, false),
+            Field::new("usesysid", DataType::Int32, false),
+            Field::new("usecreatedb", DataType::Boolean, false),
+            Field::new("usesuper", DataType::Boolean, false),
+            Field::new("userepl", DataType::Boolean, false),
+            Field::new("usebypassrls", DataType::Boolean, false),
+            Field::new("passwd", DataType::Utf8, true),
+        ]));
+        let (names, supers, admins, passwords) = self.catalog.security(|s| {
+            let users: Vec<_> = s.users.values().collect();
+            (
+                users.iter().map(|u| u.name.clone()).collect::<Vec<_>>(),
+                users.iter().map(|u| Some(u.superuser)).collect::<Vec<_>>(),
+                users
+                    .iter()
+                    .map(|u| Some(s.is_admin(&u.name)))
+                    .collect::<Vec<_>>(),
+                users
+                    .iter()
+                    .map(|u| u.verifier.as_ref().map(|_| "********"))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let n = names.len();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(Int32Array::from_iter_values(
+                    (0..n as i32).map(|i| 16384 + i),
+                )),
+                Arc::new(BooleanArray::from(admins)),
+                Arc::new(BooleanArray::from(supers)),
+                Arc::new(BooleanArray::from(vec![Some(false); n])),
+                Arc::new(BooleanArray::from(vec![Some(false); n])),
+                Arc::new(StringArray::from(passwords)),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for WithPgUser {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.push(PG_USER.to_string());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == PG_USER {
+            return self.pg_user().map(Some);
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == PG_USER || self.inner.table_exist(name)
+    }
+}
