@@ -245,3 +245,8 @@ def mem_total_gib():
 def loadavg():
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
+
+
+# The superuser password of the quiver servers the benchmarks start
+# (loopback only, scratch data directories).
+BENCH_PASSWORD = "quiver-bench"

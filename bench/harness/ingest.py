@@ -40,7 +40,7 @@ import traceback
 
 import numpy as np
 
-from .common import (CACHE_DIR, DATA_DIR, REPO_DIR, alive, cleanup_registered, free_port,
+from .common import (BENCH_PASSWORD, CACHE_DIR, DATA_DIR, REPO_DIR, alive, cleanup_registered, free_port,
                      loadavg, log, lscpu_model, mem_total_gib, proc_tree, register_pid,
                      terminate_tree, unregister_pid, vm_hwm_mb, wait_port)
 
@@ -335,7 +335,8 @@ class QuiverIngest:
         self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir,
                                      env={**os.environ,
-                                          "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+                                          "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+                                          "QUIVER_PASSWORD": BENCH_PASSWORD})
         register_pid("quiver-ingest", self.proc.pid)
         return t0
 
@@ -385,7 +386,8 @@ class QuiverIngest:
         self.port = free_port()
         self.argv = [binary, "serve", "--listen", f"127.0.0.1:{self.port}",
                      "--data-dir", self.datadir]
-        conninfo = f"host=127.0.0.1 port={self.port} user=quiver dbname=default"
+        conninfo = (f"host=127.0.0.1 port={self.port} user=quiver dbname=default "
+                    f"password={BENCH_PASSWORD}")
         log(f"quiver: {' '.join(self.argv)}")
         try:
             self._run(spool, psycopg, conninfo)

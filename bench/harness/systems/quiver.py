@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 
-from ..common import (CACHE_DIR, REPO_DIR, dir_size_mb, free_port, log, register_pid,
+from ..common import (BENCH_PASSWORD, CACHE_DIR, REPO_DIR, dir_size_mb, free_port, log, register_pid,
                       terminate_tree, tree_hwm_mb, unregister_pid, wait_port)
 from .base import System
 from .pgwire import MODES, PgClient, vec_text
@@ -75,14 +75,16 @@ class Quiver(System):
         self.logf = open(self.logpath, "wb")
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                     env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")})
+                                     env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+                                          "QUIVER_PASSWORD": BENCH_PASSWORD})
         register_pid("quiver", self.proc.pid)
         t0 = time.perf_counter()
         if not wait_port(self.port, 60, proc=self.proc):
             why = ("did not accept connections within 60 s" if self.proc.poll() is None
                    else f"exited with code {self.proc.returncode} before accepting connections")
             raise RuntimeError(f"quiver {why}; log tail:\n{self.log_tail()}")
-        self.conninfo = f"host=127.0.0.1 port={self.port} user=quiver dbname=default"
+        self.conninfo = (f"host=127.0.0.1 port={self.port} user=quiver dbname=default "
+                         f"password={BENCH_PASSWORD}")
         deadline = time.time() + 30
         while True:
             try:
