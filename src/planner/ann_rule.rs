@@ -326,6 +326,7 @@ impl ExtensionPlanner for AnnSearchPlanner {
             metric: node.metric,
             query: node.query.clone(),
             k: node.k,
+            index: def.index_for(node.vector_column, node.metric).cloned(),
         };
         let schema = Arc::new(node.schema.as_arrow().clone());
         Ok(Some(Arc::new(AnnSearchExec::new(spec, schema))))

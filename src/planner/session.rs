@@ -88,6 +88,19 @@ impl Session {
                 )));
             }
         }
+        if let Some(settings) = self
+            .state
+            .config()
+            .get_extension::<crate::exec::ann_search::SearchSettings>()
+        {
+            let v: usize = value.trim().parse().unwrap_or(0);
+            let mut knobs = settings.0.lock();
+            match name.as_str() {
+                "hnsw.ef_search" => knobs.ef = v,
+                "ivfflat.probes" => knobs.nprobe = v,
+                _ => {}
+            }
+        }
         self.vars.lock().insert(name, value.trim().to_string());
         Ok(())
     }

@@ -215,6 +215,9 @@ fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Stateme
 fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
     let words = leading_words(&tokens, 3);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if super::index_ddl::is_index_statement(w(0), w(1), w(2)) {
+        return Ok(Statement::Index(super::index_ddl::parse(sql, &tokens)?));
+    }
     if super::access::is_access_statement(w(0), w(1)) {
         return Ok(Statement::Access(super::access::parse(sql, &tokens)?));
     }

@@ -23,7 +23,10 @@ pub enum IndexError {
     /// A parameter the user gave is wrong (22023).
     #[error("{0}")]
     InvalidParameter(String),
-    /// The statement names something that does not exist (42601/42704).
+    /// An index method that does not exist (42601).
+    #[error("{0}")]
+    UnknownMethod(String),
+    /// An operator class that does not exist (42704).
     #[error("{0}")]
     Unknown(String),
     #[error("faiss: {0}")]
@@ -138,7 +141,7 @@ impl IndexSpec {
             "ivf_pq" => &["lists", "m", "nbits"],
             "hnsw" => &["m", "ef_construction"],
             other => {
-                return Err(IndexError::Unknown(format!(
+                return Err(IndexError::UnknownMethod(format!(
                     "access method \"{other}\" does not exist: use one of {METHODS}"
                 )));
             }
@@ -246,6 +249,19 @@ impl Default for SearchKnobs {
     fn default() -> Self {
         SearchKnobs { ef: 40, nprobe: 1 }
     }
+}
+
+unsafe extern "C" {
+    /// OpenMP (linked with faiss): threads for this thread's parallel regions.
+    fn omp_set_num_threads(n: std::os::raw::c_int);
+}
+
+/// Let index builds on the calling thread use `threads` threads. Searches
+/// run single-threaded: faiss parallelises over queries, and a query
+/// carries one.
+pub fn set_build_threads(threads: usize) {
+    // SAFETY: sets an OpenMP setting of the calling thread.
+    unsafe { omp_set_num_threads(threads.clamp(1, 256) as std::os::raw::c_int) }
 }
 
 /// One ANN index over the rows `0..len` of a segment.
