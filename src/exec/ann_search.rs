@@ -29,7 +29,7 @@ use datafusion::physical_plan::{
 use crate::catalog::IndexDef;
 use crate::storage::segment::{LoadedIndex, SegmentData};
 use crate::storage::{Chunk, CollectionData, StorageError};
-use crate::vector::index::SearchKnobs;
+use crate::vector::index::{Method, SearchKnobs};
 use crate::vector::{Metric, distance};
 
 /// What to search and how.
@@ -56,6 +56,8 @@ pub struct AnnSearchSpec {
 #[derive(Debug, Default)]
 pub struct SearchSettings(pub parking_lot::Mutex<SearchKnobs>);
 
+/// The most candidates one HNSW search fetches to filter them.
+const MAX_FETCH: usize = 16384;
 /// Below this many surviving rows a segment is searched exactly.
 const EXACT_BELOW_ROWS: usize = 2048;
 /// ... and when fewer than one row in this many survive the filter.
@@ -104,10 +106,15 @@ impl DisplayAs for AnnSearchExec {
         match &s.index {
             Some(i) => write!(
                 f,
-                ", index={} ({} {}), strategy=index per sealed segment (exact below {} passing rows or 1/{} of a segment, and for growing segments)",
+                ", index={} ({} {}), strategy=index per sealed segment, filter and deletes applied {} (exact below {} passing rows or 1/{} of a segment, and for growing segments)",
                 i.name,
                 i.spec.method.name(),
                 i.spec.method.params(),
+                if matches!(i.spec.method, Method::Hnsw { .. }) {
+                    "to fetched candidates"
+                } else {
+                    "by ID selector"
+                },
                 EXACT_BELOW_ROWS,
                 EXACT_BELOW_FRACTION
             )?,
@@ -419,24 +426,55 @@ fn by_index(
     }
     let selector = (passing < total).then_some(&bitmap[..]);
     let want = top.k.min(passing);
+    let passes = |row: u64| bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
     let mut knobs = knobs;
     let mut hits = Vec::new();
-    for attempt in 0..12 {
-        hits = index
-            .index
-            .search(&spec.query, top.k, knobs, selector)
-            .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
-        if hits.len() >= want {
-            break;
+    let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
+    if is_hnsw && selector.is_some() {
+        // faiss's HNSW walks poorly around rows its selector rejects (its
+        // recall drops to about the passing fraction), so HNSW searches
+        // unfiltered for enough candidates and filters them here, fetching
+        // more until k pass.
+        let fraction = passing as f64 / total as f64;
+        let mut fetch = ((top.k as f64 / fraction) * 2.0).ceil() as usize + 10;
+        for attempt in 0..12 {
+            fetch = fetch.min(total);
+            let knobs = SearchKnobs {
+                ef: knobs.ef.max(fetch),
+                nprobe: knobs.nprobe,
+            };
+            let raw = index
+                .index
+                .search(&spec.query, fetch, knobs, None)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+            hits = raw.into_iter().filter(|(r, _)| passes(*r)).collect();
+            if hits.len() >= want || fetch >= total || fetch >= MAX_FETCH {
+                break;
+            }
+            if attempt == 0 {
+                metrics.widened.add(1);
+            }
+            fetch *= 2;
         }
-        if attempt == 0 {
-            metrics.widened.add(1);
+        hits.truncate(top.k);
+    } else {
+        for attempt in 0..12 {
+            hits = index
+                .index
+                .search(&spec.query, top.k, knobs, selector)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+            if hits.len() >= want {
+                break;
+            }
+            if attempt == 0 {
+                metrics.widened.add(1);
+            }
+            if knobs.ef >= total && knobs.nprobe >= 65536 {
+                break;
+            }
+            knobs.ef = (knobs.ef * 2).min(total.max(1));
+            knobs.nprobe = (knobs.nprobe * 2).min(65536);
         }
-        if knobs.ef >= total && knobs.nprobe >= 65536 {
-            break;
-        }
-        knobs.ef = (knobs.ef * 2).min(total.max(1));
-        knobs.nprobe = (knobs.nprobe * 2).min(65536);
     }
     if hits.len() < want {
         return Ok(None);

@@ -97,8 +97,12 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
     fn schema(&self) -> &DFSchemaRef {
         &self.schema
     }
+    /// None: the filter is evaluated against the collection's own schema
+    /// (the node has no inputs), so rules that resolve expressions against
+    /// inputs (e.g. `simplify_expressions`) must leave it alone; it was
+    /// simplified before the rewrite.
     fn expressions(&self) -> Vec<Expr> {
-        self.filter.iter().cloned().collect()
+        vec![]
     }
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let field = &self.table.def().fields[self.vector_column].name;
@@ -114,14 +118,8 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
         }
         Ok(())
     }
-    fn with_exprs_and_inputs(
-        &self,
-        mut exprs: Vec<Expr>,
-        _inputs: Vec<LogicalPlan>,
-    ) -> Result<Self> {
-        let mut node = self.clone();
-        node.filter = exprs.pop();
-        Ok(node)
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(self.clone())
     }
 }
 

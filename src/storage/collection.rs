@@ -1760,6 +1760,17 @@ impl CollectionData {
                     .get(&def.name)
                     .cloned()
                     .unwrap_or_default();
+                // Build time of the files in use (kept across restarts).
+                let build_ms: u64 = snap
+                    .segments
+                    .iter()
+                    .filter_map(|s| match &s.data {
+                        SegmentData::Flushed(f) => {
+                            f.index_files.lock().get(&def.name).map(|i| i.build_ms)
+                        }
+                        SegmentData::Memory(_) => None,
+                    })
+                    .sum();
                 let ready = self.index_ready(&def.name);
                 let state = match (&status.failed, ready) {
                     (Some(_), _) => "failed",
@@ -1770,7 +1781,7 @@ impl CollectionData {
                     rows_indexed: indexed,
                     rows_total: total,
                     state,
-                    build_ms: status.build_ms,
+                    build_ms,
                     error: status.failed,
                     def,
                 }
