@@ -378,20 +378,33 @@ fn exact(
     Ok(scored)
 }
 
+/// What every segment's search shares.
+#[derive(Clone, Copy)]
+struct SearchCtx<'a> {
+    spec: &'a AnnSearchSpec,
+    chunks: &'a [Chunk],
+    masks: &'a [Option<BooleanArray>],
+    knobs: SearchKnobs,
+    metrics: &'a SearchMetrics,
+}
+
 /// Search one sealed segment through its index: the rows that pass go to
 /// faiss as an ID selector; the search widens (ef, nprobe ×2) until it
 /// returns every row it should, and falls back to exact search if it
 /// cannot. Returns `None` when the segment is better searched exactly.
 fn by_index(
-    spec: &AnnSearchSpec,
-    chunks: &[Chunk],
-    masks: &[Option<BooleanArray>],
+    ctx: &SearchCtx,
     seg: &SegmentPlan,
     index: &LoadedIndex,
-    knobs: SearchKnobs,
-    metrics: &SearchMetrics,
     top: &mut TopK,
 ) -> Result<Option<usize>> {
+    let SearchCtx {
+        spec,
+        chunks,
+        masks,
+        knobs,
+        metrics,
+    } = *ctx;
     let range = seg.first_chunk..seg.first_chunk + seg.chunks;
     let total: usize = range.clone().map(|c| chunks[c].batch.num_rows()).sum();
     if total != index.index.len() {
@@ -530,7 +543,14 @@ fn search(
         let range = seg.first_chunk..seg.first_chunk + seg.chunks;
         let searched = match &seg.index {
             Some(index) if k > 0 => {
-                by_index(spec, chunks, &masks, seg, index, knobs, metrics, &mut top)?
+                let ctx = SearchCtx {
+                    spec,
+                    chunks,
+                    masks: &masks,
+                    knobs,
+                    metrics,
+                };
+                by_index(&ctx, seg, index, &mut top)?
             }
             _ => None,
         };

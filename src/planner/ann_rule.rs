@@ -347,3 +347,42 @@ impl QueryPlanner for QuiverQueryPlanner {
             .await
     }
 }
+
+/// Bind parameter values inside `AnnSearch` filters. The node keeps its
+/// filter out of [`UserDefinedLogicalNodeCore::expressions`], so
+/// `LogicalPlan::with_param_values` does not see it.
+pub fn bind_params(
+    plan: LogicalPlan,
+    params: &datafusion::common::ParamValues,
+) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|p| {
+            let LogicalPlan::Extension(ext) = &p else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(node) = ext.node.as_any().downcast_ref::<AnnSearchNode>() else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(filter) = &node.filter else {
+                return Ok(Transformed::no(p));
+            };
+            let bound = filter
+                .clone()
+                .transform(|e| match &e {
+                    Expr::Placeholder(ph) => {
+                        let v = params.get_placeholders_with_values(&ph.id)?;
+                        Ok(Transformed::yes(Expr::Literal(v.value, v.metadata)))
+                    }
+                    _ => Ok(Transformed::no(e)),
+                })?
+                .data;
+            let mut node = node.clone();
+            node.filter = Some(bound);
+            Ok(Transformed::yes(LogicalPlan::Extension(
+                datafusion::logical_expr::Extension {
+                    node: Arc::new(node),
+                },
+            )))
+        })?
+        .data)
+}

@@ -449,7 +449,11 @@ impl Engine {
         session: &Session,
         statement: Statement,
     ) -> Result<Prepared, QueryError> {
-        let plan = match &statement {
+        let planned = match &statement {
+            Statement::Tuned { inner, .. } => inner.as_ref(),
+            other => other,
+        };
+        let plan = match planned {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
@@ -486,8 +490,13 @@ impl Engine {
         prepared: &Prepared,
         params: ParamValues,
     ) -> Result<Output, QueryError> {
+        let _tuned = match &prepared.statement {
+            Statement::Tuned { ef, nprobe, .. } => session.tune(*ef, *nprobe),
+            _ => None,
+        };
         if let Some(optimized) = &prepared.optimized {
-            let plan = optimized.clone().with_param_values(params)?;
+            let plan = super::ann_rule::bind_params(optimized.clone(), &params)?;
+            let plan = plan.with_param_values(params)?;
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
             access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
@@ -701,6 +710,10 @@ impl Engine {
                 rows(segments_batch(&data.segment_rows())?)
             }
             Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
+            Statement::Tuned { ef, nprobe, inner } => {
+                let _tuned = session.tune(ef, nprobe);
+                Box::pin(self.execute(session, *inner)).await
+            }
             Statement::Index(stmt) => {
                 match super::index_ddl::execute(&self.catalog, &self.storage, session, stmt).await?
                 {

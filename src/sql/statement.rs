@@ -72,6 +72,13 @@ pub enum Statement {
     Access(AccessStatement),
     /// CREATE/DROP/REINDEX INDEX, SHOW INDEXES.
     Index(IndexStatement),
+    /// A statement run with its own search settings (`SEARCH ... WITH (ef
+    /// = .., nprobe = ..)`).
+    Tuned {
+        ef: Option<u64>,
+        nprobe: Option<u64>,
+        inner: Box<Statement>,
+    },
 }
 
 /// The index statements.
