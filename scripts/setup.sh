@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing quiver needs on a Debian machine, only
-# what is missing: a C toolchain, protoc-free build deps, openssl, the psql client,
+# what is missing: a C toolchain, cmake and OpenBLAS (faiss), openssl, the psql client,
 # Python's psycopg for the driver tests, and a Rust toolchain.
 set -euo pipefail
 
@@ -12,6 +12,9 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 # openssl: the TLS test makes its certificate with it.
 command -v openssl >/dev/null || need_apt+=(openssl)
+# faiss (built from source by the faiss crate) needs cmake and a BLAS.
+command -v cmake >/dev/null || need_apt+=(cmake)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need_apt+=(libopenblas-dev)
 if ((${#need_apt[@]})); then
   sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
   echo "setup: installing ${need_apt[*]}" >&2

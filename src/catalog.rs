@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::auth::acl::{AccessError, Scope, SecurityState};
-pub use schema::{CollectionDef, FieldDef, FieldType};
+pub use schema::{CollectionDef, FieldDef, FieldType, IndexDef};
 
 /// The database every server starts with.
 pub const DEFAULT_DATABASE: &str = "default";
@@ -44,6 +44,10 @@ pub enum CatalogError {
     Store(String),
     #[error(transparent)]
     Access(#[from] AccessError),
+    #[error("index \"{name}\" does not exist")]
+    IndexNotFound { name: String },
+    #[error("relation \"{name}\" already exists (index names are unique within a database)")]
+    IndexExists { name: String },
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -291,6 +295,77 @@ impl Catalog {
         })
     }
 
+    /// The collection holding index `name` in `database`, and the index.
+    pub fn find_index(&self, database: &str, name: &str) -> Option<(Arc<CollectionDef>, IndexDef)> {
+        let state = self.state.read();
+        state.databases.get(database).and_then(|db| {
+            db.collections.values().find_map(|c| {
+                c.indexes
+                    .iter()
+                    .find(|i| i.name == name)
+                    .map(|i| (c.clone(), i.clone()))
+            })
+        })
+    }
+
+    /// Add an index to a collection; `None` if it exists and
+    /// `if_not_exists`. Returns the updated collection.
+    pub fn create_index(
+        &self,
+        database: &str,
+        collection: &str,
+        index: IndexDef,
+        if_not_exists: bool,
+    ) -> Result<Option<Arc<CollectionDef>>> {
+        self.update(|s| {
+            let db =
+                s.databases
+                    .get_mut(database)
+                    .ok_or_else(|| CatalogError::DatabaseNotFound {
+                        name: database.into(),
+                    })?;
+            let taken = db.collections.contains_key(&index.name)
+                || db
+                    .collections
+                    .values()
+                    .any(|c| c.indexes.iter().any(|i| i.name == index.name));
+            if taken {
+                return if if_not_exists {
+                    Ok(None)
+                } else {
+                    Err(CatalogError::IndexExists { name: index.name })
+                };
+            }
+            let def = db.collections.get_mut(collection).ok_or_else(|| {
+                CatalogError::CollectionNotFound {
+                    name: collection.into(),
+                }
+            })?;
+            Arc::make_mut(def).indexes.push(index);
+            Ok(Some(def.clone()))
+        })
+    }
+
+    /// Remove index `name`; returns the updated collection and the index.
+    pub fn drop_index(
+        &self,
+        database: &str,
+        name: &str,
+    ) -> Result<Option<(Arc<CollectionDef>, IndexDef)>> {
+        self.update(|s| {
+            let Some(db) = s.databases.get_mut(database) else {
+                return Ok(None);
+            };
+            for def in db.collections.values_mut() {
+                if let Some(pos) = def.indexes.iter().position(|i| i.name == name) {
+                    let removed = Arc::make_mut(def).indexes.remove(pos);
+                    return Ok(Some((def.clone(), removed)));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Remove a collection; returns its definition if it existed.
     pub fn drop_collection(
         &self,
@@ -329,6 +404,7 @@ mod tests {
             fields: vec![FieldDef::new("v", FieldType::Vector { dim: 3 })],
             primary_key: None,
             owner: None,
+            indexes: vec![],
         }
     }
 

@@ -85,6 +85,7 @@ pub struct StorageSection {
     pub segment_target_size: Option<usize>,
     pub seal_idle_ms: Option<u64>,
     pub compact_min_segments: Option<usize>,
+    pub index_build_threads: Option<usize>,
     pub s3: Option<S3Config>,
 }
 
@@ -174,6 +175,9 @@ impl Config {
         }
         if let Some(v) = section.compact_min_segments {
             storage.compact_min_segments = v.max(2);
+        }
+        if let Some(v) = section.index_build_threads {
+            storage.index_build_threads = v.max(1);
         }
         if let Some(s3) = section.s3 {
             storage.s3 = s3;

@@ -8,6 +8,7 @@ pub mod ann_rule;
 pub mod catalog_provider;
 pub mod ddl;
 pub mod engine;
+pub mod index_ddl;
 pub mod pg_compat;
 pub mod pg_users;
 pub mod session;

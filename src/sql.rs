@@ -2,6 +2,7 @@
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
 pub mod access;
+pub mod index_ddl;
 pub mod parser;
 pub mod statement;
 

@@ -78,6 +78,8 @@ pub enum StorageError {
     Expression(Box<datafusion::error::DataFusionError>),
     #[error("collection \"{0}\" was dropped")]
     Dropped(String),
+    #[error(transparent)]
+    Index(#[from] crate::vector::index::IndexError),
 }
 
 impl StorageError {
@@ -116,6 +118,8 @@ pub struct StorageConfig {
     /// Compact a collection in the background once it has this many small
     /// segments.
     pub compact_min_segments: usize,
+    /// Threads one index build may use (faiss/OpenMP).
+    pub index_build_threads: usize,
 }
 
 impl StorageConfig {
@@ -131,6 +135,9 @@ impl StorageConfig {
             seal_idle: Duration::from_secs(1),
             segment_target_size: 256 << 20,
             compact_min_segments: 8,
+            index_build_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -189,6 +196,10 @@ pub struct Shared {
     buffered: AtomicUsize,
     space: tokio::sync::Notify,
     wake_flusher: tokio::sync::Notify,
+    /// Wakes the index builder (new segments, new indexes).
+    pub wake_indexer: tokio::sync::Notify,
+    /// Signalled after each index-builder pass (for waiters).
+    pub index_progress: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -276,6 +287,8 @@ impl Storage {
             buffered: AtomicUsize::new(0),
             space: tokio::sync::Notify::new(),
             wake_flusher: tokio::sync::Notify::new(),
+            wake_indexer: tokio::sync::Notify::new(),
+            index_progress: tokio::sync::Notify::new(),
         });
         let initial = (current.version > 0).then(|| current.catalog.clone());
         info!(root = %root, manifest_version = current.version, "storage opened");
@@ -311,7 +324,45 @@ impl Storage {
             "recovery complete"
         );
         self.start_flusher();
+        self.start_indexer();
         Ok(())
+    }
+
+    /// The index builder: builds (or loads) the indexes of sealed
+    /// segments, one at a time, without blocking writes or searches.
+    fn start_indexer(self: &Arc<Storage>) {
+        let weak: Weak<Storage> = Arc::downgrade(self);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let busy = match weak.upgrade() {
+                    Some(storage) => storage.index_pass().await,
+                    None => return,
+                };
+                shared.index_progress.notify_waiters();
+                if !busy {
+                    let _ = tokio::time::timeout(
+                        std::time::Duration::from_secs(1),
+                        shared.wake_indexer.notified(),
+                    )
+                    .await;
+                }
+            }
+        });
+    }
+
+    /// One step of index work; `true` if there was any.
+    async fn index_pass(&self) -> bool {
+        let collections: Vec<Arc<CollectionData>> =
+            self.collections.read().values().cloned().collect();
+        for c in collections {
+            match c.index_step().await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => error!(collection = %c.name(), "index build failed: {e}"),
+            }
+        }
+        false
     }
 
     fn start_flusher(self: &Arc<Storage>) {

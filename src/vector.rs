@@ -2,6 +2,7 @@
 //! SQL functions (`l2_distance`, `<->`, ...) that expose them.
 
 pub mod distance;
+pub mod index;
 pub mod text;
 pub mod udf;
 
@@ -25,7 +26,9 @@ pub enum VectorError {
 }
 
 /// The distance metrics quiver understands, named after their pgvector operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Metric {
     /// `<->`: Euclidean distance.
     L2,

@@ -138,9 +138,29 @@ pub struct CollectionDef {
     /// The user who created it; it holds every privilege on it.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Vector indexes (built per sealed segment by storage).
+    #[serde(default)]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// A vector index of a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDef {
+    /// Unique within the database.
+    pub name: String,
+    /// Index into the collection's fields of the vector column.
+    pub field: usize,
+    pub spec: crate::vector::index::IndexSpec,
 }
 
 impl CollectionDef {
+    /// The index usable by a search on `field` with `metric`, if any.
+    pub fn index_for(&self, field: usize, metric: crate::vector::Metric) -> Option<&IndexDef> {
+        self.indexes
+            .iter()
+            .find(|i| i.field == field && i.spec.metric == metric)
+    }
+
     /// The Arrow schema of the user-visible fields.
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(

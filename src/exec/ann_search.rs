@@ -26,7 +26,10 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
+use crate::catalog::IndexDef;
+use crate::storage::segment::{LoadedIndex, SegmentData};
 use crate::storage::{Chunk, CollectionData, StorageError};
+use crate::vector::index::{Method, SearchKnobs};
 use crate::vector::{Metric, distance};
 
 /// What to search and how.
@@ -44,7 +47,21 @@ pub struct AnnSearchSpec {
     pub metric: Metric,
     pub query: Vec<f32>,
     pub k: usize,
+    /// The index this search may use, as known at planning (EXPLAIN).
+    pub index: Option<IndexDef>,
 }
+
+/// The search settings of a session (`SET hnsw.ef_search`, `SET
+/// ivfflat.probes`), kept in its DataFusion config for execution.
+#[derive(Debug, Default)]
+pub struct SearchSettings(pub parking_lot::Mutex<SearchKnobs>);
+
+/// The most candidates one HNSW search fetches to filter them.
+const MAX_FETCH: usize = 16384;
+/// Below this many surviving rows a segment is searched exactly.
+const EXACT_BELOW_ROWS: usize = 2048;
+/// ... and when fewer than one row in this many survive the filter.
+const EXACT_BELOW_FRACTION: usize = 20;
 
 #[derive(Debug)]
 pub struct AnnSearchExec {
@@ -80,12 +97,29 @@ impl DisplayAs for AnnSearchExec {
         let s = &self.spec;
         write!(
             f,
-            "AnnSearchExec: collection={}, column={}, metric={}, k={}, strategy=exact",
+            "AnnSearchExec: collection={}, column={}, metric={}, k={}",
             s.collection,
             s.vector_name,
             s.metric.name(),
             s.k
         )?;
+        match &s.index {
+            Some(i) => write!(
+                f,
+                ", index={} ({} {}), strategy=index per sealed segment, filter and deletes applied {} (exact below {} passing rows or 1/{} of a segment, and for growing segments)",
+                i.name,
+                i.spec.method.name(),
+                i.spec.method.params(),
+                if matches!(i.spec.method, Method::Hnsw { .. }) {
+                    "to fetched candidates"
+                } else {
+                    "by ID selector"
+                },
+                EXACT_BELOW_ROWS,
+                EXACT_BELOW_FRACTION
+            )?,
+            None => write!(f, ", strategy=exact")?,
+        }
         if let Some(filter) = &s.filter {
             write!(f, ", filter={filter}")?;
         }
@@ -131,26 +165,75 @@ impl ExecutionPlan for AnnSearchExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let spec = self.spec.clone();
         let schema = self.schema.clone();
         let out_schema = schema.clone();
-        let scanned = MetricBuilder::new(&self.metrics).counter("rows_scored", partition);
+        let knobs = context
+            .session_config()
+            .get_extension::<SearchSettings>()
+            .map(|s| *s.0.lock())
+            .unwrap_or_default();
+        let metrics = SearchMetrics {
+            scored: MetricBuilder::new(&self.metrics).counter("rows_scored", partition),
+            index_segments: MetricBuilder::new(&self.metrics)
+                .counter("segments_searched_by_index", partition),
+            exact_segments: MetricBuilder::new(&self.metrics)
+                .counter("segments_searched_exactly", partition),
+            index_candidates: MetricBuilder::new(&self.metrics)
+                .counter("index_candidates", partition),
+            widened: MetricBuilder::new(&self.metrics).counter("searches_widened", partition),
+        };
         let time = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let stream = futures::stream::once(async move {
             let snapshot = spec.data.snapshot();
-            let chunks = snapshot
-                .chunks()
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            // The index in force now (it may have been created after planning).
+            let index = spec
+                .data
+                .index_defs()
+                .into_iter()
+                .find(|d| d.field == spec.vector_column && d.spec.metric == spec.metric);
+            let mut chunks = Vec::new();
+            let mut segments = Vec::new();
+            for seg in &snapshot.segments {
+                let cs = seg
+                    .chunks()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let loaded = match (&seg.data, &index) {
+                    (SegmentData::Flushed(f), Some(def)) => f.index(&def.name),
+                    _ => None,
+                };
+                segments.push(SegmentPlan {
+                    first_chunk: chunks.len(),
+                    chunks: cs.len(),
+                    index: loaded,
+                });
+                chunks.extend(cs);
+            }
             let _timer = time.timer();
-            let (batch, rows) = search(&spec, &chunks, schema)?;
-            scanned.add(rows);
+            let batch = search(&spec, &chunks, &segments, knobs, &metrics, schema)?;
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
     }
+}
+
+/// Counters shown by EXPLAIN ANALYZE.
+struct SearchMetrics {
+    scored: datafusion::physical_plan::metrics::Count,
+    index_segments: datafusion::physical_plan::metrics::Count,
+    exact_segments: datafusion::physical_plan::metrics::Count,
+    index_candidates: datafusion::physical_plan::metrics::Count,
+    widened: datafusion::physical_plan::metrics::Count,
+}
+
+/// One segment's chunks and its loaded index, if any.
+struct SegmentPlan {
+    first_chunk: usize,
+    chunks: usize,
+    index: Option<LoadedIndex>,
 }
 
 /// A heap entry: score, chunk, row. Ordered by score (NaN last), then position.
@@ -190,86 +273,307 @@ impl Ord for Candidate {
     }
 }
 
-/// Run the search; returns the result batch and the number of rows scored.
-fn search(
+/// Which rows of `chunk` pass the deletes and the filter (`None`: all).
+fn chunk_mask(spec: &AnnSearchSpec, chunk: &Chunk) -> Result<Option<BooleanArray>> {
+    let batch = &chunk.batch;
+    let n = batch.num_rows();
+    let mut mask: Option<BooleanArray> = chunk.live.clone();
+    if let Some(filter) = &spec.filter {
+        let value = filter.evaluate(batch)?.into_array(n)?;
+        let value = value.as_boolean_opt().ok_or_else(|| {
+            DataFusionError::Plan("argument of WHERE must be type boolean".into())
+        })?;
+        // NULL filter results count as false.
+        let value = match value.nulls() {
+            Some(nulls) => BooleanArray::new(value.values() & nulls.inner(), None),
+            None => value.clone(),
+        };
+        mask = Some(match mask {
+            Some(m) => and(&m, &value)?,
+            None => value,
+        });
+    }
+    Ok(mask)
+}
+
+/// The vector column of `chunk`: values, offset, dimension, null rows.
+fn vectors<'a>(
+    spec: &AnnSearchSpec,
+    chunk: &'a Chunk,
+) -> Result<(&'a [f32], usize, usize, Option<arrow::buffer::NullBuffer>)> {
+    let column = chunk.batch.column(spec.vector_column);
+    let list = column.as_fixed_size_list_opt().ok_or_else(|| {
+        DataFusionError::External(Box::new(StorageError::InvalidBatch(format!(
+            "{} is not a vector column",
+            spec.vector_name
+        ))))
+    })?;
+    let dim = list.value_length() as usize;
+    if dim != spec.query.len() {
+        return Err(DataFusionError::External(Box::new(
+            crate::vector::VectorError::DifferentDimensions {
+                left: dim,
+                right: spec.query.len(),
+            },
+        )));
+    }
+    let values = list.values().as_primitive::<Float32Type>().values();
+    Ok((values, list.offset() * dim, dim, list.logical_nulls()))
+}
+
+/// The top-k so far, plus up to k rows with a NULL vector for the tail.
+struct TopK {
+    k: usize,
+    heap: BinaryHeap<Candidate>,
+    null_rows: Vec<(usize, usize)>,
+}
+
+impl TopK {
+    fn offer(&mut self, cand: Candidate) {
+        if self.heap.len() < self.k {
+            self.heap.push(cand);
+        } else if let Some(top) = self.heap.peek()
+            && cand < *top
+        {
+            self.heap.pop();
+            self.heap.push(cand);
+        }
+    }
+}
+
+/// Score every passing row of chunks `range`; returns the rows scored.
+fn exact(
     spec: &AnnSearchSpec,
     chunks: &[Chunk],
-    schema: SchemaRef,
-) -> Result<(RecordBatch, usize)> {
-    let k = spec.k;
-    let query = &spec.query;
-    let query_norm = distance::dot(query, query).sqrt();
-    let mut heap: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k + 1);
-    let mut null_rows: Vec<(usize, usize)> = Vec::new();
-    let mut scored = 0usize;
-    for (ci, chunk) in chunks.iter().enumerate() {
-        let batch = &chunk.batch;
-        let n = batch.num_rows();
-        let mut mask: Option<BooleanArray> = chunk.live.clone();
-        if let Some(filter) = &spec.filter {
-            let value = filter.evaluate(batch)?.into_array(n)?;
-            let value = value.as_boolean_opt().ok_or_else(|| {
-                DataFusionError::Plan("argument of WHERE must be type boolean".into())
-            })?;
-            // NULL filter results count as false.
-            let value = match value.nulls() {
-                Some(nulls) => BooleanArray::new(value.values() & nulls.inner(), None),
-                None => value.clone(),
-            };
-            mask = Some(match mask {
-                Some(m) => and(&m, &value)?,
-                None => value,
-            });
-        }
-        let column = batch.column(spec.vector_column);
-        let list = column.as_fixed_size_list_opt().ok_or_else(|| {
-            DataFusionError::External(Box::new(StorageError::InvalidBatch(format!(
-                "{} is not a vector column",
-                spec.vector_name
-            ))))
-        })?;
-        let dim = list.value_length() as usize;
-        if dim != query.len() {
-            return Err(DataFusionError::External(Box::new(
-                crate::vector::VectorError::DifferentDimensions {
-                    left: dim,
-                    right: query.len(),
-                },
-            )));
-        }
-        let values = list.values().as_primitive::<Float32Type>().values();
-        let base = list.offset() * dim;
-        let nulls = list.logical_nulls();
-        for row in 0..n {
-            if let Some(m) = &mask
+    masks: &[Option<BooleanArray>],
+    range: std::ops::Range<usize>,
+    top: &mut TopK,
+) -> Result<usize> {
+    let query_norm = distance::dot(&spec.query, &spec.query).sqrt();
+    let mut scored = 0;
+    for ci in range {
+        let (values, base, dim, nulls) = vectors(spec, &chunks[ci])?;
+        let mask = &masks[ci];
+        for row in 0..chunks[ci].batch.num_rows() {
+            if let Some(m) = mask
                 && !m.value(row)
             {
                 continue;
             }
             if nulls.as_ref().is_some_and(|nb| nb.is_null(row)) {
-                if null_rows.len() < k {
-                    null_rows.push((ci, row));
+                if top.null_rows.len() < top.k {
+                    top.null_rows.push((ci, row));
                 }
                 continue;
             }
             let v = &values[base + row * dim..base + (row + 1) * dim];
-            let score = distance::score(spec.metric, v, query, query_norm);
             scored += 1;
-            let cand = Candidate {
-                score,
+            top.offer(Candidate {
+                score: distance::score(spec.metric, v, &spec.query, query_norm),
                 chunk: ci,
                 row,
-            };
-            if heap.len() < k {
-                heap.push(cand);
-            } else if let Some(top) = heap.peek()
-                && cand < *top
+            });
+        }
+    }
+    Ok(scored)
+}
+
+/// What every segment's search shares.
+#[derive(Clone, Copy)]
+struct SearchCtx<'a> {
+    spec: &'a AnnSearchSpec,
+    chunks: &'a [Chunk],
+    masks: &'a [Option<BooleanArray>],
+    knobs: SearchKnobs,
+    metrics: &'a SearchMetrics,
+}
+
+/// Search one sealed segment through its index: the rows that pass go to
+/// faiss as an ID selector; the search widens (ef, nprobe ×2) until it
+/// returns every row it should, and falls back to exact search if it
+/// cannot. Returns `None` when the segment is better searched exactly.
+fn by_index(
+    ctx: &SearchCtx,
+    seg: &SegmentPlan,
+    index: &LoadedIndex,
+    top: &mut TopK,
+) -> Result<Option<usize>> {
+    let SearchCtx {
+        spec,
+        chunks,
+        masks,
+        knobs,
+        metrics,
+    } = *ctx;
+    let range = seg.first_chunk..seg.first_chunk + seg.chunks;
+    let total: usize = range.clone().map(|c| chunks[c].batch.num_rows()).sum();
+    if total != index.index.len() {
+        return Ok(None);
+    }
+    // Passing rows with a vector, as a bitmap over the segment.
+    let mut bitmap = vec![0u8; total.div_ceil(8)];
+    let mut passing = 0usize;
+    let mut offset = 0usize;
+    for ci in range.clone() {
+        let n = chunks[ci].batch.num_rows();
+        let (_, _, _, nulls) = vectors(spec, &chunks[ci])?;
+        for row in 0..n {
+            let pass = masks[ci].as_ref().is_none_or(|m| m.value(row))
+                && nulls.as_ref().is_none_or(|nb| nb.is_valid(row));
+            if pass {
+                let at = offset + row;
+                bitmap[at / 8] |= 1 << (at % 8);
+                passing += 1;
+            } else if masks[ci].as_ref().is_none_or(|m| m.value(row)) && top.null_rows.len() < top.k
             {
-                heap.pop();
-                heap.push(cand);
+                top.null_rows.push((ci, row));
+            }
+        }
+        offset += n;
+    }
+    if passing == 0 {
+        return Ok(Some(0));
+    }
+    if passing < EXACT_BELOW_ROWS || passing * EXACT_BELOW_FRACTION < total {
+        return Ok(None);
+    }
+    let selector = (passing < total).then_some(&bitmap[..]);
+    let want = top.k.min(passing);
+    let passes = |row: u64| bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
+    let mut knobs = knobs;
+    let mut hits = Vec::new();
+    let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
+    if is_hnsw && selector.is_some() {
+        // faiss's HNSW walks poorly around rows its selector rejects (its
+        // recall drops to about the passing fraction), so HNSW searches
+        // unfiltered for enough candidates and filters them here, fetching
+        // more until k pass.
+        let fraction = passing as f64 / total as f64;
+        let mut fetch = ((top.k as f64 / fraction) * 2.0).ceil() as usize + 10;
+        for attempt in 0..12 {
+            fetch = fetch.min(total);
+            let knobs = SearchKnobs {
+                ef: knobs.ef.max(fetch),
+                nprobe: knobs.nprobe,
+            };
+            let raw = index
+                .index
+                .search(&spec.query, fetch, knobs, None)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+            hits = raw.into_iter().filter(|(r, _)| passes(*r)).collect();
+            if hits.len() >= want || fetch >= total || fetch >= MAX_FETCH {
+                break;
+            }
+            if attempt == 0 {
+                metrics.widened.add(1);
+            }
+            fetch *= 2;
+        }
+        hits.truncate(top.k);
+    } else {
+        for attempt in 0..12 {
+            hits = index
+                .index
+                .search(&spec.query, top.k, knobs, selector)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+            if hits.len() >= want {
+                break;
+            }
+            if attempt == 0 {
+                metrics.widened.add(1);
+            }
+            if knobs.ef >= total && knobs.nprobe >= 65536 {
+                break;
+            }
+            knobs.ef = (knobs.ef * 2).min(total.max(1));
+            knobs.nprobe = (knobs.nprobe * 2).min(65536);
+        }
+    }
+    if hits.len() < want {
+        return Ok(None);
+    }
+    metrics.index_candidates.add(hits.len());
+    // Map segment offsets to chunks; score exactly (quantised indexes give
+    // approximate distances).
+    let starts: Vec<usize> = range
+        .clone()
+        .scan(0usize, |acc, c| {
+            let s = *acc;
+            *acc += chunks[c].batch.num_rows();
+            Some(s)
+        })
+        .collect();
+    let query_norm = distance::dot(&spec.query, &spec.query).sqrt();
+    for (row, _) in hits {
+        let row = row as usize;
+        let local = starts.partition_point(|s| *s <= row) - 1;
+        let ci = seg.first_chunk + local;
+        let r = row - starts[local];
+        let (values, base, dim, _) = vectors(spec, &chunks[ci])?;
+        let v = &values[base + r * dim..base + (r + 1) * dim];
+        top.offer(Candidate {
+            score: distance::score(spec.metric, v, &spec.query, query_norm),
+            chunk: ci,
+            row: r,
+        });
+    }
+    Ok(Some(want))
+}
+
+/// Run the search over every segment and merge the per-segment top-k.
+fn search(
+    spec: &AnnSearchSpec,
+    chunks: &[Chunk],
+    segments: &[SegmentPlan],
+    knobs: SearchKnobs,
+    metrics: &SearchMetrics,
+    schema: SchemaRef,
+) -> Result<RecordBatch> {
+    let k = spec.k;
+    let masks = chunks
+        .iter()
+        .map(|c| chunk_mask(spec, c))
+        .collect::<Result<Vec<_>>>()?;
+    let mut top = TopK {
+        k,
+        heap: BinaryHeap::with_capacity(k + 1),
+        null_rows: Vec::new(),
+    };
+    for seg in segments {
+        let range = seg.first_chunk..seg.first_chunk + seg.chunks;
+        let searched = match &seg.index {
+            Some(index) if k > 0 => {
+                let ctx = SearchCtx {
+                    spec,
+                    chunks,
+                    masks: &masks,
+                    knobs,
+                    metrics,
+                };
+                by_index(&ctx, seg, index, &mut top)?
+            }
+            _ => None,
+        };
+        match searched {
+            Some(n) => {
+                metrics.index_segments.add(1);
+                metrics.scored.add(n);
+            }
+            None => {
+                metrics.exact_segments.add(1);
+                // Rows with NULL vectors may have been noted already.
+                top.null_rows.retain(|(c, _)| !range.contains(c));
+                let n = exact(spec, chunks, &masks, range, &mut top)?;
+                metrics.scored.add(n);
             }
         }
     }
+    let TopK {
+        heap,
+        mut null_rows,
+        ..
+    } = top;
+    null_rows.sort_unstable();
     let mut picked: Vec<(usize, usize)> = heap
         .into_sorted_vec()
         .into_iter()
@@ -282,7 +586,7 @@ fn search(
         picked.push(r);
     }
     if chunks.is_empty() {
-        return Ok((RecordBatch::new_empty(schema), scored));
+        return Ok(RecordBatch::new_empty(schema));
     }
     let columns = spec
         .projection
@@ -304,5 +608,5 @@ fn search(
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(picked.len())),
         )?
     };
-    Ok((batch, scored))
+    Ok(batch)
 }

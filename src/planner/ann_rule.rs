@@ -97,8 +97,12 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
     fn schema(&self) -> &DFSchemaRef {
         &self.schema
     }
+    /// None: the filter is evaluated against the collection's own schema
+    /// (the node has no inputs), so rules that resolve expressions against
+    /// inputs (e.g. `simplify_expressions`) must leave it alone; it was
+    /// simplified before the rewrite.
     fn expressions(&self) -> Vec<Expr> {
-        self.filter.iter().cloned().collect()
+        vec![]
     }
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let field = &self.table.def().fields[self.vector_column].name;
@@ -114,14 +118,8 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
         }
         Ok(())
     }
-    fn with_exprs_and_inputs(
-        &self,
-        mut exprs: Vec<Expr>,
-        _inputs: Vec<LogicalPlan>,
-    ) -> Result<Self> {
-        let mut node = self.clone();
-        node.filter = exprs.pop();
-        Ok(node)
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> Result<Self> {
+        Ok(self.clone())
     }
 }
 
@@ -326,6 +324,7 @@ impl ExtensionPlanner for AnnSearchPlanner {
             metric: node.metric,
             query: node.query.clone(),
             k: node.k,
+            index: def.index_for(node.vector_column, node.metric).cloned(),
         };
         let schema = Arc::new(node.schema.as_arrow().clone());
         Ok(Some(Arc::new(AnnSearchExec::new(spec, schema))))
@@ -347,4 +346,43 @@ impl QueryPlanner for QuiverQueryPlanner {
             .create_physical_plan(logical_plan, session)
             .await
     }
+}
+
+/// Bind parameter values inside `AnnSearch` filters. The node keeps its
+/// filter out of [`UserDefinedLogicalNodeCore::expressions`], so
+/// `LogicalPlan::with_param_values` does not see it.
+pub fn bind_params(
+    plan: LogicalPlan,
+    params: &datafusion::common::ParamValues,
+) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up(|p| {
+            let LogicalPlan::Extension(ext) = &p else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(node) = ext.node.as_any().downcast_ref::<AnnSearchNode>() else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(filter) = &node.filter else {
+                return Ok(Transformed::no(p));
+            };
+            let bound = filter
+                .clone()
+                .transform(|e| match &e {
+                    Expr::Placeholder(ph) => {
+                        let v = params.get_placeholders_with_values(&ph.id)?;
+                        Ok(Transformed::yes(Expr::Literal(v.value, v.metadata)))
+                    }
+                    _ => Ok(Transformed::no(e)),
+                })?
+                .data;
+            let mut node = node.clone();
+            node.filter = Some(bound);
+            Ok(Transformed::yes(LogicalPlan::Extension(
+                datafusion::logical_expr::Extension {
+                    node: Arc::new(node),
+                },
+            )))
+        })?
+        .data)
 }

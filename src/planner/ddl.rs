@@ -291,6 +291,7 @@ pub fn collection_def(
         fields,
         primary_key,
         owner: None,
+        indexes: vec![],
     })
 }
 

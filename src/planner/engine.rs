@@ -97,6 +97,9 @@ impl Prepared {
             (None, Statement::ShowCollections) => Some(collections_schema()),
             (None, Statement::ShowSegments { .. }) => Some(segments_schema()),
             (None, Statement::Show { name }) => Some(show_schema(name)),
+            (None, Statement::Index(crate::sql::statement::IndexStatement::Show { .. })) => {
+                Some(super::index_ddl::indexes_schema())
+            }
             (None, Statement::Access(AccessStatement::ShowUsers)) => Some(access::users_schema()),
             (None, Statement::Access(AccessStatement::ShowRoles)) => Some(access::roles_schema()),
             (None, Statement::Access(AccessStatement::ShowGrants { .. })) => {
@@ -115,6 +118,7 @@ fn empty_def() -> crate::catalog::CollectionDef {
         fields: vec![],
         primary_key: None,
         owner: None,
+        indexes: vec![],
     }
 }
 
@@ -390,7 +394,11 @@ impl Engine {
     }
 
     fn state_for(&self, database: &str, user: &str) -> Result<SessionState, QueryError> {
-        let mut config = self.base.config().clone();
+        let mut config = self
+            .base
+            .config()
+            .clone()
+            .with_extension(Arc::new(crate::exec::ann_search::SearchSettings::default()));
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
         let visible = self.catalogs.for_database(database, user);
@@ -441,7 +449,11 @@ impl Engine {
         session: &Session,
         statement: Statement,
     ) -> Result<Prepared, QueryError> {
-        let plan = match &statement {
+        let planned = match &statement {
+            Statement::Tuned { inner, .. } => inner.as_ref(),
+            other => other,
+        };
+        let plan = match planned {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
@@ -478,8 +490,13 @@ impl Engine {
         prepared: &Prepared,
         params: ParamValues,
     ) -> Result<Output, QueryError> {
+        let _tuned = match &prepared.statement {
+            Statement::Tuned { ef, nprobe, .. } => session.tune(*ef, *nprobe),
+            _ => None,
+        };
         if let Some(optimized) = &prepared.optimized {
-            let plan = optimized.clone().with_param_values(params)?;
+            let plan = super::ann_rule::bind_params(optimized.clone(), &params)?;
+            let plan = plan.with_param_values(params)?;
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
             access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
@@ -693,6 +710,17 @@ impl Engine {
                 rows(segments_batch(&data.segment_rows())?)
             }
             Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
+            Statement::Tuned { ef, nprobe, inner } => {
+                let _tuned = session.tune(ef, nprobe);
+                Box::pin(self.execute(session, *inner)).await
+            }
+            Statement::Index(stmt) => {
+                match super::index_ddl::execute(&self.catalog, &self.storage, session, stmt).await?
+                {
+                    super::index_ddl::IndexOutput::Tag(tag) => Ok(command(tag)),
+                    super::index_ddl::IndexOutput::Rows(batch) => rows(batch),
+                }
+            }
             Statement::Access(stmt) => match access::execute(&self.catalog, session, stmt)? {
                 access::AccessOutput::Tag(tag) => Ok(command(tag)),
                 access::AccessOutput::Rows(batch) => rows(batch),

@@ -88,8 +88,40 @@ impl Session {
                 )));
             }
         }
+        if let Some(settings) = self
+            .state
+            .config()
+            .get_extension::<crate::exec::ann_search::SearchSettings>()
+        {
+            let v: usize = value.trim().parse().unwrap_or(0);
+            let mut knobs = settings.0.lock();
+            match name.as_str() {
+                "hnsw.ef_search" => knobs.ef = v,
+                "ivfflat.probes" => knobs.nprobe = v,
+                _ => {}
+            }
+        }
         self.vars.lock().insert(name, value.trim().to_string());
         Ok(())
+    }
+
+    /// Use these search settings until the guard is dropped.
+    pub fn tune(&self, ef: Option<u64>, nprobe: Option<u64>) -> Option<TuneGuard> {
+        let settings = self
+            .state
+            .config()
+            .get_extension::<crate::exec::ann_search::SearchSettings>()?;
+        let previous = *settings.0.lock();
+        {
+            let mut knobs = settings.0.lock();
+            if let Some(ef) = ef {
+                knobs.ef = ef.clamp(1, 100_000) as usize;
+            }
+            if let Some(n) = nprobe {
+                knobs.nprobe = n.clamp(1, 65_536) as usize;
+            }
+        }
+        Some(TuneGuard { settings, previous })
     }
 
     pub fn var(&self, name: &str) -> Option<String> {
@@ -101,5 +133,17 @@ impl Session {
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
+    }
+}
+
+/// Restores a session's search settings when dropped.
+pub struct TuneGuard {
+    settings: Arc<crate::exec::ann_search::SearchSettings>,
+    previous: crate::vector::index::SearchKnobs,
+}
+
+impl Drop for TuneGuard {
+    fn drop(&mut self) {
+        *self.settings.0.lock() = self.previous;
     }
 }

@@ -10,6 +10,7 @@ use crate::planner::QueryError;
 use crate::sql::ParseError;
 use crate::storage::StorageError;
 use crate::vector::VectorError;
+use crate::vector::index::IndexError;
 
 fn info(code: &str, message: impl Into<String>) -> ErrorInfo {
     ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())
@@ -49,6 +50,8 @@ fn catalog_info(e: &CatalogError) -> ErrorInfo {
         CatalogError::UnsupportedType { hint, .. } if hint.is_empty() => "42704",
         CatalogError::UnsupportedType { .. } => "0A000",
         CatalogError::Store(_) => "58030",
+        CatalogError::IndexNotFound { .. } => "42704",
+        CatalogError::IndexExists { .. } => "42P07",
         CatalogError::Access(a) => match a {
             AccessError::Denied(_) | AccessError::Protected(_) => "42501",
             AccessError::RoleNotFound(_) => "42704",
@@ -73,6 +76,12 @@ fn storage_info(e: &StorageError) -> ErrorInfo {
         StorageError::Corrupt(_) => "XX001",
         StorageError::Config(_) | StorageError::Locked(_) => "55000",
         StorageError::Dropped(_) => "42P01",
+        StorageError::Index(i) => match i {
+            IndexError::InvalidParameter(_) => "22023",
+            IndexError::UnknownMethod(_) => "42601",
+            IndexError::Unknown(_) => "42704",
+            IndexError::Faiss(_) | IndexError::Io(_) => "XX000",
+        },
         StorageError::Expression(_) => "XX000",
         StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
             "XX000"

@@ -9,13 +9,13 @@ use crate::auth::Secret;
 use crate::auth::acl::Privilege;
 
 /// A cursor over the statement's tokens, whitespace skipped.
-struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     sql: &'a str,
     tokens: Vec<&'a TokenWithSpan>,
     at: usize,
 }
 
-fn upper(t: &Token) -> Option<String> {
+pub(super) fn upper(t: &Token) -> Option<String> {
     match t {
         Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
         _ => None,
@@ -23,7 +23,7 @@ fn upper(t: &Token) -> Option<String> {
 }
 
 impl<'a> Cursor<'a> {
-    fn new(sql: &'a str, tokens: &'a [TokenWithSpan]) -> Cursor<'a> {
+    pub(super) fn new(sql: &'a str, tokens: &'a [TokenWithSpan]) -> Cursor<'a> {
         Cursor {
             sql,
             tokens: tokens
@@ -34,11 +34,30 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn peek(&self) -> Option<&'a Token> {
+    pub(super) fn peek(&self) -> Option<&'a Token> {
         self.tokens.get(self.at).map(|t| &t.token)
     }
 
-    fn error(&self, expected: &str) -> ParseError {
+    /// Take the next token, whatever it is.
+    pub(super) fn next(&mut self) -> Option<&'a Token> {
+        let t = self.peek();
+        if t.is_some() {
+            self.at += 1;
+        }
+        t
+    }
+
+    /// Consume `token` if it is next.
+    pub(super) fn punct(&mut self, token: &Token) -> bool {
+        if self.peek() == Some(token) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(super) fn error(&self, expected: &str) -> ParseError {
         let (found, position) = match self.tokens.get(self.at) {
             Some(t) => (
                 t.token.to_string(),
@@ -56,7 +75,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consume `word` (unquoted, any case) if it is next.
-    fn word(&mut self, word: &str) -> bool {
+    pub(super) fn word(&mut self, word: &str) -> bool {
         if self.peek().and_then(upper).as_deref() == Some(word) {
             self.at += 1;
             true
@@ -65,7 +84,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn words(&mut self, words: &[&str]) -> bool {
+    pub(super) fn words(&mut self, words: &[&str]) -> bool {
         let start = self.at;
         for w in words {
             if !self.word(w) {
@@ -76,7 +95,7 @@ impl<'a> Cursor<'a> {
         true
     }
 
-    fn expect(&mut self, word: &str) -> Result<(), ParseError> {
+    pub(super) fn expect(&mut self, word: &str) -> Result<(), ParseError> {
         if self.word(word) {
             Ok(())
         } else {
@@ -85,7 +104,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A user, role or database name: unquoted names fold to lower case.
-    fn name(&mut self) -> Result<String, ParseError> {
+    pub(super) fn name(&mut self) -> Result<String, ParseError> {
         match self.peek() {
             Some(Token::Word(w)) => {
                 self.at += 1;
@@ -100,7 +119,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A possibly qualified collection name (`c` or `db.c`).
-    fn qualified(&mut self) -> Result<Vec<String>, ParseError> {
+    pub(super) fn qualified(&mut self) -> Result<Vec<String>, ParseError> {
         let mut parts = vec![self.name()?];
         while matches!(self.peek(), Some(Token::Period)) {
             self.at += 1;
@@ -109,7 +128,7 @@ impl<'a> Cursor<'a> {
         Ok(parts)
     }
 
-    fn list<T>(
+    pub(super) fn list<T>(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Result<T, ParseError>,
     ) -> Result<Vec<T>, ParseError> {
@@ -121,7 +140,7 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
-    fn string(&mut self) -> Result<String, ParseError> {
+    pub(super) fn string(&mut self) -> Result<String, ParseError> {
         match self.peek() {
             Some(Token::SingleQuotedString(s))
             | Some(Token::EscapedStringLiteral(s))
@@ -135,7 +154,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn end(&self) -> Result<(), ParseError> {
+    pub(super) fn end(&self) -> Result<(), ParseError> {
         match self.peek() {
             None => Ok(()),
             Some(_) => Err(self.error("end of statement")),

@@ -215,6 +215,9 @@ fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Stateme
 fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
     let words = leading_words(&tokens, 3);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if super::index_ddl::is_index_statement(w(0), w(1), w(2)) {
+        return Ok(Statement::Index(super::index_ddl::parse(sql, &tokens)?));
+    }
     if super::access::is_access_statement(w(0), w(1)) {
         return Ok(Statement::Access(super::access::parse(sql, &tokens)?));
     }
@@ -260,8 +263,8 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
             };
         }
         ("SEARCH", _) => {
-            let select = parse_search(sql, tokens)?;
-            return parse_generated(&select);
+            let (select, options) = parse_search(sql, tokens)?;
+            return Ok(tuned(parse_generated(&select)?, &options));
         }
         ("EXPLAIN", "SEARCH") | ("EXPLAIN", "ANALYZE") if w(1) == "SEARCH" || w(2) == "SEARCH" => {
             let analyze = w(1) == "ANALYZE";
@@ -269,13 +272,16 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                 .iter()
                 .position(|t| matches!(&t.token, Token::Word(w) if w.value.eq_ignore_ascii_case("SEARCH")))
                 .unwrap_or(0);
-            let select = parse_search(sql, tokens.split_off(start))?;
+            let (select, options) = parse_search(sql, tokens.split_off(start))?;
             let prefix = if analyze {
                 "EXPLAIN ANALYZE "
             } else {
                 "EXPLAIN "
             };
-            return parse_generated(&format!("{prefix}{select}"));
+            return Ok(tuned(
+                parse_generated(&format!("{prefix}{select}"))?,
+                &options,
+            ));
         }
         ("SET", _) => return parse_set(sql, &tokens),
         ("RESET", _) => {
@@ -583,7 +589,10 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
 
 /// Parse `SEARCH c NEAREST col TO vec [METRIC m] [WHERE ..] [LIMIT k]
 /// [OFFSET o] [WITH (..)] [RETURN ..]` and return the equivalent SELECT.
-fn parse_search(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<String, ParseError> {
+fn parse_search(
+    sql: &str,
+    tokens: Vec<TokenWithSpan>,
+) -> Result<(String, SearchOptions), ParseError> {
     let err = |e: ParserError| syntax(sql, e);
     let mut p = new_parser(tokens);
     p.next_token(); // SEARCH
@@ -675,7 +684,19 @@ fn parse_search(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<String, ParseEr
     if let Some(o) = offset {
         select.push_str(&format!(" OFFSET {o}"));
     }
-    Ok(select)
+    Ok((select, options))
+}
+
+/// The statement, run with the search settings of `options` if it has any.
+fn tuned(statement: Statement, options: &SearchOptions) -> Statement {
+    if options.ef.is_none() && options.nprobe.is_none() {
+        return statement;
+    }
+    Statement::Tuned {
+        ef: options.ef,
+        nprobe: options.nprobe,
+        inner: Box::new(statement),
+    }
 }
 
 fn parse_search_options(sql: &str, p: &mut Parser) -> Result<SearchOptions, ParseError> {

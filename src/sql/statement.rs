@@ -70,6 +70,46 @@ pub enum Statement {
     },
     /// Users, roles, grants.
     Access(AccessStatement),
+    /// CREATE/DROP/REINDEX INDEX, SHOW INDEXES.
+    Index(IndexStatement),
+    /// A statement run with its own search settings (`SEARCH ... WITH (ef
+    /// = .., nprobe = ..)`).
+    Tuned {
+        ef: Option<u64>,
+        nprobe: Option<u64>,
+        inner: Box<Statement>,
+    },
+}
+
+/// The index statements.
+#[derive(Debug, Clone)]
+pub enum IndexStatement {
+    /// `CREATE INDEX [IF NOT EXISTS] [name] ON c [USING method] (col [opclass]) [WITH (...)]`.
+    Create {
+        name: Option<String>,
+        if_not_exists: bool,
+        collection: Vec<String>,
+        method: String,
+        column: String,
+        opclass: Option<String>,
+        options: std::collections::BTreeMap<String, String>,
+    },
+    Drop {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    /// `REINDEX INDEX name`: rebuild it everywhere, and wait.
+    Reindex {
+        name: String,
+    },
+    /// `REINDEX TABLE|COLLECTION c`.
+    ReindexCollection {
+        collection: Vec<String>,
+    },
+    /// `SHOW INDEXES FROM c`.
+    Show {
+        collection: Vec<String>,
+    },
 }
 
 /// The access-control statements.

@@ -12,6 +12,7 @@
 //! bitmap of row offsets plus a log of `(row id, timestamp)`, applied when
 //! the segment is read.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch, UInt64Array};
@@ -173,6 +174,28 @@ pub struct SegmentMeta {
     pub pk_max: Option<serde_json::Value>,
     /// Timestamp of the last write the segment contains.
     pub max_ts: u64,
+    /// Index files written for this segment, by index name.
+    #[serde(default)]
+    pub indexes: std::collections::BTreeMap<String, IndexFile>,
+}
+
+/// An index file of a segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexFile {
+    /// Object path, relative to the storage root.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub build_ms: u64,
+}
+
+/// An index in memory for one segment.
+#[derive(Debug, Clone)]
+pub struct LoadedIndex {
+    pub index: Arc<dyn crate::vector::index::VectorIndex>,
+    /// Rows whose vector is not NULL (one bit per row), when some are NULL:
+    /// the others must never be returned.
+    pub valid: Option<Arc<Vec<u8>>>,
 }
 
 /// A segment on object storage; its rows are loaded on first use and kept
@@ -182,24 +205,40 @@ pub struct FlushedSegment {
     pub meta: SegmentMeta,
     io: Arc<ObjectIo>,
     cache: parking_lot::Mutex<Option<Arc<Vec<RecordBatch>>>>,
+    /// Index files written so far (persisted in the manifest).
+    pub index_files: parking_lot::Mutex<std::collections::BTreeMap<String, IndexFile>>,
+    /// Indexes loaded or built, by index name.
+    pub indexes: parking_lot::RwLock<HashMap<String, LoadedIndex>>,
 }
 
 impl FlushedSegment {
     pub fn new(meta: SegmentMeta, io: Arc<ObjectIo>) -> FlushedSegment {
         FlushedSegment {
+            index_files: parking_lot::Mutex::new(meta.indexes.clone()),
             meta,
             io,
             cache: parking_lot::Mutex::new(None),
+            indexes: parking_lot::RwLock::new(HashMap::new()),
         }
     }
 
     /// A just-written segment whose rows are still at hand.
     pub fn with_rows(meta: SegmentMeta, io: Arc<ObjectIo>, rows: Arc<Vec<RecordBatch>>) -> Self {
-        FlushedSegment {
-            meta,
-            io,
-            cache: parking_lot::Mutex::new(Some(rows)),
-        }
+        let s = FlushedSegment::new(meta, io);
+        *s.cache.lock() = Some(rows);
+        s
+    }
+
+    /// The loaded index `name`, if any.
+    pub fn index(&self, name: &str) -> Option<LoadedIndex> {
+        self.indexes.read().get(name).cloned()
+    }
+
+    /// The manifest record of this segment, with its index files.
+    pub fn current_meta(&self) -> SegmentMeta {
+        let mut meta = self.meta.clone();
+        meta.indexes = self.index_files.lock().clone();
+        meta
     }
 
     pub async fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {

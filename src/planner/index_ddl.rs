@@ -1,0 +1,216 @@
+//! CREATE INDEX, DROP INDEX, REINDEX and SHOW INDEXES: the catalog keeps
+//! the definitions, storage builds one index per sealed segment in the
+//! background.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::QueryError;
+use super::access::{self, Need};
+use super::session::Session;
+use crate::auth::acl::Privilege;
+use crate::catalog::{Catalog, CatalogError, CollectionDef, FieldType, IndexDef};
+use crate::sql::statement::IndexStatement;
+use crate::storage::{Storage, StorageError};
+use crate::vector::index::{IndexError, IndexSpec, metric_of_opclass};
+
+pub fn indexes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("index_name", DataType::Utf8, false),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("method", DataType::Utf8, false),
+        Field::new("params", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("rows_indexed", DataType::Int64, false),
+        Field::new("rows_total", DataType::Int64, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("build_ms", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+pub enum IndexOutput {
+    Tag(&'static str),
+    Rows(RecordBatch),
+}
+
+fn resolve(parts: &[String], session: &Session) -> Result<(String, String), QueryError> {
+    match parts {
+        [n] => Ok((session.database(), n.clone())),
+        [d, n] | [d, _, n] => Ok((d.clone(), n.clone())),
+        _ => Err(QueryError::Unsupported(format!(
+            "invalid collection name {}",
+            parts.join(".")
+        ))),
+    }
+}
+
+fn index_err(e: IndexError) -> QueryError {
+    QueryError::Storage(StorageError::Index(e))
+}
+
+fn opclass_name(def: &IndexDef) -> &'static str {
+    match def.spec.metric {
+        crate::vector::Metric::L2 => "vector_l2_ops",
+        crate::vector::Metric::NegativeInnerProduct => "vector_ip_ops",
+        crate::vector::Metric::Cosine => "vector_cosine_ops",
+        crate::vector::Metric::L1 => "vector_l1_ops",
+    }
+}
+
+pub async fn execute(
+    catalog: &Catalog,
+    storage: &Storage,
+    session: &Session,
+    stmt: IndexStatement,
+) -> Result<IndexOutput, QueryError> {
+    let need = |def: &CollectionDef| -> Result<(), QueryError> {
+        access::authorize(catalog, session, &[Need::on(Privilege::Index, def)].into())
+    };
+    match stmt {
+        IndexStatement::Create {
+            name,
+            if_not_exists,
+            collection,
+            method,
+            column,
+            opclass,
+            mut options,
+        } => {
+            let (db, coll) = resolve(&collection, session)?;
+            let def = catalog.get_collection(&db, &coll)?;
+            need(&def)?;
+            let field = def
+                .field_index(&column)
+                .ok_or_else(|| QueryError::UnknownColumn {
+                    column: column.clone(),
+                    collection: def.name.clone(),
+                })?;
+            let FieldType::Vector { dim } = def.fields[field].field_type else {
+                return Err(index_err(IndexError::InvalidParameter(format!(
+                    "column \"{column}\" is not a vector: vector indexes cover VECTOR(n) columns"
+                ))));
+            };
+            let metric = metric_of_opclass(opclass.as_deref().unwrap_or("vector_l2_ops"))
+                .map_err(index_err)?;
+            let wait = match options.remove("wait").as_deref() {
+                None | Some("false") | Some("off") | Some("0") => false,
+                Some("true") | Some("on") | Some("1") => true,
+                Some(other) => {
+                    return Err(index_err(IndexError::InvalidParameter(format!(
+                        "invalid value for option \"wait\": \"{other}\" (true or false)"
+                    ))));
+                }
+            };
+            let spec = IndexSpec::parse(&method, metric, dim, &options).map_err(index_err)?;
+            let name = name.unwrap_or_else(|| format!("{}_{}_idx", def.name, column));
+            let index = IndexDef {
+                name: name.clone(),
+                field,
+                spec,
+            };
+            let Some(updated) = catalog.create_index(&db, &coll, index, if_not_exists)? else {
+                return Ok(IndexOutput::Tag("CREATE INDEX"));
+            };
+            let data = storage.open_collection(&updated)?;
+            data.set_indexes(updated.indexes.clone());
+            if wait {
+                data.wait_for_index(&name).await?;
+            }
+            Ok(IndexOutput::Tag("CREATE INDEX"))
+        }
+        IndexStatement::Drop { names, if_exists } => {
+            let db = session.database();
+            let mut found = Vec::new();
+            for name in &names {
+                match catalog.find_index(&db, name) {
+                    Some((def, _)) => {
+                        need(&def)?;
+                        found.push(name.clone());
+                    }
+                    None if if_exists => {}
+                    None => return Err(CatalogError::IndexNotFound { name: name.clone() }.into()),
+                }
+            }
+            for name in found {
+                if let Some((updated, _)) = catalog.drop_index(&db, &name)? {
+                    let data = storage.open_collection(&updated)?;
+                    data.set_indexes(updated.indexes.clone());
+                    data.remove_index_files(&name).await?;
+                }
+            }
+            Ok(IndexOutput::Tag("DROP INDEX"))
+        }
+        IndexStatement::Reindex { name } => {
+            let db = session.database();
+            let (def, _) = catalog
+                .find_index(&db, &name)
+                .ok_or_else(|| CatalogError::IndexNotFound { name: name.clone() })?;
+            need(&def)?;
+            let data = storage.open_collection(&def)?;
+            data.remove_index_files(&name).await?;
+            data.set_indexes(def.indexes.clone());
+            data.wait_for_index(&name).await?;
+            Ok(IndexOutput::Tag("REINDEX"))
+        }
+        IndexStatement::ReindexCollection { collection } => {
+            let (db, coll) = resolve(&collection, session)?;
+            let def = catalog.get_collection(&db, &coll)?;
+            need(&def)?;
+            let data = storage.open_collection(&def)?;
+            for index in &def.indexes {
+                data.remove_index_files(&index.name).await?;
+            }
+            data.set_indexes(def.indexes.clone());
+            for index in &def.indexes {
+                data.wait_for_index(&index.name).await?;
+            }
+            Ok(IndexOutput::Tag("REINDEX"))
+        }
+        IndexStatement::Show { collection } => {
+            let (db, coll) = resolve(&collection, session)?;
+            let def = catalog.get_collection(&db, &coll)?;
+            if !access::sees(catalog, session.user(), &def) {
+                return Err(
+                    CatalogError::from(crate::auth::acl::AccessError::Denied(format!(
+                        "{} holds no privilege on collection {}",
+                        session.user(),
+                        def.name
+                    )))
+                    .into(),
+                );
+            }
+            let data = storage.open_collection(&def)?;
+            let reports = data.index_reports();
+            let col = |f: &dyn Fn(&crate::storage::collection::IndexReport) -> String| {
+                StringArray::from_iter_values(reports.iter().map(f))
+            };
+            let batch = RecordBatch::try_new(
+                indexes_schema(),
+                vec![
+                    Arc::new(col(&|r| r.def.name.clone())),
+                    Arc::new(col(&|r| def.fields[r.def.field].name.clone())),
+                    Arc::new(col(&|r| r.def.spec.method.name().to_string())),
+                    Arc::new(col(&|r| r.def.spec.method.params())),
+                    Arc::new(col(&|r| opclass_name(&r.def).to_string())),
+                    Arc::new(Int64Array::from_iter_values(
+                        reports.iter().map(|r| r.rows_indexed as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        reports.iter().map(|r| r.rows_total as i64),
+                    )),
+                    Arc::new(col(&|r| r.state.to_string())),
+                    Arc::new(Int64Array::from_iter_values(
+                        reports.iter().map(|r| r.build_ms as i64),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        reports.iter().map(|r| r.error.clone()),
+                    )),
+                ],
+            )?;
+            Ok(IndexOutput::Rows(batch))
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! ANN indexes over one segment's vectors, behind [`VectorIndex`], built
+//! with faiss. An index answers with row offsets within its segment and
+//! with distances in pgvector's terms (`<->` L2, `<#>` negative inner
+//! product, `<=>` cosine distance), so results merge with exact search.
+//!
+//! Methods: `flat`, `ivf_flat (lists)`, `ivf_sq8 (lists)`, `ivf_pq (lists,
+//! m, nbits)`, `hnsw (m, ef_construction)`. Cosine indexes store
+//! normalised vectors and search by inner product.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use faiss::index::IndexImpl;
+use faiss::{Index, MetricType};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::Metric;
+
+#[derive(Debug, Error)]
+pub enum IndexError {
+    /// A parameter the user gave is wrong (22023).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// An index method that does not exist (42601).
+    #[error("{0}")]
+    UnknownMethod(String),
+    /// An operator class that does not exist (42704).
+    #[error("{0}")]
+    Unknown(String),
+    #[error("faiss: {0}")]
+    Faiss(String),
+    #[error("index file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn faiss_err(e: faiss::error::Error) -> IndexError {
+    IndexError::Faiss(e.to_string())
+}
+
+/// The index method and its build parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    Flat,
+    IvfFlat {
+        lists: usize,
+    },
+    IvfSq8 {
+        lists: usize,
+    },
+    IvfPq {
+        lists: usize,
+        m: usize,
+        nbits: usize,
+    },
+    Hnsw {
+        m: usize,
+        ef_construction: usize,
+    },
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Flat => "flat",
+            Method::IvfFlat { .. } => "ivf_flat",
+            Method::IvfSq8 { .. } => "ivf_sq8",
+            Method::IvfPq { .. } => "ivf_pq",
+            Method::Hnsw { .. } => "hnsw",
+        }
+    }
+
+    /// The build parameters as `WITH (...)` would name them.
+    pub fn params(&self) -> String {
+        match self {
+            Method::Flat => String::new(),
+            Method::IvfFlat { lists } | Method::IvfSq8 { lists } => format!("lists={lists}"),
+            Method::IvfPq { lists, m, nbits } => format!("lists={lists}, m={m}, nbits={nbits}"),
+            Method::Hnsw { m, ef_construction } => {
+                format!("m={m}, ef_construction={ef_construction}")
+            }
+        }
+    }
+
+    /// IVF lists are capped by the rows a segment has to train on.
+    fn factory(&self, rows: usize) -> String {
+        let lists = |l: usize| l.min((rows / 39).max(1)).max(1);
+        match self {
+            Method::Flat => "Flat".into(),
+            Method::IvfFlat { lists: l } => format!("IVF{},Flat", lists(*l)),
+            Method::IvfSq8 { lists: l } => format!("IVF{},SQ8", lists(*l)),
+            Method::IvfPq { lists: l, m, nbits } => format!("IVF{},PQ{m}x{nbits}", lists(*l)),
+            Method::Hnsw { m, .. } => format!("HNSW{m},Flat"),
+        }
+    }
+
+    fn is_ivf(&self) -> bool {
+        matches!(
+            self,
+            Method::IvfFlat { .. } | Method::IvfSq8 { .. } | Method::IvfPq { .. }
+        )
+    }
+}
+
+/// What an index is: its method, metric and dimension (stored in the
+/// catalog; the factory is keyed by the method name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub method: Method,
+    pub metric: Metric,
+    pub dim: usize,
+}
+
+const METHODS: &str = "flat, ivf_flat, ivf_sq8, ivf_pq, hnsw";
+
+/// The metric of a pgvector operator class.
+pub fn metric_of_opclass(opclass: &str) -> Result<Metric, IndexError> {
+    match opclass.to_ascii_lowercase().as_str() {
+        "vector_l2_ops" => Ok(Metric::L2),
+        "vector_ip_ops" => Ok(Metric::NegativeInnerProduct),
+        "vector_cosine_ops" => Ok(Metric::Cosine),
+        other => Err(IndexError::Unknown(format!(
+            "operator class \"{other}\" does not exist for vector indexes: use vector_l2_ops, vector_ip_ops or vector_cosine_ops"
+        ))),
+    }
+}
+
+impl IndexSpec {
+    /// Check a `CREATE INDEX ... USING method (col opclass) WITH (options)`.
+    /// Options not about the build (e.g. `wait`) must be removed first.
+    pub fn parse(
+        method: &str,
+        metric: Metric,
+        dim: usize,
+        options: &BTreeMap<String, String>,
+    ) -> Result<IndexSpec, IndexError> {
+        let allowed: &[&str] = match method {
+            "flat" => &[],
+            "ivf_flat" | "ivfflat" | "ivf_sq8" => &["lists"],
+            "ivf_pq" => &["lists", "m", "nbits"],
+            "hnsw" => &["m", "ef_construction"],
+            other => {
+                return Err(IndexError::UnknownMethod(format!(
+                    "access method \"{other}\" does not exist: use one of {METHODS}"
+                )));
+            }
+        };
+        if let Some(k) = options.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(IndexError::InvalidParameter(format!(
+                "unrecognized parameter \"{k}\" for {method}: allowed are {}",
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            )));
+        }
+        let int = |name: &str,
+                   default: usize,
+                   min: usize,
+                   max: usize|
+         -> Result<usize, IndexError> {
+            let Some(v) = options.get(name) else {
+                return Ok(default);
+            };
+            match v.parse::<usize>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(IndexError::InvalidParameter(format!(
+                    "value {v} out of bounds for option \"{name}\": must be an integer from {min} to {max}"
+                ))),
+            }
+        };
+        if metric == Metric::L1 {
+            return Err(IndexError::InvalidParameter(
+                "vector indexes support vector_l2_ops, vector_ip_ops and vector_cosine_ops".into(),
+            ));
+        }
+        let method = match method {
+            "flat" => Method::Flat,
+            "ivf_flat" | "ivfflat" => Method::IvfFlat {
+                lists: int("lists", 100, 1, 32768)?,
+            },
+            "ivf_sq8" => Method::IvfSq8 {
+                lists: int("lists", 100, 1, 32768)?,
+            },
+            "ivf_pq" => {
+                let m = int("m", (dim / 4).max(1), 1, dim)?;
+                if !dim.is_multiple_of(m) {
+                    return Err(IndexError::InvalidParameter(format!(
+                        "ivf_pq: m = {m} must divide the dimension {dim}"
+                    )));
+                }
+                Method::IvfPq {
+                    lists: int("lists", 100, 1, 32768)?,
+                    m,
+                    nbits: int("nbits", 8, 1, 16)?,
+                }
+            }
+            _ => Method::Hnsw {
+                m: int("m", 16, 2, 100)?,
+                ef_construction: int("ef_construction", 64, 4, 1000)?,
+            },
+        };
+        Ok(IndexSpec {
+            method,
+            metric,
+            dim,
+        })
+    }
+
+    fn faiss_metric(&self) -> MetricType {
+        match self.metric {
+            Metric::L2 => MetricType::L2,
+            _ => MetricType::InnerProduct,
+        }
+    }
+
+    /// A faiss score as the pgvector distance of this metric.
+    pub fn distance(&self, score: f32) -> f32 {
+        match self.metric {
+            Metric::L2 => score.max(0.0).sqrt(),
+            Metric::NegativeInnerProduct => -score,
+            Metric::Cosine => 1.0 - score,
+            Metric::L1 => score,
+        }
+    }
+}
+
+fn normalized(vectors: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = vectors.to_vec();
+    for v in out.chunks_mut(dim) {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
+        }
+    }
+    out
+}
+
+/// How hard a search works: HNSW's ef, IVF's probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchKnobs {
+    pub ef: usize,
+    pub nprobe: usize,
+}
+
+impl Default for SearchKnobs {
+    fn default() -> Self {
+        SearchKnobs { ef: 40, nprobe: 1 }
+    }
+}
+
+unsafe extern "C" {
+    /// OpenMP (linked with faiss): threads for this thread's parallel regions.
+    fn omp_set_num_threads(n: std::os::raw::c_int);
+}
+
+/// Let index builds on the calling thread use `threads` threads. Searches
+/// run single-threaded: faiss parallelises over queries, and a query
+/// carries one.
+pub fn set_build_threads(threads: usize) {
+    // SAFETY: sets an OpenMP setting of the calling thread.
+    unsafe { omp_set_num_threads(threads.clamp(1, 256) as std::os::raw::c_int) }
+}
+
+/// One ANN index over the rows `0..len` of a segment.
+pub trait VectorIndex: Send + Sync + fmt::Debug {
+    fn spec(&self) -> &IndexSpec;
+    /// Rows indexed.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `k` nearest rows among those `allowed` marks (one bit per row,
+    /// least significant bit first), as (row, distance), nearest first.
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: SearchKnobs,
+        allowed: Option<&[u8]>,
+    ) -> Result<Vec<(u64, f32)>, IndexError>;
+    /// The index as bytes, for an index file.
+    fn serialize(&self) -> Result<Vec<u8>, IndexError>;
+    /// Approximate bytes of memory held.
+    fn memory_size(&self) -> usize;
+}
+
+/// A faiss index. HNSW's efSearch lives in the index, so a search with
+/// another ef changes it under the write lock; searches with the ef
+/// already set share the read lock.
+pub struct FaissIndex {
+    spec: IndexSpec,
+    index: RwLock<(IndexImpl, usize)>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl fmt::Debug for FaissIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FaissIndex({} {} dim={} rows={})",
+            self.spec.method.name(),
+            self.spec.metric.name(),
+            self.spec.dim,
+            self.rows
+        )
+    }
+}
+
+/// Build an index over `vectors` (`rows × dim`, row-major).
+pub fn build(spec: &IndexSpec, vectors: &[f32]) -> Result<FaissIndex, IndexError> {
+    let rows = vectors.len() / spec.dim.max(1);
+    let data = if spec.metric == Metric::Cosine {
+        normalized(vectors, spec.dim)
+    } else {
+        vectors.to_vec()
+    };
+    let mut index = faiss::index_factory(
+        spec.dim as u32,
+        spec.method.factory(rows),
+        spec.faiss_metric(),
+    )
+    .map_err(faiss_err)?;
+    if let Method::Hnsw {
+        ef_construction, ..
+    } = spec.method
+    {
+        set_parameter(&mut index, "efConstruction", ef_construction as f64)?;
+    }
+    if rows > 0 {
+        if !index.is_trained() {
+            index.train(&data).map_err(faiss_err)?;
+        }
+        index.add(&data).map_err(faiss_err)?;
+    }
+    Ok(FaissIndex::wrap(spec.clone(), index, vectors.len() * 4))
+}
+
+fn set_parameter(index: &mut IndexImpl, name: &str, value: f64) -> Result<(), IndexError> {
+    let space = faiss::index::autotune::ParameterSpace::new().map_err(faiss_err)?;
+    space
+        .set_index_parameter(index, name, value)
+        .map_err(faiss_err)
+}
+
+/// Read an index written by [`VectorIndex::serialize`].
+pub fn deserialize(spec: &IndexSpec, bytes: &[u8]) -> Result<FaissIndex, IndexError> {
+    let tmp = tempfile_path()?;
+    std::fs::write(&tmp, bytes)?;
+    let read = faiss::read_index(tmp.to_string_lossy().as_ref());
+    let _ = std::fs::remove_file(&tmp);
+    let index = read.map_err(faiss_err)?;
+    if index.d() as usize != spec.dim {
+        return Err(IndexError::Faiss(format!(
+            "index file has dimension {}, expected {}",
+            index.d(),
+            spec.dim
+        )));
+    }
+    let bytes_len = bytes.len();
+    Ok(FaissIndex::wrap(spec.clone(), index, bytes_len))
+}
+
+fn tempfile_path() -> Result<std::path::PathBuf, IndexError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(std::env::temp_dir().join(format!("quiver-index-{}-{n}.faiss", std::process::id())))
+}
+
+impl FaissIndex {
+    fn wrap(spec: IndexSpec, index: IndexImpl, bytes: usize) -> FaissIndex {
+        let rows = index.ntotal() as usize;
+        FaissIndex {
+            spec,
+            index: RwLock::new((index, 0)),
+            rows,
+            bytes,
+        }
+    }
+}
+
+fn last_error() -> IndexError {
+    // SAFETY: faiss returns a NUL-terminated message (or null) owned by the
+    // calling thread.
+    let message = unsafe {
+        let p = faiss_sys::faiss_get_last_error();
+        if p.is_null() {
+            "unknown error".to_string()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    IndexError::Faiss(message)
+}
+
+/// Search parameters for one search (selector, probes), freed on drop.
+/// The selector reads `bitmap` in place, so it must outlive the search.
+struct Params<'a> {
+    params: *mut faiss_sys::FaissSearchParameters,
+    ivf: bool,
+    selector: *mut faiss_sys::FaissIDSelector,
+    _bitmap: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> Params<'a> {
+    fn new(
+        ivf: bool,
+        nprobe: usize,
+        rows: usize,
+        bitmap: Option<&'a [u8]>,
+    ) -> Result<Params<'a>, IndexError> {
+        let mut out = Params {
+            params: std::ptr::null_mut(),
+            ivf,
+            selector: std::ptr::null_mut(),
+            _bitmap: std::marker::PhantomData,
+        };
+        // SAFETY: out-pointers are written by faiss on success; what they
+        // point to is freed in Drop, parameters before the selector.
+        unsafe {
+            if let Some(bitmap) = bitmap {
+                let mut sel: *mut faiss_sys::FaissIDSelectorBitmap = std::ptr::null_mut();
+                let n = rows.min(bitmap.len() * 8);
+                if faiss_sys::faiss_IDSelectorBitmap_new(&mut sel, n, bitmap.as_ptr()) != 0 {
+                    return Err(last_error());
+                }
+                out.selector = sel as *mut faiss_sys::FaissIDSelector;
+            }
+            if ivf {
+                let mut p: *mut faiss_sys::FaissSearchParametersIVF = std::ptr::null_mut();
+                if faiss_sys::faiss_SearchParametersIVF_new_with(
+                    &mut p,
+                    out.selector,
+                    nprobe.max(1),
+                    0,
+                ) != 0
+                {
+                    return Err(last_error());
+                }
+                out.params = p as *mut faiss_sys::FaissSearchParameters;
+            } else if !out.selector.is_null() {
+                let mut p = std::ptr::null_mut();
+                if faiss_sys::faiss_SearchParameters_new(&mut p, out.selector) != 0 {
+                    return Err(last_error());
+                }
+                out.params = p;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Params<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each pointer was made by faiss in `new` and is freed once.
+        unsafe {
+            if !self.params.is_null() {
+                if self.ivf {
+                    faiss_sys::faiss_SearchParametersIVF_free(
+                        self.params as *mut faiss_sys::FaissSearchParametersIVF,
+                    );
+                } else {
+                    faiss_sys::faiss_SearchParameters_free(self.params);
+                }
+            }
+            if !self.selector.is_null() {
+                faiss_sys::faiss_IDSelector_free(self.selector);
+            }
+        }
+    }
+}
+
+/// One query against `index` (faiss searches are const: shared access is
+/// safe while nothing changes the index).
+fn search_one(
+    index: &IndexImpl,
+    query: &[f32],
+    k: usize,
+    params: &Params,
+) -> Result<Vec<(i64, f32)>, IndexError> {
+    let mut distances = vec![0f32; k];
+    let mut labels = vec![-1 as faiss_sys::idx_t; k];
+    // SAFETY: `query` has `d` floats, the outputs have room for `k`
+    // results, and the parameters live until after the call.
+    let code = unsafe {
+        faiss_sys::faiss_Index_search_with_params(
+            index.inner_ptr(),
+            1,
+            query.as_ptr(),
+            k as faiss_sys::idx_t,
+            params.params,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
+    };
+    if code != 0 {
+        return Err(last_error());
+    }
+    Ok(labels.into_iter().zip(distances).collect())
+}
+
+impl VectorIndex for FaissIndex {
+    fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: SearchKnobs,
+        allowed: Option<&[u8]>,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if k == 0 || self.rows == 0 {
+            return Ok(vec![]);
+        }
+        if query.len() != self.spec.dim {
+            return Err(IndexError::InvalidParameter(format!(
+                "expected {} dimensions, not {}",
+                self.spec.dim,
+                query.len()
+            )));
+        }
+        let query = if self.spec.metric == Metric::Cosine {
+            normalized(query, self.spec.dim)
+        } else {
+            query.to_vec()
+        };
+        let params = Params::new(self.spec.method.is_ivf(), knobs.nprobe, self.rows, allowed)?;
+        let k = k.min(self.rows);
+        let ef = knobs.ef.max(k);
+        let is_hnsw = matches!(self.spec.method, Method::Hnsw { .. });
+        let result = {
+            let guard = self.index.read();
+            if !is_hnsw || guard.1 == ef {
+                search_one(&guard.0, &query, k, &params)?
+            } else {
+                drop(guard);
+                let mut guard = self.index.write();
+                if guard.1 != ef {
+                    set_parameter(&mut guard.0, "efSearch", ef as f64)?;
+                    guard.1 = ef;
+                }
+                search_one(&guard.0, &query, k, &params)?
+            }
+        };
+        Ok(result
+            .into_iter()
+            .filter(|(label, _)| *label >= 0)
+            .map(|(label, d)| (label as u64, self.spec.distance(d)))
+            .collect())
+    }
+
+    fn serialize(&self) -> Result<Vec<u8>, IndexError> {
+        let tmp = tempfile_path()?;
+        let written = faiss::write_index(&self.index.read().0, tmp.to_string_lossy().as_ref());
+        let bytes = written
+            .map_err(faiss_err)
+            .and_then(|_| Ok(std::fs::read(&tmp)?));
+        let _ = std::fs::remove_file(&tmp);
+        bytes
+    }
+
+    fn memory_size(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vector::distance::distance;
+
+    /// `n` vectors around `clusters` centres, deterministic. Each cluster
+    /// varies along 4 directions of its own plus small noise, so the data
+    /// has the low intrinsic dimension of real embeddings.
+    fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let centres: Vec<f32> = (0..clusters * dim).map(|_| next() * 10.0).collect();
+        let axes: Vec<f32> = (0..clusters * 4 * dim).map(|_| next()).collect();
+        let mut out = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let c = i % clusters;
+            let w: Vec<f32> = (0..4).map(|_| next() * 6.0).collect();
+            for j in 0..dim {
+                let along: f32 = (0..4).map(|a| w[a] * axes[(c * 4 + a) * dim + j]).sum();
+                out.push(centres[c * dim + j] + along + next() * 0.2);
+            }
+        }
+        out
+    }
+
+    fn exact(
+        data: &[f32],
+        dim: usize,
+        metric: Metric,
+        q: &[f32],
+        k: usize,
+        allowed: &dyn Fn(usize) -> bool,
+    ) -> Vec<u64> {
+        let mut all: Vec<(f64, u64)> = data
+            .chunks(dim)
+            .enumerate()
+            .filter(|(i, _)| allowed(*i))
+            .map(|(i, v)| (distance(metric, q, v), i as u64))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        all.into_iter().take(k).map(|x| x.1).collect()
+    }
+
+    fn recall(
+        method: &str,
+        options: &[(&str, &str)],
+        metric: Metric,
+        knobs: SearchKnobs,
+        keep: usize,
+    ) -> f64 {
+        let (n, dim, k) = (4000, 32, 10);
+        // Queries come from the same distribution: held-out points.
+        let all = clustered(n + 50, dim, 20, 7);
+        let (data, queries) = all.split_at(n * dim);
+        let options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spec = IndexSpec::parse(method, metric, dim, &options).unwrap();
+        let index = build(&spec, data).unwrap();
+        let allowed = |i: usize| i % 100 < keep;
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for i in (0..n).filter(|i| allowed(*i)) {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        let mut hits = 0;
+        for q in queries.chunks(dim) {
+            let truth = exact(data, dim, metric, q, k, &allowed);
+            let got = index
+                .search(q, k, knobs, (keep < 100).then_some(&bitmap[..]))
+                .unwrap();
+            assert!(
+                got.iter().all(|(r, _)| allowed(*r as usize)),
+                "filtered row returned"
+            );
+            // Distances are pgvector's: they match exact ones (quantised
+            // codes give approximate distances).
+            let lossy = matches!(spec.method, Method::IvfSq8 { .. } | Method::IvfPq { .. });
+            if let Some((row, d)) = got.first().filter(|_| !lossy) {
+                let v = &data[*row as usize * dim..(*row as usize + 1) * dim];
+                assert!((distance(metric, q, v) as f32 - d).abs() < 1e-2 * (1.0 + d.abs()));
+            }
+            hits += got.iter().filter(|(r, _)| truth.contains(r)).count();
+        }
+        hits as f64 / (50 * k) as f64
+    }
+
+    #[test]
+    fn recall_per_method_and_metric() {
+        let knobs = SearchKnobs { ef: 64, nprobe: 8 };
+        for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+            assert_eq!(recall("flat", &[], metric, knobs, 100), 1.0);
+            let r = recall(
+                "hnsw",
+                &[("m", "16"), ("ef_construction", "64")],
+                metric,
+                knobs,
+                100,
+            );
+            assert!(r >= 0.95, "hnsw {metric:?}: {r}");
+            let r = recall("ivf_flat", &[("lists", "32")], metric, knobs, 100);
+            assert!(r >= 0.9, "ivf_flat {metric:?}: {r}");
+        }
+        let r = recall("ivf_sq8", &[("lists", "32")], Metric::L2, knobs, 100);
+        assert!(r >= 0.85, "ivf_sq8: {r}");
+        let r = recall(
+            "ivf_pq",
+            &[("lists", "32"), ("m", "8"), ("nbits", "6")],
+            Metric::L2,
+            knobs,
+            100,
+        );
+        assert!(r >= 0.3, "ivf_pq: {r}");
+    }
+
+    #[test]
+    fn filtered_search_keeps_to_the_selector() {
+        // HNSW walks through filtered-out nodes, so at low selectivity the
+        // executor searches the survivors exactly instead; here half remain.
+        let r = recall(
+            "hnsw",
+            &[],
+            Metric::L2,
+            SearchKnobs { ef: 128, nprobe: 8 },
+            50,
+        );
+        assert!(r >= 0.9, "hnsw with 50% kept: {r}");
+        for keep in [1, 10, 50] {
+            let r = recall(
+                "ivf_flat",
+                &[("lists", "32")],
+                Metric::L2,
+                SearchKnobs { ef: 64, nprobe: 32 },
+                keep,
+            );
+            assert!(r >= 0.95, "ivf_flat with {keep}% kept: {r}");
+        }
+    }
+
+    #[test]
+    fn serialized_index_answers_the_same() {
+        let data = clustered(1000, 16, 10, 3);
+        let spec = IndexSpec::parse("hnsw", Metric::Cosine, 16, &BTreeMap::new()).unwrap();
+        let index = build(&spec, &data).unwrap();
+        let bytes = index.serialize().unwrap();
+        let back = deserialize(&spec, &bytes).unwrap();
+        let q = &data[..16];
+        let knobs = SearchKnobs::default();
+        assert_eq!(
+            index.search(q, 5, knobs, None).unwrap(),
+            back.search(q, 5, knobs, None).unwrap()
+        );
+        assert_eq!(back.len(), 1000);
+        assert!(deserialize(&spec, b"garbage").is_err());
+    }
+
+    #[test]
+    fn bad_parameters_say_what_is_allowed() {
+        let opts = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let err = |m: &str, o: &[(&str, &str)]| {
+            IndexSpec::parse(m, Metric::L2, 128, &opts(o))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("diskann", &[]).contains("hnsw"));
+        assert!(err("ivf_pq", &[("m", "7")]).contains("divide"));
+        assert!(err("ivf_flat", &[("lists", "0")]).contains("from 1"));
+        assert!(err("hnsw", &[("lists", "4")]).contains("m, ef_construction"));
+        assert!(metric_of_opclass("vector_l1_ops").is_err());
+    }
+}
