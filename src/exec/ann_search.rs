@@ -410,6 +410,18 @@ fn by_index(
     if total != index.index.len() {
         return Ok(None);
     }
+    // Nothing deleted, filtered out or NULL: search the index as it is.
+    let untouched = range.clone().all(|ci| {
+        masks[ci].is_none()
+            && chunks[ci]
+                .batch
+                .column(spec.vector_column)
+                .logical_null_count()
+                == 0
+    });
+    if untouched {
+        return search_all(ctx, seg, index, total, top).map(Some);
+    }
     // Passing rows with a vector, as a bitmap over the segment.
     let mut bitmap = vec![0u8; total.div_ceil(8)];
     let mut passing = 0usize;
@@ -493,31 +505,65 @@ fn by_index(
         return Ok(None);
     }
     metrics.index_candidates.add(hits.len());
-    // Map segment offsets to chunks; score exactly (quantised indexes give
-    // approximate distances).
+    offer_hits(ctx, seg, &hits, top)?;
+    Ok(Some(want))
+}
+
+/// Score index hits (segment offsets) exactly and offer them to `top`.
+fn offer_hits(
+    ctx: &SearchCtx,
+    seg: &SegmentPlan,
+    hits: &[(u64, f32)],
+    top: &mut TopK,
+) -> Result<()> {
+    let range = seg.first_chunk..seg.first_chunk + seg.chunks;
     let starts: Vec<usize> = range
         .clone()
         .scan(0usize, |acc, c| {
             let s = *acc;
-            *acc += chunks[c].batch.num_rows();
+            *acc += ctx.chunks[c].batch.num_rows();
             Some(s)
         })
         .collect();
-    let query_norm = distance::dot(&spec.query, &spec.query).sqrt();
+    let query_norm = distance::dot(&ctx.spec.query, &ctx.spec.query).sqrt();
     for (row, _) in hits {
-        let row = row as usize;
+        let row = *row as usize;
         let local = starts.partition_point(|s| *s <= row) - 1;
         let ci = seg.first_chunk + local;
         let r = row - starts[local];
-        let (values, base, dim, _) = vectors(spec, &chunks[ci])?;
+        let (values, base, dim, _) = vectors(ctx.spec, &ctx.chunks[ci])?;
         let v = &values[base + r * dim..base + (r + 1) * dim];
         top.offer(Candidate {
-            score: distance::score(spec.metric, v, &spec.query, query_norm),
+            score: distance::score(ctx.spec.metric, v, &ctx.spec.query, query_norm),
             chunk: ci,
             row: r,
         });
     }
-    Ok(Some(want))
+    Ok(())
+}
+
+/// A segment every row of which may be returned: one plain index search.
+fn search_all(
+    ctx: &SearchCtx,
+    seg: &SegmentPlan,
+    index: &LoadedIndex,
+    total: usize,
+    top: &mut TopK,
+) -> Result<usize> {
+    let hits = index
+        .index
+        .search(&ctx.spec.query, top.k, ctx.knobs, None)
+        .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+    if hits.len() < top.k.min(total) {
+        return Err(DataFusionError::Execution(format!(
+            "the index returned {} of {} rows",
+            hits.len(),
+            top.k.min(total)
+        )));
+    }
+    ctx.metrics.index_candidates.add(hits.len());
+    offer_hits(ctx, seg, &hits, top)?;
+    Ok(hits.len())
 }
 
 /// Run the search over every segment and merge the per-segment top-k.

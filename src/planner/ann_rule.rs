@@ -143,15 +143,33 @@ fn match_distance(expr: &Expr) -> Option<Match> {
         return None;
     };
     let (column, value) = match (a, b) {
-        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+        (Expr::Column(c), other) | (other, Expr::Column(c)) => (c, constant(other)?),
         _ => return None,
     };
-    let query = VectorColumn::try_from_scalar(value).ok()?.get(0)?.to_vec();
+    let query = VectorColumn::try_from_scalar(&value).ok()?.get(0)?.to_vec();
     Some(Match {
         metric,
         column: column.clone(),
         query,
     })
+}
+
+/// The value of an expression without columns (a literal, or a cast of a
+/// bound parameter such as `$1::vector`), folded as the simplifier would.
+fn constant(expr: &Expr) -> Option<datafusion::common::ScalarValue> {
+    if let Expr::Literal(v, _) = expr {
+        return Some(v.clone());
+    }
+    if !expr.column_refs().is_empty() || expr.is_volatile() {
+        return None;
+    }
+    let simplifier = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(
+        datafusion::optimizer::simplify_expressions::SimplifyContext::default(),
+    );
+    match simplifier.simplify(expr.clone()).ok()? {
+        Expr::Literal(v, _) => Some(v),
+        _ => None,
+    }
 }
 
 /// Walk from the sort's input down through projections to `[Filter] ->
