@@ -140,7 +140,9 @@ fn segments_schema() -> SchemaRef {
     ]))
 }
 
-fn segments_batch(segs: &[(u64, &'static str, u64, u64, u64)]) -> Result<RecordBatch, QueryError> {
+type SegmentRow = (u64, &'static str, u64, u64, u64, &'static str);
+
+fn segments_batch(segs: &[SegmentRow]) -> Result<RecordBatch, QueryError> {
     Ok(RecordBatch::try_new(
         segments_schema(),
         vec![
@@ -157,7 +159,7 @@ fn segments_batch(segs: &[(u64, &'static str, u64, u64, u64)]) -> Result<RecordB
             Arc::new(Int64Array::from_iter_values(
                 segs.iter().map(|s| s.4 as i64),
             )),
-            Arc::new(StringArray::from_iter_values(segs.iter().map(|_| "none"))),
+            Arc::new(StringArray::from_iter_values(segs.iter().map(|s| s.5))),
         ],
     )?)
 }

@@ -1431,14 +1431,24 @@ impl CollectionData {
     }
 
     /// Rows of a segment for `SHOW SEGMENTS`.
-    pub fn segment_rows(&self) -> Vec<(u64, &'static str, u64, u64, u64)> {
+    pub fn segment_rows(&self) -> Vec<(u64, &'static str, u64, u64, u64, &'static str)> {
+        let defs = self.index_defs();
         self.snapshot()
             .segments
             .iter()
             .map(|s| {
-                let size = match &s.data {
-                    SegmentData::Flushed(f) => f.meta.bytes,
-                    SegmentData::Memory(_) => s.mem_bytes as u64,
+                let (size, index_state) = match &s.data {
+                    SegmentData::Flushed(f) => {
+                        let built = defs.iter().filter(|d| f.index(&d.name).is_some()).count();
+                        let state = match (defs.len(), built) {
+                            (0, _) => "none",
+                            (n, b) if b == n => "ready",
+                            _ => "building",
+                        };
+                        (f.meta.bytes, state)
+                    }
+                    // Growing segments are searched exactly.
+                    SegmentData::Memory(_) => (s.mem_bytes as u64, "none"),
                 };
                 (
                     s.id,
@@ -1446,6 +1456,7 @@ impl CollectionData {
                     s.rows() as u64,
                     s.deletes.count() as u64,
                     size,
+                    index_state,
                 )
             })
             .collect()
