@@ -211,18 +211,27 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
     let Some(ann) = ann_node(scan, filter, m, k)? else {
         return Ok(None);
     };
-    let target = node.clone();
-    let rewritten = input
-        .clone()
-        .transform_down(|n| {
-            if n == target {
-                Ok(Transformed::new(ann.clone(), true, TreeNodeRecursion::Jump))
-            } else {
-                Ok(Transformed::no(n))
-            }
-        })?
-        .data;
+    let rewritten = replace_leaf(input, &ann)?;
     Ok(Some(rewritten))
+}
+
+/// `plan` with the node the walk in [`try_ann`] stopped at (below its
+/// projections) replaced by `ann`. Rebuilt along the path: comparing plans
+/// for equality would compare the query vector element by element.
+fn replace_leaf(plan: &LogicalPlan, ann: &LogicalPlan) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let input = replace_leaf(&p.input, ann)?;
+            Ok(LogicalPlan::Projection(
+                datafusion::logical_expr::Projection::try_new_with_schema(
+                    p.expr.clone(),
+                    Arc::new(input),
+                    p.schema.clone(),
+                )?,
+            ))
+        }
+        _ => Ok(ann.clone()),
+    }
 }
 
 fn ann_node(
@@ -288,12 +297,11 @@ impl OptimizerRule for AnnSearchRule {
             if !order.asc || order.nulls_first {
                 return Ok(Transformed::no(node));
             }
+            // AnnSearch emits its rows in this order (NULL distances
+            // last), so the sort goes: planning a sort on a distance to a
+            // literal vector costs more than the search.
             match try_ann(&order.expr, &sort.input, k)? {
-                Some(input) => {
-                    let mut sort = sort.clone();
-                    sort.input = Arc::new(input);
-                    Ok(Transformed::yes(LogicalPlan::Sort(sort)))
-                }
+                Some(input) => Ok(Transformed::new(input, true, TreeNodeRecursion::Jump)),
                 None => Ok(Transformed::no(node)),
             }
         })
