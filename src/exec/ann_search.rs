@@ -419,14 +419,15 @@ fn by_index(
                 .logical_null_count()
                 == 0
     });
-    if untouched {
-        return search_all(ctx, seg, index, total, top).map(Some);
-    }
-    // Passing rows with a vector, as a bitmap over the segment.
-    let mut bitmap = vec![0u8; total.div_ceil(8)];
-    let mut passing = 0usize;
+    // Otherwise: the passing rows with a vector, as a bitmap over the segment.
+    let mut bitmap = Vec::new();
+    let mut passing = total;
     let mut offset = 0usize;
-    for ci in range.clone() {
+    if !untouched {
+        bitmap = vec![0u8; total.div_ceil(8)];
+        passing = 0;
+    }
+    for ci in range.clone().filter(|_| !untouched) {
         let n = chunks[ci].batch.num_rows();
         let (_, _, _, nulls) = vectors(spec, &chunks[ci])?;
         for row in 0..n {
@@ -540,30 +541,6 @@ fn offer_hits(
         });
     }
     Ok(())
-}
-
-/// A segment every row of which may be returned: one plain index search.
-fn search_all(
-    ctx: &SearchCtx,
-    seg: &SegmentPlan,
-    index: &LoadedIndex,
-    total: usize,
-    top: &mut TopK,
-) -> Result<usize> {
-    let hits = index
-        .index
-        .search(&ctx.spec.query, top.k, ctx.knobs, None)
-        .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
-    if hits.len() < top.k.min(total) {
-        return Err(DataFusionError::Execution(format!(
-            "the index returned {} of {} rows",
-            hits.len(),
-            top.k.min(total)
-        )));
-    }
-    ctx.metrics.index_candidates.add(hits.len());
-    offer_hits(ctx, seg, &hits, top)?;
-    Ok(hits.len())
 }
 
 /// Run the search over every segment and merge the per-segment top-k.

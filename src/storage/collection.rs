@@ -1473,18 +1473,10 @@ fn rowid_at(rowids: &RowIds, offset: usize) -> Option<u64> {
 /// How long the flusher sleeps between checks.
 pub(super) const FLUSH_TICK: Duration = Duration::from_millis(200);
 
-/// The vectors of `field` in `batches`, row-major, and which rows have one
-/// (`None`: all of them).
-fn vectors_of(
-    batches: &[RecordBatch],
-    field: usize,
-    dim: usize,
-) -> Result<(Vec<f32>, Option<Vec<u8>>)> {
+/// The vectors of `field` in `batches`, row-major (zeros for NULL).
+fn vectors_of(batches: &[RecordBatch], field: usize, dim: usize) -> Result<Vec<f32>> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut out = Vec::with_capacity(rows * dim);
-    let mut valid = vec![0u8; rows.div_ceil(8)];
-    let mut any_null = false;
-    let mut row = 0;
     for b in batches {
         let list = b.column(field).as_fixed_size_list_opt().ok_or_else(|| {
             StorageError::InvalidBatch("an indexed column is not a vector".into())
@@ -1497,16 +1489,13 @@ fn vectors_of(
         let base = list.offset() * dim;
         for i in 0..list.len() {
             if list.is_null(i) {
-                any_null = true;
                 out.extend(std::iter::repeat_n(0.0, dim));
             } else {
-                valid[row / 8] |= 1 << (row % 8);
                 out.extend_from_slice(&values[base + i * dim..base + (i + 1) * dim]);
             }
-            row += 1;
         }
     }
-    Ok((out, any_null.then_some(valid)))
+    Ok(out)
 }
 
 impl CollectionData {
@@ -1564,8 +1553,6 @@ impl CollectionData {
         def: &IndexDef,
     ) -> Result<()> {
         let registered = f.index_files.lock().get(&def.name).cloned();
-        let batches = f.batches().await?;
-        let (vectors, valid) = vectors_of(&batches, def.field, def.spec.dim)?;
         if let Some(file) = registered {
             let bytes = self.shared.io.get(&file.path).await;
             let spec = def.spec.clone();
@@ -1595,7 +1582,6 @@ impl CollectionData {
                         def.name.clone(),
                         LoadedIndex {
                             index: Arc::new(index),
-                            valid: valid.map(Arc::new),
                         },
                     );
                     self.index_status
@@ -1611,6 +1597,11 @@ impl CollectionData {
                 }
             }
         }
+        // Rows with a NULL vector are indexed as zeros; searches never
+        // return them (AnnSearchExec leaves them out of what may pass).
+        let batches = f.batches().await?;
+        let vectors = vectors_of(&batches, def.field, def.spec.dim)?;
+        drop(batches);
         let spec = def.spec.clone();
         let started = std::time::Instant::now();
         let threads = self.shared.config.index_build_threads;
@@ -1633,6 +1624,10 @@ impl CollectionData {
             }
         };
         let build_ms = started.elapsed().as_millis() as u64;
+        if !self.index_defs().iter().any(|d| d == def) {
+            // Dropped (or replaced) while it was being built.
+            return Ok(());
+        }
         let path = self.index_path(segment, &def.name);
         let size = bytes.len() as u64;
         self.shared.io.put(&path, bytes, false).await?;
@@ -1649,7 +1644,6 @@ impl CollectionData {
             def.name.clone(),
             LoadedIndex {
                 index: Arc::new(index),
-                valid: valid.map(Arc::new),
             },
         );
         {

@@ -193,9 +193,6 @@ pub struct IndexFile {
 #[derive(Debug, Clone)]
 pub struct LoadedIndex {
     pub index: Arc<dyn crate::vector::index::VectorIndex>,
-    /// Rows whose vector is not NULL (one bit per row), when some are NULL:
-    /// the others must never be returned.
-    pub valid: Option<Arc<Vec<u8>>>,
 }
 
 /// A segment on object storage; its rows are loaded on first use and kept

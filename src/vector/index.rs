@@ -423,7 +423,8 @@ impl<'a> Params<'a> {
         unsafe {
             if let Some(bitmap) = bitmap {
                 let mut sel: *mut faiss_sys::FaissIDSelectorBitmap = std::ptr::null_mut();
-                let n = rows.min(bitmap.len() * 8);
+                // faiss takes the bitmap's length in bytes.
+                let n = bitmap.len().min(rows.div_ceil(8));
                 if faiss_sys::faiss_IDSelectorBitmap_new(&mut sel, n, bitmap.as_ptr()) != 0 {
                     return Err(last_error());
                 }
