@@ -32,8 +32,8 @@ use tracing::{error, info, warn};
 use crate::catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};
 pub use collection::{CollectionData, Conflict};
 use manifest::ManifestStore;
-pub use objects::{ObjectIo, S3Config};
-pub use segment::{Chunk, ROWID, Snapshot};
+pub use objects::{ObjectIo, S3Config, SCAN_URL};
+pub use segment::{Chunk, FlushedSegment, ROWID, SegmentData, Snapshot};
 pub use wal::WalSync;
 
 #[derive(Debug, Error)]

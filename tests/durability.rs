@@ -425,3 +425,128 @@ async fn back_pressure_keeps_memory_bounded_and_loses_nothing() {
         (peak - baseline) / 1024
     );
 }
+
+/// Whether this machine lets a process mount a file system in its own user
+/// and mount namespaces (the disk-full test needs a small tmpfs).
+fn private_mounts_work() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run `sh -c script` inside the mount namespace of process `pid`.
+fn in_namespace_of(pid: u32, script: &str) {
+    let status = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-U", "-m", "--preserve-credentials"])
+        .args(["sh", "-c", script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "nsenter {script}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_with_53100_and_reads_go_on() {
+    if !private_mounts_work() {
+        eprintln!("SKIPPED: this machine allows no private tmpfs mounts (unshare -rm)");
+        return;
+    }
+    // The data directory is an 8 MB tmpfs, private to the server, with a
+    // 3 MB ballast file that the test removes later to free space.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrapper: Vec<String> = [
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=8m tmpfs \"$0\" && head -c 3145728 /dev/zero > \"$0/ballast\" && exec \"$@\"",
+        dir.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let launched = common::launch_wrapped(
+        &wrapper,
+        &dir,
+        &[],
+        &[("QUIVER_PASSWORD", Some(common::PASSWORD))],
+    )
+    .expect("quiver did not start on a tmpfs");
+    let server = Server::from_launched(launched, &dir);
+    let client = server.connect("default").await;
+    client
+        .batch_execute("CREATE COLLECTION docs (id BIGINT PRIMARY KEY, v VECTOR(64))")
+        .await
+        .unwrap();
+    let insert = |from: i64, n: i64| {
+        let rows: Vec<String> = (from..from + n)
+            .map(|id| {
+                let v: Vec<String> = (0..64).map(|d| format!("{}.25", (id + d) % 89)).collect();
+                format!("({id}, '[{}]')", v.join(","))
+            })
+            .collect();
+        format!("INSERT INTO docs VALUES {}", rows.join(","))
+    };
+    // Fill the disk: each statement adds about 170 kB to the WAL.
+    let mut acked = 0i64;
+    let mut failure = None;
+    for _ in 0..200 {
+        match client.batch_execute(&insert(acked, 500)).await {
+            Ok(()) => acked += 500,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failure.expect("8 MB never filled up");
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53100", "{db:?}");
+    assert!(db.message().contains("No space left"), "{}", db.message());
+    assert!(acked > 0);
+    // Reads go on, and see every acknowledged row.
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, acked);
+    let near: i64 = client
+        .query_one(
+            &format!(
+                "SELECT id FROM docs ORDER BY v <-> '[{}]' LIMIT 1",
+                (0..64)
+                    .map(|d| format!("{}.25", (7 + d) % 89))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(near % 89, 7);
+    // Other sessions are served too.
+    let other = server.connect("default").await;
+    let again: i64 = other
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, acked);
+    // Once space is freed, writes succeed again without a restart.
+    in_namespace_of(server.pid(), &format!("rm {}/ballast", dir.display()));
+    client.batch_execute(&insert(acked, 100)).await.unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, acked + 100);
+    assert!(
+        server.logged("No space left"),
+        "the failure is in the server log"
+    );
+}

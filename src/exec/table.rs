@@ -12,19 +12,29 @@ use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DataFusionError, Result};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::parquet::arrow::arrow_reader::RowSelection;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
 use super::dml::DmlExec;
 use crate::catalog::CollectionDef;
-use crate::storage::{CollectionData, StorageError};
+use crate::storage::segment::Segment;
+use crate::storage::{
+    CollectionData, FlushedSegment, ObjectIo, SCAN_URL, SegmentData, StorageError,
+};
 
 /// A collection seen by DataFusion.
 pub struct CollectionTable {
@@ -138,6 +148,9 @@ impl TableProvider for CollectionTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // The physical plan's filters reach the Parquet scan of flushed
+        // segments (DataFusion's filter pushdown), which prunes row groups
+        // and pages with them and evaluates them while decoding.
         Ok(vec![
             TableProviderFilterPushDown::Unsupported;
             filters.len()
@@ -149,27 +162,51 @@ impl TableProvider for CollectionTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self.data.snapshot();
         let parts = state.config().target_partitions().max(1);
-        let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+        let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+        let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); parts];
         let fields: Vec<usize> = (0..self.schema.fields().len()).collect();
-        let chunks = snapshot.chunks().await.map_err(storage_err)?;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let batch = chunk.live_batch().map_err(storage_err)?.project(&fields)?;
-            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
-            partitions[i % parts].push(batch);
+        let (mut m, mut f) = (0, 0);
+        for seg in &snapshot.segments {
+            match &seg.data {
+                SegmentData::Flushed(flushed) => {
+                    files[f % parts].push(segment_file(self.data.io(), flushed, seg)?);
+                    f += 1;
+                }
+                SegmentData::Memory(_) => {
+                    for chunk in seg.chunks().await.map_err(storage_err)? {
+                        let batch = chunk.live_batch().map_err(storage_err)?.project(&fields)?;
+                        memory[m % parts].push(RecordBatch::try_new(
+                            self.schema.clone(),
+                            batch.columns().to_vec(),
+                        )?);
+                        m += 1;
+                    }
+                }
+            }
         }
-        partitions.retain(|p| !p.is_empty());
-        if partitions.is_empty() {
-            partitions.push(Vec::new());
+        memory.retain(|p| !p.is_empty());
+        files.retain(|g| !g.is_empty());
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            inputs.push(self.parquet_scan(files, projection, limit)?);
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        if !memory.is_empty() || inputs.is_empty() {
+            if memory.is_empty() {
+                memory.push(Vec::new());
+            }
+            let source =
+                MemorySourceConfig::try_new(&memory, self.schema.clone(), projection.cloned())?
+                    .with_limit(limit);
+            inputs.push(DataSourceExec::from_data_source(source));
+        }
+        if inputs.len() == 1 {
+            return Ok(inputs.remove(0));
+        }
+        UnionExec::try_new(inputs)
     }
 
     async fn insert_into(
@@ -284,6 +321,51 @@ impl TableProvider for CollectionTable {
             }),
         )))
     }
+}
+
+impl CollectionTable {
+    /// DataFusion's Parquet scan of flushed segments: only the projected
+    /// columns are read; filters pushed down by the physical optimizer
+    /// prune row groups and pages by their statistics (and the primary
+    /// key's bloom filter) and are evaluated while decoding; deleted rows
+    /// are skipped by a row selection built from each segment's delete
+    /// bitmap.
+    fn parquet_scan(
+        &self,
+        groups: Vec<Vec<PartitionedFile>>,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let source = ParquetSource::new(self.schema.clone()).with_pushdown_filters(true);
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(SCAN_URL)?, Arc::new(source))
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+}
+
+/// A flushed segment's data file as a scan input, with the row selection
+/// that leaves its deleted rows out.
+fn segment_file(
+    io: &ObjectIo,
+    flushed: &Arc<FlushedSegment>,
+    seg: &Segment,
+) -> Result<PartitionedFile> {
+    let mut file = PartitionedFile::new(
+        io.path(&flushed.meta.data_file).to_string(),
+        flushed.meta.bytes,
+    )
+    // Holds the segment while the plan lives: compaction removes the
+    // files of a replaced segment only once no snapshot refers to it.
+    .with_extension(flushed.clone());
+    if let Some(mask) = seg.deletes.live_mask(0, seg.rows()) {
+        file = file.with_extension(ParquetRowSelection::new(RowSelection::from_filters(&[
+            mask,
+        ])));
+    }
+    Ok(file)
 }
 
 /// Receives the rows of an INSERT and appends them in one storage call, so a

@@ -240,7 +240,16 @@ fn ann_node(
     m: Match,
     k: usize,
 ) -> Result<Option<LogicalPlan>> {
-    if scan.fetch.is_some() || !scan.filters.is_empty() {
+    if scan.fetch.is_some() {
+        return Ok(None);
+    }
+    // Filters pushed into the scan are inexact: the filter above still holds
+    // each of them, and it becomes the search's filter.
+    let above: Vec<&Expr> = filter
+        .as_ref()
+        .map(datafusion::logical_expr::utils::split_conjunction)
+        .unwrap_or_default();
+    if scan.filters.iter().any(|f| !above.contains(&f)) {
         return Ok(None);
     }
     let Ok(provider) = source_as_provider(&scan.source) else {

@@ -360,6 +360,11 @@ impl Engine {
             .with_catalog_list(Arc::new(catalogs.clone()))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // Scans of flushed segments read Parquet through the storage's store.
+        let scan_url =
+            datafusion::execution::object_store::ObjectStoreUrl::parse(crate::storage::SCAN_URL)?;
+        ctx.runtime_env()
+            .register_object_store(scan_url.as_ref(), storage.io().store().clone());
         for udf in all_udfs() {
             ctx.register_udf(udf);
         }

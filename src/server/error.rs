@@ -173,7 +173,23 @@ fn datafusion_info(e: &DataFusionError) -> ErrorInfo {
 
 /// Wrap `e` for pgwire.
 pub fn to_pgwire(e: QueryError) -> PgWireError {
-    PgWireError::UserError(Box::new(error_info(&e)))
+    PgWireError::UserError(Box::new(reported(&e)))
+}
+
+/// [`error_info`], logged.
+pub fn reported(e: &QueryError) -> ErrorInfo {
+    let info = error_info(e);
+    // Resource, system and internal errors are the server's to report;
+    // the rest concern only the client that caused them.
+    if ["53", "58", "XX"]
+        .iter()
+        .any(|class| info.code.starts_with(class))
+    {
+        tracing::error!(sqlstate = %info.code, "{}", info.message);
+    } else {
+        tracing::debug!(sqlstate = %info.code, "{}", info.message);
+    }
+    info
 }
 
 #[cfg(test)]

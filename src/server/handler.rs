@@ -28,7 +28,7 @@ use pgwire::types::format::FormatOptions;
 use tracing::debug;
 
 use super::copy::QuiverCopy;
-use super::error::{error_info, to_pgwire};
+use super::error::{reported, to_pgwire};
 use super::startup::QuiverStartup;
 use crate::planner::{Engine, Output, Prepared, QueryError, Session};
 use crate::sql::statement::TransactionKind;
@@ -186,7 +186,7 @@ impl SimpleQueryHandler for QuiverService {
         let session = session_of(client)?;
         let statements = match crate::sql::parse(query) {
             Ok(s) => s,
-            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e.into())))]),
+            Err(e) => return Ok(vec![Response::Error(Box::new(reported(&e.into())))]),
         };
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -207,7 +207,7 @@ impl SimpleQueryHandler for QuiverService {
                 Ok(r) => responses.push(r),
                 Err(e) => {
                     // Later statements of the query string are not run, as in PostgreSQL.
-                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    responses.push(Response::Error(Box::new(reported(&e))));
                     break;
                 }
             }

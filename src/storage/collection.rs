@@ -9,8 +9,8 @@
 //! writes, and never a write that a crash could still lose.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arrow::array::{
@@ -28,7 +28,7 @@ use super::segment::{
     SegmentMeta, SegmentState, Snapshot,
 };
 use super::wal::{LocalWal, Wal, WalRecord};
-use super::{Result, Shared, StorageError};
+use super::{ObjectIo, Result, Shared, StorageError};
 use crate::catalog::{CollectionDef, IndexDef};
 use crate::vector::index::VectorIndex;
 
@@ -108,6 +108,10 @@ struct WriteState {
     /// Records were logged since the last seal.
     dirty: bool,
     checkpoint_ts: u64,
+    /// Flushed segments dropped from the snapshot (by TRUNCATE or
+    /// compaction) whose files go once the manifest no longer names them
+    /// and no reader holds them.
+    retired: Vec<Weak<FlushedSegment>>,
 }
 
 /// How an insert treats rows whose primary key exists.
@@ -279,6 +283,7 @@ impl CollectionData {
                 persisted,
                 dirty: false,
                 checkpoint_ts: entry.checkpoint_ts,
+                retired: Vec::new(),
             }),
             maintenance: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),
@@ -325,6 +330,7 @@ impl CollectionData {
             }
             *data.published.write() = state.pending.clone();
         }
+        data.remove_unnamed_segments(&entry).await;
         if replayed > 0 || !entry.segments.is_empty() {
             info!(
                 collection = %data.name,
@@ -352,6 +358,11 @@ impl CollectionData {
     }
 
     /// The current consistent view (every acknowledged write).
+    /// The object store the collection's segments are in.
+    pub fn io(&self) -> &Arc<ObjectIo> {
+        &self.shared.io
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.published.read().clone()
     }
@@ -393,6 +404,7 @@ impl CollectionData {
             deleted += snap.live_rows();
             let freed: usize = snap.segments.iter().map(|s| s.mem_bytes).sum();
             self.shared.release(freed);
+            retire(state, &snap.segments);
             snap.segments.clear();
         }
         for &rowid in &rec.deletes {
@@ -928,6 +940,30 @@ impl CollectionData {
         format!("{}/segments/{segment}/data-0.parquet", self.prefix)
     }
 
+    /// Remove segment directories the manifest does not name: those of a
+    /// flush that did not commit, or replaced ones whose removal waited for
+    /// readers when the server stopped.
+    async fn remove_unnamed_segments(&self, entry: &CollectionManifest) {
+        let named: HashSet<String> = entry.segments.iter().map(|m| m.id.to_string()).collect();
+        let root = format!("{}/segments/", self.prefix);
+        let objects = match self.shared.io.list(&root).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(collection = %self.name, "cannot list segments: {e}");
+                return;
+            }
+        };
+        let unnamed: HashSet<&str> = objects
+            .iter()
+            .filter_map(|o| o.strip_prefix(&root)?.split('/').next())
+            .filter(|id| !named.contains(*id))
+            .collect();
+        for id in unnamed {
+            info!(collection = %self.name, segment = id, "removing a segment the manifest does not name");
+            self.shared.io.delete_prefix(&format!("{root}{id}")).await;
+        }
+    }
+
     fn segment_dir(&self, segment: u64) -> String {
         format!("{}/segments/{segment}", self.prefix)
     }
@@ -1205,13 +1241,34 @@ impl CollectionData {
 
     async fn remove_obsolete(&self, previous: &CollectionManifest, current: &[SegmentMeta]) {
         let live: HashMap<u64, &SegmentMeta> = current.iter().map(|m| (m.id, m)).collect();
+        let retired: HashMap<u64, Weak<FlushedSegment>> = {
+            let mut state = self.write.lock();
+            state.retired.retain(|w| w.strong_count() > 0);
+            state
+                .retired
+                .iter()
+                .filter_map(|w| w.upgrade().map(|f| (f.meta.id, w.clone())))
+                .collect()
+        };
         for old in &previous.segments {
             match live.get(&old.id) {
                 None => {
-                    self.shared
-                        .io
-                        .delete_prefix(&self.segment_dir(old.id))
-                        .await
+                    let dir = self.segment_dir(old.id);
+                    match retired.get(&old.id) {
+                        // Queries that began before the new manifest may
+                        // still read the files: they go when those finish.
+                        Some(held) => {
+                            let held = held.clone();
+                            let io = self.shared.io.clone();
+                            tokio::spawn(async move {
+                                while held.strong_count() > 0 {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                io.delete_prefix(&dir).await;
+                            });
+                        }
+                        None => self.shared.io.delete_prefix(&dir).await,
+                    }
                 }
                 Some(now) => {
                     if let Some(d) = &old.delta_file
@@ -1334,6 +1391,14 @@ impl CollectionData {
                 }
                 seg.deletes = Arc::new(carried);
             }
+            let gone: Vec<Segment> = state
+                .pending
+                .segments
+                .iter()
+                .filter(|s| old.contains(&s.id))
+                .cloned()
+                .collect();
+            retire(&mut state, &gone);
             let swap = |snap: &Snapshot| -> Snapshot {
                 let mut snap = snap.clone();
                 let at = snap.segments.iter().position(|s| old.contains(&s.id));
@@ -1460,6 +1525,15 @@ impl CollectionData {
                 )
             })
             .collect()
+    }
+}
+
+/// Note the flushed ones among `segments`, which leave the snapshot.
+fn retire(state: &mut WriteState, segments: &[Segment]) {
+    for s in segments {
+        if let SegmentData::Flushed(f) = &s.data {
+            state.retired.push(Arc::downgrade(f));
+        }
     }
 }
 

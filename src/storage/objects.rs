@@ -25,6 +25,10 @@ use super::{Result, StorageError};
 /// Rows per Parquet row group (also the unit of a scan's parallelism).
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
+/// The URL under which the engine registers the store with DataFusion, so
+/// that scans of flushed segments go through its Parquet reader.
+pub const SCAN_URL: &str = "quiver://objects";
+
 /// Settings of an S3-compatible store.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +124,8 @@ impl ObjectIo {
         self.local_root.is_some()
     }
 
-    fn path(&self, rel: &str) -> Path {
+    /// The store's path of the object `rel` (relative to the root).
+    pub fn path(&self, rel: &str) -> Path {
         if self.prefix.as_ref().is_empty() {
             Path::from(rel)
         } else {

@@ -82,8 +82,26 @@ pub fn launch_with_env(
     args: &[String],
     env: &[(&str, Option<&str>)],
 ) -> Result<Launched, String> {
+    launch_wrapped(&[], dir, args, env)
+}
+
+/// [`launch_with_env`] with the server started through `wrapper` (a
+/// command that ends by running its arguments, like `unshare`).
+pub fn launch_wrapped(
+    wrapper: &[String],
+    dir: &std::path::Path,
+    args: &[String],
+    env: &[(&str, Option<&str>)],
+) -> Result<Launched, String> {
     {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_quiver"));
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_quiver"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_quiver")),
+        };
         command.arg("serve");
         if !args.iter().any(|a| a == "--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
@@ -152,6 +170,19 @@ pub fn launch_with_env(
 }
 
 impl Server {
+    /// A server already launched (by [`launch_wrapped`]) on `dir`.
+    pub fn from_launched(launched: Launched, dir: &std::path::Path) -> Server {
+        let (child, port, log) = launched;
+        Server {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            tmp: None,
+            args: Vec::new(),
+            log,
+        }
+    }
+
     /// SIGKILL the server, then start it again on the same data.
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
