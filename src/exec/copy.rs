@@ -27,7 +27,9 @@ pub struct CopyIn {
     pending: Vec<u8>,
     /// One buffer of raw values per input column.
     columns: Vec<Vec<Option<String>>>,
-    batches: Vec<RecordBatch>,
+    /// Chunks being converted to Arrow on blocking threads, in order, while
+    /// more data arrives.
+    batches: Vec<tokio::task::JoinHandle<Result<RecordBatch, QueryError>>>,
     line: usize,
     done: bool,
 }
@@ -73,23 +75,29 @@ impl CopyIn {
 
     /// Take the next chunk of the client's data.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), QueryError> {
-        self.pending.extend_from_slice(bytes);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(bytes);
         let mut start = 0;
-        let mut in_quotes = false;
-        let quote = self.options.quote as u8;
-        let mut i = 0;
-        while i < self.pending.len() {
-            let b = self.pending[i];
-            if self.options.csv && b == quote {
-                in_quotes = !in_quotes;
-            } else if b == b'\n' && !in_quotes {
-                let record = self.pending[start..i].to_vec();
-                self.record(&record)?;
-                start = i + 1;
+        if self.options.csv {
+            let mut in_quotes = false;
+            let quote = self.options.quote as u8;
+            for i in 0..pending.len() {
+                let b = pending[i];
+                if b == quote {
+                    in_quotes = !in_quotes;
+                } else if b == b'\n' && !in_quotes {
+                    self.record(&pending[start..i])?;
+                    start = i + 1;
+                }
             }
-            i += 1;
+        } else {
+            while let Some(n) = memchr::memchr(b'\n', &pending[start..]) {
+                self.record(&pending[start..start + n])?;
+                start += n + 1;
+            }
         }
-        self.pending.drain(..start);
+        pending.drain(..start);
+        self.pending = pending;
         Ok(())
     }
 
@@ -130,14 +138,66 @@ impl CopyIn {
         Ok(())
     }
 
-    /// Turn the buffered rows into a batch in the collection's storage schema.
+    /// Hand the buffered rows to a blocking thread that turns them into a
+    /// batch in the collection's storage schema.
     fn convert(&mut self) -> Result<(), QueryError> {
         let rows = self.columns.first().map_or(0, Vec::len);
         if rows == 0 {
             return Ok(());
         }
+        let columns: Vec<Vec<Option<String>>> =
+            self.columns.iter_mut().map(std::mem::take).collect();
+        let chunk = Chunk {
+            def: self.def.clone(),
+            schema: self.data.schema(),
+            targets: self.targets.clone(),
+            first_line: self.line + 1 - rows,
+            rows,
+        };
+        self.batches
+            .push(tokio::task::spawn_blocking(move || chunk.convert(columns)));
+        Ok(())
+    }
+
+    /// Append everything received; returns the number of rows.
+    pub async fn finish(mut self) -> Result<usize, QueryError> {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.record(&rest)?;
+        }
+        self.convert()?;
         let schema = self.data.schema();
-        let first_line = self.line + 1 - rows;
+        let mut batches = Vec::with_capacity(self.batches.len());
+        for handle in self.batches.drain(..) {
+            let batch = handle.await.map_err(|e| {
+                QueryError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
+            })??;
+            batches.push(batch);
+        }
+        let batch = concat_batches(&schema, &batches)?;
+        Ok(self.data.insert(batch).await?)
+    }
+}
+
+/// Rows of a COPY to convert to Arrow.
+struct Chunk {
+    def: Arc<CollectionDef>,
+    schema: arrow::datatypes::SchemaRef,
+    targets: Vec<usize>,
+    /// Line number of the first row, for messages.
+    first_line: usize,
+    rows: usize,
+}
+
+impl Chunk {
+    fn convert(self, columns: Vec<Vec<Option<String>>>) -> Result<RecordBatch, QueryError> {
+        let Chunk {
+            def,
+            schema,
+            targets,
+            first_line,
+            rows,
+        } = self;
         let mut arrays: Vec<ArrayRef> = schema
             .fields()
             .iter()
@@ -147,9 +207,9 @@ impl CopyIn {
             safe: false,
             format_options: FormatOptions::default(),
         };
-        for (buffer, &field) in self.columns.iter_mut().zip(&self.targets) {
-            let strings = StringArray::from(std::mem::take(buffer));
-            let def = &self.def.fields[field];
+        for (buffer, &field) in columns.into_iter().zip(&targets) {
+            let strings = StringArray::from(buffer);
+            let def = &def.fields[field];
             let array: ArrayRef = match def.field_type {
                 FieldType::Vector { dim } => {
                     let strings: ArrayRef = Arc::new(strings);
@@ -163,29 +223,18 @@ impl CopyIn {
             };
             arrays[field] = array;
         }
-        self.batches.push(RecordBatch::try_new(schema, arrays)?);
-        Ok(())
-    }
-
-    /// Append everything received; returns the number of rows.
-    pub async fn finish(mut self) -> Result<usize, QueryError> {
-        if !self.pending.is_empty() {
-            let rest = std::mem::take(&mut self.pending);
-            self.record(&rest)?;
-        }
-        self.convert()?;
-        let schema = self.data.schema();
-        let batch = concat_batches(&schema, &self.batches)?;
-        Ok(self.data.insert(batch).await?)
+        Ok(RecordBatch::try_new(schema, arrays)?)
     }
 }
 
-/// Split one line of the text format, undoing backslash escapes.
 fn split_text(line: &str, options: &CopyOptions) -> Vec<Option<String>> {
     line.split(options.delimiter)
         .map(|raw| {
             if raw == options.null {
                 return None;
+            }
+            if !raw.contains('\\') {
+                return Some(raw.to_owned());
             }
             let mut out = String::with_capacity(raw.len());
             let mut chars = raw.chars();

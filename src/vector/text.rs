@@ -4,6 +4,14 @@ use super::VectorError;
 
 /// Parse `[1,2,3]` (whitespace allowed) into its elements.
 pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
+    let mut out = Vec::with_capacity(text.len() / 4 + 1);
+    parse_vector_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`parse_vector`], appending the elements to `out`; on error `out` may
+/// hold some of them.
+pub fn parse_vector_into(text: &str, out: &mut Vec<f32>) -> Result<(), VectorError> {
     let invalid = |reason: &str| VectorError::InvalidText {
         text: text.to_string(),
         reason: reason.to_string(),
@@ -16,9 +24,15 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
     if inner.trim().is_empty() {
         return Err(VectorError::Empty);
     }
-    let mut out = Vec::with_capacity(inner.len() / 4 + 1);
-    for part in inner.split(',') {
-        let part = part.trim();
+    // A byte loop: elements are short, so one memchr call each costs more.
+    let bytes = inner.as_bytes();
+    let mut start = 0;
+    for end in (0..=bytes.len()).filter(|&i| i == bytes.len() || bytes[i] == b',') {
+        let mut part = &inner[start..end];
+        start = end + 1;
+        if part.starts_with(char::is_whitespace) || part.ends_with(char::is_whitespace) {
+            part = part.trim();
+        }
         let value: f32 = part
             .parse()
             .map_err(|_| invalid(&format!("\"{part}\" is not a number")))?;
@@ -27,7 +41,7 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
         }
         out.push(value);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Format elements in pgvector's text form, shortest round-trip float text.

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 
 use super::distance;
-use super::text::parse_vector;
+use super::text::parse_vector_into;
 use super::{Metric, VectorError};
 
 /// Field metadata key that marks a list column as a pgvector `vector` (shared with arrow-pg).
@@ -112,7 +112,7 @@ impl VectorColumn {
                 let mut offsets = vec![0usize];
                 for i in 0..strings.len() {
                     if strings.is_valid(i) {
-                        values.extend(parse_vector(strings.value(i)).map_err(vector_err)?);
+                        parse_vector_into(strings.value(i), &mut values).map_err(vector_err)?;
                     }
                     offsets.push(values.len());
                 }
