@@ -150,6 +150,62 @@ async fn recall(
     hits as f64 / expected.max(1) as f64
 }
 
+fn l2_distance(a: &[f32], b: &[f32]) -> f32 {
+    l2(a, b).sqrt()
+}
+
+/// Range searches `SEARCH ... METRIC metric WITH (radius, range_filter)`:
+/// per query the rows between the 10th and the 30th neighbour's distance.
+/// Returns the fraction of those rows found; every row returned must be in
+/// the range.
+async fn range_recall(
+    c: &tokio_postgres::Client,
+    data: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    dist: fn(&[f32], &[f32]) -> f32,
+    metric: &str,
+    filter: &str,
+    keep: &dyn Fn(usize) -> bool,
+) -> f64 {
+    let (mut found, mut expected) = (0, 0);
+    for q in queries.iter().take(20) {
+        let mut d: Vec<(f32, i64)> = data
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(i, v)| (dist(q, v), i as i64))
+            .collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (lower, upper) = (d[9].0, d[29].0);
+        // The server sums in another order: leave room for rounding at the
+        // two boundary rows.
+        let (low_q, high_q) = (lower - lower.abs() * 1e-4, upper + upper.abs() * 1e-4);
+        let want: Vec<i64> = d
+            .iter()
+            .filter(|(x, _)| *x >= lower && *x <= upper)
+            .map(|x| x.1)
+            .collect();
+        let got = ids(
+            c,
+            &format!(
+                "SEARCH items NEAREST v TO '{}' METRIC {metric} {filter} WITH (radius = {high_q}, range_filter = {low_q}) LIMIT 1000 RETURN id",
+                text(q)
+            ),
+        )
+        .await;
+        for i in &got {
+            let x = dist(q, &data[*i as usize]);
+            assert!(
+                keep(*i as usize) && x >= low_q - 1e-5 && x <= high_q + 1e-5,
+                "row {i} at {x} is outside [{lower}, {upper}]"
+            );
+        }
+        found += got.iter().filter(|i| want.contains(i)).count();
+        expected += want.len();
+    }
+    found as f64 / expected.max(1) as f64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
     let server = Server::start();
@@ -198,6 +254,46 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
         eprintln!("hnsw recall@10 with {pct}% of rows passing the filter: {r:.3}");
         assert!(r >= 0.95, "filtered ({pct}%) recall {r}");
     }
+    // Range search through the index: every row between two distances.
+    let plan = text_rows(
+        &c,
+        &format!(
+            "EXPLAIN SEARCH items NEAREST v TO '{}' WITH (radius = 9, range_filter = 2) LIMIT 1000",
+            text(&queries[0])
+        ),
+    )
+    .await;
+    assert!(
+        plan.join("\n")
+            .contains("range=distance >= 2 AND distance <= 9 (index range search)"),
+        "{plan:?}"
+    );
+    let r = range_recall(&c, data, queries, l2_distance, "l2", "", &|_| true).await;
+    eprintln!("hnsw range search, rows between the 10th and 30th neighbour: {r:.3} found");
+    assert!(r >= 0.95, "hnsw range recall {r}");
+    // A filtered range search: rows failing the filter never come back.
+    let r = range_recall(
+        &c,
+        data,
+        queries,
+        l2_distance,
+        "l2",
+        "WHERE cat < 50",
+        &|i| i % 100 < 50,
+    )
+    .await;
+    eprintln!("hnsw range search with 50% passing the filter: {r:.3} found");
+    assert!(r >= 0.95, "filtered hnsw range recall {r}");
+    let filtered = ids(
+        &c,
+        &format!(
+            "SEARCH items NEAREST v TO '{}' WHERE cat < 50 WITH (radius = 1000) LIMIT 100 RETURN id, cat",
+            text(&queries[0])
+        ),
+    )
+    .await;
+    assert_eq!(filtered.len(), 100);
+    assert!(filtered.iter().all(|i| i % 100 < 50));
     // A filter that matches exactly k rows: all k come back.
     let exact_k = ids(
         &c,
@@ -235,6 +331,9 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
     let r = recall(&c, data, queries, cosine, &|i| i % 10 != 3, &cos).await;
     eprintln!("ivf_flat (lists=50, probes=10) cosine recall@10: {r:.3}");
     assert!(r >= 0.9, "ivf recall {r}");
+    let r = range_recall(&c, data, queries, cosine, "cosine", "", &|i| i % 10 != 3).await;
+    eprintln!("ivf_flat cosine range search (faiss range_search): {r:.3} found");
+    assert!(r >= 0.9, "ivf range recall {r}");
     let plan = text_rows(
         &c,
         &format!(

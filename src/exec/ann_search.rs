@@ -47,8 +47,69 @@ pub struct AnnSearchSpec {
     pub metric: Metric,
     pub query: Vec<f32>,
     pub k: usize,
+    /// Bounds on the distance (`SEARCH ... WITH (radius, range_filter)` or
+    /// a WHERE on the ordering distance): a range search.
+    pub range: Option<DistanceRange>,
     /// The index this search may use, as known at planning (EXPLAIN).
     pub index: Option<IndexDef>,
+}
+
+/// Bounds on the distance of the rows a search returns; each is a value
+/// and whether it is inclusive.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DistanceRange {
+    pub upper: Option<(f64, bool)>,
+    pub lower: Option<(f64, bool)>,
+}
+
+impl DistanceRange {
+    /// Whether `d`, a distance as the SQL operator returns it, is in range.
+    pub fn contains(&self, d: f64) -> bool {
+        let below = match self.upper {
+            Some((u, true)) => d <= u,
+            Some((u, false)) => d < u,
+            None => !d.is_nan(),
+        };
+        let above = match self.lower {
+            Some((l, true)) => d >= l,
+            Some((l, false)) => d > l,
+            None => true,
+        };
+        below && above
+    }
+}
+
+impl DistanceRange {
+    /// [`Self::contains`] with bounds widened for an index's rounding; the
+    /// exact distance decides later.
+    fn roughly_contains(&self, d: f32) -> bool {
+        let d = d as f64;
+        let widen = |b: f64| 1e-4 * b.abs() + 1e-6;
+        DistanceRange {
+            upper: self.upper.map(|(u, _)| (u + widen(u), true)),
+            lower: self.lower.map(|(l, _)| (l - widen(l), true)),
+        }
+        .contains(d)
+    }
+}
+
+impl fmt::Display for DistanceRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some((l, inclusive)) = self.lower {
+            parts.push(format!(
+                "distance {} {l}",
+                if inclusive { ">=" } else { ">" }
+            ));
+        }
+        if let Some((u, inclusive)) = self.upper {
+            parts.push(format!(
+                "distance {} {u}",
+                if inclusive { "<=" } else { "<" }
+            ));
+        }
+        write!(f, "{}", parts.join(" AND "))
+    }
 }
 
 /// The search settings of a session (`SET hnsw.ef_search`, `SET
@@ -119,6 +180,12 @@ impl DisplayAs for AnnSearchExec {
                 EXACT_BELOW_FRACTION
             )?,
             None => write!(f, ", strategy=exact")?,
+        }
+        if let Some(range) = &s.range {
+            write!(f, ", range={range}")?;
+            if s.index.is_some() && range.upper.is_some() {
+                write!(f, " (index range search)")?;
+            }
         }
         if let Some(filter) = &s.filter {
             write!(f, ", filter={filter}")?;
@@ -368,8 +435,15 @@ fn exact(
             }
             let v = &values[base + row * dim..base + (row + 1) * dim];
             scored += 1;
+            let score = distance::score(spec.metric, v, &spec.query, query_norm);
+            if spec
+                .range
+                .is_some_and(|r| !r.contains(distance::finish(spec.metric, score)))
+            {
+                continue;
+            }
             top.offer(Candidate {
-                score: distance::score(spec.metric, v, &spec.query, query_norm),
+                score,
                 chunk: ci,
                 row,
             });
@@ -452,27 +526,70 @@ fn by_index(
     }
     let selector = (passing < total).then_some(&bitmap[..]);
     let want = top.k.min(passing);
-    let passes = |row: u64| bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
+    let passes = |row: u64| selector.is_none() || bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
+    let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
+    if let Some(range) = spec.range {
+        let hits = if is_hnsw {
+            // faiss's HNSW range search keeps to its ef nearest candidates:
+            // fetch the nearest instead, more until k pass or the farthest
+            // fetched lies beyond the radius.
+            let mut fetch = first_fetch(top.k, passing, total);
+            let mut found = None;
+            for _ in 0..12 {
+                fetch = fetch.min(total);
+                let raw = nearest(index, &spec.query, fetch, knobs)?;
+                let beyond = range.upper.is_some_and(|(u, _)| {
+                    raw.last()
+                        .is_some_and(|(_, d)| !range.roughly_contains(*d) && *d as f64 > u)
+                });
+                let exhausted = raw.len() < fetch || fetch >= total;
+                let hits: Vec<(u64, f32)> = raw
+                    .into_iter()
+                    .filter(|(r, d)| passes(*r) && range.roughly_contains(*d))
+                    .collect();
+                if hits.len() >= want || beyond || exhausted {
+                    found = Some(hits);
+                    break;
+                }
+                if fetch >= MAX_FETCH {
+                    break;
+                }
+                metrics.widened.add(1);
+                fetch *= 2;
+            }
+            match found {
+                Some(hits) => hits,
+                None => return Ok(None),
+            }
+        } else if let Some((radius, _)) = range.upper {
+            // IVF and flat: faiss finds every row within the radius in the
+            // lists it probes; rows failing the filter are dropped here.
+            index
+                .index
+                .range_search(&spec.query, radius as f32, knobs)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?
+                .into_iter()
+                .filter(|(r, _)| passes(*r))
+                .collect()
+        } else {
+            // Only a lower bound: the index offers nothing better.
+            return Ok(None);
+        };
+        metrics.index_candidates.add(hits.len());
+        offer_hits(ctx, seg, &hits, top)?;
+        return Ok(Some(hits.len()));
+    }
     let mut knobs = knobs;
     let mut hits = Vec::new();
-    let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
     if is_hnsw && selector.is_some() {
         // faiss's HNSW walks poorly around rows its selector rejects (its
         // recall drops to about the passing fraction), so HNSW searches
         // unfiltered for enough candidates and filters them here, fetching
         // more until k pass.
-        let fraction = passing as f64 / total as f64;
-        let mut fetch = ((top.k as f64 / fraction) * 2.0).ceil() as usize + 10;
+        let mut fetch = first_fetch(top.k, passing, total);
         for attempt in 0..12 {
             fetch = fetch.min(total);
-            let knobs = SearchKnobs {
-                ef: knobs.ef.max(fetch),
-                nprobe: knobs.nprobe,
-            };
-            let raw = index
-                .index
-                .search(&spec.query, fetch, knobs, None)
-                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+            let raw = nearest(index, &spec.query, fetch, knobs)?;
             hits = raw.into_iter().filter(|(r, _)| passes(*r)).collect();
             if hits.len() >= want || fetch >= total || fetch >= MAX_FETCH {
                 break;
@@ -510,6 +627,31 @@ fn by_index(
     Ok(Some(want))
 }
 
+/// How many unfiltered candidates an HNSW search fetches first so that
+/// about `k` of them pass when `passing` of `total` rows do.
+fn first_fetch(k: usize, passing: usize, total: usize) -> usize {
+    let fraction = passing as f64 / total as f64;
+    ((k as f64 / fraction) * 2.0).ceil() as usize + 10
+}
+
+/// The `fetch` nearest rows of the index, unfiltered, with an ef of at
+/// least `fetch`.
+fn nearest(
+    index: &LoadedIndex,
+    query: &[f32],
+    fetch: usize,
+    knobs: SearchKnobs,
+) -> Result<Vec<(u64, f32)>> {
+    let knobs = SearchKnobs {
+        ef: knobs.ef.max(fetch),
+        nprobe: knobs.nprobe,
+    };
+    index
+        .index
+        .search(query, fetch, knobs, None)
+        .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))
+}
+
 /// Score index hits (segment offsets) exactly and offer them to `top`.
 fn offer_hits(
     ctx: &SearchCtx,
@@ -534,8 +676,16 @@ fn offer_hits(
         let r = row - starts[local];
         let (values, base, dim, _) = vectors(ctx.spec, &ctx.chunks[ci])?;
         let v = &values[base + r * dim..base + (r + 1) * dim];
+        let score = distance::score(ctx.spec.metric, v, &ctx.spec.query, query_norm);
+        if ctx
+            .spec
+            .range
+            .is_some_and(|r| !r.contains(distance::finish(ctx.spec.metric, score)))
+        {
+            continue;
+        }
         top.offer(Candidate {
-            score: distance::score(ctx.spec.metric, v, &ctx.spec.query, query_norm),
+            score,
             chunk: ci,
             row: r,
         });
@@ -596,6 +746,10 @@ fn search(
         mut null_rows,
         ..
     } = top;
+    if spec.range.is_some() {
+        // A NULL distance is in no range.
+        null_rows.clear();
+    }
     null_rows.sort_unstable();
     let mut picked: Vec<(usize, usize)> = heap
         .into_sorted_vec()

@@ -24,7 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use crate::exec::CollectionTable;
-use crate::exec::ann_search::{AnnSearchExec, AnnSearchSpec};
+use crate::exec::ann_search::{AnnSearchExec, AnnSearchSpec, DistanceRange};
 use crate::vector::Metric;
 use crate::vector::udf::{VectorColumn, metric_of_udf};
 
@@ -43,20 +43,27 @@ pub struct AnnSearchNode {
     pub k: usize,
     /// Filter over the scan's columns, applied before ranking.
     pub filter: Option<Expr>,
+    /// Bounds on the ordering distance, taken out of the filter.
+    pub range: Option<DistanceRange>,
 }
 
+/// A distance bound by its bits, for equality and hashing.
+type BoundKey = Option<(u64, bool)>;
+
+/// What identifies an [`AnnSearchNode`] besides its filter.
+type NodeKey = (
+    u64,
+    String,
+    Option<Vec<usize>>,
+    usize,
+    Metric,
+    Vec<u32>,
+    usize,
+    Option<[BoundKey; 2]>,
+);
+
 impl AnnSearchNode {
-    fn key(
-        &self,
-    ) -> (
-        u64,
-        String,
-        Option<Vec<usize>>,
-        usize,
-        Metric,
-        Vec<u32>,
-        usize,
-    ) {
+    fn key(&self) -> NodeKey {
         (
             self.table.def().id,
             self.table_name.to_string(),
@@ -65,6 +72,12 @@ impl AnnSearchNode {
             self.metric,
             self.query.iter().map(|v| v.to_bits()).collect(),
             self.k,
+            self.range.map(|r| {
+                [
+                    r.upper.map(|(v, i)| (v.to_bits(), i)),
+                    r.lower.map(|(v, i)| (v.to_bits(), i)),
+                ]
+            }),
         )
     }
 }
@@ -113,6 +126,9 @@ impl UserDefinedLogicalNodeCore for AnnSearchNode {
             self.metric.name(),
             self.k
         )?;
+        if let Some(range) = &self.range {
+            write!(f, ", range={range}")?;
+        }
         if let Some(filter) = &self.filter {
             write!(f, ", filter={filter}")?;
         }
@@ -180,15 +196,7 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
     loop {
         match node {
             LogicalPlan::Projection(p) => {
-                expr = expr
-                    .transform(|e| match &e {
-                        Expr::Column(c) => match p.schema.index_of_column(c) {
-                            Ok(i) => Ok(Transformed::yes(p.expr[i].clone().unalias())),
-                            Err(_) => Ok(Transformed::no(e)),
-                        },
-                        _ => Ok(Transformed::no(e)),
-                    })?
-                    .data;
+                expr = through(&expr, p)?;
                 node = p.input.as_ref();
             }
             LogicalPlan::Filter(_) | LogicalPlan::TableScan(_) => break,
@@ -198,6 +206,12 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
     let (scan, filter) = match node {
         LogicalPlan::Filter(f) => match f.input.as_ref() {
             LogicalPlan::TableScan(s) => (s, Some(f.predicate.clone())),
+            // Common subexpressions of the filter (a distance bounded on
+            // both sides) computed by a projection below it.
+            LogicalPlan::Projection(p) => match p.input.as_ref() {
+                LogicalPlan::TableScan(s) => (s, Some(through(&f.predicate, p)?)),
+                _ => return Ok(None),
+            },
             _ => return Ok(None),
         },
         LogicalPlan::TableScan(s) => (s, None),
@@ -208,11 +222,26 @@ fn try_ann(expr: &Expr, input: &LogicalPlan, k: usize) -> Result<Option<LogicalP
     let Some(m) = match_distance(&expr) else {
         return Ok(None);
     };
-    let Some(ann) = ann_node(scan, filter, m, k)? else {
+    let (filter, range) = split_range(filter, &m);
+    let Some(ann) = ann_node(scan, filter, range, m, k)? else {
         return Ok(None);
     };
-    let rewritten = replace_leaf(input, &ann)?;
-    Ok(Some(rewritten))
+    // Above the filter, nothing may need a column the scan lacks.
+    Ok(replace_leaf(input, &ann).ok())
+}
+
+/// `expr` over the output of projection `p`, rewritten over its input.
+fn through(expr: &Expr, p: &datafusion::logical_expr::Projection) -> Result<Expr> {
+    Ok(expr
+        .clone()
+        .transform(|e| match &e {
+            Expr::Column(c) => match p.schema.index_of_column(c) {
+                Ok(i) => Ok(Transformed::yes(p.expr[i].clone().unalias())),
+                Err(_) => Ok(Transformed::no(e)),
+            },
+            _ => Ok(Transformed::no(e)),
+        })?
+        .data)
 }
 
 /// `plan` with the node the walk in [`try_ann`] stopped at (below its
@@ -234,22 +263,88 @@ fn replace_leaf(plan: &LogicalPlan, ann: &LogicalPlan) -> Result<LogicalPlan> {
     }
 }
 
+/// Take the bounds on the distance `m` out of `filter`: conjuncts such as
+/// `distance <= 0.5` (what `SEARCH ... WITH (radius, range_filter)`
+/// becomes) turn into a range search.
+fn split_range(filter: Option<Expr>, m: &Match) -> (Option<Expr>, Option<DistanceRange>) {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Some(filter) = filter else {
+        return (None, None);
+    };
+    let is_distance = |e: &Expr| {
+        let mut e = e;
+        while let Expr::Cast(c) = e {
+            e = &c.expr;
+        }
+        match_distance(e).is_some_and(|d| {
+            d.metric == m.metric && d.column.name == m.column.name && d.query == m.query
+        })
+    };
+    let bound = |e: &Expr| {
+        constant(e)?
+            .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+            .ok()
+            .and_then(|v| match v {
+                datafusion::common::ScalarValue::Float64(Some(x)) if !x.is_nan() => Some(x),
+                _ => None,
+            })
+    };
+    let mut range = DistanceRange::default();
+    let mut rest = Vec::new();
+    for c in datafusion::logical_expr::utils::split_conjunction_owned(filter) {
+        let taken = match &c {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                // Normalise to `distance op value`.
+                let op = if is_distance(left) {
+                    Some(*op)
+                } else if is_distance(right) {
+                    op.swap()
+                } else {
+                    None
+                };
+                let value = if is_distance(left) {
+                    bound(right)
+                } else {
+                    bound(left)
+                };
+                match (op, value) {
+                    (Some(Operator::LtEq), Some(v)) if range.upper.is_none() => {
+                        range.upper = Some((v, true));
+                        true
+                    }
+                    (Some(Operator::Lt), Some(v)) if range.upper.is_none() => {
+                        range.upper = Some((v, false));
+                        true
+                    }
+                    (Some(Operator::GtEq), Some(v)) if range.lower.is_none() => {
+                        range.lower = Some((v, true));
+                        true
+                    }
+                    (Some(Operator::Gt), Some(v)) if range.lower.is_none() => {
+                        range.lower = Some((v, false));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if !taken {
+            rest.push(c);
+        }
+    }
+    let range = (range != DistanceRange::default()).then_some(range);
+    (conjunction(rest), range)
+}
+
 fn ann_node(
     scan: &TableScan,
     filter: Option<Expr>,
+    range: Option<DistanceRange>,
     m: Match,
     k: usize,
 ) -> Result<Option<LogicalPlan>> {
-    if scan.fetch.is_some() {
-        return Ok(None);
-    }
-    // Filters pushed into the scan are inexact: the filter above still holds
-    // each of them, and it becomes the search's filter.
-    let above: Vec<&Expr> = filter
-        .as_ref()
-        .map(datafusion::logical_expr::utils::split_conjunction)
-        .unwrap_or_default();
-    if scan.filters.iter().any(|f| !above.contains(&f)) {
+    if scan.fetch.is_some() || !scan.filters.is_empty() {
         return Ok(None);
     }
     let Ok(provider) = source_as_provider(&scan.source) else {
@@ -279,7 +374,8 @@ fn ann_node(
         metric: m.metric,
         query: m.query,
         k,
-        filter: filter.and_then(|f| conjunction([f])),
+        filter,
+        range,
     };
     Ok(Some(LogicalPlan::Extension(Extension {
         node: Arc::new(node),
@@ -359,6 +455,7 @@ impl ExtensionPlanner for AnnSearchPlanner {
             metric: node.metric,
             query: node.query.clone(),
             k: node.k,
+            range: node.range,
             index: def.index_for(node.vector_column, node.metric).cloned(),
         };
         let schema = Arc::new(node.schema.as_arrow().clone());

@@ -216,6 +216,19 @@ impl IndexSpec {
         }
     }
 
+    /// The faiss range-search radius (squared L2: rows below it; inner
+    /// product: rows above it) that takes in every row within `distance`,
+    /// with a little to spare for rounding.
+    fn faiss_radius(&self, distance: f32) -> f32 {
+        let slack = 1e-4 * distance.abs() + 1e-6;
+        match self.metric {
+            Metric::L2 => (distance.max(0.0) * distance.max(0.0)) * (1.0 + 1e-4) + 1e-6,
+            Metric::NegativeInnerProduct => -distance - slack,
+            Metric::Cosine => 1.0 - distance - slack,
+            Metric::L1 => distance + slack,
+        }
+    }
+
     /// A faiss score as the pgvector distance of this metric.
     pub fn distance(&self, score: f32) -> f32 {
         match self.metric {
@@ -281,18 +294,29 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
         knobs: SearchKnobs,
         allowed: Option<&[u8]>,
     ) -> Result<Vec<(u64, f32)>, IndexError>;
+    /// Every row within `radius` (a distance of the index's metric) of
+    /// `query`, as (row, distance) in no order. As approximate as the
+    /// index; it may include rows just beyond the radius, so callers check
+    /// the exact distance.
+    fn range_search(
+        &self,
+        query: &[f32],
+        radius: f32,
+        knobs: SearchKnobs,
+    ) -> Result<Vec<(u64, f32)>, IndexError>;
     /// The index as bytes, for an index file.
     fn serialize(&self) -> Result<Vec<u8>, IndexError>;
     /// Approximate bytes of memory held.
     fn memory_size(&self) -> usize;
 }
 
-/// A faiss index. HNSW's efSearch lives in the index, so a search with
-/// another ef changes it under the write lock; searches with the ef
-/// already set share the read lock.
+/// A faiss index. HNSW's efSearch (and, for range searches, which take no
+/// parameters, IVF's nprobe) lives in the index, so a search with another
+/// setting changes it under the write lock; searches with the settings
+/// already in place share the read lock.
 pub struct FaissIndex {
     spec: IndexSpec,
-    index: RwLock<(IndexImpl, usize)>,
+    index: RwLock<Tuned>,
     rows: usize,
     bytes: usize,
 }
@@ -370,15 +394,115 @@ fn tempfile_path() -> Result<std::path::PathBuf, IndexError> {
     Ok(std::env::temp_dir().join(format!("quiver-index-{}-{n}.faiss", std::process::id())))
 }
 
+/// A faiss index and the search settings it holds now (0: not set yet).
+struct Tuned {
+    index: IndexImpl,
+    ef: usize,
+    nprobe: usize,
+}
+
 impl FaissIndex {
     fn wrap(spec: IndexSpec, index: IndexImpl, bytes: usize) -> FaissIndex {
         let rows = index.ntotal() as usize;
         FaissIndex {
             spec,
-            index: RwLock::new((index, 0)),
+            index: RwLock::new(Tuned {
+                index,
+                ef: 0,
+                nprobe: 0,
+            }),
             rows,
             bytes,
         }
+    }
+
+    /// Run `f` on the index with `ef` (HNSW) and `nprobe` (IVF, when
+    /// `with_nprobe`) set in it.
+    fn with_settings<T>(
+        &self,
+        ef: usize,
+        nprobe: Option<usize>,
+        f: impl Fn(&IndexImpl) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let is_hnsw = matches!(self.spec.method, Method::Hnsw { .. });
+        let wants = |t: &Tuned| {
+            (is_hnsw && t.ef != ef)
+                || nprobe.is_some_and(|n| self.spec.method.is_ivf() && t.nprobe != n)
+        };
+        {
+            let guard = self.index.read();
+            if !wants(&guard) {
+                return f(&guard.index);
+            }
+        }
+        let mut guard = self.index.write();
+        if is_hnsw && guard.ef != ef {
+            set_parameter(&mut guard.index, "efSearch", ef as f64)?;
+            guard.ef = ef;
+        }
+        if let Some(n) = nprobe
+            && self.spec.method.is_ivf()
+            && guard.nprobe != n
+        {
+            set_parameter(&mut guard.index, "nprobe", n as f64)?;
+            guard.nprobe = n;
+        }
+        f(&guard.index)
+    }
+
+    fn query(&self, query: &[f32]) -> Result<Vec<f32>, IndexError> {
+        if query.len() != self.spec.dim {
+            return Err(IndexError::InvalidParameter(format!(
+                "expected {} dimensions, not {}",
+                self.spec.dim,
+                query.len()
+            )));
+        }
+        Ok(if self.spec.metric == Metric::Cosine {
+            normalized(query, self.spec.dim)
+        } else {
+            query.to_vec()
+        })
+    }
+}
+
+/// One range query against `index`: (label, faiss score) pairs.
+fn range_one(index: &IndexImpl, query: &[f32], radius: f32) -> Result<Vec<(i64, f32)>, IndexError> {
+    // SAFETY: the result is made, read and freed here; `query` has `d`
+    // floats; faiss fills `lims` (nq + 1 entries) and the label and
+    // distance arrays (lims[nq] entries) it owns.
+    unsafe {
+        let mut result: *mut faiss_sys::FaissRangeSearchResult = std::ptr::null_mut();
+        if faiss_sys::faiss_RangeSearchResult_new(&mut result, 1) != 0 {
+            return Err(last_error());
+        }
+        let code = faiss_sys::faiss_Index_range_search(
+            index.inner_ptr(),
+            1,
+            query.as_ptr(),
+            radius,
+            result,
+        );
+        let out = if code != 0 {
+            Err(last_error())
+        } else {
+            let mut lims: *mut usize = std::ptr::null_mut();
+            faiss_sys::faiss_RangeSearchResult_lims(result, &mut lims);
+            let mut labels: *mut faiss_sys::idx_t = std::ptr::null_mut();
+            let mut distances: *mut f32 = std::ptr::null_mut();
+            faiss_sys::faiss_RangeSearchResult_labels(result, &mut labels, &mut distances);
+            let n = if lims.is_null() {
+                0
+            } else {
+                *lims.add(1) - *lims
+            };
+            let first = if lims.is_null() { 0 } else { *lims };
+            Ok((0..n)
+                .map(|i| (*labels.add(first + i), *distances.add(first + i)))
+                .collect())
+        };
+        faiss_sys::faiss_RangeSearchResult_free(result);
+        out
     }
 }
 
@@ -522,36 +646,32 @@ impl VectorIndex for FaissIndex {
         if k == 0 || self.rows == 0 {
             return Ok(vec![]);
         }
-        if query.len() != self.spec.dim {
-            return Err(IndexError::InvalidParameter(format!(
-                "expected {} dimensions, not {}",
-                self.spec.dim,
-                query.len()
-            )));
-        }
-        let query = if self.spec.metric == Metric::Cosine {
-            normalized(query, self.spec.dim)
-        } else {
-            query.to_vec()
-        };
+        let query = self.query(query)?;
         let params = Params::new(self.spec.method.is_ivf(), knobs.nprobe, self.rows, allowed)?;
         let k = k.min(self.rows);
         let ef = knobs.ef.max(k);
-        let is_hnsw = matches!(self.spec.method, Method::Hnsw { .. });
-        let result = {
-            let guard = self.index.read();
-            if !is_hnsw || guard.1 == ef {
-                search_one(&guard.0, &query, k, &params)?
-            } else {
-                drop(guard);
-                let mut guard = self.index.write();
-                if guard.1 != ef {
-                    set_parameter(&mut guard.0, "efSearch", ef as f64)?;
-                    guard.1 = ef;
-                }
-                search_one(&guard.0, &query, k, &params)?
-            }
-        };
+        let result = self.with_settings(ef, None, |index| search_one(index, &query, k, &params))?;
+        Ok(result
+            .into_iter()
+            .filter(|(label, _)| *label >= 0)
+            .map(|(label, d)| (label as u64, self.spec.distance(d)))
+            .collect())
+    }
+
+    fn range_search(
+        &self,
+        query: &[f32],
+        radius: f32,
+        knobs: SearchKnobs,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if self.rows == 0 || radius.is_nan() {
+            return Ok(vec![]);
+        }
+        let query = self.query(query)?;
+        let faiss_radius = self.spec.faiss_radius(radius);
+        let result = self.with_settings(knobs.ef, Some(knobs.nprobe.max(1)), |index| {
+            range_one(index, &query, faiss_radius)
+        })?;
         Ok(result
             .into_iter()
             .filter(|(label, _)| *label >= 0)
@@ -561,7 +681,7 @@ impl VectorIndex for FaissIndex {
 
     fn serialize(&self) -> Result<Vec<u8>, IndexError> {
         let tmp = tempfile_path()?;
-        let written = faiss::write_index(&self.index.read().0, tmp.to_string_lossy().as_ref());
+        let written = faiss::write_index(&self.index.read().index, tmp.to_string_lossy().as_ref());
         let bytes = written
             .map_err(faiss_err)
             .and_then(|_| Ok(std::fs::read(&tmp)?));
@@ -715,6 +835,41 @@ mod tests {
                 keep,
             );
             assert!(r >= 0.95, "ivf_flat with {keep}% kept: {r}");
+        }
+    }
+
+    #[test]
+    fn range_search_finds_the_rows_within_the_radius() {
+        let dim = 16;
+        let data = clustered(3000, dim, 10, 5);
+        for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+            for (method, knobs) in [
+                ("flat", SearchKnobs::default()),
+                ("ivf_flat", SearchKnobs { ef: 40, nprobe: 16 }),
+            ] {
+                let opts: BTreeMap<String, String> = if method == "ivf_flat" {
+                    [("lists".to_string(), "16".to_string())].into()
+                } else {
+                    BTreeMap::new()
+                };
+                let spec = IndexSpec::parse(method, metric, dim, &opts).unwrap();
+                let index = build(&spec, &data).unwrap();
+                let q = &data[7 * dim..8 * dim];
+                let mut all: Vec<f32> = data
+                    .chunks(dim)
+                    .map(|v| distance(metric, q, v) as f32)
+                    .collect();
+                all.sort_by(f32::total_cmp);
+                // The 50th neighbour's distance, halfway to the 51st.
+                let radius = (all[49] + all[50]) / 2.0;
+                let got = index.range_search(q, radius, knobs).unwrap();
+                let within = got.iter().filter(|(_, d)| *d <= radius + 1e-4).count();
+                assert!(
+                    within >= 48 && got.len() <= 52,
+                    "{method} {metric:?}: {} rows, {within} within {radius}",
+                    got.len()
+                );
+            }
         }
     }
 
