@@ -241,6 +241,19 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
     let knn = |extra: &'static str| {
         move |q: &str| format!("SELECT id FROM items {extra} ORDER BY v <-> '{q}' LIMIT 10")
     };
+    let analyzed = text_rows(
+        &c,
+        &format!(
+            "EXPLAIN ANALYZE SELECT id FROM items ORDER BY v <-> '{}' LIMIT 10",
+            text(&queries[0])
+        ),
+    )
+    .await
+    .join("\n");
+    assert!(
+        analyzed.contains(" flushed index: 20000 rows, 20000 passing, 10 scored, "),
+        "{analyzed}"
+    );
     let r = recall(&c, data, queries, l2, &|_| true, &knn("")).await;
     eprintln!("hnsw recall@10 (ef=64, 20k x 64): {r:.3}");
     assert!(r >= 0.95, "hnsw recall {r}");

@@ -130,6 +130,8 @@ pub struct AnnSearchExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// How each segment was searched by the last execution.
+    reports: Arc<parking_lot::Mutex<Vec<SegmentReport>>>,
 }
 
 impl AnnSearchExec {
@@ -145,6 +147,7 @@ impl AnnSearchExec {
             schema,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            reports: Arc::default(),
         }
     }
 
@@ -189,6 +192,12 @@ impl DisplayAs for AnnSearchExec {
         }
         if let Some(filter) = &s.filter {
             write!(f, ", filter={filter}")?;
+        }
+        // After execution (EXPLAIN ANALYZE): each segment's strategy.
+        let reports = self.reports.lock();
+        if !reports.is_empty() {
+            let lines: Vec<String> = reports.iter().map(ToString::to_string).collect();
+            write!(f, ", segments=[{}]", lines.join("; "))?;
         }
         Ok(())
     }
@@ -253,6 +262,7 @@ impl ExecutionPlan for AnnSearchExec {
             widened: MetricBuilder::new(&self.metrics).counter("searches_widened", partition),
         };
         let time = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
+        let reports = self.reports.clone();
         let stream = futures::stream::once(async move {
             let snapshot = spec.data.snapshot();
             // The index in force now (it may have been created after planning).
@@ -273,6 +283,8 @@ impl ExecutionPlan for AnnSearchExec {
                     _ => None,
                 };
                 segments.push(SegmentPlan {
+                    id: seg.id,
+                    state: seg.state.name(),
                     first_chunk: chunks.len(),
                     chunks: cs.len(),
                     index: loaded,
@@ -280,7 +292,9 @@ impl ExecutionPlan for AnnSearchExec {
                 chunks.extend(cs);
             }
             let _timer = time.timer();
-            let batch = search(&spec, &chunks, &segments, knobs, &metrics, schema)?;
+            let (batch, segment_reports) =
+                search(&spec, &chunks, &segments, knobs, &metrics, schema)?;
+            *reports.lock() = segment_reports;
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
@@ -298,9 +312,41 @@ struct SearchMetrics {
 
 /// One segment's chunks and its loaded index, if any.
 struct SegmentPlan {
+    id: u64,
+    state: &'static str,
     first_chunk: usize,
     chunks: usize,
     index: Option<LoadedIndex>,
+}
+
+/// How one segment was searched, for EXPLAIN ANALYZE.
+#[derive(Debug, Clone)]
+struct SegmentReport {
+    id: u64,
+    state: &'static str,
+    strategy: &'static str,
+    rows: usize,
+    /// Rows that pass the deletes and the filter.
+    passing: usize,
+    /// Rows scored exactly (index hits are re-scored).
+    scored: usize,
+    micros: u128,
+}
+
+impl fmt::Display for SegmentReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} {} {}: {} rows, {} passing, {} scored, {:.3} ms",
+            self.id,
+            self.state,
+            self.strategy,
+            self.rows,
+            self.passing,
+            self.scored,
+            self.micros as f64 / 1000.0
+        )
+    }
 }
 
 /// A heap entry: score, chunk, row. Ordered by score (NaN last), then position.
@@ -471,7 +517,7 @@ fn by_index(
     seg: &SegmentPlan,
     index: &LoadedIndex,
     top: &mut TopK,
-) -> Result<Option<usize>> {
+) -> Result<std::result::Result<usize, &'static str>> {
     let SearchCtx {
         spec,
         chunks,
@@ -482,7 +528,7 @@ fn by_index(
     let range = seg.first_chunk..seg.first_chunk + seg.chunks;
     let total: usize = range.clone().map(|c| chunks[c].batch.num_rows()).sum();
     if total != index.index.len() {
-        return Ok(None);
+        return Ok(Err("exact: the index covers other rows"));
     }
     // Nothing deleted, filtered out or NULL: search the index as it is.
     let untouched = range.clone().all(|ci| {
@@ -519,10 +565,10 @@ fn by_index(
         offset += n;
     }
     if passing == 0 {
-        return Ok(Some(0));
+        return Ok(Ok(0));
     }
     if passing < EXACT_BELOW_ROWS || passing * EXACT_BELOW_FRACTION < total {
-        return Ok(None);
+        return Ok(Err("exact: few rows pass the filter"));
     }
     let selector = (passing < total).then_some(&bitmap[..]);
     let want = top.k.min(passing);
@@ -559,7 +605,7 @@ fn by_index(
             }
             match found {
                 Some(hits) => hits,
-                None => return Ok(None),
+                None => return Ok(Err("exact: too few candidates within range")),
             }
         } else if let Some((radius, _)) = range.upper {
             // IVF and flat: faiss finds every row within the radius in the
@@ -573,11 +619,11 @@ fn by_index(
                 .collect()
         } else {
             // Only a lower bound: the index offers nothing better.
-            return Ok(None);
+            return Ok(Err("exact: a lower bound only"));
         };
         metrics.index_candidates.add(hits.len());
         offer_hits(ctx, seg, &hits, top)?;
-        return Ok(Some(hits.len()));
+        return Ok(Ok(hits.len()));
     }
     let mut knobs = knobs;
     let mut hits = Vec::new();
@@ -620,11 +666,11 @@ fn by_index(
         }
     }
     if hits.len() < want {
-        return Ok(None);
+        return Ok(Err("exact: the index found too few rows"));
     }
     metrics.index_candidates.add(hits.len());
     offer_hits(ctx, seg, &hits, top)?;
-    Ok(Some(want))
+    Ok(Ok(want))
 }
 
 /// How many unfiltered candidates an HNSW search fetches first so that
@@ -701,8 +747,9 @@ fn search(
     knobs: SearchKnobs,
     metrics: &SearchMetrics,
     schema: SchemaRef,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, Vec<SegmentReport>)> {
     let k = spec.k;
+    let mut reports = Vec::with_capacity(segments.len());
     let masks = chunks
         .iter()
         .map(|c| chunk_mask(spec, c))
@@ -713,6 +760,7 @@ fn search(
         null_rows: Vec::new(),
     };
     for seg in segments {
+        let started = std::time::Instant::now();
         let range = seg.first_chunk..seg.first_chunk + seg.chunks;
         let searched = match &seg.index {
             Some(index) if k > 0 => {
@@ -725,21 +773,47 @@ fn search(
                 };
                 by_index(&ctx, seg, index, &mut top)?
             }
-            _ => None,
+            Some(_) => Err("exact"),
+            None if spec.index.is_none() => Err("exact"),
+            None if seg.state == "growing" => Err("exact"),
+            None => Err("exact: index not built yet"),
         };
-        match searched {
-            Some(n) => {
+        let (strategy, scored) = match searched {
+            Ok(n) => {
                 metrics.index_segments.add(1);
-                metrics.scored.add(n);
+                let strategy = if spec.range.is_some() {
+                    "index range search"
+                } else {
+                    "index"
+                };
+                (strategy, n)
             }
-            None => {
+            Err(strategy) => {
                 metrics.exact_segments.add(1);
                 // Rows with NULL vectors may have been noted already.
                 top.null_rows.retain(|(c, _)| !range.contains(c));
-                let n = exact(spec, chunks, &masks, range, &mut top)?;
-                metrics.scored.add(n);
+                let n = exact(spec, chunks, &masks, range.clone(), &mut top)?;
+                (strategy, n)
             }
-        }
+        };
+        metrics.scored.add(scored);
+        let rows: usize = range.clone().map(|c| chunks[c].batch.num_rows()).sum();
+        let passing = range
+            .map(|c| {
+                masks[c]
+                    .as_ref()
+                    .map_or(chunks[c].batch.num_rows(), |m| m.true_count())
+            })
+            .sum();
+        reports.push(SegmentReport {
+            id: seg.id,
+            state: seg.state,
+            strategy,
+            rows,
+            passing,
+            scored,
+            micros: started.elapsed().as_micros(),
+        });
     }
     let TopK {
         heap,
@@ -763,7 +837,7 @@ fn search(
         picked.push(r);
     }
     if chunks.is_empty() {
-        return Ok(RecordBatch::new_empty(schema));
+        return Ok((RecordBatch::new_empty(schema), reports));
     }
     let columns = spec
         .projection
@@ -785,5 +859,5 @@ fn search(
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(picked.len())),
         )?
     };
-    Ok(batch)
+    Ok((batch, reports))
 }
