@@ -19,6 +19,8 @@ from .common import (CACHE_DIR, cleanup_registered, loadavg, log, lscpu_model,
 
 EFS_FULL = [10, 16, 32, 64, 128]
 EFS_QUICK = [16, 64]
+PROBES_FULL = [1, 4, 16, 32]
+PROBES_QUICK = [1, 16]
 
 
 def parse_args(argv):
@@ -42,6 +44,14 @@ def parse_args(argv):
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
+    ap.add_argument("--ivf-lists", type=int, default=None,
+                    help="ann suite: lists of the IVF (ivf_flat) indexes (default "
+                         "round(4 * sqrt(rows)), at most rows / 39)")
+    ap.add_argument("--probes", default=None,
+                    help="ann suite: comma list of IVF probes to sweep (default 1,4,16,32; "
+                         "quick 1,16)")
+    ap.add_argument("--no-ivf", action="store_true",
+                    help="ann suite: HNSW only, no IVF index")
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
@@ -59,6 +69,10 @@ def parse_args(argv):
     if a.queries is None:
         a.queries = 100 if a.quick else 1000
     a.efs = [int(x) for x in a.ef.split(",")] if a.ef else (EFS_QUICK if a.quick else EFS_FULL)
+    a.probes = ([int(x) for x in a.probes.split(",")] if a.probes
+                else (PROBES_QUICK if a.quick else PROBES_FULL))
+    if any(p < 1 for p in a.probes) or (a.ivf_lists is not None and a.ivf_lists < 1):
+        ap.error("--probes and --ivf-lists must be positive")
     if a.system_timeout is None:
         if a.suite == "ingest":
             a.system_timeout = 600 if a.quick else 3600
@@ -132,14 +146,33 @@ def interp_latency(points, recall):
     return pts[-1][1]
 
 
-def quiver_vs_ceiling(results):
+def ivf_lists(n, requested=None):
+    """IVF lists: the requested number, else round(4 * sqrt(rows)) (faiss's
+    rule of thumb is 4 to 16 * sqrt(rows)), at most rows / 39 (faiss trains on
+    at least 39 rows per list). Returns (lists, how it was chosen)."""
+    if requested:
+        return requested, "--ivf-lists"
+    lists = max(1, min(round(4 * n ** 0.5), n // 39))
+    return lists, "round(4 * sqrt(rows)), at most rows / 39"
+
+
+def _points(r, kind):
+    """A result's HNSW points (kind "hnsw") or IVF points (kind "ivf")."""
+    if kind == "ivf":
+        return (r.get("ivf") or {}).get("points") or []
+    return r.get("points") or []
+
+
+def quiver_vs_ceiling(results, kind="hnsw"):
     """quiver's QPS as a fraction of 1 / (wire round trip + faiss search time
-    at the same recall), for PostgreSQL's round trip and quiver's own."""
+    at the same recall), for PostgreSQL's round trip and quiver's own; kind
+    "ivf": quiver's and faiss's IVF points."""
     by = {r["system"]: r for r in results}
     q, fa = by.get("quiver"), by.get("faiss")
-    if not q or not q.get("points"):
+    knob = "probes" if kind == "ivf" else "ef"
+    if not q or not _points(q, kind):
         return None
-    if not fa or not fa.get("points"):
+    if not fa or not _points(fa, kind):
         return {"note": "faiss was not in this run: no ceiling computed"}
     rtts = {}
     for name in ("quiver", "pgvector", "pgwire"):
@@ -147,11 +180,12 @@ def quiver_vs_ceiling(results):
         if w:
             rtts["quiver" if name == "quiver" else "postgres"] = w["mean_us"] / 1e6
     rows = []
-    for p in q["points"]:
+    for p in _points(q, kind):
         if p.get("filter"):
             continue
-        lat = interp_latency([x for x in fa["points"] if not x.get("filter")], p["recall"])
-        row = {"ef": p["ef"], "recall": p["recall"], "qps": p["qps"],
+        lat = interp_latency([x for x in _points(fa, kind) if not x.get("filter")],
+                             p["recall"])
+        row = {knob: p[knob], "recall": p["recall"], "qps": p["qps"],
                "faiss_ms_at_recall": round(lat * 1e3, 3)}
         for who, rtt in rtts.items():
             ceil = 1.0 / (rtt + lat)
@@ -173,8 +207,15 @@ def main(argv=None):
     load_start = loadavg()
     desc = datasets.prepare(a.dataset, a.quick, a.queries, a.suite)
     log(f"dataset {a.dataset}: {desc['n']} x {desc['dim']} base, {desc['nq']} queries")
+    ivf = None
+    if a.suite == "ann" and not a.no_ivf:
+        lists, rule = ivf_lists(desc["n"], a.ivf_lists)
+        ivf = {"lists": lists, "lists_rule": rule, "probes": a.probes}
+        log(f"IVF (ivf_flat) after the HNSW points: lists={lists} ({rule}), "
+            f"probes={a.probes}")
     spec = {"suite": a.suite, "dataset": desc, "k": a.k, "m": a.m,
             "ef_construction": a.ef_construction, "efs": a.efs, "quick": a.quick,
+            "ivf": ivf,
             "clients": [1, 2], "warmup": 20 if a.quick else 200,
             "wire_queries": 500 if a.quick else 5000,
             "system_timeout_s": a.system_timeout,
@@ -203,7 +244,8 @@ def main(argv=None):
                     "loadavg_end": loadavg()},
         "params": {"n": desc["n"], "dim": desc["dim"], "queries": desc["nq"], "k": a.k,
                    "m": a.m, "ef_construction": a.ef_construction, "efs": a.efs,
-                   "filters": desc["filters"], "dataset_sha256": desc["checksums"]},
+                   "filters": desc["filters"], "dataset_sha256": desc["checksums"],
+                   **({"ivf": ivf} if ivf else {})},
         "systems": [r for r in results if r["system"] != "pgwire"],
         "wire": {r["system"] if r["system"] != "pgwire" else "pgvector": r.get("wire")
                  for r in results if r.get("wire")},
@@ -212,10 +254,14 @@ def main(argv=None):
     if pgw and pgw[0].get("error"):
         out["wire_error"] = pgw[0]["error"]
     out["quiver_vs_ceiling"] = quiver_vs_ceiling(results)
+    if ivf:
+        out["quiver_vs_ceiling_ivf"] = quiver_vs_ceiling(results, "ivf")
     paths = report.write(out)
     for p in paths:
         log(f"wrote {p}")
     failed = [r["system"] for r in out["systems"] if r.get("error")]
+    failed += [f"{r['system']} (IVF)" for r in out["systems"]
+               if (r.get("ivf") or {}).get("error")]
     if failed:
         log(f"systems with errors: {failed}")
     return 1 if failed else 0

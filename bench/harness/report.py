@@ -50,6 +50,93 @@ def sweep_table(res):
     return "\n".join(lines)
 
 
+def has_ivf(res):
+    return any(r.get("ivf") for r in res["systems"])
+
+
+IVF_INDEX = {
+    "quiver": "`ivf_flat`, one per sealed segment",
+    "faiss": "IndexIVFFlat (IndexFlatL2 quantizer)",
+    "pgvector": "`ivfflat`",
+}
+
+
+def ivf_intro(res):
+    """Bullets: how the IVF points were made."""
+    ivf = res["params"].get("ivf") or {}
+    lists = ivf.get("lists")
+    by = {r["system"]: r for r in res["systems"] if r.get("ivf")}
+    names = [r["system"] for r in _sorted(res["systems"]) if not r.get("ivf")]
+    hnsw_only = [n for n in names if n not in IVF_INDEX]
+    missing = [n for n in names if n in IVF_INDEX]
+    out = [f"- IVF-flat indexes (L2), lists = {lists} ({ivf.get('lists_rule', '')}), probes "
+           f"{', '.join(map(str, ivf.get('probes', [])))}: built after the HNSW points, in "
+           f"the same worker and server, the HNSW index dropped first; measured as the HNSW "
+           f"points (the same queries; one client, prepared statement; 2 clients for "
+           f"servers)" + (f"; {', '.join(hnsw_only)}: HNSW only" if hnsw_only else "")
+           + (f"; {', '.join(missing)}: no IVF points (stopped before them)"
+              if missing else "")]
+    if "quiver" in by:
+        out.append(f"- quiver: `DROP INDEX items_hnsw`, `CREATE INDEX items_ivf ON items USING "
+                   f"ivf_flat (embedding vector_l2_ops) WITH (lists = {lists}, wait = true)`, "
+                   f"`SET ivfflat.probes = p`")
+        b = by["quiver"]["ivf"].get("build") or {}
+        if b.get("lists_per_segment"):
+            lps = b["lists_per_segment"]
+            out[-1] += (f"; one index per sealed segment ({len(lps)} here, of "
+                        f"{', '.join(f'{x:,}' for x in b['segment_rows'])} rows), each with at "
+                        f"most rows / 39 lists ({', '.join(map(str, lps))}), p lists probed in "
+                        f"each")
+    if "pgvector" in by:
+        out.append(f"- pgvector: `DROP INDEX items_hnsw`, `CREATE INDEX items_ivf ON items USING "
+                   f"ivfflat (embedding vector_l2_ops) WITH (lists = {lists})`, "
+                   f"`SET ivfflat.probes = p`")
+    if "faiss" in by:
+        out.append(f"- faiss: IndexIVFFlat(IndexFlatL2, {lists}), nprobe = p; 2 threads to "
+                   f"build, 1 to search (the ceiling)")
+    return "\n".join(out)
+
+
+def ivf_table(res):
+    k = res["params"]["k"]
+    head = ["system", "lists", "probes", f"recall@{k}", "QPS", "QPS 2 clients", "p50 ms",
+            "p99 ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in _sorted(res["systems"]):
+        ivf = r.get("ivf") or {}
+        for p in ivf.get("points", []):
+            row = [r["system"], _f(ivf.get("lists"), "{:,}"), str(p["probes"]),
+                   f"{p['recall']:.3f}", _f(p["qps"], "{:,.0f}"),
+                   _f(p.get("qps_2c"), "{:,.0f}"),
+                   _f(p["p50_ms"], "{:.2f}"), _f(p["p99_ms"], "{:.2f}")]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def ivf_build_table(res):
+    head = ["system", "IVF index", "lists", "index build s", "index MB", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in _sorted(res["systems"]):
+        ivf = r.get("ivf")
+        if not ivf:
+            continue
+        b = ivf.get("build") or {}
+        lists = _f(ivf.get("lists"), "{:,}")
+        if b.get("lists_per_segment"):
+            lists += f" (per segment: {', '.join(map(str, b['lists_per_segment']))})"
+        build = _f(b.get("seconds"), "{:.1f}")
+        if b.get("train_s") is not None:
+            build += f" (k-means {b['train_s']:.1f})"
+        status = "ok" if not ivf.get("error") else f"**error**: {ivf['error'][:200]}"
+        notes = "; ".join(ivf.get("notes") or [])
+        if notes:
+            status += f" ({notes[:500]})"
+        row = [r["system"], IVF_INDEX.get(r["system"], ""), lists, build,
+               _f(b.get("index_mb"), "{:,.0f}"), status.replace("|", "/").replace("\n", " ")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def summary_table(res):
     head = ["system", "version", "load", "rows/s", "index build s", "peak RSS MB",
             "disk MB", "status"]
@@ -93,19 +180,19 @@ def wire_table(res):
     return "\n".join(lines)
 
 
-def ceiling_table(res):
-    qc = res.get("quiver_vs_ceiling")
+def ceiling_table(res, key="quiver_vs_ceiling", knob="ef"):
+    qc = res.get(key)
     if not qc:
         return ""
     if "points" not in qc:
         return qc.get("note", "")
     whos = list(qc["rtt_us"])
-    head = ["ef", "recall", "quiver QPS", "faiss ms at that recall"] + [
+    head = [knob, "recall", "quiver QPS", "faiss ms at that recall"] + [
         f"ceiling with {w} RTT ({qc['rtt_us'][w]:.0f} µs)" for w in whos] + [
         f"fraction ({w})" for w in whos]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in qc["points"]:
-        row = ["exact" if p["ef"] is None else str(p["ef"]), f"{p['recall']:.3f}",
+        row = ["exact" if p[knob] is None else str(p[knob]), f"{p['recall']:.3f}",
                f"{p['qps']:,.0f}", f"{p['faiss_ms_at_recall']:.3f}"]
         row += [f"{p[f'ceiling_qps_{w}_rtt']:,.0f}" for w in whos]
         row += [f"{p[f'fraction_of_{w}_ceiling']:.2f}" for w in whos]
@@ -142,15 +229,25 @@ def markdown(res, png_name):
     if p.get("filters"):
         parts.append("- filters: " + ", ".join(
             f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
-    parts += ["", f"![recall vs QPS]({png_name})", "", "## Recall / throughput", "",
-              sweep_table(res), "", "## Load, build, memory", "", summary_table(res), "",
-              "## Wire ceiling (same psycopg client, prepared, TCP loopback)", "",
+    ivf = has_ivf(res)
+    parts += ["", f"![recall vs QPS]({png_name})", "",
+              "## Recall / throughput" + (" (HNSW)" if ivf else ""), "", sweep_table(res), ""]
+    if ivf:
+        parts += ["## Recall / throughput (IVF)", "", ivf_intro(res), "", ivf_table(res), "",
+                  ivf_build_table(res), ""]
+    parts += ["## Load, build, memory" + (" (HNSW)" if ivf else ""), "", summary_table(res),
+              "", "## Wire ceiling (same psycopg client, prepared, TCP loopback)", "",
               wire_table(res), ""]
     ct = ceiling_table(res)
     if ct:
-        parts += ["## quiver vs the pgwire ceiling", "",
+        parts += ["## quiver vs the pgwire ceiling" + (" (HNSW)" if ivf else ""), "",
                   "1 / (round trip of `SELECT $1::int` + in-process faiss search time at "
                   "quiver's recall), and quiver's QPS as a fraction of it.", "", ct, ""]
+    ct = ceiling_table(res, "quiver_vs_ceiling_ivf", "probes") if ivf else ""
+    if ct:
+        parts += ["## quiver vs the pgwire ceiling (IVF)", "",
+                  "The same with quiver's and faiss's IVF points: faiss IndexIVFFlat's "
+                  "search time at quiver's recall (interpolated over its probes).", "", ct, ""]
     return "\n".join(parts)
 
 
@@ -182,6 +279,19 @@ def plot(res, path):
                 ax.plot([p["recall"] for p in two], [p["qps_2c"] for p in two], marker=".",
                         linestyle="--", color=c, alpha=0.6,
                         label=f"{r['system']} (2 clients)")
+        for r in _sorted(res["systems"]):
+            ivf = r.get("ivf") or {}
+            pts = sorted((p for p in ivf.get("points", []) if not fname),
+                         key=lambda p: p["recall"])
+            if not pts:
+                continue
+            c = colors[ORDER.index(r["system"]) % len(colors)] if r["system"] in ORDER else None
+            ax.plot([p["recall"] for p in pts], [p["qps"] for p in pts], marker="s",
+                    markersize=4, linestyle="-.", color=c,
+                    label=f"{r['system']} IVF (lists={ivf.get('lists')})")
+            for p in pts:
+                ax.annotate(f"p{p['probes']}", (p["recall"], p["qps"]), fontsize=7,
+                            textcoords="offset points", xytext=(3, -9), color=c)
         for name, w in sorted((res.get("wire") or {}).items()):
             who = "PostgreSQL" if name == "pgvector" else name
             ax.axhline(w["qps"], linestyle=":", linewidth=1, color="gray")
@@ -195,6 +305,8 @@ def plot(res, path):
         ax.set_xlabel(f"recall@{res['params']['k']}")
         ax.set_ylabel("queries per second (log)")
         title = f"{res['dataset']}" + (" (quick)" if res["quick"] else "")
+        if has_ivf(res):
+            title += ": HNSW (ef) and IVF (probes)"
         if fname:
             title += f", filter {fname}"
         ax.set_title(title)
@@ -229,11 +341,23 @@ def results_md(all_results):
                   f"- full tables: [results/{s}.md](results/{s}.md)", ""]
         if busy_warning(r):
             parts += [busy_warning(r), ""]
-        parts += [f"![recall vs QPS](results/{s}.png)", "", sweep_table(r), "",
-                  summary_table(r), "", wire_table(r), ""]
+        ivf = has_ivf(r)
+        parts += [f"![recall vs QPS](results/{s}.png)", ""]
+        if ivf:
+            parts += [f"HNSW (M={r['params']['m']}, efConstruction="
+                      f"{r['params']['ef_construction']}), ef swept:", ""]
+        parts += [sweep_table(r), ""]
+        if ivf:
+            parts += [ivf_intro(r), "", ivf_table(r), "", ivf_build_table(r), "",
+                      "Load and HNSW index:", ""]
+        parts += [summary_table(r), "", wire_table(r), ""]
         ct = ceiling_table(r)
         if ct:
             parts += [ct, ""]
+        ct = ceiling_table(r, "quiver_vs_ceiling_ivf", "probes") if ivf else ""
+        if ct:
+            parts += ["quiver's IVF points against the same ceiling (faiss IndexIVFFlat):", "",
+                      ct, ""]
     if ingest:
         parts += ingest_section(ingest)
     return "\n".join(parts)

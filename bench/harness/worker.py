@@ -91,6 +91,66 @@ def multi_client(spec, data, ef, k, filt, nclients, warmup, timeout):
     return {"clients": nclients, "qps": round(total / wall, 1), "queries": total}
 
 
+def measure_point(sysobj, client, params, spec, data, knob, value, fname, filt, client_spec):
+    """One point of a sweep: warm-up, one timed pass of every query (one
+    client), recall; then, for servers, the same with 2 concurrent clients.
+    knob: "ef" (HNSW) or "probes" (IVF), the value set with client.set_ef."""
+    k = spec["k"]
+    client.set_ef(value)
+    timed_pass(client, params[:spec["warmup"]], k, filt)
+    out, lat, wall = timed_pass(client, params, k, filt)
+    pt = {knob: value, "filter": fname or None,
+          "recall": round(recall_at_k(data, out, k, fname), 4),
+          "qps": round(len(params) / wall, 1),
+          "mean_ms": round(wall / len(params) * 1e3, 3),
+          "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+          "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+          "queries": len(params)}
+    if sysobj.multi_client and 2 in spec["clients"]:
+        pt["two_clients"] = multi_client(
+            client_spec(), data, value, k, filt, 2, spec["warmup"],
+            timeout=max(120, spec["system_timeout_s"] // 4))
+        pt["qps_2c"] = pt["two_clients"].get("qps")
+        err = pt["two_clients"].get("error")
+        if err and not any(n.startswith("2 clients:") for n in sysobj.notes):
+            sysobj.notes.append(f"2 clients: {err[:300]}")
+    log(f"{sysobj.name}: {('filter ' + fname + ' ') if fname else ''}"
+        f"{knob}={value} recall@{k}={pt['recall']} qps={pt['qps']} "
+        f"p50={pt['p50_ms']}ms p99={pt['p99_ms']}ms"
+        + (f" 2-client qps={pt.get('qps_2c')}" if "two_clients" in pt else ""))
+    return pt
+
+
+def run_ivf(sysobj, spec, data, out):
+    """Replace the HNSW index by an IVF-flat one and sweep the probes, measured
+    as the HNSW points are, into `out` (kept when a time limit stops the
+    worker midway). A failure is recorded there and does not undo the HNSW
+    results."""
+    lists, probes = spec["ivf"]["lists"], spec["ivf"]["probes"]
+    out.update({"lists": lists, "points": []})
+    client = None
+    # Notes the system adds from here on are about the IVF index: they go
+    # with its results, not into the HNSW row's status.
+    hnsw_notes, sysobj.notes = sysobj.notes, []
+    try:
+        log(f"{sysobj.name}: IVF index, lists={lists}")
+        out["build"] = sysobj.build_ivf(lists)
+        log(f"{sysobj.name}: IVF build: {out['build']}")
+        client = sysobj.ivf_client()
+        params = client.prepare(data.queries)
+        for p in probes:
+            out["points"].append(measure_point(sysobj, client, params, spec, data, "probes",
+                                               p, "", None, sysobj.ivf_client_spec))
+    except Exception as e:  # noqa: BLE001 - the error goes into the results
+        out["error"] = f"{type(e).__name__}: {e}"
+        out["traceback"] = traceback.format_exc()[-4000:]
+        log(f"{sysobj.name}: IVF FAILED: {out['error']}")
+    finally:
+        if client is not None and client is not sysobj:
+            client.close()
+        out["notes"], sysobj.notes = sysobj.notes, hnsw_notes
+
+
 def run(spec):
     data = Loaded(spec["dataset"])
     cls = systems.get(spec["system"])
@@ -108,35 +168,14 @@ def run(spec):
             log(f"{sysobj.name}: build: {res['build']}")
         client = sysobj.client()
         if client is not None:
-            k = spec["k"]
             efs = spec["efs"] if sysobj.uses_ef else [None]
             filters = list(data.filters) if spec["suite"] == "filtered" else [""]
             params = client.prepare(data.queries)
             for fname in filters:
                 filt = data.filters[fname]["threshold"] if fname else None
                 for ef in efs:
-                    client.set_ef(ef)
-                    timed_pass(client, params[:spec["warmup"]], k, filt)
-                    out, lat, wall = timed_pass(client, params, k, filt)
-                    pt = {"ef": ef, "filter": fname or None,
-                          "recall": round(recall_at_k(data, out, k, fname), 4),
-                          "qps": round(len(params) / wall, 1),
-                          "mean_ms": round(wall / len(params) * 1e3, 3),
-                          "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
-                          "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
-                          "queries": len(params)}
-                    if sysobj.multi_client and 2 in spec["clients"]:
-                        pt["two_clients"] = multi_client(
-                            sysobj.client_spec(), data, ef, k, filt, 2, spec["warmup"],
-                            timeout=max(120, spec["system_timeout_s"] // 4))
-                        pt["qps_2c"] = pt["two_clients"].get("qps")
-                        err = pt["two_clients"].get("error")
-                        if err and not any(n.startswith("2 clients:") for n in sysobj.notes):
-                            sysobj.notes.append(f"2 clients: {err[:300]}")
-                    log(f"{sysobj.name}: {('filter ' + fname + ' ') if fname else ''}"
-                        f"ef={ef} recall@{k}={pt['recall']} qps={pt['qps']} "
-                        f"p50={pt['p50_ms']}ms p99={pt['p99_ms']}ms"
-                        + (f" 2-client qps={pt.get('qps_2c')}" if "two_clients" in pt else ""))
+                    pt = measure_point(sysobj, client, params, spec, data, "ef", ef,
+                                       fname, filt, sysobj.client_spec)
                     res["points"].append(pt)
             client_info = {"mode": getattr(client, "mode", None)}
             res["client"] = {k_: v for k_, v in client_info.items() if v}
@@ -149,6 +188,11 @@ def run(spec):
                 f"{wire['mean_us']} us per round trip")
         res["memory"] = sysobj.memory()
         res["disk_mb"] = sysobj.disk_mb()
+        # IVF after everything the HNSW columns report (peak RSS, disk), so
+        # those stay the HNSW index's.
+        if spec.get("ivf") and sysobj.supports_ivf:
+            res["ivf"] = {}
+            run_ivf(sysobj, spec, data, res["ivf"])
     except SystemExit:
         res["error"] = "stopped by SIGTERM (time limit or interrupt); partial results"
         log(f"{sysobj.name}: stopped by SIGTERM")

@@ -36,6 +36,9 @@ class System:
     multi_client = False
     # True when the ef sweep applies (False: one exact point).
     uses_ef = True
+    # True when the system can also be measured with an IVF (ivf_flat) index,
+    # after the HNSW sweep: build_ivf, ivf_client, ivf_client_spec.
+    supports_ivf = False
 
     def __init__(self, spec, data):
         self.spec = spec
@@ -64,6 +67,19 @@ class System:
 
     def client_spec(self):
         """(module, class, kwargs) to open an equivalent client elsewhere."""
+        return None
+
+    def build_ivf(self, lists):
+        """Replace the HNSW index by an IVF-flat one with `lists` lists (L2).
+        Returns a dict with at least 'seconds'."""
+        raise NotImplementedError
+
+    def ivf_client(self):
+        """A client of the IVF index whose set_ef(p) sets the probes (nprobe)."""
+        raise NotImplementedError
+
+    def ivf_client_spec(self):
+        """client_spec() of ivf_client() (for the 2-client runs)."""
         return None
 
     def wire_ceiling(self, n):

@@ -16,6 +16,13 @@ What it sends (in order; each optional step degrades to the next path):
   SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 10   (prepared; $1 binary
       vector via pgvector-python, else text '[...]', else '[...]'::vector)
   SELECT $1::int                                     (the wire ceiling)
+then, for the IVF points (ann suite):
+  DROP INDEX IF EXISTS items_hnsw
+  CREATE INDEX items_ivf ON items USING ivf_flat (embedding vector_l2_ops)
+      WITH (lists = <lists>, wait = true)            -- fails: without wait, polled
+  SHOW SEGMENTS FROM items                           -- optional: rows per segment
+  SET ivfflat.probes = <probes>
+  SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 10   (prepared, as above)
 """
 
 import os
@@ -46,6 +53,7 @@ def quiver_bin():
 class Quiver(System):
     name = "quiver"
     multi_client = True
+    supports_ivf = True
 
     def start(self):
         import psycopg
@@ -241,22 +249,7 @@ class Quiver(System):
             log(f"quiver: CREATE INDEX failed: {err}")
             self._explain()
             return {"seconds": None, "index": False, "error": err[:500]}
-        timeout = self.spec["build_timeout_s"]
-        state, rows = self._index_state()
-        last_log = 0.0
-        while state is False and time.perf_counter() - t0 < timeout:
-            if time.perf_counter() - last_log > 15:
-                log(f"quiver: index building: {rows}")
-                last_log = time.perf_counter()
-            time.sleep(0.5)
-            state, rows = self._index_state()
-        secs = time.perf_counter() - t0
-        out = {"seconds": round(secs, 2), "index": True, "show_indexes": str(rows)[:1000]}
-        if state is False:
-            self.notes.append(f"index still building after {timeout} s; measured anyway")
-        elif state is None:
-            self.notes.append("SHOW INDEXES did not tell whether the build finished; "
-                              "build time is the CREATE INDEX statement's")
+        out, _state = self._wait_built(t0)
         ok, _ = self._try("SET hnsw.ef_search = 16")
         if not ok:
             self.uses_ef = False
@@ -264,11 +257,117 @@ class Quiver(System):
         self._explain()
         return out
 
-    def _explain(self):
+    def _wait_built(self, t0, what="index"):
+        """Poll SHOW INDEXES until every index is built (or the build time
+        limit). Returns ({seconds since t0, ...}, state)."""
+        timeout = self.spec["build_timeout_s"]
+        state, rows = self._index_state()
+        last_log = 0.0
+        while state is False and time.perf_counter() - t0 < timeout:
+            if time.perf_counter() - last_log > 15:
+                log(f"quiver: {what} building: {rows}")
+                last_log = time.perf_counter()
+            time.sleep(0.5)
+            state, rows = self._index_state()
+        secs = time.perf_counter() - t0
+        out = {"seconds": round(secs, 2), "index": True, "show_indexes": str(rows)[:1000]}
+        if state is False:
+            self.notes.append(f"{what} still building after {timeout} s; measured anyway")
+        elif state is None:
+            self.notes.append("SHOW INDEXES did not tell whether the build finished; "
+                              "build time is the CREATE INDEX statement's")
+        return out, state
+
+    def _explain(self, key="plan"):
         ok, plan = self._try("EXPLAIN SELECT id FROM items ORDER BY embedding <-> '"
                              + vec_text(self.data.queries[0]) + "' LIMIT 10")
-        self.info["plan"] = ([str(r[-1])[:300] for r in plan][:40] if ok
-                             else f"EXPLAIN failed: {plan[:500]}")
+        self.info[key] = ([str(r[-1])[:300] for r in plan][:40] if ok
+                          else f"EXPLAIN failed: {plan[:500]}")
+
+    # -- IVF (after the HNSW sweep) -----------------------------------------------
+
+    def _segments(self):
+        """Rows of each segment of items (SHOW SEGMENTS), or None."""
+        try:
+            cur = self.admin.execute("SHOW SEGMENTS FROM items")
+            names = [d.name.lower() for d in cur.description or []]
+            return [int(dict(zip(names, r))["rows"]) for r in cur.fetchall()]
+        except Exception:  # noqa: BLE001 - informative only
+            return None
+
+    def _index_files_mb(self, name):
+        """Size of the index's files (<segment>/index/<name>.faiss)."""
+        total, found = 0, False
+        for root, _dirs, files in os.walk(self.datadir):
+            for fn in files:
+                if fn == f"{name}.faiss":
+                    found = True
+                    try:
+                        total += os.lstat(os.path.join(root, fn)).st_size
+                    except OSError:
+                        pass
+        return round(total / 2**20, 1) if found else None
+
+    def build_ivf(self, lists):
+        """DROP the HNSW index (a search uses the index whose metric matches:
+        two L2 indexes on the column would leave the choice to the server),
+        then CREATE INDEX ... USING ivf_flat ... WITH (lists, wait = true).
+        On a new admin connection that never prepares: psycopg follows a DROP
+        on a connection where it has prepared statements (SHOW INDEXES, polled)
+        with DEALLOCATE ALL, which quiver does not support."""
+        import psycopg
+        self.admin.close()
+        self.admin = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
+                                     prepare_threshold=None)
+        ok, err = self._try("DROP INDEX IF EXISTS items_hnsw")
+        if not ok:
+            raise RuntimeError(f"DROP INDEX items_hnsw: {err}")
+        sql = ("CREATE INDEX items_ivf ON items USING ivf_flat (embedding vector_l2_ops) "
+               f"WITH (lists = {int(lists)}")
+        t0 = time.perf_counter()
+        ok, err = self._try(sql + ", wait = true)")
+        if not ok:
+            log(f"quiver: CREATE INDEX ... wait = true failed ({err}); without wait")
+            self.notes.append(f"CREATE INDEX with wait = true failed ({err[:120]}): "
+                              f"polled SHOW INDEXES")
+            self._try("DROP INDEX IF EXISTS items_ivf")
+            t0 = time.perf_counter()
+            ok, err = self._try(sql + ")")
+            if not ok:
+                raise RuntimeError(f"CREATE INDEX ... USING ivf_flat: {err}")
+        statement_s = time.perf_counter() - t0
+        out, state = self._wait_built(t0, "IVF index")
+        out["statement_s"] = round(statement_s, 2)
+        out["lists"] = int(lists)
+        if state is False:
+            out["still_building"] = True
+        seg_rows = self._segments()
+        if seg_rows:
+            # faiss needs 39 training rows per list: quiver caps the lists of
+            # each segment's index at rows / 39 (src/vector/index.rs).
+            out["segment_rows"] = seg_rows
+            out["lists_per_segment"] = [min(int(lists), max(r // 39, 1)) for r in seg_rows]
+        out["index_mb"] = self._index_files_mb("items_ivf")
+        ok, err = self._try("SET ivfflat.probes = 1")
+        if not ok:
+            raise RuntimeError(f"SET ivfflat.probes: {err}")
+        self._explain("ivf_plan")
+        plan = self.info.get("ivf_plan")
+        if isinstance(plan, list) and not any("items_ivf" in line for line in plan):
+            self.notes.append("EXPLAIN does not name items_ivf")
+        return out
+
+    def ivf_client(self):
+        c = PgClient(self.conninfo, k=self.k, mode=self.mode, ef_setting="ivfflat.probes")
+        if c.mode != self.mode:
+            c.close()
+            raise RuntimeError(f"IVF client: wire mode {self.mode} not available")
+        return c
+
+    def ivf_client_spec(self):
+        return ("harness.systems.pgwire", "PgClient",
+                {"conninfo": self.conninfo, "k": self.k, "mode": self.mode,
+                 "ef_setting": "ivfflat.probes"})
 
     # -- queries ----------------------------------------------------------------
 
