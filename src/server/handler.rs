@@ -194,6 +194,10 @@ impl SimpleQueryHandler for QuiverService {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
+            if let Some(tag) = deallocate(client, &statement) {
+                responses.push(Response::Execution(Tag::new(tag)));
+                continue;
+            }
             let result = match self.engine.execute(&session, statement).await {
                 Ok(Output::CopyIn(copy)) => {
                     // The client sends the data next; nothing else runs until then.
@@ -213,6 +217,33 @@ impl SimpleQueryHandler for QuiverService {
             }
         }
         Ok(responses)
+    }
+}
+
+/// `DEALLOCATE [PREPARE] name | ALL`: forget prepared statements of the
+/// connection (drivers such as psycopg send `DEALLOCATE ALL` after DDL).
+/// Returns the command tag, or `None` for any other statement.
+fn deallocate<C>(client: &C, statement: &crate::sql::Statement) -> Option<&'static str>
+where
+    C: ClientPortalStore,
+    C::PortalStore: PortalStore,
+{
+    let crate::sql::Statement::Query(q) = statement else {
+        return None;
+    };
+    let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } = q.as_ref() else {
+        return None;
+    };
+    let store = client.portal_store();
+    if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
+        // The store cannot list its statements: portals go, and statements
+        // stay until the connection ends (drivers prepare anew under new
+        // names after this).
+        store.clear_portals();
+        Some("DEALLOCATE ALL")
+    } else {
+        store.rm_statement(&name.value);
+        Some("DEALLOCATE")
     }
 }
 

@@ -28,6 +28,14 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         raise SystemExit("duplicate key accepted")
     except psycopg.errors.UniqueViolation:
         pass
+    # psycopg sends DEALLOCATE ALL after DDL on a connection holding
+    # prepared statements; the statements prepare again afterwards.
+    conn.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY)")
+    conn.execute("DROP TABLE scratch")
+    for _ in range(3):
+        got = conn.execute(q, ("[1,0,0,0]", "[1,0,0,0]"), prepare=True).fetchall()
+        assert got == want, got
+    conn.execute("DEALLOCATE ALL")
     # A transaction block, as psycopg opens without autocommit.
     with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default") as c2:
         n = c2.execute("SELECT count(*) FROM products").fetchone()[0]
