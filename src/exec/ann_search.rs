@@ -238,6 +238,17 @@ impl ExecutionPlan for AnnSearchExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+    /// At most k rows: the physical optimizer then adds no repartitioning
+    /// above the search (its threads and channels cost more than the few
+    /// rows are worth).
+    fn partition_statistics(
+        &self,
+        _partition: Option<usize>,
+    ) -> Result<Arc<datafusion::common::Statistics>> {
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.schema);
+        stats.num_rows = datafusion::common::stats::Precision::Inexact(self.spec.k);
+        Ok(Arc::new(stats))
+    }
     fn execute(
         &self,
         partition: usize,

@@ -352,7 +352,13 @@ impl Engine {
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(DEFAULT_DATABASE, PUBLIC_SCHEMA)
-            .set_str("datafusion.sql_parser.dialect", "postgres");
+            .set_str("datafusion.sql_parser.dialect", "postgres")
+            // Row-count estimates (a search's k, a segment's rows) decide
+            // whether repartitioning for parallelism is worth it.
+            .set_bool(
+                "datafusion.execution.use_row_number_estimates_to_optimize_partitioning",
+                true,
+            );
         let catalogs = QuiverCatalogList::new(catalog.clone(), storage.clone());
         let state = SessionStateBuilder::new()
             .with_config(config)
