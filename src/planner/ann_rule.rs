@@ -480,6 +480,17 @@ impl QueryPlanner for QuiverQueryPlanner {
     }
 }
 
+/// Whether `plan` is projections and limits over one `AnnSearch`: nothing
+/// the physical optimizer would change.
+pub fn is_plain_search(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => is_plain_search(&p.input),
+        LogicalPlan::Limit(l) => is_plain_search(&l.input),
+        LogicalPlan::Extension(e) => e.node.as_any().is::<AnnSearchNode>(),
+        _ => false,
+    }
+}
+
 /// Bind parameter values inside `AnnSearch` filters. The node keeps its
 /// filter out of [`UserDefinedLogicalNodeCore::expressions`], so
 /// `LogicalPlan::with_param_values` does not see it.

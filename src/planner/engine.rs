@@ -513,7 +513,11 @@ impl Engine {
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
             access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
-            let state = session.state();
+            let state = if super::ann_rule::is_plain_search(&plan) {
+                session.search_state()
+            } else {
+                session.state()
+            };
             let physical = state
                 .query_planner()
                 .create_physical_plan(&plan, state)

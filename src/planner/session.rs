@@ -14,6 +14,10 @@ pub struct Session {
     user: String,
     database: RwLock<String>,
     state: Arc<SessionState>,
+    /// `state` without physical optimizer rules: plain vector searches
+    /// (projection, limit, `AnnSearchExec`) need none of them, and running
+    /// them costs as much as the search on small data.
+    search_state: Arc<SessionState>,
     /// Built once: making a task context copies every function registry.
     task: Arc<TaskContext>,
     vars: Mutex<BTreeMap<String, String>>,
@@ -48,11 +52,16 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
 
 impl Session {
     pub fn new(user: &str, database: &str, state: SessionState) -> Session {
+        let search_state =
+            datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
+                .with_physical_optimizer_rules(vec![])
+                .build();
         Session {
             user: user.to_string(),
             database: RwLock::new(database.to_string()),
             task: state.task_ctx(),
             state: Arc::new(state),
+            search_state: Arc::new(search_state),
             vars: Mutex::new(BTreeMap::new()),
         }
     }
@@ -68,6 +77,12 @@ impl Session {
     /// The DataFusion state statements are planned with.
     pub fn state(&self) -> &SessionState {
         &self.state
+    }
+
+    /// The state plain vector searches are planned with (no physical
+    /// optimizer rules).
+    pub fn search_state(&self) -> &SessionState {
+        &self.search_state
     }
 
     /// The context physical plans execute in.
