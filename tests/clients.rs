@@ -90,6 +90,35 @@ async fn tokio_postgres_prepared_statements() {
         assert_eq!(got, want);
     }
 
+    // A vector parameter without a dimension (`$1::vector`), in pgvector's
+    // binary form and as text.
+    let rows = client
+        .query(
+            "SELECT id FROM products ORDER BY embedding <-> $1::vector LIMIT 2",
+            &[&PgVector(vec![1.0, 0.0, 0.0, 0.0])],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![1, 4]);
+    let rows = client
+        .simple_query("SELECT id FROM products ORDER BY embedding <-> '[0,1,0,0]'::vector LIMIT 1")
+        .await
+        .unwrap();
+    let first = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(first.as_deref(), Some("2"));
+    let err = client
+        .query(
+            "SELECT id FROM products ORDER BY embedding <-> $1::vector LIMIT 2",
+            &[&PgVector(vec![1.0, 0.0])],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "22000", "{err:?}");
+
     // A float4[] parameter works as a vector too.
     let rows = client
         .query(

@@ -220,6 +220,90 @@ impl SimpleQueryHandler for QuiverService {
     }
 }
 
+/// The values of a portal's parameters. Vector parameters without a
+/// declared dimension (`$1::vector`) are decoded here into one Float32
+/// list: arrow-pg builds such a list one scalar per element, which costs
+/// more than the rest of a search's planning.
+fn parameters<S: Clone>(
+    portal: &Portal<S>,
+    inferred: &[Option<&DataType>],
+    server: &[Option<&Type>],
+) -> PgWireResult<datafusion::common::ParamValues> {
+    let vector = pg_vector_type();
+    let mut decoded = Vec::new();
+    for (i, raw) in portal.parameters.iter().enumerate() {
+        let (Some(Some(DataType::List(field))), Some(Some(ty)), Some(raw)) =
+            (inferred.get(i), server.get(i), raw)
+        else {
+            continue;
+        };
+        if **ty != vector || field.data_type() != &DataType::Float32 {
+            continue;
+        }
+        let values = match portal.parameter_format.format_for(i) {
+            pgwire::api::results::FieldFormat::Text => std::str::from_utf8(raw)
+                .ok()
+                .and_then(|t| crate::vector::text::parse_vector(t).ok()),
+            pgwire::api::results::FieldFormat::Binary => vector_from_binary(raw),
+        };
+        // Anything unusual is left to arrow-pg, with its error messages.
+        let Some(values) = values else { continue };
+        let list = arrow::array::ListArray::new(
+            field.clone(),
+            arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+            Arc::new(arrow::array::Float32Array::from(values)),
+            None,
+        );
+        decoded.push((i, datafusion::common::ScalarValue::List(Arc::new(list))));
+    }
+    if decoded.is_empty() {
+        return deserialize_parameters_with_server_types(portal, inferred, server);
+    }
+    // The other parameters go to arrow-pg, from a copy of the portal with
+    // the decoded ones NULL.
+    let mut parameters = portal.parameters.clone();
+    for (i, _) in &decoded {
+        parameters[*i] = None;
+    }
+    let codes = |f: &Format| match f {
+        Format::UnifiedText => vec![],
+        Format::UnifiedBinary => vec![1],
+        Format::Individual(codes) => codes.clone(),
+    };
+    let bind = pgwire::messages::extendedquery::Bind::new(
+        Some(portal.name.clone()),
+        None,
+        codes(&portal.parameter_format),
+        parameters,
+        codes(&portal.result_column_format),
+    );
+    let rest = Portal::try_new(&bind, portal.statement.clone())?;
+    let mut params = deserialize_parameters_with_server_types(&rest, inferred, server)?;
+    if let datafusion::common::ParamValues::List(values) = &mut params {
+        for (i, value) in decoded {
+            if let Some(slot) = values.get_mut(i) {
+                *slot = value.into();
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// pgvector's binary form: dimension (u16), unused (u16), then the floats,
+/// all big-endian.
+fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
+    let dim = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]) as usize;
+    let body = raw.get(4..)?;
+    if dim == 0 || body.len() != dim * 4 {
+        return None;
+    }
+    Some(
+        body.chunks_exact(4)
+            .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
 /// `DEALLOCATE [PREPARE] name | ALL`: forget prepared statements of the
 /// connection (drivers such as psycopg send `DEALLOCATE ALL` after DDL).
 /// Returns the command tag, or `None` for any other statement.
@@ -355,8 +439,7 @@ impl ExtendedQueryHandler for QuiverService {
             .map(|f| wire_type(f.as_ref()))
             .collect::<PgWireResult<Vec<Type>>>()?;
         let server_refs: Vec<Option<&Type>> = server_types.iter().map(Some).collect();
-        let params =
-            deserialize_parameters_with_server_types(portal, &inferred_refs, &server_refs)?;
+        let params = parameters(portal, &inferred_refs, &server_refs)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let output = self
             .engine

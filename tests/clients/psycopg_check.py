@@ -18,6 +18,9 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
     for _ in range(3):
         got = conn.execute(q, ("[1,0,0,0]", "[1,0,0,0]"), prepare=True).fetchall()
         assert got == want, got
+    # A vector parameter without a dimension, as text.
+    got = conn.execute("SELECT id FROM products ORDER BY embedding <-> %s::vector LIMIT 2", ("[1,0,0,0]",), prepare=True).fetchall()
+    assert got == [(1,), (4,)], got
     # Binary results.
     with conn.cursor(binary=True) as cur:
         cur.execute("SELECT id, name FROM products WHERE id = %s", (4,), prepare=True)
