@@ -435,6 +435,25 @@ fn private_mounts_work() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A server whose data directory `dir` is a tmpfs of `size` in its own user
+/// and mount namespaces; `prepare` runs there first (`$0` is the directory).
+fn on_private_tmpfs(dir: &std::path::Path, size: &str, prepare: &str) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = format!("mount -t tmpfs -o size={size} tmpfs \"$0\" && {prepare} && exec \"$@\"");
+    let wrapper: Vec<String> = ["unshare", "-rm", "sh", "-c", &script, dir.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let launched = common::launch_wrapped(
+        &wrapper,
+        dir,
+        &[],
+        &[("QUIVER_PASSWORD", Some(common::PASSWORD))],
+    )
+    .expect("quiver did not start on a tmpfs");
+    Server::from_launched(launched, dir)
+}
+
 /// Run `sh -c script` inside the mount namespace of process `pid`.
 fn in_namespace_of(pid: u32, script: &str) {
     let status = std::process::Command::new("nsenter")
@@ -455,26 +474,7 @@ async fn a_full_disk_fails_writes_with_53100_and_reads_go_on() {
     // 3 MB ballast file that the test removes later to free space.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let wrapper: Vec<String> = [
-        "unshare",
-        "-rm",
-        "sh",
-        "-c",
-        "mount -t tmpfs -o size=8m tmpfs \"$0\" && head -c 3145728 /dev/zero > \"$0/ballast\" && exec \"$@\"",
-        dir.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let launched = common::launch_wrapped(
-        &wrapper,
-        &dir,
-        &[],
-        &[("QUIVER_PASSWORD", Some(common::PASSWORD))],
-    )
-    .expect("quiver did not start on a tmpfs");
-    let server = Server::from_launched(launched, &dir);
+    let server = on_private_tmpfs(&dir, "8m", "head -c 3145728 /dev/zero > \"$0/ballast\"");
     let client = server.connect("default").await;
     client
         .batch_execute("CREATE COLLECTION docs (id BIGINT PRIMARY KEY, v VECTOR(64))")
@@ -549,4 +549,66 @@ async fn a_full_disk_fails_writes_with_53100_and_reads_go_on() {
         server.logged("No space left"),
         "the failure is in the server log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_data_dir_fails_writes_with_58030_and_reads_go_on() {
+    if !private_mounts_work() {
+        eprintln!("SKIPPED: this machine allows no private tmpfs mounts (unshare -rm)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let server = on_private_tmpfs(&dir, "64m", "true");
+    let client = server.connect("default").await;
+    client
+        .batch_execute(
+            "CREATE COLLECTION docs (id BIGINT PRIMARY KEY, v VECTOR(2)); \
+             INSERT INTO docs VALUES (1, '[1,0]'), (2, '[0,1]'); FLUSH docs; \
+             INSERT INTO docs VALUES (3, '[1,1]')",
+        )
+        .await
+        .unwrap();
+    // The data directory turns read-only (files already open stay writable,
+    // as on a file system remounted read-only under a running server).
+    let d = dir.display();
+    in_namespace_of(
+        server.pid(),
+        &format!("mount --bind {d} {d} && mount -o remount,bind,ro {d}"),
+    );
+    for statement in [
+        "FLUSH docs",
+        "CREATE COLLECTION more (id BIGINT PRIMARY KEY)",
+    ] {
+        let e = client.batch_execute(statement).await.unwrap_err();
+        let db = e.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "58030", "{statement}: {db:?}");
+        assert!(
+            db.message().contains("Read-only file system"),
+            "{}",
+            db.message()
+        );
+    }
+    // Reads go on, over flushed and unflushed rows.
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM docs ORDER BY v <-> '[1,0]' LIMIT 3", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 3, 2]);
+    // Writable again: the same statements succeed without a restart.
+    in_namespace_of(server.pid(), &format!("mount -o remount,bind,rw {d}"));
+    client.batch_execute("FLUSH docs").await.unwrap();
+    client
+        .batch_execute("CREATE COLLECTION more (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
 }
