@@ -495,7 +495,7 @@ fn exact(
             let score = distance::score(spec.metric, v, &spec.query, query_norm);
             if spec
                 .range
-                .is_some_and(|r| !r.contains(distance::finish(spec.metric, score)))
+                .is_some_and(|r| !r.contains(distance::distance(spec.metric, v, &spec.query)))
             {
                 continue;
             }
@@ -604,7 +604,11 @@ fn by_index(
                     .into_iter()
                     .filter(|(r, d)| passes(*r) && range.roughly_contains(*d))
                     .collect();
-                if hits.len() >= want || beyond || exhausted {
+                let inside = hits
+                    .iter()
+                    .filter(|(_, d)| range.contains(*d as f64))
+                    .count();
+                if inside >= want || beyond || exhausted {
                     found = Some(hits);
                     break;
                 }
@@ -737,7 +741,7 @@ fn offer_hits(
         if ctx
             .spec
             .range
-            .is_some_and(|r| !r.contains(distance::finish(ctx.spec.metric, score)))
+            .is_some_and(|r| !r.contains(distance::distance(ctx.spec.metric, v, &ctx.spec.query)))
         {
             continue;
         }

@@ -18,6 +18,17 @@ use crate::vector::udf::VectorColumn;
 /// Rows are converted to Arrow in chunks of this many.
 const CHUNK: usize = 8192;
 
+/// Chunks one COPY converts on blocking threads at once; past that, the
+/// connection converts the next chunk itself (the machine's cores are
+/// shared with every other session and the WAL's fsyncs).
+const IN_FLIGHT: usize = 2;
+
+/// A chunk of a COPY as Arrow: being converted, or done.
+enum Converted {
+    Pending(tokio::task::JoinHandle<Result<RecordBatch, QueryError>>),
+    Done(RecordBatch),
+}
+
 pub struct CopyIn {
     def: Arc<CollectionDef>,
     data: Arc<CollectionData>,
@@ -27,9 +38,9 @@ pub struct CopyIn {
     pending: Vec<u8>,
     /// One buffer of raw values per input column.
     columns: Vec<Vec<Option<String>>>,
-    /// Chunks being converted to Arrow on blocking threads, in order, while
-    /// more data arrives.
-    batches: Vec<tokio::task::JoinHandle<Result<RecordBatch, QueryError>>>,
+    /// Chunks converted to Arrow, in order: on blocking threads while more
+    /// data arrives (at most [`IN_FLIGHT`] at once), or at hand.
+    batches: Vec<Converted>,
     line: usize,
     done: bool,
 }
@@ -154,8 +165,18 @@ impl CopyIn {
             first_line: self.line + 1 - rows,
             rows,
         };
-        self.batches
-            .push(tokio::task::spawn_blocking(move || chunk.convert(columns)));
+        let busy = self
+            .batches
+            .iter()
+            .filter(|b| matches!(b, Converted::Pending(h) if !h.is_finished()))
+            .count();
+        let converted = if busy < IN_FLIGHT {
+            Converted::Pending(tokio::task::spawn_blocking(move || chunk.convert(columns)))
+        } else {
+            // An error here is reported now, with its line.
+            Converted::Done(chunk.convert(columns)?)
+        };
+        self.batches.push(converted);
         Ok(())
     }
 
@@ -168,10 +189,13 @@ impl CopyIn {
         self.convert()?;
         let schema = self.data.schema();
         let mut batches = Vec::with_capacity(self.batches.len());
-        for handle in self.batches.drain(..) {
-            let batch = handle.await.map_err(|e| {
-                QueryError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
-            })??;
+        for converted in self.batches.drain(..) {
+            let batch = match converted {
+                Converted::Done(batch) => batch,
+                Converted::Pending(handle) => handle.await.map_err(|e| {
+                    QueryError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
+                })??,
+            };
             batches.push(batch);
         }
         let batch = concat_batches(&schema, &batches)?;

@@ -353,10 +353,14 @@ fn segment_file(
     flushed: &Arc<FlushedSegment>,
     seg: &Segment,
 ) -> Result<PartitionedFile> {
-    let mut file = PartitionedFile::new(
-        io.path(&flushed.meta.data_file).to_string(),
-        flushed.meta.bytes,
-    )
+    // The store's own path: a string would be percent-encoded again.
+    let mut file = PartitionedFile::new_from_meta(object_store::ObjectMeta {
+        location: io.path(&flushed.meta.data_file),
+        last_modified: Default::default(),
+        size: flushed.meta.bytes,
+        e_tag: None,
+        version: None,
+    })
     // Holds the segment while the plan lives: compaction removes the
     // files of a replaced segment only once no snapshot refers to it.
     .with_extension(flushed.clone());

@@ -272,8 +272,17 @@ fn split_range(filter: Option<Expr>, m: &Match) -> (Option<Expr>, Option<Distanc
         return (None, None);
     };
     let is_distance = |e: &Expr| {
+        // Widening to a float keeps the comparison; other casts (to an
+        // integer, numeric or text) change it, so they stay in the filter.
         let mut e = e;
         while let Expr::Cast(c) = e {
+            if !matches!(
+                c.field.data_type(),
+                &datafusion::arrow::datatypes::DataType::Float32
+                    | &datafusion::arrow::datatypes::DataType::Float64
+            ) {
+                return false;
+            }
             e = &c.expr;
         }
         match_distance(e).is_some_and(|d| {

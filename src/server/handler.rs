@@ -248,6 +248,16 @@ fn parameters<S: Clone>(
         };
         // Anything unusual is left to arrow-pg, with its error messages.
         let Some(values) = values else { continue };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "22000".into(),
+                format!(
+                    "parameter ${}: NaN or infinity is not allowed in a vector",
+                    i + 1
+                ),
+            ))));
+        }
         let list = arrow::array::ListArray::new(
             field.clone(),
             arrow::buffer::OffsetBuffer::from_lengths([values.len()]),

@@ -200,6 +200,9 @@ impl CollectionData {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(ROWID, DataType::UInt64, false));
         let full_schema = Arc::new(Schema::new(fields));
+        // Recovery (a manifest entry) may clean up after a crash; a new
+        // collection must not touch what another of the same name left.
+        let recovering = entry.is_some();
         let entry = entry.unwrap_or_default();
         let pk_name = def.primary_key.map(|i| def.fields[i].name.clone());
 
@@ -330,7 +333,9 @@ impl CollectionData {
             }
             *data.published.write() = state.pending.clone();
         }
-        data.remove_unnamed_segments(&entry).await;
+        if recovering {
+            data.remove_unnamed_segments(&entry).await;
+        }
         if replayed > 0 || !entry.segments.is_empty() {
             info!(
                 collection = %data.name,

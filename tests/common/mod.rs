@@ -215,6 +215,18 @@ impl Server {
         self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
+    /// Whether the server logs `text` within 10 s (its log is read on
+    /// another thread, so a line may arrive after the answer it preceded).
+    pub fn logs_soon(&self, text: &str) -> bool {
+        for _ in 0..100 {
+            if self.logged(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     pub fn conn_string(&self, database: &str) -> String {
         self.conn_string_as("quiver", PASSWORD, database)
     }
