@@ -133,6 +133,12 @@ impl ObjectIo {
         }
     }
 
+    /// Where the local store keeps object `rel`: its path's encoded form
+    /// (`#` as `%23`, ...) under the root, as `LocalFileSystem` names files.
+    fn local_file(&self, root: &std::path::Path, rel: &str) -> PathBuf {
+        root.join(self.path(rel).as_ref())
+    }
+
     /// Write an object; with `create`, fail if it exists. On a local disk
     /// the file and its directory are fsync'd before this returns.
     pub async fn put(&self, rel: &str, bytes: Vec<u8>, create: bool) -> Result<u64> {
@@ -150,7 +156,7 @@ impl ObjectIo {
             .await
             .map_err(obj_err)?;
         if let Some(root) = &self.local_root {
-            let file = root.join(rel);
+            let file = self.local_file(root, rel);
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 std::fs::File::open(&file)?.sync_all()?;
                 if let Some(dir) = file.parent() {
@@ -216,7 +222,7 @@ impl ObjectIo {
         }
         if let Some(root) = &self.local_root {
             // Empty directories left behind by the deletes.
-            let _ = std::fs::remove_dir_all(root.join(rel_prefix));
+            let _ = std::fs::remove_dir_all(self.local_file(root, rel_prefix));
         }
     }
 
