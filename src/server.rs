@@ -1,6 +1,7 @@
 //! The access layer: the PostgreSQL wire protocol (pgwire) in front of the
 //! engine. It turns bytes into statements and results into bytes; nothing else.
 
+pub mod bits;
 pub mod copy;
 pub mod error;
 pub mod handler;

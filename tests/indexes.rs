@@ -452,3 +452,201 @@ async fn wait_ready(c: &tokio_postgres::Client) {
     }
     panic!("index not ready");
 }
+
+const BITS: usize = 256;
+
+/// Deterministic clustered bit strings: 100 centres, each bit flipped with
+/// probability 1/5. Row `i` has `cat = i % 100`.
+fn bit_dataset(n: usize, seed: u64) -> Vec<Vec<bool>> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    let centres: Vec<Vec<bool>> = (0..100)
+        .map(|_| (0..BITS).map(|_| next() % 2 == 0).collect())
+        .collect();
+    (0..n)
+        .map(|i| {
+            centres[(i / 7) % 100]
+                .iter()
+                .map(|b| b ^ (next() % 5 == 0))
+                .collect()
+        })
+        .collect()
+}
+
+fn bit_text(v: &[bool]) -> String {
+    v.iter().map(|b| if *b { '1' } else { '0' }).collect()
+}
+
+fn hamming(a: &[bool], b: &[bool]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x != y).count() as f64
+}
+
+fn jaccard(a: &[bool], b: &[bool]) -> f64 {
+    let and = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let or = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if and == 0 {
+        1.0
+    } else {
+        1.0 - and as f64 / or as f64
+    }
+}
+
+/// Recall@10 of `op` searches over bit strings, counting ties at the 10th
+/// distance as hits; every search must return k rows that pass `keep`, each
+/// with its exact distance.
+async fn bit_recall(
+    c: &tokio_postgres::Client,
+    data: &[Vec<bool>],
+    queries: &[Vec<bool>],
+    op: &str,
+    dist: fn(&[bool], &[bool]) -> f64,
+    filter: (&str, &dyn Fn(usize) -> bool),
+) -> f64 {
+    let (where_clause, keep) = filter;
+    let mut hits = 0;
+    let mut expected = 0;
+    for q in queries {
+        let mut all: Vec<f64> = data
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, v)| dist(q, v))
+            .collect();
+        all.sort_by(f64::total_cmp);
+        let want = all.len().min(K);
+        let kth = all.get(want.saturating_sub(1)).copied().unwrap_or(0.0);
+        let q = bit_text(q);
+        let sql = format!(
+            "SELECT id, b {op} '{q}' FROM codes {where_clause} ORDER BY b {op} '{q}' LIMIT {K}"
+        );
+        let rows = text_rows(c, &sql).await;
+        assert_eq!(rows.len(), want, "a search came back short: {sql}");
+        for row in rows {
+            let (id, d) = row.split_once('|').unwrap();
+            let id: usize = id.parse().unwrap();
+            let d: f64 = d.parse().unwrap();
+            assert!(keep(id), "a filtered-out row came back");
+            let exact = dist(&data[id], &bit_text_to_bools(&q));
+            assert!((d - exact).abs() < 1e-9, "row {id}: {d} vs {exact}");
+            if d <= kth + 1e-12 {
+                hits += 1;
+            }
+        }
+        expected += want;
+    }
+    hits as f64 / expected.max(1) as f64
+}
+
+fn bit_text_to_bools(s: &str) -> Vec<bool> {
+    s.chars().map(|c| c == '1').collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_indexes_search_by_hamming_and_jaccard() {
+    use futures::SinkExt;
+    let server = Server::start();
+    let c = server.connect("default").await;
+    let all = bit_dataset(ROWS + 30, 3);
+    let (data, queries) = all.split_at(ROWS);
+    c.simple_query("CREATE COLLECTION codes (id BIGINT PRIMARY KEY, cat INT, b BIT(256))")
+        .await
+        .unwrap();
+    let sink = c
+        .copy_in("COPY codes (id, cat, b) FROM STDIN")
+        .await
+        .unwrap();
+    let mut sink = Box::pin(sink);
+    let mut buf = String::new();
+    for (i, v) in data.iter().enumerate() {
+        buf.push_str(&format!("{i}\t{}\t{}\n", i % 100, bit_text(v)));
+    }
+    sink.send(bytes::Bytes::from(buf)).await.unwrap();
+    sink.as_mut().finish().await.unwrap();
+    c.simple_query("FLUSH codes").await.unwrap();
+    c.simple_query(
+        "CREATE INDEX codes_hamming ON codes USING bin_ivf_flat (b bit_hamming_ops) WITH (lists = 64, wait = true)",
+    )
+    .await
+    .unwrap();
+    // pgvector's spelling: ivfflat with a bit operator class.
+    c.simple_query(
+        "CREATE INDEX codes_jaccard ON codes USING ivfflat (b bit_jaccard_ops) WITH (lists = 64, wait = true)",
+    )
+    .await
+    .unwrap();
+    let show = text_rows(&c, "SHOW INDEXES FROM codes").await;
+    assert!(
+        show[0].starts_with(
+            "codes_hamming|b|bin_ivf_flat|lists=64|bit_hamming_ops|20000|20000|ready|"
+        ),
+        "{show:?}"
+    );
+    assert!(
+        show[1].starts_with(
+            "codes_jaccard|b|bin_ivf_flat|lists=64|bit_jaccard_ops|20000|20000|ready|"
+        ),
+        "{show:?}"
+    );
+    let q0 = bit_text(&queries[0]);
+    let plan = text_rows(
+        &c,
+        &format!("EXPLAIN ANALYZE SELECT id FROM codes ORDER BY b <~> '{q0}' LIMIT 10"),
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("index=codes_hamming (bin_ivf_flat"), "{plan}");
+    assert!(plan.contains(" flushed index: 20000 rows"), "{plan}");
+    c.simple_query("SET ivfflat.probes = 8").await.unwrap();
+    let everything: (&str, &dyn Fn(usize) -> bool) = ("", &|_| true);
+    for (op, dist, name) in [
+        ("<~>", hamming as fn(&[bool], &[bool]) -> f64, "hamming"),
+        ("<%>", jaccard, "jaccard"),
+    ] {
+        let r = bit_recall(&c, data, queries, op, dist, everything).await;
+        eprintln!("bin_ivf_flat {name} recall@10 (probes=8, 20k x 256 bits): {r:.3}");
+        assert!(r >= 0.9, "{name} recall {r}");
+        for (pct, clause) in [
+            (1usize, "WHERE cat < 1"),
+            (10, "WHERE cat < 10"),
+            (50, "WHERE cat < 50"),
+        ] {
+            let keep = move |i: usize| i % 100 < pct;
+            let r = bit_recall(&c, data, &queries[..10], op, dist, (clause, &keep)).await;
+            eprintln!("  {name} with {pct}% passing: {r:.3}");
+            assert!(r >= 0.9, "{name} recall {r} with {pct}% passing");
+        }
+    }
+    // A filter matching exactly k rows returns all k.
+    let exactly_k = text_rows(
+        &c,
+        &format!("SELECT id FROM codes WHERE id % 2000 = 7 ORDER BY b <~> '{q0}' LIMIT 10"),
+    )
+    .await;
+    assert_eq!(exactly_k.len(), 10);
+    // A prepared search with the bit string as a text parameter.
+    let stmt = c
+        .prepare("SELECT id FROM codes ORDER BY b <~> $1 LIMIT 10")
+        .await
+        .unwrap();
+    let rows = c.query(&stmt, &[&q0]).await.unwrap();
+    assert_eq!(rows.len(), 10);
+    // bin_flat is exact for Hamming.
+    c.simple_query("DROP INDEX codes_hamming").await.unwrap();
+    c.simple_query("CREATE INDEX codes_flat ON codes USING bin_flat (b) WITH (wait = true)")
+        .await
+        .unwrap();
+    let r = bit_recall(&c, data, &queries[..10], "<~>", hamming, everything).await;
+    assert_eq!(r, 1.0, "bin_flat recall");
+    let plan = text_rows(
+        &c,
+        &format!("EXPLAIN SELECT id FROM codes ORDER BY b <~> '{q0}' LIMIT 10"),
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("index=codes_flat (bin_flat"), "{plan}");
+}

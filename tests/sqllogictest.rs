@@ -70,6 +70,19 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
             format!("{:?}", f64::from_be_bytes(be(raw))),
         ),
         1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 => decode_array(raw),
+        // bit: the length in bits, then the bits, first in the high bit.
+        1560 => {
+            let n = i32::from_be_bytes(be(raw)) as usize;
+            (0..n)
+                .map(|i| {
+                    if raw[4 + i / 8] & (0x80 >> (i % 8)) != 0 {
+                        '1'
+                    } else {
+                        '0'
+                    }
+                })
+                .collect()
+        }
         _ if ty.name() == "vector" => {
             let dim = u16::from_be_bytes(be(raw)) as usize;
             let values: Vec<String> = (0..dim)

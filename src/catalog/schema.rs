@@ -6,7 +6,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use super::CatalogError;
-use crate::vector::udf::{vector_data_type, vector_metadata};
+use crate::vector::udf::{bit_data_type, bit_metadata, vector_data_type, vector_metadata};
 
 /// The type of a field, in SQL terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ pub enum FieldType {
     Vector {
         dim: usize,
     },
+    /// `BIT(bits)`: a bit string (Milvus's binary vector), packed in bytes.
+    Bit {
+        bits: usize,
+    },
 }
 
 impl FieldType {
@@ -56,6 +60,7 @@ impl FieldType {
                 DataType::List(Arc::new(Field::new_list_field(inner.arrow_type(), true)))
             }
             FieldType::Vector { dim } => vector_data_type(*dim),
+            FieldType::Bit { bits } => bit_data_type(*bits),
         }
     }
 
@@ -77,6 +82,7 @@ impl FieldType {
             FieldType::TimestampTz => "timestamptz".into(),
             FieldType::Array(inner) => format!("{}[]", inner.sql_name()),
             FieldType::Vector { dim } => format!("vector({dim})"),
+            FieldType::Bit { bits } => format!("bit({bits})"),
         }
     }
 
@@ -117,10 +123,10 @@ impl FieldDef {
     pub fn arrow_field(&self) -> Field {
         let nullable = self.nullable || self.auto_increment;
         let field = Field::new(&self.name, self.field_type.arrow_type(), nullable);
-        if matches!(self.field_type, FieldType::Vector { .. }) {
-            field.with_metadata(vector_metadata())
-        } else {
-            field
+        match self.field_type {
+            FieldType::Vector { .. } => field.with_metadata(vector_metadata()),
+            FieldType::Bit { bits } => field.with_metadata(bit_metadata(bits)),
+            _ => field,
         }
     }
 }
@@ -198,6 +204,14 @@ impl CollectionDef {
             {
                 return Err(CatalogError::InvalidDefinition(format!(
                     "vector field \"{}\" must have between 1 and 16000 dimensions, not {dim}",
+                    f.name
+                )));
+            }
+            if let FieldType::Bit { bits } = f.field_type
+                && !(1..=65536).contains(&bits)
+            {
+                return Err(CatalogError::InvalidDefinition(format!(
+                    "bit field \"{}\" must have between 1 and 65536 bits, not {bits}",
                     f.name
                 )));
             }

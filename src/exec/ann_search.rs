@@ -30,7 +30,7 @@ use crate::catalog::IndexDef;
 use crate::storage::segment::{LoadedIndex, SegmentData};
 use crate::storage::{Chunk, CollectionData, StorageError};
 use crate::vector::index::{Method, SearchKnobs};
-use crate::vector::{Metric, distance};
+use crate::vector::{Metric, Query, VectorError, bits, distance};
 
 /// What to search and how.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct AnnSearchSpec {
     /// Evaluated on batches in the collection schema.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     pub metric: Metric,
-    pub query: Vec<f32>,
+    pub query: Query,
     pub k: usize,
     /// Bounds on the distance (`SEARCH ... WITH (radius, range_filter)` or
     /// a WHERE on the ordering distance): a range search.
@@ -174,7 +174,7 @@ impl DisplayAs for AnnSearchExec {
                 i.name,
                 i.spec.method.name(),
                 i.spec.method.params(),
-                if matches!(i.spec.method, Method::Hnsw { .. }) {
+                if matches!(i.spec.method, Method::Hnsw { .. }) || i.spec.method.is_binary() {
                     "to fetched candidates"
                 } else {
                     "by ID selector"
@@ -420,29 +420,131 @@ fn chunk_mask(spec: &AnnSearchSpec, chunk: &Chunk) -> Result<Option<BooleanArray
     Ok(mask)
 }
 
-/// The vector column of `chunk`: values, offset, dimension, null rows.
-fn vectors<'a>(
+/// One chunk's searched column, ready to score against the query.
+enum ChunkColumn<'a> {
+    Float {
+        values: &'a [f32],
+        base: usize,
+        dim: usize,
+    },
+    Bits(&'a arrow::array::FixedSizeBinaryArray),
+}
+
+/// The query with what scoring needs precomputed.
+struct Scorer<'a> {
+    metric: Metric,
+    query: &'a Query,
+    /// |query| for cosine.
+    norm: f32,
+}
+
+impl<'a> Scorer<'a> {
+    fn new(spec: &'a AnnSearchSpec) -> Scorer<'a> {
+        let norm = match &spec.query {
+            Query::Float(q) => distance::dot(q, q).sqrt(),
+            Query::Bits { .. } => 0.0,
+        };
+        Scorer {
+            metric: spec.metric,
+            query: &spec.query,
+            norm,
+        }
+    }
+
+    /// The order-preserving score of `row` (smaller is closer) and, when
+    /// `exact` is asked for, the SQL distance.
+    #[inline]
+    fn score(&self, column: &ChunkColumn, row: usize) -> f32 {
+        match (column, self.query) {
+            (ChunkColumn::Float { values, base, dim }, Query::Float(q)) => {
+                let v = &values[base + row * dim..base + (row + 1) * dim];
+                distance::score(self.metric, v, q, self.norm)
+            }
+            (ChunkColumn::Bits(a), Query::Bits { bytes, .. }) => {
+                bits::distance(self.metric, a.value(row), bytes) as f32
+            }
+            _ => f32::NAN,
+        }
+    }
+
+    #[inline]
+    fn distance(&self, column: &ChunkColumn, row: usize) -> f64 {
+        match (column, self.query) {
+            (ChunkColumn::Float { values, base, dim }, Query::Float(q)) => {
+                let v = &values[base + row * dim..base + (row + 1) * dim];
+                distance::distance(self.metric, v, q)
+            }
+            (ChunkColumn::Bits(a), Query::Bits { bytes, .. }) => {
+                bits::distance(self.metric, a.value(row), bytes)
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
+fn not_searchable(spec: &AnnSearchSpec, what: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(StorageError::InvalidBatch(format!(
+        "{} is not {what}",
+        spec.vector_name
+    ))))
+}
+
+/// The searched column of `chunk` and its null rows, checked against the
+/// query's dimension.
+fn column_of<'a>(
     spec: &AnnSearchSpec,
     chunk: &'a Chunk,
-) -> Result<(&'a [f32], usize, usize, Option<arrow::buffer::NullBuffer>)> {
+) -> Result<(ChunkColumn<'a>, Option<arrow::buffer::NullBuffer>)> {
     let column = chunk.batch.column(spec.vector_column);
-    let list = column.as_fixed_size_list_opt().ok_or_else(|| {
-        DataFusionError::External(Box::new(StorageError::InvalidBatch(format!(
-            "{} is not a vector column",
-            spec.vector_name
-        ))))
-    })?;
-    let dim = list.value_length() as usize;
-    if dim != spec.query.len() {
-        return Err(DataFusionError::External(Box::new(
-            crate::vector::VectorError::DifferentDimensions {
-                left: dim,
-                right: spec.query.len(),
-            },
-        )));
+    match &spec.query {
+        Query::Float(query) => {
+            let list = column
+                .as_fixed_size_list_opt()
+                .ok_or_else(|| not_searchable(spec, "a vector column"))?;
+            let dim = list.value_length() as usize;
+            if dim != query.len() {
+                return Err(DataFusionError::External(Box::new(
+                    VectorError::DifferentDimensions {
+                        left: dim,
+                        right: query.len(),
+                    },
+                )));
+            }
+            let values = list.values().as_primitive::<Float32Type>().values();
+            Ok((
+                ChunkColumn::Float {
+                    values,
+                    base: list.offset() * dim,
+                    dim,
+                },
+                list.logical_nulls(),
+            ))
+        }
+        Query::Bits { bits: n, bytes } => {
+            let array = column
+                .as_fixed_size_binary_opt()
+                .ok_or_else(|| not_searchable(spec, "a bit column"))?;
+            let width = array.value_length() as usize;
+            let column_bits = chunk
+                .batch
+                .schema()
+                .field(spec.vector_column)
+                .metadata()
+                .get(crate::vector::udf::BIT_METADATA_KEY)
+                .and_then(|b| b.parse::<usize>().ok());
+            let differ =
+                width != bytes.len() || matches!((column_bits, n), (Some(a), Some(b)) if a != *b);
+            if differ {
+                return Err(DataFusionError::External(Box::new(
+                    VectorError::DifferentBitLengths {
+                        left: column_bits.unwrap_or(width * 8),
+                        right: n.unwrap_or(bytes.len() * 8),
+                    },
+                )));
+            }
+            Ok((ChunkColumn::Bits(array), array.logical_nulls()))
+        }
     }
-    let values = list.values().as_primitive::<Float32Type>().values();
-    Ok((values, list.offset() * dim, dim, list.logical_nulls()))
 }
 
 /// The top-k so far, plus up to k rows with a NULL vector for the tail.
@@ -473,10 +575,10 @@ fn exact(
     range: std::ops::Range<usize>,
     top: &mut TopK,
 ) -> Result<usize> {
-    let query_norm = distance::dot(&spec.query, &spec.query).sqrt();
+    let scorer = Scorer::new(spec);
     let mut scored = 0;
     for ci in range {
-        let (values, base, dim, nulls) = vectors(spec, &chunks[ci])?;
+        let (column, nulls) = column_of(spec, &chunks[ci])?;
         let mask = &masks[ci];
         for row in 0..chunks[ci].batch.num_rows() {
             if let Some(m) = mask
@@ -490,12 +592,11 @@ fn exact(
                 }
                 continue;
             }
-            let v = &values[base + row * dim..base + (row + 1) * dim];
             scored += 1;
-            let score = distance::score(spec.metric, v, &spec.query, query_norm);
+            let score = scorer.score(&column, row);
             if spec
                 .range
-                .is_some_and(|r| !r.contains(distance::distance(spec.metric, v, &spec.query)))
+                .is_some_and(|r| !r.contains(scorer.distance(&column, row)))
             {
                 continue;
             }
@@ -560,7 +661,7 @@ fn by_index(
     }
     for ci in range.clone().filter(|_| !untouched) {
         let n = chunks[ci].batch.num_rows();
-        let (_, _, _, nulls) = vectors(spec, &chunks[ci])?;
+        let (_, nulls) = column_of(spec, &chunks[ci])?;
         for row in 0..n {
             let pass = masks[ci].as_ref().is_none_or(|m| m.value(row))
                 && nulls.as_ref().is_none_or(|nb| nb.is_valid(row));
@@ -585,6 +686,19 @@ fn by_index(
     let want = top.k.min(passing);
     let passes = |row: u64| selector.is_none() || bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
     let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
+    if let Query::Bits { .. } = spec.query {
+        if spec.range.is_some() {
+            return Ok(Err("exact: range search over bit strings"));
+        }
+        if spec.metric == Metric::Jaccard && index.index.spec().method == Method::BinFlat {
+            return Ok(Err("exact: bin_flat scans every row for jaccard"));
+        }
+    }
+    let Query::Float(query) = &spec.query else {
+        let filter: Option<&dyn Fn(u64) -> bool> =
+            selector.map(|_| &passes as &dyn Fn(u64) -> bool);
+        return by_bit_index(ctx, seg, index, top, filter, passing, total);
+    };
     if let Some(range) = spec.range {
         let hits = if is_hnsw {
             // faiss's HNSW range search keeps to its ef nearest candidates:
@@ -594,7 +708,7 @@ fn by_index(
             let mut found = None;
             for _ in 0..12 {
                 fetch = fetch.min(total);
-                let raw = nearest(index, &spec.query, fetch, knobs)?;
+                let raw = nearest(index, query, fetch, knobs)?;
                 let beyond = range.upper.is_some_and(|(u, _)| {
                     raw.last()
                         .is_some_and(|(_, d)| !range.roughly_contains(*d) && *d as f64 > u)
@@ -627,7 +741,7 @@ fn by_index(
             // lists it probes; rows failing the filter are dropped here.
             index
                 .index
-                .range_search(&spec.query, radius as f32, knobs)
+                .range_search(query, radius as f32, knobs)
                 .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?
                 .into_iter()
                 .filter(|(r, _)| passes(*r))
@@ -642,7 +756,7 @@ fn by_index(
     }
     let mut knobs = knobs;
     let mut hits = Vec::new();
-    if is_hnsw && selector.is_some() {
+    if !index.index.filters_in_search() && selector.is_some() {
         // faiss's HNSW walks poorly around rows its selector rejects (its
         // recall drops to about the passing fraction), so HNSW searches
         // unfiltered for enough candidates and filters them here, fetching
@@ -650,7 +764,7 @@ fn by_index(
         let mut fetch = first_fetch(top.k, passing, total);
         for attempt in 0..12 {
             fetch = fetch.min(total);
-            let raw = nearest(index, &spec.query, fetch, knobs)?;
+            let raw = nearest(index, query, fetch, knobs)?;
             hits = raw.into_iter().filter(|(r, _)| passes(*r)).collect();
             if hits.len() >= want || fetch >= total || fetch >= MAX_FETCH {
                 break;
@@ -665,7 +779,7 @@ fn by_index(
         for attempt in 0..12 {
             hits = index
                 .index
-                .search(&spec.query, top.k, knobs, selector)
+                .search(query, top.k, knobs, selector)
                 .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
             if hits.len() >= want {
                 break;
@@ -686,6 +800,54 @@ fn by_index(
     metrics.index_candidates.add(hits.len());
     offer_hits(ctx, seg, &hits, top)?;
     Ok(Ok(want))
+}
+
+/// Search one sealed segment through a bit-string index. faiss's binary
+/// indexes take no ID selector: with a filter, unfiltered candidates are
+/// fetched and filtered here, more (and more lists probed) until k pass.
+fn by_bit_index(
+    ctx: &SearchCtx,
+    seg: &SegmentPlan,
+    index: &LoadedIndex,
+    top: &mut TopK,
+    passes: Option<&dyn Fn(u64) -> bool>,
+    passing: usize,
+    total: usize,
+) -> Result<std::result::Result<usize, &'static str>> {
+    let Query::Bits { bytes, .. } = &ctx.spec.query else {
+        return Ok(Err("exact"));
+    };
+    let want = top.k.min(passing);
+    let mut knobs = ctx.knobs;
+    let mut fetch = match passes {
+        Some(_) => first_fetch(top.k, passing, total),
+        None => top.k,
+    };
+    let mut hits: Vec<(u64, f32)> = Vec::new();
+    for attempt in 0..12 {
+        fetch = fetch.min(total);
+        hits = index
+            .index
+            .search_bits(bytes, fetch, knobs)
+            .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
+        if let Some(passes) = passes {
+            hits.retain(|(r, _)| passes(*r));
+        }
+        if hits.len() >= want || (fetch >= total && knobs.nprobe >= 65536) {
+            break;
+        }
+        if attempt == 0 {
+            ctx.metrics.widened.add(1);
+        }
+        fetch = (fetch * 2).min(MAX_FETCH.max(top.k));
+        knobs.nprobe = (knobs.nprobe * 2).min(65536);
+    }
+    if hits.len() < want {
+        return Ok(Err("exact: the index found too few rows"));
+    }
+    ctx.metrics.index_candidates.add(hits.len());
+    offer_hits(ctx, seg, &hits, top)?;
+    Ok(Ok(hits.len()))
 }
 
 /// How many unfiltered candidates an HNSW search fetches first so that
@@ -729,19 +891,18 @@ fn offer_hits(
             Some(s)
         })
         .collect();
-    let query_norm = distance::dot(&ctx.spec.query, &ctx.spec.query).sqrt();
+    let scorer = Scorer::new(ctx.spec);
     for (row, _) in hits {
         let row = *row as usize;
         let local = starts.partition_point(|s| *s <= row) - 1;
         let ci = seg.first_chunk + local;
         let r = row - starts[local];
-        let (values, base, dim, _) = vectors(ctx.spec, &ctx.chunks[ci])?;
-        let v = &values[base + r * dim..base + (r + 1) * dim];
-        let score = distance::score(ctx.spec.metric, v, &ctx.spec.query, query_norm);
+        let (column, _) = column_of(ctx.spec, &ctx.chunks[ci])?;
+        let score = scorer.score(&column, r);
         if ctx
             .spec
             .range
-            .is_some_and(|r| !r.contains(distance::distance(ctx.spec.metric, v, &ctx.spec.query)))
+            .is_some_and(|range| !range.contains(scorer.distance(&column, r)))
         {
             continue;
         }

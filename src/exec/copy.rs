@@ -13,7 +13,7 @@ use crate::catalog::{CollectionDef, FieldType};
 use crate::planner::QueryError;
 use crate::sql::statement::CopyOptions;
 use crate::storage::CollectionData;
-use crate::vector::udf::VectorColumn;
+use crate::vector::udf::{BitColumn, VectorColumn};
 
 /// Rows are converted to Arrow in chunks of this many.
 const CHUNK: usize = 8192;
@@ -241,6 +241,13 @@ impl Chunk {
                         |e| data_error(first_line, format!("column {}: {}", def.name, plain(e)));
                     let column = VectorColumn::try_from_array(&strings).map_err(bad)?;
                     Arc::new(column.to_fixed(dim).map_err(bad)?)
+                }
+                FieldType::Bit { bits } => {
+                    let strings: ArrayRef = Arc::new(strings);
+                    let bad =
+                        |e| data_error(first_line, format!("column {}: {}", def.name, plain(e)));
+                    let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
+                    Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
                 }
                 _ => cast_with_options(&strings, schema.field(field).data_type(), &options)
                     .map_err(|e| data_error(first_line, format!("column {}: {e}", def.name)))?,

@@ -23,10 +23,11 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use crate::catalog::FieldType;
 use crate::exec::CollectionTable;
 use crate::exec::ann_search::{AnnSearchExec, AnnSearchSpec, DistanceRange};
-use crate::vector::Metric;
-use crate::vector::udf::{VectorColumn, metric_of_udf};
+use crate::vector::udf::{BitColumn, VectorColumn, metric_of_udf};
+use crate::vector::{Metric, Query};
 
 /// Logical top-k vector search over one collection.
 #[derive(Debug, Clone)]
@@ -39,7 +40,7 @@ pub struct AnnSearchNode {
     /// Index of the vector field in the collection schema.
     pub vector_column: usize,
     pub metric: Metric,
-    pub query: Vec<f32>,
+    pub query: Query,
     pub k: usize,
     /// Filter over the scan's columns, applied before ranking.
     pub filter: Option<Expr>,
@@ -70,7 +71,7 @@ impl AnnSearchNode {
             self.projection.clone(),
             self.vector_column,
             self.metric,
-            self.query.iter().map(|v| v.to_bits()).collect(),
+            self.query.key(),
             self.k,
             self.range.map(|r| {
                 [
@@ -147,7 +148,7 @@ pub struct AnnSearchRule;
 struct Match {
     metric: Metric,
     column: datafusion::common::Column,
-    query: Vec<f32>,
+    query: Query,
 }
 
 fn match_distance(expr: &Expr) -> Option<Match> {
@@ -162,7 +163,16 @@ fn match_distance(expr: &Expr) -> Option<Match> {
         (Expr::Column(c), other) | (other, Expr::Column(c)) => (c, constant(other)?),
         _ => return None,
     };
-    let query = VectorColumn::try_from_scalar(&value).ok()?.get(0)?.to_vec();
+    let query = if metric.is_binary() {
+        let bits = BitColumn::try_from_array(&value.to_array_of_size(1).ok()?, None).ok()?;
+        let (bytes, n) = bits.get(0)?;
+        Query::Bits {
+            bits: n,
+            bytes: bytes.to_vec(),
+        }
+    } else {
+        Query::Float(VectorColumn::try_from_scalar(&value).ok()?.get(0)?.to_vec())
+    };
     Some(Match {
         metric,
         column: column.clone(),
@@ -369,6 +379,15 @@ fn ann_node(
     let Some(vector_column) = table.def().field_index(&m.column.name) else {
         return Ok(None);
     };
+    // A bit operator on a vector column (or the reverse) is left to the
+    // distance function, which says what is wrong.
+    let is_bit = matches!(
+        table.def().fields[vector_column].field_type,
+        FieldType::Bit { .. }
+    );
+    if is_bit != m.metric.is_binary() {
+        return Ok(None);
+    }
     let table = Arc::new(CollectionTable::new(
         table.def().clone(),
         table.data().clone(),

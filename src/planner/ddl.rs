@@ -27,7 +27,12 @@ pub fn field_type(data_type: &ast::DataType) -> Result<(FieldType, bool), QueryE
 fn parse_type_text(text: &str) -> Result<(FieldType, bool), QueryError> {
     if let Some(inner) = text.strip_suffix("[]") {
         let (inner, auto) = parse_type_text(inner.trim())?;
-        if auto || matches!(inner, FieldType::Vector { .. } | FieldType::Array(_)) {
+        if auto
+            || matches!(
+                inner,
+                FieldType::Vector { .. } | FieldType::Bit { .. } | FieldType::Array(_)
+            )
+        {
             return Err(unsupported(format!(
                 "arrays of {} are not supported",
                 inner.sql_name()
@@ -95,13 +100,11 @@ fn parse_type_text(text: &str) -> Result<(FieldType, bool), QueryError> {
                 )));
             }
         },
-        "halfvec"
-        | "float16_vector"
-        | "bfloat16_vector"
-        | "bit"
-        | "binary_vector"
-        | "sparsevec"
-        | "sparse_float_vector" => {
+        "bit" | "binary_vector" => FieldType::Bit {
+            // PostgreSQL: BIT without a length is BIT(1).
+            bits: int_arg(0)?.unwrap_or(if name == "bit" { 1 } else { 0 }),
+        },
+        "halfvec" | "float16_vector" | "bfloat16_vector" | "sparsevec" | "sparse_float_vector" => {
             return Err(QueryError::Catalog(CatalogError::UnsupportedType {
                 name: name.to_string(),
                 hint: " yet: use VECTOR(n)".into(),

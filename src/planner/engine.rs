@@ -31,7 +31,7 @@ use super::session::Session;
 use super::vector_sql::{VectorCastRule, VectorOperatorPlanner, VectorTypePlanner};
 use super::{Output, QueryError};
 use crate::auth::acl::Privilege;
-use crate::catalog::{Catalog, DEFAULT_DATABASE, FieldType};
+use crate::catalog::{Catalog, CollectionDef, DEFAULT_DATABASE, FieldType};
 use crate::exec::copy::CopyIn;
 use crate::sql::Statement;
 use crate::sql::statement::{AccessStatement, ConflictAction, MaintainVerb};
@@ -282,67 +282,93 @@ fn command(tag: impl Into<String>) -> Output {
 /// DataFusion refuses at planning time to put text into a vector column, so
 /// the values of `INSERT ... VALUES` bound for vector fields are wrapped in
 /// `to_vector(value, dim)`, which parses text, converts arrays and checks the
-/// dimension. Parameters are left alone: their type is then inferred from
-/// the column, so clients are told they are vectors.
+/// dimension; values for `BIT(n)` fields likewise in `to_bit(value, n)`.
+/// Parameters are left alone: their type is then inferred from the column,
+/// so clients are told they are vectors (or bit strings).
 fn rewrite_insert_vectors(
     stmt: &mut ast::Statement,
     catalog: &Catalog,
     database: &str,
 ) -> Result<(), QueryError> {
-    let ast::Statement::Insert(insert) = stmt else {
-        return Ok(());
+    let collection = |name: &ast::ObjectName| {
+        let (db, coll) = ddl::resolve_name(name, database).ok()?;
+        catalog.collection(&db, &coll)
     };
-    let ast::TableObject::TableName(name) = &insert.table else {
-        return Ok(());
+    let column = |def: &CollectionDef, c: &ast::ObjectName| {
+        c.0.last()
+            .and_then(|p| p.as_ident())
+            .and_then(|i| def.field_index(&ddl::ident_name(i)))
     };
-    let Ok((db, coll)) = ddl::resolve_name(name, database) else {
-        return Ok(());
-    };
-    let Some(def) = catalog.collection(&db, &coll) else {
-        return Ok(());
-    };
-    let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
-        (0..def.fields.len()).map(Some).collect()
-    } else {
-        insert
-            .columns
-            .iter()
-            .map(|c| {
-                c.0.last()
-                    .and_then(|p| p.as_ident())
-                    .and_then(|i| def.field_index(&ddl::ident_name(i)))
-            })
-            .collect()
-    };
-    let Some(source) = insert.source.as_mut() else {
-        return Ok(());
-    };
-    let ast::SetExpr::Values(values) = source.body.as_mut() else {
-        return Ok(());
-    };
-    for row in values.rows.iter_mut() {
-        for (j, expr) in row.iter_mut().enumerate() {
-            let Some(Some(field)) = targets.get(j) else {
-                continue;
+    match stmt {
+        ast::Statement::Insert(insert) => {
+            let ast::TableObject::TableName(name) = &insert.table else {
+                return Ok(());
             };
-            let FieldType::Vector { dim } = def.fields[*field].field_type else {
-                continue;
+            let Some(def) = collection(name) else {
+                return Ok(());
             };
-            let skip = match expr {
-                ast::Expr::Value(v) => matches!(v.value, ast::Value::Placeholder(_)),
-                ast::Expr::Identifier(i) => i.value.eq_ignore_ascii_case("default"),
-                _ => false,
+            let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
+                (0..def.fields.len()).map(Some).collect()
+            } else {
+                insert.columns.iter().map(|c| column(&def, c)).collect()
             };
-            if skip {
-                continue;
+            let Some(source) = insert.source.as_mut() else {
+                return Ok(());
+            };
+            let ast::SetExpr::Values(values) = source.body.as_mut() else {
+                return Ok(());
+            };
+            for row in values.rows.iter_mut() {
+                for (j, expr) in row.iter_mut().enumerate() {
+                    if let Some(Some(field)) = targets.get(j) {
+                        wrap_value(&def.fields[*field].field_type, expr)?;
+                    }
+                }
             }
-            let call = format!("{}({expr}, {dim})", crate::vector::udf::TO_VECTOR);
-            *expr = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&call)
-                .and_then(|mut p| p.parse_expr())
-                .map_err(|e| QueryError::Unsupported(format!("cannot insert {expr}: {e}")))?;
         }
+        // `UPDATE c SET v = '[1,2]'`: the same for assigned values.
+        ast::Statement::Update(update) => {
+            let ast::TableFactor::Table { name, .. } = &update.table.relation else {
+                return Ok(());
+            };
+            let Some(def) = collection(name) else {
+                return Ok(());
+            };
+            for a in update.assignments.iter_mut() {
+                let ast::AssignmentTarget::ColumnName(c) = &a.target else {
+                    continue;
+                };
+                if let Some(field) = column(&def, c) {
+                    wrap_value(&def.fields[field].field_type, &mut a.value)?;
+                }
+            }
+        }
+        _ => {}
     }
+    Ok(())
+}
+
+/// Wrap a value bound for a field of type `field_type` in `to_vector` or
+/// `to_bit`; parameters and DEFAULT are left alone.
+fn wrap_value(field_type: &FieldType, expr: &mut ast::Expr) -> Result<(), QueryError> {
+    let (function, size) = match field_type {
+        FieldType::Vector { dim } => (crate::vector::udf::TO_VECTOR, *dim),
+        FieldType::Bit { bits } => (crate::vector::udf::TO_BIT, *bits),
+        _ => return Ok(()),
+    };
+    let skip = match expr {
+        ast::Expr::Value(v) => matches!(v.value, ast::Value::Placeholder(_)),
+        ast::Expr::Identifier(i) => i.value.eq_ignore_ascii_case("default"),
+        _ => false,
+    };
+    if skip {
+        return Ok(());
+    }
+    let call = format!("{function}({expr}, {size})");
+    *expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&call)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| QueryError::Unsupported(format!("cannot store {expr}: {e}")))?;
     Ok(())
 }
 

@@ -57,6 +57,8 @@ fn opclass_name(def: &IndexDef) -> &'static str {
         crate::vector::Metric::NegativeInnerProduct => "vector_ip_ops",
         crate::vector::Metric::Cosine => "vector_cosine_ops",
         crate::vector::Metric::L1 => "vector_l1_ops",
+        crate::vector::Metric::Hamming => "bit_hamming_ops",
+        crate::vector::Metric::Jaccard => "bit_jaccard_ops",
     }
 }
 
@@ -88,13 +90,23 @@ pub async fn execute(
                     column: column.clone(),
                     collection: def.name.clone(),
                 })?;
-            let FieldType::Vector { dim } = def.fields[field].field_type else {
-                return Err(index_err(IndexError::InvalidParameter(format!(
-                    "column \"{column}\" is not a vector: vector indexes cover VECTOR(n) columns"
-                ))));
+            let (dim, default_opclass, is_bit) = match def.fields[field].field_type {
+                FieldType::Vector { dim } => (dim, "vector_l2_ops", false),
+                FieldType::Bit { bits } => (bits, "bit_hamming_ops", true),
+                _ => {
+                    return Err(index_err(IndexError::InvalidParameter(format!(
+                        "column \"{column}\" is not a vector: vector indexes cover VECTOR(n) and BIT(n) columns"
+                    ))));
+                }
             };
-            let metric = metric_of_opclass(opclass.as_deref().unwrap_or("vector_l2_ops"))
-                .map_err(index_err)?;
+            let opclass = opclass.as_deref().unwrap_or(default_opclass);
+            let metric = metric_of_opclass(opclass).map_err(index_err)?;
+            if metric.is_binary() != is_bit {
+                return Err(index_err(IndexError::WrongType(format!(
+                    "operator class \"{opclass}\" does not accept data type {}",
+                    def.fields[field].field_type.sql_name()
+                ))));
+            }
             let wait = match options.remove("wait").as_deref() {
                 None | Some("false") | Some("off") | Some("0") => false,
                 Some("true") | Some("on") | Some("1") => true,

@@ -17,8 +17,8 @@ use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 
 use crate::vector::text::parse_vector;
 use crate::vector::udf::{
-    any_vector_data_type, distance_udf, to_vector_udf, vector_data_type, vector_dim_of,
-    vector_metadata,
+    any_vector_data_type, bit_data_type, bit_length_of, bit_metadata, distance_udf, to_bit_udf,
+    to_vector_udf, vector_data_type, vector_dim_of, vector_metadata,
 };
 use crate::vector::{Metric, VectorError};
 
@@ -50,6 +50,35 @@ impl TypePlanner for VectorTypePlanner {
                 )));
             }
         }
+        let bits = match sql_type {
+            ast::DataType::Bit(n) => Some(n.unwrap_or(1) as usize),
+            ast::DataType::Custom(name, modifiers)
+                if name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("binary_vector")) =>
+            {
+                let n = modifiers.first().ok_or_else(|| {
+                    DataFusionError::Plan("binary_vector needs a length in bits".into())
+                })?;
+                Some(
+                    n.parse::<usize>()
+                        .map_err(|_| DataFusionError::Plan(format!("invalid bit length {n}")))?,
+                )
+            }
+            _ => None,
+        };
+        if let Some(bits) = bits {
+            if bits == 0 {
+                return Err(DataFusionError::Plan(
+                    "length for type bit must be at least 1".into(),
+                ));
+            }
+            return Ok(Some(Arc::new(
+                Field::new("bit", bit_data_type(bits), true).with_metadata(bit_metadata(bits)),
+            )));
+        }
         PgOidTypePlanner.plan_type_field(sql_type)
     }
 }
@@ -67,6 +96,8 @@ fn operator_metric(op: &BinaryOperator) -> Option<Metric> {
             "<#>" => Some(Metric::NegativeInnerProduct),
             "<=>" => Some(Metric::Cosine),
             "<+>" => Some(Metric::L1),
+            "<~>" => Some(Metric::Hamming),
+            "<%>" => Some(Metric::Jaccard),
             _ => None,
         },
         _ => None,
@@ -113,6 +144,28 @@ fn vector_operand(expr: Expr) -> Result<Expr> {
     }
 }
 
+/// An operand of `<~>`/`<%>`: a bare parameter is typed as text (the bit
+/// string's text form, `'0101'`), a cast parameter takes the cast's type;
+/// text literals are parsed by the distance function.
+fn bit_operand(expr: Expr) -> Expr {
+    match expr {
+        Expr::Placeholder(Placeholder { id, field: None }) => Expr::Placeholder(Placeholder {
+            id,
+            field: Some(Arc::new(Field::new("bit", DataType::Utf8, true))),
+        }),
+        Expr::Cast(mut cast) => {
+            if let Expr::Placeholder(Placeholder { id, field: None }) = cast.expr.as_ref() {
+                cast.expr = Box::new(Expr::Placeholder(Placeholder {
+                    id: id.clone(),
+                    field: Some(cast.field.clone()),
+                }));
+            }
+            Expr::Cast(cast)
+        }
+        other => other,
+    }
+}
+
 impl ExprPlanner for VectorOperatorPlanner {
     fn plan_binary_op(
         &self,
@@ -122,8 +175,11 @@ impl ExprPlanner for VectorOperatorPlanner {
         let Some(metric) = operator_metric(&expr.op) else {
             return Ok(PlannerResult::Original(expr));
         };
-        let left = vector_operand(expr.left)?;
-        let right = vector_operand(expr.right)?;
+        let (left, right) = if metric.is_binary() {
+            (bit_operand(expr.left), bit_operand(expr.right))
+        } else {
+            (vector_operand(expr.left)?, vector_operand(expr.right)?)
+        };
         Ok(PlannerResult::Planned(Expr::ScalarFunction(
             ScalarFunction::new_udf(Arc::new(distance_udf(metric)), vec![left, right]),
         )))
@@ -143,6 +199,16 @@ fn rewrite_casts(expr: Expr) -> Result<Transformed<Expr>> {
             Expr::TryCast(c) => (&c.expr, &c.field),
             _ => return Ok(Transformed::no(e)),
         };
+        // Casts to `bit(n)`, or to the bytes of a bit string whose length
+        // was lost on the way (UPDATE): `to_bit` parses and checks.
+        if let DataType::FixedSizeBinary(width) = field.data_type() {
+            let bits = bit_length_of(field).map_or(-(*width as i64), |n| n as i64);
+            let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::new(to_bit_udf()),
+                vec![inner.as_ref().clone(), lit(bits)],
+            ));
+            return Ok(Transformed::yes(call));
+        }
         // Casts to `vector(n)` (fixed size) or to a field marked as a
         // vector; a cast to `real[]` stays an ordinary array cast.
         let Some(dim) = vector_dim_of(field.data_type()) else {

@@ -80,6 +80,7 @@ fn storage_info(e: &StorageError) -> ErrorInfo {
             IndexError::InvalidParameter(_) => "22023",
             IndexError::UnknownMethod(_) => "42601",
             IndexError::Unknown(_) => "42704",
+            IndexError::WrongType(_) => "42804",
             IndexError::Faiss(_) | IndexError::Io(_) => "XX000",
         },
         StorageError::Expression(_) => "XX000",
@@ -92,8 +93,11 @@ fn storage_info(e: &StorageError) -> ErrorInfo {
 
 fn vector_info(e: &VectorError) -> ErrorInfo {
     let code = match e {
-        VectorError::InvalidText { .. } => "22P02",
-        VectorError::NotAVector { .. } => "42804",
+        VectorError::InvalidText { .. } | VectorError::InvalidBit { .. } => "22P02",
+        VectorError::NotAVector { .. }
+        | VectorError::NotABitString { .. }
+        | VectorError::WrongOperandType { .. } => "42804",
+        VectorError::BitLengthMismatch { .. } => "22026",
         _ => "22000",
     };
     info(code, e.to_string())

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
-use arrow_pg::datatypes::{
-    arrow_schema_to_pg_fields, encode_recordbatch, field_into_pg_type, pg_vector_type,
-};
+use arrow_pg::datatypes::{encode_recordbatch, field_into_pg_type, pg_vector_type};
 use async_trait::async_trait;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
@@ -32,7 +30,7 @@ use super::error::{reported, to_pgwire};
 use super::startup::QuiverStartup;
 use crate::planner::{Engine, Output, Prepared, QueryError, Session};
 use crate::sql::statement::TransactionKind;
-use crate::vector::udf::{VECTOR_METADATA_KEY, vector_dim_of};
+use crate::vector::udf::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
 
 pub struct QuiverHandlers {
     service: Arc<QuiverService>,
@@ -117,7 +115,7 @@ async fn rows_response(
     options: Arc<FormatOptions>,
 ) -> Result<QueryResponse, QueryError> {
     let fields = Arc::new(
-        arrow_schema_to_pg_fields(&schema, format, Some(options))
+        super::bits::wire_fields(&schema, format, Some(options))
             .map_err(|e| QueryError::Unsupported(e.to_string()))?,
     );
     let first = match stream.next().await {
@@ -129,7 +127,12 @@ async fn rows_response(
     let rows = batches
         .map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
-                Ok(b) => encode_recordbatch(fields_ref.clone(), b),
+                Ok(b) => match super::bits::wire_batch(b, &fields_ref) {
+                    Ok(b) => encode_recordbatch(fields_ref.clone(), b),
+                    Err(e) => Box::new(std::iter::once(Err(to_pgwire(QueryError::DataFusion(
+                        e.into(),
+                    ))))),
+                },
                 Err(e) => Box::new(std::iter::once(Err(to_pgwire(QueryError::DataFusion(e))))),
             };
             stream::iter(rows)
@@ -228,10 +231,30 @@ fn parameters<S: Clone>(
     portal: &Portal<S>,
     inferred: &[Option<&DataType>],
     server: &[Option<&Type>],
+    bit_lengths: &[Option<usize>],
 ) -> PgWireResult<datafusion::common::ParamValues> {
     let vector = pg_vector_type();
     let mut decoded = Vec::new();
     for (i, raw) in portal.parameters.iter().enumerate() {
+        // `bit(n)` parameters: text `0101` or PostgreSQL's binary form.
+        if let (Some(Some(n)), Some(raw)) = (bit_lengths.get(i), raw) {
+            let format = portal.parameter_format.format_for(i);
+            let Some(bytes) = super::bits::parameter(raw, format, *n) else {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    "22P02".into(),
+                    format!("parameter ${}: not a bit string of length {n}", i + 1),
+                ))));
+            };
+            decoded.push((
+                i,
+                datafusion::common::ScalarValue::FixedSizeBinary(
+                    crate::vector::bits::bytes_for(*n).max(1) as i32,
+                    Some(bytes),
+                ),
+            ));
+            continue;
+        }
         let (Some(Some(DataType::List(field))), Some(Some(ty)), Some(raw)) =
             (inferred.get(i), server.get(i), raw)
         else {
@@ -355,6 +378,7 @@ fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
         {
             Ok(pg_vector_type())
         }
+        Some(f) if bit_length_of(f).is_some() => Ok(Type::BIT),
         Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
         Some(f) => field_into_pg_type(f),
     }
@@ -405,7 +429,7 @@ impl QueryParser for QuiverQueryParser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         match stmt.result_schema() {
-            Some(schema) => arrow_schema_to_pg_fields(
+            Some(schema) => super::bits::wire_fields(
                 &schema,
                 column_format.unwrap_or(&Format::UnifiedText),
                 None,
@@ -449,7 +473,11 @@ impl ExtendedQueryHandler for QuiverService {
             .map(|f| wire_type(f.as_ref()))
             .collect::<PgWireResult<Vec<Type>>>()?;
         let server_refs: Vec<Option<&Type>> = server_types.iter().map(Some).collect();
-        let params = parameters(portal, &inferred_refs, &server_refs)?;
+        let bit_lengths: Vec<Option<usize>> = fields
+            .iter()
+            .map(|f| f.as_ref().and_then(|f| bit_length_of(f)))
+            .collect();
+        let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let output = self
             .engine

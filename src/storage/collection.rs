@@ -30,7 +30,6 @@ use super::segment::{
 use super::wal::{LocalWal, Wal, WalRecord};
 use super::{ObjectIo, Result, Shared, StorageError};
 use crate::catalog::{CollectionDef, IndexDef};
-use crate::vector::index::VectorIndex;
 
 /// Appends merge into the last batch of the growing segment up to this.
 const BATCH_ROWS: usize = 1024;
@@ -1577,6 +1576,27 @@ fn vectors_of(batches: &[RecordBatch], field: usize, dim: usize) -> Result<Vec<f
     Ok(out)
 }
 
+/// The bit strings of `field` in `batches`, packed row after row (zeros
+/// for NULL).
+fn bits_of(batches: &[RecordBatch], field: usize, bits: usize) -> Result<Vec<u8>> {
+    let width = crate::vector::bits::bytes_for(bits).max(1);
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut out = Vec::with_capacity(rows * width);
+    for b in batches {
+        let column = b.column(field).as_fixed_size_binary_opt().ok_or_else(|| {
+            StorageError::InvalidBatch("an indexed column is not a bit string".into())
+        })?;
+        for i in 0..column.len() {
+            if column.is_null(i) || column.value_length() as usize != width {
+                out.extend(std::iter::repeat_n(0u8, width));
+            } else {
+                out.extend_from_slice(column.value(i));
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl CollectionData {
     /// Replace the index definitions (after CREATE/DROP INDEX).
     pub fn set_indexes(&self, defs: Vec<IndexDef>) {
@@ -1636,23 +1656,23 @@ impl CollectionData {
             let bytes = self.shared.io.get(&file.path).await;
             let spec = def.spec.clone();
             let loaded = match bytes {
-                Ok(bytes) => tokio::task::spawn_blocking(move || {
-                    crate::vector::index::deserialize(&spec, &bytes)
-                })
-                .await
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?
-                .map_err(|e| e.to_string())
-                .and_then(|i| {
-                    if i.len() as u64 == f.meta.rows {
-                        Ok(i)
-                    } else {
-                        Err(format!(
-                            "it holds {} rows, the segment {}",
-                            i.len(),
-                            f.meta.rows
-                        ))
-                    }
-                }),
+                Ok(bytes) => {
+                    tokio::task::spawn_blocking(move || crate::vector::index::load(&spec, &bytes))
+                        .await
+                        .map_err(|e| StorageError::Corrupt(e.to_string()))?
+                        .map_err(|e| e.to_string())
+                        .and_then(|i| {
+                            if i.len() as u64 == f.meta.rows {
+                                Ok(i)
+                            } else {
+                                Err(format!(
+                                    "it holds {} rows, the segment {}",
+                                    i.len(),
+                                    f.meta.rows
+                                ))
+                            }
+                        })
+                }
                 Err(e) => Err(e.to_string()),
             };
             match loaded {
@@ -1660,7 +1680,7 @@ impl CollectionData {
                     f.indexes.write().insert(
                         def.name.clone(),
                         LoadedIndex {
-                            index: Arc::new(index),
+                            index: Arc::from(index),
                         },
                     );
                     self.index_status
@@ -1679,14 +1699,18 @@ impl CollectionData {
         // Rows with a NULL vector are indexed as zeros; searches never
         // return them (AnnSearchExec leaves them out of what may pass).
         let batches = f.batches().await?;
-        let vectors = vectors_of(&batches, def.field, def.spec.dim)?;
+        let vectors = if def.spec.method.is_binary() {
+            crate::vector::index::IndexData::Bits(bits_of(&batches, def.field, def.spec.dim)?)
+        } else {
+            crate::vector::index::IndexData::Vectors(vectors_of(&batches, def.field, def.spec.dim)?)
+        };
         drop(batches);
         let spec = def.spec.clone();
         let started = std::time::Instant::now();
         let threads = self.shared.config.index_build_threads;
         let built = tokio::task::spawn_blocking(move || {
             crate::vector::index::set_build_threads(threads);
-            let index = crate::vector::index::build(&spec, &vectors)?;
+            let index = crate::vector::index::build_any(&spec, vectors)?;
             let bytes = index.serialize()?;
             Ok::<_, crate::vector::index::IndexError>((index, bytes))
         })
@@ -1722,7 +1746,7 @@ impl CollectionData {
         f.indexes.write().insert(
             def.name.clone(),
             LoadedIndex {
-                index: Arc::new(index),
+                index: Arc::from(index),
             },
         );
         {

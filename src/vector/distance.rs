@@ -107,6 +107,8 @@ pub fn score(metric: Metric, a: &[f32], b: &[f32], b_norm: f32) -> f32 {
         Metric::L2 => l2_squared(a, b),
         Metric::NegativeInnerProduct => -dot(a, b),
         Metric::L1 => l1(a, b),
+        // Bit strings are scored by `bits`; float vectors have no such distance.
+        Metric::Hamming | Metric::Jaccard => f32::NAN,
         Metric::Cosine => {
             let ab = dot(a, b);
             let aa = dot(a, a);
@@ -136,6 +138,7 @@ pub fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f64 {
         Metric::NegativeInnerProduct => -(dot(a, b) as f64),
         Metric::Cosine => cosine(a, b),
         Metric::L1 => l1(a, b) as f64,
+        Metric::Hamming | Metric::Jaccard => f64::NAN,
     }
 }
 

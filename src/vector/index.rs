@@ -18,6 +18,8 @@ use thiserror::Error;
 
 use super::Metric;
 
+pub mod binary;
+
 #[derive(Debug, Error)]
 pub enum IndexError {
     /// A parameter the user gave is wrong (22023).
@@ -29,6 +31,9 @@ pub enum IndexError {
     /// An operator class that does not exist (42704).
     #[error("{0}")]
     Unknown(String),
+    /// An operator class or method for another column type (42804).
+    #[error("{0}")]
+    WrongType(String),
     #[error("faiss: {0}")]
     Faiss(String),
     #[error("index file: {0}")]
@@ -58,6 +63,12 @@ pub enum Method {
         m: usize,
         ef_construction: usize,
     },
+    /// Exhaustive search over bit strings (faiss `IndexBinaryFlat`).
+    BinFlat,
+    /// Inverted lists over bit strings (faiss `IndexBinaryIVF`).
+    BinIvfFlat {
+        lists: usize,
+    },
 }
 
 impl Method {
@@ -68,14 +79,18 @@ impl Method {
             Method::IvfSq8 { .. } => "ivf_sq8",
             Method::IvfPq { .. } => "ivf_pq",
             Method::Hnsw { .. } => "hnsw",
+            Method::BinFlat => "bin_flat",
+            Method::BinIvfFlat { .. } => "bin_ivf_flat",
         }
     }
 
     /// The build parameters as `WITH (...)` would name them.
     pub fn params(&self) -> String {
         match self {
-            Method::Flat => String::new(),
-            Method::IvfFlat { lists } | Method::IvfSq8 { lists } => format!("lists={lists}"),
+            Method::Flat | Method::BinFlat => String::new(),
+            Method::IvfFlat { lists } | Method::IvfSq8 { lists } | Method::BinIvfFlat { lists } => {
+                format!("lists={lists}")
+            }
             Method::IvfPq { lists, m, nbits } => format!("lists={lists}, m={m}, nbits={nbits}"),
             Method::Hnsw { m, ef_construction } => {
                 format!("m={m}, ef_construction={ef_construction}")
@@ -92,6 +107,8 @@ impl Method {
             Method::IvfSq8 { lists: l } => format!("IVF{},SQ8", lists(*l)),
             Method::IvfPq { lists: l, m, nbits } => format!("IVF{},PQ{m}x{nbits}", lists(*l)),
             Method::Hnsw { m, .. } => format!("HNSW{m},Flat"),
+            Method::BinFlat => "BFlat".into(),
+            Method::BinIvfFlat { lists: l } => format!("BIVF{}", lists(*l)),
         }
     }
 
@@ -100,6 +117,11 @@ impl Method {
             self,
             Method::IvfFlat { .. } | Method::IvfSq8 { .. } | Method::IvfPq { .. }
         )
+    }
+
+    /// Whether the method indexes bit strings.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Method::BinFlat | Method::BinIvfFlat { .. })
     }
 }
 
@@ -112,7 +134,7 @@ pub struct IndexSpec {
     pub dim: usize,
 }
 
-const METHODS: &str = "flat, ivf_flat, ivf_sq8, ivf_pq, hnsw";
+const METHODS: &str = "flat, ivf_flat, ivf_sq8, ivf_pq, hnsw, bin_flat, bin_ivf_flat";
 
 /// The metric of a pgvector operator class.
 pub fn metric_of_opclass(opclass: &str) -> Result<Metric, IndexError> {
@@ -120,8 +142,10 @@ pub fn metric_of_opclass(opclass: &str) -> Result<Metric, IndexError> {
         "vector_l2_ops" => Ok(Metric::L2),
         "vector_ip_ops" => Ok(Metric::NegativeInnerProduct),
         "vector_cosine_ops" => Ok(Metric::Cosine),
+        "bit_hamming_ops" => Ok(Metric::Hamming),
+        "bit_jaccard_ops" => Ok(Metric::Jaccard),
         other => Err(IndexError::Unknown(format!(
-            "operator class \"{other}\" does not exist for vector indexes: use vector_l2_ops, vector_ip_ops or vector_cosine_ops"
+            "operator class \"{other}\" does not exist for vector indexes: use vector_l2_ops, vector_ip_ops or vector_cosine_ops (vector columns), bit_hamming_ops or bit_jaccard_ops (bit columns)"
         ))),
     }
 }
@@ -140,6 +164,8 @@ impl IndexSpec {
             "ivf_flat" | "ivfflat" | "ivf_sq8" => &["lists"],
             "ivf_pq" => &["lists", "m", "nbits"],
             "hnsw" => &["m", "ef_construction"],
+            "bin_flat" => &[],
+            "bin_ivf_flat" => &["lists"],
             other => {
                 return Err(IndexError::UnknownMethod(format!(
                     "access method \"{other}\" does not exist: use one of {METHODS}"
@@ -176,8 +202,30 @@ impl IndexSpec {
                 "vector indexes support vector_l2_ops, vector_ip_ops and vector_cosine_ops".into(),
             ));
         }
+        // pgvector's spelling on bit columns: ivfflat (and flat) with a bit
+        // operator class are the binary methods.
+        let method = match (method, metric.is_binary()) {
+            ("flat", true) => "bin_flat",
+            ("ivf_flat" | "ivfflat", true) => "bin_ivf_flat",
+            ("bin_flat" | "bin_ivf_flat", false) => {
+                return Err(IndexError::WrongType(format!(
+                    "{method} indexes bit columns, with bit_hamming_ops or bit_jaccard_ops"
+                )));
+            }
+            ("bin_flat" | "bin_ivf_flat", true) => method,
+            (_, true) => {
+                return Err(IndexError::WrongType(format!(
+                    "{method} does not index bit columns: use bin_flat or bin_ivf_flat"
+                )));
+            }
+            (m, false) => m,
+        };
         let method = match method {
             "flat" => Method::Flat,
+            "bin_flat" => Method::BinFlat,
+            "bin_ivf_flat" => Method::BinIvfFlat {
+                lists: int("lists", 100, 1, 32768)?,
+            },
             "ivf_flat" | "ivfflat" => Method::IvfFlat {
                 lists: int("lists", 100, 1, 32768)?,
             },
@@ -225,7 +273,7 @@ impl IndexSpec {
             Metric::L2 => (distance.max(0.0) * distance.max(0.0)) * (1.0 + 1e-4) + 1e-6,
             Metric::NegativeInnerProduct => -distance - slack,
             Metric::Cosine => 1.0 - distance - slack,
-            Metric::L1 => distance + slack,
+            Metric::L1 | Metric::Hamming | Metric::Jaccard => distance + slack,
         }
     }
 
@@ -235,7 +283,7 @@ impl IndexSpec {
             Metric::L2 => score.max(0.0).sqrt(),
             Metric::NegativeInnerProduct => -score,
             Metric::Cosine => 1.0 - score,
-            Metric::L1 => score,
+            Metric::L1 | Metric::Hamming | Metric::Jaccard => score,
         }
     }
 }
@@ -304,6 +352,24 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
         radius: f32,
         knobs: SearchKnobs,
     ) -> Result<Vec<(u64, f32)>, IndexError>;
+    /// The nearest rows to a bit string, for indexes over `BIT(n)`, as
+    /// (row, distance). Rows are not filtered: callers filter and fetch
+    /// more. For Jaccard the distances are Hamming's, for candidates the
+    /// caller re-scores.
+    fn search_bits(
+        &self,
+        _query: &[u8],
+        _k: usize,
+        _knobs: SearchKnobs,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        Err(IndexError::WrongType(
+            "this index searches vectors, not bit strings".into(),
+        ))
+    }
+    /// Whether `search` honours its `allowed` rows as faiss's ID selector
+    /// does (IVF, flat); otherwise callers fetch unfiltered candidates and
+    /// filter them.
+    fn filters_in_search(&self) -> bool;
     /// The index as bytes, for an index file.
     fn serialize(&self) -> Result<Vec<u8>, IndexError>;
     /// Approximate bytes of memory held.
@@ -371,6 +437,36 @@ fn set_parameter(index: &mut IndexImpl, name: &str, value: f64) -> Result<(), In
 }
 
 /// Read an index written by [`VectorIndex::serialize`].
+pub fn load(spec: &IndexSpec, bytes: &[u8]) -> Result<Box<dyn VectorIndex>, IndexError> {
+    if spec.method.is_binary() {
+        Ok(Box::new(binary::deserialize(spec, bytes)?))
+    } else {
+        Ok(Box::new(deserialize(spec, bytes)?))
+    }
+}
+
+/// Build an index over `rows` rows of `data`: row-major f32 vectors, or
+/// for bit-string methods the packed bytes of each row.
+pub fn build_any(spec: &IndexSpec, data: IndexData) -> Result<Box<dyn VectorIndex>, IndexError> {
+    match data {
+        IndexData::Vectors(v) if !spec.method.is_binary() => Ok(Box::new(build(spec, &v)?)),
+        IndexData::Bits(b) if spec.method.is_binary() => Ok(Box::new(binary::build(spec, &b)?)),
+        _ => Err(IndexError::WrongType(format!(
+            "{} cannot index this column's type",
+            spec.method.name()
+        ))),
+    }
+}
+
+/// The rows an index is built over.
+pub enum IndexData {
+    /// `rows × dim` floats, row-major.
+    Vectors(Vec<f32>),
+    /// `rows × ceil(dim / 8)` bytes of bit strings.
+    Bits(Vec<u8>),
+}
+
+/// Read a float-vector index written by [`VectorIndex::serialize`].
 pub fn deserialize(spec: &IndexSpec, bytes: &[u8]) -> Result<FaissIndex, IndexError> {
     let tmp = tempfile_path()?;
     std::fs::write(&tmp, bytes)?;
@@ -388,7 +484,7 @@ pub fn deserialize(spec: &IndexSpec, bytes: &[u8]) -> Result<FaissIndex, IndexEr
     Ok(FaissIndex::wrap(spec.clone(), index, bytes_len))
 }
 
-fn tempfile_path() -> Result<std::path::PathBuf, IndexError> {
+pub(crate) fn tempfile_path() -> Result<std::path::PathBuf, IndexError> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(std::env::temp_dir().join(format!("quiver-index-{}-{n}.faiss", std::process::id())))
@@ -506,7 +602,7 @@ fn range_one(index: &IndexImpl, query: &[f32], radius: f32) -> Result<Vec<(i64, 
     }
 }
 
-fn last_error() -> IndexError {
+pub(crate) fn last_error() -> IndexError {
     // SAFETY: faiss returns a NUL-terminated message (or null) owned by the
     // calling thread.
     let message = unsafe {
@@ -656,6 +752,12 @@ impl VectorIndex for FaissIndex {
             .filter(|(label, _)| *label >= 0)
             .map(|(label, d)| (label as u64, self.spec.distance(d)))
             .collect())
+    }
+
+    fn filters_in_search(&self) -> bool {
+        // faiss's HNSW walks poorly around rows its selector rejects (its
+        // recall falls to about the passing fraction).
+        !matches!(self.spec.method, Method::Hnsw { .. })
     }
 
     fn range_search(

@@ -19,9 +19,9 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use super::distance;
 use super::text::parse_vector_into;
 use super::{Metric, VectorError};
+use super::{bits, distance};
 
 /// Field metadata key that marks a list column as a pgvector `vector` (shared with arrow-pg).
 pub const VECTOR_METADATA_KEY: &str = arrow_pg::datatypes::PG_VECTOR_KEY;
@@ -205,6 +205,17 @@ fn float_values(values: &ArrayRef) -> Result<Float32Array> {
     }
 }
 
+/// A result array as a value: a scalar when every argument was one.
+fn columnar(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
+    if scalar {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
 fn to_column(value: &ColumnarValue) -> Result<(VectorColumn, bool)> {
     match value {
         ColumnarValue::Array(a) => Ok((VectorColumn::try_from_array(a)?, false)),
@@ -289,18 +300,15 @@ impl ScalarUDFImpl for DistanceUdf {
             }
         }
         let array = Float64Array::from(out);
-        if left_scalar && right_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(array)))
-        }
+        columnar(Arc::new(array), left_scalar && right_scalar)
     }
 }
 
 /// The function implementing `metric`'s operator.
 pub fn distance_udf(metric: Metric) -> ScalarUDF {
+    if metric.is_binary() {
+        return bit_distance_udf(metric);
+    }
     ScalarUDF::new_from_impl(DistanceUdf::new(
         metric.function_name(),
         DistanceKind::Metric(metric),
@@ -309,9 +317,11 @@ pub fn distance_udf(metric: Metric) -> ScalarUDF {
 
 /// If `udf` is one of the operator distance functions, its metric.
 pub fn metric_of_udf(udf: &ScalarUDF) -> Option<Metric> {
-    (udf.inner().as_ref() as &dyn Any)
-        .downcast_ref::<DistanceUdf>()
-        .and_then(|d| d.metric())
+    let inner = udf.inner().as_ref() as &dyn Any;
+    if let Some(b) = inner.downcast_ref::<BitDistanceUdf>() {
+        return Some(b.metric);
+    }
+    inner.downcast_ref::<DistanceUdf>().and_then(|d| d.metric())
 }
 
 /// `vector_dims(v)`: the number of dimensions.
@@ -338,13 +348,7 @@ impl ScalarUDFImpl for VectorDims {
         let dims: Int32Array = (0..col.len())
             .map(|i| col.get(i).map(|v| v.len() as i32))
             .collect();
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &dims, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(dims)))
-        }
+        columnar(Arc::new(dims), scalar)
     }
 }
 
@@ -405,13 +409,7 @@ impl ScalarUDFImpl for ToVector {
         } else {
             Arc::new(col.to_fixed(dim)?)
         };
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        columnar(array, scalar)
     }
 }
 
@@ -436,5 +434,297 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
             signature: Signature::any(1, Volatility::Immutable),
         }),
         to_vector_udf(),
+        bit_distance_udf(Metric::Hamming),
+        bit_distance_udf(Metric::Jaccard),
+        to_bit_udf(),
     ]
+}
+
+/// Field metadata key holding a `BIT(n)` column's length in bits.
+pub const BIT_METADATA_KEY: &str = "quiver.bit";
+
+/// The Arrow type of a `BIT(bits)` column: the packed bytes.
+pub fn bit_data_type(bits: usize) -> DataType {
+    DataType::FixedSizeBinary(bits::bytes_for(bits).max(1) as i32)
+}
+
+/// Field metadata marking a field as `BIT(bits)`.
+pub fn bit_metadata(bits: usize) -> HashMap<String, String> {
+    HashMap::from([(BIT_METADATA_KEY.to_string(), bits.to_string())])
+}
+
+/// The length in bits of a `BIT(n)` field, from its metadata.
+pub fn bit_length_of(field: &Field) -> Option<usize> {
+    match field.data_type() {
+        DataType::FixedSizeBinary(_) => field.metadata().get(BIT_METADATA_KEY)?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A column of bit strings, whatever Arrow type it came in.
+pub enum BitColumn {
+    /// Packed bytes; the length in bits when known (else `8 × width`).
+    Fixed(arrow::array::FixedSizeBinaryArray, Option<usize>),
+    /// Bytes of any length (`bytea`): 8 bits a byte.
+    Binary(arrow::array::BinaryArray),
+    /// Parsed from text.
+    Parsed {
+        bytes: Vec<u8>,
+        offsets: Vec<usize>,
+        bits: Vec<usize>,
+        nulls: Option<NullBuffer>,
+    },
+}
+
+impl BitColumn {
+    pub fn len(&self) -> usize {
+        match self {
+            BitColumn::Fixed(a, _) => a.len(),
+            BitColumn::Binary(a) => a.len(),
+            BitColumn::Parsed { bits, .. } => bits.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`'s bytes and its length in bits (`None`: only the bytes are
+    /// known), or `None` for NULL.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<(&[u8], Option<usize>)> {
+        match self {
+            BitColumn::Fixed(a, bits) => a.is_valid(i).then(|| (a.value(i), *bits)),
+            BitColumn::Binary(a) => a
+                .is_valid(i)
+                .then(|| (a.value(i), Some(a.value(i).len() * 8))),
+            BitColumn::Parsed {
+                bytes,
+                offsets,
+                bits,
+                nulls,
+            } => (!nulls.as_ref().is_some_and(|n| n.is_null(i)))
+                .then(|| (&bytes[offsets[i]..offsets[i + 1]], Some(bits[i]))),
+        }
+    }
+
+    /// Build from an array: `BIT(n)` (`field` says n), `bytea` or text.
+    pub fn try_from_array(array: &ArrayRef, field: Option<&Field>) -> Result<BitColumn> {
+        match array.data_type() {
+            DataType::FixedSizeBinary(_) => Ok(BitColumn::Fixed(
+                array.as_fixed_size_binary().clone(),
+                field.and_then(bit_length_of),
+            )),
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                let b = cast(array, &DataType::Binary)?;
+                Ok(BitColumn::Binary(b.as_binary::<i32>().clone()))
+            }
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+                let strings = cast(array, &DataType::Utf8)?;
+                let strings = strings.as_string::<i32>();
+                let mut bytes = Vec::new();
+                let mut offsets = vec![0usize];
+                let mut bits = Vec::with_capacity(strings.len());
+                for i in 0..strings.len() {
+                    let n = if strings.is_valid(i) {
+                        bits::parse_bits_into(strings.value(i), None, &mut bytes)
+                            .map_err(vector_err)?
+                    } else {
+                        0
+                    };
+                    offsets.push(bytes.len());
+                    bits.push(n);
+                }
+                Ok(BitColumn::Parsed {
+                    bytes,
+                    offsets,
+                    bits,
+                    nulls: strings.logical_nulls(),
+                })
+            }
+            other => Err(vector_err(VectorError::NotABitString {
+                type_name: other.to_string(),
+            })),
+        }
+    }
+
+    /// Convert to `BIT(bits)` bytes. `bits` > 0: exactly that many bits;
+    /// below 0: any length that fills `-bits` bytes (the exact length was
+    /// lost on the way).
+    pub fn to_fixed(&self, bits: i64) -> Result<arrow::array::FixedSizeBinaryArray> {
+        let width = if bits > 0 {
+            bits::bytes_for(bits as usize)
+        } else {
+            (-bits) as usize
+        };
+        let mut out = Vec::with_capacity(self.len() * width);
+        let mut valid = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            match self.get(i) {
+                Some((bytes, n)) => {
+                    let n = n.unwrap_or(bytes.len() * 8);
+                    let fits = if bits > 0 {
+                        n == bits as usize
+                    } else {
+                        bits::bytes_for(n) == width
+                    };
+                    if !fits || bytes.len() != width {
+                        return Err(vector_err(VectorError::BitLengthMismatch {
+                            expected: if bits > 0 { bits as usize } else { width * 8 },
+                            actual: n,
+                        }));
+                    }
+                    out.extend_from_slice(bytes);
+                    valid.push(true);
+                }
+                None => {
+                    out.extend(std::iter::repeat_n(0u8, width));
+                    valid.push(false);
+                }
+            }
+        }
+        let nulls = valid
+            .iter()
+            .any(|v| !v)
+            .then(|| NullBuffer::from(valid.clone()));
+        arrow::array::FixedSizeBinaryArray::try_new(width as i32, out.into(), nulls)
+            .map_err(DataFusionError::from)
+    }
+}
+
+fn to_bit_column(value: &ColumnarValue, field: Option<&Field>) -> Result<(BitColumn, bool)> {
+    match value {
+        ColumnarValue::Array(a) => Ok((BitColumn::try_from_array(a, field)?, false)),
+        ColumnarValue::Scalar(s) => Ok((
+            BitColumn::try_from_array(&s.to_array_of_size(1)?, field)?,
+            true,
+        )),
+    }
+}
+
+/// `hamming_distance(a, b)` (`<~>`) and `jaccard_distance(a, b)` (`<%>`)
+/// over bit strings, as `double precision`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct BitDistanceUdf {
+    metric: Metric,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for BitDistanceUdf {
+    fn name(&self) -> &str {
+        self.metric.function_name()
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a, b] = args.args.as_slice() else {
+            return exec_err!("{} expects two arguments", self.name());
+        };
+        let field = |i: usize| args.arg_fields.get(i).map(|f| f.as_ref());
+        let (left, left_scalar) = to_bit_column(a, field(0))?;
+        let (right, right_scalar) = to_bit_column(b, field(1))?;
+        let rows = if left_scalar && right_scalar {
+            1
+        } else {
+            args.number_rows
+        };
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let l = left.get(if left_scalar { 0 } else { i });
+            let r = right.get(if right_scalar { 0 } else { i });
+            match (l, r) {
+                (Some((l, ln)), Some((r, rn))) => {
+                    let differ = match (ln, rn) {
+                        (Some(x), Some(y)) => x != y,
+                        _ => false,
+                    } || l.len() != r.len();
+                    if differ {
+                        return Err(vector_err(VectorError::DifferentBitLengths {
+                            left: ln.unwrap_or(l.len() * 8),
+                            right: rn.unwrap_or(r.len() * 8),
+                        }));
+                    }
+                    out.push(Some(bits::distance(self.metric, l, r)));
+                }
+                _ => out.push(None),
+            }
+        }
+        let array = Float64Array::from(out);
+        columnar(Arc::new(array), left_scalar && right_scalar)
+    }
+}
+
+/// The function implementing a binary metric's operator.
+pub fn bit_distance_udf(metric: Metric) -> ScalarUDF {
+    ScalarUDF::new_from_impl(BitDistanceUdf {
+        metric,
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+/// `to_bit(value, bits)`: converts text (`'0101'`) and bit strings to
+/// `BIT(bits)`, checking the length. Casts to `bit(n)` are planned into it.
+/// A negative `bits` means "any length filling that many bytes".
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToBit {
+    signature: Signature,
+}
+
+pub const TO_BIT: &str = "to_bit";
+
+impl ToBit {
+    fn bits(args: &[Option<&ScalarValue>]) -> Result<i64> {
+        match args.get(1) {
+            Some(Some(ScalarValue::Int64(Some(n)))) if *n != 0 => Ok(*n),
+            Some(Some(ScalarValue::Int32(Some(n)))) if *n != 0 => Ok(*n as i64),
+            _ => exec_err!("to_bit: the length must be a non-zero constant"),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ToBit {
+    fn name(&self) -> &str {
+        TO_BIT
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(
+            "to_bit: return_field_from_args is used".into(),
+        ))
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let bits = Self::bits(args.scalar_arguments)?;
+        let field = if bits > 0 {
+            Field::new(TO_BIT, bit_data_type(bits as usize), true)
+                .with_metadata(bit_metadata(bits as usize))
+        } else {
+            Field::new(TO_BIT, DataType::FixedSizeBinary((-bits) as i32), true)
+        };
+        Ok(Arc::new(field))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let bits = match bit_length_of(&args.return_field) {
+            Some(n) => n as i64,
+            None => match args.return_field.data_type() {
+                DataType::FixedSizeBinary(w) => -(*w as i64),
+                _ => return exec_err!("to_bit: unexpected return type"),
+            },
+        };
+        let field = args.arg_fields.first().map(|f| f.as_ref());
+        let (col, scalar) = to_bit_column(&args.args[0], field)?;
+        let array: ArrayRef = Arc::new(col.to_fixed(bits)?);
+        columnar(array, scalar)
+    }
+}
+
+pub fn to_bit_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ToBit {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
 }

@@ -1,0 +1,145 @@
+//! `BIT(n)` on the wire. arrow-pg knows no bit type: a bit column (packed
+//! bytes) is turned into the form PostgreSQL sends, text `0101` or the
+//! binary form (length in bits as int4, then the bytes), before arrow-pg
+//! encodes the batch, and its field is described as `bit`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::error::PgWireResult;
+use pgwire::types::format::FormatOptions;
+
+use crate::vector::bits::format_bits;
+use crate::vector::udf::bit_length_of;
+
+/// The columns of `schema` that hold bit strings, with their length in bits.
+fn bit_columns(schema: &Schema) -> Vec<(usize, usize)> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| bit_length_of(f).map(|n| (i, n)))
+        .collect()
+}
+
+/// The wire description of `schema`: arrow-pg's, with bit columns as `bit`.
+pub fn wire_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    let bits = bit_columns(schema);
+    if bits.is_empty() {
+        return arrow_schema_to_pg_fields(schema, format, options);
+    }
+    // Describe the columns as arrow-pg would the converted ones, then name
+    // the type.
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if bits.iter().any(|(c, _)| *c == i) {
+                Field::new(f.name(), converted_type(format.format_for(i)), true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let mut infos = arrow_schema_to_pg_fields(&Schema::new(fields), format, options)?;
+    for (i, _) in bits {
+        let old = &infos[i];
+        let info = FieldInfo::new(
+            old.name().to_string(),
+            old.table_id(),
+            old.column_id(),
+            Type::BIT,
+            old.format(),
+        )
+        .with_format_options(old.format_options().clone());
+        infos[i] = info;
+    }
+    Ok(infos)
+}
+
+fn converted_type(format: FieldFormat) -> DataType {
+    match format {
+        FieldFormat::Text => DataType::Utf8,
+        FieldFormat::Binary => DataType::Binary,
+    }
+}
+
+/// `batch` with its bit columns in the form `fields` (from [`wire_fields`])
+/// sends them in; unchanged when it has none.
+pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Result<RecordBatch> {
+    let schema: SchemaRef = batch.schema();
+    let bits = bit_columns(&schema);
+    if bits.is_empty() {
+        return Ok(batch);
+    }
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut out_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (i, n) in bits {
+        let Some(array) = columns[i].as_fixed_size_binary_opt() else {
+            continue;
+        };
+        let format = fields
+            .get(i)
+            .map(|f| f.format())
+            .unwrap_or(FieldFormat::Text);
+        let converted: ArrayRef = match format {
+            FieldFormat::Text => {
+                let mut b = StringBuilder::with_capacity(array.len(), array.len() * n);
+                for r in 0..array.len() {
+                    if array.is_valid(r) {
+                        b.append_value(format_bits(array.value(r), n));
+                    } else {
+                        b.append_null();
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            FieldFormat::Binary => {
+                let mut b = BinaryBuilder::new();
+                for r in 0..array.len() {
+                    if array.is_valid(r) {
+                        let mut value = (n as i32).to_be_bytes().to_vec();
+                        value.extend_from_slice(array.value(r));
+                        b.append_value(value);
+                    } else {
+                        b.append_null();
+                    }
+                }
+                Arc::new(b.finish())
+            }
+        };
+        out_fields[i] = Field::new(schema.field(i).name(), converted.data_type().clone(), true);
+        columns[i] = converted;
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
+}
+
+/// A `bit` parameter in PostgreSQL's text or binary form, as packed bytes
+/// of `bits` bits; `None` when it is not a well-formed bit string of that
+/// length.
+pub fn parameter(raw: &[u8], format: FieldFormat, bits: usize) -> Option<Vec<u8>> {
+    match format {
+        FieldFormat::Text => {
+            let text = std::str::from_utf8(raw).ok()?;
+            let mut out = Vec::new();
+            crate::vector::bits::parse_bits_into(text, Some(bits), &mut out).ok()?;
+            Some(out)
+        }
+        FieldFormat::Binary => {
+            let n = i32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
+            let body = raw.get(4..)?;
+            (n as usize == bits && body.len() == crate::vector::bits::bytes_for(bits))
+                .then(|| body.to_vec())
+        }
+    }
+}
