@@ -120,6 +120,11 @@ impl Catalog {
         })
     }
 
+    /// The state's version: it changes with every change of the catalog.
+    pub fn version(&self) -> u64 {
+        self.state.read().version
+    }
+
     /// Apply `change` to a copy of the state, persist it, then publish it.
     pub fn update<T>(&self, change: impl FnOnce(&mut CatalogSnapshot) -> Result<T>) -> Result<T> {
         let mut state = self.state.write();

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod index_ddl;
 pub mod pg_compat;
 pub mod pg_users;
+pub mod search_cache;
 pub mod session;
 pub mod vector_sql;
 

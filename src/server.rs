@@ -2,6 +2,7 @@
 //! engine. It turns bytes into statements and results into bytes; nothing else.
 
 pub mod bits;
+pub mod conn;
 pub mod copy;
 pub mod error;
 pub mod handler;
@@ -10,7 +11,7 @@ pub mod startup;
 use std::future::Future;
 use std::sync::Arc;
 
-use pgwire::tokio::{TlsAcceptor, process_socket};
+use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -66,7 +67,7 @@ pub async fn serve(
                     let handlers = handlers.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = process_socket(socket, tls, handlers).await {
+                        if let Err(e) = conn::process(socket, tls, handlers).await {
                             warn!(%addr, error = %e, "connection ended with an error");
                         }
                     });

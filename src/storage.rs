@@ -50,6 +50,8 @@ pub enum StorageError {
         "null value in column \"{field}\" of collection \"{collection}\" violates not-null constraint"
     )]
     NotNull { collection: String, field: String },
+    #[error("bit string length does not match type bit({bits}) of field \"{field}\"")]
+    BitLength { field: String, bits: usize },
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
     #[error(transparent)]

@@ -154,6 +154,14 @@ impl AnnSearchExec {
     pub fn spec(&self) -> &AnnSearchSpec {
         &self.spec
     }
+
+    /// The same search for another query vector (a prepared search's next
+    /// execution).
+    pub fn with_query(&self, query: Query) -> AnnSearchExec {
+        let mut spec = self.spec.clone();
+        spec.query = query;
+        AnnSearchExec::new(spec, self.schema.clone())
+    }
 }
 
 impl DisplayAs for AnnSearchExec {

@@ -57,6 +57,9 @@ pub struct Prepared {
     /// The plan analysed and optimised once, with its parameters still open:
     /// executions only bind values and plan physically.
     optimized: Option<LogicalPlan>,
+    /// The physical plan of the last execution of a plain search, for the
+    /// next one with another query vector.
+    search: Arc<parking_lot::Mutex<Option<super::search_cache::CachedSearch>>>,
 }
 
 impl Prepared {
@@ -519,6 +522,7 @@ impl Engine {
             statement,
             plan,
             optimized,
+            search: Default::default(),
         })
     }
 
@@ -534,12 +538,27 @@ impl Engine {
             _ => None,
         };
         if let Some(optimized) = &prepared.optimized {
+            let version = self.catalog.version();
+            let cached = prepared.search.lock().clone();
+            if let Some(cached) = cached
+                && let Some(physical) = cached.plan_for(version, &params)
+            {
+                access::authorize(&self.catalog, session, &cached.needs)?;
+                let stream = execute_stream(physical, session.task_ctx())?;
+                return Ok(Output::Rows {
+                    schema: cached.schema.clone(),
+                    stream,
+                });
+            }
+            let kept_params = params.clone();
             let plan = super::ann_rule::bind_params(optimized.clone(), &params)?;
             let plan = plan.with_param_values(params)?;
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
-            access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
-            let state = if super::ann_rule::is_plain_search(&plan) {
+            let needs = access::plan_needs(&plan);
+            access::authorize(&self.catalog, session, &needs)?;
+            let plain = super::ann_rule::is_plain_search(&plan);
+            let state = if plain {
                 session.search_state()
             } else {
                 session.state()
@@ -549,11 +568,18 @@ impl Engine {
                 .create_physical_plan(&plan, state)
                 .await?;
             debug!(plan = %displayable(physical.as_ref()).indent(true), "prepared execution");
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            if plain {
+                *prepared.search.lock() = super::search_cache::CachedSearch::new(
+                    version,
+                    &kept_params,
+                    physical.clone(),
+                    schema.clone(),
+                    needs,
+                );
+            }
             let stream = execute_stream(physical, session.task_ctx())?;
-            return Ok(Output::Rows {
-                schema: Arc::new(plan.schema().as_arrow().clone()),
-                stream,
-            });
+            return Ok(Output::Rows { schema, stream });
         }
         match &prepared.plan {
             Some(plan) => {

@@ -70,10 +70,11 @@ impl TypePlanner for VectorTypePlanner {
             _ => None,
         };
         if let Some(bits) = bits {
-            if bits == 0 {
-                return Err(DataFusionError::Plan(
-                    "length for type bit must be at least 1".into(),
-                ));
+            if bits == 0 || bits as i64 > crate::vector::udf::MAX_BITS {
+                return Err(DataFusionError::Plan(format!(
+                    "length for type bit must be from 1 to {}, not {bits}",
+                    crate::vector::udf::MAX_BITS
+                )));
             }
             return Ok(Some(Arc::new(
                 Field::new("bit", bit_data_type(bits), true).with_metadata(bit_metadata(bits)),

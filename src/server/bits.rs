@@ -138,8 +138,17 @@ pub fn parameter(raw: &[u8], format: FieldFormat, bits: usize) -> Option<Vec<u8>
         FieldFormat::Binary => {
             let n = i32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
             let body = raw.get(4..)?;
-            (n as usize == bits && body.len() == crate::vector::bits::bytes_for(bits))
-                .then(|| body.to_vec())
+            if n as usize != bits || body.len() != crate::vector::bits::bytes_for(bits) {
+                return None;
+            }
+            // As PostgreSQL's bit_recv: the bits past the length are cleared.
+            let mut out = body.to_vec();
+            if !bits.is_multiple_of(8)
+                && let Some(last) = out.last_mut()
+            {
+                *last &= 0xffu8 << (8 - bits % 8);
+            }
+            Some(out)
         }
     }
 }

@@ -69,6 +69,7 @@ fn storage_info(e: &StorageError) -> ErrorInfo {
     let code = match e {
         StorageError::DuplicateKey { .. } => "23505",
         StorageError::NotNull { .. } => "23502",
+        StorageError::BitLength { .. } => "22026",
         _ if e.is_disk_full() => "53100",
         StorageError::Io { .. } | StorageError::ObjectStore(_) | StorageError::WalFailed(_) => {
             "58030"

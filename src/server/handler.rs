@@ -237,7 +237,15 @@ fn parameters<S: Clone>(
     let mut decoded = Vec::new();
     for (i, raw) in portal.parameters.iter().enumerate() {
         // `bit(n)` parameters: text `0101` or PostgreSQL's binary form.
-        if let (Some(Some(n)), Some(raw)) = (bit_lengths.get(i), raw) {
+        if let Some(Some(n)) = bit_lengths.get(i) {
+            let width = crate::vector::bits::bytes_for(*n).max(1) as i32;
+            let Some(raw) = raw else {
+                decoded.push((
+                    i,
+                    datafusion::common::ScalarValue::FixedSizeBinary(width, None),
+                ));
+                continue;
+            };
             let format = portal.parameter_format.format_for(i);
             let Some(bytes) = super::bits::parameter(raw, format, *n) else {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -248,10 +256,7 @@ fn parameters<S: Clone>(
             };
             decoded.push((
                 i,
-                datafusion::common::ScalarValue::FixedSizeBinary(
-                    crate::vector::bits::bytes_for(*n).max(1) as i32,
-                    Some(bytes),
-                ),
+                datafusion::common::ScalarValue::FixedSizeBinary(width, Some(bytes)),
             ));
             continue;
         }
@@ -310,8 +315,28 @@ fn parameters<S: Clone>(
         parameters,
         codes(&portal.result_column_format),
     );
-    let rest = Portal::try_new(&bind, portal.statement.clone())?;
-    let mut params = deserialize_parameters_with_server_types(&rest, inferred, server)?;
+    // ... typed as text there, whatever the client or the plan said they
+    // are (arrow-pg would refuse a `bit`, even a NULL one).
+    let mut statement = pgwire::api::stmt::StoredStatement::new(
+        portal.statement.id.clone(),
+        portal.statement.statement.clone(),
+        portal.statement.parameter_types.clone(),
+    );
+    let mut inferred = inferred.to_vec();
+    let mut server = server.to_vec();
+    for (i, _) in &decoded {
+        if let Some(t) = statement.parameter_types.get_mut(*i) {
+            *t = Some(Type::TEXT);
+        }
+        if let Some(t) = inferred.get_mut(*i) {
+            *t = Some(&DataType::Utf8);
+        }
+        if let Some(t) = server.get_mut(*i) {
+            *t = Some(&Type::TEXT);
+        }
+    }
+    let rest = Portal::try_new(&bind, Arc::new(statement))?;
+    let mut params = deserialize_parameters_with_server_types(&rest, &inferred, &server)?;
     if let datafusion::common::ParamValues::List(values) = &mut params {
         for (i, value) in decoded {
             if let Some(slot) = values.get_mut(i) {

@@ -347,6 +347,37 @@ impl CollectionData {
         Ok(Arc::new(data))
     }
 
+    /// Bit strings must have no bit set past their length: a value of
+    /// another `BIT(m)` with the same number of bytes would otherwise be
+    /// stored as it is.
+    fn check_bits(&self, batch: &RecordBatch) -> Result<()> {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let Some(bits) = crate::vector::udf::bit_length_of(field) else {
+                continue;
+            };
+            let Some(column) = batch.column(i).as_fixed_size_binary_opt() else {
+                continue;
+            };
+            let width = column.value_length() as usize;
+            let bad = if width != crate::vector::bits::bytes_for(bits) {
+                true
+            } else {
+                // Fewer than 8 bits past the length, in the last byte.
+                let mask = ((1u16 << (width * 8 - bits)) - 1) as u8;
+                mask != 0
+                    && (0..column.len())
+                        .any(|r| column.is_valid(r) && column.value(r)[width - 1] & mask != 0)
+            };
+            if bad {
+                return Err(StorageError::BitLength {
+                    field: field.name().clone(),
+                    bits,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The fields (all nullable), the schema INSERT and COPY batches use.
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -531,6 +562,7 @@ impl CollectionData {
                     });
                 }
             }
+            self.check_bits(&batch)?;
             let mut keep: Vec<bool> = vec![true; batch.num_rows()];
             let mut replaced = Vec::new();
             let mut new_keys = Vec::new();
@@ -813,6 +845,7 @@ impl CollectionData {
                     });
                 }
             }
+            self.check_bits(&new_batch)?;
             let mut new_keys = Vec::new();
             if let Some(pk) = self.primary_key {
                 let old_keys: HashSet<PkKey> = rows

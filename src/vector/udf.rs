@@ -561,10 +561,13 @@ impl BitColumn {
         let mut valid = Vec::with_capacity(self.len());
         for i in 0..self.len() {
             match self.get(i) {
-                Some((bytes, n)) => {
-                    let n = n.unwrap_or(bytes.len() * 8);
+                Some((bytes, known)) => {
+                    let n = known.unwrap_or(bytes.len() * 8);
                     let fits = if bits > 0 {
+                        // Bytes of unknown length (bytea) fit when their
+                        // count does; the bits past the length are cleared.
                         n == bits as usize
+                            || (known.is_none() && bits::bytes_for(bits as usize) == bytes.len())
                     } else {
                         bits::bytes_for(n) == width
                     };
@@ -575,6 +578,10 @@ impl BitColumn {
                         }));
                     }
                     out.extend_from_slice(bytes);
+                    if bits > 0 && bits % 8 != 0 {
+                        let last = out.len() - 1;
+                        out[last] &= 0xffu8 << (8 - bits % 8);
+                    }
                     valid.push(true);
                 }
                 None => {
@@ -676,12 +683,17 @@ pub struct ToBit {
 
 pub const TO_BIT: &str = "to_bit";
 
+/// The longest bit string: 65,536 bits (8 KiB).
+pub const MAX_BITS: i64 = 65536;
+
 impl ToBit {
     fn bits(args: &[Option<&ScalarValue>]) -> Result<i64> {
         match args.get(1) {
-            Some(Some(ScalarValue::Int64(Some(n)))) if *n != 0 => Ok(*n),
-            Some(Some(ScalarValue::Int32(Some(n)))) if *n != 0 => Ok(*n as i64),
-            _ => exec_err!("to_bit: the length must be a non-zero constant"),
+            Some(Some(ScalarValue::Int64(Some(n)))) if *n != 0 && n.abs() <= MAX_BITS => Ok(*n),
+            Some(Some(ScalarValue::Int32(Some(n)))) if *n != 0 && (*n as i64).abs() <= MAX_BITS => {
+                Ok(*n as i64)
+            }
+            _ => exec_err!("to_bit: the length must be a constant from 1 to {MAX_BITS}"),
         }
     }
 }

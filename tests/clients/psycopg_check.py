@@ -21,6 +21,32 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
     # A vector parameter without a dimension, as text.
     got = conn.execute("SELECT id FROM products ORDER BY embedding <-> %s::vector LIMIT 2", ("[1,0,0,0]",), prepare=True).fetchall()
     assert got == [(1,), (4,)], got
+    # A prepared search keeps its plan and swaps the query vector in: each
+    # execution answers for its own vector, with the distance computed
+    # from it; other parameters changing make a new plan.
+    q2 = "SELECT id, embedding <-> %s::vector AS d FROM products WHERE id > %s ORDER BY embedding <-> %s::vector LIMIT 2"
+    for vec, floor in [("[1,0,0,0]", 0), ("[0,1,0,0]", 0), ("[0,0,2,0]", 0), ("[0,0,2,0]", 3), ("[1,0,0,0]", 3)]:
+        got = conn.execute(q2, (vec, floor, vec), prepare=True).fetchall()
+        lit = f"'{vec}'"
+        expected = conn.execute(
+            f"SELECT id, embedding <-> {lit} AS d FROM products WHERE id > {floor} ORDER BY embedding <-> {lit} LIMIT 2").fetchall()
+        assert got == expected, (vec, floor, got, expected)
+    q3 = "SELECT id FROM products ORDER BY embedding <-> %s::vector LIMIT 1"
+    for vec, first in [("[0,1,0,0]", 2), ("[0,0,1,0]", 3), ("[1,0,0,0]", 1)]:
+        got = conn.execute(q3, (vec,), prepare=True).fetchall()
+        assert got == [(first,)], (vec, got)
+    # Bit strings: parameters as text, NULL, and results in both formats.
+    conn.execute("CREATE TABLE codes (id BIGINT PRIMARY KEY, b BIT(9))")
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO codes (id, b) VALUES (%s, %s)", (1, "101010101"), prepare=True)
+        cur.execute("INSERT INTO codes (id, b) VALUES (%s, %s)", (2, None), prepare=True)
+        cur.execute("UPDATE codes SET b = %s WHERE id = %s", ("000000111", 1), prepare=True)
+        got = cur.execute("SELECT id, b FROM codes ORDER BY b <~> %s LIMIT 2", ("000000111",), prepare=True).fetchall()
+        assert got == [(1, "000000111"), (2, None)], got
+    with conn.cursor(binary=True) as cur:
+        got = cur.execute("SELECT b FROM codes WHERE id = 1").fetchone()[0]
+        # PostgreSQL's binary bit: length in bits (int4), then the bytes.
+        assert bytes(got) == b"\x00\x00\x00\x09\x03\x80", got
     # Binary results.
     with conn.cursor(binary=True) as cur:
         cur.execute("SELECT id, name FROM products WHERE id = %s", (4,), prepare=True)
