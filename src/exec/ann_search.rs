@@ -176,6 +176,12 @@ impl DisplayAs for AnnSearchExec {
             s.k
         )?;
         match &s.index {
+            // faiss's binary indexes know no Jaccard: a flat one is a scan.
+            Some(i) if i.spec.method == Method::BinFlat && s.metric == Metric::Jaccard => write!(
+                f,
+                ", index={} (bin_flat), strategy=exact (bin_flat scans every row for jaccard)",
+                i.name
+            )?,
             Some(i) => write!(
                 f,
                 ", index={} ({} {}), strategy=index per sealed segment, filter and deletes applied {} (exact below {} passing rows or 1/{} of a segment, and for growing segments)",

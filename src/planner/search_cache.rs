@@ -50,13 +50,13 @@ fn param_list(params: &ParamValues) -> Option<Vec<ScalarValue>> {
 
 /// The floats of a vector parameter, if `value` is one without NULLs.
 fn floats(value: &ScalarValue) -> Option<Vec<f32>> {
-    let column = crate::vector::udf::VectorColumn::try_from_scalar(value).ok()?;
     if !matches!(
         value,
         ScalarValue::List(_) | ScalarValue::FixedSizeList(_) | ScalarValue::LargeList(_)
     ) {
         return None;
     }
+    let column = crate::vector::udf::VectorColumn::try_from_scalar(value).ok()?;
     column.get(0).map(<[f32]>::to_vec)
 }
 

@@ -337,21 +337,29 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
     /// least significant bit first), as (row, distance), nearest first.
     fn search(
         &self,
-        query: &[f32],
-        k: usize,
-        knobs: SearchKnobs,
-        allowed: Option<&[u8]>,
-    ) -> Result<Vec<(u64, f32)>, IndexError>;
+        _query: &[f32],
+        _k: usize,
+        _knobs: SearchKnobs,
+        _allowed: Option<&[u8]>,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        Err(IndexError::WrongType(
+            "this index searches bit strings, not vectors".into(),
+        ))
+    }
     /// Every row within `radius` (a distance of the index's metric) of
     /// `query`, as (row, distance) in no order. As approximate as the
     /// index; it may include rows just beyond the radius, so callers check
     /// the exact distance.
     fn range_search(
         &self,
-        query: &[f32],
-        radius: f32,
-        knobs: SearchKnobs,
-    ) -> Result<Vec<(u64, f32)>, IndexError>;
+        _query: &[f32],
+        _radius: f32,
+        _knobs: SearchKnobs,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        Err(IndexError::WrongType(
+            "this index searches bit strings, not vectors".into(),
+        ))
+    }
     /// The nearest rows to a bit string, for indexes over `BIT(n)`, as
     /// (row, distance). Rows are not filtered: callers filter and fetch
     /// more. For Jaccard the distances are Hamming's, for candidates the

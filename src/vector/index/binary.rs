@@ -207,29 +207,6 @@ impl VectorIndex for BinaryIndex {
         self.rows
     }
 
-    fn search(
-        &self,
-        _query: &[f32],
-        _k: usize,
-        _knobs: SearchKnobs,
-        _allowed: Option<&[u8]>,
-    ) -> Result<Vec<(u64, f32)>, IndexError> {
-        Err(IndexError::WrongType(
-            "this index searches bit strings, not vectors".into(),
-        ))
-    }
-
-    fn range_search(
-        &self,
-        _query: &[f32],
-        _radius: f32,
-        _knobs: SearchKnobs,
-    ) -> Result<Vec<(u64, f32)>, IndexError> {
-        Err(IndexError::WrongType(
-            "this index searches bit strings, not vectors".into(),
-        ))
-    }
-
     fn search_bits(
         &self,
         query: &[u8],
