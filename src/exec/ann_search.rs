@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
 
 use crate::catalog::IndexDef;
 use crate::storage::segment::{LoadedIndex, SegmentData};
-use crate::storage::{Chunk, CollectionData, StorageError};
+use crate::storage::{CollectionData, StorageError};
 use crate::vector::index::{Method, SearchKnobs};
 use crate::vector::{Metric, Query, VectorError, bits, distance};
 
@@ -276,54 +276,90 @@ impl ExecutionPlan for AnnSearchExec {
             .get_extension::<SearchSettings>()
             .map(|s| *s.0.lock())
             .unwrap_or_default();
-        let metrics = SearchMetrics {
-            scored: MetricBuilder::new(&self.metrics).counter("rows_scored", partition),
-            index_segments: MetricBuilder::new(&self.metrics)
-                .counter("segments_searched_by_index", partition),
-            exact_segments: MetricBuilder::new(&self.metrics)
-                .counter("segments_searched_exactly", partition),
-            index_candidates: MetricBuilder::new(&self.metrics)
-                .counter("index_candidates", partition),
-            widened: MetricBuilder::new(&self.metrics).counter("searches_widened", partition),
-        };
+        let metrics = SearchMetrics::new(&self.metrics, partition);
         let time = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let reports = self.reports.clone();
         let stream = futures::stream::once(async move {
-            let snapshot = spec.data.snapshot();
-            // The index in force now (it may have been created after planning).
-            let index = spec
-                .data
-                .index_defs()
-                .into_iter()
-                .find(|d| d.field == spec.vector_column && d.spec.metric == spec.metric);
-            let mut chunks = Vec::new();
-            let mut segments = Vec::new();
-            for seg in &snapshot.segments {
-                let cs = seg
-                    .chunks()
-                    .await
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let loaded = match (&seg.data, &index) {
-                    (SegmentData::Flushed(f), Some(def)) => f.index(&def.name),
-                    _ => None,
-                };
-                segments.push(SegmentPlan {
-                    id: seg.id,
-                    state: seg.state.name(),
-                    first_chunk: chunks.len(),
-                    chunks: cs.len(),
-                    index: loaded,
-                });
-                chunks.extend(cs);
-            }
-            let _timer = time.timer();
-            let (batch, segment_reports) =
-                search(&spec, &chunks, &segments, knobs, &metrics, schema)?;
+            let (batch, segment_reports) = run(&spec, knobs, &metrics, Some(&time), schema).await?;
             *reports.lock() = segment_reports;
             Ok(batch)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
     }
+}
+
+impl AnnSearchExec {
+    /// Run this search for `query` outside a DataFusion stream (a cached
+    /// prepared search): the rows in this node's schema.
+    pub async fn run_with(&self, query: Query, knobs: SearchKnobs) -> Result<RecordBatch> {
+        let mut spec = self.spec.clone();
+        spec.query = query;
+        let set = ExecutionPlanMetricsSet::new();
+        let metrics = SearchMetrics::new(&set, 0);
+        Ok(run(&spec, knobs, &metrics, None, self.schema.clone())
+            .await?
+            .0)
+    }
+}
+
+/// Search the collection's current snapshot.
+async fn run(
+    spec: &AnnSearchSpec,
+    knobs: SearchKnobs,
+    metrics: &SearchMetrics,
+    time: Option<&datafusion::physical_plan::metrics::Time>,
+    schema: SchemaRef,
+) -> Result<(RecordBatch, Vec<SegmentReport>)> {
+    let snapshot = spec.data.snapshot();
+    // The index in force now (it may have been created after planning).
+    let index = spec
+        .data
+        .index_defs()
+        .into_iter()
+        .find(|d| d.field == spec.vector_column && d.spec.metric == spec.metric);
+    // Each segment's batches, held here so that the chunks can borrow them.
+    let mut held = Vec::with_capacity(snapshot.segments.len());
+    for seg in &snapshot.segments {
+        held.push(
+            seg.batches()
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        );
+    }
+    let mut chunks = Vec::new();
+    let mut segments = Vec::with_capacity(held.len());
+    for (seg, batches) in snapshot.segments.iter().zip(&held) {
+        let loaded = match (&seg.data, &index) {
+            (SegmentData::Flushed(f), Some(def)) => f.index(&def.name),
+            _ => None,
+        };
+        segments.push(SegmentPlan {
+            id: seg.id,
+            state: seg.state.name(),
+            first_chunk: chunks.len(),
+            chunks: batches.len(),
+            index: loaded,
+        });
+        let mut start = 0;
+        for batch in batches.iter() {
+            let n = batch.num_rows();
+            chunks.push(Chunk {
+                batch,
+                live: seg.deletes.live_mask(start, n),
+            });
+            start += n;
+        }
+    }
+    let _timer = time.map(|t| t.timer());
+    search(spec, &chunks, &segments, knobs, metrics, schema)
+}
+
+/// A batch of one segment and which of its rows are live (borrowed from
+/// the segment for the length of one search).
+struct Chunk<'a> {
+    batch: &'a RecordBatch,
+    /// `None` when every row is live.
+    live: Option<BooleanArray>,
 }
 
 /// Counters shown by EXPLAIN ANALYZE.
@@ -333,6 +369,19 @@ struct SearchMetrics {
     exact_segments: datafusion::physical_plan::metrics::Count,
     index_candidates: datafusion::physical_plan::metrics::Count,
     widened: datafusion::physical_plan::metrics::Count,
+}
+
+impl SearchMetrics {
+    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> SearchMetrics {
+        SearchMetrics {
+            scored: MetricBuilder::new(set).counter("rows_scored", partition),
+            index_segments: MetricBuilder::new(set)
+                .counter("segments_searched_by_index", partition),
+            exact_segments: MetricBuilder::new(set).counter("segments_searched_exactly", partition),
+            index_candidates: MetricBuilder::new(set).counter("index_candidates", partition),
+            widened: MetricBuilder::new(set).counter("searches_widened", partition),
+        }
+    }
 }
 
 /// One segment's chunks and its loaded index, if any.
@@ -412,7 +461,7 @@ impl Ord for Candidate {
 }
 
 /// Which rows of `chunk` pass the deletes and the filter (`None`: all).
-fn chunk_mask(spec: &AnnSearchSpec, chunk: &Chunk) -> Result<Option<BooleanArray>> {
+fn chunk_mask(spec: &AnnSearchSpec, chunk: &Chunk<'_>) -> Result<Option<BooleanArray>> {
     let batch = &chunk.batch;
     let n = batch.num_rows();
     let mut mask: Option<BooleanArray> = chunk.live.clone();
@@ -507,7 +556,7 @@ fn not_searchable(spec: &AnnSearchSpec, what: &str) -> DataFusionError {
 /// query's dimension.
 fn column_of<'a>(
     spec: &AnnSearchSpec,
-    chunk: &'a Chunk,
+    chunk: &Chunk<'a>,
 ) -> Result<(ChunkColumn<'a>, Option<arrow::buffer::NullBuffer>)> {
     let column = chunk.batch.column(spec.vector_column);
     match &spec.query {
@@ -584,7 +633,7 @@ impl TopK {
 /// Score every passing row of chunks `range`; returns the rows scored.
 fn exact(
     spec: &AnnSearchSpec,
-    chunks: &[Chunk],
+    chunks: &[Chunk<'_>],
     masks: &[Option<BooleanArray>],
     range: std::ops::Range<usize>,
     top: &mut TopK,
@@ -628,7 +677,7 @@ fn exact(
 #[derive(Clone, Copy)]
 struct SearchCtx<'a> {
     spec: &'a AnnSearchSpec,
-    chunks: &'a [Chunk],
+    chunks: &'a [Chunk<'a>],
     masks: &'a [Option<BooleanArray>],
     knobs: SearchKnobs,
     metrics: &'a SearchMetrics,
@@ -932,7 +981,7 @@ fn offer_hits(
 /// Run the search over every segment and merge the per-segment top-k.
 fn search(
     spec: &AnnSearchSpec,
-    chunks: &[Chunk],
+    chunks: &[Chunk<'_>],
     segments: &[SegmentPlan],
     knobs: SearchKnobs,
     metrics: &SearchMetrics,
@@ -1029,14 +1078,27 @@ fn search(
     if chunks.is_empty() {
         return Ok((RecordBatch::new_empty(schema), reports));
     }
+    // Interleave from the chunks that hold picked rows only.
+    let mut used: Vec<usize> = picked.iter().map(|(c, _)| *c).collect();
+    used.sort_unstable();
+    used.dedup();
+    let picked: Vec<(usize, usize)> = picked
+        .into_iter()
+        .map(|(c, r)| (used.partition_point(|u| *u < c), r))
+        .collect();
     let columns = spec
         .projection
         .iter()
         .map(|&col| {
-            let arrays: Vec<&dyn Array> = chunks
+            let arrays: Vec<&dyn Array> = used
                 .iter()
-                .map(|c| c.batch.column(col).as_ref())
+                .map(|&c| chunks[c].batch.column(col).as_ref())
                 .collect();
+            if arrays.is_empty() {
+                return Ok(arrow::array::new_empty_array(
+                    chunks[0].batch.schema_ref().field(col).data_type(),
+                ));
+            }
             interleave(&arrays, &picked).map_err(DataFusionError::from)
         })
         .collect::<Result<Vec<ArrayRef>>>()?;

@@ -60,11 +60,22 @@ pub struct Prepared {
     /// The physical plan of the last execution of a plain search, for the
     /// next one with another query vector.
     search: Arc<parking_lot::Mutex<Option<super::search_cache::CachedSearch>>>,
+    /// [`Prepared::parameter_fields`], worked out on first use.
+    parameters: Arc<std::sync::OnceLock<Vec<Option<FieldRef>>>>,
 }
 
 impl Prepared {
     /// Parameter fields `$1..$n` in order (`None` where the type is unknown).
     pub fn parameter_fields(&self) -> Result<Vec<Option<FieldRef>>, QueryError> {
+        if let Some(known) = self.parameters.get() {
+            return Ok(known.clone());
+        }
+        let fields = self.find_parameter_fields()?;
+        let _ = self.parameters.set(fields.clone());
+        Ok(fields)
+    }
+
+    fn find_parameter_fields(&self) -> Result<Vec<Option<FieldRef>>, QueryError> {
         let Some(plan) = &self.plan else {
             return Ok(vec![]);
         };
@@ -523,6 +534,7 @@ impl Engine {
             plan,
             optimized,
             search: Default::default(),
+            parameters: Default::default(),
         })
     }
 
@@ -540,15 +552,16 @@ impl Engine {
         if let Some(optimized) = &prepared.optimized {
             let version = self.catalog.version();
             let cached = prepared.search.lock().clone();
-            if let Some(cached) = cached
-                && let Some(physical) = cached.plan_for(version, &params)
-            {
-                access::authorize(&self.catalog, session, &cached.needs)?;
-                let stream = execute_stream(physical, session.task_ctx())?;
-                return Ok(Output::Rows {
-                    schema: cached.schema.clone(),
-                    stream,
-                });
+            if let Some(cached) = cached {
+                let knobs = session.search_knobs();
+                if let Some(stream) = cached.stream_for(version, &params, knobs, session.task_ctx())
+                {
+                    access::authorize(&self.catalog, session, &cached.needs)?;
+                    return Ok(Output::Rows {
+                        schema: cached.schema.clone(),
+                        stream: stream?,
+                    });
+                }
             }
             let kept_params = params.clone();
             let plan = super::ann_rule::bind_params(optimized.clone(), &params)?;

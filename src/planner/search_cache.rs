@@ -9,23 +9,34 @@
 //! with the same other parameters and the same catalog version swaps the
 //! query vector into it: in the search and in any expression that used it
 //! (a distance in the select list).
+//!
+//! Plans of projections and limits over the search (the usual shape) are
+//! not even rebuilt: the search runs directly for the new query and the
+//! kept projection expressions are evaluated on its rows, without a
+//! DataFusion stream per node.
 
 use std::any::Any;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use super::access::Need;
 use crate::exec::ann_search::AnnSearchExec;
 use crate::vector::Query;
+use crate::vector::index::SearchKnobs;
 
 /// A kept plan and what it was made for.
 #[derive(Debug, Clone)]
@@ -37,8 +48,154 @@ pub struct CachedSearch {
     /// Which parameter is the query vector.
     slot: usize,
     plan: Arc<dyn ExecutionPlan>,
+    /// The plan as a direct run, when every node above the search is one
+    /// that [`Step`] knows.
+    direct: Option<Direct>,
     pub schema: SchemaRef,
     pub needs: BTreeSet<Need>,
+}
+
+/// A plain search run without DataFusion streams: the search, then the
+/// nodes above it, bottom-up.
+#[derive(Debug, Clone)]
+struct Direct {
+    search: Arc<dyn ExecutionPlan>,
+    steps: Vec<Step>,
+    schema: SchemaRef,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Expressions over the rows below, with the schema of the result.
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
+    Limit {
+        skip: usize,
+        fetch: Option<usize>,
+    },
+}
+
+impl Direct {
+    /// `plan` as a direct run, if it is projections and limits over the
+    /// search.
+    fn of(plan: &Arc<dyn ExecutionPlan>) -> Option<Direct> {
+        let mut steps = Vec::new();
+        let mut node = Arc::clone(plan);
+        loop {
+            let any = node.as_ref() as &dyn Any;
+            if any.is::<AnnSearchExec>() {
+                break;
+            }
+            if let Some(p) = any.downcast_ref::<ProjectionExec>() {
+                steps.push(Step::Project {
+                    exprs: p.expr().iter().map(|e| Arc::clone(&e.expr)).collect(),
+                    schema: p.schema(),
+                });
+            } else if let Some(l) = any.downcast_ref::<GlobalLimitExec>() {
+                steps.push(Step::Limit {
+                    skip: l.skip(),
+                    fetch: l.fetch(),
+                });
+            } else if let Some(l) = any.downcast_ref::<LocalLimitExec>() {
+                steps.push(Step::Limit {
+                    skip: 0,
+                    fetch: Some(l.fetch()),
+                });
+            } else if !any.is::<CooperativeExec>() {
+                return None;
+            }
+            let child = match node.children().as_slice() {
+                [child] => Arc::clone(child),
+                _ => return None,
+            };
+            node = child;
+        }
+        steps.reverse();
+        Some(Direct {
+            search: node,
+            steps,
+            schema: plan.schema(),
+        })
+    }
+
+    /// The rows of this plan for the query `new_query`: the literal `old`
+    /// in a projection stands for the query and becomes `new`.
+    fn stream(
+        &self,
+        old: &ScalarValue,
+        new: &ScalarValue,
+        new_query: Vec<f32>,
+        knobs: SearchKnobs,
+    ) -> Option<SendableRecordBatchStream> {
+        let search = (self.search.as_ref() as &dyn Any).downcast_ref::<AnnSearchExec>()?;
+        if search.spec().filter.as_ref().is_some_and(|f| uses(f, old)) {
+            return None;
+        }
+        let search = Arc::clone(&self.search);
+        let mut steps = self.steps.clone();
+        for step in &mut steps {
+            if let Step::Project { exprs, .. } = step {
+                for e in exprs.iter_mut().filter(|e| uses(e, old)) {
+                    *e = replace_literal(e, old, new)?;
+                }
+            }
+        }
+        let rows = async move {
+            let search = (search.as_ref() as &dyn Any)
+                .downcast_ref::<AnnSearchExec>()
+                .ok_or_else(|| DataFusionError::Internal("not a search".into()))?;
+            let mut batch = search.run_with(Query::Float(new_query), knobs).await?;
+            for step in &steps {
+                batch = match step {
+                    Step::Project { exprs, schema } => {
+                        let n = batch.num_rows();
+                        let columns = exprs
+                            .iter()
+                            .map(|e| e.evaluate(&batch)?.into_array(n))
+                            .collect::<Result<Vec<_>>>()?;
+                        RecordBatch::try_new_with_options(
+                            Arc::clone(schema),
+                            columns,
+                            &RecordBatchOptions::new().with_row_count(Some(n)),
+                        )?
+                    }
+                    Step::Limit { skip, fetch } => {
+                        let n = batch.num_rows();
+                        let from = (*skip).min(n);
+                        let len = fetch.map_or(n - from, |f| f.min(n - from));
+                        batch.slice(from, len)
+                    }
+                };
+            }
+            Ok(batch)
+        };
+        Some(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::once(rows),
+        )))
+    }
+}
+
+/// `expr` with the literal `old` replaced by `new`.
+fn replace_literal(
+    expr: &Arc<dyn PhysicalExpr>,
+    old: &ScalarValue,
+    new: &ScalarValue,
+) -> Option<Arc<dyn PhysicalExpr>> {
+    Arc::clone(expr)
+        .transform_up(
+            |e| match (e.as_ref() as &dyn Any).downcast_ref::<Literal>() {
+                Some(l) if l.value() == old => Ok(Transformed::yes(Arc::new(Literal::new(
+                    new.clone(),
+                ))
+                    as Arc<dyn PhysicalExpr>)),
+                _ => Ok(Transformed::no(e)),
+            },
+        )
+        .ok()
+        .map(|t| t.data)
 }
 
 fn param_list(params: &ParamValues) -> Option<Vec<ScalarValue>> {
@@ -92,19 +249,21 @@ impl CachedSearch {
             catalog_version,
             params,
             slot,
+            direct: Direct::of(&plan),
             plan,
             schema,
             needs,
         })
     }
 
-    /// The kept plan with the query of `params`, if it serves them: the
-    /// catalog is unchanged and every other parameter is the same.
-    pub fn plan_for(
+    /// The new query vector and its parameter value, if the kept plan
+    /// serves `params`: the catalog is unchanged and every other parameter
+    /// is the same.
+    fn serves<'p>(
         &self,
         catalog_version: u64,
-        params: &ParamValues,
-    ) -> Option<Arc<dyn ExecutionPlan>> {
+        params: &'p ParamValues,
+    ) -> Option<(&'p ScalarValue, Vec<f32>)> {
         if catalog_version != self.catalog_version {
             return None;
         }
@@ -126,8 +285,25 @@ impl CachedSearch {
         if new_value.data_type() != self.params[self.slot].data_type() {
             return None;
         }
-        let query = floats(new_value)?;
-        swap(&self.plan, &self.params[self.slot], new_value, &query)
+        Some((new_value, floats(new_value)?))
+    }
+
+    /// The rows of the kept plan for the query of `params`, if it serves
+    /// them (see [`Self::serves`]); the search runs with `knobs`.
+    pub fn stream_for(
+        &self,
+        catalog_version: u64,
+        params: &ParamValues,
+        knobs: SearchKnobs,
+        context: Arc<TaskContext>,
+    ) -> Option<Result<SendableRecordBatchStream>> {
+        let (new_value, query) = self.serves(catalog_version, params)?;
+        let old = &self.params[self.slot];
+        if let Some(direct) = &self.direct {
+            return direct.stream(old, new_value, query, knobs).map(Ok);
+        }
+        let plan = swap(&self.plan, old, new_value, &query)?;
+        Some(execute_stream(plan, context))
     }
 }
 
@@ -158,20 +334,8 @@ fn swap(
             .expr()
             .iter()
             .map(|p| {
-                let expr = Arc::clone(&p.expr)
-                    .transform_up(
-                        |e| match (e.as_ref() as &dyn Any).downcast_ref::<Literal>() {
-                            Some(l) if l.value() == old => Ok(Transformed::yes(Arc::new(
-                                Literal::new(new.clone()),
-                            )
-                                as Arc<dyn PhysicalExpr>)),
-                            _ => Ok(Transformed::no(e)),
-                        },
-                    )
-                    .ok()?
-                    .data;
                 Some(ProjectionExpr {
-                    expr,
+                    expr: replace_literal(&p.expr, old, new)?,
                     alias: p.alias.clone(),
                 })
             })

@@ -120,6 +120,15 @@ impl Session {
         Ok(())
     }
 
+    /// The search settings in force (`SET hnsw.ef_search`, ...).
+    pub fn search_knobs(&self) -> crate::vector::index::SearchKnobs {
+        self.state
+            .config()
+            .get_extension::<crate::exec::ann_search::SearchSettings>()
+            .map(|s| *s.0.lock())
+            .unwrap_or_default()
+    }
+
     /// Use these search settings until the guard is dropped.
     pub fn tune(&self, ef: Option<u64>, nprobe: Option<u64>) -> Option<TuneGuard> {
         let settings = self

@@ -31,6 +31,18 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         expected = conn.execute(
             f"SELECT id, embedding <-> {lit} AS d FROM products WHERE id > {floor} ORDER BY embedding <-> {lit} LIMIT 2").fetchall()
         assert got == expected, (vec, floor, got, expected)
+    # One parameter used twice ($1 in the select list and in ORDER BY), as
+    # drivers that write $n send it: the kept plan runs for each new vector,
+    # its projected distance included, with OFFSET applied.
+    with psycopg.RawCursor(conn) as raw:
+        q4 = "SELECT id, name, embedding <-> $1::vector AS d FROM products ORDER BY embedding <-> $1::vector LIMIT 2 OFFSET 1"
+        for vec in ["[1,0,0,0]", "[0,1,0,0]", "[0,0,2,0]", "[0.5,0.5,0,0]", "[1,0,0,0]"]:
+            got = raw.execute(q4, (vec,), prepare=True).fetchall()
+            lit = f"'{vec}'"
+            expected = conn.execute(
+                f"SELECT id, name, embedding <-> {lit} AS d FROM products ORDER BY embedding <-> {lit} LIMIT 2 OFFSET 1").fetchall()
+            assert got == expected, (vec, got, expected)
+            assert len(got) == 2, got
     q3 = "SELECT id FROM products ORDER BY embedding <-> %s::vector LIMIT 1"
     for vec, first in [("[0,1,0,0]", 2), ("[0,0,1,0]", 3), ("[1,0,0,0]", 1)]:
         got = conn.execute(q3, (vec,), prepare=True).fetchall()
