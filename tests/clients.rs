@@ -119,6 +119,29 @@ async fn tokio_postgres_prepared_statements() {
         .unwrap_err();
     assert_eq!(err.code().unwrap().code(), "22000", "{err:?}");
 
+    // DEALLOCATE ALL forgets every statement the connection prepared:
+    // executing one afterwards fails with 26000, and preparing works again.
+    let two = client.prepare("SELECT 2::bigint").await.unwrap();
+    let row = client.query_one(&two, &[]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = client.query(&two, &[]).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "26000", "{err:?}");
+    let err = client
+        .query(&query, &[&PgVector(vec![1.0, 0.0, 0.0, 0.0])])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "26000", "{err:?}");
+    let query = client
+        .prepare("SELECT id, name, embedding <-> $1 AS distance FROM products ORDER BY embedding <-> $1 LIMIT 3")
+        .await
+        .unwrap();
+    let rows = client
+        .query(&query, &[&PgVector(vec![1.0, 0.0, 0.0, 0.0])])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+
     // A float4[] parameter works as a vector too.
     let rows = client
         .query(

@@ -173,7 +173,9 @@ pub fn collection_table(
         .iter()
         .filter_map(|f| {
             let text = f.default.as_ref()?;
-            Some(crate::planner::ddl::default_expr(text).map(|e| (f.name.clone(), e)))
+            Some(
+                crate::planner::ddl::default_expr(text, &f.field_type).map(|e| (f.name.clone(), e)),
+            )
         })
         .collect::<Result<HashMap<String, Expr>>>()?;
     Ok(Arc::new(CollectionTable::new(def, data, defaults)))

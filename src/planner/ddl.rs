@@ -151,15 +151,65 @@ fn literal(expr: &ast::Expr) -> Result<ScalarValue, QueryError> {
     }
 }
 
-/// The DataFusion expression of a stored default.
-pub fn default_expr(text: &str) -> datafusion::common::Result<Expr> {
+/// A default's constant as a value of the column's type where text means
+/// something else there: a vector (`'[1,2]'`) or a bit string (`'0101'`),
+/// checked against the column's dimension or length.
+fn typed_default(
+    field_type: &FieldType,
+    value: ScalarValue,
+) -> datafusion::common::Result<ScalarValue> {
+    let text = match &value {
+        ScalarValue::Utf8(Some(t)) => t.as_str(),
+        ScalarValue::Null => return ScalarValue::try_from(&field_type.arrow_type()),
+        _ => return Ok(value),
+    };
+    let external = |e: crate::vector::VectorError| DataFusionError::External(Box::new(e));
+    match field_type {
+        FieldType::Vector { dim } => {
+            let values = crate::vector::text::parse_vector(text).map_err(external)?;
+            if values.len() != *dim {
+                return Err(external(crate::vector::VectorError::DimensionMismatch {
+                    expected: *dim,
+                    actual: values.len(),
+                }));
+            }
+            let DataType::FixedSizeList(item, size) = field_type.arrow_type() else {
+                return Ok(value);
+            };
+            let array = arrow::array::FixedSizeListArray::try_new(
+                item,
+                size,
+                Arc::new(arrow::array::Float32Array::from(values)),
+                None,
+            )?;
+            Ok(ScalarValue::FixedSizeList(Arc::new(array)))
+        }
+        FieldType::Bit { bits } => {
+            let (n, bytes) = crate::vector::bits::parse_bits(text).map_err(external)?;
+            if n != *bits {
+                return Err(external(crate::vector::VectorError::BitLengthMismatch {
+                    expected: *bits,
+                    actual: n,
+                }));
+            }
+            Ok(ScalarValue::FixedSizeBinary(
+                bytes.len() as i32,
+                Some(bytes),
+            ))
+        }
+        _ => Ok(value),
+    }
+}
+
+/// The DataFusion expression of a stored default for a column of
+/// `field_type`.
+pub fn default_expr(text: &str, field_type: &FieldType) -> datafusion::common::Result<Expr> {
     let expr = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-    literal(&expr)
-        .map(lit)
-        .map_err(|e| DataFusionError::Plan(e.to_string()))
+    let value = literal(&expr).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+    Ok(lit(typed_default(field_type, value)?))
 }
 
 /// An identifier as PostgreSQL folds it (lower case unless quoted).
@@ -242,7 +292,7 @@ pub fn collection_def(
                 ast::ColumnOption::NotNull => field.nullable = false,
                 ast::ColumnOption::Null => field.nullable = true,
                 ast::ColumnOption::Default(e) => {
-                    literal(e)?;
+                    typed_default(&field.field_type, literal(e)?)?;
                     field.default = Some(e.to_string());
                 }
                 ast::ColumnOption::PrimaryKey(_) => set_pk(&mut primary_key, i)?,

@@ -256,11 +256,16 @@ async fn upsert_rows(
                 collection: def.name.clone(),
             });
         };
-        let value = eval(a.value.clone())?;
+        // `SET v = '[1,2]'`, `SET b = B'01'`: read as the column's type.
+        let mut expr = a.value.clone();
+        rewrite_bit_literals(&mut expr);
+        wrap_value(&def.fields[c].field_type, &mut expr)?;
+        let value = eval(expr)?;
         out[c] = arrow::compute::cast(&value, schema.field(c).data_type())?;
     }
     let mut updated = RecordBatch::try_new(schema.clone(), out)?;
-    if let Some(cond) = selection {
+    if let Some(mut cond) = selection {
+        rewrite_bit_literals(cond.as_mut());
         let keep = eval(*cond)?;
         let keep = keep
             .as_boolean_opt()
@@ -313,6 +318,7 @@ fn rewrite_insert_vectors(
             .and_then(|p| p.as_ident())
             .and_then(|i| def.field_index(&ddl::ident_name(i)))
     };
+    rewrite_bit_literals(stmt);
     match stmt {
         ast::Statement::Insert(insert) => {
             let ast::TableObject::TableName(name) = &insert.table else {
@@ -335,7 +341,9 @@ fn rewrite_insert_vectors(
             for row in values.rows.iter_mut() {
                 for (j, expr) in row.iter_mut().enumerate() {
                     if let Some(Some(field)) = targets.get(j) {
-                        wrap_value(&def.fields[*field].field_type, expr)?;
+                        let field = &def.fields[*field];
+                        fill_default(&field.default, expr)?;
+                        wrap_value(&field.field_type, expr)?;
                     }
                 }
             }
@@ -359,6 +367,61 @@ fn rewrite_insert_vectors(
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// PostgreSQL's bit-string literals, `B'0101'`, become `to_bit('0101', 4)`
+/// (which checks the digits).
+fn rewrite_bit_literals<V: ast::VisitMut>(node: &mut V) {
+    let _ = ast::visit_expressions_mut(node, |expr| {
+        if let ast::Expr::Value(v) = expr
+            && let ast::Value::SingleQuotedByteStringLiteral(digits) = &v.value
+        {
+            let bits = digits
+                .chars()
+                .count()
+                .clamp(1, crate::vector::udf::MAX_BITS as usize);
+            *expr = ast::Expr::Function(ast::Function {
+                name: ast::ObjectName::from(vec![ast::Ident::new(crate::vector::udf::TO_BIT)]),
+                uses_odbc_syntax: false,
+                parameters: ast::FunctionArguments::None,
+                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::value(
+                            ast::Value::SingleQuotedString(digits.clone()),
+                        ))),
+                        ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(ast::Expr::value(
+                            ast::Value::Number(bits.to_string(), false),
+                        ))),
+                    ],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `DEFAULT` in a VALUES row: the column's default, or NULL (which an
+/// auto-increment column fills in).
+fn fill_default(default: &Option<String>, expr: &mut ast::Expr) -> Result<(), QueryError> {
+    let is_default = matches!(expr, ast::Expr::Identifier(i)
+        if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+    if !is_default {
+        return Ok(());
+    }
+    *expr = match default {
+        Some(text) => Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| QueryError::Unsupported(format!("cannot use the default {text}: {e}")))?,
+        None => ast::Expr::value(ast::Value::Null),
+    };
     Ok(())
 }
 

@@ -10,7 +10,8 @@ use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
-use datafusion::logical_expr::{Expr, LogicalPlan, lit};
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, ScalarUDF, lit};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator};
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
@@ -18,7 +19,7 @@ use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 use crate::vector::text::parse_vector;
 use crate::vector::udf::{
     any_vector_data_type, bit_data_type, bit_length_of, bit_metadata, distance_udf, to_bit_udf,
-    to_vector_udf, vector_data_type, vector_dim_of, vector_metadata,
+    to_text_udf, to_vector_udf, vector_data_type, vector_dim_of, vector_metadata,
 };
 use crate::vector::{Metric, VectorError};
 
@@ -171,10 +172,10 @@ impl ExprPlanner for VectorOperatorPlanner {
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,
-        _schema: &DFSchema,
+        schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         let Some(metric) = operator_metric(&expr.op) else {
-            return Ok(PlannerResult::Original(expr));
+            return Ok(PlannerResult::Original(compare_as_stored(expr, schema)));
         };
         let (left, right) = if metric.is_binary() {
             (bit_operand(expr.left), bit_operand(expr.right))
@@ -187,19 +188,104 @@ impl ExprPlanner for VectorOperatorPlanner {
     }
 }
 
+/// What a text literal compared with a vector or bit-string expression
+/// becomes: `to_vector(text, dim)` or `to_bit(text, bits)`.
+fn stored_form_of(other: &Expr, schema: &DFSchema) -> Option<(ScalarUDF, i64)> {
+    let (_, field) = other.to_field(schema).ok()?;
+    if let DataType::FixedSizeBinary(width) = field.data_type() {
+        let bits = bit_length_of(&field).map_or(-(*width as i64), |n| n as i64);
+        return Some((to_bit_udf(), bits));
+    }
+    match vector_dim_of(field.data_type()) {
+        Some(Some(dim)) => Some((to_vector_udf(), dim as i64)),
+        _ => None,
+    }
+}
+
+/// Whether `e` is a vector (of a dimension, or marked as one) or a bit
+/// string, whose casts to text give its text form.
+fn has_text_form(e: &Expr, schema: &DFSchema) -> bool {
+    let Ok((_, field)) = e.to_field(schema) else {
+        return false;
+    };
+    matches!(field.data_type(), DataType::FixedSizeBinary(_))
+        || matches!(vector_dim_of(field.data_type()), Some(Some(_)))
+        || (vector_dim_of(field.data_type()).is_some()
+            && field
+                .metadata()
+                .contains_key(crate::vector::udf::VECTOR_METADATA_KEY))
+}
+
+fn is_text_literal(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Literal(
+            ScalarValue::Utf8(Some(_))
+                | ScalarValue::LargeUtf8(Some(_))
+                | ScalarValue::Utf8View(Some(_)),
+            _
+        )
+    )
+}
+
+/// `b = '0101'`, `v <> '[1,2]'`: a text literal compared with a bit string
+/// or a vector is read as one, as PostgreSQL reads an untyped literal.
+fn compare_as_stored(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
+    let comparison = matches!(
+        expr.op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+    );
+    if !comparison {
+        return expr;
+    }
+    let wrap = |text: Expr, (udf, size): (ScalarUDF, i64)| {
+        Expr::ScalarFunction(ScalarFunction::new_udf(
+            Arc::new(udf),
+            vec![text, lit(size)],
+        ))
+    };
+    if is_text_literal(&expr.right)
+        && let Some(form) = stored_form_of(&expr.left, schema)
+    {
+        expr.right = wrap(expr.right, form);
+    } else if is_text_literal(&expr.left)
+        && let Some(form) = stored_form_of(&expr.right, schema)
+    {
+        expr.left = wrap(expr.left, form);
+    }
+    expr
+}
+
 /// Rewrites casts to `vector` (`'[1,2]'::vector(2)`, INSERT coercion of
 /// text or arrays into a vector column) into `to_vector`, which parses text
 /// and checks the dimension with a clear error.
 #[derive(Debug)]
 pub struct VectorCastRule;
 
-fn rewrite_casts(expr: Expr) -> Result<Transformed<Expr>> {
+fn rewrite_casts(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     expr.transform_up(|e| {
         let (inner, field) = match &e {
             Expr::Cast(c) => (&c.expr, &c.field),
             Expr::TryCast(c) => (&c.expr, &c.field),
             _ => return Ok(Transformed::no(e)),
         };
+        // Vectors and bit strings to text: their text forms.
+        if matches!(
+            field.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) && has_text_form(inner, schema)
+        {
+            let text = Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::new(to_text_udf()),
+                vec![inner.as_ref().clone()],
+            ));
+            return Ok(Transformed::yes(text.cast_to(field.data_type(), schema)?));
+        }
         // Casts to `bit(n)`, or to the bytes of a bit string whose length
         // was lost on the way (UPDATE): `to_bit` parses and checks.
         if let DataType::FixedSizeBinary(width) = field.data_type() {
@@ -235,9 +321,10 @@ impl AnalyzerRule for VectorCastRule {
             .transform_up_with_subqueries(|p| {
                 // Keep output column names as they were before the rewrite.
                 let names = NamePreserver::new(&p);
+                let schema = merge_schema(&p.inputs());
                 p.map_expressions(|e| {
                     let saved = names.save(&e);
-                    Ok(rewrite_casts(e)?.update_data(|e| saved.restore(e)))
+                    Ok(rewrite_casts(e, &schema)?.update_data(|e| saved.restore(e)))
                 })
             })?
             .data)

@@ -27,12 +27,52 @@ fn bit_columns(schema: &Schema) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Whether a type mark in `field`'s metadata (vector, bit, oid alias,
+/// `char`) fits its Arrow type. A cast keeps its input's metadata:
+/// `v::text` is text with the vector mark.
+fn mark_fits(key: &str, data_type: &DataType) -> bool {
+    use arrow_pg::datatypes::{PG_CHAR_KEY, PG_OID_ALIAS_KEY, PG_VECTOR_KEY};
+    match key {
+        PG_VECTOR_KEY => matches!(
+            data_type,
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+        ),
+        crate::vector::udf::BIT_METADATA_KEY => matches!(data_type, DataType::FixedSizeBinary(_)),
+        PG_OID_ALIAS_KEY => data_type.is_integer(),
+        PG_CHAR_KEY => matches!(
+            data_type,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ),
+        _ => true,
+    }
+}
+
+/// `schema` without type marks that do not fit their fields' types.
+fn without_stale_marks(schema: &Schema) -> Option<Schema> {
+    let stale = |f: &Field| f.metadata().keys().any(|k| !mark_fits(k, f.data_type()));
+    if !schema.fields().iter().any(|f| stale(f)) {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut metadata = f.metadata().clone();
+            metadata.retain(|k, _| mark_fits(k, f.data_type()));
+            f.as_ref().clone().with_metadata(metadata)
+        })
+        .collect();
+    Some(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// The wire description of `schema`: arrow-pg's, with bit columns as `bit`.
 pub fn wire_fields(
     schema: &Schema,
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
+    let cleaned = without_stale_marks(schema);
+    let schema = cleaned.as_ref().unwrap_or(schema);
     let bits = bit_columns(schema);
     if bits.is_empty() {
         return arrow_schema_to_pg_fields(schema, format, options);

@@ -151,6 +151,7 @@ where
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             break;
         }
+        note_statement_names(&socket, &msg);
         let extended_query = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => msg.is_extended_query(),
@@ -173,6 +174,35 @@ where
     // Whatever is still buffered (a last error, say) goes out.
     let _ = socket.close().await;
     Ok(())
+}
+
+/// The names of a connection's prepared statements, so that `DEALLOCATE
+/// ALL` can forget each (pgwire's statement store cannot list them).
+#[derive(Debug, Default)]
+pub struct StatementNames(pub parking_lot::Mutex<std::collections::BTreeSet<String>>);
+
+fn note_statement_names<C: ClientInfo>(client: &C, msg: &PgWireFrontendMessage) {
+    let (name, add) = match msg {
+        PgWireFrontendMessage::Parse(p) => (&p.name, true),
+        PgWireFrontendMessage::Close(c)
+            if c.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT =>
+        {
+            (&c.name, false)
+        }
+        _ => return,
+    };
+    let Some(name) = name.as_ref().filter(|n| !n.is_empty()) else {
+        return;
+    };
+    let names = client
+        .session_extensions()
+        .get_or_insert_with(StatementNames::default);
+    let mut names = names.0.lock();
+    if add {
+        names.insert(name.clone());
+    } else {
+        names.remove(name);
+    }
 }
 
 #[cfg(test)]

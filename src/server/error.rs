@@ -13,7 +13,33 @@ use crate::vector::VectorError;
 use crate::vector::index::IndexError;
 
 fn info(code: &str, message: impl Into<String>) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), code.to_string(), message.into())
+    ErrorInfo::new("ERROR".to_string(), code.to_string(), tidy(message.into()))
+}
+
+/// DataFusion appends a request to report a bug to its internal errors,
+/// including ones that a query's types cause (`length(bit)`); the client
+/// sees what went wrong without it.
+fn tidy(message: String) -> String {
+    const BOILERPLATE: &str = "This issue was likely caused by a bug in DataFusion's code.";
+    match message.find(BOILERPLATE) {
+        Some(at) => {
+            let rest = &message[at + BOILERPLATE.len()..];
+            // The request runs to the end of its sentence (a URL, then a
+            // period or a line break).
+            let end = rest
+                .find("/issues")
+                .map(|i| i + "/issues".len())
+                .unwrap_or(rest.len());
+            let mut out = message[..at].trim_end().to_string();
+            let tail = rest[end..].trim_start_matches('.').trim();
+            if !tail.is_empty() {
+                out.push(' ');
+                out.push_str(tail);
+            }
+            out
+        }
+        None => message,
+    }
 }
 
 /// The PostgreSQL error for `e`.
@@ -223,5 +249,15 @@ mod tests {
             ))),
         ));
         assert_eq!(error_info(&e).code, "23505");
+    }
+
+    #[test]
+    fn drops_datafusions_bug_report_request() {
+        let m = "Internal error: Unavailable default cast for native type String from physical type FixedSizeBinary(1).\nThis issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues No function matches the given name and argument types 'character_length(FixedSizeBinary(1))'.";
+        assert_eq!(
+            tidy(m.to_string()),
+            "Internal error: Unavailable default cast for native type String from physical type FixedSizeBinary(1). No function matches the given name and argument types 'character_length(FixedSizeBinary(1))'."
+        );
+        assert_eq!(tidy("plain".to_string()), "plain");
     }
 }

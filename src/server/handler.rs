@@ -367,7 +367,7 @@ fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
 /// Returns the command tag, or `None` for any other statement.
 fn deallocate<C>(client: &C, statement: &crate::sql::Statement) -> Option<&'static str>
 where
-    C: ClientPortalStore,
+    C: ClientInfo + ClientPortalStore,
     C::PortalStore: PortalStore,
 {
     let crate::sql::Statement::Query(q) = statement else {
@@ -377,14 +377,21 @@ where
         return None;
     };
     let store = client.portal_store();
+    let names = client
+        .session_extensions()
+        .get_or_insert_with(super::conn::StatementNames::default);
     if name.value.eq_ignore_ascii_case("all") && name.quote_style.is_none() {
-        // The store cannot list its statements: portals go, and statements
-        // stay until the connection ends (drivers prepare anew under new
-        // names after this).
+        // Every statement the connection prepared by name (the connection
+        // loop notes them), and every portal.
+        let all = std::mem::take(&mut *names.0.lock());
+        for statement in &all {
+            store.rm_statement(statement);
+        }
         store.clear_portals();
         Some("DEALLOCATE ALL")
     } else {
         store.rm_statement(&name.value);
+        names.0.lock().remove(&name.value);
         Some("DEALLOCATE")
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, GenericListArray,
-    Int32Array, OffsetSizeTrait,
+    Int32Array, OffsetSizeTrait, StringArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
@@ -437,7 +437,66 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         bit_distance_udf(Metric::Hamming),
         bit_distance_udf(Metric::Jaccard),
         to_bit_udf(),
+        to_text_udf(),
     ]
+}
+
+/// `quiver_to_text(value)`: a vector's text form (`[1,2,3]`) or a bit
+/// string's (`0101`). Casts of vectors and bit strings to text are planned
+/// into it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToText {
+    signature: Signature,
+}
+
+pub const TO_TEXT: &str = "quiver_to_text";
+
+impl ScalarUDFImpl for ToText {
+    fn name(&self) -> &str {
+        TO_TEXT
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return exec_err!("{TO_TEXT} expects one argument");
+        };
+        let field = args.arg_fields.first().map(|f| f.as_ref());
+        let is_bits = matches!(
+            value.data_type(),
+            DataType::FixedSizeBinary(_)
+                | DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView
+        );
+        let (texts, scalar): (StringArray, bool) = if is_bits {
+            let (col, scalar) = to_bit_column(value, field)?;
+            let texts = (0..col.len())
+                .map(|i| {
+                    col.get(i)
+                        .map(|(b, n)| bits::format_bits(b, n.unwrap_or(b.len() * 8)))
+                })
+                .collect();
+            (texts, scalar)
+        } else {
+            let (col, scalar) = to_column(value)?;
+            let texts = (0..col.len())
+                .map(|i| col.get(i).map(crate::vector::text::format_vector))
+                .collect();
+            (texts, scalar)
+        };
+        columnar(Arc::new(texts), scalar)
+    }
+}
+
+pub fn to_text_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ToText {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
 }
 
 /// Field metadata key holding a `BIT(n)` column's length in bits.
