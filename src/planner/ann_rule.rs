@@ -519,6 +519,32 @@ pub fn is_plain_search(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// Whether `plan` reads no table: projections and limits over one row or
+/// VALUES (`SELECT $1::int`, `SELECT 1`), with no subquery. Such plans are
+/// single-partitioned as planned; the physical optimizer has nothing to do
+/// in them and costs as much as the rest of the query.
+pub fn reads_no_table(plan: &LogicalPlan) -> bool {
+    let subquery = plan.expressions().iter().any(|e| {
+        e.exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ))
+        })
+        .unwrap_or(true)
+    });
+    if subquery {
+        return false;
+    }
+    match plan {
+        LogicalPlan::Projection(p) => reads_no_table(&p.input),
+        LogicalPlan::Limit(l) => reads_no_table(&l.input),
+        LogicalPlan::SubqueryAlias(a) => reads_no_table(&a.input),
+        LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => true,
+        _ => false,
+    }
+}
+
 /// Bind parameter values inside `AnnSearch` filters. The node keeps its
 /// filter out of [`UserDefinedLogicalNodeCore::expressions`], so
 /// `LogicalPlan::with_param_values` does not see it.
@@ -556,4 +582,40 @@ pub fn bind_params(
             )))
         })?
         .data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn plan(ctx: &SessionContext, sql: &str) -> LogicalPlan {
+        let df = ctx.sql(sql).await.expect("plans");
+        ctx.state().optimize(df.logical_plan()).expect("optimizes")
+    }
+
+    #[tokio::test]
+    async fn plans_reading_no_table() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a INT) AS VALUES (1), (2)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT 1",
+            "SELECT 1 AS a, 'x' || 'y' AS b",
+            "SELECT * FROM (VALUES (1), (2)) AS v(n) LIMIT 1",
+        ] {
+            assert!(reads_no_table(&plan(&ctx, sql).await), "{sql}");
+        }
+        for sql in [
+            "SELECT a FROM t",
+            "SELECT (SELECT max(a) FROM t)",
+            "SELECT * FROM (VALUES (3), (1)) AS v(n) ORDER BY n",
+        ] {
+            assert!(!reads_no_table(&plan(&ctx, sql).await), "{sql}");
+        }
+    }
 }

@@ -634,7 +634,7 @@ impl Engine {
             let needs = access::plan_needs(&plan);
             access::authorize(&self.catalog, session, &needs)?;
             let plain = super::ann_rule::is_plain_search(&plan);
-            let state = if plain {
+            let state = if plain || super::ann_rule::reads_no_table(&plan) {
                 session.search_state()
             } else {
                 session.state()
@@ -974,6 +974,11 @@ impl Engine {
         let state = session.state();
         let plan = state.optimize(&plan)?;
         access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
+        let state = if super::ann_rule::reads_no_table(&plan) {
+            session.search_state()
+        } else {
+            state
+        };
         let physical = state
             .query_planner()
             .create_physical_plan(&plan, state)
