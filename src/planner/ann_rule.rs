@@ -519,6 +519,12 @@ pub fn is_plain_search(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// Whether the physical optimizer can be skipped for `plan`: a plain
+/// search or a plan reading no table, both single-partitioned as planned.
+pub fn skips_physical_optimizer(plan: &LogicalPlan) -> bool {
+    is_plain_search(plan) || reads_no_table(plan)
+}
+
 /// Whether `plan` reads no table: projections and limits over one row or
 /// VALUES (`SELECT $1::int`, `SELECT 1`), with no subquery. Such plans are
 /// single-partitioned as planned; the physical optimizer has nothing to do

@@ -634,7 +634,7 @@ impl Engine {
             let needs = access::plan_needs(&plan);
             access::authorize(&self.catalog, session, &needs)?;
             let plain = super::ann_rule::is_plain_search(&plan);
-            let state = if plain || super::ann_rule::reads_no_table(&plan) {
+            let state = if super::ann_rule::skips_physical_optimizer(&plan) {
                 session.search_state()
             } else {
                 session.state()
@@ -974,7 +974,8 @@ impl Engine {
         let state = session.state();
         let plan = state.optimize(&plan)?;
         access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
-        let state = if super::ann_rule::reads_no_table(&plan) {
+        // A search typed in psql is planned as a prepared one is.
+        let state = if super::ann_rule::skips_physical_optimizer(&plan) {
             session.search_state()
         } else {
             state
