@@ -155,6 +155,19 @@ impl AnnSearchExec {
         &self.spec
     }
 
+    /// The same search returning only the output columns `keep` (indexes
+    /// into this search's output, ascending), or `None` if one is out of
+    /// range.
+    pub fn narrowed(&self, keep: &[usize]) -> Option<AnnSearchExec> {
+        let mut spec = self.spec.clone();
+        spec.projection = keep
+            .iter()
+            .map(|&i| self.spec.projection.get(i).copied())
+            .collect::<Option<_>>()?;
+        let schema = Arc::new(self.schema.project(keep).ok()?);
+        Some(AnnSearchExec::new(spec, schema))
+    }
+
     /// The same search for another query vector (a prepared search's next
     /// execution).
     pub fn with_query(&self, query: Query) -> AnnSearchExec {

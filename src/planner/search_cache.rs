@@ -25,7 +25,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
@@ -113,8 +114,9 @@ impl Direct {
             node = child;
         }
         steps.reverse();
+        let (search, steps) = narrowed(node, steps);
         Some(Direct {
-            search: node,
+            search,
             steps,
             schema: plan.schema(),
         })
@@ -176,6 +178,69 @@ impl Direct {
             futures::stream::once(rows),
         )))
     }
+}
+
+/// The search returning only the columns its first projection reads, and
+/// the steps with that projection's columns renumbered. A search of
+/// `SELECT id ... ORDER BY v <-> $1` reads `v` to order but need not copy
+/// it out. Unchanged when every column is read or no projection comes
+/// first (limits aside).
+fn narrowed(
+    search: Arc<dyn ExecutionPlan>,
+    mut steps: Vec<Step>,
+) -> (Arc<dyn ExecutionPlan>, Vec<Step>) {
+    let Some(first) = steps.iter().position(|s| !matches!(s, Step::Limit { .. })) else {
+        return (search, steps);
+    };
+    let Step::Project { exprs, .. } = &steps[first] else {
+        return (search, steps);
+    };
+    let width = search.schema().fields().len();
+    let mut read = vec![false; width];
+    for e in exprs {
+        for c in collect_columns(e) {
+            match read.get_mut(c.index()) {
+                Some(r) => *r = true,
+                None => return (search, steps),
+            }
+        }
+    }
+    let keep: Vec<usize> = (0..width).filter(|&i| read[i]).collect();
+    if keep.len() == width {
+        return (search, steps);
+    }
+    let Some(narrow) = (search.as_ref() as &dyn Any)
+        .downcast_ref::<AnnSearchExec>()
+        .and_then(|s| s.narrowed(&keep))
+    else {
+        return (search, steps);
+    };
+    let renumbered: Option<Vec<Arc<dyn PhysicalExpr>>> = exprs
+        .iter()
+        .map(|e| {
+            Arc::clone(e)
+                .transform_up(
+                    |e| match (e.as_ref() as &dyn Any).downcast_ref::<Column>() {
+                        Some(c) => {
+                            let at = keep.partition_point(|&k| k < c.index());
+                            Ok(Transformed::yes(
+                                Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
+                            ))
+                        }
+                        None => Ok(Transformed::no(e)),
+                    },
+                )
+                .ok()
+                .map(|t| t.data)
+        })
+        .collect();
+    let Some(renumbered) = renumbered else {
+        return (search, steps);
+    };
+    if let Step::Project { exprs, .. } = &mut steps[first] {
+        *exprs = renumbered;
+    }
+    (Arc::new(narrow), steps)
 }
 
 /// `expr` with the literal `old` replaced by `new`.

@@ -384,10 +384,11 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
     fn memory_size(&self) -> usize;
 }
 
-/// A faiss index. HNSW's efSearch (and, for range searches, which take no
-/// parameters, IVF's nprobe) lives in the index, so a search with another
-/// setting changes it under the write lock; searches with the settings
-/// already in place share the read lock.
+/// A faiss index. HNSW k-NN searches pass their ef per query (see
+/// `hnsw_search.cpp`). For range searches, which take no parameters,
+/// HNSW's efSearch and IVF's nprobe live in the index, so a search with
+/// another setting changes it under the write lock; searches with the
+/// settings already in place share the read lock.
 pub struct FaissIndex {
     spec: IndexSpec,
     index: RwLock<Tuned>,
@@ -731,6 +732,61 @@ fn search_one(
     Ok(labels.into_iter().zip(distances).collect())
 }
 
+unsafe extern "C" {
+    /// `src/vector/hnsw_search.cpp`: one query against an HNSW index with
+    /// its own efSearch and a visited table kept per thread.
+    fn quiver_hnsw_search(
+        index: *const std::ffi::c_void,
+        query: *const f32,
+        k: i64,
+        ef: i32,
+        selector: *const std::ffi::c_void,
+        distances: *mut f32,
+        labels: *mut i64,
+        message: *mut std::ffi::c_char,
+        message_len: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// One query against an HNSW index, with `ef` for this query only; `None`
+/// when `index` is not a faiss HNSW index with stored vectors.
+fn hnsw_one(
+    index: &IndexImpl,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    params: &Params,
+) -> Result<Option<Vec<(i64, f32)>>, IndexError> {
+    let mut distances = vec![0f32; k];
+    let mut labels = vec![-1i64; k];
+    let mut message = [0 as std::ffi::c_char; 256];
+    // SAFETY: the index pointer is a faiss::Index, only read; `query` has
+    // the index's dimension (checked by `FaissIndex::query`); the outputs
+    // have room for `k` results; the selector (or null) outlives the call.
+    let code = unsafe {
+        quiver_hnsw_search(
+            index.inner_ptr() as *const std::ffi::c_void,
+            query.as_ptr(),
+            k as i64,
+            i32::try_from(ef).unwrap_or(i32::MAX),
+            params.selector as *const std::ffi::c_void,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+            message.as_mut_ptr(),
+            message.len(),
+        )
+    };
+    match code {
+        0 => Ok(Some(labels.into_iter().zip(distances).collect())),
+        1 => Ok(None),
+        _ => {
+            // SAFETY: the shim writes a NUL-terminated message on error.
+            let text = unsafe { std::ffi::CStr::from_ptr(message.as_ptr()) };
+            Err(IndexError::Faiss(text.to_string_lossy().into_owned()))
+        }
+    }
+}
+
 impl VectorIndex for FaissIndex {
     fn spec(&self) -> &IndexSpec {
         &self.spec
@@ -754,7 +810,14 @@ impl VectorIndex for FaissIndex {
         let params = Params::new(self.spec.method.is_ivf(), knobs.nprobe, self.rows, allowed)?;
         let k = k.min(self.rows);
         let ef = knobs.ef.max(k);
-        let result = self.with_settings(ef, None, |index| search_one(index, &query, k, &params))?;
+        let hnsw = match self.spec.method {
+            Method::Hnsw { .. } => hnsw_one(&self.index.read().index, &query, k, ef, &params)?,
+            _ => None,
+        };
+        let result = match hnsw {
+            Some(result) => result,
+            None => self.with_settings(ef, None, |index| search_one(index, &query, k, &params))?,
+        };
         Ok(result
             .into_iter()
             .filter(|(label, _)| *label >= 0)

@@ -1,0 +1,107 @@
+// One query against a faiss HNSW index, with what faiss's C API cannot
+// pass: the efSearch of this query (so concurrent searches with different
+// settings need not change the index) and a visited-node table kept per
+// thread. faiss's IndexHNSW::search allocates and clears a table of one
+// byte per indexed row on every call: 1 MB for a segment of 1M rows, a
+// noticeable share of a search at ef 64. Kept here, it is cleared once every
+// 250 searches (faiss's VisitedTable::advance).
+
+#include <faiss/IndexHNSW.h>
+#include <faiss/MetricType.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/DistanceComputer.h>
+#include <faiss/impl/HNSW.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/ResultHandler.h>
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+
+namespace {
+
+thread_local std::unique_ptr<faiss::VisitedTable> visited_table;
+
+void write_message(const char* what, char* out, std::size_t len) {
+    if (out == nullptr || len == 0) {
+        return;
+    }
+    std::strncpy(out, what, len - 1);
+    out[len - 1] = '\0';
+}
+
+} // namespace
+
+// Returns 0 on success, 1 when `index` is not an HNSW index with storage
+// (the caller searches through faiss's C API instead), -1 on an error,
+// with its message in `message`.
+extern "C" int quiver_hnsw_search(
+        const void* index,
+        const float* query,
+        std::int64_t k,
+        std::int32_t ef,
+        const void* selector,
+        float* distances,
+        std::int64_t* labels,
+        char* message,
+        std::size_t message_len) {
+    try {
+        const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(
+                static_cast<const faiss::Index*>(index));
+        if (hnsw == nullptr || hnsw->storage == nullptr || k <= 0) {
+            return 1;
+        }
+        for (std::int64_t i = 0; i < k; i++) {
+            labels[i] = -1;
+        }
+        if (hnsw->ntotal == 0) {
+            return 0;
+        }
+        const auto rows = static_cast<std::size_t>(hnsw->ntotal);
+        if (!visited_table || visited_table->visited.size() < rows) {
+            visited_table = std::make_unique<faiss::VisitedTable>(
+                    static_cast<int>(rows));
+        }
+        // faiss's HNSW keeps the smallest distances: a similarity is
+        // negated on the way in and back on the way out.
+        const bool similarity =
+                faiss::is_similarity_metric(hnsw->storage->metric_type);
+        std::unique_ptr<faiss::DistanceComputer> dis(
+                hnsw->storage->get_distance_computer());
+        if (similarity) {
+            dis.reset(new faiss::NegativeDistanceComputer(dis.release()));
+        }
+        dis->set_query(query);
+
+        using Block = faiss::HeapBlockResultHandler<faiss::HNSW::C>;
+        Block block(1, distances, labels, static_cast<std::size_t>(k));
+        Block::SingleResultHandler result(block);
+        faiss::SearchParametersHNSW params;
+        params.efSearch = ef;
+        params.sel = const_cast<faiss::IDSelector*>(
+                static_cast<const faiss::IDSelector*>(selector));
+
+        result.begin(0);
+        try {
+            hnsw->hnsw.search(*dis, result, *visited_table, &params);
+        } catch (...) {
+            // The table may hold this search's marks: start a new one.
+            visited_table.reset();
+            throw;
+        }
+        result.end();
+        if (similarity) {
+            for (std::int64_t i = 0; i < k; i++) {
+                distances[i] = -distances[i];
+            }
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        write_message(e.what(), message, message_len);
+        return -1;
+    } catch (...) {
+        write_message("unknown error in HNSW search", message, message_len);
+        return -1;
+    }
+}
