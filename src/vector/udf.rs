@@ -439,6 +439,9 @@ pub fn all_udfs() -> Vec<ScalarUDF> {
         to_bit_udf(),
         to_text_udf(),
     ]
+    .into_iter()
+    .chain(bit_measure_udfs())
+    .collect()
 }
 
 /// `quiver_to_text(value)`: a vector's text form (`[1,2,3]`) or a bit
@@ -792,6 +795,211 @@ impl ScalarUDFImpl for ToBit {
         let array: ArrayRef = Arc::new(col.to_fixed(bits)?);
         columnar(array, scalar)
     }
+}
+
+/// What is measured of a bit string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitMeasureKind {
+    /// `length(b)`, `bit_length(b)`: its length in bits.
+    Bits,
+    /// `octet_length(b)`: the bytes that hold it.
+    Octets,
+    /// `bit_count(b)`: how many bits are set.
+    Ones,
+}
+
+/// `kind` of each value of the bit-string (or bytea) argument `arg`, whose
+/// field says its length in bits; int4, or int8 for `Ones`.
+fn measure_bits(
+    kind: BitMeasureKind,
+    name: &str,
+    arg: &ColumnarValue,
+    field: Option<&Field>,
+    rows: usize,
+) -> Result<ColumnarValue> {
+    let scalar = matches!(arg, ColumnarValue::Scalar(_));
+    let array = arg.to_array(rows)?;
+    let bits = field.and_then(bit_length_of);
+    let measure = |bytes: &[u8]| -> i64 {
+        match kind {
+            BitMeasureKind::Bits => bits.unwrap_or(bytes.len() * 8) as i64,
+            BitMeasureKind::Octets => bytes.len() as i64,
+            BitMeasureKind::Ones => bytes.iter().map(|b| b.count_ones() as i64).sum(),
+        }
+    };
+    let values: Vec<Option<i64>> = match array.data_type() {
+        DataType::FixedSizeBinary(_) => {
+            let a = array.as_fixed_size_binary();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| measure(a.value(i))))
+                .collect()
+        }
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| measure(a.value(i))))
+                .collect()
+        }
+        DataType::LargeBinary => {
+            let a = array.as_binary::<i64>();
+            (0..a.len())
+                .map(|i| a.is_valid(i).then(|| measure(a.value(i))))
+                .collect()
+        }
+        other => return exec_err!("{name}: not a bit string: {other}"),
+    };
+    let out: ArrayRef = match kind {
+        BitMeasureKind::Ones => Arc::new(arrow::array::Int64Array::from(values)),
+        _ => Arc::new(
+            values
+                .into_iter()
+                .map(|v| v.map(|n| n as i32))
+                .collect::<Int32Array>(),
+        ),
+    };
+    columnar(out, scalar)
+}
+
+/// `bit_count(b)` (PostgreSQL 14): how many bits of a bit string or bytea
+/// are set.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BitCount {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for BitCount {
+    fn name(&self) -> &str {
+        "bit_count"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types {
+            [t @ (DataType::FixedSizeBinary(_) | DataType::Binary | DataType::LargeBinary)] => {
+                Ok(vec![t.clone()])
+            }
+            [DataType::BinaryView] => Ok(vec![DataType::Binary]),
+            [other] => datafusion::common::plan_err!(
+                "function bit_count({other}) does not exist: it takes a bit string or bytea"
+            ),
+            _ => datafusion::common::plan_err!("bit_count takes one argument"),
+        }
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [a] = args.args.as_slice() else {
+            return exec_err!("bit_count takes one argument");
+        };
+        let field = args.arg_fields.first().map(|f| f.as_ref());
+        measure_bits(
+            BitMeasureKind::Ones,
+            "bit_count",
+            a,
+            field,
+            args.number_rows,
+        )
+    }
+}
+
+/// One of DataFusion's `character_length` (alias `length`), `bit_length`
+/// and `octet_length`, which take text, also taking a `BIT(n)` value as
+/// PostgreSQL's do: registered under the same names, it measures bit
+/// strings and hands everything else to DataFusion's function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WithBits {
+    inner: Arc<ScalarUDF>,
+    kind: BitMeasureKind,
+    signature: Signature,
+}
+
+fn is_bits(t: &DataType) -> bool {
+    matches!(t, DataType::FixedSizeBinary(_))
+}
+
+impl ScalarUDFImpl for WithBits {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if let [t] = arg_types
+            && is_bits(t)
+        {
+            return Ok(vec![t.clone()]);
+        }
+        let fields: Vec<FieldRef> = arg_types
+            .iter()
+            .map(|t| Arc::new(Field::new("arg", t.clone(), true)))
+            .collect();
+        Ok(
+            datafusion::logical_expr::type_coercion::functions::fields_with_udf(
+                &fields,
+                self.inner.as_ref(),
+            )?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect(),
+        )
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [t] if is_bits(t) => Ok(DataType::Int32),
+            _ => self.inner.return_type(arg_types),
+        }
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        match args.arg_fields {
+            [f] if is_bits(f.data_type()) => {
+                Ok(Arc::new(Field::new(self.name(), DataType::Int32, true)))
+            }
+            _ => self.inner.return_field_from_args(args),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match args.args.as_slice() {
+            [a] if is_bits(&a.data_type()) => {
+                let field = args.arg_fields.first().map(|f| f.as_ref());
+                measure_bits(self.kind, self.name(), a, field, args.number_rows)
+            }
+            _ => self.inner.invoke_with_args(args),
+        }
+    }
+}
+
+/// `bit_count`, and `length`/`bit_length`/`octet_length` taking bit strings.
+fn bit_measure_udfs() -> Vec<ScalarUDF> {
+    let with_bits = |inner: Arc<ScalarUDF>, kind| {
+        ScalarUDF::new_from_impl(WithBits {
+            inner,
+            kind,
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    };
+    vec![
+        ScalarUDF::new_from_impl(BitCount {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }),
+        with_bits(
+            datafusion::functions::unicode::character_length(),
+            BitMeasureKind::Bits,
+        ),
+        with_bits(
+            datafusion::functions::string::bit_length(),
+            BitMeasureKind::Bits,
+        ),
+        with_bits(
+            datafusion::functions::string::octet_length(),
+            BitMeasureKind::Octets,
+        ),
+    ]
 }
 
 pub fn to_bit_udf() -> ScalarUDF {
