@@ -488,3 +488,78 @@ impl MetaStore for ManifestMetaStore {
         .map_err(|e| CatalogError::Store(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{CollectionDef, FieldDef, FieldType};
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+
+    fn parquet_files(dir: &std::path::Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    parquet_files(&p)
+                } else {
+                    usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                }
+            })
+            .sum()
+    }
+
+    /// A query that took its snapshot before DROP COLLECTION still reads
+    /// the flushed segments' files; they go when it lets them go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_collections_files_outlive_its_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(StorageConfig::new(dir.path().to_path_buf()))
+            .await
+            .unwrap();
+        let def = CollectionDef {
+            id: 7,
+            database: "db".into(),
+            name: "c".into(),
+            fields: vec![FieldDef::new("id", FieldType::Int64)],
+            primary_key: None,
+            owner: None,
+            indexes: vec![],
+        };
+        let data = storage.open_collection(&def).unwrap();
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..1000));
+        let batch = RecordBatch::try_new(def.arrow_schema(), vec![ids]).unwrap();
+        data.insert(batch).await.unwrap();
+        data.flush().await.unwrap();
+        // Reads now go to the Parquet files.
+        data.release();
+        let reader = data.snapshot();
+        drop(data);
+        assert!(parquet_files(dir.path()) > 0);
+        storage.drop_collection(def.id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut rows = 0;
+        for segment in &reader.segments {
+            rows += segment
+                .batches()
+                .await
+                .unwrap()
+                .iter()
+                .map(RecordBatch::num_rows)
+                .sum::<usize>();
+        }
+        assert_eq!(rows, 1000);
+        drop(reader);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while parquet_files(dir.path()) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "files left after the reader finished"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -31,6 +31,10 @@ use super::wal::{LocalWal, Wal, WalRecord};
 use super::{ObjectIo, Result, Shared, StorageError};
 use crate::catalog::{CollectionDef, IndexDef};
 
+/// How long a dropped collection's files wait for the queries that still
+/// read them.
+const DROPPED_FILES_WAIT: Duration = Duration::from_secs(600);
+
 /// Appends merge into the last batch of the growing segment up to this.
 const BATCH_ROWS: usize = 1024;
 
@@ -1509,15 +1513,38 @@ impl CollectionData {
     pub(super) async fn destroy(&self) {
         self.dropped.store(true, Ordering::Relaxed);
         let _maintenance = self.maintenance.lock().await;
-        let freed: usize = {
-            let state = self.write.lock();
-            state.pending.segments.iter().map(|s| s.mem_bytes).sum()
+        // The collection lets go of its segments; queries that began
+        // before the drop keep theirs until they finish.
+        let (freed, pending) = {
+            let mut state = self.write.lock();
+            let freed: usize = state.pending.segments.iter().map(|s| s.mem_bytes).sum();
+            (freed, std::mem::take(&mut state.pending))
         };
+        let published = std::mem::take(&mut *self.published.write());
         self.shared.release(freed);
         if let Err(e) = self.wal.destroy() {
             tracing::warn!(collection = %self.name, "cannot remove WAL: {e}");
         }
-        let ids: Vec<u64> = self.snapshot().segments.iter().map(|s| s.id).collect();
+        let mut ids: Vec<u64> = pending.segments.iter().map(|s| s.id).collect();
+        ids.extend(published.segments.iter().map(|s| s.id));
+        ids.sort_unstable();
+        ids.dedup();
+        let held: Vec<Weak<FlushedSegment>> = pending
+            .segments
+            .iter()
+            .chain(&published.segments)
+            .filter_map(|s| match &s.data {
+                SegmentData::Flushed(f) => Some(Arc::downgrade(f)),
+                _ => None,
+            })
+            .collect();
+        drop((pending, published));
+        // A scan of a flushed segment reads its files as it goes: they are
+        // removed once no query holds the segment (or after ten minutes).
+        let deadline = std::time::Instant::now() + DROPPED_FILES_WAIT;
+        while held.iter().any(|w| w.strong_count() > 0) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         for id in ids {
             self.shared.io.delete_prefix(&self.segment_dir(id)).await;
         }
