@@ -319,6 +319,7 @@ fn rewrite_insert_vectors(
             .and_then(|i| def.field_index(&ddl::ident_name(i)))
     };
     rewrite_bit_literals(stmt);
+    let _ = ast::VisitMut::visit(stmt, &mut NameFunctionColumns);
     match stmt {
         ast::Statement::Insert(insert) => {
             let ast::TableObject::TableName(name) = &insert.table else {
@@ -368,6 +369,38 @@ fn rewrite_insert_vectors(
         _ => {}
     }
     Ok(())
+}
+
+/// `FROM generate_series(1, 3) i`: PostgreSQL names the one column of a
+/// function that returns single values after the alias (DataFusion would
+/// name it `value`), so the alias names that column too, as `AS i(i)`.
+struct NameFunctionColumns;
+
+impl ast::VisitorMut for NameFunctionColumns {
+    type Break = ();
+
+    fn pre_visit_table_factor(
+        &mut self,
+        factor: &mut ast::TableFactor,
+    ) -> std::ops::ControlFlow<()> {
+        if let ast::TableFactor::Table {
+            name,
+            alias: Some(alias),
+            args: Some(_),
+            ..
+        } = factor
+            && alias.columns.is_empty()
+            && name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                i.value.eq_ignore_ascii_case("generate_series")
+                    || i.value.eq_ignore_ascii_case("range")
+            })
+        {
+            alias.columns.push(ast::TableAliasColumnDef::from_name(
+                alias.name.value.clone(),
+            ));
+        }
+        std::ops::ControlFlow::Continue(())
+    }
 }
 
 /// PostgreSQL's bit-string literals, `B'0101'`, become `to_bit('0101', 4)`
