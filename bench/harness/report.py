@@ -221,7 +221,8 @@ def markdown(res, png_name):
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
         f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end",
         f"- data: {p['n']:,} × {p['dim']} base vectors, {p['queries']:,} queries, k={p['k']}, "
-        f"HNSW M={p['m']} efConstruction={p['ef_construction']}; one client, one query at a "
+        f"HNSW M={p['m']} efConstruction={p['ef_construction']}, level-0 neighbour lists kept full "
+        f"(quiver keep_pruned = true, faiss keep_max_size_level0, pgvector always); one client, one query at a "
         f"time (2 clients: two processes, aggregated QPS)",
     ]
     if busy_warning(res):

@@ -14,7 +14,7 @@ use crate::auth::acl::Privilege;
 use crate::catalog::{Catalog, CatalogError, CollectionDef, FieldType, IndexDef};
 use crate::sql::statement::IndexStatement;
 use crate::storage::{Storage, StorageError};
-use crate::vector::index::{IndexError, IndexSpec, metric_of_opclass};
+use crate::vector::index::{IndexError, IndexSpec, bool_option, metric_of_opclass};
 
 pub fn indexes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -107,14 +107,9 @@ pub async fn execute(
                     def.fields[field].field_type.sql_name()
                 ))));
             }
-            let wait = match options.remove("wait").as_deref() {
-                None | Some("false") | Some("off") | Some("0") => false,
-                Some("true") | Some("on") | Some("1") => true,
-                Some(other) => {
-                    return Err(index_err(IndexError::InvalidParameter(format!(
-                        "invalid value for option \"wait\": \"{other}\" (true or false)"
-                    ))));
-                }
+            let wait = match options.remove("wait") {
+                None => false,
+                Some(v) => bool_option("wait", &v).map_err(index_err)?,
             };
             let spec = IndexSpec::parse(&method, metric, dim, &options).map_err(index_err)?;
             let name = name.unwrap_or_else(|| format!("{}_{}_idx", def.name, column));

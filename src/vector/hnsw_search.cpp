@@ -1,3 +1,7 @@
+// What faiss's C API cannot do for quiver's HNSW indexes: a search with
+// its own efSearch and a reused visited table (quiver_hnsw_search), and
+// building with full level-0 neighbour lists (quiver_hnsw_keep_pruned).
+//
 // One query against a faiss HNSW index, with what faiss's C API cannot
 // pass: the efSearch of this query (so concurrent searches with different
 // settings need not change the index) and a visited-node table kept per
@@ -104,4 +108,40 @@ extern "C" int quiver_hnsw_search(
         write_message("unknown error in HNSW search", message, message_len);
         return -1;
     }
+}
+
+// Whether rows added to `index` from now on fill their level-0 neighbour
+// lists up to the maximum with the candidates the diversity heuristic
+// pruned (faiss's keep_max_size_level0; pgvector always does so). Returns
+// 0, or 1 when `index` is not an HNSW index.
+extern "C" int quiver_hnsw_keep_pruned(void* index, int keep) {
+    auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(static_cast<faiss::Index*>(index));
+    if (hnsw == nullptr) {
+        return 1;
+    }
+    hnsw->keep_max_size_level0 = keep != 0;
+    return 0;
+}
+
+// The mean number of level-0 neighbours per node of an HNSW index, or -1
+// when `index` is not one (for tests of quiver_hnsw_keep_pruned).
+extern "C" double quiver_hnsw_level0_degree(const void* index) {
+    const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(
+            static_cast<const faiss::Index*>(index));
+    if (hnsw == nullptr) {
+        return -1;
+    }
+    if (hnsw->ntotal == 0) {
+        return 0;
+    }
+    std::size_t links = 0;
+    for (faiss::idx_t i = 0; i < hnsw->ntotal; i++) {
+        std::size_t begin = 0;
+        std::size_t end = 0;
+        hnsw->hnsw.neighbor_range(i, 0, &begin, &end);
+        for (std::size_t j = begin; j < end && hnsw->hnsw.neighbors[j] >= 0; j++) {
+            links++;
+        }
+    }
+    return static_cast<double>(links) / static_cast<double>(hnsw->ntotal);
 }

@@ -18,7 +18,8 @@ class Faiss(System, Client):
         import faiss
         self.faiss = faiss
         self.info["version"] = faiss.__version__
-        self.info["index"] = f"IndexHNSWFlat(M={self.m}, efConstruction={self.ef_construction})"
+        self.info["index"] = (f"IndexHNSWFlat(M={self.m}, efConstruction={self.ef_construction}, "
+                              "keep_max_size_level0=True)")
         return {"seconds": 0.0, "method": "in-memory array"}
 
     def build(self):
@@ -26,6 +27,9 @@ class Faiss(System, Client):
         faiss.omp_set_num_threads(2)
         self.index = faiss.IndexHNSWFlat(self.data.dim, self.m)
         self.index.hnsw.efConstruction = self.ef_construction
+        # The graph quiver's hnsw (keep_pruned = true, its default) and
+        # pgvector build: level-0 neighbour lists filled with pruned links.
+        self.index.keep_max_size_level0 = True
         base = self.data.base
         t0 = time.perf_counter()
         step = 10_000
