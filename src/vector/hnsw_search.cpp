@@ -1,6 +1,8 @@
-// What faiss's C API cannot do for quiver's HNSW indexes: a search with
-// its own efSearch and a reused visited table (quiver_hnsw_search), and
-// building with full level-0 neighbour lists (quiver_hnsw_keep_pruned).
+// What faiss's C API cannot do for quiver's indexes: an HNSW search with
+// its own efSearch and a reused visited table (quiver_hnsw_search),
+// building HNSW with full level-0 neighbour lists (quiver_hnsw_keep_pruned),
+// and backing an index's vectors and graph with huge pages
+// (quiver_index_huge_pages).
 //
 // One query against a faiss HNSW index, with what faiss's C API cannot
 // pass: the efSearch of this query (so concurrent searches with different
@@ -10,6 +12,7 @@
 // noticeable share of a search at ef 64. Kept here, it is cleared once every
 // 250 searches (faiss's VisitedTable::advance).
 
+#include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/MetricType.h>
 #include <faiss/impl/AuxIndexStructures.h>
@@ -18,12 +21,39 @@
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/ResultHandler.h>
 
+#include <sys/mman.h>
+
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
 
 namespace {
+
+// Ask for transparent huge pages over the whole 2 MiB pages inside
+// [data, data + bytes), and collapse the pages already there into them.
+// A search reads rows scattered over the whole array: with 4 KiB pages
+// nearly every row read is a TLB miss. Returns the bytes covered.
+std::size_t huge_pages(const void* data, std::size_t bytes) {
+    constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+    const auto start = reinterpret_cast<std::uintptr_t>(data);
+    const std::uintptr_t first = (start + huge - 1) & ~(huge - 1);
+    const std::uintptr_t last = (start + bytes) & ~(huge - 1);
+    if (data == nullptr || last <= first) {
+        return 0;
+    }
+    void* at = reinterpret_cast<void*>(first);
+    const std::size_t len = last - first;
+    if (madvise(at, len, MADV_HUGEPAGE) != 0) {
+        return 0;
+    }
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+    // Linux >= 6.1; older kernels leave the pages to khugepaged.
+    (void)madvise(at, len, MADV_COLLAPSE);
+    return len;
+}
 
 thread_local std::unique_ptr<faiss::VisitedTable> visited_table;
 
@@ -144,4 +174,24 @@ extern "C" double quiver_hnsw_level0_degree(const void* index) {
         }
     }
     return static_cast<double>(links) / static_cast<double>(hnsw->ntotal);
+}
+
+// Back the vectors of a flat-storage index (flat, or HNSW's storage) and
+// an HNSW graph's neighbour table with huge pages where the kernel allows
+// it (transparent_hugepage `madvise` or `always`). Returns the bytes
+// advised; 0 when nothing was (other index types, or THP off).
+extern "C" std::size_t quiver_index_huge_pages(const void* index) {
+    const auto* base = static_cast<const faiss::Index*>(index);
+    std::size_t covered = 0;
+    const faiss::Index* storage = base;
+    if (const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(base)) {
+        const auto& neighbors = hnsw->hnsw.neighbors;
+        covered += huge_pages(
+                neighbors.data(), neighbors.size() * sizeof(neighbors[0]));
+        storage = hnsw->storage;
+    }
+    if (const auto* flat = dynamic_cast<const faiss::IndexFlatCodes*>(storage)) {
+        covered += huge_pages(flat->codes.data(), flat->codes.size());
+    }
+    return covered;
 }

@@ -547,6 +547,14 @@ struct Tuned {
 impl FaissIndex {
     fn wrap(spec: IndexSpec, index: IndexImpl, bytes: usize) -> FaissIndex {
         let rows = index.ntotal() as usize;
+        // SAFETY: a faiss::Index, only read; madvise does not move memory.
+        let huge = unsafe { quiver_index_huge_pages(index.inner_ptr() as *const _) };
+        tracing::debug!(
+            method = spec.method.name(),
+            rows,
+            huge,
+            "index memory advised for huge pages"
+        );
         FaissIndex {
             spec,
             index: RwLock::new(Tuned {
@@ -780,6 +788,9 @@ unsafe extern "C" {
     ) -> std::ffi::c_int;
     /// `src/vector/hnsw_search.cpp`: the mean level-0 degree of an HNSW
     /// index (-1 for other indexes).
+    /// `src/vector/hnsw_search.cpp`: back a flat or HNSW index's vectors
+    /// and graph with transparent huge pages; the bytes advised.
+    fn quiver_index_huge_pages(index: *const std::ffi::c_void) -> usize;
     #[cfg(test)]
     fn quiver_hnsw_level0_degree(index: *const std::ffi::c_void) -> f64;
     /// `src/vector/hnsw_search.cpp`: one query against an HNSW index with
@@ -1133,6 +1144,31 @@ mod tests {
         );
         let defaults = IndexSpec::parse("hnsw", Metric::L2, dim, &BTreeMap::new()).unwrap();
         assert!(defaults.method.params().ends_with("keep_pruned=true"));
+    }
+
+    /// A flat index of 8 MiB of vectors asks for huge pages over at least
+    /// 4 MiB of them, wherever the kernel has transparent huge pages.
+    #[test]
+    fn large_indexes_ask_for_huge_pages() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        let (n, dim) = (16_384, 128);
+        let data = clustered(n, dim, 4, 9);
+        let spec = IndexSpec::parse("flat", Metric::L2, dim, &BTreeMap::new()).unwrap();
+        let index = build(&spec, &data).unwrap();
+        let guard = index.index.read();
+        // SAFETY: a faiss::Index, only read.
+        let huge = unsafe { quiver_index_huge_pages(guard.index.inner_ptr() as *const _) };
+        if thp.contains("[never]") || thp.is_empty() {
+            return;
+        }
+        assert!(huge >= 4 << 20, "{huge} bytes advised");
+        drop(guard);
+        let q = &data[5 * dim..6 * dim];
+        assert_eq!(
+            index.search(q, 1, SearchKnobs::default(), None).unwrap()[0].0,
+            5
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ class Faiss(System, Client):
         self.faiss = faiss
         self.info["version"] = faiss.__version__
         self.info["index"] = (f"IndexHNSWFlat(M={self.m}, efConstruction={self.ef_construction}, "
-                              "keep_max_size_level0=True)")
+                              "keep_max_size_level0=True, prune_headroom=0)")
         return {"seconds": 0.0, "method": "in-memory array"}
 
     def build(self):
@@ -30,6 +30,11 @@ class Faiss(System, Client):
         # The graph quiver's hnsw (keep_pruned = true, its default) and
         # pgvector build: level-0 neighbour lists filled with pruned links.
         self.index.keep_max_size_level0 = True
+        # faiss-cpu >= 1.13 shrinks a full list to 80% (prune_headroom
+        # 0.2), leaving room so the next links need no pruning; the faiss
+        # quiver links (1.12) prunes to the full 2*M. Build the same graph.
+        if hasattr(self.index.hnsw, "prune_headroom"):
+            self.index.hnsw.prune_headroom = 0.0
         base = self.data.base
         t0 = time.perf_counter()
         step = 10_000
