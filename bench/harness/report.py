@@ -211,6 +211,15 @@ def busy_warning(res):
     return ""
 
 
+def graph_note(res):
+    """How the HNSW graphs' level-0 neighbour lists were built in this run."""
+    if "keep_pruned=true" in json.dumps(res.get("systems", res)):
+        return (", level-0 neighbour lists kept full (quiver keep_pruned = true, faiss "
+                "keep_max_size_level0 with prune_headroom 0, pgvector always)")
+    return (", level-0 neighbour lists as faiss's heuristic leaves them (quiver and faiss; "
+            "run before quiver's keep_pruned option; pgvector keeps them full)")
+
+
 def markdown(res, png_name):
     p, m = res["params"], res["machine"]
     parts = [
@@ -221,8 +230,7 @@ def markdown(res, png_name):
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
         f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end",
         f"- data: {p['n']:,} × {p['dim']} base vectors, {p['queries']:,} queries, k={p['k']}, "
-        f"HNSW M={p['m']} efConstruction={p['ef_construction']}, level-0 neighbour lists kept full "
-        f"(quiver keep_pruned = true, faiss keep_max_size_level0, pgvector always); one client, one query at a "
+        f"HNSW M={p['m']} efConstruction={p['ef_construction']}{graph_note(res)}; one client, one query at a "
         f"time (2 clients: two processes, aggregated QPS)",
     ]
     if busy_warning(res):
@@ -346,7 +354,7 @@ def results_md(all_results):
         parts += [f"![recall vs QPS](results/{s}.png)", ""]
         if ivf:
             parts += [f"HNSW (M={r['params']['m']}, efConstruction="
-                      f"{r['params']['ef_construction']}), ef swept:", ""]
+                      f"{r['params']['ef_construction']}{graph_note(r)}), ef swept:", ""]
         parts += [sweep_table(r), ""]
         if ivf:
             parts += [ivf_intro(r), "", ivf_table(r), "", ivf_build_table(r), "",
