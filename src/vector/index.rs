@@ -786,11 +786,11 @@ unsafe extern "C" {
         index: *mut std::ffi::c_void,
         keep: std::ffi::c_int,
     ) -> std::ffi::c_int;
-    /// `src/vector/hnsw_search.cpp`: the mean level-0 degree of an HNSW
-    /// index (-1 for other indexes).
     /// `src/vector/hnsw_search.cpp`: back a flat or HNSW index's vectors
     /// and graph with transparent huge pages; the bytes advised.
     fn quiver_index_huge_pages(index: *const std::ffi::c_void) -> usize;
+    /// `src/vector/hnsw_search.cpp`: the mean level-0 degree of an HNSW
+    /// index (-1 for other indexes).
     #[cfg(test)]
     fn quiver_hnsw_level0_degree(index: *const std::ffi::c_void) -> f64;
     /// `src/vector/hnsw_search.cpp`: one query against an HNSW index with
