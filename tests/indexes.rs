@@ -221,7 +221,7 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
     let show = text_rows(&c, "SHOW INDEXES FROM items").await;
     assert!(
         show[0].starts_with(
-            "items_hnsw|v|hnsw|m=16, ef_construction=64, keep_pruned=true|vector_l2_ops|20000|20000|ready|"
+            "items_hnsw|v|hnsw|m=16, ef_construction=64, keep_pruned=false|vector_l2_ops|20000|20000|ready|"
         ),
         "{show:?}"
     );

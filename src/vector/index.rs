@@ -65,9 +65,10 @@ pub enum Method {
         /// Fill each node's level-0 neighbour list up to its 2·m slots
         /// with the nearest candidates the diversity heuristic pruned, as
         /// pgvector does (the paper's keepPrunedConnections). The graph
-        /// costs about twice as long to build and answers with the same
-        /// recall at a smaller ef. Indexes from before the option was
-        /// added were built without it.
+        /// costs about twice as long to build. On fashion-mnist and a
+        /// generated 1M x 128 set it answers with the same recall at a
+        /// smaller ef; on tightly clustered data its recall at ef 64 is
+        /// lower and varies more between builds, so it is off by default.
         #[serde(default)]
         keep_pruned: bool,
     },
@@ -261,7 +262,7 @@ impl IndexSpec {
                 m: int("m", 16, 2, 100)?,
                 ef_construction: int("ef_construction", 64, 4, 1000)?,
                 keep_pruned: match options.get("keep_pruned") {
-                    None => true,
+                    None => false,
                     Some(v) => bool_option("keep_pruned", v)?,
                 },
             },
@@ -1037,13 +1038,15 @@ mod tests {
                 &[
                     ("m", "16"),
                     ("ef_construction", "64"),
-                    ("keep_pruned", "off"),
+                    ("keep_pruned", "on"),
                 ],
                 metric,
                 knobs,
                 100,
             );
-            assert!(r >= 0.95, "hnsw {metric:?} without pruned links kept: {r}");
+            // Full level-0 lists do less well on tight clusters like these
+            // (see `Method::Hnsw::keep_pruned`).
+            assert!(r >= 0.9, "hnsw {metric:?} with pruned links kept: {r}");
             let r = recall("ivf_flat", &[("lists", "32")], metric, knobs, 100);
             assert!(r >= 0.9, "ivf_flat {metric:?}: {r}");
         }
@@ -1143,7 +1146,7 @@ mod tests {
             "level-0 degree without: {pruned}, with: {kept}"
         );
         let defaults = IndexSpec::parse("hnsw", Metric::L2, dim, &BTreeMap::new()).unwrap();
-        assert!(defaults.method.params().ends_with("keep_pruned=true"));
+        assert!(defaults.method.params().ends_with("keep_pruned=false"));
     }
 
     /// A flat index of 8 MiB of vectors asks for huge pages over at least
