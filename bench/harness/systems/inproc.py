@@ -27,7 +27,7 @@ class Faiss(System, Client):
         faiss.omp_set_num_threads(2)
         self.index = faiss.IndexHNSWFlat(self.data.dim, self.m)
         self.index.hnsw.efConstruction = self.ef_construction
-        # The graph quiver's hnsw (keep_pruned = true, its default) and
+        # The graph quiver's hnsw with keep_pruned = true (as the bench builds it) and
         # pgvector build: level-0 neighbour lists filled with pruned links.
         self.index.keep_max_size_level0 = True
         # faiss-cpu >= 1.13 shrinks a full list to 80% (prune_headroom
