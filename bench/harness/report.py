@@ -216,8 +216,8 @@ def graph_note(res):
     if "keep_pruned=true" in json.dumps(res.get("systems", res)):
         return (", level-0 neighbour lists kept full (quiver keep_pruned = true, faiss "
                 "keep_max_size_level0 with prune_headroom 0, pgvector always)")
-    return (", level-0 neighbour lists as faiss's heuristic leaves them (quiver and faiss; "
-            "run before quiver's keep_pruned option; pgvector keeps them full)")
+    return (", level-0 neighbour lists as faiss's heuristic leaves them (quiver's default "
+            "keep_pruned = false, and faiss; pgvector keeps them full)")
 
 
 def markdown(res, png_name):

@@ -19,7 +19,7 @@ class Faiss(System, Client):
         self.faiss = faiss
         self.info["version"] = faiss.__version__
         self.info["index"] = (f"IndexHNSWFlat(M={self.m}, efConstruction={self.ef_construction}, "
-                              "keep_max_size_level0=True, prune_headroom=0)")
+                              "prune_headroom=0)")
         return {"seconds": 0.0, "method": "in-memory array"}
 
     def build(self):
@@ -27,9 +27,8 @@ class Faiss(System, Client):
         faiss.omp_set_num_threads(2)
         self.index = faiss.IndexHNSWFlat(self.data.dim, self.m)
         self.index.hnsw.efConstruction = self.ef_construction
-        # The graph quiver's hnsw with keep_pruned = true (as the bench builds it) and
-        # pgvector build: level-0 neighbour lists filled with pruned links.
-        self.index.keep_max_size_level0 = True
+        # quiver's default graph (keep_pruned = false): faiss's own.
+        self.index.keep_max_size_level0 = False
         # faiss-cpu >= 1.13 shrinks a full list to 80% (prune_headroom
         # 0.2), leaving room so the next links need no pruning; the faiss
         # quiver links (1.12) prunes to the full 2*M. Build the same graph.
