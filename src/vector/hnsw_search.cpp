@@ -3,14 +3,6 @@
 // building HNSW with full level-0 neighbour lists (quiver_hnsw_keep_pruned),
 // and backing an index's vectors and graph with huge pages
 // (quiver_index_huge_pages).
-//
-// One query against a faiss HNSW index, with what faiss's C API cannot
-// pass: the efSearch of this query (so concurrent searches with different
-// settings need not change the index) and a visited-node table kept per
-// thread. faiss's IndexHNSW::search allocates and clears a table of one
-// byte per indexed row on every call: 1 MB for a segment of 1M rows, a
-// noticeable share of a search at ef 64. Kept here, it is cleared once every
-// 250 searches (faiss's VisitedTable::advance).
 
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
@@ -67,6 +59,14 @@ void write_message(const char* what, char* out, std::size_t len) {
 
 } // namespace
 
+// One query against a faiss HNSW index, with what faiss's C API cannot
+// pass: the efSearch of this query (so concurrent searches with different
+// settings need not change the index) and a visited-node table kept per
+// thread. faiss's IndexHNSW::search allocates and clears a table of one
+// byte per indexed row on every call: 1 MB for a segment of 1M rows, a
+// noticeable share of a search at ef 64. Kept here, it is cleared once every
+// 250 searches (faiss's VisitedTable::advance).
+//
 // Returns 0 on success, 1 when `index` is not an HNSW index with storage
 // (the caller searches through faiss's C API instead), -1 on an error,
 // with its message in `message`.

@@ -9,7 +9,7 @@ What it sends (in order; each optional step degrades to the next path):
   SELECT count(*) FROM items
   FLUSH items                                        -- optional (seals the segment)
   CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops)
-      WITH (m = 16, ef_construction = 200)         -- fails: exact search, one point
+      WITH (m = 16, ef_construction = 200)           -- fails: exact search, one point
   SHOW INDEXES FROM items                            -- optional: polled until built
   EXPLAIN SELECT id FROM items ORDER BY embedding <-> '[...]' LIMIT 10   -- optional
   SET hnsw.ef_search = <ef>
