@@ -17,7 +17,7 @@ from . import datasets, ingest, report, systems
 from .common import (CACHE_DIR, cleanup_registered, loadavg, log, lscpu_model,
                      mem_total_gib)
 
-EFS_FULL = [10, 16, 32, 64, 128]
+EFS_FULL = [10, 12, 16, 24, 32, 64, 128]
 EFS_QUICK = [16, 64]
 PROBES_FULL = [1, 4, 16, 32]
 PROBES_QUICK = [1, 16]

@@ -220,6 +220,57 @@ def graph_note(res):
             "keep_pruned = false, and faiss; pgvector keeps them full)")
 
 
+RECALL_FLOOR = 0.95
+
+
+def best_at_floor(r, floor=RECALL_FLOOR):
+    """A system's unfiltered HNSW point with the most QPS among those at
+    recall >= floor, or None."""
+    pts = [p for p in r.get("points") or [] if not p.get("filter") and p["recall"] >= floor]
+    return max(pts, key=lambda p: p["qps"]) if pts else None
+
+
+def targets_lines(res):
+    """The issue's HNSW targets, as measured in this run: QPS at recall >=
+    0.95 against pgvector (>= 3x), against the pgwire ceiling (>= 0.8), and
+    build time against in-process faiss (<= 1.2x)."""
+    by = {r["system"]: r for r in res["systems"]}
+    q = by.get("quiver")
+    if not q or not q.get("points"):
+        return []
+    out = []
+    qb = best_at_floor(q)
+    if qb is None:
+        return [f"- quiver reached no recall ≥ {RECALL_FLOOR} in this run"]
+    pg = by.get("pgvector")
+    pb = best_at_floor(pg) if pg else None
+    if pb:
+        ratio = qb["qps"] / pb["qps"]
+        out.append(f"- best QPS at recall@10 ≥ {RECALL_FLOOR}, one client: quiver {qb['qps']:,.0f} "
+                   f"(ef {qb['ef']}, recall {qb['recall']:.3f}), pgvector {pb['qps']:,.0f} "
+                   f"(ef {pb['ef']}, recall {pb['recall']:.3f}): **{ratio:.2f}×** "
+                   f"(target ≥ 3×: {'met' if ratio >= 3 else 'not met'})")
+        if qb.get("qps_2c") and pb.get("qps_2c"):
+            out.append(f"- the same points with 2 clients: quiver {qb['qps_2c']:,.0f}, pgvector "
+                       f"{pb['qps_2c']:,.0f} ({qb['qps_2c'] / pb['qps_2c']:.2f}×)")
+    qc = res.get("quiver_vs_ceiling") or {}
+    for c in qc.get("points") or []:
+        if c["ef"] == qb["ef"] and "fraction_of_quiver_ceiling" in c:
+            f = c["fraction_of_quiver_ceiling"]
+            extra = (f"; {c['fraction_of_postgres_ceiling']:.2f} with PostgreSQL's round trip"
+                     if "fraction_of_postgres_ceiling" in c else "")
+            out.append(f"- that quiver point against 1 / (quiver's `SELECT $1::int` round trip + "
+                       f"faiss's search time at its recall): **{f:.2f}** (target ≥ 0.8: "
+                       f"{'met' if f >= 0.8 else 'not met'}){extra}")
+    fa = by.get("faiss")
+    qs, fs = (q.get("build") or {}).get("seconds"), ((fa or {}).get("build") or {}).get("seconds")
+    if qs and fs:
+        b = qs / fs
+        out.append(f"- HNSW build: quiver {qs:.1f} s, faiss in-process {fs:.1f} s: **{b:.2f}×** "
+                   f"(target ≤ 1.2×: {'met' if b <= 1.2 else 'not met'})")
+    return out
+
+
 def markdown(res, png_name):
     p, m = res["params"], res["machine"]
     parts = [
@@ -239,6 +290,9 @@ def markdown(res, png_name):
         parts.append("- filters: " + ", ".join(
             f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
     ivf = has_ivf(res)
+    tl = targets_lines(res)
+    if tl:
+        parts += ["", "## Targets (HNSW)", ""] + tl
     parts += ["", f"![recall vs QPS]({png_name})", "",
               "## Recall / throughput" + (" (HNSW)" if ivf else ""), "", sweep_table(res), ""]
     if ivf:
@@ -350,6 +404,9 @@ def results_md(all_results):
                   f"- full tables: [results/{s}.md](results/{s}.md)", ""]
         if busy_warning(r):
             parts += [busy_warning(r), ""]
+        tl = targets_lines(r) if r["suite"] == "ann" else []
+        if tl:
+            parts += tl + [""]
         ivf = has_ivf(r)
         parts += [f"![recall vs QPS](results/{s}.png)", ""]
         if ivf:

@@ -355,11 +355,13 @@ fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
     if dim == 0 || body.len() != dim * 4 {
         return None;
     }
-    Some(
-        body.chunks_exact(4)
-            .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
+    // Written into a sized buffer, the byte swaps vectorise (collecting
+    // from the chunk iterator took about 8 instructions per float).
+    let mut values = vec![0f32; dim];
+    for (v, b) in values.iter_mut().zip(body.chunks_exact(4)) {
+        *v = f32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Some(values)
 }
 
 /// `DEALLOCATE [PREPARE] name | ALL`: forget prepared statements of the
@@ -522,5 +524,38 @@ impl ExtendedQueryHandler for QuiverService {
         output_response(output, &portal.result_column_format, options)
             .await
             .map_err(to_pgwire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vector_from_binary;
+
+    /// pgvector's binary form of `values`.
+    fn binary(dim: u16, values: &[f32]) -> Vec<u8> {
+        let mut raw = dim.to_be_bytes().to_vec();
+        raw.extend_from_slice(&[0, 0]);
+        for v in values {
+            raw.extend_from_slice(&v.to_be_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn binary_vectors_decode_in_order() {
+        let values: Vec<f32> = (0..37).map(|i| i as f32 * -0.5 + 0.25).collect();
+        assert_eq!(vector_from_binary(&binary(37, &values)), Some(values));
+    }
+
+    #[test]
+    fn malformed_binary_vectors_are_refused() {
+        assert_eq!(vector_from_binary(&[]), None);
+        assert_eq!(vector_from_binary(&binary(0, &[])), None);
+        // The dimension says 3, the body holds 2 floats.
+        assert_eq!(vector_from_binary(&binary(3, &[1.0, 2.0])), None);
+        // A body that is not a whole number of floats.
+        let mut raw = binary(1, &[1.0]);
+        raw.push(0);
+        assert_eq!(vector_from_binary(&raw), None);
     }
 }
