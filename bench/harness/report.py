@@ -290,7 +290,7 @@ def markdown(res, png_name):
         parts.append("- filters: " + ", ".join(
             f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
     ivf = has_ivf(res)
-    tl = targets_lines(res)
+    tl = targets_lines(res) if res["suite"] == "ann" else []
     if tl:
         parts += ["", "## Targets (HNSW)", ""] + tl
     parts += ["", f"![recall vs QPS]({png_name})", "",
