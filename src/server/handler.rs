@@ -355,13 +355,11 @@ fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
     if dim == 0 || body.len() != dim * 4 {
         return None;
     }
-    // Written into a sized buffer, the byte swaps vectorise (collecting
-    // from the chunk iterator took about 8 instructions per float).
-    let mut values = vec![0f32; dim];
-    for (v, b) in values.iter_mut().zip(body.chunks_exact(4)) {
-        *v = f32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-    }
-    Some(values)
+    Some(
+        body.chunks_exact(4)
+            .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
 }
 
 /// `DEALLOCATE [PREPARE] name | ALL`: forget prepared statements of the
