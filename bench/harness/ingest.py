@@ -665,7 +665,7 @@ def run_suite(a, command, run_worker):
         for name in systems:
             log(f"=== {name}")
             t0 = time.time()
-            r = run_worker({**spec, "system": name}, a.system_timeout, module="harness.ingest")
+            r = run_worker({**spec, "system": name}, a.system_timeout)
             r["elapsed_s"] = round(time.time() - t0, 1)
             if r.get("error"):
                 log(f"{name}: error: {r['error']}")

@@ -1,16 +1,27 @@
-"""Benchmark driver: prepares the dataset, runs each system in its own worker
-process (one after the other, same data and queries), then writes
-bench/results/<suite>-<dataset>[-quick].{json,md,png} and bench/RESULTS.md."""
+"""Benchmark driver: prepares the dataset, starts each system in its own
+worker process (same data and queries), loads and builds them one after the
+other, then measures their points in rounds, alternating the systems point by
+point, and writes bench/results/<suite>-<dataset>[-quick].{json,md,png} and
+bench/RESULTS.md.
+
+Why alternate: on a shared machine the speed drifts by 2x within minutes. When
+each system is measured in its own stretch of time, that drift lands on one
+system and not another and moves their ratio; alternating short points, in
+several rounds, lets it fall on all of them alike. Each point reported is the
+median of its rounds, and the per-round values are kept."""
 
 import argparse
 import datetime
 import json
 import os
 import shlex
+import queue
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from . import datasets, ingest, report, systems
@@ -52,6 +63,10 @@ def parse_args(argv):
                          "quick 1,16)")
     ap.add_argument("--no-ivf", action="store_true",
                     help="ann suite: HNSW only, no IVF index")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="ann/filtered: times every point is measured, the systems "
+                         "alternating point by point (default 3, quick 1); each point "
+                         "reports the median")
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
@@ -73,6 +88,10 @@ def parse_args(argv):
                 else (PROBES_QUICK if a.quick else PROBES_FULL))
     if any(p < 1 for p in a.probes) or (a.ivf_lists is not None and a.ivf_lists < 1):
         ap.error("--probes and --ivf-lists must be positive")
+    if a.rounds is None:
+        a.rounds = 1 if a.quick else 3
+    if a.rounds < 1:
+        ap.error("--rounds must be positive")
     if a.system_timeout is None:
         if a.suite == "ingest":
             a.system_timeout = 600 if a.quick else 3600
@@ -92,7 +111,7 @@ def _stop_group(proc):
         pass
 
 
-def run_worker(spec, timeout, module="harness.worker"):
+def run_worker(spec, timeout, module="harness.ingest"):
     """Run one system in a subprocess (`python -m module --spec --out`) with a
     hard time limit."""
     tmp = os.path.join(CACHE_DIR, "tmp")
@@ -130,6 +149,289 @@ def run_worker(spec, timeout, module="harness.worker"):
         except OSError:
             pass
     return res
+
+
+class WorkerLost(RuntimeError):
+    """A worker went over its time limit or died; it has been stopped."""
+
+
+class Worker:
+    """A system's worker process (harness.worker), answering one command at a
+    time: a JSON object per line each way."""
+
+    def __init__(self, spec):
+        self.name = spec["system"]
+        tmp = os.path.join(CACHE_DIR, "tmp")
+        os.makedirs(tmp, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp, delete=False) as f:
+            json.dump(spec, f)
+            self.spec_path = f.name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", "--spec", self.spec_path],
+            cwd=os.path.dirname(os.path.dirname(__file__)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.lost = None
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _reply(self, timeout, what):
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            self.lost = f"{what}: over its {timeout} s limit"
+            raise WorkerLost(self.lost) from None
+        if line is None:
+            self.kill()
+            self.lost = f"{what}: the worker exited with {self.proc.returncode}"
+            raise WorkerLost(self.lost)
+        return json.loads(line)
+
+    def ready(self, timeout):
+        return self._reply(timeout, "start")
+
+    def call(self, cmd, timeout, **args):
+        """Send a command; its reply ({"ok"|"skipped"|"error": ...}).
+        Raises WorkerLost when the worker does not answer in time."""
+        if self.lost:
+            raise WorkerLost(self.lost)
+        try:
+            self.proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass    # it exited: _reply says so
+        return self._reply(timeout, cmd)
+
+    def kill(self):
+        _stop_group(self.proc)
+
+    def close(self, timeout=120):
+        """Stop the system (if still running) and the worker."""
+        try:
+            if not self.lost:
+                try:
+                    self.proc.stdin.close()   # end of input: the worker stops its system
+                except OSError:
+                    pass
+                self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+            try:
+                os.remove(self.spec_path)
+            except OSError:
+                pass
+
+
+def combine(pts):
+    """One point from the same point measured in several rounds: the median
+    QPS and latencies, the per-round QPS kept."""
+    if len(pts) == 1:
+        return pts[0]
+
+    def med(key, of=pts):
+        vals = [p[key] for p in of if p.get(key) is not None]
+        return round(statistics.median(vals), 3) if vals else None
+
+    out = dict(pts[0])
+    recalls = [p["recall"] for p in pts]
+    out["recall"] = round(statistics.mean(recalls), 4)
+    if len(set(recalls)) > 1:
+        out["recall_rounds"] = recalls
+    for key in ("qps", "mean_ms", "p50_ms", "p99_ms"):
+        out[key] = med(key)
+    out["qps"] = round(out["qps"], 1)
+    out["qps_rounds"] = [p["qps"] for p in pts]
+    two = [p["two_clients"] for p in pts if p.get("two_clients")]
+    if two:
+        ok = [t for t in two if t.get("qps")]
+        out["two_clients"] = {"clients": two[0]["clients"],
+                              "qps": round(statistics.median([t["qps"] for t in ok]), 1)
+                              if ok else None,
+                              "qps_rounds": [t.get("qps") for t in two]}
+        errs = [t["error"] for t in two if t.get("error")]
+        if errs:
+            out["two_clients"]["error"] = errs[0]
+        out["qps_2c"] = out["two_clients"]["qps"]
+    return out
+
+
+def combine_wire(ws):
+    if len(ws) == 1:
+        return ws[0]
+    out = {"queries": sum(w["queries"] for w in ws)}
+    for key in ("qps", "mean_us", "p50_us", "p99_us"):
+        out[key] = round(statistics.median(w[key] for w in ws), 1)
+    out["mean_us_rounds"] = [w["mean_us"] for w in ws]
+    return out
+
+
+def _fail(res, reply, what):
+    """Record a failed reply (or a lost worker) in a system's results."""
+    if "skipped" in reply:
+        res["skipped"] = reply["skipped"]
+        return
+    res["error"] = f"{what}: {reply['error']}" if what else reply["error"]
+    if reply.get("traceback"):
+        res["traceback"] = reply["traceback"]
+
+
+class Run:
+    """The systems of one run, each in its worker, measured alternately."""
+
+    def __init__(self, spec, names, rounds, timeout):
+        self.spec, self.rounds, self.timeout = spec, rounds, timeout
+        self.point_timeout = max(120, timeout // 4)
+        self.res = {n: {"system": n, "points": []} for n in names}
+        self.workers = {}
+        self.caps = {}          # what each system's setup said it can do
+        self.measuring = []     # systems with a client, in run order
+
+    def _call(self, name, cmd, timeout, into=None, **args):
+        """A command's result, or None after recording in `into` (default:
+        the system's results) why it failed."""
+        into = self.res[name] if into is None else into
+        try:
+            reply = self.workers[name].call(cmd, timeout, **args)
+        except WorkerLost as e:
+            into["error"] = str(e)
+            log(f"{name}: {e}")
+            return None
+        if "ok" in reply:
+            return reply["ok"]
+        _fail(into, reply, "" if cmd in ("setup", "ivf_setup") else cmd)
+        return None
+
+    def _alive(self, name):
+        r = self.res[name]
+        return not r.get("error") and not r.get("skipped") and not self.workers[name].lost
+
+    def setup(self):
+        """Start, load and build every system, one after the other."""
+        for name, res in self.res.items():
+            log(f"=== {name}")
+            t0 = time.time()
+            w = self.workers[name] = Worker({**self.spec, "system": name})
+            try:
+                reply = w.ready(300)
+            except WorkerLost as e:
+                res["error"] = str(e)
+                continue
+            if "ok" not in reply:
+                _fail(res, reply, "start")
+                continue
+            out = self._call(name, "setup", self.timeout)
+            res["setup_s"] = round(time.time() - t0, 1)
+            if out is None:
+                log(f"{name}: {res.get('error') or 'skipped: ' + str(res.get('skipped'))}")
+                continue
+            self.caps[name] = out
+            for key in ("baseline_rss_mb", "load", "build", "client"):
+                if out.get(key) is not None:
+                    res[key] = out[key]
+            if out["measures"]:
+                self.measuring.append(name)
+
+    @staticmethod
+    def _order(names, turn):
+        """`names` rotated by `turn`: the systems take turns going first."""
+        if not names:
+            return []
+        t = turn % len(names)
+        return names[t:] + names[:t]
+
+    def sweep(self, names, keys_of, knob, into_of):
+        """Measure each system's points (keys_of(name): [(filter, value)])
+        `rounds` times, the systems alternating point by point. Returns
+        {name: [combined point]}; a system whose point fails is measured no
+        further, the failure recorded in into_of(name)."""
+        got = {n: {} for n in names}
+        live = list(names)
+        steps = max((len(keys_of(n)) for n in names), default=0)
+        for r in range(self.rounds):
+            if self.rounds > 1:
+                log(f"--- round {r + 1} of {self.rounds}")
+            for i in range(steps):
+                for name in self._order(live, r + i):
+                    keys = keys_of(name)
+                    if i >= len(keys):
+                        continue
+                    fname, value = keys[i]
+                    pt = self._call(name, "point", self.point_timeout, into=into_of(name),
+                                    knob=knob, value=value, filter=fname)
+                    if pt is None:
+                        live.remove(name)
+                    else:
+                        got[name].setdefault(keys[i], []).append(pt)
+        return {n: [combine(got[n][key]) for key in keys_of(n) if key in got[n]]
+                for n in names}
+
+    def wire_rounds(self):
+        """The `SELECT $1::int` round trip of every server, once a round,
+        the servers taking turns to go first."""
+        names = [n for n in self.res if self._alive(n)]
+        got = {}
+        for r in range(self.rounds):
+            for name in self._order(names, r):
+                w = self._call(name, "wire", self.point_timeout)
+                if w:
+                    got.setdefault(name, []).append(w)
+        for name, ws in got.items():
+            self.res[name]["wire"] = combine_wire(ws)
+
+    def hnsw(self, filters, efs):
+        """The HNSW points, the wire round trips, then memory and disk."""
+        def keys_of(name):
+            vals = efs if self.caps[name]["uses_ef"] else [None]
+            return [(f, v) for f in filters for v in vals]
+
+        names = [n for n in self.measuring if self._alive(n)]
+        for name, pts in self.sweep(names, keys_of, "ef", lambda n: self.res[n]).items():
+            self.res[name]["points"] = pts
+        self.wire_rounds()
+        for name in self.res:
+            if self._alive(name):
+                out = self._call(name, "end_hnsw", self.point_timeout)
+                if out:
+                    self.res[name].update(out)
+
+    def ivf(self, ivf):
+        """Replace each system's HNSW index by an IVF-flat one (one after the
+        other), then measure the probes alternately. An IVF failure is
+        recorded with the IVF results and does not undo the HNSW ones."""
+        names = [n for n in self.measuring if self._alive(n) and self.caps[n]["supports_ivf"]]
+        out = {n: {"lists": ivf["lists"], "points": []} for n in names}
+        for name in names:
+            built = self._call(name, "ivf_setup", self.timeout, into=out[name],
+                               lists=ivf["lists"])
+            if built:
+                out[name].update(built)
+        ok = [n for n in names if not out[n].get("error") and not out[n].get("skipped")]
+        keys = [("", p) for p in ivf["probes"]]
+        for name, pts in self.sweep(ok, lambda n: keys, "probes", lambda n: out[n]).items():
+            out[name]["points"] = pts
+        for name in names:
+            if not self.workers[name].lost:
+                end = self._call(name, "ivf_end", self.point_timeout, into=out[name])
+                if end:
+                    out[name]["notes"] = end["notes"]
+            self.res[name]["ivf"] = out[name]
+
+    def stop(self):
+        """Stop every system (its worker reports info and notes) and worker."""
+        for name, w in self.workers.items():
+            if not w.lost and w.proc.poll() is None:
+                out = self._call(name, "stop", self.point_timeout)
+                if out:
+                    self.res[name].update(out)
+            w.close()
 
 
 def interp_latency(points, recall):
@@ -216,7 +518,7 @@ def main(argv=None):
     spec = {"suite": a.suite, "dataset": desc, "k": a.k, "m": a.m,
             "ef_construction": a.ef_construction, "efs": a.efs, "quick": a.quick,
             "ivf": ivf,
-            "clients": [1, 2], "warmup": 20 if a.quick else 200,
+            "clients": [1, 2], "warmup": 20 if a.quick else 200, "rounds": a.rounds,
             "wire_queries": 500 if a.quick else 5000,
             "system_timeout_s": a.system_timeout,
             "build_timeout_s": max(60, a.system_timeout // 2)}
@@ -224,18 +526,23 @@ def main(argv=None):
     # The PostgreSQL wire ceiling is measured in every run.
     if "pgvector" not in to_run:
         to_run.append("pgwire")
-    results = []
+    log(f"{a.rounds} round(s) of every point, the systems alternating point by point")
+    run = Run(spec, to_run, a.rounds, a.system_timeout)
     try:
-        for name in to_run:
-            log(f"=== {name}")
-            t0 = time.time()
-            res = run_worker({**spec, "system": name}, a.system_timeout)
-            res["elapsed_s"] = round(time.time() - t0, 1)
-            if res.get("error"):
-                log(f"{name}: error: {res['error']}")
-            results.append(res)
+        run.setup()
+        filters = list(desc["filters"]) if a.suite == "filtered" else [""]
+        run.hnsw(filters, a.efs)
+        if ivf:
+            run.ivf(ivf)
     finally:
-        cleanup_registered()
+        try:
+            run.stop()
+        finally:
+            cleanup_registered()
+    results = list(run.res.values())
+    for r in results:
+        if r.get("error"):
+            log(f"{r['system']}: error: {r['error']}")
     out = {
         "suite": a.suite, "dataset": a.dataset, "quick": a.quick, "command": command,
         "date": started.isoformat(timespec="seconds"),
@@ -245,6 +552,7 @@ def main(argv=None):
         "params": {"n": desc["n"], "dim": desc["dim"], "queries": desc["nq"], "k": a.k,
                    "m": a.m, "ef_construction": a.ef_construction, "efs": a.efs,
                    "filters": desc["filters"], "dataset_sha256": desc["checksums"],
+                   "rounds": a.rounds,
                    **({"ivf": ivf} if ivf else {})},
         "systems": [r for r in results if r["system"] != "pgwire"],
         "wire": {r["system"] if r["system"] != "pgwire" else "pgvector": r.get("wire")

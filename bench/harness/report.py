@@ -230,6 +230,27 @@ def best_at_floor(r, floor=RECALL_FLOOR):
     return max(pts, key=lambda p: p["qps"]) if pts else None
 
 
+def round_ratios(a, b):
+    """QPS ratios of two points measured in the same rounds, round by round."""
+    ra, rb = a.get("qps_rounds"), b.get("qps_rounds")
+    if not ra or not rb or len(ra) != len(rb) or len(ra) < 2:
+        return []
+    return [x / y for x, y in zip(ra, rb) if x and y]
+
+
+def rounds_note(res):
+    """How the points were measured: rounds, the systems alternating."""
+    n = res["params"].get("rounds")
+    if not n:
+        return ("- the systems were measured one after another (results from before the "
+                "harness alternated them)")
+    if n == 1:
+        return "- each point measured once, the systems alternating point by point"
+    return (f"- each point measured in {n} rounds, the systems alternating point by point "
+            f"(so a drifting machine slows them alike); each figure is the median of its "
+            f"rounds")
+
+
 def targets_lines(res):
     """The issue's HNSW targets, as measured in this run: QPS at recall >=
     0.95 against pgvector (>= 3x), against the pgwire ceiling (>= 0.8), and
@@ -250,6 +271,10 @@ def targets_lines(res):
                    f"(ef {qb['ef']}, recall {qb['recall']:.3f}), pgvector {pb['qps']:,.0f} "
                    f"(ef {pb['ef']}, recall {pb['recall']:.3f}): **{ratio:.2f}×** "
                    f"(target ≥ 3×: {'met' if ratio >= 3 else 'not met'})")
+        per = round_ratios(qb, pb)
+        if per:
+            out.append(f"- the same two points round by round (measured side by side): "
+                       + ", ".join(f"{x:.2f}×" for x in per))
         if qb.get("qps_2c") and pb.get("qps_2c"):
             out.append(f"- the same points with 2 clients: quiver {qb['qps_2c']:,.0f}, pgvector "
                        f"{pb['qps_2c']:,.0f} ({qb['qps_2c'] / pb['qps_2c']:.2f}×)")
@@ -283,6 +308,7 @@ def markdown(res, png_name):
         f"- data: {p['n']:,} × {p['dim']} base vectors, {p['queries']:,} queries, k={p['k']}, "
         f"HNSW M={p['m']} efConstruction={p['ef_construction']}{graph_note(res)}; one client, one query at a "
         f"time (2 clients: two processes, aggregated QPS)",
+        rounds_note(res),
     ]
     if busy_warning(res):
         parts += ["", busy_warning(res)]
@@ -401,6 +427,7 @@ def results_md(all_results):
                   f"- date: {r['date']}",
                   f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM "
                   f"(load average {m['loadavg_start'][0]:.2f} at start)",
+                  rounds_note(r),
                   f"- full tables: [results/{s}.md](results/{s}.md)", ""]
         if busy_warning(r):
             parts += [busy_warning(r), ""]

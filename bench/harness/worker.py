@@ -1,5 +1,6 @@
-"""Runs one system in its own process: start, load, build, sweep ef, measure,
-stop. Writes one JSON object to --out. Invoked by main.py."""
+"""Runs one system in its own process and measures it on the driver's
+commands (start, load, build; one point; the wire round trip; IVF; stop),
+so that main.py can alternate the systems' points."""
 
 import argparse
 import importlib
@@ -121,97 +122,152 @@ def measure_point(sysobj, client, params, spec, data, knob, value, fname, filt, 
     return pt
 
 
-def run_ivf(sysobj, spec, data, out):
-    """Replace the HNSW index by an IVF-flat one and sweep the probes, measured
-    as the HNSW points are, into `out` (kept when a time limit stops the
-    worker midway). A failure is recorded there and does not undo the HNSW
-    results."""
-    lists, probes = spec["ivf"]["lists"], spec["ivf"]["probes"]
-    out.update({"lists": lists, "points": []})
-    client = None
-    # Notes the system adds from here on are about the IVF index: they go
-    # with its results, not into the HNSW row's status.
-    hnsw_notes, sysobj.notes = sysobj.notes, []
-    try:
-        log(f"{sysobj.name}: IVF index, lists={lists}")
-        out["build"] = sysobj.build_ivf(lists)
-        log(f"{sysobj.name}: IVF build: {out['build']}")
-        client = sysobj.ivf_client()
-        params = client.prepare(data.queries)
-        for p in probes:
-            out["points"].append(measure_point(sysobj, client, params, spec, data, "probes",
-                                               p, "", None, sysobj.ivf_client_spec))
-    except Exception as e:  # noqa: BLE001 - the error goes into the results
-        out["error"] = f"{type(e).__name__}: {e}"
-        out["traceback"] = traceback.format_exc()[-4000:]
-        log(f"{sysobj.name}: IVF FAILED: {out['error']}")
-    finally:
-        if client is not None and client is not sysobj:
-            client.close()
-        out["notes"], sysobj.notes = sysobj.notes, hnsw_notes
+class Session:
+    """One system held open in this worker between the driver's commands, so
+    that the driver can alternate the systems' measurement points (a machine
+    whose speed drifts then slows every system alike)."""
 
+    def __init__(self, spec):
+        self.spec = spec
+        self.data = Loaded(spec["dataset"])
+        self.sysobj = systems.get(spec["system"])(spec, self.data)
+        self.baseline_rss_mb = round(vm_hwm_mb(os.getpid()) or 0, 1)
+        self.t_start = time.perf_counter()
+        self.client = self.params = self.client_spec = None
+        self.hnsw_notes = None
 
-def run(spec):
-    data = Loaded(spec["dataset"])
-    cls = systems.get(spec["system"])
-    sysobj = cls(spec, data)
-    res = {"system": spec["system"], "points": []}
-    res["baseline_rss_mb"] = round(vm_hwm_mb(os.getpid()) or 0, 1)
-    t_start = time.perf_counter()
-    try:
-        sysobj.start()
-        res["load"] = sysobj.load()
-        if res["load"]:
-            log(f"{sysobj.name}: loaded {len(data.base)} rows: {res['load']}")
-        res["build"] = sysobj.build()
-        if res["build"]:
-            log(f"{sysobj.name}: build: {res['build']}")
-        client = sysobj.client()
-        if client is not None:
-            efs = spec["efs"] if sysobj.uses_ef else [None]
-            filters = list(data.filters) if spec["suite"] == "filtered" else [""]
-            params = client.prepare(data.queries)
-            for fname in filters:
-                filt = data.filters[fname]["threshold"] if fname else None
-                for ef in efs:
-                    pt = measure_point(sysobj, client, params, spec, data, "ef", ef,
-                                       fname, filt, sysobj.client_spec)
-                    res["points"].append(pt)
-            client_info = {"mode": getattr(client, "mode", None)}
-            res["client"] = {k_: v for k_, v in client_info.items() if v}
-            if client is not sysobj:
-                client.close()
-        wire = sysobj.wire_ceiling(spec["wire_queries"])
-        if wire:
-            res["wire"] = wire
-            log(f"{sysobj.name}: wire ceiling SELECT $1::int: {wire['qps']} qps, "
-                f"{wire['mean_us']} us per round trip")
-        res["memory"] = sysobj.memory()
-        res["disk_mb"] = sysobj.disk_mb()
-        # IVF after everything the HNSW columns report (peak RSS, disk), so
-        # those stay the HNSW index's.
-        if spec.get("ivf") and sysobj.supports_ivf:
-            res["ivf"] = {}
-            run_ivf(sysobj, spec, data, res["ivf"])
-    except SystemExit:
-        res["error"] = "stopped by SIGTERM (time limit or interrupt); partial results"
-        log(f"{sysobj.name}: stopped by SIGTERM")
-    except SkipSystem as e:
-        res["skipped"] = str(e)
-        log(f"{sysobj.name}: skipped: {e}")
-    except Exception as e:  # noqa: BLE001 - the error goes into the results
-        res["error"] = f"{type(e).__name__}: {e}"
-        res["traceback"] = traceback.format_exc()[-4000:]
-        log(f"{sysobj.name}: FAILED: {res['error']}")
-    finally:
+    def _open(self, client, client_spec):
+        self.client, self.client_spec = client, client_spec
+        self.params = client.prepare(self.data.queries) if client is not None else None
+
+    def _close(self):
+        if self.client is not None and self.client is not self.sysobj:
+            self.client.close()
+        self.client = self.params = self.client_spec = None
+
+    # commands ---------------------------------------------------------------
+
+    def setup(self):
+        """Start, load, build the HNSW index, open the client."""
+        s = self.sysobj
+        out = {"baseline_rss_mb": self.baseline_rss_mb}
+        s.start()
+        out["load"] = s.load()
+        if out["load"]:
+            log(f"{s.name}: loaded {len(self.data.base)} rows: {out['load']}")
+        out["build"] = s.build()
+        if out["build"]:
+            log(f"{s.name}: build: {out['build']}")
+        self._open(s.client(), s.client_spec)
+        mode = getattr(self.client, "mode", None)
+        if mode:
+            out["client"] = {"mode": mode}
+        out["measures"] = self.client is not None
+        out["uses_ef"] = s.uses_ef
+        out["supports_ivf"] = s.supports_ivf
+        return out
+
+    def point(self, knob, value, filter=""):
+        """One measurement point of the open client (see measure_point)."""
+        filt = self.data.filters[filter]["threshold"] if filter else None
+        return measure_point(self.sysobj, self.client, self.params, self.spec, self.data,
+                             knob, value, filter, filt, self.client_spec)
+
+    def wire(self):
+        """The round trip of `SELECT $1::int` (servers only; else None)."""
+        w = self.sysobj.wire_ceiling(self.spec["wire_queries"])
+        if w:
+            log(f"{self.sysobj.name}: wire ceiling SELECT $1::int: {w['qps']} qps, "
+                f"{w['mean_us']} us per round trip")
+        return w
+
+    def end_hnsw(self):
+        """Peak RSS and disk with the HNSW index, before any IVF index."""
+        self._close()
+        return {"memory": self.sysobj.memory(), "disk_mb": self.sysobj.disk_mb()}
+
+    def ivf_setup(self, lists):
+        """Replace the HNSW index by an IVF-flat one and open its client."""
+        s = self.sysobj
+        # Notes the system adds from here on are about the IVF index: they go
+        # with its results, not into the HNSW row's status.
+        self.hnsw_notes, s.notes = s.notes, []
+        log(f"{s.name}: IVF index, lists={lists}")
+        build = s.build_ivf(lists)
+        log(f"{s.name}: IVF build: {build}")
+        self._open(s.ivf_client(), s.ivf_client_spec)
+        return {"lists": lists, "build": build}
+
+    def ivf_end(self):
+        """Close the IVF client; the notes the IVF phase added."""
+        self._close()
+        s = self.sysobj
+        notes = s.notes
+        if self.hnsw_notes is not None:
+            s.notes, self.hnsw_notes = self.hnsw_notes, None
+        return {"notes": notes}
+
+    def stop(self):
+        s = self.sysobj
+        out = {}
         try:
-            sysobj.stop()
+            self._close()
+        except Exception as e:  # noqa: BLE001 - still stop the system
+            out["stop_error"] = f"{type(e).__name__}: {e}"
+        try:
+            s.stop()
         except Exception as e:  # noqa: BLE001
-            res.setdefault("stop_error", f"{type(e).__name__}: {e}")
-        res["info"] = sysobj.info
-        res["notes"] = sysobj.notes
-        res["wall_s"] = round(time.perf_counter() - t_start, 1)
-    return res
+            out.setdefault("stop_error", f"{type(e).__name__}: {e}")
+        if self.hnsw_notes is not None:     # stopped in the IVF phase
+            s.notes, self.hnsw_notes = self.hnsw_notes, None
+        out.update({"info": s.info, "notes": s.notes,
+                    "wall_s": round(time.perf_counter() - self.t_start, 1)})
+        return out
+
+
+COMMANDS = {"setup", "point", "wire", "end_hnsw", "ivf_setup", "ivf_end", "stop"}
+
+
+def serve(spec, commands, replies):
+    """Answer the driver's commands, one JSON object per line each way:
+    {"cmd": name, "args": {...}} -> {"ok": result} | {"skipped": why} |
+    {"error": what, "traceback": ...}. Ends after "stop" or at the end of
+    input; the system is stopped either way."""
+    session = None
+    stopped = False
+
+    def reply(obj):
+        replies.write(json.dumps(obj, default=str) + "\n")
+        replies.flush()
+
+    try:
+        session = Session(spec)
+        reply({"ok": {"ready": True}})
+        for line in commands:
+            msg = json.loads(line)
+            cmd, args = msg.get("cmd"), msg.get("args") or {}
+            if cmd not in COMMANDS:
+                reply({"error": f"unknown command {cmd!r}"})
+                continue
+            try:
+                result = getattr(session, cmd)(**args)
+                stopped = cmd == "stop"
+                reply({"ok": result})
+            except SkipSystem as e:
+                log(f"{spec['system']}: skipped: {e}")
+                reply({"skipped": str(e)})
+            except Exception as e:  # noqa: BLE001 - the error goes to the driver
+                log(f"{spec['system']}: {cmd} FAILED: {type(e).__name__}: {e}")
+                reply({"error": f"{type(e).__name__}: {e}",
+                       "traceback": traceback.format_exc()[-4000:]})
+            if stopped:
+                break
+    except Exception as e:  # noqa: BLE001 - e.g. the dataset would not load
+        reply({"error": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc()[-4000:]})
+    finally:
+        if session is not None and not stopped:
+            session.stop()
 
 
 def main():
@@ -220,13 +276,15 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", required=True)
-    ap.add_argument("--out", required=True)
     a = ap.parse_args()
     with open(a.spec) as f:
         spec = json.load(f)
-    res = run(spec)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    # Replies go to the original stdout; anything a library prints goes to
+    # stderr with the logs.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(spec, sys.stdin, replies)
     return 0
 
 
