@@ -6,6 +6,7 @@
 pub mod access;
 pub mod ann_rule;
 pub mod catalog_provider;
+pub mod colnames;
 pub mod ddl;
 pub mod engine;
 pub mod index_ddl;

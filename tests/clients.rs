@@ -187,6 +187,37 @@ async fn tokio_postgres_prepared_statements() {
         .unwrap()
         .get(0);
     assert_eq!(n, 4);
+
+    // Result columns are named as PostgreSQL names them, in a prepared
+    // statement's description and in a simple query's.
+    let sql = "SELECT count(*), max(id), 1, 'a'::text, 2::int, p.name, id::text, \
+               length(name) AS len, embedding <-> $1 FROM products p GROUP BY id, name, embedding";
+    let stmt = client.prepare(sql).await.unwrap();
+    let want = [
+        "count", "max", "?column?", "text", "int4", "name", "id", "len", "?column?",
+    ];
+    let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, want);
+    let rows = client
+        .query(&stmt, &[&PgVector(vec![1.0, 0.0, 0.0, 0.0])])
+        .await
+        .unwrap();
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, want);
+    let messages = client
+        .simple_query("SELECT length('x'), 1, *, 2 FROM (SELECT 1 AS a, 2 AS b) s")
+        .await
+        .unwrap();
+    let names: Vec<String> = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::RowDescription(cols) => {
+                Some(cols.iter().map(|c| c.name().to_string()).collect())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(names, ["length", "?column?", "a", "b", "?column?"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,9 @@ pub struct Prepared {
     search: Arc<parking_lot::Mutex<Option<super::search_cache::CachedSearch>>>,
     /// [`Prepared::parameter_fields`], worked out on first use.
     parameters: Arc<std::sync::OnceLock<Vec<Option<FieldRef>>>>,
+    /// The result columns' names as PostgreSQL gives them, where they are
+    /// not DataFusion's.
+    names: Option<Vec<super::colnames::ColumnName>>,
 }
 
 impl Prepared {
@@ -104,7 +107,13 @@ impl Prepared {
     pub fn result_schema(&self) -> Option<SchemaRef> {
         match (&self.plan, &self.statement) {
             (Some(LogicalPlan::Dml(_)), _) => None,
-            (Some(plan), _) => Some(Arc::new(plan.schema().as_arrow().clone())),
+            (Some(plan), _) => {
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                Some(match &self.names {
+                    Some(names) => super::colnames::rename(&schema, names),
+                    None => schema,
+                })
+            }
             (None, Statement::DescribeCollection { .. }) => {
                 Some(ddl::describe(&empty_def()).schema())
             }
@@ -289,6 +298,18 @@ fn rows(batch: RecordBatch) -> Result<Output, QueryError> {
         schema,
         stream: Box::pin(stream),
     })
+}
+
+/// `output` with its columns named as PostgreSQL names them (see
+/// [`super::colnames`]).
+fn named(output: Output, names: Option<&[super::colnames::ColumnName]>) -> Output {
+    match (output, names) {
+        (Output::Rows { schema, stream }, Some(names)) => Output::Rows {
+            schema: super::colnames::rename(&schema, names),
+            stream,
+        },
+        (output, _) => output,
+    }
 }
 
 fn command(tag: impl Into<String>) -> Output {
@@ -602,6 +623,10 @@ impl Engine {
             Statement::Tuned { inner, .. } => inner.as_ref(),
             other => other,
         };
+        let names = match planned {
+            Statement::Query(stmt) => super::colnames::of_statement(stmt),
+            _ => None,
+        };
         let plan = match planned {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
@@ -631,11 +656,24 @@ impl Engine {
             optimized,
             search: Default::default(),
             parameters: Default::default(),
+            names,
         })
     }
 
     /// Run a prepared statement with its parameter values.
     pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        params: ParamValues,
+    ) -> Result<Output, QueryError> {
+        let output = self
+            .execute_prepared_as_planned(session, prepared, params)
+            .await?;
+        Ok(named(output, prepared.names.as_deref()))
+    }
+
+    async fn execute_prepared_as_planned(
         &self,
         session: &Session,
         prepared: &Prepared,
@@ -709,12 +747,13 @@ impl Engine {
         debug!(?statement, "execute");
         match statement {
             Statement::Query(mut stmt) => {
+                let names = super::colnames::of_statement(&stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let plan = session
                     .state()
                     .statement_to_plan(DfStatement::Statement(stmt))
                     .await?;
-                self.run_plan(session, plan).await
+                Ok(named(self.run_plan(session, plan).await?, names.as_deref()))
             }
             Statement::CreateCollection(ct) => {
                 let mut def = ddl::collection_def(&ct, &session.database())?;
