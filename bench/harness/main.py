@@ -67,6 +67,10 @@ def parse_args(argv):
                     help="ann/filtered: times every point is measured, the systems "
                          "alternating point by point (default 3, quick 1); each point "
                          "reports the median")
+    ap.add_argument("--build-rounds", type=int, default=None,
+                    help="ann/filtered: HNSW builds of quiver and faiss (the build target's "
+                         "pair), alternating in the order A B B A ... (default 2, quick 1); "
+                         "each reports the mean")
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
@@ -92,6 +96,10 @@ def parse_args(argv):
         a.rounds = 1 if a.quick else 3
     if a.rounds < 1:
         ap.error("--rounds must be positive")
+    if a.build_rounds is None:
+        a.build_rounds = 1 if a.quick else 2
+    if a.build_rounds < 1:
+        ap.error("--build-rounds must be positive")
     if a.system_timeout is None:
         if a.suite == "ingest":
             a.system_timeout = 600 if a.quick else 3600
@@ -339,6 +347,29 @@ class Run:
             if out["measures"]:
                 self.measuring.append(name)
 
+    def rebuild_rounds(self, rounds):
+        """Build the HNSW index of each system that can (quiver, faiss) again,
+        `rounds` - 1 times, reversing the order each time (A B, B A, A B,
+        ...) so that a drifting machine slows their builds alike; each
+        system's build reports the mean of its builds."""
+        names = [n for n in self.res if self._alive(n) and self.caps[n].get("rebuilds")]
+        if rounds < 2 or not names:
+            return
+        times = {n: [self.res[n]["build"]["seconds"]] for n in names}
+        for r in range(1, rounds):
+            for name in (names[::-1] if r % 2 else names):
+                if not self._alive(name):
+                    continue
+                log(f"=== {name}: build {r + 1} of {rounds}")
+                build = self._call(name, "rebuild", self.timeout)
+                if build and build.get("seconds") is not None:
+                    times[name].append(build["seconds"])
+                    self.res[name]["build"] = build
+        for name, ts in times.items():
+            if self._alive(name):
+                self.res[name]["build"]["seconds"] = round(statistics.mean(ts), 2)
+                self.res[name]["build"]["seconds_rounds"] = ts
+
     @staticmethod
     def _order(names, turn):
         """`names` rotated by `turn`: the systems take turns going first."""
@@ -530,6 +561,7 @@ def main(argv=None):
     run = Run(spec, to_run, a.rounds, a.system_timeout)
     try:
         run.setup()
+        run.rebuild_rounds(a.build_rounds)
         filters = list(desc["filters"]) if a.suite == "filtered" else [""]
         run.hnsw(filters, a.efs)
         if ivf:
@@ -552,7 +584,7 @@ def main(argv=None):
         "params": {"n": desc["n"], "dim": desc["dim"], "queries": desc["nq"], "k": a.k,
                    "m": a.m, "ef_construction": a.ef_construction, "efs": a.efs,
                    "filters": desc["filters"], "dataset_sha256": desc["checksums"],
-                   "rounds": a.rounds,
+                   "rounds": a.rounds, "build_rounds": a.build_rounds,
                    **({"ivf": ivf} if ivf else {})},
         "systems": [r for r in results if r["system"] != "pgwire"],
         "wire": {r["system"] if r["system"] != "pgwire" else "pgvector": r.get("wire")

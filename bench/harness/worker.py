@@ -165,7 +165,14 @@ class Session:
         out["measures"] = self.client is not None
         out["uses_ef"] = s.uses_ef
         out["supports_ivf"] = s.supports_ivf
+        out["rebuilds"] = s.rebuilds and bool(out["build"]) and out["build"].get("seconds") is not None
         return out
+
+    def rebuild(self):
+        """Build the HNSW index again (its time, for builds taken in rounds)."""
+        build = self.sysobj.rebuild()
+        log(f"{self.sysobj.name}: build again: {build}")
+        return build
 
     def point(self, knob, value, filter=""):
         """One measurement point of the open client (see measure_point)."""
@@ -225,7 +232,7 @@ class Session:
         return out
 
 
-COMMANDS = {"setup", "point", "wire", "end_hnsw", "ivf_setup", "ivf_end", "stop"}
+COMMANDS = {"setup", "rebuild", "point", "wire", "end_hnsw", "ivf_setup", "ivf_end", "stop"}
 
 
 def serve(spec, commands, replies):

@@ -39,6 +39,9 @@ class System:
     # True when the system can also be measured with an IVF (ivf_flat) index,
     # after the HNSW sweep: build_ivf, ivf_client, ivf_client_spec.
     supports_ivf = False
+    # True when `rebuild` builds the HNSW index again (for build times taken
+    # in rounds, as the build target compares them).
+    rebuilds = False
 
     def __init__(self, spec, data):
         self.spec = spec
@@ -59,6 +62,10 @@ class System:
 
     def build(self):
         """Build the HNSW index. Returns a dict with at least 'seconds'."""
+        raise NotImplementedError
+
+    def rebuild(self):
+        """Build the HNSW index again, replacing it. Returns what build does."""
         raise NotImplementedError
 
     def client(self):

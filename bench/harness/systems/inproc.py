@@ -44,6 +44,11 @@ class Faiss(System, Client):
         faiss.omp_set_num_threads(1)
         return {"seconds": round(secs, 2), "threads": 2}
 
+    rebuilds = True
+
+    def rebuild(self):
+        return self.build()
+
     def build_ivf(self, lists):
         """IndexIVFFlat(IndexFlatL2 quantizer, lists): k-means on the base rows
         with faiss's IVF defaults (10 iterations, a sample of at most 256
