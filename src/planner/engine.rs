@@ -62,8 +62,7 @@ pub struct Prepared {
     search: Arc<parking_lot::Mutex<Option<super::search_cache::CachedSearch>>>,
     /// [`Prepared::parameter_fields`], worked out on first use.
     parameters: Arc<std::sync::OnceLock<Vec<Option<FieldRef>>>>,
-    /// The result columns' names as PostgreSQL gives them, where they are
-    /// not DataFusion's.
+    /// The result columns' names as PostgreSQL gives them (queries only).
     names: Option<Vec<super::colnames::ColumnName>>,
 }
 
