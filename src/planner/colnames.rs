@@ -159,6 +159,12 @@ fn type_name(data_type: &DataType) -> String {
         DataType::Regclass => "regclass",
         DataType::Bit(_) => "bit",
         DataType::BitVarying(_) => "varbit",
+        // `int[]` names its column after the element type, as PostgreSQL does.
+        DataType::Array(
+            ast::ArrayElemTypeDef::SquareBracket(inner, _)
+            | ast::ArrayElemTypeDef::AngleBracket(inner)
+            | ast::ArrayElemTypeDef::Parenthesis(inner),
+        ) => return type_name(inner),
         DataType::Custom(name, _) => {
             return match name.0.last() {
                 Some(ObjectNamePart::Identifier(ident)) => ident_name(ident),
@@ -276,6 +282,10 @@ mod tests {
         assert_eq!(
             names("SELECT '[1,2]'::vector(2), '101'::bit(3), CAST(1 AS smallint), now()::date"),
             ["vector", "bit", "int2", "now"]
+        );
+        assert_eq!(
+            names("SELECT '{1}'::int[], '{a}'::text[]"),
+            ["int4", "text"]
         );
         assert_eq!(
             names("SELECT id, t.ID, id::text, (id), id AS n, 1 AS \"One\", count(*)::int"),
