@@ -11,6 +11,9 @@ use crate::storage::{S3Config, StorageConfig, WalSync};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_DATA_DIR: &str = "./data";
+/// Microseconds a connection polls its socket for the client's next
+/// message after a reply (see `server::conn::BusyPoll`).
+pub const DEFAULT_BUSY_POLL_US: u64 = 300;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -36,6 +39,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub busy_poll_us: Option<u64>,
     pub storage: Option<StorageSection>,
     pub wal: Option<WalSection>,
     pub auth: Option<AuthSection>,
@@ -101,6 +105,7 @@ pub struct WalSection {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub busy_poll_us: Option<u64>,
     pub storage_root: Option<String>,
     pub wal_sync: Option<String>,
     pub insert_buffer_size: Option<usize>,
@@ -116,6 +121,9 @@ pub struct Overrides {
 pub struct Config {
     pub listen: std::net::SocketAddr,
     pub data_dir: PathBuf,
+    /// How long a connection polls for the client's next message after a
+    /// reply before its thread sleeps; zero turns polling off.
+    pub busy_poll: std::time::Duration,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
 }
@@ -144,6 +152,16 @@ impl Config {
         let listen = listen
             .parse()
             .map_err(|_| ConfigError::Listen(listen.clone()))?;
+        let busy_poll_us = overrides
+            .busy_poll_us
+            .or(from_file.busy_poll_us)
+            .unwrap_or(DEFAULT_BUSY_POLL_US);
+        if busy_poll_us > 100_000 {
+            return Err(ConfigError::Invalid(format!(
+                "busy_poll_us = {busy_poll_us} is too long: use 0 (off) to 100000 microseconds"
+            )));
+        }
+        let busy_poll = std::time::Duration::from_micros(busy_poll_us);
         let section = from_file.storage.unwrap_or_default();
         let root = overrides.storage_root.clone().or(section.root.clone());
         let local_root = root
@@ -226,6 +244,7 @@ impl Config {
         Ok(Config {
             listen,
             data_dir,
+            busy_poll,
             storage,
             auth,
         })
@@ -286,5 +305,26 @@ mod tests {
         assert!(Config::load(Some(&path), &Overrides::default()).is_err());
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Config::load(Some(&path), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn busy_poll() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quiver.toml");
+        let c = Config::load(None, &Overrides::default()).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(DEFAULT_BUSY_POLL_US));
+        std::fs::write(&path, "busy_poll_us = 0\n").unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.busy_poll, Duration::ZERO);
+        let flag = Overrides {
+            busy_poll_us: Some(50),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&path), &flag).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(50));
+        std::fs::write(&path, "busy_poll_us = 5000000\n").unwrap();
+        let e = Config::load(Some(&path), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("0 (off) to 100000"), "{e}");
     }
 }

@@ -31,6 +31,10 @@ enum Command {
         /// Data directory [default: ./data].
         #[arg(long, env = "QUIVER_DATA_DIR", value_name = "PATH")]
         data_dir: Option<PathBuf>,
+        /// Microseconds a connection polls for the client's next message
+        /// after a reply before sleeping; 0 turns polling off [default: 300].
+        #[arg(long, env = "QUIVER_BUSY_POLL_US", value_name = "MICROSECONDS")]
+        busy_poll_us: Option<u64>,
         /// Path of a quiver.toml configuration file.
         #[arg(long, env = "QUIVER_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             data_dir,
+            busy_poll_us,
             config,
             storage_root,
             wal_sync,
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
             let overrides = Overrides {
                 listen,
                 data_dir,
+                busy_poll_us,
                 storage_root,
                 wal_sync,
                 insert_buffer_size,
@@ -153,6 +159,7 @@ async fn serve(config: Config) -> Result<(), String> {
     quiver::server::serve(
         engine.clone(),
         config.auth.clone(),
+        config.busy_poll,
         listener,
         shutdown_signal(),
     )

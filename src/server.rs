@@ -45,10 +45,13 @@ pub fn tls_acceptor(auth: &AuthConfig) -> Result<Option<TlsAcceptor>, String> {
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
-/// Serve connections from `listener` until `shutdown` completes.
+/// Serve connections from `listener` until `shutdown` completes. After a
+/// reply each connection polls its socket for `busy_poll` before sleeping
+/// (zero: never; see [`conn::BusyPoll`]).
 pub async fn serve(
     engine: Arc<Engine>,
     auth: AuthConfig,
+    busy_poll: std::time::Duration,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -67,7 +70,7 @@ pub async fn serve(
                     let handlers = handlers.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = conn::process(socket, tls, handlers).await {
+                        if let Err(e) = conn::process(socket, tls, handlers, busy_poll).await {
                             warn!(%addr, error = %e, "connection ended with an error");
                         }
                     });

@@ -1,9 +1,12 @@
 // What faiss's C API cannot do for quiver's indexes: an HNSW search with
-// its own efSearch and a reused visited table (quiver_hnsw_search),
+// its own efSearch and a reused visited table (quiver_hnsw_search), over
+// flat float storage a search loop that prefetches the rows it is about
+// to score (`FlatRows`, `search_flat`),
 // building HNSW with full level-0 neighbour lists (quiver_hnsw_keep_pruned),
 // and backing an index's vectors and graph with huge pages
 // (quiver_index_huge_pages).
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/MetricType.h>
@@ -12,13 +15,22 @@
 #include <faiss/impl/HNSW.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/ResultHandler.h>
+#include <faiss/utils/distances.h>
+#include <faiss/utils/prefetch.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define QUIVER_AVX2 1
+#endif
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <vector>
 
 namespace {
 
@@ -48,6 +60,300 @@ std::size_t huge_pages(const void* data, std::size_t bytes) {
 }
 
 thread_local std::unique_ptr<faiss::VisitedTable> visited_table;
+
+// ---------------------------------------------------------------------------
+// Distances over a flat float array, four rows at a time. AVX2 + FMA when
+// the processor has them (faiss is built for the baseline x86-64, whose
+// kernels are four lanes wide), else faiss's own kernels.
+
+#ifdef QUIVER_AVX2
+
+__attribute__((target("avx2,fma"))) inline float sum8(__m256 v) {
+    __m128 lo = _mm256_castps256_ps128(v);
+    lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+    lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+    return _mm_cvtss_f32(lo);
+}
+
+// Squared L2 distances (or inner products, with `Ip`) of q to four rows.
+template <bool Ip>
+__attribute__((target("avx2,fma"))) void avx2_four(
+        const float* q,
+        const float* const* rows,
+        std::size_t d,
+        float* out) {
+    __m256 s0 = _mm256_setzero_ps();
+    __m256 s1 = s0;
+    __m256 s2 = s0;
+    __m256 s3 = s0;
+    std::size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        const __m256 x = _mm256_loadu_ps(q + i);
+        __m256 a = _mm256_loadu_ps(rows[0] + i);
+        __m256 b = _mm256_loadu_ps(rows[1] + i);
+        __m256 c = _mm256_loadu_ps(rows[2] + i);
+        __m256 e = _mm256_loadu_ps(rows[3] + i);
+        if (Ip) {
+            s0 = _mm256_fmadd_ps(x, a, s0);
+            s1 = _mm256_fmadd_ps(x, b, s1);
+            s2 = _mm256_fmadd_ps(x, c, s2);
+            s3 = _mm256_fmadd_ps(x, e, s3);
+        } else {
+            a = _mm256_sub_ps(x, a);
+            b = _mm256_sub_ps(x, b);
+            c = _mm256_sub_ps(x, c);
+            e = _mm256_sub_ps(x, e);
+            s0 = _mm256_fmadd_ps(a, a, s0);
+            s1 = _mm256_fmadd_ps(b, b, s1);
+            s2 = _mm256_fmadd_ps(c, c, s2);
+            s3 = _mm256_fmadd_ps(e, e, s3);
+        }
+    }
+    float r[4] = {sum8(s0), sum8(s1), sum8(s2), sum8(s3)};
+    for (; i < d; i++) {
+        for (int j = 0; j < 4; j++) {
+            const float y = rows[j][i];
+            r[j] += Ip ? q[i] * y : (q[i] - y) * (q[i] - y);
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        out[j] = r[j];
+    }
+}
+
+template <bool Ip>
+__attribute__((target("avx2,fma"))) float avx2_one(
+        const float* q,
+        const float* row,
+        std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    __m256 s1 = s0;
+    std::size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        __m256 a = _mm256_loadu_ps(row + i);
+        __m256 b = _mm256_loadu_ps(row + i + 8);
+        const __m256 x = _mm256_loadu_ps(q + i);
+        const __m256 y = _mm256_loadu_ps(q + i + 8);
+        if (Ip) {
+            s0 = _mm256_fmadd_ps(x, a, s0);
+            s1 = _mm256_fmadd_ps(y, b, s1);
+        } else {
+            a = _mm256_sub_ps(x, a);
+            b = _mm256_sub_ps(y, b);
+            s0 = _mm256_fmadd_ps(a, a, s0);
+            s1 = _mm256_fmadd_ps(b, b, s1);
+        }
+    }
+    for (; i + 8 <= d; i += 8) {
+        __m256 a = _mm256_loadu_ps(row + i);
+        const __m256 x = _mm256_loadu_ps(q + i);
+        if (Ip) {
+            s0 = _mm256_fmadd_ps(x, a, s0);
+        } else {
+            a = _mm256_sub_ps(x, a);
+            s0 = _mm256_fmadd_ps(a, a, s0);
+        }
+    }
+    float r = sum8(_mm256_add_ps(s0, s1));
+    for (; i < d; i++) {
+        r += Ip ? q[i] * row[i] : (q[i] - row[i]) * (q[i] - row[i]);
+    }
+    return r;
+}
+
+bool has_avx2() {
+    static const bool yes =
+            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return yes;
+}
+#else
+bool has_avx2() {
+    return false;
+}
+#endif
+
+// The rows of an IndexFlat (L2 or inner product) seen from one query. A
+// distance is what faiss's HNSW minimises: the squared L2 distance, or
+// the negated inner product.
+struct FlatRows {
+    const float* data;
+    std::size_t d;
+    const float* query;
+    bool ip;
+    bool avx2;
+    // Cache lines of a row to prefetch (the hardware streams the rest).
+    std::size_t lines;
+
+    FlatRows(const faiss::IndexFlat& flat, const float* query)
+            : data(flat.get_xb()),
+              d(static_cast<std::size_t>(flat.d)),
+              query(query),
+              ip(flat.metric_type == faiss::METRIC_INNER_PRODUCT),
+              avx2(has_avx2()),
+              lines(std::min<std::size_t>((d * sizeof(float) + 63) / 64, 64)) {}
+
+    const float* row(faiss::idx_t i) const {
+        return data + static_cast<std::size_t>(i) * d;
+    }
+
+    // Ask for a row in the L2 cache ahead of scoring it: an HNSW search
+    // reads rows scattered over the whole array, and without this each
+    // waits for memory in turn.
+    void prefetch(faiss::idx_t i) const {
+        const char* at = reinterpret_cast<const char*>(row(i));
+        for (std::size_t l = 0; l < lines; l++) {
+            __builtin_prefetch(at + l * 64, 0, 2);
+        }
+    }
+
+    float one(faiss::idx_t i) const {
+        float v;
+#ifdef QUIVER_AVX2
+        if (avx2) {
+            v = ip ? avx2_one<true>(query, row(i), d)
+                   : avx2_one<false>(query, row(i), d);
+        } else
+#endif
+        {
+            v = ip ? faiss::fvec_inner_product(query, row(i), d)
+                   : faiss::fvec_L2sqr(query, row(i), d);
+        }
+        return ip ? -v : v;
+    }
+
+    void four(const faiss::idx_t* ids, float* out) const {
+        const float* rows[4] = {row(ids[0]), row(ids[1]), row(ids[2]), row(ids[3])};
+#ifdef QUIVER_AVX2
+        if (avx2) {
+            if (ip) {
+                avx2_four<true>(query, rows, d, out);
+            } else {
+                avx2_four<false>(query, rows, d, out);
+            }
+        } else
+#endif
+        if (ip) {
+            faiss::fvec_inner_product_batch_4(
+                    query, rows[0], rows[1], rows[2], rows[3], d,
+                    out[0], out[1], out[2], out[3]);
+        } else {
+            faiss::fvec_L2sqr_batch_4(
+                    query, rows[0], rows[1], rows[2], rows[3], d,
+                    out[0], out[1], out[2], out[3]);
+        }
+        if (ip) {
+            for (int j = 0; j < 4; j++) {
+                out[j] = -out[j];
+            }
+        }
+    }
+
+    // Score `ids` (prefetched first), calling `take(id, distance)` for each.
+    template <typename Take>
+    void score(const faiss::idx_t* ids, std::size_t n, Take&& take) const {
+        for (std::size_t j = 0; j < n; j++) {
+            prefetch(ids[j]);
+        }
+        std::size_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            float dis[4];
+            four(ids + j, dis);
+            for (int t = 0; t < 4; t++) {
+                take(ids[j + t], dis[t]);
+            }
+        }
+        for (; j < n; j++) {
+            take(ids[j], one(ids[j]));
+        }
+    }
+};
+
+thread_local std::vector<faiss::idx_t> fresh_ids;
+
+// faiss's HNSW::search (bounded queue, relative distance check) over flat
+// storage, visiting the same nodes in the same order: the greedy descent
+// through the upper levels, then the beam search of level 0 with `ef`
+// candidates. What differs is memory access: the unvisited neighbours of
+// a node are found first and their rows prefetched together, so their
+// reads overlap instead of each waiting for the one before.
+void search_flat(
+        const faiss::HNSW& hnsw,
+        const FlatRows& rows,
+        int ef,
+        const faiss::IDSelector* sel,
+        faiss::ResultHandler<faiss::HNSW::C>& res,
+        faiss::VisitedTable& vt) {
+    if (hnsw.entry_point < 0) {
+        return;
+    }
+    std::vector<faiss::idx_t>& fresh = fresh_ids;
+    faiss::HNSW::storage_idx_t nearest = hnsw.entry_point;
+    float d_nearest = rows.one(nearest);
+    for (int level = hnsw.max_level; level >= 1; level--) {
+        for (;;) {
+            const faiss::HNSW::storage_idx_t before = nearest;
+            std::size_t begin = 0;
+            std::size_t end = 0;
+            hnsw.neighbor_range(nearest, level, &begin, &end);
+            fresh.clear();
+            for (std::size_t j = begin; j < end && hnsw.neighbors[j] >= 0; j++) {
+                fresh.push_back(hnsw.neighbors[j]);
+            }
+            rows.score(fresh.data(), fresh.size(), [&](faiss::idx_t id, float dis) {
+                if (dis < d_nearest) {
+                    nearest = static_cast<faiss::HNSW::storage_idx_t>(id);
+                    d_nearest = dis;
+                }
+            });
+            if (nearest == before) {
+                break;
+            }
+        }
+    }
+
+    faiss::HNSW::MinimaxHeap candidates(ef);
+    candidates.push(nearest, d_nearest);
+    auto threshold = res.threshold;
+    if (!sel || sel->is_member(nearest)) {
+        if (d_nearest < threshold && res.add_result(d_nearest, nearest)) {
+            threshold = res.threshold;
+        }
+    }
+    vt.set(nearest);
+    while (candidates.size() > 0) {
+        float d0 = 0;
+        const int v0 = candidates.pop_min(&d0);
+        // More than ef candidates already scored lie nearer than this one.
+        if (candidates.count_below(d0) >= ef) {
+            break;
+        }
+        std::size_t begin = 0;
+        std::size_t end = 0;
+        hnsw.neighbor_range(v0, 0, &begin, &end);
+        std::size_t last = begin;
+        for (; last < end && hnsw.neighbors[last] >= 0; last++) {
+            prefetch_L2(vt.visited.data() + hnsw.neighbors[last]);
+        }
+        fresh.clear();
+        for (std::size_t j = begin; j < last; j++) {
+            const int v1 = hnsw.neighbors[j];
+            if (!vt.get(v1)) {
+                vt.set(v1);
+                fresh.push_back(v1);
+            }
+        }
+        threshold = res.threshold;
+        rows.score(fresh.data(), fresh.size(), [&](faiss::idx_t id, float dis) {
+            if (!sel || sel->is_member(id)) {
+                if (dis < threshold && res.add_result(dis, id)) {
+                    threshold = res.threshold;
+                }
+            }
+            candidates.push(static_cast<faiss::HNSW::storage_idx_t>(id), dis);
+        });
+    }
+}
 
 void write_message(const char* what, char* out, std::size_t len) {
     if (out == nullptr || len == 0) {
@@ -101,24 +407,41 @@ extern "C" int quiver_hnsw_search(
         // negated on the way in and back on the way out.
         const bool similarity =
                 faiss::is_similarity_metric(hnsw->storage->metric_type);
-        std::unique_ptr<faiss::DistanceComputer> dis(
-                hnsw->storage->get_distance_computer());
-        if (similarity) {
-            dis.reset(new faiss::NegativeDistanceComputer(dis.release()));
-        }
-        dis->set_query(query);
+        const auto* sel = static_cast<const faiss::IDSelector*>(selector);
+        const auto* flat = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+        const bool own_loop = flat != nullptr &&
+                (flat->metric_type == faiss::METRIC_L2 ||
+                 flat->metric_type == faiss::METRIC_INNER_PRODUCT) &&
+                hnsw->hnsw.search_bounded_queue;
 
         using Block = faiss::HeapBlockResultHandler<faiss::HNSW::C>;
         Block block(1, distances, labels, static_cast<std::size_t>(k));
         Block::SingleResultHandler result(block);
-        faiss::SearchParametersHNSW params;
-        params.efSearch = ef;
-        params.sel = const_cast<faiss::IDSelector*>(
-                static_cast<const faiss::IDSelector*>(selector));
 
         result.begin(0);
         try {
-            hnsw->hnsw.search(*dis, result, *visited_table, &params);
+            if (own_loop) {
+                const FlatRows rows(*flat, query);
+                search_flat(
+                        hnsw->hnsw,
+                        rows,
+                        std::max<int>(ef, static_cast<int>(k)),
+                        sel,
+                        result,
+                        *visited_table);
+                visited_table->advance();
+            } else {
+                std::unique_ptr<faiss::DistanceComputer> dis(
+                        hnsw->storage->get_distance_computer());
+                if (similarity) {
+                    dis.reset(new faiss::NegativeDistanceComputer(dis.release()));
+                }
+                dis->set_query(query);
+                faiss::SearchParametersHNSW params;
+                params.efSearch = ef;
+                params.sel = const_cast<faiss::IDSelector*>(sel);
+                hnsw->hnsw.search(*dis, result, *visited_table, &params);
+            }
         } catch (...) {
             // The table may hold this search's marks: start a new one.
             visited_table.reset();

@@ -1121,6 +1121,54 @@ mod tests {
         }
     }
 
+    /// quiver's HNSW search loop over flat storage (`search_flat` in
+    /// hnsw_search.cpp) walks the graph as faiss's `HNSW::search` does:
+    /// the same neighbours, the same distances, with and without a
+    /// selector, for each metric.
+    #[test]
+    fn own_hnsw_loop_answers_as_faiss_does() {
+        let (n, dim, k, ef) = (3000, 24, 10, 40);
+        let all = clustered(n + 40, dim, 12, 11);
+        let (data, queries) = all.split_at(n * dim);
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for i in (0..n).filter(|i| i % 3 != 0) {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+            let spec = IndexSpec::parse("hnsw", metric, dim, &BTreeMap::new()).unwrap();
+            let index = build(&spec, data).unwrap();
+            let (mut same, mut total) = (0, 0);
+            for filter in [None, Some(&bitmap[..])] {
+                let params = Params::new(false, 1, n, filter).unwrap();
+                for q in queries.chunks(dim) {
+                    let q = index.query(q).unwrap();
+                    let ours = hnsw_one(&index.index.read().index, &q, k, ef, &params)
+                        .unwrap()
+                        .expect("an HNSW index over flat storage");
+                    let theirs = index
+                        .with_settings(ef, None, |i| search_one(i, &q, k, &params))
+                        .unwrap();
+                    assert_eq!(ours.len(), theirs.len());
+                    for ((a, da), (b, db)) in ours.iter().zip(&theirs) {
+                        total += 1;
+                        if a == b {
+                            same += 1;
+                            assert!((da - db).abs() <= 1e-3 * (1.0 + db.abs()), "{da} vs {db}");
+                        }
+                        if filter.is_some() {
+                            assert!(*a < 0 || *a % 3 != 0, "filtered row {a} returned");
+                        }
+                    }
+                }
+            }
+            // Rounding in the distance kernels may swap near-ties.
+            assert!(
+                same * 100 >= total * 98,
+                "{metric:?}: {same} of {total} the same"
+            );
+        }
+    }
+
     /// keep_pruned fills level-0 lists to their 2·m slots; without it the
     /// diversity heuristic leaves them much shorter on clustered data.
     #[test]
