@@ -247,6 +247,33 @@ def loadavg():
         return [float(x) for x in f.read().split()[:3]]
 
 
+def _cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields), idle
+
+
+def settle(max_s=30.0, busy_below=0.1, window_s=0.5):
+    """Write out dirty pages (an index a system just saved, say) and wait,
+    up to `max_s`, for a `window_s` in which the CPUs are busy less than
+    `busy_below` of the time, so that no system's measurement starts while
+    the kernel or a server still finishes the last build. Returns the
+    seconds waited and the busy fraction of the last window."""
+    t0 = time.perf_counter()
+    os.sync()
+    busy = 1.0
+    while True:
+        total0, idle0 = _cpu_times()
+        time.sleep(window_s)
+        total1, idle1 = _cpu_times()
+        span = max(total1 - total0, 1)
+        busy = 1.0 - (idle1 - idle0) / span
+        waited = time.perf_counter() - t0
+        if busy < busy_below or waited >= max_s:
+            return round(waited, 1), round(busy, 3)
+
+
 # The superuser password of the quiver servers the benchmarks start
 # (loopback only, scratch data directories).
 BENCH_PASSWORD = "quiver-bench"

@@ -26,7 +26,7 @@ import time
 
 from . import datasets, ingest, report, systems
 from .common import (CACHE_DIR, cleanup_registered, loadavg, log, lscpu_model,
-                     mem_total_gib)
+                     mem_total_gib, settle)
 
 EFS_FULL = [10, 12, 16, 24, 32, 64, 128]
 EFS_QUICK = [16, 64]
@@ -386,6 +386,8 @@ class Run:
         got = {n: {} for n in names}
         live = list(names)
         steps = max((len(keys_of(n)) for n in names), default=0)
+        waited, busy = settle()
+        log(f"settled before measuring: {waited} s (sync, then CPUs {busy:.0%} busy)")
         for r in range(self.rounds):
             if self.rounds > 1:
                 log(f"--- round {r + 1} of {self.rounds}")

@@ -827,7 +827,7 @@ fn by_index(
             return Ok(Err("exact: a lower bound only"));
         };
         metrics.index_candidates.add(hits.len());
-        offer_hits(ctx, seg, &hits, top)?;
+        offer_hits(ctx, seg, index, &hits, top)?;
         return Ok(Ok(hits.len()));
     }
     let mut knobs = knobs;
@@ -874,7 +874,7 @@ fn by_index(
         return Ok(Err("exact: the index found too few rows"));
     }
     metrics.index_candidates.add(hits.len());
-    offer_hits(ctx, seg, &hits, top)?;
+    offer_hits(ctx, seg, index, &hits, top)?;
     Ok(Ok(want))
 }
 
@@ -922,7 +922,7 @@ fn by_bit_index(
         return Ok(Err("exact: the index found too few rows"));
     }
     ctx.metrics.index_candidates.add(hits.len());
-    offer_hits(ctx, seg, &hits, top)?;
+    offer_hits(ctx, seg, index, &hits, top)?;
     Ok(Ok(hits.len()))
 }
 
@@ -951,13 +951,27 @@ fn nearest(
         .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))
 }
 
-/// Score index hits (segment offsets) exactly and offer them to `top`.
+/// Offer index hits (segment offsets, with the index's distances) to
+/// `top`. Hits of an index whose distances are exact (flat, IVF-flat, HNSW
+/// over float vectors) for L2 or inner product keep those distances as
+/// their score; others are scored again from the rows (quantised codes give
+/// approximate distances, cosine scores a zero vector as NaN where the
+/// index sees a normalised one, and a range is checked on exact distances).
 fn offer_hits(
     ctx: &SearchCtx,
     seg: &SegmentPlan,
+    index: &LoadedIndex,
     hits: &[(u64, f32)],
     top: &mut TopK,
 ) -> Result<()> {
+    let trusted = ctx.spec.range.is_none()
+        && index.index.spec().method.exact_distances()
+        && index.index.spec().metric == ctx.spec.metric;
+    let score_of: Option<fn(f32) -> f32> = match ctx.spec.metric {
+        Metric::L2 if trusted => Some(|d| d * d),
+        Metric::NegativeInnerProduct if trusted => Some(|d| d),
+        _ => None,
+    };
     let range = seg.first_chunk..seg.first_chunk + seg.chunks;
     let starts: Vec<usize> = range
         .clone()
@@ -968,11 +982,19 @@ fn offer_hits(
         })
         .collect();
     let scorer = Scorer::new(ctx.spec);
-    for (row, _) in hits {
-        let row = *row as usize;
+    for &(row, distance) in hits {
+        let row = row as usize;
         let local = starts.partition_point(|s| *s <= row) - 1;
         let ci = seg.first_chunk + local;
         let r = row - starts[local];
+        if let Some(score_of) = score_of {
+            top.offer(Candidate {
+                score: score_of(distance),
+                chunk: ci,
+                row: r,
+            });
+            continue;
+        }
         let (column, _) = column_of(ctx.spec, &ctx.chunks[ci])?;
         let score = scorer.score(&column, r);
         if ctx

@@ -81,6 +81,16 @@ pub enum Method {
 }
 
 impl Method {
+    /// Whether the distances a search returns are computed from the
+    /// vectors themselves (not from quantised codes): equal, up to float
+    /// rounding, to the exact distances of the rows.
+    pub fn exact_distances(&self) -> bool {
+        matches!(
+            self,
+            Method::Flat | Method::IvfFlat { .. } | Method::Hnsw { .. }
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Flat => "flat",
