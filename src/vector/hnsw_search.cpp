@@ -62,9 +62,11 @@ std::size_t huge_pages(const void* data, std::size_t bytes) {
 thread_local std::unique_ptr<faiss::VisitedTable> visited_table;
 
 // ---------------------------------------------------------------------------
-// Distances over a flat float array, four rows at a time. AVX2 + FMA when
-// the processor has them (faiss is built for the baseline x86-64, whose
-// kernels are four lanes wide), else faiss's own kernels.
+// Distances over a flat float array, four rows at a time: AVX2 + FMA when
+// the processor has them, else faiss's own kernels. (faiss, and this file,
+// are compiled for x86-64-v3 by .cargo/config.toml, so faiss's kernels are
+// AVX2 too; these were measured only together with the prefetching in
+// `FlatRows::score`, not against faiss's batch-of-4 kernels alone.)
 
 #ifdef QUIVER_AVX2
 
