@@ -21,4 +21,4 @@ run: build
 
 test:
 	@scripts/setup.sh --test
-	cargo test --release
+	cargo test --release --workspace

@@ -1,24 +1,27 @@
 //! quiver: a vector database spoken to in SQL over the PostgreSQL wire
 //! protocol.
 //!
-//! Layers (see `ARCHITECTURE.md`): [`server`] speaks pgwire, [`sql`] parses,
-//! [`planner`] plans and executes through DataFusion, [`exec`] holds the
-//! execution plans (`AnnSearchExec`), [`catalog`] the metadata, [`storage`]
-//! the data, [`vector`] the vector math, and [`auth`] the login policy.
+//! Each layer is a crate of the workspace (see `ARCHITECTURE.md`), and this
+//! one puts them together for the `quiver` binary: [`server`] speaks pgwire,
+//! [`sql`] parses, [`planner`] plans and executes through DataFusion,
+//! [`exec`] holds the execution plans (`AnnSearchExec`), [`catalog`] the
+//! metadata, [`storage`] the data, [`vector`] the vector math, [`auth`] the
+//! login policy and privileges, and [`common`] the SQLSTATE table. This
+//! crate adds the configuration ([`config`]) and opens the engine.
 
-pub mod auth;
-pub mod catalog;
 pub mod config;
-pub mod exec;
-pub mod planner;
-pub mod server;
-pub mod sql;
-pub mod storage;
-pub mod vector;
 
-/// The PostgreSQL version quiver reports to clients (they pick their
-/// catalog queries by it).
-pub const SERVER_VERSION: &str = "15.0";
+pub use quiver_auth as auth;
+pub use quiver_catalog as catalog;
+pub use quiver_common as common;
+pub use quiver_exec as exec;
+pub use quiver_planner as planner;
+pub use quiver_server as server;
+pub use quiver_sql as sql;
+pub use quiver_storage as storage;
+pub use quiver_vector as vector;
+
+pub use quiver_common::SERVER_VERSION;
 
 use std::sync::Arc;
 

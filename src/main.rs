@@ -143,7 +143,7 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(password) =
-        quiver::auth::bootstrap(engine.catalog(), &config.auth, &config.data_dir)
+        quiver::server::bootstrap(engine.catalog(), &config.auth, &config.data_dir)
             .map_err(|e| e.to_string())?
     {
         let file = config.data_dir.join(quiver::auth::INITIAL_PASSWORD_FILE);

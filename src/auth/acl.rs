@@ -35,6 +35,20 @@ pub enum AccessError {
     Protected(String),
 }
 
+impl quiver_common::sqlstate::SqlStateError for AccessError {
+    fn sqlstate(&self) -> quiver_common::sqlstate::SqlState {
+        use quiver_common::sqlstate;
+        match self {
+            AccessError::Denied(_) | AccessError::Protected(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
+            AccessError::RoleNotFound(_) => sqlstate::UNDEFINED_OBJECT,
+            AccessError::RoleExists(_) => sqlstate::DUPLICATE_OBJECT,
+            AccessError::InvalidGrant(_) | AccessError::InvalidPrivilege(_) => {
+                sqlstate::INVALID_GRANT_OPERATION
+            }
+        }
+    }
+}
+
 pub type Result<T, E = AccessError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -488,6 +502,63 @@ impl SecurityState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_common::sqlstate;
+
+    /// Every variant, with the code it must give.
+    #[test]
+    fn every_error_variant_has_its_sqlstate() {
+        use quiver_common::sqlstate::SqlStateError;
+        let cases = [
+            (
+                AccessError::Denied("d".into()),
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+            ),
+            (
+                AccessError::RoleNotFound("r".into()),
+                sqlstate::UNDEFINED_OBJECT,
+            ),
+            (
+                AccessError::RoleExists("r".into()),
+                sqlstate::DUPLICATE_OBJECT,
+            ),
+            (
+                AccessError::InvalidGrant("g".into()),
+                sqlstate::INVALID_GRANT_OPERATION,
+            ),
+            (
+                AccessError::InvalidPrivilege("p".into()),
+                sqlstate::INVALID_GRANT_OPERATION,
+            ),
+            (
+                AccessError::Protected("p".into()),
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+        let scram = [
+            (
+                super::super::scram::ScramError::Malformed("m"),
+                sqlstate::PROTOCOL_VIOLATION,
+            ),
+            (
+                super::super::scram::ScramError::ChannelBinding,
+                sqlstate::PROTOCOL_VIOLATION,
+            ),
+            (
+                super::super::scram::ScramError::Nonce,
+                sqlstate::PROTOCOL_VIOLATION,
+            ),
+            (
+                super::super::scram::ScramError::Proof,
+                sqlstate::INVALID_PASSWORD,
+            ),
+        ];
+        for (e, code) in scram {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+    }
 
     fn state() -> SecurityState {
         let mut s = SecurityState::default();

@@ -31,6 +31,18 @@ pub enum ScramError {
     Proof,
 }
 
+impl quiver_common::sqlstate::SqlStateError for ScramError {
+    fn sqlstate(&self) -> quiver_common::sqlstate::SqlState {
+        use quiver_common::sqlstate;
+        match self {
+            ScramError::Malformed(_) | ScramError::ChannelBinding | ScramError::Nonce => {
+                sqlstate::PROTOCOL_VIOLATION
+            }
+            ScramError::Proof => sqlstate::INVALID_PASSWORD,
+        }
+    }
+}
+
 /// A stored SCRAM-SHA-256 verifier.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verifier {

@@ -6,7 +6,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use super::CatalogError;
-use crate::vector::udf::{bit_data_type, bit_metadata, vector_data_type, vector_metadata};
+use quiver_vector::column::{bit_data_type, bit_metadata, vector_data_type, vector_metadata};
 
 /// The type of a field, in SQL terms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,12 +156,12 @@ pub struct IndexDef {
     pub name: String,
     /// Index into the collection's fields of the vector column.
     pub field: usize,
-    pub spec: crate::vector::index::IndexSpec,
+    pub spec: quiver_vector::index::IndexSpec,
 }
 
 impl CollectionDef {
     /// The index usable by a search on `field` with `metric`, if any.
-    pub fn index_for(&self, field: usize, metric: crate::vector::Metric) -> Option<&IndexDef> {
+    pub fn index_for(&self, field: usize, metric: quiver_vector::Metric) -> Option<&IndexDef> {
         self.indexes
             .iter()
             .find(|i| i.field == field && i.spec.metric == metric)

@@ -9,11 +9,12 @@ use arrow::compute::{CastOptions, cast_with_options, concat_batches};
 use arrow::util::display::FormatOptions;
 use datafusion::common::DataFusionError;
 
-use crate::catalog::{CollectionDef, FieldType};
-use crate::planner::QueryError;
-use crate::sql::statement::CopyOptions;
-use crate::storage::CollectionData;
-use crate::vector::udf::{BitColumn, VectorColumn};
+use crate::ExecError;
+use quiver_catalog::{CollectionDef, FieldType};
+use quiver_sql::statement::CopyOptions;
+use quiver_storage::{CollectionData, Mutation};
+use quiver_vector::VectorError;
+use quiver_vector::column::{BitColumn, VectorColumn};
 
 /// Rows are converted to Arrow in chunks of this many.
 const CHUNK: usize = 8192;
@@ -25,7 +26,7 @@ const IN_FLIGHT: usize = 2;
 
 /// A chunk of a COPY as Arrow: being converted, or done.
 enum Converted {
-    Pending(tokio::task::JoinHandle<Result<RecordBatch, QueryError>>),
+    Pending(tokio::task::JoinHandle<Result<RecordBatch, ExecError>>),
     Done(RecordBatch),
 }
 
@@ -45,16 +46,8 @@ pub struct CopyIn {
     done: bool,
 }
 
-/// The message of `e` without DataFusion's "External error: " wrapping.
-fn plain(e: DataFusionError) -> String {
-    match e {
-        DataFusionError::External(inner) => inner.to_string(),
-        other => other.to_string(),
-    }
-}
-
-fn data_error(line: usize, message: impl std::fmt::Display) -> QueryError {
-    QueryError::DataFusion(DataFusionError::Execution(format!(
+fn data_error(line: usize, message: impl std::fmt::Display) -> ExecError {
+    ExecError::DataFusion(DataFusionError::Execution(format!(
         "COPY, line {line}: {message}"
     )))
 }
@@ -85,7 +78,7 @@ impl CopyIn {
     }
 
     /// Take the next chunk of the client's data.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<(), QueryError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let mut pending = std::mem::take(&mut self.pending);
         pending.extend_from_slice(bytes);
         let mut start = 0;
@@ -112,7 +105,7 @@ impl CopyIn {
         Ok(())
     }
 
-    fn record(&mut self, raw: &[u8]) -> Result<(), QueryError> {
+    fn record(&mut self, raw: &[u8]) -> Result<(), ExecError> {
         self.line += 1;
         let line = self.line;
         let text = std::str::from_utf8(raw)
@@ -151,7 +144,7 @@ impl CopyIn {
 
     /// Hand the buffered rows to a blocking thread that turns them into a
     /// batch in the collection's storage schema.
-    fn convert(&mut self) -> Result<(), QueryError> {
+    fn convert(&mut self) -> Result<(), ExecError> {
         let rows = self.columns.first().map_or(0, Vec::len);
         if rows == 0 {
             return Ok(());
@@ -181,7 +174,7 @@ impl CopyIn {
     }
 
     /// Append everything received; returns the number of rows.
-    pub async fn finish(mut self) -> Result<usize, QueryError> {
+    pub async fn finish(mut self) -> Result<usize, ExecError> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.record(&rest)?;
@@ -193,13 +186,13 @@ impl CopyIn {
             let batch = match converted {
                 Converted::Done(batch) => batch,
                 Converted::Pending(handle) => handle.await.map_err(|e| {
-                    QueryError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
+                    ExecError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
                 })??,
             };
             batches.push(batch);
         }
         let batch = concat_batches(&schema, &batches)?;
-        Ok(self.data.insert(batch).await?)
+        Ok(self.data.mutate(Mutation::insert(batch)).await?)
     }
 }
 
@@ -214,7 +207,7 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn convert(self, columns: Vec<Vec<Option<String>>>) -> Result<RecordBatch, QueryError> {
+    fn convert(self, columns: Vec<Vec<Option<String>>>) -> Result<RecordBatch, ExecError> {
         let Chunk {
             def,
             schema,
@@ -237,15 +230,17 @@ impl Chunk {
             let array: ArrayRef = match def.field_type {
                 FieldType::Vector { dim } => {
                     let strings: ArrayRef = Arc::new(strings);
-                    let bad =
-                        |e| data_error(first_line, format!("column {}: {}", def.name, plain(e)));
+                    let bad = |e: VectorError| {
+                        data_error(first_line, format!("column {}: {e}", def.name))
+                    };
                     let column = VectorColumn::try_from_array(&strings).map_err(bad)?;
                     Arc::new(column.to_fixed(dim).map_err(bad)?)
                 }
                 FieldType::Bit { bits } => {
                     let strings: ArrayRef = Arc::new(strings);
-                    let bad =
-                        |e| data_error(first_line, format!("column {}: {}", def.name, plain(e)));
+                    let bad = |e: VectorError| {
+                        data_error(first_line, format!("column {}: {e}", def.name))
+                    };
                     let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
                     Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
                 }

@@ -30,10 +30,10 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::StreamExt;
 
 use super::dml::DmlExec;
-use crate::catalog::CollectionDef;
-use crate::storage::segment::Segment;
-use crate::storage::{
-    CollectionData, FlushedSegment, ObjectIo, SCAN_URL, SegmentData, StorageError,
+use quiver_catalog::CollectionDef;
+use quiver_storage::segment::Segment;
+use quiver_storage::{
+    CollectionData, FlushedSegment, Mutation, ObjectIo, SCAN_URL, SegmentData, StorageError,
 };
 
 /// A collection seen by DataFusion.
@@ -101,7 +101,7 @@ impl CollectionTable {
 fn filter_mask(
     predicates: &[Arc<dyn PhysicalExpr>],
     batch: &RecordBatch,
-) -> crate::storage::Result<BooleanArray> {
+) -> quiver_storage::Result<BooleanArray> {
     let mut mask = BooleanArray::from(vec![true; batch.num_rows()]);
     for p in predicates {
         let value = p
@@ -242,8 +242,10 @@ impl TableProvider for CollectionTable {
                 let data = data.clone();
                 let predicates = predicates.clone();
                 Box::pin(async move {
+                    let filter =
+                        Box::new(move |batch: &RecordBatch| filter_mask(&predicates, batch));
                     let n = data
-                        .delete(move |batch| filter_mask(&predicates, batch))
+                        .mutate(Mutation::Delete { filter })
                         .await
                         .map_err(storage_err)?;
                     Ok(n as u64)
@@ -289,7 +291,7 @@ impl TableProvider for CollectionTable {
                 let exprs = exprs.clone();
                 let schema = schema.clone();
                 Box::pin(async move {
-                    let change = move |batch: &RecordBatch| -> crate::storage::Result<RecordBatch> {
+                    let change = move |batch: &RecordBatch| -> quiver_storage::Result<RecordBatch> {
                         let mut columns = batch.columns().to_vec();
                         for (i, e) in exprs.iter().enumerate() {
                             if let Some(e) = e {
@@ -301,8 +303,13 @@ impl TableProvider for CollectionTable {
                         }
                         Ok(RecordBatch::try_new(schema.clone(), columns)?)
                     };
+                    let filter =
+                        Box::new(move |batch: &RecordBatch| filter_mask(&predicates, batch));
                     let n = data
-                        .update(move |batch| filter_mask(&predicates, batch), change)
+                        .mutate(Mutation::Update {
+                            filter,
+                            change: Box::new(change),
+                        })
                         .await
                         .map_err(storage_err)?;
                     Ok(n as u64)
@@ -317,7 +324,9 @@ impl TableProvider for CollectionTable {
             format!("truncate {}", self.def.name),
             Arc::new(move || {
                 let data = data.clone();
-                Box::pin(async move { Ok(data.truncate().await.map_err(storage_err)? as u64) })
+                Box::pin(async move {
+                    Ok(data.mutate(Mutation::Truncate).await.map_err(storage_err)? as u64)
+                })
             }),
         )))
     }
@@ -413,7 +422,11 @@ impl DataSink for CollectionSink {
             )?);
         }
         let batch = concat_batches(&storage_schema, &batches)?;
-        let rows = self.data.insert(batch).await.map_err(storage_err)?;
+        let rows = self
+            .data
+            .mutate(Mutation::insert(batch))
+            .await
+            .map_err(storage_err)?;
         Ok(rows as u64)
     }
 }

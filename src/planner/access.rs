@@ -13,11 +13,11 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use super::QueryError;
 use super::ann_rule::AnnSearchNode;
 use super::session::Session;
-use crate::auth::acl::{AccessError, Grant, Object, Privilege, Scope, SecurityState};
-use crate::auth::scram::Verifier;
-use crate::catalog::{Catalog, CollectionDef};
-use crate::exec::CollectionTable;
-use crate::sql::statement::{AccessStatement, GrantObject};
+use quiver_auth::acl::{AccessError, Grant, Object, Privilege, Scope, SecurityState};
+use quiver_auth::scram::Verifier;
+use quiver_catalog::{Catalog, CollectionDef};
+use quiver_exec::CollectionTable;
+use quiver_sql::statement::{AccessStatement, GrantObject};
 
 /// One thing a statement needs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -389,7 +389,7 @@ pub fn execute(
             require_admin(catalog, session, "create users")?;
             let v = password.map(|p| verifier(&p.0));
             match catalog.update_security(|s| s.create_user(&name, v, false)) {
-                Err(crate::catalog::CatalogError::Access(AccessError::RoleExists(_)))
+                Err(quiver_catalog::CatalogError::Access(AccessError::RoleExists(_)))
                     if if_not_exists => {}
                 other => other?,
             }
@@ -418,7 +418,7 @@ pub fn execute(
                     ));
                 }
                 match catalog.drop_user(&name) {
-                    Err(crate::catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
+                    Err(quiver_catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
                         if if_exists => {}
                     other => other?,
                 }
@@ -431,7 +431,7 @@ pub fn execute(
         } => {
             require_admin(catalog, session, "create roles")?;
             match catalog.update_security(|s| s.create_role(&name)) {
-                Err(crate::catalog::CatalogError::Access(AccessError::RoleExists(_)))
+                Err(quiver_catalog::CatalogError::Access(AccessError::RoleExists(_)))
                     if if_not_exists => {}
                 other => other?,
             }
@@ -441,7 +441,7 @@ pub fn execute(
             require_admin(catalog, session, "drop roles")?;
             for name in names {
                 match catalog.update_security(|s| s.drop_role(&name)) {
-                    Err(crate::catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
+                    Err(quiver_catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
                         if if_exists => {}
                     other => other?,
                 }
@@ -568,7 +568,7 @@ fn users_batch(s: &SecurityState) -> Result<RecordBatch, QueryError> {
             )),
             Arc::new(StringArray::from_iter_values(users.iter().map(|u| {
                 let mut roles: Vec<&str> = u.roles.iter().map(String::as_str).collect();
-                roles.push(crate::auth::acl::PUBLIC_ROLE);
+                roles.push(quiver_auth::acl::PUBLIC_ROLE);
                 roles.join(",")
             }))),
         ],
@@ -580,7 +580,7 @@ fn roles_batch(s: &SecurityState) -> Result<RecordBatch, QueryError> {
     let members: Vec<String> = names
         .iter()
         .map(|r| {
-            if r == crate::auth::acl::PUBLIC_ROLE {
+            if r == quiver_auth::acl::PUBLIC_ROLE {
                 return "*".to_string();
             }
             s.users

@@ -23,11 +23,12 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
-use crate::catalog::FieldType;
-use crate::exec::CollectionTable;
-use crate::exec::ann_search::{AnnSearchExec, AnnSearchSpec, DistanceRange};
-use crate::vector::udf::{BitColumn, VectorColumn, metric_of_udf};
-use crate::vector::{Metric, Query};
+use crate::vector_udf::{metric_of_udf, vector_column_of_scalar};
+use quiver_catalog::FieldType;
+use quiver_exec::CollectionTable;
+use quiver_exec::ann_search::{AnnSearchExec, AnnSearchSpec, DistanceRange};
+use quiver_vector::column::BitColumn;
+use quiver_vector::{Metric, Query};
 
 /// Logical top-k vector search over one collection.
 #[derive(Debug, Clone)]
@@ -171,7 +172,7 @@ fn match_distance(expr: &Expr) -> Option<Match> {
             bytes: bytes.to_vec(),
         }
     } else {
-        Query::Float(VectorColumn::try_from_scalar(&value).ok()?.get(0)?.to_vec())
+        Query::Float(vector_column_of_scalar(&value).ok()?.get(0)?.to_vec())
     };
     Some(Match {
         metric,

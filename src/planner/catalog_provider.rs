@@ -12,9 +12,9 @@ use datafusion::datasource::TableProvider;
 use datafusion::logical_expr::Expr;
 use parking_lot::RwLock;
 
-use crate::catalog::{Catalog, CollectionDef};
-use crate::exec::CollectionTable;
-use crate::storage::Storage;
+use quiver_catalog::{Catalog, CollectionDef};
+use quiver_exec::CollectionTable;
+use quiver_storage::Storage;
 
 pub const PUBLIC_SCHEMA: &str = "public";
 
@@ -173,9 +173,7 @@ pub fn collection_table(
         .iter()
         .filter_map(|f| {
             let text = f.default.as_ref()?;
-            Some(
-                crate::planner::ddl::default_expr(text, &f.field_type).map(|e| (f.name.clone(), e)),
-            )
+            Some(crate::ddl::default_expr(text, &f.field_type).map(|e| (f.name.clone(), e)))
         })
         .collect::<Result<HashMap<String, Expr>>>()?;
     Ok(Arc::new(CollectionTable::new(def, data, defaults)))

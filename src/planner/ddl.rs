@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::QueryError;
-use crate::catalog::{CatalogError, CollectionDef, FieldDef, FieldType};
+use quiver_catalog::{CatalogError, CollectionDef, FieldDef, FieldType};
 
 fn unsupported(what: impl Into<String>) -> QueryError {
     QueryError::Unsupported(what.into())
@@ -163,12 +163,12 @@ fn typed_default(
         ScalarValue::Null => return ScalarValue::try_from(&field_type.arrow_type()),
         _ => return Ok(value),
     };
-    let external = |e: crate::vector::VectorError| DataFusionError::External(Box::new(e));
+    let external = |e: quiver_vector::VectorError| DataFusionError::External(Box::new(e));
     match field_type {
         FieldType::Vector { dim } => {
-            let values = crate::vector::text::parse_vector(text).map_err(external)?;
+            let values = quiver_vector::text::parse_vector(text).map_err(external)?;
             if values.len() != *dim {
-                return Err(external(crate::vector::VectorError::DimensionMismatch {
+                return Err(external(quiver_vector::VectorError::DimensionMismatch {
                     expected: *dim,
                     actual: values.len(),
                 }));
@@ -185,9 +185,9 @@ fn typed_default(
             Ok(ScalarValue::FixedSizeList(Arc::new(array)))
         }
         FieldType::Bit { bits } => {
-            let (n, bytes) = crate::vector::bits::parse_bits(text).map_err(external)?;
+            let (n, bytes) = quiver_vector::bits::parse_bits(text).map_err(external)?;
             if n != *bits {
-                return Err(external(crate::vector::VectorError::BitLengthMismatch {
+                return Err(external(quiver_vector::VectorError::BitLengthMismatch {
                     expected: *bits,
                     actual: n,
                 }));

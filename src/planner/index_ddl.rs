@@ -10,11 +10,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use super::QueryError;
 use super::access::{self, Need};
 use super::session::Session;
-use crate::auth::acl::Privilege;
-use crate::catalog::{Catalog, CatalogError, CollectionDef, FieldType, IndexDef};
-use crate::sql::statement::IndexStatement;
-use crate::storage::{Storage, StorageError};
-use crate::vector::index::{IndexError, IndexSpec, bool_option, metric_of_opclass};
+use quiver_auth::acl::Privilege;
+use quiver_catalog::{Catalog, CatalogError, CollectionDef, FieldType, IndexDef};
+use quiver_sql::statement::IndexStatement;
+use quiver_storage::{Storage, StorageError};
+use quiver_vector::index::{IndexError, IndexSpec, bool_option, metric_of_opclass};
 
 pub fn indexes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -53,12 +53,12 @@ fn index_err(e: IndexError) -> QueryError {
 
 fn opclass_name(def: &IndexDef) -> &'static str {
     match def.spec.metric {
-        crate::vector::Metric::L2 => "vector_l2_ops",
-        crate::vector::Metric::NegativeInnerProduct => "vector_ip_ops",
-        crate::vector::Metric::Cosine => "vector_cosine_ops",
-        crate::vector::Metric::L1 => "vector_l1_ops",
-        crate::vector::Metric::Hamming => "bit_hamming_ops",
-        crate::vector::Metric::Jaccard => "bit_jaccard_ops",
+        quiver_vector::Metric::L2 => "vector_l2_ops",
+        quiver_vector::Metric::NegativeInnerProduct => "vector_ip_ops",
+        quiver_vector::Metric::Cosine => "vector_cosine_ops",
+        quiver_vector::Metric::L1 => "vector_l1_ops",
+        quiver_vector::Metric::Hamming => "bit_hamming_ops",
+        quiver_vector::Metric::Jaccard => "bit_jaccard_ops",
     }
 }
 
@@ -181,7 +181,7 @@ pub async fn execute(
             let def = catalog.get_collection(&db, &coll)?;
             if !access::sees(catalog, session.user(), &def) {
                 return Err(
-                    CatalogError::from(crate::auth::acl::AccessError::Denied(format!(
+                    CatalogError::from(quiver_auth::acl::AccessError::Denied(format!(
                         "{} holds no privilege on collection {}",
                         session.user(),
                         def.name
@@ -191,7 +191,7 @@ pub async fn execute(
             }
             let data = storage.open_collection(&def)?;
             let reports = data.index_reports();
-            let col = |f: &dyn Fn(&crate::storage::collection::IndexReport) -> String| {
+            let col = |f: &dyn Fn(&quiver_storage::collection::IndexReport) -> String| {
                 StringArray::from_iter_values(reports.iter().map(f))
             };
             let batch = RecordBatch::try_new(

@@ -12,8 +12,8 @@ use datafusion::common::Result;
 use datafusion::datasource::TableProvider;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 
-use crate::auth::acl::{ADMIN_ROLE, PUBLIC_ROLE};
-use crate::catalog::Catalog;
+use quiver_auth::acl::{ADMIN_ROLE, PUBLIC_ROLE};
+use quiver_catalog::Catalog;
 
 /// Roles for `pg_roles`: every user (can log in) and every role.
 #[derive(Debug, Clone)]

@@ -35,9 +35,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 
 use super::access::Need;
-use crate::exec::ann_search::AnnSearchExec;
-use crate::vector::Query;
-use crate::vector::index::SearchKnobs;
+use quiver_exec::ann_search::AnnSearchExec;
+use quiver_vector::Query;
+use quiver_vector::index::SearchKnobs;
 
 /// A kept plan and what it was made for.
 #[derive(Debug, Clone)]
@@ -278,7 +278,7 @@ fn floats(value: &ScalarValue) -> Option<Vec<f32>> {
     ) {
         return None;
     }
-    let column = crate::vector::udf::VectorColumn::try_from_scalar(value).ok()?;
+    let column = crate::vector_udf::vector_column_of_scalar(value).ok()?;
     column.get(0).map(<[f32]>::to_vec)
 }
 

@@ -29,21 +29,21 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Session variables with their defaults, as `SHOW` reports them.
+/// Session variables with their defaults, as `SHOW` reports them (the
+/// search knobs `hnsw.ef_search` and `ivfflat.probes` default to
+/// `quiver_vector::index::SearchKnobs::default()`).
 const DEFAULT_VARS: &[(&str, &str)] = &[
     ("application_name", ""),
     ("client_encoding", "UTF8"),
     ("datestyle", "ISO, MDY"),
     ("default_transaction_isolation", "read committed"),
     ("extra_float_digits", "1"),
-    ("hnsw.ef_search", "40"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
-    ("ivfflat.probes", "1"),
     ("max_identifier_length", "63"),
     ("search_path", "\"$user\", public"),
     ("server_encoding", "UTF8"),
-    ("server_version", crate::SERVER_VERSION),
+    ("server_version", quiver_common::SERVER_VERSION),
     ("standard_conforming_strings", "on"),
     ("statement_timeout", "0"),
     ("timezone", "UTC"),
@@ -106,7 +106,7 @@ impl Session {
         if let Some(settings) = self
             .state
             .config()
-            .get_extension::<crate::exec::ann_search::SearchSettings>()
+            .get_extension::<quiver_exec::ann_search::SearchSettings>()
         {
             let v: usize = value.trim().parse().unwrap_or(0);
             let mut knobs = settings.0.lock();
@@ -121,10 +121,10 @@ impl Session {
     }
 
     /// The search settings in force (`SET hnsw.ef_search`, ...).
-    pub fn search_knobs(&self) -> crate::vector::index::SearchKnobs {
+    pub fn search_knobs(&self) -> quiver_vector::index::SearchKnobs {
         self.state
             .config()
-            .get_extension::<crate::exec::ann_search::SearchSettings>()
+            .get_extension::<quiver_exec::ann_search::SearchSettings>()
             .map(|s| *s.0.lock())
             .unwrap_or_default()
     }
@@ -134,7 +134,7 @@ impl Session {
         let settings = self
             .state
             .config()
-            .get_extension::<crate::exec::ann_search::SearchSettings>()?;
+            .get_extension::<quiver_exec::ann_search::SearchSettings>()?;
         let previous = *settings.0.lock();
         {
             let mut knobs = settings.0.lock();
@@ -153,6 +153,12 @@ impl Session {
         if let Some(v) = self.vars.lock().get(&name) {
             return Some(v.clone());
         }
+        let knobs = quiver_vector::index::SearchKnobs::default();
+        match name.as_str() {
+            "hnsw.ef_search" => return Some(knobs.ef.to_string()),
+            "ivfflat.probes" => return Some(knobs.nprobe.to_string()),
+            _ => {}
+        }
         DEFAULT_VARS
             .iter()
             .find(|(k, _)| *k == name)
@@ -162,8 +168,8 @@ impl Session {
 
 /// Restores a session's search settings when dropped.
 pub struct TuneGuard {
-    settings: Arc<crate::exec::ann_search::SearchSettings>,
-    previous: crate::vector::index::SearchKnobs,
+    settings: Arc<quiver_exec::ann_search::SearchSettings>,
+    previous: quiver_vector::index::SearchKnobs,
 }
 
 impl Drop for TuneGuard {

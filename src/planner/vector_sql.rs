@@ -16,12 +16,13 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator};
 use datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner;
 
-use crate::vector::text::parse_vector;
-use crate::vector::udf::{
-    any_vector_data_type, bit_data_type, bit_length_of, bit_metadata, distance_udf, to_bit_udf,
-    to_text_udf, to_vector_udf, vector_data_type, vector_dim_of, vector_metadata,
+use crate::vector_udf::{distance_udf, to_bit_udf, to_text_udf, to_vector_udf};
+use quiver_vector::column::{
+    any_vector_data_type, bit_data_type, bit_length_of, bit_metadata, vector_data_type,
+    vector_dim_of, vector_metadata,
 };
-use crate::vector::{Metric, VectorError};
+use quiver_vector::text::parse_vector;
+use quiver_vector::{Metric, VectorError};
 
 /// Plans `vector(n)`/`float_vector(n)`; everything else goes to the
 /// PostgreSQL oid-alias planner of `datafusion-pg-catalog`.
@@ -71,10 +72,10 @@ impl TypePlanner for VectorTypePlanner {
             _ => None,
         };
         if let Some(bits) = bits {
-            if bits == 0 || bits as i64 > crate::vector::udf::MAX_BITS {
+            if bits == 0 || bits as i64 > quiver_vector::column::MAX_BITS {
                 return Err(DataFusionError::Plan(format!(
                     "length for type bit must be from 1 to {}, not {bits}",
-                    crate::vector::udf::MAX_BITS
+                    quiver_vector::column::MAX_BITS
                 )));
             }
             return Ok(Some(Arc::new(
@@ -213,7 +214,7 @@ fn has_text_form(e: &Expr, schema: &DFSchema) -> bool {
         || (vector_dim_of(field.data_type()).is_some()
             && field
                 .metadata()
-                .contains_key(crate::vector::udf::VECTOR_METADATA_KEY))
+                .contains_key(quiver_vector::column::VECTOR_METADATA_KEY))
 }
 
 fn is_text_literal(e: &Expr) -> bool {
@@ -303,7 +304,7 @@ fn rewrite_casts(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         };
         let marked = field
             .metadata()
-            .contains_key(crate::vector::udf::VECTOR_METADATA_KEY);
+            .contains_key(quiver_vector::column::VECTOR_METADATA_KEY);
         if dim.is_none() && !marked {
             return Ok(Transformed::no(e));
         }

@@ -14,8 +14,8 @@ use pgwire::api::results::{FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::types::format::FormatOptions;
 
-use crate::vector::bits::format_bits;
-use crate::vector::udf::bit_length_of;
+use quiver_vector::bits::format_bits;
+use quiver_vector::column::bit_length_of;
 
 /// The columns of `schema` that hold bit strings, with their length in bits.
 fn bit_columns(schema: &Schema) -> Vec<(usize, usize)> {
@@ -37,7 +37,9 @@ fn mark_fits(key: &str, data_type: &DataType) -> bool {
             data_type,
             DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
         ),
-        crate::vector::udf::BIT_METADATA_KEY => matches!(data_type, DataType::FixedSizeBinary(_)),
+        quiver_vector::column::BIT_METADATA_KEY => {
+            matches!(data_type, DataType::FixedSizeBinary(_))
+        }
         PG_OID_ALIAS_KEY => data_type.is_integer(),
         PG_CHAR_KEY => matches!(
             data_type,
@@ -172,13 +174,13 @@ pub fn parameter(raw: &[u8], format: FieldFormat, bits: usize) -> Option<Vec<u8>
         FieldFormat::Text => {
             let text = std::str::from_utf8(raw).ok()?;
             let mut out = Vec::new();
-            crate::vector::bits::parse_bits_into(text, Some(bits), &mut out).ok()?;
+            quiver_vector::bits::parse_bits_into(text, Some(bits), &mut out).ok()?;
             Some(out)
         }
         FieldFormat::Binary => {
             let n = i32::from_be_bytes(raw.get(..4)?.try_into().ok()?);
             let body = raw.get(4..)?;
-            if n as usize != bits || body.len() != crate::vector::bits::bytes_for(bits) {
+            if n as usize != bits || body.len() != quiver_vector::bits::bytes_for(bits) {
                 return None;
             }
             // As PostgreSQL's bit_recv: the bits past the length are cleared.

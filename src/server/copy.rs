@@ -14,8 +14,9 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 
 use super::error::{error_info, to_pgwire};
-use crate::exec::copy::CopyIn;
-use crate::planner::QueryError;
+use quiver_common::sqlstate;
+use quiver_exec::copy::CopyIn;
+use quiver_planner::QueryError;
 
 /// The COPY in progress on a connection, and the first error it met.
 #[derive(Default)]
@@ -56,7 +57,7 @@ impl CopyHandler for QuiverCopy {
             if let Some(Ok(copy)) = guard.as_mut()
                 && let Err(e) = copy.push(&copy_data.data)
             {
-                *guard = Some(Err(e));
+                *guard = Some(Err(e.into()));
             }
         }
         Ok(())
@@ -74,12 +75,12 @@ impl CopyHandler for QuiverCopy {
             None => {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".into(),
-                    "08P01".into(),
+                    sqlstate::PROTOCOL_VIOLATION.code().into(),
                     "COPY data received without a COPY statement".into(),
                 ))));
             }
         };
-        let rows = copy.finish().await.map_err(to_pgwire)?;
+        let rows = copy.finish().await.map_err(|e| to_pgwire(e.into()))?;
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(rows).into(),
@@ -96,7 +97,7 @@ impl CopyHandler for QuiverCopy {
     {
         let _ = take(client);
         let mut info = error_info(&QueryError::Unsupported(String::new()));
-        info.code = "57014".into();
+        info.code = sqlstate::QUERY_CANCELED.code().into();
         info.message = format!("COPY from stdin failed: {}", fail.message);
         PgWireError::UserError(Box::new(info))
     }

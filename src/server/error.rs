@@ -1,19 +1,16 @@
 //! The one place where errors become PostgreSQL errors (SQLSTATE + message).
 
 use datafusion::arrow::error::ArrowError;
-use datafusion::common::{DataFusionError, SchemaError};
+use datafusion::common::DataFusionError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
-use crate::auth::acl::AccessError;
-use crate::catalog::CatalogError;
-use crate::planner::QueryError;
-use crate::sql::ParseError;
-use crate::storage::StorageError;
-use crate::vector::VectorError;
-use crate::vector::index::IndexError;
+use quiver_common::sqlstate::{SqlState, SqlStateError};
+use quiver_planner::QueryError;
+use quiver_sql::ParseError;
+use quiver_storage::StorageError;
 
-fn info(code: &str, message: impl Into<String>) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), code.to_string(), tidy(message.into()))
+fn info(code: SqlState, message: String) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_string(), code.code().to_string(), tidy(message))
 }
 
 /// DataFusion appends a request to report a bug to its internal errors,
@@ -42,163 +39,72 @@ fn tidy(message: String) -> String {
     }
 }
 
-/// The PostgreSQL error for `e`.
+/// The PostgreSQL error for `e`: the code the error gives for itself
+/// (`SqlStateError`), the message without the wrappers DataFusion and Arrow
+/// put around quiver's own errors.
 pub fn error_info(e: &QueryError) -> ErrorInfo {
+    let mut i = info(e.sqlstate(), message(e));
+    if let QueryError::Parse(ParseError::Syntax { position, .. }) = e {
+        i.position = position.map(|p| p.to_string());
+    }
+    i
+}
+
+fn message(e: &QueryError) -> String {
     match e {
-        QueryError::Parse(ParseError::Syntax { message, position }) => {
-            let mut i = info("42601", message.clone());
-            i.position = position.map(|p| p.to_string());
-            i
-        }
-        QueryError::Parse(ParseError::Unsupported(m)) => info("0A000", m.clone()),
-        QueryError::Catalog(c) => catalog_info(c),
-        QueryError::Storage(s) => storage_info(s),
-        QueryError::DataFusion(d) => datafusion_info(d),
-        QueryError::Arrow(a) => arrow_info(a),
-        QueryError::Unsupported(m) => info("0A000", m.clone()),
-        QueryError::InvalidParameter(m) => info("22023", m.clone()),
-        QueryError::UnknownDatabase(_) => info("3D000", e.to_string()),
-        QueryError::UnknownColumn { .. } => info("42703", e.to_string()),
-        QueryError::NoConflictTarget(_) => info("42P10", e.to_string()),
+        QueryError::Storage(s) => storage_message(s),
+        QueryError::DataFusion(d) => datafusion_message(d),
+        QueryError::Arrow(a) => arrow_message(a),
+        other => other.to_string(),
     }
 }
 
-fn catalog_info(e: &CatalogError) -> ErrorInfo {
-    let code = match e {
-        CatalogError::CollectionNotFound { .. } => "42P01",
-        CatalogError::CollectionExists { .. } => "42P07",
-        CatalogError::DatabaseNotFound { .. } => "3D000",
-        CatalogError::DatabaseExists { .. } => "42P04",
-        CatalogError::DatabaseNotEmpty { .. }
-        | CatalogError::DropCurrentDatabase { .. }
-        | CatalogError::DropDefaultDatabase => "55006",
-        CatalogError::InvalidDefinition(_) => "42P16",
-        CatalogError::UnsupportedType { hint, .. } if hint.is_empty() => "42704",
-        CatalogError::UnsupportedType { .. } => "0A000",
-        CatalogError::Store(_) => "58030",
-        CatalogError::IndexNotFound { .. } => "42704",
-        CatalogError::IndexExists { .. } => "42P07",
-        CatalogError::Access(a) => match a {
-            AccessError::Denied(_) | AccessError::Protected(_) => "42501",
-            AccessError::RoleNotFound(_) => "42704",
-            AccessError::RoleExists(_) => "42710",
-            AccessError::InvalidGrant(_) | AccessError::InvalidPrivilege(_) => "0LP01",
-        },
-    };
-    info(code, e.to_string())
-}
-
-fn storage_info(e: &StorageError) -> ErrorInfo {
-    if let StorageError::Expression(d) = e {
-        return datafusion_info(d);
-    }
-    let code = match e {
-        StorageError::DuplicateKey { .. } => "23505",
-        StorageError::NotNull { .. } => "23502",
-        StorageError::BitLength { .. } => "22026",
-        _ if e.is_disk_full() => "53100",
-        StorageError::Io { .. } | StorageError::ObjectStore(_) | StorageError::WalFailed(_) => {
-            "58030"
-        }
-        StorageError::Corrupt(_) => "XX001",
-        StorageError::Config(_) | StorageError::Locked(_) => "55000",
-        StorageError::Dropped(_) => "42P01",
-        StorageError::Index(i) => match i {
-            IndexError::InvalidParameter(_) => "22023",
-            IndexError::UnknownMethod(_) => "42601",
-            IndexError::Unknown(_) => "42704",
-            IndexError::WrongType(_) => "42804",
-            IndexError::Faiss(_) | IndexError::Io(_) => "XX000",
-        },
-        StorageError::Expression(_) => "XX000",
-        StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
-            "XX000"
-        }
-    };
-    info(code, e.to_string())
-}
-
-fn vector_info(e: &VectorError) -> ErrorInfo {
-    let code = match e {
-        VectorError::InvalidText { .. } | VectorError::InvalidBit { .. } => "22P02",
-        VectorError::NotAVector { .. }
-        | VectorError::NotABitString { .. }
-        | VectorError::WrongOperandType { .. } => "42804",
-        VectorError::BitLengthMismatch { .. } => "22026",
-        _ => "22000",
-    };
-    info(code, e.to_string())
-}
-
-fn arrow_info(e: &ArrowError) -> ErrorInfo {
+fn storage_message(e: &StorageError) -> String {
     match e {
-        ArrowError::ExternalError(inner) => external_info(inner.as_ref()),
-        ArrowError::CastError(m) | ArrowError::ParseError(m) => info("22P02", m.clone()),
-        ArrowError::DivideByZero => info("22012", "division by zero"),
-        ArrowError::ArithmeticOverflow(m) => info("22003", m.clone()),
-        ArrowError::InvalidArgumentError(m) | ArrowError::ComputeError(m) => {
-            info("22000", m.clone())
-        }
-        other => info("XX000", other.to_string()),
+        StorageError::Expression(d) => datafusion_message(d),
+        other => other.to_string(),
     }
 }
 
-fn external_info(e: &(dyn std::error::Error + Send + Sync + 'static)) -> ErrorInfo {
-    if let Some(v) = e.downcast_ref::<VectorError>() {
-        vector_info(v)
-    } else if let Some(s) = e.downcast_ref::<StorageError>() {
-        storage_info(s)
-    } else if let Some(c) = e.downcast_ref::<CatalogError>() {
-        catalog_info(c)
+fn arrow_message(e: &ArrowError) -> String {
+    match e {
+        ArrowError::ExternalError(inner) => external_message(inner.as_ref()),
+        ArrowError::CastError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::ArithmeticOverflow(m)
+        | ArrowError::InvalidArgumentError(m)
+        | ArrowError::ComputeError(m) => m.clone(),
+        ArrowError::DivideByZero => "division by zero".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn external_message(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    if let Some(s) = e.downcast_ref::<StorageError>() {
+        storage_message(s)
     } else if let Some(d) = e.downcast_ref::<DataFusionError>() {
-        datafusion_info(d)
+        datafusion_message(d)
     } else if let Some(a) = e.downcast_ref::<ArrowError>() {
-        arrow_info(a)
+        arrow_message(a)
     } else {
-        info("XX000", e.to_string())
+        e.to_string()
     }
 }
 
-fn datafusion_info(e: &DataFusionError) -> ErrorInfo {
+fn datafusion_message(e: &DataFusionError) -> String {
     match e {
-        DataFusionError::External(inner) => external_info(inner.as_ref()),
-        DataFusionError::Context(_, inner) => datafusion_info(inner),
-        DataFusionError::Diagnostic(_, inner) => datafusion_info(inner),
-        DataFusionError::Shared(inner) => datafusion_info(inner),
-        DataFusionError::ArrowError(a, _) => arrow_info(a),
-        DataFusionError::SchemaError(s, _) => {
-            let code = match s.as_ref() {
-                SchemaError::FieldNotFound { .. } => "42703",
-                SchemaError::AmbiguousReference { .. } => "42702",
-                _ => "42701",
-            };
-            info(code, s.to_string())
-        }
-        DataFusionError::SQL(p, _) => info("42601", format!("syntax error: {p}")),
-        DataFusionError::NotImplemented(m) => info("0A000", m.clone()),
-        DataFusionError::Plan(m) => {
-            // DataFusion reports unknown tables and functions as plan errors.
-            let code = if m.contains("not found") && m.starts_with("table") {
-                "42P01"
-            } else if m.starts_with("Invalid function") {
-                "42883"
-            } else if m.contains("Cannot infer common") || m.contains("No function matches") {
-                "42804"
-            } else {
-                "42000"
-            };
-            info(code, m.clone())
-        }
-        DataFusionError::Execution(m) => {
-            let code = if m.contains("non-nullable") || m.contains("not-null") {
-                "23502"
-            } else {
-                "22000"
-            };
-            info(code, m.clone())
-        }
-        DataFusionError::ResourcesExhausted(m) => info("53200", m.clone()),
-        other => info("XX000", other.to_string()),
+        DataFusionError::External(inner) => external_message(inner.as_ref()),
+        DataFusionError::Context(_, inner) => datafusion_message(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion_message(inner),
+        DataFusionError::Shared(inner) => datafusion_message(inner),
+        DataFusionError::ArrowError(a, _) => arrow_message(a),
+        DataFusionError::SchemaError(s, _) => s.to_string(),
+        DataFusionError::SQL(p, _) => format!("syntax error: {p}"),
+        DataFusionError::NotImplemented(m)
+        | DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::ResourcesExhausted(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -212,10 +118,7 @@ pub fn reported(e: &QueryError) -> ErrorInfo {
     let info = error_info(e);
     // Resource, system and internal errors are the server's to report;
     // the rest concern only the client that caused them.
-    if ["53", "58", "XX"]
-        .iter()
-        .any(|class| info.code.starts_with(class))
-    {
+    if e.sqlstate().is_server_fault() {
         tracing::error!(sqlstate = %info.code, "{}", info.message);
     } else {
         tracing::debug!(sqlstate = %info.code, "{}", info.message);
@@ -226,6 +129,8 @@ pub fn reported(e: &QueryError) -> ErrorInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_common::sqlstate;
+    use quiver_vector::VectorError;
 
     #[test]
     fn maps_wrapped_errors() {
@@ -236,7 +141,7 @@ mod tests {
             },
         )));
         let i = error_info(&e);
-        assert_eq!(i.code, "22000");
+        assert_eq!(i.code, sqlstate::DATA_EXCEPTION.code());
         assert!(i.message.contains("expected 3 dimensions, not 2"));
         let e = QueryError::DataFusion(DataFusionError::Context(
             "ctx".into(),
@@ -248,7 +153,7 @@ mod tests {
                 },
             ))),
         ));
-        assert_eq!(error_info(&e).code, "23505");
+        assert_eq!(error_info(&e).code, sqlstate::UNIQUE_VIOLATION.code());
     }
 
     #[test]

@@ -28,9 +28,10 @@ use tracing::debug;
 use super::copy::QuiverCopy;
 use super::error::{reported, to_pgwire};
 use super::startup::QuiverStartup;
-use crate::planner::{Engine, Output, Prepared, QueryError, Session};
-use crate::sql::statement::TransactionKind;
-use crate::vector::udf::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
+use quiver_common::sqlstate;
+use quiver_planner::{Engine, Output, Prepared, QueryError, Session};
+use quiver_sql::statement::TransactionKind;
+use quiver_vector::column::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
 
 pub struct QuiverHandlers {
     service: Arc<QuiverService>,
@@ -100,7 +101,7 @@ fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Session>> 
     client.session_extensions().get::<Session>().ok_or_else(|| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
             "ERROR".into(),
-            "08003".into(),
+            sqlstate::CONNECTION_DOES_NOT_EXIST.code().into(),
             "connection has no session".into(),
         )))
     })
@@ -187,7 +188,7 @@ impl SimpleQueryHandler for QuiverService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client)?;
-        let statements = match crate::sql::parse(query) {
+        let statements = match quiver_sql::parse(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(reported(&e.into())))]),
         };
@@ -238,7 +239,7 @@ fn parameters<S: Clone>(
     for (i, raw) in portal.parameters.iter().enumerate() {
         // `bit(n)` parameters: text `0101` or PostgreSQL's binary form.
         if let Some(Some(n)) = bit_lengths.get(i) {
-            let width = crate::vector::bits::bytes_for(*n).max(1) as i32;
+            let width = quiver_vector::bits::bytes_for(*n).max(1) as i32;
             let Some(raw) = raw else {
                 decoded.push((
                     i,
@@ -250,7 +251,7 @@ fn parameters<S: Clone>(
             let Some(bytes) = super::bits::parameter(raw, format, *n) else {
                 return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                     "ERROR".into(),
-                    "22P02".into(),
+                    sqlstate::INVALID_TEXT_REPRESENTATION.code().into(),
                     format!("parameter ${}: not a bit string of length {n}", i + 1),
                 ))));
             };
@@ -271,7 +272,7 @@ fn parameters<S: Clone>(
         let values = match portal.parameter_format.format_for(i) {
             pgwire::api::results::FieldFormat::Text => std::str::from_utf8(raw)
                 .ok()
-                .and_then(|t| crate::vector::text::parse_vector(t).ok()),
+                .and_then(|t| quiver_vector::text::parse_vector(t).ok()),
             pgwire::api::results::FieldFormat::Binary => vector_from_binary(raw),
         };
         // Anything unusual is left to arrow-pg, with its error messages.
@@ -279,7 +280,7 @@ fn parameters<S: Clone>(
         if values.iter().any(|v| !v.is_finite()) {
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "ERROR".into(),
-                "22000".into(),
+                sqlstate::DATA_EXCEPTION.code().into(),
                 format!(
                     "parameter ${}: NaN or infinity is not allowed in a vector",
                     i + 1
@@ -365,12 +366,12 @@ fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
 /// `DEALLOCATE [PREPARE] name | ALL`: forget prepared statements of the
 /// connection (drivers such as psycopg send `DEALLOCATE ALL` after DDL).
 /// Returns the command tag, or `None` for any other statement.
-fn deallocate<C>(client: &C, statement: &crate::sql::Statement) -> Option<&'static str>
+fn deallocate<C>(client: &C, statement: &quiver_sql::Statement) -> Option<&'static str>
 where
     C: ClientInfo + ClientPortalStore,
     C::PortalStore: PortalStore,
 {
-    let crate::sql::Statement::Query(q) = statement else {
+    let quiver_sql::Statement::Query(q) = statement else {
         return None;
     };
     let datafusion::sql::sqlparser::ast::Statement::Deallocate { name, .. } = q.as_ref() else {
@@ -430,13 +431,13 @@ impl QueryParser for QuiverQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(client)?;
-        let mut statements = crate::sql::parse(sql).map_err(|e| to_pgwire(e.into()))?;
+        let mut statements = quiver_sql::parse(sql).map_err(|e| to_pgwire(e.into()))?;
         if statements.is_empty() {
             return Ok(None);
         }
         if statements.len() > 1 {
             return Err(to_pgwire(QueryError::Parse(
-                crate::sql::ParseError::Syntax {
+                quiver_sql::ParseError::Syntax {
                     message: "cannot insert multiple commands into a prepared statement".into(),
                     position: None,
                 },

@@ -24,13 +24,14 @@ use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tracing::{info, warn};
 
-use crate::auth::scram::{ClientFirst, Exchange, Verifier};
-use crate::auth::{AuthConfig, LoginLimiter};
+use quiver_auth::scram::{ClientFirst, Exchange, Verifier};
+use quiver_auth::{AuthConfig, LoginLimiter};
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 use super::error::to_pgwire;
-use crate::planner::Engine;
+use quiver_planner::Engine;
 
 pub struct QuiverStartup {
     pub engine: Arc<Engine>,
@@ -53,7 +54,7 @@ impl Logins {
         Logins {
             limiter: LoginLimiter::new(config.max_failed_logins, config.failed_login_interval),
             config,
-            mock_secret: crate::auth::scram::random_bytes::<32>(),
+            mock_secret: quiver_auth::scram::random_bytes::<32>(),
         }
     }
 }
@@ -76,7 +77,10 @@ impl ServerParameterProvider for ServerParameters {
         C: ClientInfo,
     {
         let mut p = HashMap::new();
-        p.insert("server_version".into(), crate::SERVER_VERSION.into());
+        p.insert(
+            "server_version".into(),
+            quiver_common::SERVER_VERSION.into(),
+        );
         p.insert("server_encoding".into(), "UTF8".into());
         p.insert("client_encoding".into(), "UTF8".into());
         p.insert("DateStyle".into(), "ISO, MDY".into());
@@ -96,17 +100,17 @@ impl ServerParameterProvider for ServerParameters {
     }
 }
 
-fn login_error(code: &str, message: String) -> PgWireError {
+fn login_error(code: SqlState, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".to_string(),
-        code.to_string(),
+        code.code().to_string(),
         message,
     )))
 }
 
 fn password_failed(user: &str) -> PgWireError {
     login_error(
-        "28P01",
+        sqlstate::INVALID_PASSWORD,
         format!("password authentication failed for user \"{user}\""),
     )
 }
@@ -133,11 +137,11 @@ impl QuiverStartup {
         let database = metadata
             .get(METADATA_DATABASE)
             .cloned()
-            .unwrap_or_else(|| crate::catalog::DEFAULT_DATABASE.to_string());
+            .unwrap_or_else(|| quiver_catalog::DEFAULT_DATABASE.to_string());
         let application_name = metadata.get("application_name").cloned();
         let session = self.engine.new_session(&user, &database).map_err(|e| {
             let PgWireError::UserError(mut i) = to_pgwire(e) else {
-                return login_error("XX000", "session setup failed".into());
+                return login_error(sqlstate::INTERNAL_ERROR, "session setup failed".into());
             };
             i.severity = "FATAL".into();
             PgWireError::UserError(i)
@@ -176,7 +180,7 @@ impl QuiverStartup {
             let initial = msg.into_sasl_initial_response()?;
             if initial.auth_method != SCRAM_SHA_256 {
                 return Err(login_error(
-                    "28000",
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                     format!(
                         "authentication method {} is not supported: use SCRAM-SHA-256",
                         initial.auth_method
@@ -186,7 +190,7 @@ impl QuiverStartup {
             let data = initial.data.unwrap_or_default();
             let first = ClientFirst::parse(&data).map_err(|e| {
                 warn!(%addr, %user, error = %e, "login failed");
-                login_error("08P01", format!("invalid SCRAM exchange: {e}"))
+                login_error(e.sqlstate(), format!("invalid SCRAM exchange: {e}"))
             })?;
             let known = self
                 .engine
@@ -209,7 +213,10 @@ impl QuiverStartup {
         let response = msg.into_sasl_response()?;
         let exchange = pending.exchange.lock().take();
         let Some(exchange) = exchange else {
-            return Err(login_error("08P01", "unexpected SCRAM message".into()));
+            return Err(login_error(
+                sqlstate::PROTOCOL_VIOLATION,
+                "unexpected SCRAM message".into(),
+            ));
         };
         let outcome = exchange.finish(&response.data);
         match outcome {
@@ -256,10 +263,10 @@ impl StartupHandler for QuiverStartup {
         protocol_negotiation(client, &startup).await?;
         save_startup_parameters_to_metadata(client, &startup);
         let addr = client.socket_addr();
-        let loopback = crate::auth::is_loopback(&addr);
+        let loopback = quiver_auth::is_loopback(&addr);
         if self.auth.config.require_tls && !loopback && !client.is_secure() {
             return Err(login_error(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
                     "connections from {} must use TLS: connect with sslmode=require",
                     addr.ip()
@@ -268,12 +275,15 @@ impl StartupHandler for QuiverStartup {
         }
         let user = Self::user_of(client);
         if user.is_empty() {
-            return Err(login_error("28000", "no user name given".into()));
+            return Err(login_error(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "no user name given".into(),
+            ));
         }
         if let Err(wait) = self.auth.limiter.check(addr.ip()) {
             warn!(%addr, %user, "login refused: too many failed logins");
             return Err(login_error(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
                     "too many failed logins from {}: try again in {} s",
                     addr.ip(),
@@ -286,7 +296,7 @@ impl StartupHandler for QuiverStartup {
                 return self.complete(client, "trust (loopback)").await;
             }
             return Err(login_error(
-                "28000",
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("role \"{user}\" does not exist"),
             ));
         }

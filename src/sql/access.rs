@@ -5,8 +5,8 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
 use super::ParseError;
 use super::statement::{AccessStatement, GrantObject};
-use crate::auth::Secret;
-use crate::auth::acl::Privilege;
+use quiver_auth::Secret;
+use quiver_auth::acl::Privilege;
 
 /// A cursor over the statement's tokens, whitespace skipped.
 pub(super) struct Cursor<'a> {
@@ -350,7 +350,7 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> AccessStatement {
-        match crate::sql::parse(sql).unwrap().remove(0) {
+        match crate::parse(sql).unwrap().remove(0) {
             Statement::Access(a) => a,
             other => panic!("{other:?}"),
         }
@@ -431,8 +431,8 @@ mod tests {
                 ..
             }
         ));
-        let err = crate::sql::parse("GRANT FLY ON COLLECTION t TO r").unwrap_err();
+        let err = crate::parse("GRANT FLY ON COLLECTION t TO r").unwrap_err();
         assert!(err.to_string().contains("SEARCH"), "{err}");
-        assert!(crate::sql::parse("GRANT SELECT ON COLLECTION t TO").is_err());
+        assert!(crate::parse("GRANT SELECT ON COLLECTION t TO").is_err());
     }
 }

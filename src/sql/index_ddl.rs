@@ -139,7 +139,7 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> IndexStatement {
-        match crate::sql::parse(sql).unwrap().remove(0) {
+        match crate::parse(sql).unwrap().remove(0) {
             Statement::Index(i) => i,
             other => panic!("{other:?}"),
         }
@@ -192,7 +192,7 @@ mod tests {
             one("SHOW INDEXES FROM t"),
             IndexStatement::Show { .. }
         ));
-        assert!(crate::sql::parse("CREATE INDEX i ON t USING hnsw (a, b)").is_err());
-        assert!(crate::sql::parse("CREATE INDEX i ON t USING hnsw (v) WITH (m)").is_err());
+        assert!(crate::parse("CREATE INDEX i ON t USING hnsw (a, b)").is_err());
+        assert!(crate::parse("CREATE INDEX i ON t USING hnsw (v) WITH (m)").is_err());
     }
 }

@@ -2,8 +2,8 @@
 
 use datafusion::sql::sqlparser::ast;
 
-use crate::auth::Secret;
-use crate::auth::acl::Privilege;
+use quiver_auth::Secret;
+use quiver_auth::acl::Privilege;
 
 /// One parsed statement.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::objects::ObjectIo;
 use super::segment::SegmentMeta;
 use super::{Result, StorageError};
-use crate::catalog::CatalogSnapshot;
+use quiver_catalog::CatalogSnapshot;
 
 const DIR: &str = "catalog";
 /// Versions kept besides the current one (for inspection after a failure).

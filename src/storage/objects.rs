@@ -53,7 +53,20 @@ pub struct ObjectIo {
 }
 
 fn obj_err(e: object_store::Error) -> StorageError {
-    StorageError::ObjectStore(e.to_string())
+    // The file system's own error, when the store is local, says whether
+    // the disk is full.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut disk_full = false;
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            disk_full |= super::io_disk_full(io);
+        }
+        source = err.source();
+    }
+    StorageError::ObjectStore {
+        message: e.to_string(),
+        disk_full,
+    }
 }
 
 impl ObjectIo {
@@ -165,7 +178,10 @@ impl ObjectIo {
                 Ok(())
             })
             .await
-            .map_err(|e| StorageError::ObjectStore(e.to_string()))?
+            .map_err(|e| StorageError::ObjectStore {
+                message: e.to_string(),
+                disk_full: false,
+            })?
             .map_err(|e| StorageError::Io {
                 path: rel.to_string(),
                 source: e,

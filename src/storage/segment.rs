@@ -192,7 +192,7 @@ pub struct IndexFile {
 /// An index in memory for one segment.
 #[derive(Debug, Clone)]
 pub struct LoadedIndex {
-    pub index: Arc<dyn crate::vector::index::VectorIndex>,
+    pub index: Arc<dyn quiver_vector::index::VectorIndex>,
 }
 
 /// A segment on object storage; its rows are loaded on first use and kept

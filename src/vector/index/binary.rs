@@ -10,8 +10,8 @@
 use std::fmt;
 
 use super::{IndexError, IndexSpec, Method, SearchKnobs, VectorIndex, last_error, tempfile_path};
-use crate::vector::Metric;
-use crate::vector::bits::bytes_for;
+use crate::Metric;
+use crate::bits::bytes_for;
 
 /// A faiss binary index. Searches are `const` in faiss and share it.
 pub struct BinaryIndex {
@@ -279,7 +279,7 @@ impl VectorIndex for BinaryIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vector::bits;
+    use crate::bits;
     use std::collections::BTreeMap;
 
     /// `n` bit strings of `bits` bits around `clusters` centres: each bit of

@@ -17,6 +17,7 @@ pub mod collection;
 pub mod manifest;
 pub mod objects;
 pub mod segment;
+pub mod sqlstate_of;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -26,13 +27,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-use crate::catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};
-pub use collection::{CollectionData, Conflict};
+pub use collection::{CollectionData, Conflict, Mutation, RowChange, RowFilter};
 use manifest::ManifestStore;
 pub use objects::{ObjectIo, S3Config, SCAN_URL};
+use quiver_catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};
 pub use segment::{Chunk, FlushedSegment, ROWID, SegmentData, Snapshot};
 pub use wal::WalSync;
 
@@ -63,8 +65,8 @@ pub enum StorageError {
         path: String,
         source: std::io::Error,
     },
-    #[error("object storage: {0}")]
-    ObjectStore(String),
+    #[error("object storage: {message}")]
+    ObjectStore { message: String, disk_full: bool },
     #[error("the write-ahead log in {0} failed earlier; restart the server to recover")]
     WalFailed(String),
     #[error("stored data is damaged: {0}")]
@@ -81,19 +83,54 @@ pub enum StorageError {
     #[error("collection \"{0}\" was dropped")]
     Dropped(String),
     #[error(transparent)]
-    Index(#[from] crate::vector::index::IndexError),
+    Index(#[from] quiver_vector::index::IndexError),
+    /// A row's value does not fit its field (a vector of another dimension).
+    #[error(transparent)]
+    Vector(#[from] quiver_vector::VectorError),
 }
 
 impl StorageError {
     /// Whether the failure is the disk being full.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StorageError::Io { source, .. } => {
-                source.kind() == std::io::ErrorKind::StorageFull
-                    || source.raw_os_error() == Some(28)
-            }
-            StorageError::ObjectStore(m) => m.contains("No space left"),
+            StorageError::Io { source, .. } => io_disk_full(source),
+            StorageError::ObjectStore { disk_full, .. } => *disk_full,
             _ => false,
+        }
+    }
+}
+
+/// ENOSPC, the same on every Unix quiver builds for.
+const ENOSPC: i32 = 28;
+
+/// Whether a file system error says the disk is full.
+fn io_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(ENOSPC)
+}
+
+impl SqlStateError for StorageError {
+    fn sqlstate(&self) -> SqlState {
+        if self.is_disk_full() {
+            return sqlstate::DISK_FULL;
+        }
+        match self {
+            StorageError::DuplicateKey { .. } => sqlstate::UNIQUE_VIOLATION,
+            StorageError::NotNull { .. } => sqlstate::NOT_NULL_VIOLATION,
+            StorageError::BitLength { .. } => sqlstate::STRING_DATA_LENGTH_MISMATCH,
+            StorageError::Io { .. }
+            | StorageError::ObjectStore { .. }
+            | StorageError::WalFailed(_) => sqlstate::IO_ERROR,
+            StorageError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
+            StorageError::Config(_) | StorageError::Locked(_) => {
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            StorageError::Dropped(_) => sqlstate::UNDEFINED_TABLE,
+            StorageError::Index(i) => i.sqlstate(),
+            StorageError::Vector(v) => v.sqlstate(),
+            StorageError::Expression(d) => sqlstate_of::datafusion(d),
+            StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
+                sqlstate::INTERNAL_ERROR
+            }
         }
     }
 }
@@ -492,8 +529,140 @@ impl MetaStore for ManifestMetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{CollectionDef, FieldDef, FieldType};
+    use quiver_common::sqlstate;
+
+    /// Every variant, with the code it must give; errors that travel inside
+    /// DataFusion's and Arrow's answer with their own code.
+    #[test]
+    fn every_error_variant_has_its_sqlstate() {
+        use datafusion::error::DataFusionError;
+        let s = || "s".to_string();
+        let io = |kind| std::io::Error::new(kind, "io");
+        let cases = [
+            (
+                StorageError::DuplicateKey {
+                    collection: s(),
+                    field: s(),
+                    value: s(),
+                },
+                sqlstate::UNIQUE_VIOLATION,
+            ),
+            (
+                StorageError::NotNull {
+                    collection: s(),
+                    field: s(),
+                },
+                sqlstate::NOT_NULL_VIOLATION,
+            ),
+            (
+                StorageError::BitLength {
+                    field: s(),
+                    bits: 3,
+                },
+                sqlstate::STRING_DATA_LENGTH_MISMATCH,
+            ),
+            (StorageError::InvalidBatch(s()), sqlstate::INTERNAL_ERROR),
+            (
+                StorageError::Arrow(arrow::error::ArrowError::ComputeError(s())),
+                sqlstate::INTERNAL_ERROR,
+            ),
+            (
+                StorageError::Parquet(datafusion::parquet::errors::ParquetError::General(s())),
+                sqlstate::INTERNAL_ERROR,
+            ),
+            (
+                StorageError::Io {
+                    path: s(),
+                    source: io(std::io::ErrorKind::PermissionDenied),
+                },
+                sqlstate::IO_ERROR,
+            ),
+            (
+                StorageError::Io {
+                    path: s(),
+                    source: std::io::Error::from_raw_os_error(28),
+                },
+                sqlstate::DISK_FULL,
+            ),
+            (
+                StorageError::ObjectStore {
+                    message: s(),
+                    disk_full: false,
+                },
+                sqlstate::IO_ERROR,
+            ),
+            (
+                StorageError::ObjectStore {
+                    message: s(),
+                    disk_full: true,
+                },
+                sqlstate::DISK_FULL,
+            ),
+            (StorageError::WalFailed(s()), sqlstate::IO_ERROR),
+            (StorageError::Corrupt(s()), sqlstate::DATA_CORRUPTED),
+            (
+                StorageError::Config(s()),
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
+            (
+                StorageError::Locked(s()),
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
+            (
+                StorageError::Expression(Box::new(DataFusionError::External(Box::new(
+                    quiver_vector::VectorError::NotFinite,
+                )))),
+                sqlstate::DATA_EXCEPTION,
+            ),
+            (StorageError::Dropped(s()), sqlstate::UNDEFINED_TABLE),
+            (
+                StorageError::Index(quiver_vector::index::IndexError::InvalidParameter(s())),
+                sqlstate::INVALID_PARAMETER_VALUE,
+            ),
+            (
+                StorageError::Vector(quiver_vector::VectorError::DimensionMismatch {
+                    expected: 3,
+                    actual: 2,
+                }),
+                sqlstate::DATA_EXCEPTION,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn wrapped_errors_answer_with_their_own_code() {
+        use datafusion::error::DataFusionError;
+        let dup = StorageError::DuplicateKey {
+            collection: "t".into(),
+            field: "id".into(),
+            value: "1".into(),
+        };
+        let wrapped = DataFusionError::Context(
+            "ctx".into(),
+            Box::new(DataFusionError::External(Box::new(dup))),
+        );
+        assert_eq!(
+            sqlstate_of::datafusion(&wrapped),
+            sqlstate::UNIQUE_VIOLATION
+        );
+        let arrow = arrow::error::ArrowError::ExternalError(Box::new(
+            quiver_catalog::CatalogError::CollectionNotFound { name: "t".into() },
+        ));
+        assert_eq!(sqlstate_of::arrow(&arrow), sqlstate::UNDEFINED_TABLE);
+        assert_eq!(
+            sqlstate_of::datafusion(&DataFusionError::ResourcesExhausted("m".into())),
+            sqlstate::OUT_OF_MEMORY
+        );
+        assert_eq!(
+            sqlstate_of::datafusion(&DataFusionError::NotImplemented("m".into())),
+            sqlstate::FEATURE_NOT_SUPPORTED
+        );
+    }
     use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use quiver_catalog::{CollectionDef, FieldDef, FieldType};
 
     fn parquet_files(dir: &std::path::Path) -> usize {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -532,7 +701,7 @@ mod tests {
         let data = storage.open_collection(&def).unwrap();
         let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..1000));
         let batch = RecordBatch::try_new(def.arrow_schema(), vec![ids]).unwrap();
-        data.insert(batch).await.unwrap();
+        data.mutate(Mutation::insert(batch)).await.unwrap();
         data.flush().await.unwrap();
         // Reads now go to the Parquet files.
         data.release();

@@ -2,6 +2,7 @@
 //! engine. It turns bytes into statements and results into bytes; nothing else.
 
 pub mod bits;
+pub mod bootstrap;
 pub mod conn;
 pub mod copy;
 pub mod error;
@@ -15,9 +16,11 @@ use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::auth::AuthConfig;
-use crate::planner::Engine;
 use handler::QuiverHandlers;
+use quiver_auth::AuthConfig;
+use quiver_planner::Engine;
+
+pub use bootstrap::bootstrap;
 use startup::Logins;
 
 /// The TLS acceptor for the configured certificate and key (PEM).

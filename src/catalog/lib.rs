@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::auth::acl::{AccessError, Scope, SecurityState};
+use quiver_auth::acl::{AccessError, Scope, SecurityState};
 pub use schema::{CollectionDef, FieldDef, FieldType, IndexDef};
 
 /// The database every server starts with.
@@ -48,6 +49,31 @@ pub enum CatalogError {
     IndexNotFound { name: String },
     #[error("relation \"{name}\" already exists (index names are unique within a database)")]
     IndexExists { name: String },
+}
+
+impl SqlStateError for CatalogError {
+    fn sqlstate(&self) -> SqlState {
+        match self {
+            CatalogError::CollectionNotFound { .. } => sqlstate::UNDEFINED_TABLE,
+            CatalogError::CollectionExists { .. } => sqlstate::DUPLICATE_TABLE,
+            CatalogError::DatabaseNotFound { .. } => sqlstate::INVALID_CATALOG_NAME,
+            CatalogError::DatabaseExists { .. } => sqlstate::DUPLICATE_DATABASE,
+            CatalogError::DatabaseNotEmpty { .. }
+            | CatalogError::DropCurrentDatabase { .. }
+            | CatalogError::DropDefaultDatabase => sqlstate::OBJECT_IN_USE,
+            CatalogError::InvalidDefinition(_) => sqlstate::INVALID_TABLE_DEFINITION,
+            // A type PostgreSQL does not have either; one it has that
+            // quiver does not comes with a hint.
+            CatalogError::UnsupportedType { hint, .. } if hint.is_empty() => {
+                sqlstate::UNDEFINED_OBJECT
+            }
+            CatalogError::UnsupportedType { .. } => sqlstate::FEATURE_NOT_SUPPORTED,
+            CatalogError::Store(_) => sqlstate::IO_ERROR,
+            CatalogError::IndexNotFound { .. } => sqlstate::UNDEFINED_OBJECT,
+            CatalogError::IndexExists { .. } => sqlstate::DUPLICATE_TABLE,
+            CatalogError::Access(a) => a.sqlstate(),
+        }
+    }
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -400,6 +426,74 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quiver_common::sqlstate;
+
+    /// Every variant, with the code it must give.
+    #[test]
+    fn every_error_variant_has_its_sqlstate() {
+        let name = || "n".to_string();
+        let cases = [
+            (
+                CatalogError::CollectionNotFound { name: name() },
+                sqlstate::UNDEFINED_TABLE,
+            ),
+            (
+                CatalogError::CollectionExists { name: name() },
+                sqlstate::DUPLICATE_TABLE,
+            ),
+            (
+                CatalogError::DatabaseNotFound { name: name() },
+                sqlstate::INVALID_CATALOG_NAME,
+            ),
+            (
+                CatalogError::DatabaseExists { name: name() },
+                sqlstate::DUPLICATE_DATABASE,
+            ),
+            (
+                CatalogError::DatabaseNotEmpty { name: name() },
+                sqlstate::OBJECT_IN_USE,
+            ),
+            (
+                CatalogError::DropCurrentDatabase { name: name() },
+                sqlstate::OBJECT_IN_USE,
+            ),
+            (CatalogError::DropDefaultDatabase, sqlstate::OBJECT_IN_USE),
+            (
+                CatalogError::InvalidDefinition(name()),
+                sqlstate::INVALID_TABLE_DEFINITION,
+            ),
+            (
+                CatalogError::UnsupportedType {
+                    name: name(),
+                    hint: String::new(),
+                },
+                sqlstate::UNDEFINED_OBJECT,
+            ),
+            (
+                CatalogError::UnsupportedType {
+                    name: name(),
+                    hint: ": use text".into(),
+                },
+                sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+            (CatalogError::Store(name()), sqlstate::IO_ERROR),
+            (
+                CatalogError::Access(AccessError::Denied(name())),
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+            ),
+            (
+                CatalogError::IndexNotFound { name: name() },
+                sqlstate::UNDEFINED_OBJECT,
+            ),
+            (
+                CatalogError::IndexExists { name: name() },
+                sqlstate::DUPLICATE_TABLE,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+    }
 
     fn def(name: &str) -> CollectionDef {
         CollectionDef {

@@ -3,15 +3,9 @@
 //! `to_vector` conversion used for casts and INSERT coercion.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, Float64Array, GenericListArray,
-    Int32Array, OffsetSizeTrait, StringArray,
-};
-use arrow::buffer::NullBuffer;
-use arrow::compute::cast;
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int32Array, StringArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
@@ -19,190 +13,24 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use super::text::parse_vector_into;
-use super::{Metric, VectorError};
-use super::{bits, distance};
+use quiver_vector::column::{
+    BitColumn, MAX_BITS, VectorColumn, any_vector_data_type, bit_data_type, bit_length_of,
+    bit_metadata, vector_data_type, vector_metadata,
+};
+use quiver_vector::{Metric, VectorError, bits, distance};
 
-/// Field metadata key that marks a list column as a pgvector `vector` (shared with arrow-pg).
-pub const VECTOR_METADATA_KEY: &str = arrow_pg::datatypes::PG_VECTOR_KEY;
-
-/// The Arrow type of a `VECTOR(dim)` column.
-pub fn vector_data_type(dim: usize) -> DataType {
-    DataType::FixedSizeList(
-        Arc::new(Field::new_list_field(DataType::Float32, true)),
-        dim as i32,
-    )
-}
-
-/// The Arrow type of a dimensionless `vector` (casts such as `'[1,2]'::vector`).
-pub fn any_vector_data_type() -> DataType {
-    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
-}
-
-/// Field metadata marking a field as a pgvector `vector`.
-pub fn vector_metadata() -> HashMap<String, String> {
-    HashMap::from([(VECTOR_METADATA_KEY.to_string(), "vector".to_string())])
-}
-
-/// The dimension of a vector Arrow type: `Some(Some(d))` for fixed-size
-/// float32 lists, `Some(None)` for variable lists of float32, `None` otherwise.
-pub fn vector_dim_of(data_type: &DataType) -> Option<Option<usize>> {
-    match data_type {
-        DataType::FixedSizeList(f, d) if f.data_type() == &DataType::Float32 => {
-            Some(Some(*d as usize))
-        }
-        DataType::List(f) | DataType::LargeList(f) if f.data_type() == &DataType::Float32 => {
-            Some(None)
-        }
-        _ => None,
+/// A vector error as DataFusion reports it: Arrow's own errors stay Arrow
+/// errors (a failed cast keeps its SQLSTATE), the rest travel as external.
+pub fn vector_err(e: VectorError) -> DataFusionError {
+    match e {
+        VectorError::Arrow(a) => DataFusionError::ArrowError(Box::new(a), None),
+        e => DataFusionError::External(Box::new(e)),
     }
 }
 
-fn vector_err(e: VectorError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
-
-/// A column of vectors in a uniform shape, whatever Arrow type it came in.
-pub struct VectorColumn {
-    values: Float32Array,
-    /// `offsets[i]..offsets[i+1]` are the elements of row `i`.
-    offsets: Vec<usize>,
-    nulls: Option<NullBuffer>,
-}
-
-impl VectorColumn {
-    pub fn len(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The elements of row `i`, or `None` for NULL.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<&[f32]> {
-        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
-            return None;
-        }
-        Some(&self.values.values()[self.offsets[i]..self.offsets[i + 1]])
-    }
-
-    /// Build from any array that can hold vectors: lists of numbers or pgvector text.
-    pub fn try_from_array(array: &ArrayRef) -> Result<VectorColumn> {
-        match array.data_type() {
-            DataType::FixedSizeList(_, dim) => {
-                let list = array.as_fixed_size_list();
-                let dim = *dim as usize;
-                let values = float_values(list.values())?;
-                let start = list.offset();
-                let offsets = (0..=list.len()).map(|i| (start + i) * dim).collect();
-                Ok(VectorColumn {
-                    values,
-                    offsets,
-                    nulls: list.logical_nulls(),
-                })
-            }
-            DataType::List(_) => VectorColumn::from_list(array.as_list::<i32>()),
-            DataType::LargeList(_) => VectorColumn::from_list(array.as_list::<i64>()),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                let strings = cast(array, &DataType::Utf8)?;
-                let strings = strings.as_string::<i32>();
-                let mut values = Vec::new();
-                let mut offsets = vec![0usize];
-                for i in 0..strings.len() {
-                    if strings.is_valid(i) {
-                        parse_vector_into(strings.value(i), &mut values).map_err(vector_err)?;
-                    }
-                    offsets.push(values.len());
-                }
-                Ok(VectorColumn {
-                    values: Float32Array::from(values),
-                    offsets,
-                    nulls: strings.logical_nulls(),
-                })
-            }
-            DataType::Null => Ok(VectorColumn {
-                values: Float32Array::from(Vec::<f32>::new()),
-                offsets: vec![0; array.len() + 1],
-                nulls: Some(NullBuffer::new_null(array.len())),
-            }),
-            other => Err(vector_err(VectorError::NotAVector {
-                type_name: other.to_string(),
-            })),
-        }
-    }
-
-    fn from_list<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Result<VectorColumn> {
-        Ok(VectorColumn {
-            values: float_values(list.values())?,
-            offsets: list.offsets().iter().map(|o| o.as_usize()).collect(),
-            nulls: list.logical_nulls(),
-        })
-    }
-
-    /// Build from a scalar (a query vector, typically).
-    pub fn try_from_scalar(scalar: &ScalarValue) -> Result<VectorColumn> {
-        VectorColumn::try_from_array(&scalar.to_array_of_size(1)?)
-    }
-
-    /// Convert to a `VECTOR(dim)` array, checking every row's dimension.
-    pub fn to_fixed(&self, dim: usize) -> Result<FixedSizeListArray> {
-        let mut flat: Vec<f32> = Vec::with_capacity(self.len() * dim);
-        for i in 0..self.len() {
-            match self.get(i) {
-                Some(v) => {
-                    if v.len() != dim {
-                        return Err(vector_err(VectorError::DimensionMismatch {
-                            expected: dim,
-                            actual: v.len(),
-                        }));
-                    }
-                    if v.iter().any(|x| !x.is_finite()) {
-                        return Err(vector_err(VectorError::NotFinite));
-                    }
-                    flat.extend_from_slice(v);
-                }
-                None => flat.extend(std::iter::repeat_n(0f32, dim)),
-            }
-        }
-        let field = Arc::new(Field::new_list_field(DataType::Float32, true));
-        FixedSizeListArray::try_new(
-            field,
-            dim as i32,
-            Arc::new(Float32Array::from(flat)),
-            self.nulls.clone(),
-        )
-        .map_err(DataFusionError::from)
-    }
-
-    /// Convert to a dimensionless `vector` (`List(Float32)`) array.
-    pub fn to_list(&self) -> Result<ArrayRef> {
-        let field = Arc::new(Field::new_list_field(DataType::Float32, true));
-        let offsets: Vec<i32> = self.offsets.iter().map(|o| *o as i32).collect();
-        let list = arrow::array::ListArray::try_new(
-            field,
-            arrow::buffer::OffsetBuffer::new(offsets.into()),
-            Arc::new(self.values.clone()),
-            self.nulls.clone(),
-        )?;
-        Ok(Arc::new(list))
-    }
-}
-
-fn float_values(values: &ArrayRef) -> Result<Float32Array> {
-    match values.data_type() {
-        DataType::Float32 => Ok(values
-            .as_primitive::<arrow::datatypes::Float32Type>()
-            .clone()),
-        t if t.is_numeric() || t == &DataType::Null => {
-            let c = cast(values, &DataType::Float32)?;
-            Ok(c.as_primitive::<arrow::datatypes::Float32Type>().clone())
-        }
-        other => Err(vector_err(VectorError::NotAVector {
-            type_name: format!("{other} list"),
-        })),
-    }
+/// The vectors of a scalar (a query vector, typically).
+pub fn vector_column_of_scalar(scalar: &ScalarValue) -> Result<VectorColumn> {
+    VectorColumn::try_from_array(&scalar.to_array_of_size(1)?).map_err(vector_err)
 }
 
 /// A result array as a value: a scalar when every argument was one.
@@ -218,8 +46,10 @@ fn columnar(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
 
 fn to_column(value: &ColumnarValue) -> Result<(VectorColumn, bool)> {
     match value {
-        ColumnarValue::Array(a) => Ok((VectorColumn::try_from_array(a)?, false)),
-        ColumnarValue::Scalar(s) => Ok((VectorColumn::try_from_scalar(s)?, true)),
+        ColumnarValue::Array(a) => {
+            Ok((VectorColumn::try_from_array(a).map_err(vector_err)?, false))
+        }
+        ColumnarValue::Scalar(s) => Ok((vector_column_of_scalar(s)?, true)),
     }
 }
 
@@ -405,9 +235,9 @@ impl ScalarUDFImpl for ToVector {
         };
         let (col, scalar) = to_column(&args.args[0])?;
         let array: ArrayRef = if dim == 0 {
-            col.to_list()?
+            col.to_list().map_err(vector_err)?
         } else {
-            Arc::new(col.to_fixed(dim)?)
+            Arc::new(col.to_fixed(dim).map_err(vector_err)?)
         };
         columnar(array, scalar)
     }
@@ -488,7 +318,7 @@ impl ScalarUDFImpl for ToText {
         } else {
             let (col, scalar) = to_column(value)?;
             let texts = (0..col.len())
-                .map(|i| col.get(i).map(crate::vector::text::format_vector))
+                .map(|i| col.get(i).map(quiver_vector::text::format_vector))
                 .collect();
             (texts, scalar)
         };
@@ -502,170 +332,14 @@ pub fn to_text_udf() -> ScalarUDF {
     })
 }
 
-/// Field metadata key holding a `BIT(n)` column's length in bits.
-pub const BIT_METADATA_KEY: &str = "quiver.bit";
-
-/// The Arrow type of a `BIT(bits)` column: the packed bytes.
-pub fn bit_data_type(bits: usize) -> DataType {
-    DataType::FixedSizeBinary(bits::bytes_for(bits).max(1) as i32)
-}
-
-/// Field metadata marking a field as `BIT(bits)`.
-pub fn bit_metadata(bits: usize) -> HashMap<String, String> {
-    HashMap::from([(BIT_METADATA_KEY.to_string(), bits.to_string())])
-}
-
-/// The length in bits of a `BIT(n)` field, from its metadata.
-pub fn bit_length_of(field: &Field) -> Option<usize> {
-    match field.data_type() {
-        DataType::FixedSizeBinary(_) => field.metadata().get(BIT_METADATA_KEY)?.parse().ok(),
-        _ => None,
-    }
-}
-
-/// A column of bit strings, whatever Arrow type it came in.
-pub enum BitColumn {
-    /// Packed bytes; the length in bits when known (else `8 × width`).
-    Fixed(arrow::array::FixedSizeBinaryArray, Option<usize>),
-    /// Bytes of any length (`bytea`): 8 bits a byte.
-    Binary(arrow::array::BinaryArray),
-    /// Parsed from text.
-    Parsed {
-        bytes: Vec<u8>,
-        offsets: Vec<usize>,
-        bits: Vec<usize>,
-        nulls: Option<NullBuffer>,
-    },
-}
-
-impl BitColumn {
-    pub fn len(&self) -> usize {
-        match self {
-            BitColumn::Fixed(a, _) => a.len(),
-            BitColumn::Binary(a) => a.len(),
-            BitColumn::Parsed { bits, .. } => bits.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `i`'s bytes and its length in bits (`None`: only the bytes are
-    /// known), or `None` for NULL.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<(&[u8], Option<usize>)> {
-        match self {
-            BitColumn::Fixed(a, bits) => a.is_valid(i).then(|| (a.value(i), *bits)),
-            BitColumn::Binary(a) => a
-                .is_valid(i)
-                .then(|| (a.value(i), Some(a.value(i).len() * 8))),
-            BitColumn::Parsed {
-                bytes,
-                offsets,
-                bits,
-                nulls,
-            } => (!nulls.as_ref().is_some_and(|n| n.is_null(i)))
-                .then(|| (&bytes[offsets[i]..offsets[i + 1]], Some(bits[i]))),
-        }
-    }
-
-    /// Build from an array: `BIT(n)` (`field` says n), `bytea` or text.
-    pub fn try_from_array(array: &ArrayRef, field: Option<&Field>) -> Result<BitColumn> {
-        match array.data_type() {
-            DataType::FixedSizeBinary(_) => Ok(BitColumn::Fixed(
-                array.as_fixed_size_binary().clone(),
-                field.and_then(bit_length_of),
-            )),
-            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-                let b = cast(array, &DataType::Binary)?;
-                Ok(BitColumn::Binary(b.as_binary::<i32>().clone()))
-            }
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
-                let strings = cast(array, &DataType::Utf8)?;
-                let strings = strings.as_string::<i32>();
-                let mut bytes = Vec::new();
-                let mut offsets = vec![0usize];
-                let mut bits = Vec::with_capacity(strings.len());
-                for i in 0..strings.len() {
-                    let n = if strings.is_valid(i) {
-                        bits::parse_bits_into(strings.value(i), None, &mut bytes)
-                            .map_err(vector_err)?
-                    } else {
-                        0
-                    };
-                    offsets.push(bytes.len());
-                    bits.push(n);
-                }
-                Ok(BitColumn::Parsed {
-                    bytes,
-                    offsets,
-                    bits,
-                    nulls: strings.logical_nulls(),
-                })
-            }
-            other => Err(vector_err(VectorError::NotABitString {
-                type_name: other.to_string(),
-            })),
-        }
-    }
-
-    /// Convert to `BIT(bits)` bytes. `bits` > 0: exactly that many bits;
-    /// below 0: any length that fills `-bits` bytes (the exact length was
-    /// lost on the way).
-    pub fn to_fixed(&self, bits: i64) -> Result<arrow::array::FixedSizeBinaryArray> {
-        let width = if bits > 0 {
-            bits::bytes_for(bits as usize)
-        } else {
-            (-bits) as usize
-        };
-        let mut out = Vec::with_capacity(self.len() * width);
-        let mut valid = Vec::with_capacity(self.len());
-        for i in 0..self.len() {
-            match self.get(i) {
-                Some((bytes, known)) => {
-                    let n = known.unwrap_or(bytes.len() * 8);
-                    let fits = if bits > 0 {
-                        // Bytes of unknown length (bytea) fit when their
-                        // count does; the bits past the length are cleared.
-                        n == bits as usize
-                            || (known.is_none() && bits::bytes_for(bits as usize) == bytes.len())
-                    } else {
-                        bits::bytes_for(n) == width
-                    };
-                    if !fits || bytes.len() != width {
-                        return Err(vector_err(VectorError::BitLengthMismatch {
-                            expected: if bits > 0 { bits as usize } else { width * 8 },
-                            actual: n,
-                        }));
-                    }
-                    out.extend_from_slice(bytes);
-                    if bits > 0 && bits % 8 != 0 {
-                        let last = out.len() - 1;
-                        out[last] &= 0xffu8 << (8 - bits % 8);
-                    }
-                    valid.push(true);
-                }
-                None => {
-                    out.extend(std::iter::repeat_n(0u8, width));
-                    valid.push(false);
-                }
-            }
-        }
-        let nulls = valid
-            .iter()
-            .any(|v| !v)
-            .then(|| NullBuffer::from(valid.clone()));
-        arrow::array::FixedSizeBinaryArray::try_new(width as i32, out.into(), nulls)
-            .map_err(DataFusionError::from)
-    }
-}
-
 fn to_bit_column(value: &ColumnarValue, field: Option<&Field>) -> Result<(BitColumn, bool)> {
     match value {
-        ColumnarValue::Array(a) => Ok((BitColumn::try_from_array(a, field)?, false)),
+        ColumnarValue::Array(a) => Ok((
+            BitColumn::try_from_array(a, field).map_err(vector_err)?,
+            false,
+        )),
         ColumnarValue::Scalar(s) => Ok((
-            BitColumn::try_from_array(&s.to_array_of_size(1)?, field)?,
+            BitColumn::try_from_array(&s.to_array_of_size(1)?, field).map_err(vector_err)?,
             true,
         )),
     }
@@ -745,9 +419,6 @@ pub struct ToBit {
 
 pub const TO_BIT: &str = "to_bit";
 
-/// The longest bit string: 65,536 bits (8 KiB).
-pub const MAX_BITS: i64 = 65536;
-
 impl ToBit {
     fn bits(args: &[Option<&ScalarValue>]) -> Result<i64> {
         match args.get(1) {
@@ -792,7 +463,7 @@ impl ScalarUDFImpl for ToBit {
         };
         let field = args.arg_fields.first().map(|f| f.as_ref());
         let (col, scalar) = to_bit_column(&args.args[0], field)?;
-        let array: ArrayRef = Arc::new(col.to_fixed(bits)?);
+        let array: ArrayRef = Arc::new(col.to_fixed(bits).map_err(vector_err)?);
         columnar(array, scalar)
     }
 }

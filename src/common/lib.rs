@@ -1,0 +1,9 @@
+//! What every layer of quiver shares: the PostgreSQL version it reports,
+//! and (in [`sqlstate`]) the one table of SQLSTATE codes with the trait
+//! through which each layer's error enum says its own.
+
+pub mod sqlstate;
+
+/// The PostgreSQL version quiver reports to clients (they pick their
+/// catalog queries by it).
+pub const SERVER_VERSION: &str = "15.0";

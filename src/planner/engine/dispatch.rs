@@ -1,0 +1,234 @@
+//! Statement dispatch: each parsed statement to its handler (DDL against the
+//! catalog, queries and DML through DataFusion, SHOW and maintenance verbs).
+
+use super::*;
+
+impl Engine {
+    /// Run one statement.
+    #[tracing::instrument(skip_all)]
+    pub async fn execute(
+        &self,
+        session: &Session,
+        statement: Statement,
+    ) -> Result<Output, QueryError> {
+        debug!(?statement, "execute");
+        match statement {
+            Statement::Query(mut stmt) => {
+                let names = crate::colnames::of_statement(&stmt);
+                rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                let plan = session
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(stmt))
+                    .await?;
+                Ok(named(self.run_plan(session, plan).await?, names.as_deref()))
+            }
+            Statement::CreateCollection(ct) => {
+                let mut def = ddl::collection_def(&ct, &session.database())?;
+                access::authorize_database(
+                    &self.catalog,
+                    session,
+                    Privilege::Create,
+                    &def.database,
+                )?;
+                def.owner = Some(session.user().to_string());
+                if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
+                    self.storage.open_collection(&def)?;
+                }
+                Ok(command("CREATE TABLE"))
+            }
+            Statement::DropCollection { names, if_exists } => {
+                // Every name is checked before anything is dropped.
+                let mut needs = std::collections::BTreeSet::new();
+                for name in &names {
+                    let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                    if let Some(def) = self.catalog.collection(&db, &coll) {
+                        needs.insert(Need::on(Privilege::Drop, &def));
+                    }
+                }
+                access::authorize(&self.catalog, session, &needs)?;
+                for name in &names {
+                    let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                    if let Some(def) = self.catalog.drop_collection(&db, &coll, if_exists)? {
+                        self.storage.drop_collection(def.id);
+                    }
+                }
+                Ok(command("DROP TABLE"))
+            }
+            Statement::DescribeCollection { name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                self.require_visible(session, &def)?;
+                rows(ddl::describe(&def))
+            }
+            Statement::ShowCollections => {
+                let db = session.database();
+                let names: Vec<String> = self
+                    .catalog
+                    .collection_names(&db)
+                    .into_iter()
+                    .filter(|n| {
+                        self.catalog
+                            .collection(&db, n)
+                            .is_some_and(|d| access::sees(&self.catalog, session.user(), &d))
+                    })
+                    .collect();
+                let counts: Vec<i64> = names
+                    .iter()
+                    .map(|n| {
+                        self.catalog
+                            .collection(&db, n)
+                            .and_then(|d| self.storage.open_collection(&d).ok())
+                            .map(|d| d.snapshot().live_rows() as i64)
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                rows(RecordBatch::try_new(
+                    collections_schema(),
+                    vec![
+                        Arc::new(StringArray::from(names)),
+                        Arc::new(Int64Array::from(counts)),
+                    ],
+                )?)
+            }
+            Statement::CreateDatabase {
+                name,
+                if_not_exists,
+            } => {
+                access::authorize_global(&self.catalog, session, Privilege::Create)?;
+                self.catalog
+                    .create_database_owned(&name, if_not_exists, Some(session.user()))?;
+                Ok(command("CREATE DATABASE"))
+            }
+            Statement::DropDatabase { name, if_exists } => {
+                if name == session.database() {
+                    return Err(quiver_catalog::CatalogError::DropCurrentDatabase { name }.into());
+                }
+                if self.catalog.database_exists(&name) {
+                    access::authorize_database(&self.catalog, session, Privilege::Drop, &name)?;
+                }
+                self.catalog.drop_database(&name, if_exists)?;
+                Ok(command("DROP DATABASE"))
+            }
+            Statement::CreateExtension { name } => {
+                if name.eq_ignore_ascii_case("vector") {
+                    Ok(command("CREATE EXTENSION"))
+                } else {
+                    Err(QueryError::Unsupported(format!(
+                        "extension \"{name}\" is not available (vectors are built in)"
+                    )))
+                }
+            }
+            Statement::Set { name, value } => {
+                session.set_var(&name, &value)?;
+                Ok(command("SET"))
+            }
+            Statement::Show { name } => {
+                let value = session.var(&name).ok_or_else(|| {
+                    QueryError::InvalidParameter(format!(
+                        "unrecognized configuration parameter \"{name}\""
+                    ))
+                })?;
+                rows(RecordBatch::try_new(
+                    show_schema(&name),
+                    vec![Arc::new(StringArray::from(vec![value]))],
+                )?)
+            }
+            Statement::Transaction(kind) => Ok(Output::Transaction(kind)),
+            Statement::CopyFrom(copy) => {
+                let (db, coll) = ddl::resolve_name(&copy.table, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                access::authorize(
+                    &self.catalog,
+                    session,
+                    &[Need::on(Privilege::Insert, &def)].into(),
+                )?;
+                let targets = if copy.columns.is_empty() {
+                    (0..def.fields.len()).collect()
+                } else {
+                    copy.columns
+                        .iter()
+                        .map(|c| {
+                            let name = ddl::ident_name(c);
+                            def.field_index(&name).ok_or(QueryError::UnknownColumn {
+                                column: name,
+                                collection: def.name.clone(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                let data = self.storage.open_collection(&def)?;
+                Ok(Output::CopyIn(Box::new(CopyIn::new(
+                    def,
+                    data,
+                    targets,
+                    copy.options,
+                ))))
+            }
+            Statement::NoOp { tag } => Ok(command(tag)),
+            Statement::Maintain { verb, name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                access::authorize(
+                    &self.catalog,
+                    session,
+                    &[Need::on(Privilege::Maintain, &def)].into(),
+                )?;
+                let data = self.storage.open_collection(&def)?;
+                match verb {
+                    MaintainVerb::Flush => data.flush().await?,
+                    MaintainVerb::Compact => {
+                        data.compact().await?;
+                    }
+                    MaintainVerb::Load => {
+                        data.snapshot().chunks().await?;
+                    }
+                    MaintainVerb::Release => data.release(),
+                }
+                Ok(command(verb.tag()))
+            }
+            Statement::ShowSegments { name } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                let def = self.catalog.get_collection(&db, &coll)?;
+                self.require_visible(session, &def)?;
+                let data = self.storage.open_collection(&def)?;
+                rows(segments_batch(&data.segment_rows())?)
+            }
+            Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
+            Statement::Tuned { ef, nprobe, inner } => {
+                let _tuned = session.tune(ef, nprobe);
+                Box::pin(self.execute(session, *inner)).await
+            }
+            Statement::Index(stmt) => {
+                match crate::index_ddl::execute(&self.catalog, &self.storage, session, stmt).await?
+                {
+                    crate::index_ddl::IndexOutput::Tag(tag) => Ok(command(tag)),
+                    crate::index_ddl::IndexOutput::Rows(batch) => rows(batch),
+                }
+            }
+            Statement::Access(stmt) => match access::execute(&self.catalog, session, stmt)? {
+                access::AccessOutput::Tag(tag) => Ok(command(tag)),
+                access::AccessOutput::Rows(batch) => rows(batch),
+            },
+        }
+    }
+
+    /// DESCRIBE and SHOW SEGMENTS need some privilege on the collection.
+    pub(super) fn require_visible(
+        &self,
+        session: &Session,
+        def: &quiver_catalog::CollectionDef,
+    ) -> Result<(), QueryError> {
+        if access::sees(&self.catalog, session.user(), def) {
+            Ok(())
+        } else {
+            Err(
+                quiver_catalog::CatalogError::from(quiver_auth::acl::AccessError::Denied(format!(
+                    "{} holds no privilege on collection {}",
+                    session.user(),
+                    def.name
+                )))
+                .into(),
+            )
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! UPSERT and INSERT ... ON CONFLICT: rows whose key exists are updated or
+//! skipped, the rest inserted.
+
+use super::*;
+
+/// The rows an `ON CONFLICT (pk) DO UPDATE` writes: proposed rows whose key
+/// is new, and existing rows with the assignments applied (`excluded.col`
+/// is the proposed value), where the optional WHERE holds.
+pub(super) async fn upsert_rows(
+    state: &SessionState,
+    def: &quiver_catalog::CollectionDef,
+    data: &quiver_storage::CollectionData,
+    pk: usize,
+    proposed: RecordBatch,
+    assignments: &[ast::Assignment],
+    selection: Option<Box<ast::Expr>>,
+) -> Result<RecordBatch, QueryError> {
+    use arrow::array::{Array, UInt32Array};
+    use datafusion::common::DFSchema;
+    use datafusion::sql::sqlparser::ast::ExprWithAlias;
+    let schema = data.schema();
+    let existing = data.rows_by_key(proposed.column(pk)).await?;
+    let key_of = |a: &arrow::array::ArrayRef, i: usize| -> String {
+        arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
+    };
+    let mut by_key = std::collections::HashMap::new();
+    for i in 0..existing.num_rows() {
+        by_key.insert(key_of(existing.column(pk), i), i as u32);
+    }
+    let (mut fresh, mut hit_new, mut hit_old) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..proposed.num_rows() {
+        match by_key.get(&key_of(proposed.column(pk), i)) {
+            Some(&j) => {
+                hit_new.push(i as u32);
+                hit_old.push(j);
+            }
+            None => fresh.push(i as u32),
+        }
+    }
+    let take = |b: &RecordBatch, idx: &[u32]| -> Result<RecordBatch, QueryError> {
+        let idx = UInt32Array::from(idx.to_vec());
+        let cols = (0..schema.fields().len())
+            .map(|c| arrow::compute::take(b.column(c).as_ref(), &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    };
+    let fresh = take(&proposed, &fresh)?;
+    if hit_new.is_empty() {
+        return Ok(fresh);
+    }
+    let old = take(&existing, &hit_old)?;
+    let new = take(&proposed, &hit_new)?;
+    // Both rows side by side: the collection's columns, then `excluded`'s.
+    let df_schema = DFSchema::try_from_qualified_schema(def.name.as_str(), &schema)?
+        .join(&DFSchema::try_from_qualified_schema("excluded", &schema)?)?;
+    let mut cols = old.columns().to_vec();
+    cols.extend(new.columns().iter().cloned());
+    let both = RecordBatch::try_new(Arc::new(df_schema.as_arrow().clone()), cols)?;
+    let eval = |expr: ast::Expr| -> Result<arrow::array::ArrayRef, QueryError> {
+        let logical = state
+            .create_logical_expr_from_sql_expr(ExprWithAlias { expr, alias: None }, &df_schema)?;
+        let physical = state.create_physical_expr(logical, &df_schema)?;
+        Ok(physical.evaluate(&both)?.into_array(both.num_rows())?)
+    };
+    let mut out = old.columns().to_vec();
+    for a in assignments {
+        let ast::AssignmentTarget::ColumnName(name) = &a.target else {
+            return Err(QueryError::Unsupported(
+                "ON CONFLICT DO UPDATE assigns one column at a time".into(),
+            ));
+        };
+        let column = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
+        let Some(c) = def.field_index(&column) else {
+            return Err(QueryError::UnknownColumn {
+                column,
+                collection: def.name.clone(),
+            });
+        };
+        // `SET v = '[1,2]'`, `SET b = B'01'`: read as the column's type.
+        let mut expr = a.value.clone();
+        rewrite_bit_literals(&mut expr);
+        wrap_value(&def.fields[c].field_type, &mut expr)?;
+        let value = eval(expr)?;
+        out[c] = arrow::compute::cast(&value, schema.field(c).data_type())?;
+    }
+    let mut updated = RecordBatch::try_new(schema.clone(), out)?;
+    if let Some(mut cond) = selection {
+        rewrite_bit_literals(cond.as_mut());
+        let keep = eval(*cond)?;
+        let keep = keep
+            .as_boolean_opt()
+            .ok_or_else(|| QueryError::Unsupported("ON CONFLICT WHERE must be boolean".into()))?;
+        let keep = arrow::array::BooleanArray::from_iter(
+            (0..keep.len()).map(|i| Some(keep.is_valid(i) && keep.value(i))),
+        );
+        updated = arrow::compute::filter_record_batch(&updated, &keep)?;
+    }
+    Ok(arrow::compute::concat_batches(&schema, [&fresh, &updated])?)
+}
+
+impl Engine {
+    /// `UPSERT INTO` and `INSERT ... ON CONFLICT`.
+    pub(super) async fn upsert(
+        &self,
+        session: &Session,
+        mut insert: Box<ast::Statement>,
+        action: ConflictAction,
+    ) -> Result<Output, QueryError> {
+        rewrite_insert_vectors(&mut insert, &self.catalog, &session.database())?;
+        let state = session.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(insert))
+            .await?;
+        let LogicalPlan::Dml(DmlStatement {
+            table_name, input, ..
+        }) = plan
+        else {
+            return Err(QueryError::Unsupported("expected an INSERT".into()));
+        };
+        let db = table_name
+            .catalog()
+            .map(str::to_string)
+            .unwrap_or_else(|| session.database());
+        let def = self.catalog.get_collection(&db, table_name.table())?;
+        let mut needs = access::plan_needs(&input);
+        needs.insert(Need::on(Privilege::Insert, &def));
+        if !matches!(action, ConflictAction::Nothing) {
+            needs.insert(Need::on(Privilege::Update, &def));
+        }
+        access::authorize(&self.catalog, session, &needs)?;
+        let Some(pk) = def.primary_key else {
+            return Err(QueryError::NoConflictTarget(def.name.clone()));
+        };
+        let data = self.storage.open_collection(&def)?;
+        let physical = state.create_physical_plan(&input).await?;
+        let batches = collect(physical, session.task_ctx()).await?;
+        let schema = data.schema();
+        let batches = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = arrow::compute::concat_batches(&schema, &batches)?;
+        let n = match action {
+            ConflictAction::Replace => {
+                data.mutate(Mutation::Insert {
+                    rows: batch,
+                    on_conflict: Conflict::Replace,
+                })
+                .await?
+            }
+            ConflictAction::Nothing => {
+                data.mutate(Mutation::Insert {
+                    rows: batch,
+                    on_conflict: Conflict::Skip,
+                })
+                .await?
+            }
+            ConflictAction::Update {
+                assignments,
+                selection,
+            } => {
+                let merged =
+                    upsert_rows(state, &def, &data, pk, batch, &assignments, selection).await?;
+                data.mutate(Mutation::Insert {
+                    rows: merged,
+                    on_conflict: Conflict::Replace,
+                })
+                .await?
+            }
+        };
+        Ok(Output::Command {
+            tag: "INSERT".into(),
+            rows: Some(n),
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! From statements to results: DDL against the catalog, everything else
+//! through DataFusion with quiver's vector planning (operators, casts, the
+//! ANN rewrite). [`Engine`] is the protocol-neutral interface the server
+//! (and tests) call.
+
+pub mod access;
+pub mod ann_rule;
+pub mod catalog_provider;
+pub mod colnames;
+pub mod ddl;
+pub mod engine;
+pub mod index_ddl;
+pub mod pg_compat;
+pub mod pg_users;
+pub mod search_cache;
+pub mod session;
+pub mod vector_sql;
+pub mod vector_udf;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
+use thiserror::Error;
+
+pub use engine::{Engine, Prepared};
+use quiver_catalog::CatalogError;
+use quiver_sql::ParseError;
+use quiver_sql::statement::TransactionKind;
+use quiver_storage::StorageError;
+pub use session::Session;
+
+/// Everything that can go wrong while running a statement.
+#[derive(Debug, Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    #[error(
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification: collection \"{0}\" has no primary key"
+    )]
+    NoConflictTarget(String),
+    #[error("column \"{column}\" of collection \"{collection}\" does not exist")]
+    UnknownColumn { column: String, collection: String },
+}
+
+impl SqlStateError for QueryError {
+    fn sqlstate(&self) -> SqlState {
+        match self {
+            QueryError::Parse(p) => p.sqlstate(),
+            QueryError::Catalog(c) => c.sqlstate(),
+            QueryError::Storage(s) => s.sqlstate(),
+            QueryError::DataFusion(d) => quiver_storage::sqlstate_of::datafusion(d),
+            QueryError::Arrow(a) => quiver_storage::sqlstate_of::arrow(a),
+            QueryError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+            QueryError::InvalidParameter(_) => sqlstate::INVALID_PARAMETER_VALUE,
+            QueryError::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
+            QueryError::UnknownColumn { .. } => sqlstate::UNDEFINED_COLUMN,
+            QueryError::NoConflictTarget(_) => sqlstate::INVALID_COLUMN_REFERENCE,
+        }
+    }
+}
+
+impl From<quiver_exec::ExecError> for QueryError {
+    fn from(e: quiver_exec::ExecError) -> QueryError {
+        match e {
+            quiver_exec::ExecError::DataFusion(d) => QueryError::DataFusion(d),
+            quiver_exec::ExecError::Arrow(a) => QueryError::Arrow(a),
+            quiver_exec::ExecError::Storage(s) => QueryError::Storage(s),
+        }
+    }
+}
+
+/// The result of one statement.
+pub enum Output {
+    /// Rows, streamed.
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
+    /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
+    Command {
+        tag: String,
+        rows: Option<usize>,
+    },
+    Transaction(TransactionKind),
+    /// The client is to send COPY data next.
+    CopyIn(Box<quiver_exec::copy::CopyIn>),
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            Output::Transaction(k) => write!(f, "Transaction({k:?})"),
+            Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::*;
+    use quiver_common::sqlstate;
+
+    /// Every variant, with the code it must give; wrapped errors give theirs.
+    #[test]
+    fn every_error_variant_has_its_sqlstate() {
+        let s = || "s".to_string();
+        let cases = [
+            (
+                QueryError::Parse(ParseError::Unsupported(s())),
+                sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+            (
+                QueryError::Catalog(CatalogError::CollectionNotFound { name: s() }),
+                sqlstate::UNDEFINED_TABLE,
+            ),
+            (
+                QueryError::Storage(StorageError::Corrupt(s())),
+                sqlstate::DATA_CORRUPTED,
+            ),
+            (
+                QueryError::DataFusion(DataFusionError::Plan(s())),
+                sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION,
+            ),
+            (
+                QueryError::Arrow(arrow::error::ArrowError::DivideByZero),
+                sqlstate::DIVISION_BY_ZERO,
+            ),
+            (
+                QueryError::Unsupported(s()),
+                sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+            (
+                QueryError::InvalidParameter(s()),
+                sqlstate::INVALID_PARAMETER_VALUE,
+            ),
+            (
+                QueryError::UnknownDatabase(s()),
+                sqlstate::INVALID_CATALOG_NAME,
+            ),
+            (
+                QueryError::UnknownColumn {
+                    column: s(),
+                    collection: s(),
+                },
+                sqlstate::UNDEFINED_COLUMN,
+            ),
+            (
+                QueryError::NoConflictTarget(s()),
+                sqlstate::INVALID_COLUMN_REFERENCE,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+        let exec = quiver_exec::ExecError::Storage(StorageError::NotNull {
+            collection: s(),
+            field: s(),
+        });
+        assert_eq!(exec.sqlstate(), sqlstate::NOT_NULL_VIOLATION);
+        assert_eq!(
+            QueryError::from(exec).sqlstate(),
+            sqlstate::NOT_NULL_VIOLATION
+        );
+    }
+}

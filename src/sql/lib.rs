@@ -1,0 +1,63 @@
+//! The SQL front end: PostgreSQL syntax (via sqlparser), pgvector's operators,
+//! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
+
+pub mod access;
+pub mod index_ddl;
+pub mod parser;
+pub mod statement;
+
+use thiserror::Error;
+
+pub use parser::parse;
+pub use statement::{SearchOptions, Statement};
+
+/// A statement that could not be parsed.
+#[derive(Debug, Error)]
+pub enum ParseError {
+    /// Malformed SQL; `position` is the 1-based character offset in the query text.
+    #[error("{message}")]
+    Syntax {
+        message: String,
+        position: Option<usize>,
+    },
+    /// Valid SQL that quiver does not support yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl quiver_common::sqlstate::SqlStateError for ParseError {
+    fn sqlstate(&self) -> quiver_common::sqlstate::SqlState {
+        use quiver_common::sqlstate;
+        match self {
+            ParseError::Syntax { .. } => sqlstate::SYNTAX_ERROR,
+            ParseError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod sqlstate_tests {
+    use super::*;
+    use quiver_common::sqlstate;
+    use quiver_common::sqlstate::SqlStateError;
+
+    #[test]
+    fn every_error_variant_has_its_sqlstate() {
+        let cases = [
+            (
+                ParseError::Syntax {
+                    message: "m".into(),
+                    position: Some(1),
+                },
+                sqlstate::SYNTAX_ERROR,
+            ),
+            (
+                ParseError::Unsupported("u".into()),
+                sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.sqlstate(), code, "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Opening a collection: its flushed segments from the manifest entry, then
+//! the WAL records after the entry's checkpoint.
+
+use super::*;
+
+impl CollectionData {
+    /// Open a collection: its flushed segments from the manifest entry,
+    /// then every WAL record after the entry's checkpoint.
+    pub(crate) async fn open(
+        def: &CollectionDef,
+        shared: Arc<Shared>,
+        entry: Option<CollectionManifest>,
+    ) -> Result<Arc<CollectionData>> {
+        let schema = Arc::new(Schema::new(
+            def.arrow_schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(ROWID, DataType::UInt64, false));
+        let full_schema = Arc::new(Schema::new(fields));
+        // Recovery (a manifest entry) may clean up after a crash; a new
+        // collection must not touch what another of the same name left.
+        let recovering = entry.is_some();
+        let entry = entry.unwrap_or_default();
+        let pk_name = def.primary_key.map(|i| def.fields[i].name.clone());
+
+        // Flushed segments: row ids, deletes and primary keys.
+        let mut segments = Vec::new();
+        let mut persisted = HashMap::new();
+        let mut pk_columns: HashMap<u64, Vec<ArrayRef>> = HashMap::new();
+        for meta in &entry.segments {
+            let mut cols = vec![ROWID];
+            if let Some(pk) = &pk_name {
+                cols.push(pk.as_str());
+            }
+            let batches = shared.io.read_parquet(&meta.data_file, Some(&cols)).await?;
+            let rowids = RowIds::from_batches(&batches);
+            if let Some(pk) = &pk_name {
+                pk_columns.insert(
+                    meta.id,
+                    batches
+                        .iter()
+                        .filter_map(|b| b.column_by_name(pk).cloned())
+                        .collect(),
+                );
+            }
+            let mut deletes = Deletes::default();
+            if let Some(delta) = &meta.delta_file {
+                for b in shared.io.read_parquet(delta, None).await? {
+                    let ids = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
+                    let ts = b.column(1).as_primitive::<arrow::datatypes::UInt64Type>();
+                    for i in 0..b.num_rows() {
+                        if let Some(off) = rowids.offset_of(ids.value(i)) {
+                            deletes.insert(off, ids.value(i), ts.value(i));
+                        }
+                    }
+                }
+                persisted.insert(meta.id, (delta.clone(), deletes.count()));
+            }
+            shared.observe_segment_id(meta.id);
+            segments.push(Segment {
+                id: meta.id,
+                state: meta.state,
+                data: SegmentData::Flushed(Arc::new(FlushedSegment::new(
+                    meta.clone(),
+                    shared.io.clone(),
+                ))),
+                rowids,
+                deletes: Arc::new(deletes),
+                mem_bytes: 0,
+                max_ts: meta.max_ts,
+            });
+        }
+        let wal_dir = shared.wal_dir.join(def.id.to_string()).join("0");
+        let (wal, records) = LocalWal::open(&wal_dir, shared.config.wal_sync, shared.tso.now())?;
+        let data = CollectionData {
+            id: def.id,
+            name: def.name.clone(),
+            prefix: format!("{}/{}", def.database, def.name),
+            schema,
+            full_schema,
+            field_names: def.fields.iter().map(|f| f.name.clone()).collect(),
+            not_null: def
+                .fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.nullable && !f.auto_increment)
+                .map(|(i, _)| i)
+                .collect(),
+            primary_key: def.primary_key,
+            auto_increment: def.auto_increment_field(),
+            shared: shared.clone(),
+            wal: wal.clone(),
+            published: RwLock::new(Arc::new(Snapshot::default())),
+            write: Mutex::new(WriteState {
+                pending: Arc::new(Snapshot {
+                    seq: 1,
+                    ts: entry.checkpoint_ts,
+                    segments,
+                }),
+                pks: HashMap::new(),
+                next_rowid: entry.next_rowid,
+                next_auto: entry.next_auto.max(1),
+                persisted,
+                dirty: false,
+                checkpoint_ts: entry.checkpoint_ts,
+                retired: Vec::new(),
+            }),
+            maintenance: tokio::sync::Mutex::new(()),
+            last_write_ms: AtomicU64::new(now_ms()),
+            dropped: AtomicBool::new(false),
+            indexes: RwLock::new(def.indexes.clone()),
+            index_status: Mutex::new(HashMap::new()),
+        };
+        // Replay what the segments do not hold yet.
+        let mut replayed = 0usize;
+        {
+            let mut state = data.write.lock();
+            for rec in records.iter().filter(|r| r.ts > entry.checkpoint_ts) {
+                shared.tso.observe(rec.ts);
+                if let Some(batch) = &rec.insert {
+                    data.advance_counters(&mut state, batch)?;
+                }
+                data.apply(&mut state, rec);
+                replayed += 1;
+            }
+            state.dirty = replayed > 0;
+            shared.tso.observe(entry.checkpoint_ts);
+            // The primary-key index, from the live rows.
+            if let Some(pk) = data.primary_key {
+                let snap = state.pending.clone();
+                for seg in &snap.segments {
+                    let cols: Vec<ArrayRef> = match &seg.data {
+                        SegmentData::Flushed(_) => pk_columns.remove(&seg.id).unwrap_or_default(),
+                        SegmentData::Memory(b) => b.iter().map(|b| b.column(pk).clone()).collect(),
+                    };
+                    let mut offset = 0;
+                    for col in cols {
+                        for (i, key) in pk_keys(&col)?.into_iter().enumerate() {
+                            let off = offset + i;
+                            if let Some(key) = key
+                                && !seg.deletes.contains(off)
+                                && let Some(rowid) = rowid_at(&seg.rowids, off)
+                            {
+                                state.pks.insert(key, rowid);
+                            }
+                        }
+                        offset += col.len();
+                    }
+                }
+            }
+            *data.published.write() = state.pending.clone();
+        }
+        if recovering {
+            data.remove_unnamed_segments(&entry).await;
+        }
+        if replayed > 0 || !entry.segments.is_empty() {
+            info!(
+                collection = %data.name,
+                segments = entry.segments.len(),
+                wal_records_replayed = replayed,
+                rows = data.snapshot().live_rows(),
+                "collection recovered"
+            );
+        }
+        Ok(Arc::new(data))
+    }
+}

@@ -1,0 +1,89 @@
+//! The SQLSTATE of DataFusion's and Arrow's errors. They carry quiver's own
+//! errors inside (`External`: a vector function's, a sink's); this is the
+//! lowest layer that knows DataFusion and every quiver error that can travel
+//! that way (vector, index, catalog, access, storage), so the downcasts live
+//! here and each found error answers with its own code.
+
+use std::error::Error;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::{DataFusionError, SchemaError};
+use quiver_catalog::CatalogError;
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
+use quiver_vector::VectorError;
+use quiver_vector::index::IndexError;
+
+use crate::StorageError;
+
+/// The code of a DataFusion error: its own kind's, or the wrapped error's.
+pub fn datafusion(e: &DataFusionError) -> SqlState {
+    match e {
+        DataFusionError::External(inner) => external(inner.as_ref()),
+        DataFusionError::Context(_, inner) => datafusion(inner),
+        DataFusionError::Diagnostic(_, inner) => datafusion(inner),
+        DataFusionError::Shared(inner) => datafusion(inner),
+        DataFusionError::ArrowError(a, _) => arrow(a),
+        DataFusionError::SchemaError(s, _) => match s.as_ref() {
+            SchemaError::FieldNotFound { .. } => sqlstate::UNDEFINED_COLUMN,
+            SchemaError::AmbiguousReference { .. } => sqlstate::AMBIGUOUS_COLUMN,
+            _ => sqlstate::DUPLICATE_COLUMN,
+        },
+        DataFusionError::SQL(..) => sqlstate::SYNTAX_ERROR,
+        DataFusionError::NotImplemented(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+        DataFusionError::Plan(m) => plan(m),
+        DataFusionError::Execution(m) => execution(m),
+        DataFusionError::ResourcesExhausted(_) => sqlstate::OUT_OF_MEMORY,
+        _ => sqlstate::INTERNAL_ERROR,
+    }
+}
+
+/// The code of an Arrow error: its own kind's, or the wrapped error's.
+pub fn arrow(e: &ArrowError) -> SqlState {
+    match e {
+        ArrowError::ExternalError(inner) => external(inner.as_ref()),
+        other => quiver_vector::arrow_sqlstate(other),
+    }
+}
+
+/// The code of an error that travelled boxed inside DataFusion or Arrow.
+pub fn external(e: &(dyn Error + Send + Sync + 'static)) -> SqlState {
+    if let Some(v) = e.downcast_ref::<VectorError>() {
+        v.sqlstate()
+    } else if let Some(s) = e.downcast_ref::<StorageError>() {
+        s.sqlstate()
+    } else if let Some(c) = e.downcast_ref::<CatalogError>() {
+        c.sqlstate()
+    } else if let Some(i) = e.downcast_ref::<IndexError>() {
+        i.sqlstate()
+    } else if let Some(d) = e.downcast_ref::<DataFusionError>() {
+        datafusion(d)
+    } else if let Some(a) = e.downcast_ref::<ArrowError>() {
+        arrow(a)
+    } else {
+        sqlstate::INTERNAL_ERROR
+    }
+}
+
+/// DataFusion reports unknown tables and functions, and mismatched
+/// argument types, as plan errors whose kind only their text tells.
+fn plan(message: &str) -> SqlState {
+    if message.contains("not found") && message.starts_with("table") {
+        sqlstate::UNDEFINED_TABLE
+    } else if message.starts_with("Invalid function") {
+        sqlstate::UNDEFINED_FUNCTION
+    } else if message.contains("Cannot infer common") || message.contains("No function matches") {
+        sqlstate::DATATYPE_MISMATCH
+    } else {
+        sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION
+    }
+}
+
+/// DataFusion reports a NULL written into a non-nullable column as an
+/// execution error whose kind only its text tells.
+fn execution(message: &str) -> SqlState {
+    if message.contains("non-nullable") || message.contains("not-null") {
+        sqlstate::NOT_NULL_VIOLATION
+    } else {
+        sqlstate::DATA_EXCEPTION
+    }
+}

@@ -1,0 +1,498 @@
+//! Indexes over float vectors backed by faiss: build, load, search (through
+//! quiver's own HNSW loop where it applies) and range search.
+
+use super::*;
+
+/// A faiss index. HNSW k-NN searches pass their ef per query (see
+/// `hnsw_search.cpp`). For range searches, which take no parameters,
+/// HNSW's efSearch and IVF's nprobe live in the index, so a search with
+/// another setting changes it under the write lock; searches with the
+/// settings already in place share the read lock.
+pub struct FaissIndex {
+    spec: IndexSpec,
+    pub(super) index: RwLock<Tuned>,
+    rows: usize,
+    bytes: usize,
+}
+
+impl fmt::Debug for FaissIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "FaissIndex({} {} dim={} rows={})",
+            self.spec.method.name(),
+            self.spec.metric.name(),
+            self.spec.dim,
+            self.rows
+        )
+    }
+}
+
+/// Build an index over `vectors` (`rows × dim`, row-major).
+pub fn build(spec: &IndexSpec, vectors: &[f32]) -> Result<FaissIndex, IndexError> {
+    let rows = vectors.len() / spec.dim.max(1);
+    let data = if spec.metric == Metric::Cosine {
+        normalized(vectors, spec.dim)
+    } else {
+        vectors.to_vec()
+    };
+    let mut index = faiss::index_factory(
+        spec.dim as u32,
+        spec.method.factory(rows),
+        spec.faiss_metric(),
+    )
+    .map_err(faiss_err)?;
+    if let Method::Hnsw {
+        ef_construction,
+        keep_pruned,
+        ..
+    } = spec.method
+    {
+        set_parameter(&mut index, "efConstruction", ef_construction as f64)?;
+        if keep_pruned {
+            // SAFETY: the pointer is the faiss::Index just made, not shared.
+            let code = unsafe { quiver_hnsw_keep_pruned(index.inner_ptr() as *mut _, 1) };
+            if code != 0 {
+                return Err(IndexError::Faiss(
+                    "keep_pruned: the index built is not an HNSW index".into(),
+                ));
+            }
+        }
+    }
+    if rows > 0 {
+        if !index.is_trained() {
+            index.train(&data).map_err(faiss_err)?;
+        }
+        index.add(&data).map_err(faiss_err)?;
+    }
+    Ok(FaissIndex::wrap(spec.clone(), index, vectors.len() * 4))
+}
+
+pub(super) fn set_parameter(
+    index: &mut IndexImpl,
+    name: &str,
+    value: f64,
+) -> Result<(), IndexError> {
+    let space = faiss::index::autotune::ParameterSpace::new().map_err(faiss_err)?;
+    space
+        .set_index_parameter(index, name, value)
+        .map_err(faiss_err)
+}
+
+/// Read a float-vector index written by [`VectorIndex::serialize`].
+pub fn deserialize(spec: &IndexSpec, bytes: &[u8]) -> Result<FaissIndex, IndexError> {
+    let tmp = tempfile_path()?;
+    std::fs::write(&tmp, bytes)?;
+    let read = faiss::read_index(tmp.to_string_lossy().as_ref());
+    let _ = std::fs::remove_file(&tmp);
+    let index = read.map_err(faiss_err)?;
+    if index.d() as usize != spec.dim {
+        return Err(IndexError::Faiss(format!(
+            "index file has dimension {}, expected {}",
+            index.d(),
+            spec.dim
+        )));
+    }
+    let bytes_len = bytes.len();
+    Ok(FaissIndex::wrap(spec.clone(), index, bytes_len))
+}
+
+pub(crate) fn tempfile_path() -> Result<std::path::PathBuf, IndexError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(std::env::temp_dir().join(format!("quiver-index-{}-{n}.faiss", std::process::id())))
+}
+
+/// A faiss index and the search settings it holds now (0: not set yet).
+pub(super) struct Tuned {
+    pub(super) index: IndexImpl,
+    pub(super) ef: usize,
+    pub(super) nprobe: usize,
+}
+
+impl FaissIndex {
+    pub(super) fn wrap(spec: IndexSpec, index: IndexImpl, bytes: usize) -> FaissIndex {
+        let rows = index.ntotal() as usize;
+        // SAFETY: a faiss::Index, only read; madvise does not move memory.
+        let huge = unsafe { quiver_index_huge_pages(index.inner_ptr() as *const _) };
+        tracing::debug!(
+            method = spec.method.name(),
+            rows,
+            huge,
+            "index memory advised for huge pages"
+        );
+        FaissIndex {
+            spec,
+            index: RwLock::new(Tuned {
+                index,
+                ef: 0,
+                nprobe: 0,
+            }),
+            rows,
+            bytes,
+        }
+    }
+
+    /// Run `f` on the index with `ef` (HNSW) and `nprobe` (IVF, when
+    /// `with_nprobe`) set in it.
+    pub(super) fn with_settings<T>(
+        &self,
+        ef: usize,
+        nprobe: Option<usize>,
+        f: impl Fn(&IndexImpl) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        let is_hnsw = matches!(self.spec.method, Method::Hnsw { .. });
+        let wants = |t: &Tuned| {
+            (is_hnsw && t.ef != ef)
+                || nprobe.is_some_and(|n| self.spec.method.is_ivf() && t.nprobe != n)
+        };
+        {
+            let guard = self.index.read();
+            if !wants(&guard) {
+                return f(&guard.index);
+            }
+        }
+        let mut guard = self.index.write();
+        if is_hnsw && guard.ef != ef {
+            set_parameter(&mut guard.index, "efSearch", ef as f64)?;
+            guard.ef = ef;
+        }
+        if let Some(n) = nprobe
+            && self.spec.method.is_ivf()
+            && guard.nprobe != n
+        {
+            set_parameter(&mut guard.index, "nprobe", n as f64)?;
+            guard.nprobe = n;
+        }
+        f(&guard.index)
+    }
+
+    pub(super) fn query(&self, query: &[f32]) -> Result<Vec<f32>, IndexError> {
+        if query.len() != self.spec.dim {
+            return Err(IndexError::InvalidParameter(format!(
+                "expected {} dimensions, not {}",
+                self.spec.dim,
+                query.len()
+            )));
+        }
+        Ok(if self.spec.metric == Metric::Cosine {
+            normalized(query, self.spec.dim)
+        } else {
+            query.to_vec()
+        })
+    }
+}
+
+/// One range query against `index`: (label, faiss score) pairs.
+pub(super) fn range_one(
+    index: &IndexImpl,
+    query: &[f32],
+    radius: f32,
+) -> Result<Vec<(i64, f32)>, IndexError> {
+    // SAFETY: the result is made, read and freed here; `query` has `d`
+    // floats; faiss fills `lims` (nq + 1 entries) and the label and
+    // distance arrays (lims[nq] entries) it owns.
+    unsafe {
+        let mut result: *mut faiss_sys::FaissRangeSearchResult = std::ptr::null_mut();
+        if faiss_sys::faiss_RangeSearchResult_new(&mut result, 1) != 0 {
+            return Err(last_error());
+        }
+        let code = faiss_sys::faiss_Index_range_search(
+            index.inner_ptr(),
+            1,
+            query.as_ptr(),
+            radius,
+            result,
+        );
+        let out = if code != 0 {
+            Err(last_error())
+        } else {
+            let mut lims: *mut usize = std::ptr::null_mut();
+            faiss_sys::faiss_RangeSearchResult_lims(result, &mut lims);
+            let mut labels: *mut faiss_sys::idx_t = std::ptr::null_mut();
+            let mut distances: *mut f32 = std::ptr::null_mut();
+            faiss_sys::faiss_RangeSearchResult_labels(result, &mut labels, &mut distances);
+            let n = if lims.is_null() {
+                0
+            } else {
+                *lims.add(1) - *lims
+            };
+            let first = if lims.is_null() { 0 } else { *lims };
+            Ok((0..n)
+                .map(|i| (*labels.add(first + i), *distances.add(first + i)))
+                .collect())
+        };
+        faiss_sys::faiss_RangeSearchResult_free(result);
+        out
+    }
+}
+
+pub(crate) fn last_error() -> IndexError {
+    // SAFETY: faiss returns a NUL-terminated message (or null) owned by the
+    // calling thread.
+    let message = unsafe {
+        let p = faiss_sys::faiss_get_last_error();
+        if p.is_null() {
+            "unknown error".to_string()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    IndexError::Faiss(message)
+}
+
+/// Search parameters for one search (selector, probes), freed on drop.
+/// The selector reads `bitmap` in place, so it must outlive the search.
+pub(super) struct Params<'a> {
+    pub(super) params: *mut faiss_sys::FaissSearchParameters,
+    pub(super) ivf: bool,
+    pub(super) selector: *mut faiss_sys::FaissIDSelector,
+    pub(super) _bitmap: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> Params<'a> {
+    pub(super) fn new(
+        ivf: bool,
+        nprobe: usize,
+        rows: usize,
+        bitmap: Option<&'a [u8]>,
+    ) -> Result<Params<'a>, IndexError> {
+        let mut out = Params {
+            params: std::ptr::null_mut(),
+            ivf,
+            selector: std::ptr::null_mut(),
+            _bitmap: std::marker::PhantomData,
+        };
+        // SAFETY: out-pointers are written by faiss on success; what they
+        // point to is freed in Drop, parameters before the selector.
+        unsafe {
+            if let Some(bitmap) = bitmap {
+                let mut sel: *mut faiss_sys::FaissIDSelectorBitmap = std::ptr::null_mut();
+                // faiss takes the bitmap's length in bytes.
+                let n = bitmap.len().min(rows.div_ceil(8));
+                if faiss_sys::faiss_IDSelectorBitmap_new(&mut sel, n, bitmap.as_ptr()) != 0 {
+                    return Err(last_error());
+                }
+                out.selector = sel as *mut faiss_sys::FaissIDSelector;
+            }
+            if ivf {
+                let mut p: *mut faiss_sys::FaissSearchParametersIVF = std::ptr::null_mut();
+                if faiss_sys::faiss_SearchParametersIVF_new_with(
+                    &mut p,
+                    out.selector,
+                    nprobe.max(1),
+                    0,
+                ) != 0
+                {
+                    return Err(last_error());
+                }
+                out.params = p as *mut faiss_sys::FaissSearchParameters;
+            } else if !out.selector.is_null() {
+                let mut p = std::ptr::null_mut();
+                if faiss_sys::faiss_SearchParameters_new(&mut p, out.selector) != 0 {
+                    return Err(last_error());
+                }
+                out.params = p;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Params<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each pointer was made by faiss in `new` and is freed once.
+        unsafe {
+            if !self.params.is_null() {
+                if self.ivf {
+                    faiss_sys::faiss_SearchParametersIVF_free(
+                        self.params as *mut faiss_sys::FaissSearchParametersIVF,
+                    );
+                } else {
+                    faiss_sys::faiss_SearchParameters_free(self.params);
+                }
+            }
+            if !self.selector.is_null() {
+                faiss_sys::faiss_IDSelector_free(self.selector);
+            }
+        }
+    }
+}
+
+/// One query against `index` (faiss searches are const: shared access is
+/// safe while nothing changes the index).
+pub(super) fn search_one(
+    index: &IndexImpl,
+    query: &[f32],
+    k: usize,
+    params: &Params,
+) -> Result<Vec<(i64, f32)>, IndexError> {
+    let mut distances = vec![0f32; k];
+    let mut labels = vec![-1 as faiss_sys::idx_t; k];
+    // SAFETY: `query` has `d` floats, the outputs have room for `k`
+    // results, and the parameters live until after the call.
+    let code = unsafe {
+        faiss_sys::faiss_Index_search_with_params(
+            index.inner_ptr(),
+            1,
+            query.as_ptr(),
+            k as faiss_sys::idx_t,
+            params.params,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+        )
+    };
+    if code != 0 {
+        return Err(last_error());
+    }
+    Ok(labels.into_iter().zip(distances).collect())
+}
+
+unsafe extern "C" {
+    /// `src/vector/hnsw_search.cpp`: whether adding rows to an HNSW index
+    /// fills level-0 neighbour lists with pruned candidates; 1 when `index`
+    /// is not an HNSW index.
+    fn quiver_hnsw_keep_pruned(
+        index: *mut std::ffi::c_void,
+        keep: std::ffi::c_int,
+    ) -> std::ffi::c_int;
+    /// `src/vector/hnsw_search.cpp`: back a flat or HNSW index's vectors
+    /// and graph with transparent huge pages; the bytes advised.
+    pub(super) fn quiver_index_huge_pages(index: *const std::ffi::c_void) -> usize;
+    /// `src/vector/hnsw_search.cpp`: the mean level-0 degree of an HNSW
+    /// index (-1 for other indexes).
+    #[cfg(test)]
+    pub(super) fn quiver_hnsw_level0_degree(index: *const std::ffi::c_void) -> f64;
+    /// `src/vector/hnsw_search.cpp`: one query against an HNSW index with
+    /// its own efSearch and a visited table kept per thread.
+    fn quiver_hnsw_search(
+        index: *const std::ffi::c_void,
+        query: *const f32,
+        k: i64,
+        ef: i32,
+        selector: *const std::ffi::c_void,
+        distances: *mut f32,
+        labels: *mut i64,
+        message: *mut std::ffi::c_char,
+        message_len: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// One query against an HNSW index, with `ef` for this query only; `None`
+/// when `index` is not a faiss HNSW index with stored vectors.
+pub(super) fn hnsw_one(
+    index: &IndexImpl,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    params: &Params,
+) -> Result<Option<Vec<(i64, f32)>>, IndexError> {
+    let mut distances = vec![0f32; k];
+    let mut labels = vec![-1i64; k];
+    let mut message = [0 as std::ffi::c_char; 256];
+    // SAFETY: the index pointer is a faiss::Index, only read; `query` has
+    // the index's dimension (checked by `FaissIndex::query`); the outputs
+    // have room for `k` results; the selector (or null) outlives the call.
+    let code = unsafe {
+        quiver_hnsw_search(
+            index.inner_ptr() as *const std::ffi::c_void,
+            query.as_ptr(),
+            k as i64,
+            i32::try_from(ef).unwrap_or(i32::MAX),
+            params.selector as *const std::ffi::c_void,
+            distances.as_mut_ptr(),
+            labels.as_mut_ptr(),
+            message.as_mut_ptr(),
+            message.len(),
+        )
+    };
+    match code {
+        0 => Ok(Some(labels.into_iter().zip(distances).collect())),
+        1 => Ok(None),
+        _ => {
+            // SAFETY: the shim writes a NUL-terminated message on error.
+            let text = unsafe { std::ffi::CStr::from_ptr(message.as_ptr()) };
+            Err(IndexError::Faiss(text.to_string_lossy().into_owned()))
+        }
+    }
+}
+
+impl VectorIndex for FaissIndex {
+    fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: SearchKnobs,
+        allowed: Option<&[u8]>,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if k == 0 || self.rows == 0 {
+            return Ok(vec![]);
+        }
+        let query = self.query(query)?;
+        let params = Params::new(self.spec.method.is_ivf(), knobs.nprobe, self.rows, allowed)?;
+        let k = k.min(self.rows);
+        let ef = knobs.ef.max(k);
+        let hnsw = match self.spec.method {
+            Method::Hnsw { .. } => hnsw_one(&self.index.read().index, &query, k, ef, &params)?,
+            _ => None,
+        };
+        let result = match hnsw {
+            Some(result) => result,
+            None => self.with_settings(ef, None, |index| search_one(index, &query, k, &params))?,
+        };
+        Ok(result
+            .into_iter()
+            .filter(|(label, _)| *label >= 0)
+            .map(|(label, d)| (label as u64, self.spec.distance(d)))
+            .collect())
+    }
+
+    fn filters_in_search(&self) -> bool {
+        // faiss's HNSW walks poorly around rows its selector rejects (its
+        // recall falls to about the passing fraction).
+        !matches!(self.spec.method, Method::Hnsw { .. })
+    }
+
+    fn range_search(
+        &self,
+        query: &[f32],
+        radius: f32,
+        knobs: SearchKnobs,
+    ) -> Result<Vec<(u64, f32)>, IndexError> {
+        if self.rows == 0 || radius.is_nan() {
+            return Ok(vec![]);
+        }
+        let query = self.query(query)?;
+        let faiss_radius = self.spec.faiss_radius(radius);
+        let result = self.with_settings(knobs.ef, Some(knobs.nprobe.max(1)), |index| {
+            range_one(index, &query, faiss_radius)
+        })?;
+        Ok(result
+            .into_iter()
+            .filter(|(label, _)| *label >= 0)
+            .map(|(label, d)| (label as u64, self.spec.distance(d)))
+            .collect())
+    }
+
+    fn serialize(&self) -> Result<Vec<u8>, IndexError> {
+        let tmp = tempfile_path()?;
+        let written = faiss::write_index(&self.index.read().index, tmp.to_string_lossy().as_ref());
+        let bytes = written
+            .map_err(faiss_err)
+            .and_then(|_| Ok(std::fs::read(&tmp)?));
+        let _ = std::fs::remove_file(&tmp);
+        bytes
+    }
+
+    fn memory_size(&self) -> usize {
+        self.bytes
+    }
+}

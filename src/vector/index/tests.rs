@@ -1,0 +1,332 @@
+//! Recall, filtering, range search and serialisation of every index method,
+//! and quiver's own HNSW loop against faiss's.
+
+use super::*;
+use crate::distance::distance;
+
+/// `n` vectors around `clusters` centres, deterministic. Each cluster
+/// varies along 4 directions of its own plus small noise, so the data
+/// has the low intrinsic dimension of real embeddings.
+fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centres: Vec<f32> = (0..clusters * dim).map(|_| next() * 10.0).collect();
+    let axes: Vec<f32> = (0..clusters * 4 * dim).map(|_| next()).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let c = i % clusters;
+        let w: Vec<f32> = (0..4).map(|_| next() * 6.0).collect();
+        for j in 0..dim {
+            let along: f32 = (0..4).map(|a| w[a] * axes[(c * 4 + a) * dim + j]).sum();
+            out.push(centres[c * dim + j] + along + next() * 0.2);
+        }
+    }
+    out
+}
+
+fn exact(
+    data: &[f32],
+    dim: usize,
+    metric: Metric,
+    q: &[f32],
+    k: usize,
+    allowed: &dyn Fn(usize) -> bool,
+) -> Vec<u64> {
+    let mut all: Vec<(f64, u64)> = data
+        .chunks(dim)
+        .enumerate()
+        .filter(|(i, _)| allowed(*i))
+        .map(|(i, v)| (distance(metric, q, v), i as u64))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    all.into_iter().take(k).map(|x| x.1).collect()
+}
+
+fn recall(
+    method: &str,
+    options: &[(&str, &str)],
+    metric: Metric,
+    knobs: SearchKnobs,
+    keep: usize,
+) -> f64 {
+    let (n, dim, k) = (4000, 32, 10);
+    // Queries come from the same distribution: held-out points.
+    let all = clustered(n + 50, dim, 20, 7);
+    let (data, queries) = all.split_at(n * dim);
+    let options = options
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let spec = IndexSpec::parse(method, metric, dim, &options).unwrap();
+    let index = build(&spec, data).unwrap();
+    let allowed = |i: usize| i % 100 < keep;
+    let mut bitmap = vec![0u8; n.div_ceil(8)];
+    for i in (0..n).filter(|i| allowed(*i)) {
+        bitmap[i / 8] |= 1 << (i % 8);
+    }
+    let mut hits = 0;
+    for q in queries.chunks(dim) {
+        let truth = exact(data, dim, metric, q, k, &allowed);
+        let got = index
+            .search(q, k, knobs, (keep < 100).then_some(&bitmap[..]))
+            .unwrap();
+        assert!(
+            got.iter().all(|(r, _)| allowed(*r as usize)),
+            "filtered row returned"
+        );
+        // Distances are pgvector's: they match exact ones (quantised
+        // codes give approximate distances).
+        let lossy = matches!(spec.method, Method::IvfSq8 { .. } | Method::IvfPq { .. });
+        if let Some((row, d)) = got.first().filter(|_| !lossy) {
+            let v = &data[*row as usize * dim..(*row as usize + 1) * dim];
+            assert!((distance(metric, q, v) as f32 - d).abs() < 1e-2 * (1.0 + d.abs()));
+        }
+        hits += got.iter().filter(|(r, _)| truth.contains(r)).count();
+    }
+    hits as f64 / (50 * k) as f64
+}
+
+#[test]
+fn recall_per_method_and_metric() {
+    let knobs = SearchKnobs { ef: 64, nprobe: 8 };
+    for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+        assert_eq!(recall("flat", &[], metric, knobs, 100), 1.0);
+        let r = recall(
+            "hnsw",
+            &[("m", "16"), ("ef_construction", "64")],
+            metric,
+            knobs,
+            100,
+        );
+        assert!(r >= 0.95, "hnsw {metric:?}: {r}");
+        let r = recall(
+            "hnsw",
+            &[
+                ("m", "16"),
+                ("ef_construction", "64"),
+                ("keep_pruned", "on"),
+            ],
+            metric,
+            knobs,
+            100,
+        );
+        // Full level-0 lists do less well on tight clusters like these
+        // (see `Method::Hnsw::keep_pruned`).
+        assert!(r >= 0.9, "hnsw {metric:?} with pruned links kept: {r}");
+        let r = recall("ivf_flat", &[("lists", "32")], metric, knobs, 100);
+        assert!(r >= 0.9, "ivf_flat {metric:?}: {r}");
+    }
+    let r = recall("ivf_sq8", &[("lists", "32")], Metric::L2, knobs, 100);
+    assert!(r >= 0.85, "ivf_sq8: {r}");
+    let r = recall(
+        "ivf_pq",
+        &[("lists", "32"), ("m", "8"), ("nbits", "6")],
+        Metric::L2,
+        knobs,
+        100,
+    );
+    assert!(r >= 0.3, "ivf_pq: {r}");
+}
+
+#[test]
+fn filtered_search_keeps_to_the_selector() {
+    // HNSW walks through filtered-out nodes, so at low selectivity the
+    // executor searches the survivors exactly instead; here half remain.
+    let r = recall(
+        "hnsw",
+        &[],
+        Metric::L2,
+        SearchKnobs { ef: 128, nprobe: 8 },
+        50,
+    );
+    assert!(r >= 0.9, "hnsw with 50% kept: {r}");
+    for keep in [1, 10, 50] {
+        let r = recall(
+            "ivf_flat",
+            &[("lists", "32")],
+            Metric::L2,
+            SearchKnobs { ef: 64, nprobe: 32 },
+            keep,
+        );
+        assert!(r >= 0.95, "ivf_flat with {keep}% kept: {r}");
+    }
+}
+
+#[test]
+fn range_search_finds_the_rows_within_the_radius() {
+    let dim = 16;
+    let data = clustered(3000, dim, 10, 5);
+    for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+        for (method, knobs) in [
+            ("flat", SearchKnobs::default()),
+            ("ivf_flat", SearchKnobs { ef: 40, nprobe: 16 }),
+        ] {
+            let opts: BTreeMap<String, String> = if method == "ivf_flat" {
+                [("lists".to_string(), "16".to_string())].into()
+            } else {
+                BTreeMap::new()
+            };
+            let spec = IndexSpec::parse(method, metric, dim, &opts).unwrap();
+            let index = build(&spec, &data).unwrap();
+            let q = &data[7 * dim..8 * dim];
+            let mut all: Vec<f32> = data
+                .chunks(dim)
+                .map(|v| distance(metric, q, v) as f32)
+                .collect();
+            all.sort_by(f32::total_cmp);
+            // The 50th neighbour's distance, halfway to the 51st.
+            let radius = (all[49] + all[50]) / 2.0;
+            let got = index.range_search(q, radius, knobs).unwrap();
+            let within = got.iter().filter(|(_, d)| *d <= radius + 1e-4).count();
+            assert!(
+                within >= 48 && got.len() <= 52,
+                "{method} {metric:?}: {} rows, {within} within {radius}",
+                got.len()
+            );
+        }
+    }
+}
+
+/// quiver's HNSW search loop over flat storage (`search_flat` in
+/// hnsw_search.cpp) walks the graph as faiss's `HNSW::search` does:
+/// the same neighbours, the same distances, with and without a
+/// selector, for each metric.
+#[test]
+fn own_hnsw_loop_answers_as_faiss_does() {
+    let (n, dim, k, ef) = (3000, 24, 10, 40);
+    let all = clustered(n + 40, dim, 12, 11);
+    let (data, queries) = all.split_at(n * dim);
+    let mut bitmap = vec![0u8; n.div_ceil(8)];
+    for i in (0..n).filter(|i| i % 3 != 0) {
+        bitmap[i / 8] |= 1 << (i % 8);
+    }
+    for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+        let spec = IndexSpec::parse("hnsw", metric, dim, &BTreeMap::new()).unwrap();
+        let index = build(&spec, data).unwrap();
+        let (mut same, mut total) = (0, 0);
+        for filter in [None, Some(&bitmap[..])] {
+            let params = Params::new(false, 1, n, filter).unwrap();
+            for q in queries.chunks(dim) {
+                let q = index.query(q).unwrap();
+                let ours = hnsw_one(&index.index.read().index, &q, k, ef, &params)
+                    .unwrap()
+                    .expect("an HNSW index over flat storage");
+                let theirs = index
+                    .with_settings(ef, None, |i| search_one(i, &q, k, &params))
+                    .unwrap();
+                assert_eq!(ours.len(), theirs.len());
+                for ((a, da), (b, db)) in ours.iter().zip(&theirs) {
+                    total += 1;
+                    if a == b {
+                        same += 1;
+                        assert!((da - db).abs() <= 1e-3 * (1.0 + db.abs()), "{da} vs {db}");
+                    }
+                    if filter.is_some() {
+                        assert!(*a < 0 || *a % 3 != 0, "filtered row {a} returned");
+                    }
+                }
+            }
+        }
+        // Rounding in the distance kernels may swap near-ties.
+        assert!(
+            same * 100 >= total * 98,
+            "{metric:?}: {same} of {total} the same"
+        );
+    }
+}
+
+/// keep_pruned fills level-0 lists to their 2·m slots; without it the
+/// diversity heuristic leaves them much shorter on clustered data.
+#[test]
+fn keep_pruned_fills_level_0_neighbour_lists() {
+    let (n, dim) = (3000, 16);
+    let data = clustered(n, dim, 10, 5);
+    let degree = |keep: &str| {
+        let options = [
+            ("m".to_string(), "8".to_string()),
+            ("keep_pruned".to_string(), keep.to_string()),
+        ]
+        .into();
+        let spec = IndexSpec::parse("hnsw", Metric::L2, dim, &options).unwrap();
+        let index = build(&spec, &data).unwrap();
+        let guard = index.index.read();
+        // SAFETY: a faiss::Index, only read.
+        unsafe { quiver_hnsw_level0_degree(guard.index.inner_ptr() as *const _) }
+    };
+    let (kept, pruned) = (degree("true"), degree("false"));
+    assert!(kept > 15.5, "level-0 degree with keep_pruned: {kept}");
+    assert!(
+        pruned < kept - 2.0,
+        "level-0 degree without: {pruned}, with: {kept}"
+    );
+    let defaults = IndexSpec::parse("hnsw", Metric::L2, dim, &BTreeMap::new()).unwrap();
+    assert!(defaults.method.params().ends_with("keep_pruned=false"));
+}
+
+/// A flat index of 8 MiB of vectors asks for huge pages over at least
+/// 4 MiB of them, wherever the kernel has transparent huge pages.
+#[test]
+fn large_indexes_ask_for_huge_pages() {
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let (n, dim) = (16_384, 128);
+    let data = clustered(n, dim, 4, 9);
+    let spec = IndexSpec::parse("flat", Metric::L2, dim, &BTreeMap::new()).unwrap();
+    let index = build(&spec, &data).unwrap();
+    let guard = index.index.read();
+    // SAFETY: a faiss::Index, only read.
+    let huge = unsafe { quiver_index_huge_pages(guard.index.inner_ptr() as *const _) };
+    if thp.contains("[never]") || thp.is_empty() {
+        return;
+    }
+    assert!(huge >= 4 << 20, "{huge} bytes advised");
+    drop(guard);
+    let q = &data[5 * dim..6 * dim];
+    assert_eq!(
+        index.search(q, 1, SearchKnobs::default(), None).unwrap()[0].0,
+        5
+    );
+}
+
+#[test]
+fn serialized_index_answers_the_same() {
+    let data = clustered(1000, 16, 10, 3);
+    let spec = IndexSpec::parse("hnsw", Metric::Cosine, 16, &BTreeMap::new()).unwrap();
+    let index = build(&spec, &data).unwrap();
+    let bytes = index.serialize().unwrap();
+    let back = deserialize(&spec, &bytes).unwrap();
+    let q = &data[..16];
+    let knobs = SearchKnobs::default();
+    assert_eq!(
+        index.search(q, 5, knobs, None).unwrap(),
+        back.search(q, 5, knobs, None).unwrap()
+    );
+    assert_eq!(back.len(), 1000);
+    assert!(deserialize(&spec, b"garbage").is_err());
+}
+
+#[test]
+fn bad_parameters_say_what_is_allowed() {
+    let opts = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let err = |m: &str, o: &[(&str, &str)]| {
+        IndexSpec::parse(m, Metric::L2, 128, &opts(o))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("diskann", &[]).contains("hnsw"));
+    assert!(err("ivf_pq", &[("m", "7")]).contains("divide"));
+    assert!(err("ivf_flat", &[("lists", "0")]).contains("from 1"));
+    assert!(err("hnsw", &[("lists", "4")]).contains("m, ef_construction, keep_pruned"));
+    assert!(err("hnsw", &[("keep_pruned", "maybe")]).contains("true or false"));
+    assert!(metric_of_opclass("vector_l1_ops").is_err());
+}
