@@ -23,6 +23,12 @@ pub use quiver_vector as vector;
 
 pub use quiver_common::SERVER_VERSION;
 
+/// The stack of every thread that runs statements: room for expressions
+/// [`sql::depth::MAX_EXPRESSION_DEPTH`] levels deep, which DataFusion plans
+/// and evaluates recursively (about 2 KB a level; the pages are only
+/// touched by statements that nest that deep).
+pub const STATEMENT_STACK_BYTES: usize = 64 << 20;
+
 use std::sync::Arc;
 
 /// Open the data directory (lock, manifest, WAL replay) and build the engine.

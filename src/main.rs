@@ -117,8 +117,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Planning and evaluating an expression recurse once per level
+            // of it; statements are refused past MAX_EXPRESSION_DEPTH, and
+            // every runtime thread has room for that many levels.
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(quiver::STATEMENT_STACK_BYTES)
                 .build()
             {
                 Ok(r) => r,

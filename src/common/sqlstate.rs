@@ -92,6 +92,8 @@ table! {
     // Class 53: insufficient resources.
     DISK_FULL = "53100";
     OUT_OF_MEMORY = "53200";
+    // Class 54: program limit exceeded.
+    STATEMENT_TOO_COMPLEX = "54001";
     // Class 55: object not in prerequisite state.
     OBJECT_NOT_IN_PREREQUISITE_STATE = "55000";
     OBJECT_IN_USE = "55006";

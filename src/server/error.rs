@@ -44,7 +44,10 @@ fn tidy(message: String) -> String {
 /// put around quiver's own errors.
 pub fn error_info(e: &QueryError) -> ErrorInfo {
     let mut i = info(e.sqlstate(), message(e));
-    if let QueryError::Parse(ParseError::Syntax { position, .. }) = e {
+    if let QueryError::Parse(
+        ParseError::Syntax { position, .. } | ParseError::TooComplex { position },
+    ) = e
+    {
         i.position = position.map(|p| p.to_string());
     }
     i

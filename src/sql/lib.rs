@@ -2,6 +2,7 @@
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
 pub mod access;
+pub mod depth;
 pub mod index_ddl;
 pub mod parser;
 pub mod statement;
@@ -23,6 +24,12 @@ pub enum ParseError {
     /// Valid SQL that quiver does not support yet.
     #[error("{0}")]
     Unsupported(String),
+    /// Expressions nested deeper than [`depth::MAX_EXPRESSION_DEPTH`].
+    #[error(
+        "statement too complex: its expressions nest more than {} levels deep (a chain of operators counts one level per operator); split it up",
+        depth::MAX_EXPRESSION_DEPTH
+    )]
+    TooComplex { position: Option<usize> },
 }
 
 impl quiver_common::sqlstate::SqlStateError for ParseError {
@@ -31,6 +38,7 @@ impl quiver_common::sqlstate::SqlStateError for ParseError {
         match self {
             ParseError::Syntax { .. } => sqlstate::SYNTAX_ERROR,
             ParseError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+            ParseError::TooComplex { .. } => sqlstate::STATEMENT_TOO_COMPLEX,
         }
     }
 }
@@ -54,6 +62,10 @@ mod sqlstate_tests {
             (
                 ParseError::Unsupported("u".into()),
                 sqlstate::FEATURE_NOT_SUPPORTED,
+            ),
+            (
+                ParseError::TooComplex { position: None },
+                sqlstate::STATEMENT_TOO_COMPLEX,
             ),
         ];
         for (e, code) in cases {

@@ -33,6 +33,12 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
     let tokens = merge_l1_operator(tokens);
     let mut out = Vec::new();
     for stmt_tokens in split_statements(tokens) {
+        if let Err(at) = super::depth::check(&stmt_tokens) {
+            let start = stmt_tokens[at].span.start;
+            return Err(ParseError::TooComplex {
+                position: char_position(sql, start.line, start.column),
+            });
+        }
         out.push(parse_one(sql, stmt_tokens)?);
     }
     Ok(out)
