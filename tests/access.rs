@@ -78,8 +78,10 @@ const STATEMENTS: &[(&str, &str, &str)] = &[
         "INSERT",
     ),
     ("copy", "COPY", "INSERT"),
-    ("update", "UPDATE t SET tag = 'z' WHERE id = 1", "UPDATE"),
-    ("delete", "DELETE FROM t WHERE id = 2", "DELETE"),
+    // Without a WHERE or a SET that reads the rows: those need SELECT too
+    // (`update_and_delete_that_read_rows_need_select`).
+    ("update", "UPDATE t SET tag = 'z'", "UPDATE"),
+    ("delete", "DELETE FROM t", "DELETE"),
     ("flush", "FLUSH t", "MAINTAIN"),
     ("index", "CREATE INDEX t_v ON t USING hnsw (v)", "INDEX"),
     ("release", "RELEASE COLLECTION t", "MAINTAIN"),
@@ -127,6 +129,72 @@ async fn run(c: &tokio_postgres::Client, name: &str, sql: &str) -> Result<(), St
         });
     }
     exec(c, sql).await
+}
+
+/// A user holding only UPDATE (or DELETE) once read data through the row
+/// count: `UPDATE secret SET ssn = ssn WHERE ssn LIKE '1%'` said UPDATE 1 or
+/// UPDATE 0. As in PostgreSQL, reading the rows (WHERE, or SET over their
+/// values) needs SELECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_delete_that_read_rows_need_select() {
+    let server = Server::start();
+    let admin = server.connect("default").await;
+    exec(
+        &admin,
+        "CREATE COLLECTION secret (id bigint primary key, ssn text)",
+    )
+    .await
+    .unwrap();
+    exec(&admin, "INSERT INTO secret VALUES (1, '123'), (2, '456')")
+        .await
+        .unwrap();
+    exec(&admin, "CREATE USER writer PASSWORD 'pw'")
+        .await
+        .unwrap();
+    exec(
+        &admin,
+        "GRANT UPDATE, DELETE ON COLLECTION secret TO writer",
+    )
+    .await
+    .unwrap();
+    let w = server.connect_as("writer", "pw", "default").await.unwrap();
+    for sql in [
+        "UPDATE secret SET ssn = ssn WHERE ssn LIKE '1%'",
+        "UPDATE secret SET ssn = ssn WHERE ssn LIKE '5%'",
+        "UPDATE secret SET ssn = ssn || 'x'",
+        "UPDATE secret SET ssn = 'x' WHERE id = 1",
+        "DELETE FROM secret WHERE ssn LIKE '1%'",
+        "DELETE FROM secret WHERE id = 2",
+    ] {
+        assert_eq!(exec(&w, sql).await, Err("42501".to_string()), "{sql}");
+    }
+    assert_eq!(
+        column(
+            &admin,
+            "SELECT string_agg(ssn, ',' ORDER BY id) FROM secret"
+        )
+        .await,
+        ["123,456"]
+    );
+    // Writing without reading is the DML privilege alone.
+    exec(&w, "UPDATE secret SET ssn = 'hidden'").await.unwrap();
+    // With SELECT, as in PostgreSQL, the reading forms are allowed.
+    exec(&admin, "GRANT SELECT ON COLLECTION secret TO writer")
+        .await
+        .unwrap();
+    exec(&w, "UPDATE secret SET ssn = ssn || '!' WHERE id = 1")
+        .await
+        .unwrap();
+    exec(&w, "DELETE FROM secret WHERE id = 2").await.unwrap();
+    assert_eq!(
+        column(
+            &admin,
+            "SELECT string_agg(ssn, ',' ORDER BY id) FROM secret"
+        )
+        .await,
+        ["hidden!"]
+    );
+    exec(&w, "DELETE FROM secret").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

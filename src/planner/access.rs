@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, WriteOp};
 
 use super::QueryError;
 use super::ann_rule::AnnSearchNode;
@@ -78,8 +78,15 @@ fn collect(plan: &LogicalPlan, exempt: Option<(&str, &str)>, out: &mut BTreeSet<
                     _ => Privilege::Delete,
                 };
                 out.insert(Need::on(privilege, &def));
-                let exempt = matches!(op, WriteOp::Update | WriteOp::Delete)
-                    .then_some((def.database.as_str(), def.name.as_str()));
+                let changes_rows = matches!(op, WriteOp::Update | WriteOp::Delete);
+                // As in PostgreSQL, an UPDATE or DELETE that reads the rows
+                // (a WHERE, a SET over their values) needs SELECT too:
+                // otherwise its row count would answer questions about data
+                // the user may not read.
+                if changes_rows && reads_rows(input) {
+                    out.insert(Need::on(Privilege::Select, &def));
+                }
+                let exempt = changes_rows.then_some((def.database.as_str(), def.name.as_str()));
                 collect(input, exempt, out);
                 return;
             }
@@ -115,6 +122,39 @@ fn collect(plan: &LogicalPlan, exempt: Option<(&str, &str)>, out: &mut BTreeSet<
     });
     for child in plan.inputs() {
         collect(child, exempt, out);
+    }
+}
+
+/// Whether the input of an UPDATE or DELETE reads the target's values: a
+/// filter (kept as a node or pushed into the scan), or a SET expression
+/// that is more than the column passed through.
+fn reads_rows(plan: &LogicalPlan) -> bool {
+    let mut reads = false;
+    let _ = plan.apply(|node| {
+        reads |= match node {
+            LogicalPlan::Filter(_) => true,
+            LogicalPlan::TableScan(scan) => !scan.filters.is_empty(),
+            LogicalPlan::Projection(p) => p
+                .expr
+                .iter()
+                .any(|e| !passes_through(e) && !e.column_refs().is_empty()),
+            _ => false,
+        };
+        Ok(if reads {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    reads
+}
+
+/// `col` or `col AS col`: a column an UPDATE leaves as it is.
+fn passes_through(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) => true,
+        Expr::Alias(a) => matches!(a.expr.as_ref(), Expr::Column(c) if c.name == a.name),
+        _ => false,
     }
 }
 
