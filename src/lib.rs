@@ -40,3 +40,40 @@ pub async fn open_engine(
     storage.recover(catalog.all_collections()).await?;
     Ok(Arc::new(planner::Engine::new(catalog, storage)?))
 }
+
+/// Make the data directory private to the server's user, as PostgreSQL
+/// keeps its own: new files 0600 and folders 0700 (the process's umask),
+/// the directory itself 0700, and what an earlier version left readable
+/// (manifests holding the SCRAM verifiers, data files) tightened the same
+/// way.
+#[cfg(unix)]
+pub fn make_data_dir_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        let wanted = if meta.is_dir() {
+            mode & 0o700
+        } else {
+            mode & 0o600
+        };
+        if mode != wanted {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wanted))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}

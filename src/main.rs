@@ -143,6 +143,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    #[cfg(unix)]
+    quiver::make_data_dir_private(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot make the data directory {} private: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let engine = quiver::open_engine(config.storage.clone())
         .await
         .map_err(|e| e.to_string())?;

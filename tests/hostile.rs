@@ -81,3 +81,71 @@ async fn deep_expressions_are_answered_or_refused_never_crash() {
     assert!(server.is_running());
     assert_eq!(first(&c, "SELECT count(*) FROM t").await.unwrap(), "2");
 }
+
+/// The data directory holds the SCRAM verifiers (in the manifests) and
+/// every row: like PostgreSQL's, it is the server user's alone (folders
+/// 0700, files 0600), and a directory an earlier version left readable is
+/// tightened at start.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start();
+    let c = server.connect("default").await;
+    first(
+        &c,
+        "CREATE COLLECTION t (id bigint primary key, v vector(2))",
+    )
+    .await
+    .unwrap();
+    first(&c, "INSERT INTO t VALUES (1, '[1,2]')")
+        .await
+        .unwrap();
+    first(&c, "FLUSH t").await.unwrap();
+    let modes = |dir: &std::path::Path| {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(p) = pending.pop() {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            out.push((p.clone(), meta.is_dir(), meta.permissions().mode() & 0o777));
+            if meta.is_dir() {
+                pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        out
+    };
+    let all = modes(&server.dir);
+    assert!(all.iter().filter(|(_, d, _)| !d).count() >= 3, "{all:?}");
+    for (path, is_dir, mode) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode & !want, 0, "{} is {mode:o}", path.display());
+    }
+    // Loosen everything, as an older version left it; a restart tightens it.
+    for (path, is_dir, _) in &all {
+        let loose = if *is_dir { 0o755 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(loose)).unwrap();
+    }
+    server.stop_and_restart();
+    for (path, _, mode) in modes(&server.dir) {
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    }
+}
+
+/// A user name is the client's to choose: one with a line break once wrote
+/// forged lines into the log before the login was even checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_cannot_forge_log_lines() {
+    let server = Server::start();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(server.port)
+        .user("evil\nFORGED quiver: superuser logged in")
+        .password("wrong")
+        .dbname("default");
+    assert!(config.connect(tokio_postgres::NoTls).await.is_err());
+    assert!(server.logs_soon("login failed"));
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.iter().all(|l| !l.starts_with("FORGED")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains(r"evil\nFORGED")), "{log:#?}");
+}

@@ -156,7 +156,7 @@ impl QuiverStartup {
         client.session_extensions().insert(guard);
         client.session_extensions().insert(session);
         let tls = client.is_secure();
-        info!(%addr, %user, %database, method, tls, "connection authenticated");
+        info!(%addr, user = %user.escape_debug(), database = %database.escape_debug(), method, tls, "connection authenticated");
         finish_authentication(
             client,
             &ServerParameters {
@@ -189,7 +189,7 @@ impl QuiverStartup {
             }
             let data = initial.data.unwrap_or_default();
             let first = ClientFirst::parse(&data).map_err(|e| {
-                warn!(%addr, %user, error = %e, "login failed");
+                warn!(%addr, user = %user.escape_debug(), error = %e, "login failed");
                 login_error(e.sqlstate(), format!("invalid SCRAM exchange: {e}"))
             })?;
             let known = self
@@ -234,7 +234,7 @@ impl QuiverStartup {
                     Ok(_) => "no such user or no password".to_string(),
                 };
                 self.auth.limiter.failed(addr.ip());
-                warn!(%addr, %user, reason, "login failed");
+                warn!(%addr, user = %user.escape_debug(), reason, "login failed");
                 Err(password_failed(&user))
             }
         }
@@ -281,7 +281,7 @@ impl StartupHandler for QuiverStartup {
             ));
         }
         if let Err(wait) = self.auth.limiter.check(addr.ip()) {
-            warn!(%addr, %user, "login refused: too many failed logins");
+            warn!(%addr, user = %user.escape_debug(), "login refused: too many failed logins");
             return Err(login_error(
                 sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
