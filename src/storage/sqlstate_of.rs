@@ -65,7 +65,10 @@ pub fn external(e: &(dyn Error + Send + Sync + 'static)) -> SqlState {
 }
 
 /// DataFusion reports unknown tables and functions, and mismatched
-/// argument types, as plan errors whose kind only their text tells.
+/// argument types, as plan errors whose kind only their text tells. (An
+/// unknown table cannot be answered by the planner's schema instead:
+/// DataFusion asks it for every name in FROM, table functions such as
+/// `generate_series` among them, and takes "none" to mean "try a function".)
 fn plan(message: &str) -> SqlState {
     if message.contains("not found") && message.starts_with("table") {
         sqlstate::UNDEFINED_TABLE
