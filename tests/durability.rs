@@ -275,10 +275,9 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
         "{files:?}"
     );
     assert!(
-        files
-            .iter()
-            .any(|p| rel(p).starts_with("default/docs/segments/")
-                && rel(p).ends_with("/data-0.parquet")),
+        files.iter().any(|p| rel(p).starts_with("collections/")
+            && rel(p).contains("/segments/")
+            && rel(p).ends_with("/data-0.parquet")),
         "{files:?}"
     );
     let check = async |client: &tokio_postgres::Client| {

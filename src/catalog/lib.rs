@@ -49,6 +49,50 @@ pub enum CatalogError {
     IndexNotFound { name: String },
     #[error("relation \"{name}\" already exists (index names are unique within a database)")]
     IndexExists { name: String },
+    #[error(
+        "{kind} name \"{name}\" is {len} bytes long: names are limited to {MAX_NAME_BYTES} bytes"
+    )]
+    NameTooLong {
+        kind: &'static str,
+        name: String,
+        len: usize,
+    },
+    #[error("{kind} name {name:?} is not valid: {why}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        why: &'static str,
+    },
+}
+
+/// The longest name of a database, collection, field or index, in bytes
+/// (PostgreSQL's NAMEDATALEN - 1).
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Check a name a user gives a new object. Names never reach storage
+/// paths (those use ids); the limits keep them printable and bounded.
+pub fn validate_name(kind: &'static str, name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_BYTES {
+        let mut shown = name.chars().take(MAX_NAME_BYTES).collect::<String>();
+        shown.push_str("...");
+        return Err(CatalogError::NameTooLong {
+            kind,
+            name: shown,
+            len: name.len(),
+        });
+    }
+    let why = if name.is_empty() {
+        "a name cannot be empty"
+    } else if name.chars().any(char::is_control) {
+        "a name cannot contain control characters"
+    } else {
+        return Ok(());
+    };
+    Err(CatalogError::InvalidName {
+        kind,
+        name: name.to_string(),
+        why,
+    })
 }
 
 impl SqlStateError for CatalogError {
@@ -72,6 +116,8 @@ impl SqlStateError for CatalogError {
             CatalogError::IndexNotFound { .. } => sqlstate::UNDEFINED_OBJECT,
             CatalogError::IndexExists { .. } => sqlstate::DUPLICATE_TABLE,
             CatalogError::Access(a) => a.sqlstate(),
+            CatalogError::NameTooLong { .. } => sqlstate::NAME_TOO_LONG,
+            CatalogError::InvalidName { .. } => sqlstate::INVALID_NAME,
         }
     }
 }
@@ -82,6 +128,7 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CatalogSnapshot {
     pub version: u64,
+    /// The next id of a database, collection or index (one sequence).
     pub next_collection_id: u64,
     pub databases: BTreeMap<String, DatabaseDef>,
     /// Users, roles and grants.
@@ -91,11 +138,53 @@ pub struct CatalogSnapshot {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DatabaseDef {
+    /// Assigned by the catalog, never reused (0 in catalogs written before
+    /// databases had ids, until [`Catalog::open`] assigns one).
+    #[serde(default)]
+    pub id: u64,
     pub name: String,
     /// The user who created it (none for `default`).
     #[serde(default)]
     pub owner: Option<String>,
     pub collections: BTreeMap<String, Arc<CollectionDef>>,
+}
+
+impl CatalogSnapshot {
+    /// Give an id to every database and index that has none (catalogs
+    /// written before they had ids). Returns whether any was assigned.
+    pub fn assign_missing_ids(&mut self) -> bool {
+        let mut next = self.next_collection_id.max(1);
+        for db in self.databases.values() {
+            next = next.max(db.id + 1);
+            for c in db.collections.values() {
+                next = next.max(c.id + 1);
+                for i in &c.indexes {
+                    next = next.max(i.id + 1);
+                }
+            }
+        }
+        let mut assigned = false;
+        for db in self.databases.values_mut() {
+            if db.id == 0 {
+                db.id = next;
+                next += 1;
+                assigned = true;
+            }
+            for c in db.collections.values_mut() {
+                if c.indexes.iter().any(|i| i.id == 0) {
+                    for i in &mut Arc::make_mut(c).indexes {
+                        if i.id == 0 {
+                            i.id = next;
+                            next += 1;
+                            assigned = true;
+                        }
+                    }
+                }
+            }
+        }
+        self.next_collection_id = next;
+        assigned
+    }
 }
 
 /// Where catalog state is persisted. The storage layer provides a durable one.
@@ -134,10 +223,12 @@ impl Catalog {
             .databases
             .entry(DEFAULT_DATABASE.to_string())
             .or_insert_with(|| DatabaseDef {
+                id: 0,
                 name: DEFAULT_DATABASE.to_string(),
                 owner: None,
                 collections: BTreeMap::new(),
             });
+        snapshot.assign_missing_ids();
         let next_id = snapshot.next_collection_id.max(1);
         Ok(Catalog {
             state: RwLock::new(snapshot),
@@ -241,9 +332,11 @@ impl Catalog {
                     Err(CatalogError::DatabaseExists { name: name.into() })
                 };
             }
+            validate_name("database", name)?;
             s.databases.insert(
                 name.to_string(),
                 DatabaseDef {
+                    id: self.next_id.fetch_add(1, Ordering::SeqCst),
                     name: name.to_string(),
                     owner: owner.map(str::to_string),
                     collections: BTreeMap::new(),
@@ -348,6 +441,7 @@ impl Catalog {
         index: IndexDef,
         if_not_exists: bool,
     ) -> Result<Option<Arc<CollectionDef>>> {
+        let mut index = index;
         self.update(|s| {
             let db =
                 s.databases
@@ -372,6 +466,8 @@ impl Catalog {
                     name: collection.into(),
                 }
             })?;
+            validate_name("index", &index.name)?;
+            index.id = self.next_id.fetch_add(1, Ordering::SeqCst);
             Arc::make_mut(def).indexes.push(index);
             Ok(Some(def.clone()))
         })
@@ -489,7 +585,20 @@ mod tests {
                 CatalogError::IndexExists { name: name() },
                 sqlstate::DUPLICATE_TABLE,
             ),
+            (
+                validate_name("collection", &"x".repeat(64)).unwrap_err(),
+                sqlstate::NAME_TOO_LONG,
+            ),
+            (
+                validate_name("database", "a\tb").unwrap_err(),
+                sqlstate::INVALID_NAME,
+            ),
+            (
+                validate_name("index", "").unwrap_err(),
+                sqlstate::INVALID_NAME,
+            ),
         ];
+        assert!(validate_name("column", &"é".repeat(31)).is_ok());
         for (e, code) in cases {
             assert_eq!(e.sqlstate(), code, "{e:?}");
         }

@@ -152,6 +152,10 @@ pub struct CollectionDef {
 /// A vector index of a collection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexDef {
+    /// Assigned by the catalog when the index is created; storage names
+    /// the index's files by it.
+    #[serde(default)]
+    pub id: u64,
     /// Unique within the database.
     pub name: String,
     /// Index into the collection's fields of the vector column.
@@ -187,6 +191,10 @@ impl CollectionDef {
     }
 
     pub(super) fn validate(&self) -> Result<(), CatalogError> {
+        super::validate_name("collection", &self.name)?;
+        for f in &self.fields {
+            super::validate_name("column", &f.name)?;
+        }
         if self.fields.is_empty() {
             return Err(CatalogError::InvalidDefinition(
                 "a collection needs at least one field".into(),

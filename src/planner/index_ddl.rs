@@ -112,8 +112,9 @@ pub async fn execute(
                 Some(v) => bool_option("wait", &v).map_err(index_err)?,
             };
             let spec = IndexSpec::parse(&method, metric, dim, &options).map_err(index_err)?;
-            let name = name.unwrap_or_else(|| format!("{}_{}_idx", def.name, column));
+            let name = name.unwrap_or_else(|| index_name(&def.name, &column));
             let index = IndexDef {
+                id: 0,
                 name: name.clone(),
                 field,
                 spec,
@@ -220,4 +221,19 @@ pub async fn execute(
             Ok(IndexOutput::Rows(batch))
         }
     }
+}
+
+/// The name PostgreSQL gives an unnamed index: `<table>_<column>_idx`,
+/// the longer of the two names cut first so that it fits the name limit
+/// and keeps its `_idx`.
+fn index_name(table: &str, column: &str) -> String {
+    let (mut t, mut c) = (table.to_string(), column.to_string());
+    while t.len() + c.len() + "__idx".len() > quiver_catalog::MAX_NAME_BYTES {
+        if t.len() >= c.len() {
+            t.pop()
+        } else {
+            c.pop()
+        };
+    }
+    format!("{t}_{c}_idx")
 }

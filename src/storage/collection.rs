@@ -24,6 +24,7 @@ use arrow::datatypes::{DataType, Field, Int16Type, Int32Type, Int64Type, Schema,
 use parking_lot::{Mutex, RwLock};
 use tracing::{debug, info};
 
+use super::layout::{collection_prefix, index_path};
 use super::manifest::CollectionManifest;
 use super::segment::{
     Deletes, FlushedSegment, IndexFile, LoadedIndex, ROWID, RowIds, Segment, SegmentData,
@@ -88,7 +89,7 @@ pub enum Conflict {
 pub struct CollectionData {
     pub id: u64,
     name: String,
-    /// `<db>/<collection>`: where its objects go.
+    /// `collections/<id>`: where its objects go.
     prefix: String,
     /// The fields, all nullable (NOT NULL is checked with a precise error).
     schema: SchemaRef,

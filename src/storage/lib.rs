@@ -4,16 +4,19 @@
 //! manifest that also persists the catalog. Recovery is the manifest plus
 //! the WAL after each collection's checkpoint.
 //!
-//! Layout under the storage root (a local directory or `s3://bucket/prefix`):
+//! Layout under the storage root (a local directory or `s3://bucket/prefix`),
+//! made of ids only (see [`layout`]):
 //! ```text
 //! catalog/manifest-<version>.json
-//! <db>/<collection>/segments/<segment_id>/data-0.parquet
-//! <db>/<collection>/segments/<segment_id>/deltas/<ts>.parquet
+//! collections/<collection_id>/segments/<segment_id>/data-0.parquet
+//! collections/<collection_id>/segments/<segment_id>/deltas/<ts>.parquet
+//! collections/<collection_id>/segments/<segment_id>/index/<index_id>.faiss
 //! ```
 //! and in the local data directory: `wal/<collection_id>/<shard>/<first_ts>.log`
 //! and the `LOCK` file that keeps a second server out.
 
 pub mod collection;
+mod layout;
 pub mod manifest;
 pub mod objects;
 pub mod segment;
@@ -82,6 +85,10 @@ pub enum StorageError {
     Expression(Box<datafusion::error::DataFusionError>),
     #[error("collection \"{0}\" was dropped")]
     Dropped(String),
+    /// The insert buffer is full and flushing it fails: writers are told
+    /// instead of waiting for ever.
+    #[error("the insert buffer is full and cannot be flushed: {message}")]
+    FlushFailing { message: String, disk_full: bool },
     #[error(transparent)]
     Index(#[from] quiver_vector::index::IndexError),
     /// A row's value does not fit its field (a vector of another dimension).
@@ -94,7 +101,8 @@ impl StorageError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             StorageError::Io { source, .. } => io_disk_full(source),
-            StorageError::ObjectStore { disk_full, .. } => *disk_full,
+            StorageError::ObjectStore { disk_full, .. }
+            | StorageError::FlushFailing { disk_full, .. } => *disk_full,
             _ => false,
         }
     }
@@ -119,6 +127,7 @@ impl SqlStateError for StorageError {
             StorageError::BitLength { .. } => sqlstate::STRING_DATA_LENGTH_MISMATCH,
             StorageError::Io { .. }
             | StorageError::ObjectStore { .. }
+            | StorageError::FlushFailing { .. }
             | StorageError::WalFailed(_) => sqlstate::IO_ERROR,
             StorageError::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             StorageError::Config(_) | StorageError::Locked(_) => {
@@ -241,7 +250,21 @@ pub struct Shared {
     pub wake_indexer: tokio::sync::Notify,
     /// Signalled after each index-builder pass (for waiters).
     pub index_progress: tokio::sync::Notify,
+    /// The last background flush's failure, while flushes keep failing.
+    flush_failure: Mutex<Option<FlushFailure>>,
 }
+
+#[derive(Debug, Clone)]
+struct FlushFailure {
+    message: String,
+    disk_full: bool,
+    at: std::time::Instant,
+    /// When it was last logged (failures repeat every pass).
+    logged: std::time::Instant,
+}
+
+/// How often a flush failure that keeps repeating is logged again.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Shared {
     fn new_segment_id(&self) -> u64 {
@@ -268,11 +291,56 @@ impl Shared {
         self.buffered.load(Ordering::SeqCst) >= self.config.insert_buffer_size
     }
     /// Back-pressure: wait while the insert buffer is full (the flusher
-    /// makes room). Writers are never refused and never dropped.
-    async fn wait_for_space(&self) {
+    /// makes room). A writer is refused only when a flush that began
+    /// after it started waiting failed: then waiting would be for ever.
+    async fn wait_for_space(&self) -> Result<()> {
+        let since = std::time::Instant::now();
         while self.over_limit() {
+            if let Some(f) = self.flush_failure.lock().as_ref()
+                && f.at > since
+            {
+                return Err(StorageError::FlushFailing {
+                    message: f.message.clone(),
+                    disk_full: f.disk_full,
+                });
+            }
             self.wake_flusher.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(50), self.space.notified()).await;
+        }
+        Ok(())
+    }
+
+    /// Note how a background flush ended; a failure is logged when it is
+    /// new, and again once a minute while it repeats.
+    fn flush_ended(&self, collection: &str, result: &Result<()>) {
+        let mut failure = self.flush_failure.lock();
+        match result {
+            Ok(()) => {
+                if failure.take().is_some() {
+                    info!(collection, "flushing works again");
+                }
+            }
+            Err(e) => {
+                let now = std::time::Instant::now();
+                let message = e.to_string();
+                let log = match failure.as_ref() {
+                    Some(f) => f.message != message || now - f.logged >= FAILURE_LOG_INTERVAL,
+                    None => true,
+                };
+                if log {
+                    error!(collection, "flush failed: {message}");
+                }
+                let logged = match (log, failure.as_ref()) {
+                    (false, Some(f)) => f.logged,
+                    _ => now,
+                };
+                *failure = Some(FlushFailure {
+                    message,
+                    disk_full: e.is_disk_full(),
+                    at: now,
+                    logged,
+                });
+            }
         }
     }
     pub fn buffered_bytes(&self) -> usize {
@@ -318,6 +386,7 @@ impl Storage {
             .unwrap_or_else(|| dir.display().to_string());
         let io = Arc::new(ObjectIo::open(&root, &config.s3)?);
         let (manifest, current) = ManifestStore::open(io.clone()).await?;
+        let current = layout::migrate(&io, &manifest, current).await?;
         let shared = Arc::new(Shared {
             wal_dir: dir.join("wal"),
             config,
@@ -330,6 +399,7 @@ impl Storage {
             wake_flusher: tokio::sync::Notify::new(),
             wake_indexer: tokio::sync::Notify::new(),
             index_progress: tokio::sync::Notify::new(),
+            flush_failure: Mutex::new(None),
         });
         let initial = (current.version > 0).then(|| current.catalog.clone());
         info!(root = %root, manifest_version = current.version, "storage opened");
@@ -427,10 +497,9 @@ impl Storage {
             self.collections.read().values().cloned().collect();
         let pressure = self.shared.over_limit();
         for c in collections {
-            if c.wants_flush(pressure)
-                && let Err(e) = c.flush().await
-            {
-                error!(collection = %c.name(), "flush failed: {e}");
+            if c.wants_flush(pressure) {
+                let result = c.flush().await;
+                self.shared.flush_ended(c.name(), &result);
             }
             if c.small_segments() >= self.shared.config.compact_min_segments
                 && let Err(e) = c.compact().await
@@ -599,6 +668,20 @@ mod tests {
                 sqlstate::DISK_FULL,
             ),
             (StorageError::WalFailed(s()), sqlstate::IO_ERROR),
+            (
+                StorageError::FlushFailing {
+                    message: s(),
+                    disk_full: false,
+                },
+                sqlstate::IO_ERROR,
+            ),
+            (
+                StorageError::FlushFailing {
+                    message: s(),
+                    disk_full: true,
+                },
+                sqlstate::DISK_FULL,
+            ),
             (StorageError::Corrupt(s()), sqlstate::DATA_CORRUPTED),
             (
                 StorageError::Config(s()),

@@ -5,7 +5,7 @@ use super::*;
 
 impl CollectionData {
     pub(super) fn data_path(&self, segment: u64) -> String {
-        format!("{}/segments/{segment}/data-0.parquet", self.prefix)
+        super::super::layout::data_path(&self.segment_dir(segment))
     }
 
     /// Remove segment directories the manifest does not name: those of a
@@ -33,7 +33,7 @@ impl CollectionData {
     }
 
     pub(super) fn segment_dir(&self, segment: u64) -> String {
-        format!("{}/segments/{segment}", self.prefix)
+        super::super::layout::segment_dir(self.id, segment)
     }
 
     pub(super) async fn write_segment(

@@ -38,8 +38,8 @@ impl CollectionData {
         self.indexes.read().clone()
     }
 
-    pub(super) fn index_path(&self, segment: u64, name: &str) -> String {
-        format!("{}/index/{name}.faiss", self.segment_dir(segment))
+    pub(super) fn index_path(&self, segment: u64, index: &IndexDef) -> String {
+        index_path(&self.segment_dir(segment), index.id)
     }
 
     /// Build or load one missing segment index; `true` if there was one.
@@ -159,7 +159,7 @@ impl CollectionData {
             // Dropped (or replaced) while it was being built.
             return Ok(());
         }
-        let path = self.index_path(segment, &def.name);
+        let path = self.index_path(segment, def);
         let size = bytes.len() as u64;
         self.shared.io.put(&path, bytes, false).await?;
         f.index_files.lock().insert(

@@ -79,7 +79,7 @@ impl CollectionData {
         let data = CollectionData {
             id: def.id,
             name: def.name.clone(),
-            prefix: format!("{}/{}", def.database, def.name),
+            prefix: collection_prefix(def.id),
             schema,
             full_schema,
             field_names: def.fields.iter().map(|f| f.name.clone()).collect(),

@@ -293,7 +293,7 @@ impl CollectionData {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
-        self.shared.wait_for_space().await;
+        self.shared.wait_for_space().await?;
         let (lsn, snap, rows) = {
             let mut state = self.write.lock();
             self.check_writable()?;
@@ -477,7 +477,7 @@ impl CollectionData {
             new_rows.push(change(&user)?);
         }
         let new_batch = concat_batches(&self.schema, &new_rows)?;
-        self.shared.wait_for_space().await;
+        self.shared.wait_for_space().await?;
         let (lsn, snap, n) = {
             let mut state = self.write.lock();
             self.check_writable()?;
