@@ -7,6 +7,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::auth::{AuthConfig, Secret};
+use crate::server::Limits;
 use crate::storage::{S3Config, StorageConfig, WalSync};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
@@ -44,6 +45,17 @@ pub struct FileConfig {
     pub wal: Option<WalSection>,
     pub auth: Option<AuthSection>,
     pub tls: Option<TlsSection>,
+    pub limits: Option<LimitsSection>,
+}
+
+/// `[limits]`: what one client may take (see README "Limits").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_connections: Option<usize>,
+    pub max_message_size: Option<usize>,
+    pub max_startup_message_size: Option<usize>,
+    pub authentication_timeout_ms: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -116,6 +128,47 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
 }
 
+fn limits(section: LimitsSection) -> Result<Limits, ConfigError> {
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_connections: section.max_connections.unwrap_or(defaults.max_connections),
+        max_message_size: section
+            .max_message_size
+            .unwrap_or(defaults.max_message_size),
+        max_startup_message_size: section
+            .max_startup_message_size
+            .unwrap_or(defaults.max_startup_message_size),
+        authentication_timeout: section
+            .authentication_timeout_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(defaults.authentication_timeout),
+    };
+    let ceiling = crate::server::limits::MESSAGE_SIZE_CEILING;
+    if limits.max_connections == 0 {
+        return Err(ConfigError::Invalid(
+            "limits.max_connections must be at least 1".into(),
+        ));
+    }
+    if !(4096..=ceiling).contains(&limits.max_message_size) {
+        return Err(ConfigError::Invalid(format!(
+            "limits.max_message_size = {} is out of range: 4096 to {ceiling} bytes",
+            limits.max_message_size
+        )));
+    }
+    if !(1024..=limits.max_message_size).contains(&limits.max_startup_message_size) {
+        return Err(ConfigError::Invalid(format!(
+            "limits.max_startup_message_size = {} is out of range: 1024 to max_message_size",
+            limits.max_startup_message_size
+        )));
+    }
+    if limits.authentication_timeout < std::time::Duration::from_millis(100) {
+        return Err(ConfigError::Invalid(
+            "limits.authentication_timeout_ms must be at least 100".into(),
+        ));
+    }
+    Ok(limits)
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -126,6 +179,7 @@ pub struct Config {
     pub busy_poll: std::time::Duration,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -207,6 +261,7 @@ impl Config {
         {
             storage.wal_sync = sync.parse::<WalSync>().map_err(ConfigError::Invalid)?;
         }
+        let limits = limits(from_file.limits.unwrap_or_default())?;
         let section = from_file.auth.unwrap_or_default();
         let tls = from_file.tls.unwrap_or_default();
         let defaults = AuthConfig::default();
@@ -247,6 +302,7 @@ impl Config {
             busy_poll,
             storage,
             auth,
+            limits,
         })
     }
 }

@@ -171,6 +171,7 @@ async fn serve(config: Config) -> Result<(), String> {
         engine.clone(),
         config.auth.clone(),
         config.busy_poll,
+        config.limits.clone(),
         listener,
         shutdown_signal(),
     )

@@ -361,16 +361,6 @@ fn a_second_server_cannot_open_the_same_data_directory() {
     );
 }
 
-fn rss_peak_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_pressure_keeps_memory_bounded_and_loses_nothing() {
     let (_cfg_dir, cfg) = config(
@@ -382,7 +372,7 @@ async fn back_pressure_keeps_memory_bounded_and_loses_nothing() {
         .batch_execute("CREATE COLLECTION big (id BIGINT PRIMARY KEY, v VECTOR(128))")
         .await
         .unwrap();
-    let baseline = rss_peak_kb(server.pid());
+    let baseline = common::rss_peak_kb(server.pid());
     let dim = 128;
     let batches = 200;
     let per = 1000;
@@ -404,7 +394,7 @@ async fn back_pressure_keeps_memory_bounded_and_loses_nothing() {
         sink.as_mut().finish().await.unwrap();
     }
     let ingested_mb = (batches * per * dim * 4) as f64 / 1e6;
-    let peak = rss_peak_kb(server.pid());
+    let peak = common::rss_peak_kb(server.pid());
     let count: i64 = client
         .query_one("SELECT count(*) FROM big", &[])
         .await

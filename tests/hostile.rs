@@ -348,3 +348,211 @@ async fn writers_are_told_when_the_buffer_cannot_be_flushed() {
         Ok((at + 1).to_string())
     );
 }
+
+/// A raw client: the bytes of a startup message for `user` on `default`.
+fn startup_message(user: &str) -> Vec<u8> {
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for s in ["user", user, "database", "default"] {
+        body.extend_from_slice(s.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    msg.extend(body);
+    msg
+}
+
+/// The header of a typed message claiming `len` bytes.
+fn header(kind: u8, len: u32) -> Vec<u8> {
+    let mut h = vec![kind];
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}
+
+/// Everything the server sends until it closes the connection (or 10 s).
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut all),
+    )
+    .await;
+    all
+}
+
+/// The SQLSTATE and message of the first ErrorResponse in `bytes`.
+fn first_error(bytes: &[u8]) -> Option<(String, String)> {
+    let mut at = 0;
+    while at + 5 <= bytes.len() {
+        let kind = bytes[at];
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        let body = bytes.get(at + 5..at + 1 + len)?;
+        if kind == b'E' {
+            let (mut code, mut message) = (String::new(), String::new());
+            for field in body.split(|b| *b == 0).filter(|f| !f.is_empty()) {
+                let text = String::from_utf8_lossy(&field[1..]).to_string();
+                match field[0] {
+                    b'C' => code = text,
+                    b'M' => message = text,
+                    _ => {}
+                }
+            }
+            return Some((code, message));
+        }
+        at += 1 + len;
+    }
+    None
+}
+
+/// Before login a client could make the server buffer a message of ~1 GB
+/// (10 such connections: 8.2 GiB in 5 s). Every message before login is
+/// now checked against 10,000 bytes from its header, answered with FATAL
+/// 08P01, and the connection closed; memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_messages_before_login_are_refused_from_their_header() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let before = common::rss_kb(server.pid());
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let port = server.port;
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            if i % 2 == 0 {
+                // A startup packet that claims 1 GB.
+                s.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+            } else {
+                // A proper startup, then a 1 GB query instead of a password.
+                s.write_all(&startup_message("quiver")).await.unwrap();
+                s.write_all(&header(b'Q', 1 << 30)).await.unwrap();
+            }
+            // Keep sending as a hostile client would; the server stops reading.
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..64 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            read_to_close(&mut s).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let got = t.await.unwrap();
+        let (code, message) =
+            first_error(&got).unwrap_or_else(|| panic!("no error for {i}: {got:?}"));
+        assert_eq!(code, "08P01", "{message}");
+    }
+    let after = common::rss_kb(server.pid());
+    assert!(
+        after < before + 100 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    let c = server.connect("default").await;
+    assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+}
+
+/// After login the limit is `max_message_size`: a larger query is refused
+/// (FATAL 08P01 naming the setting) before its body is read, and others
+/// go on. Frames pgwire cannot read are answered too, not just dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_past_max_message_size_and_garbage_frames_get_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, cfg) = common::config_file("[limits]\nmax_message_size = 1048576\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let c = server.connect("default").await;
+    let big = format!("SELECT length('{}')", "y".repeat(900_000));
+    assert_eq!(first(&c, &big).await, Ok("900000".into()));
+    let too_big = format!("SELECT length('{}')", "y".repeat(2_000_000));
+    let e = c.simple_query(&too_big).await.unwrap_err();
+    let db = e.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "08P01");
+    assert!(
+        db.message().contains("max_message_size"),
+        "{}",
+        db.message()
+    );
+    assert!(c.is_closed() || c.simple_query("SELECT 1").await.is_err());
+    // A logged-in client sending a frame of an unknown type.
+    let other = server.connect("default").await;
+    assert_eq!(first(&other, "SELECT 2").await, Ok("2".into()));
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    s.write_all(&startup_message("quiver")).await.unwrap();
+    s.write_all(&header(b'Q', 3)).await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert_eq!(
+        first_error(&got).map(|e| e.0),
+        Some("08P01".into()),
+        "{got:?}"
+    );
+    assert_eq!(first(&other, "SELECT 3").await, Ok("3".into()));
+}
+
+/// `max_connections` clients are served; the next is refused with 53300
+/// after its startup message, as PostgreSQL does, and a slot that frees
+/// up is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_get_53300() {
+    let (_dir, cfg) = common::config_file("[limits]\nmax_connections = 3\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(server.connect("default").await);
+    }
+    let e = server
+        .connect_as("quiver", common::PASSWORD, "default")
+        .await
+        .unwrap_err();
+    let db = e.as_db_error().expect("an ErrorResponse");
+    assert_eq!(db.code().code(), "53300");
+    assert!(
+        db.message().contains("max_connections = 3"),
+        "{}",
+        db.message()
+    );
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match server
+            .connect_as("quiver", common::PASSWORD, "default")
+            .await
+        {
+            Ok(c) => {
+                assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that connects and says nothing (or stops half-way through
+/// logging in) is closed after `authentication_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_closed_after_the_authentication_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, cfg) = common::config_file("[limits]\nauthentication_timeout_ms = 500\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut halfway = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    halfway.write_all(&startup_message("quiver")).await.unwrap();
+    let (a, b) = tokio::join!(read_to_close(&mut silent), read_to_close(&mut halfway));
+    let waited = started.elapsed();
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(b.first(), Some(&b'R'), "the password request came first");
+    assert!(
+        waited >= std::time::Duration::from_millis(400)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

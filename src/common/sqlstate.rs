@@ -94,6 +94,7 @@ table! {
     // Class 53: insufficient resources.
     DISK_FULL = "53100";
     OUT_OF_MEMORY = "53200";
+    TOO_MANY_CONNECTIONS = "53300";
     // Class 54: program limit exceeded.
     STATEMENT_TOO_COMPLEX = "54001";
     // Class 55: object not in prerequisite state.

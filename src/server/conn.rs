@@ -25,19 +25,111 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
 
+use crate::limits::Limits;
+use pgwire::error::ErrorInfo;
+use quiver_common::sqlstate::{self, SqlState};
+
 /// Buffered output beyond which writes go out without waiting for a read.
 const HIGH_WATER: usize = 64 * 1024;
 
-/// How long a client has to finish logging in.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How one connection is served.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub busy_poll: Duration,
+    pub limits: Arc<Limits>,
+    /// Over `max_connections`: answer the startup message with 53300.
+    pub refuse: bool,
+}
 
-/// An I/O object whose flushes are deferred until the next read.
+/// An I/O object whose flushes are deferred until the next read, and
+/// that checks each incoming message's length (see [`Framer`]).
 pub struct Coalesce<T> {
     inner: T,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     written: usize,
     poll: Option<BusyPoll>,
+    framer: Framer,
+}
+
+/// Reads the length of every message the client sends from its header,
+/// as the bytes arrive, and stops the connection at the first one longer
+/// than the limit in force, before its body is buffered: pgwire would
+/// hold a message of any length up to 1 GB in memory, even before login.
+/// Typed messages only: it starts after the startup message.
+#[derive(Debug, Default)]
+struct Framer {
+    active: bool,
+    limit: usize,
+    header: [u8; 5],
+    have: usize,
+    /// Body bytes of the current message still to come.
+    skip: usize,
+    /// The FATAL error sent, once a message broke the limit.
+    failed: Option<String>,
+}
+
+impl Framer {
+    /// Follow `bytes`, the next the client sent; `Err` with the message
+    /// that says why the connection must end.
+    fn feed(&mut self, mut bytes: &[u8]) -> Result<(), (SqlState, String)> {
+        if !self.active {
+            return Ok(());
+        }
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < 5 {
+                break;
+            }
+            self.have = 0;
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]) as usize;
+            if len < 4 {
+                return Err((
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid message length {len}"),
+                ));
+            }
+            if len > self.limit {
+                return Err((
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!(
+                        "message of {len} bytes is longer than the limit of {} bytes (max_message_size{})",
+                        self.limit,
+                        if self.limit < (1 << 20) {
+                            " before login: max_startup_message_size"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+            self.skip = len - 4;
+        }
+        Ok(())
+    }
+}
+
+/// A FATAL ErrorResponse, encoded.
+fn fatal(code: SqlState, message: &str) -> Vec<u8> {
+    use pgwire::messages::Message;
+    let info = ErrorInfo::new("FATAL".into(), code.code().into(), message.into());
+    let mut buf = bytes::BytesMut::new();
+    let _ = pgwire::messages::response::ErrorResponse::from(info).encode(&mut buf);
+    buf.to_vec()
 }
 
 /// Waiting for a client's next message by polling its socket for a short
@@ -138,7 +230,27 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             out: Vec::new(),
             written: 0,
             poll: None,
+            framer: Framer::default(),
         }
+    }
+
+    /// Check every message from now on against `limit`; `pending` are the
+    /// bytes already read that the codec has not consumed yet.
+    fn start_framing(&mut self, pending: &[u8], limit: usize) -> Result<(), (SqlState, String)> {
+        self.framer.active = true;
+        self.framer.limit = limit;
+        self.framer.feed(pending)
+    }
+
+    /// The limit messages are checked against from now on.
+    fn set_message_limit(&mut self, limit: usize) {
+        self.framer.limit = limit;
+    }
+
+    /// Queue a FATAL error (sent before the connection closes).
+    fn fail(&mut self, code: SqlState, message: String) {
+        self.out.extend_from_slice(&fatal(code, &message));
+        self.framer.failed = Some(message);
     }
 
     /// Poll the socket for the client's next message after each reply
@@ -170,9 +282,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(why) = &this.framer.failed {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why.clone())));
+        }
         // The client may be waiting for what we have to say.
         let replying = !this.out.is_empty();
         ready!(this.poll_drain(cx))?;
+        let before = buf.filled().len();
+        ready!(this.read_inner(cx, buf, replying))?;
+        if let Err((code, why)) = this.framer.feed(&buf.filled()[before..]) {
+            this.fail(code, why.clone());
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why)));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Coalesce<T> {
+    fn read_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        replying: bool,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         let Some(poll) = &mut this.poll else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
@@ -225,13 +358,14 @@ pub async fn process<H>(
     socket: TcpStream,
     tls: Option<TlsAcceptor>,
     handlers: Arc<H>,
-    busy_poll: Duration,
+    options: Options,
 ) -> io::Result<()>
 where
     H: PgWireServerHandlers,
 {
-    let poll = BusyPoll::new(socket.as_raw_fd(), busy_poll);
-    let startup = tokio::time::sleep(STARTUP_TIMEOUT);
+    let limits = options.limits.clone();
+    let poll = BusyPoll::new(socket.as_raw_fd(), options.busy_poll);
+    let startup = tokio::time::sleep(limits.authentication_timeout);
     tokio::pin!(startup);
     let negotiated = tokio::select! {
         _ = &mut startup => return Ok(()),
@@ -253,12 +387,17 @@ where
     let copy = handlers.copy_handler();
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
+    let mut logged_in = false;
     loop {
         let logging_in = matches!(
             socket.state(),
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
+        if !logging_in && !logged_in {
+            logged_in = true;
+            socket.get_mut().set_message_limit(limits.max_message_size);
+        }
         let msg = if logging_in {
             tokio::select! {
                 _ = &mut startup => None,
@@ -267,9 +406,32 @@ where
         } else {
             socket.next().await
         };
-        let Some(Ok(msg)) = msg else { break };
+        let msg = match msg {
+            None => break,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                // A frame pgwire cannot read: say so before closing
+                // (unless the length check already did).
+                if socket.get_ref().framer.failed.is_none() {
+                    let why = format!("invalid frontend message: {e}");
+                    socket.get_mut().fail(sqlstate::PROTOCOL_VIOLATION, why);
+                }
+                break;
+            }
+        };
         // Terminate: the client is leaving; close so that it sees EOF.
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
+        }
+        let startup_message = matches!(msg, PgWireFrontendMessage::Startup(_));
+        if startup_message && options.refuse {
+            socket.get_mut().fail(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!(
+                    "sorry, too many clients already (max_connections = {})",
+                    limits.max_connections
+                ),
+            );
             break;
         }
         note_statement_names(&socket, &msg);
@@ -290,6 +452,16 @@ where
         {
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_query).await?;
+        }
+        // From the startup message on, every message has a type byte and a
+        // length: check each against the limit before it is read.
+        if startup_message && !socket.get_ref().framer.active {
+            let pending = socket.read_buffer().to_vec();
+            let limit = limits.max_startup_message_size;
+            if let Err((code, why)) = socket.get_mut().start_framing(&pending, limit) {
+                socket.get_mut().fail(code, why);
+                break;
+            }
         }
     }
     // Whatever is still buffered (a last error, say) goes out.

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod copy;
 pub mod error;
 pub mod handler;
+pub mod limits;
 pub mod startup;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use handler::QuiverHandlers;
+pub use limits::Limits;
 use quiver_auth::AuthConfig;
 use quiver_planner::Engine;
 
@@ -55,6 +57,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     auth: AuthConfig,
     busy_poll: std::time::Duration,
+    limits: Limits,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -65,15 +68,30 @@ pub async fn serve(
     let handlers = Arc::new(QuiverHandlers::new(engine, Arc::new(Logins::new(auth))));
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "quiver is accepting connections");
+    let connections = Arc::new(limits::Connections::default());
+    let limits = Arc::new(limits);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, addr)) => {
+                    // Past the limit a client is still told why (53300,
+                    // after its startup message); far past it, a flood is
+                    // not even read.
+                    let open = connections.open();
+                    if open >= limits.max_connections.saturating_mul(2).max(limits.max_connections + 16) {
+                        warn!(%addr, open, "connection dropped: far more clients than max_connections");
+                        continue;
+                    }
+                    let slot = connections.take();
+                    let refuse = open >= limits.max_connections;
                     let _ = socket.set_nodelay(true);
                     let handlers = handlers.clone();
                     let tls = tls.clone();
+                    let limits = limits.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = conn::process(socket, tls, handlers, busy_poll).await {
+                        let _slot = slot;
+                        let options = conn::Options { busy_poll, limits, refuse };
+                        if let Err(e) = conn::process(socket, tls, handlers, options).await {
                             warn!(%addr, error = %e, "connection ended with an error");
                         }
                     });

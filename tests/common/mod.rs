@@ -280,3 +280,31 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The peak resident memory of process `pid` (VmHWM), in KiB.
+pub fn rss_peak_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmHWM:")
+}
+
+/// The resident memory of process `pid` now (VmRSS), in KiB.
+pub fn rss_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmRSS:")
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A config file `quiver.toml` with `text`; keep the directory alive.
+pub fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quiver.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
