@@ -56,6 +56,8 @@ pub struct LimitsSection {
     pub max_message_size: Option<usize>,
     pub max_startup_message_size: Option<usize>,
     pub authentication_timeout_ms: Option<u64>,
+    pub statement_timeout_ms: Option<u64>,
+    pub idle_in_transaction_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -142,7 +144,29 @@ fn limits(section: LimitsSection) -> Result<Limits, ConfigError> {
             .authentication_timeout_ms
             .map(std::time::Duration::from_millis)
             .unwrap_or(defaults.authentication_timeout),
+        statement_timeout: section
+            .statement_timeout_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(defaults.statement_timeout),
+        idle_in_transaction_session_timeout: section
+            .idle_in_transaction_session_timeout_ms
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(defaults.idle_in_transaction_session_timeout),
     };
+    for (name, ms) in [
+        ("statement_timeout_ms", limits.statement_timeout.as_millis()),
+        (
+            "idle_in_transaction_session_timeout_ms",
+            limits.idle_in_transaction_session_timeout.as_millis(),
+        ),
+    ] {
+        if ms > i32::MAX as u128 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.{name} = {ms} is too long: at most {} ms (0 turns it off)",
+                i32::MAX
+            )));
+        }
+    }
     let ceiling = crate::server::limits::MESSAGE_SIZE_CEILING;
     if limits.max_connections == 0 {
         return Err(ConfigError::Invalid(

@@ -556,3 +556,101 @@ async fn silent_clients_are_closed_after_the_authentication_timeout() {
         "closed after {waited:?}"
     );
 }
+
+/// A query that runs for minutes on one core.
+const SLOW: &str = "SELECT count(*) FROM generate_series(1, 20000000000) AS t(x) WHERE x % 7 = 3";
+
+async fn code_of(r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>) -> (String, String) {
+    let e = r.expect_err("the statement was not stopped");
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+/// `SET statement_timeout = 50` was accepted and ignored (a 171 ms query
+/// ran on). Statements now stop at the deadline with 57014, in both
+/// protocols, an INSERT ... SELECT before it writes anything, and the
+/// session goes on; the server-wide default comes from `[limits]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_stops_statements_with_57014() {
+    let (_dir, cfg) = common::config_file("[limits]\nstatement_timeout_ms = 60000\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let c = server.connect("default").await;
+    assert_eq!(first(&c, "SHOW statement_timeout").await, Ok("1min".into()));
+    first(&c, "SET statement_timeout = 200").await.unwrap();
+    let started = std::time::Instant::now();
+    let (code, message) = code_of(c.simple_query(SLOW).await).await;
+    assert_eq!(code, "57014");
+    assert_eq!(message, "canceling statement due to statement timeout");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The extended protocol too.
+    let e = c.query(SLOW, &[]).await.unwrap_err();
+    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("57014"));
+    // A write stops while it gathers its rows: nothing is inserted.
+    first(&c, "CREATE COLLECTION t (id bigint)").await.unwrap();
+    let (code, _) = code_of(
+        c.simple_query(
+            "INSERT INTO t SELECT x FROM generate_series(1, 20000000000) AS s(x) WHERE x % 7 = 3",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(code, "57014");
+    first(&c, "RESET statement_timeout").await.unwrap();
+    assert_eq!(first(&c, "SELECT count(*) FROM t").await, Ok("0".into()));
+    assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+}
+
+/// A client's cancel request (psql's Ctrl-C) stops the running statement
+/// with 57014; a cancel with the wrong key does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_requests_stop_the_running_statement() {
+    let server = Server::start();
+    let c = server.connect("default").await;
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let (code, message) = code_of(c.simple_query(SLOW).await).await;
+    canceller.await.unwrap();
+    assert_eq!(code, "57014");
+    assert_eq!(message, "canceling statement due to user request");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(first(&c, "SELECT 2").await, Ok("2".into()));
+}
+
+/// `idle_in_transaction_session_timeout`: a session that stays idle inside
+/// BEGIN past it is ended with FATAL 25P03, as in PostgreSQL; outside a
+/// transaction block idling is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_sessions_are_ended_with_25p03() {
+    let (_dir, cfg) =
+        common::config_file("[limits]\nidle_in_transaction_session_timeout_ms = 300\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let idle = server.connect("default").await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(first(&idle, "SELECT 1").await, Ok("1".into()));
+    let (c, connection) =
+        tokio_postgres::connect(&server.conn_string("default"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    first(&c, "BEGIN").await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), connection)
+        .await
+        .expect("the idle transaction was not ended")
+        .unwrap();
+    let e = ended.expect_err("the connection ended without an error");
+    assert_eq!(e.code().map(|c| c.code()), Some("25P03"), "{e}");
+    assert!(first(&c, "SELECT 1").await.is_err());
+    // Within the limit a transaction goes on.
+    first(&idle, "BEGIN").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(first(&idle, "SELECT 3").await, Ok("3".into()));
+    first(&idle, "COMMIT").await.unwrap();
+}

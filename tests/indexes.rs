@@ -392,7 +392,7 @@ async fn index_files_are_loaded_on_restart_and_rebuilt_when_damaged() {
     assert!(
         files[0]
             .to_string_lossy()
-            .contains("/default/items/segments/")
+            .contains("/collections/")
     );
     for crash in [false, true] {
         if crash {

@@ -103,7 +103,7 @@ async fn segments_and_manifest_live_on_s3() {
         .unwrap();
     let listing = http(s3.port, "GET", "/quiver-test?list-type=2&prefix=prod/");
     assert!(listing.contains("prod/catalog/manifest-"), "{listing}");
-    assert!(listing.contains("prod/default/t/segments/"), "{listing}");
+    assert!(listing.contains("prod/collections/"), "{listing}");
     assert!(listing.contains("data-0.parquet"), "{listing}");
     // Nothing but the WAL and the lock is on local disk.
     let local: Vec<String> = std::fs::read_dir(&server.dir)

@@ -58,6 +58,8 @@ table! {
     FEATURE_NOT_SUPPORTED = "0A000";
     // Class 0L: invalid grantor; 0LP01 is invalid_grant_operation.
     INVALID_GRANT_OPERATION = "0LP01";
+    // Class 25: invalid transaction state.
+    IDLE_IN_TRANSACTION_SESSION_TIMEOUT = "25P03";
     // Class 22: data exception.
     DATA_EXCEPTION = "22000";
     NUMERIC_VALUE_OUT_OF_RANGE = "22003";
@@ -100,8 +102,10 @@ table! {
     // Class 55: object not in prerequisite state.
     OBJECT_NOT_IN_PREREQUISITE_STATE = "55000";
     OBJECT_IN_USE = "55006";
+    CANT_CHANGE_RUNTIME_PARAM = "55P02";
     // Class 57: operator intervention.
     QUERY_CANCELED = "57014";
+    ADMIN_SHUTDOWN = "57P01";
     // Class 58: system error (errors external to quiver).
     IO_ERROR = "58030";
     // Class XX: internal error.

@@ -410,11 +410,24 @@ impl DataSink for CollectionSink {
     async fn write_all(
         &self,
         mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let storage_schema = self.data.schema();
+        let interrupt = context
+            .session_config()
+            .get_extension::<quiver_common::interrupt::Interrupt>();
+        // A cancel or a timeout stops the statement while its rows are
+        // gathered; once they are handed to storage it completes (one
+        // atomic write).
+        let check = || match &interrupt {
+            Some(i) => i
+                .check()
+                .map_err(|c| datafusion::error::DataFusionError::External(Box::new(c))),
+            None => Ok(()),
+        };
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
+            check()?;
             let batch = batch?;
             batches.push(RecordBatch::try_new(
                 storage_schema.clone(),
@@ -422,6 +435,7 @@ impl DataSink for CollectionSink {
             )?);
         }
         let batch = concat_batches(&storage_schema, &batches)?;
+        check()?;
         let rows = self
             .data
             .mutate(Mutation::insert(batch))

@@ -54,6 +54,10 @@ pub struct Engine {
     base: SessionState,
     catalogs: QuiverCatalogList,
     pg_tables: Arc<PgCatalogStaticTables>,
+    /// Every connection and what it runs.
+    activity: Arc<super::activity::Activity>,
+    /// Server-wide defaults of session settings.
+    session_defaults: parking_lot::RwLock<Arc<std::collections::BTreeMap<String, String>>>,
 }
 
 /// A statement prepared for the extended protocol.
@@ -72,6 +76,8 @@ pub struct Prepared {
     parameters: Arc<std::sync::OnceLock<Vec<Option<FieldRef>>>>,
     /// The result columns' names as PostgreSQL gives them (queries only).
     names: Option<Vec<super::colnames::ColumnName>>,
+    /// The SQL it was prepared from (for pg_stat_activity).
+    pub text: String,
 }
 
 impl Prepared {
@@ -189,7 +195,14 @@ impl Engine {
             base,
             catalogs,
             pg_tables,
+            session_defaults: Default::default(),
+            activity: Default::default(),
         })
+    }
+
+    /// Every connection and what it runs.
+    pub fn activity(&self) -> &Arc<super::activity::Activity> {
+        &self.activity
     }
 
     pub fn catalog(&self) -> &Arc<Catalog> {
@@ -205,7 +218,8 @@ impl Engine {
             .base
             .config()
             .clone()
-            .with_extension(Arc::new(quiver_exec::ann_search::SearchSettings::default()));
+            .with_extension(Arc::new(quiver_exec::ann_search::SearchSettings::default()))
+            .with_extension(Arc::new(quiver_common::interrupt::Interrupt::default()));
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
         let visible = self.catalogs.for_database(database, user);
@@ -247,7 +261,21 @@ impl Engine {
             user,
             database,
             self.state_for(database, user)?,
+            self.session_defaults.read().clone(),
         ))
+    }
+
+    /// Set the default of a session setting for sessions that start from
+    /// now on (`statement_timeout` from the configuration, say); the value
+    /// is checked as a SET would check it.
+    pub fn set_session_default(&self, name: &str, value: &str) -> Result<(), QueryError> {
+        let name = name.to_ascii_lowercase();
+        let value = super::session::check_default(&name, value)?;
+        let mut defaults = self.session_defaults.write();
+        let mut next = defaults.as_ref().clone();
+        next.insert(name, value);
+        *defaults = Arc::new(next);
+        Ok(())
     }
 
     /// Parse-time planning for the extended protocol.
@@ -294,6 +322,7 @@ impl Engine {
             search: Default::default(),
             parameters: Default::default(),
             names,
+            text: String::new(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! (and tests) call.
 
 pub mod access;
+pub mod activity;
 pub mod ann_rule;
 pub mod catalog_provider;
 pub mod colnames;
@@ -55,6 +56,12 @@ pub enum QueryError {
     NoConflictTarget(String),
     #[error("column \"{column}\" of collection \"{collection}\" does not exist")]
     UnknownColumn { column: String, collection: String },
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
+    #[error("parameter \"{0}\" cannot be changed")]
+    ReadOnlySetting(String),
+    #[error(transparent)]
+    Canceled(#[from] quiver_common::interrupt::Canceled),
 }
 
 impl SqlStateError for QueryError {
@@ -70,6 +77,9 @@ impl SqlStateError for QueryError {
             QueryError::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             QueryError::UnknownColumn { .. } => sqlstate::UNDEFINED_COLUMN,
             QueryError::NoConflictTarget(_) => sqlstate::INVALID_COLUMN_REFERENCE,
+            QueryError::UnknownSetting(_) => sqlstate::UNDEFINED_OBJECT,
+            QueryError::ReadOnlySetting(_) => sqlstate::CANT_CHANGE_RUNTIME_PARAM,
+            QueryError::Canceled(c) => c.sqlstate(),
         }
     }
 }

@@ -9,6 +9,7 @@ use datafusion::execution::{SessionState, TaskContext};
 use parking_lot::{Mutex, RwLock};
 
 use super::QueryError;
+use quiver_common::interrupt::Interrupt;
 
 pub struct Session {
     user: String,
@@ -21,6 +22,9 @@ pub struct Session {
     /// Built once: making a task context copies every function registry.
     task: Arc<TaskContext>,
     vars: Mutex<BTreeMap<String, String>>,
+    /// Defaults set for the server (e.g. `statement_timeout`).
+    defaults: Arc<BTreeMap<String, String>>,
+    interrupt: Arc<Interrupt>,
 }
 
 impl std::fmt::Debug for Session {
@@ -29,29 +33,187 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Session variables with their defaults, as `SHOW` reports them (the
+/// What values a setting takes.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Any text (kept as given).
+    Text,
+    /// One of these (compared without case); any other is refused with
+    /// 0A000: quiver implements only these.
+    OneOf(&'static [&'static str]),
+    /// PostgreSQL's DateStyle: the output style must be ISO.
+    DateStyle,
+    /// An integer in this range.
+    Int(i64, i64),
+    /// A duration in milliseconds (`50`, `'5s'`, `'1min'`); 0 is off.
+    Millis,
+    /// Reported, never changed (55P02).
+    ReadOnly,
+}
+
+/// Every setting a session has, with its default as `SHOW` reports it (the
 /// search knobs `hnsw.ef_search` and `ivfflat.probes` default to
-/// `quiver_vector::index::SearchKnobs::default()`).
-const DEFAULT_VARS: &[(&str, &str)] = &[
-    ("application_name", ""),
-    ("client_encoding", "UTF8"),
-    ("datestyle", "ISO, MDY"),
-    ("default_transaction_isolation", "read committed"),
-    ("extra_float_digits", "1"),
-    ("integer_datetimes", "on"),
-    ("intervalstyle", "postgres"),
-    ("max_identifier_length", "63"),
-    ("search_path", "\"$user\", public"),
-    ("server_encoding", "UTF8"),
-    ("server_version", quiver_common::SERVER_VERSION),
-    ("standard_conforming_strings", "on"),
-    ("statement_timeout", "0"),
-    ("timezone", "UTC"),
-    ("transaction_isolation", "read committed"),
+/// `quiver_vector::index::SearchKnobs::default()`). A name PostgreSQL would
+/// not know either is refused with 42704; a name with a dot is a custom
+/// setting, kept as text, as in PostgreSQL.
+const SETTINGS: &[(&str, &str, Kind)] = &[
+    ("application_name", "", Kind::Text),
+    ("client_encoding", "UTF8", Kind::OneOf(&["utf8", "unicode"])),
+    (
+        "client_min_messages",
+        "notice",
+        Kind::OneOf(&[
+            "debug5", "debug4", "debug3", "debug2", "debug1", "debug", "log", "notice", "warning",
+            "error",
+        ]),
+    ),
+    ("datestyle", "ISO, MDY", Kind::DateStyle),
+    (
+        "default_transaction_isolation",
+        "read committed",
+        Kind::OneOf(&["read committed"]),
+    ),
+    ("extra_float_digits", "1", Kind::Int(-15, 3)),
+    ("idle_in_transaction_session_timeout", "0", Kind::Millis),
+    ("integer_datetimes", "on", Kind::ReadOnly),
+    ("intervalstyle", "postgres", Kind::OneOf(&["postgres"])),
+    ("max_identifier_length", "63", Kind::ReadOnly),
+    ("search_path", "\"$user\", public", Kind::Text),
+    ("server_encoding", "UTF8", Kind::ReadOnly),
+    (
+        "server_version",
+        quiver_common::SERVER_VERSION,
+        Kind::ReadOnly,
+    ),
+    (
+        "standard_conforming_strings",
+        "on",
+        Kind::OneOf(&["on", "true", "1"]),
+    ),
+    ("statement_timeout", "0", Kind::Millis),
+    (
+        "timezone",
+        "UTC",
+        Kind::OneOf(&[
+            "utc", "etc/utc", "gmt", "etc/gmt", "z", "zulu", "utc0", "+00:00",
+        ]),
+    ),
+    (
+        "transaction_isolation",
+        "read committed",
+        Kind::OneOf(&["read committed"]),
+    ),
+    ("hnsw.ef_search", "", Kind::Int(1, 1000)),
+    ("ivfflat.probes", "", Kind::Int(1, 1000)),
 ];
 
+fn setting(name: &str) -> Option<(&'static str, Kind)> {
+    SETTINGS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, d, k)| (*d, *k))
+}
+
+/// Milliseconds of a duration setting: an integer (milliseconds) or a
+/// number with a unit (`ms`, `s`, `min`, `h`, `d`), as PostgreSQL reads it.
+pub fn parse_millis(value: &str) -> Option<u64> {
+    let v = value.trim().trim_matches('\'').trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1.0,
+        "s" => 1e3,
+        "min" => 60e3,
+        "h" => 3600e3,
+        "d" => 86400e3,
+        _ => return None,
+    };
+    let ms = (number * scale).round();
+    (ms.is_finite() && (0.0..=i32::MAX as f64).contains(&ms)).then_some(ms as u64)
+}
+
+/// A duration as PostgreSQL's SHOW writes it: the largest whole unit.
+fn show_millis(ms: u64) -> String {
+    if ms == 0 {
+        return "0".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The value of `name` to store, or why `value` is refused.
+fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
+    let v = value.trim();
+    let Some((_, kind)) = setting(name) else {
+        if name.contains('.') {
+            return Ok(v.to_string());
+        }
+        return Err(QueryError::UnknownSetting(name.to_string()));
+    };
+    let invalid = |expected: &str| {
+        QueryError::InvalidParameter(format!(
+            "invalid value for parameter \"{name}\": \"{v}\" ({expected})"
+        ))
+    };
+    match kind {
+        Kind::Text => Ok(v.to_string()),
+        Kind::ReadOnly => Err(QueryError::ReadOnlySetting(name.to_string())),
+        Kind::OneOf(allowed) => {
+            if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                Ok(v.to_string())
+            } else {
+                Err(QueryError::Unsupported(format!(
+                    "SET {name} = '{v}' is not supported: quiver implements {name} {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("'{a}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        }
+        Kind::DateStyle => {
+            if v.split(',').any(|p| p.trim().eq_ignore_ascii_case("iso")) {
+                Ok(v.to_string())
+            } else {
+                Err(QueryError::Unsupported(format!(
+                    "SET datestyle = '{v}' is not supported: quiver writes dates in the ISO style"
+                )))
+            }
+        }
+        Kind::Int(lo, hi) => match v.parse::<i64>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(n.to_string()),
+            _ => Err(invalid(&format!("an integer from {lo} to {hi}"))),
+        },
+        Kind::Millis => parse_millis(v)
+            .map(show_millis)
+            .ok_or_else(|| invalid("a duration such as 500, '5s' or '1min'; 0 turns it off")),
+    }
+}
+
 impl Session {
-    pub fn new(user: &str, database: &str, state: SessionState) -> Session {
+    pub fn new(
+        user: &str,
+        database: &str,
+        state: SessionState,
+        defaults: Arc<BTreeMap<String, String>>,
+    ) -> Session {
+        let interrupt = state
+            .config()
+            .get_extension::<Interrupt>()
+            .unwrap_or_default();
         let search_state =
             datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
                 .with_physical_optimizer_rules(vec![])
@@ -63,6 +225,8 @@ impl Session {
             state: Arc::new(state),
             search_state: Arc::new(search_state),
             vars: Mutex::new(BTreeMap::new()),
+            defaults,
+            interrupt,
         }
     }
 
@@ -90,34 +254,81 @@ impl Session {
         self.task.clone()
     }
 
+    /// `SET name = value`, checked as PostgreSQL does.
     pub fn set_var(&self, name: &str, value: &str) -> Result<(), QueryError> {
         let name = name.to_ascii_lowercase();
-        if matches!(name.as_str(), "hnsw.ef_search" | "ivfflat.probes") {
-            let ok = value
-                .trim()
-                .parse::<u32>()
-                .is_ok_and(|v| (1..=1000).contains(&v));
-            if !ok {
-                return Err(QueryError::InvalidParameter(format!(
-                    "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 1000)"
-                )));
+        let value = check_setting(&name, value)?;
+        self.apply_search_knob(&name, Some(&value));
+        self.vars.lock().insert(name, value);
+        Ok(())
+    }
+
+    /// `RESET name` (`None`: `RESET ALL`, `DISCARD ALL`): back to the
+    /// default.
+    pub fn reset_var(&self, name: Option<&str>) -> Result<(), QueryError> {
+        match name {
+            None => {
+                let names: Vec<String> = self.vars.lock().keys().cloned().collect();
+                for n in names {
+                    self.apply_search_knob(&n, None);
+                }
+                self.vars.lock().clear();
+            }
+            Some(name) => {
+                let name = name.to_ascii_lowercase();
+                match setting(&name) {
+                    Some((_, Kind::ReadOnly)) => {
+                        return Err(QueryError::ReadOnlySetting(name));
+                    }
+                    None if !name.contains('.') => return Err(QueryError::UnknownSetting(name)),
+                    _ => {}
+                }
+                self.apply_search_knob(&name, None);
+                self.vars.lock().remove(&name);
             }
         }
-        if let Some(settings) = self
+        Ok(())
+    }
+
+    /// A search knob's value in the DataFusion state (`None`: its default).
+    fn apply_search_knob(&self, name: &str, value: Option<&str>) {
+        let Some(settings) = self
             .state
             .config()
             .get_extension::<quiver_exec::ann_search::SearchSettings>()
-        {
-            let v: usize = value.trim().parse().unwrap_or(0);
-            let mut knobs = settings.0.lock();
-            match name.as_str() {
-                "hnsw.ef_search" => knobs.ef = v,
-                "ivfflat.probes" => knobs.nprobe = v,
-                _ => {}
-            }
+        else {
+            return;
+        };
+        let defaults = quiver_vector::index::SearchKnobs::default();
+        let mut knobs = settings.0.lock();
+        let parsed = value.and_then(|v| v.parse::<usize>().ok());
+        match name {
+            "hnsw.ef_search" => knobs.ef = parsed.unwrap_or(defaults.ef),
+            "ivfflat.probes" => knobs.nprobe = parsed.unwrap_or(defaults.nprobe),
+            _ => {}
         }
-        self.vars.lock().insert(name, value.trim().to_string());
-        Ok(())
+    }
+
+    /// `statement_timeout` in force (`None`: off).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.millis_var("statement_timeout")
+    }
+
+    /// `idle_in_transaction_session_timeout` in force (`None`: off).
+    pub fn idle_in_transaction_timeout(&self) -> Option<std::time::Duration> {
+        self.millis_var("idle_in_transaction_session_timeout")
+    }
+
+    fn millis_var(&self, name: &str) -> Option<std::time::Duration> {
+        self.var(name)
+            .and_then(|v| parse_millis(&v))
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// The session's stop signal (cancel requests, timeouts).
+    pub fn interrupt(&self) -> &Arc<Interrupt> {
+        &self.interrupt
     }
 
     /// The search settings in force (`SET hnsw.ef_search`, ...).
@@ -159,11 +370,22 @@ impl Session {
             "ivfflat.probes" => return Some(knobs.nprobe.to_string()),
             _ => {}
         }
-        DEFAULT_VARS
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        if let Some(v) = self.defaults.get(&name) {
+            return Some(v.clone());
+        }
+        setting(&name).map(|(d, _)| d.to_string())
     }
+
+    /// Whether `name` is a setting (SHOW of another is 42704).
+    pub fn knows_var(name: &str) -> bool {
+        setting(&name.to_ascii_lowercase()).is_some()
+    }
+}
+
+/// Server-wide defaults of session settings (`[limits]`): checked like a
+/// SET, so a bad value stops the server at start.
+pub fn check_default(name: &str, value: &str) -> Result<String, QueryError> {
+    check_setting(name, value)
 }
 
 /// Restores a session's search settings when dropped.

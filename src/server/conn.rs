@@ -27,7 +27,10 @@ use tokio_util::codec::{Framed, FramedParts};
 
 use crate::limits::Limits;
 use pgwire::error::ErrorInfo;
+use pgwire::messages::response::TransactionStatus;
 use quiver_common::sqlstate::{self, SqlState};
+use quiver_planner::Session;
+use quiver_planner::activity::Registered;
 
 /// Buffered output beyond which writes go out without waiting for a read.
 const HIGH_WATER: usize = 64 * 1024;
@@ -404,7 +407,39 @@ where
                 msg = socket.next() => msg,
             }
         } else {
-            socket.next().await
+            let session = socket.session_extensions().get::<Session>();
+            let in_transaction = !matches!(socket.transaction_status(), TransactionStatus::Idle);
+            if let Some(r) = socket.session_extensions().get::<Registered>() {
+                r.backend.idle(in_transaction);
+            }
+            let Some(session) = session else { break };
+            let idle_limit = session
+                .idle_in_transaction_timeout()
+                .filter(|_| in_transaction);
+            let interrupt = session.interrupt().clone();
+            let idle = async {
+                match idle_limit {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = socket.next() => msg,
+                () = idle => {
+                    socket.get_mut().fail(
+                        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                        "terminating connection due to idle-in-transaction timeout".into(),
+                    );
+                    break;
+                }
+                () = interrupt.until_terminated() => {
+                    socket.get_mut().fail(
+                        sqlstate::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command".into(),
+                    );
+                    break;
+                }
+            }
         };
         let msg = match msg {
             None => break,

@@ -9,16 +9,14 @@ use arrow_pg::datatypes::{encode_recordbatch, field_into_pg_type, pg_vector_type
 use async_trait::async_trait;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
-};
+use pgwire::api::{ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
@@ -28,20 +26,39 @@ use tracing::debug;
 use super::copy::QuiverCopy;
 use super::error::{reported, to_pgwire};
 use super::startup::QuiverStartup;
+use quiver_common::interrupt::Interrupt;
 use quiver_common::sqlstate;
+use quiver_planner::activity::Registered;
 use quiver_planner::{Engine, Output, Prepared, QueryError, Session};
+use quiver_sql::Statement;
 use quiver_sql::statement::TransactionKind;
 use quiver_vector::column::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
 
 pub struct QuiverHandlers {
     service: Arc<QuiverService>,
     startup: Arc<QuiverStartup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<QuiverCancel>,
+}
+
+/// Cancel requests: the running statement of the connection with that
+/// process id and key is asked to stop (see [`quiver_common::interrupt`]).
+pub struct QuiverCancel {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl CancelHandler for QuiverCancel {
+    async fn on_cancel_request(&self, request: pgwire::messages::cancel::CancelRequest) {
+        let found = self
+            .engine
+            .activity()
+            .cancel_request(request.pid, &request.secret_key.to_bytes());
+        debug!(pid = request.pid, found, "cancel request");
+    }
 }
 
 impl QuiverHandlers {
     pub fn new(engine: Arc<Engine>, auth: Arc<super::startup::Logins>) -> QuiverHandlers {
-        let manager = Arc::new(ConnectionManager::new());
         QuiverHandlers {
             service: Arc::new(QuiverService {
                 engine: engine.clone(),
@@ -49,13 +66,14 @@ impl QuiverHandlers {
                     engine: engine.clone(),
                 }),
             }),
+            cancel: Arc::new(QuiverCancel {
+                engine: engine.clone(),
+            }),
             startup: Arc::new(QuiverStartup {
                 engine,
-                manager: manager.clone(),
                 pids: Default::default(),
                 auth,
             }),
-            cancel: Arc::new(DefaultCancelHandler::new(manager)),
         }
     }
 }
@@ -97,6 +115,68 @@ pub struct QuiverService {
     parser: Arc<QuiverQueryParser>,
 }
 
+/// Rows that stop with the statement's cancel or timeout (57014), checked
+/// as each batch is awaited.
+fn interruptible(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    interrupt: Arc<Interrupt>,
+) -> datafusion::execution::SendableRecordBatchStream {
+    let schema = stream.schema();
+    let stop = Box::pin(async move { interrupt.cancelled().await });
+    let rows = stream::unfold((stream, Some(stop)), |(mut rows, stop)| async move {
+        let mut stop = stop?;
+        tokio::select! {
+            biased;
+            c = &mut stop => Some((
+                Err(datafusion::error::DataFusionError::External(Box::new(c))),
+                (rows, None),
+            )),
+            next = rows.next() => next.map(|b| (b, (rows, Some(stop)))),
+        }
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+}
+
+/// Whether a statement only reads, so that stopping it anywhere (dropping
+/// its future) leaves nothing half done. Writes stop only where they
+/// check (an INSERT while it gathers its rows).
+fn only_reads(statement: &Statement) -> bool {
+    match statement {
+        Statement::Query(q) => matches!(**q, datafusion::sql::sqlparser::ast::Statement::Query(_)),
+        Statement::Tuned { inner, .. } => only_reads(inner),
+        Statement::Show { .. }
+        | Statement::ShowCollections
+        | Statement::DescribeCollection { .. } => true,
+        _ => false,
+    }
+}
+
+/// Run one statement of `session` within its statement_timeout; a cancel
+/// request stops it as [`only_reads`] allows.
+async fn run_statement(
+    session: &Session,
+    reads: bool,
+    run: impl std::future::Future<Output = Result<Output, QueryError>>,
+) -> Result<Output, QueryError> {
+    let interrupt = session.interrupt().clone();
+    interrupt.start(session.statement_timeout());
+    if reads {
+        tokio::select! {
+            r = run => r,
+            c = interrupt.cancelled() => Err(c.into()),
+        }
+    } else {
+        run.await
+    }
+}
+
+/// Show the statement in pg_stat_activity.
+fn show_active<C: ClientInfo + ?Sized>(client: &C, text: &str) {
+    if let Some(r) = client.session_extensions().get::<Registered>() {
+        r.backend.active(text);
+    }
+}
+
 fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Session>> {
     client.session_extensions().get::<Session>().ok_or_else(|| {
         PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -111,10 +191,12 @@ fn session_of<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Arc<Session>> 
 /// that an error at the start of execution is reported cleanly.
 async fn rows_response(
     schema: SchemaRef,
-    mut stream: datafusion::execution::SendableRecordBatchStream,
+    stream: datafusion::execution::SendableRecordBatchStream,
     format: &Format,
     options: Arc<FormatOptions>,
+    interrupt: Arc<Interrupt>,
 ) -> Result<QueryResponse, QueryError> {
+    let mut stream = interruptible(stream, interrupt);
     let fields = Arc::new(
         super::bits::wire_fields(&schema, format, Some(options))
             .map_err(|e| QueryError::Unsupported(e.to_string()))?,
@@ -146,10 +228,11 @@ async fn output_response(
     output: Output,
     format: &Format,
     options: Arc<FormatOptions>,
+    interrupt: Arc<Interrupt>,
 ) -> Result<Response, QueryError> {
     Ok(match output {
         Output::Rows { schema, stream } => {
-            Response::Query(rows_response(schema, stream, format, options).await?)
+            Response::Query(rows_response(schema, stream, format, options, interrupt).await?)
         }
         Output::Command { tag, rows } => {
             let mut t = Tag::new(&tag);
@@ -188,6 +271,7 @@ impl SimpleQueryHandler for QuiverService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session_of(client)?;
+        show_active(client, query);
         let statements = match quiver_sql::parse(query) {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(reported(&e.into())))]),
@@ -202,13 +286,19 @@ impl SimpleQueryHandler for QuiverService {
                 responses.push(Response::Execution(Tag::new(tag)));
                 continue;
             }
-            let result = match self.engine.execute(&session, statement).await {
+            let interrupt = session.interrupt().clone();
+            let reads = only_reads(&statement);
+            let executed =
+                run_statement(&session, reads, self.engine.execute(&session, statement)).await;
+            let result = match executed {
                 Ok(Output::CopyIn(copy)) => {
                     // The client sends the data next; nothing else runs until then.
                     responses.push(super::copy::start(client, copy));
                     break;
                 }
-                Ok(output) => output_response(output, &Format::UnifiedText, options.clone()).await,
+                Ok(output) => {
+                    output_response(output, &Format::UnifiedText, options.clone(), interrupt).await
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -443,11 +533,12 @@ impl QueryParser for QuiverQueryParser {
                 },
             )));
         }
-        let prepared = self
+        let mut prepared = self
             .engine
             .prepare(&session, statements.remove(0))
             .await
             .map_err(to_pgwire)?;
+        prepared.text = sql.to_string();
         Ok(Some(Arc::new(prepared)))
     }
 
@@ -512,15 +603,19 @@ impl ExtendedQueryHandler for QuiverService {
             .collect();
         let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let output = self
-            .engine
-            .execute_prepared(&session, &prepared, params)
-            .await
-            .map_err(to_pgwire)?;
+        show_active(client, &prepared.text);
+        let output = run_statement(
+            &session,
+            only_reads(&prepared.statement),
+            self.engine.execute_prepared(&session, &prepared, params),
+        )
+        .await
+        .map_err(to_pgwire)?;
         if let Output::CopyIn(copy) = output {
             return Ok(super::copy::start(client, copy));
         }
-        output_response(output, &portal.result_column_format, options)
+        let interrupt = session.interrupt().clone();
+        output_response(output, &portal.result_column_format, options, interrupt)
             .await
             .map_err(to_pgwire)
     }

@@ -65,6 +65,17 @@ pub async fn serve(
     if tls.is_some() {
         info!("TLS is enabled");
     }
+    for (name, value) in [
+        ("statement_timeout", limits.statement_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            limits.idle_in_transaction_session_timeout,
+        ),
+    ] {
+        engine
+            .set_session_default(name, &value.as_millis().to_string())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    }
     let handlers = Arc::new(QuiverHandlers::new(engine, Arc::new(Logins::new(auth))));
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "quiver is accepting connections");

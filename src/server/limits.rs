@@ -23,6 +23,10 @@ pub struct Limits {
     pub max_startup_message_size: usize,
     /// How long a client has to log in.
     pub authentication_timeout: Duration,
+    /// The default of the session setting `statement_timeout` (zero: off).
+    pub statement_timeout: Duration,
+    /// The default of `idle_in_transaction_session_timeout` (zero: off).
+    pub idle_in_transaction_session_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -32,6 +36,8 @@ impl Default for Limits {
             max_message_size: 256 << 20,
             max_startup_message_size: 10_000,
             authentication_timeout: Duration::from_secs(60),
+            statement_timeout: Duration::ZERO,
+            idle_in_transaction_session_timeout: Duration::ZERO,
         }
     }
 }

@@ -16,8 +16,8 @@ use pgwire::api::auth::{
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::{
-    ClientInfo, ConnectionHandle, ConnectionManager, METADATA_DATABASE, METADATA_USER,
-    PgWireConnectionState, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+    ClientInfo, METADATA_DATABASE, METADATA_USER, PgWireConnectionState, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
@@ -35,7 +35,6 @@ use quiver_planner::Engine;
 
 pub struct QuiverStartup {
     pub engine: Arc<Engine>,
-    pub manager: Arc<ConnectionManager>,
     pub pids: RandomPidSecretKeyGenerator,
     pub auth: Arc<Logins>,
 }
@@ -149,11 +148,20 @@ impl QuiverStartup {
         let superuser = self.engine.catalog().security(|s| s.is_superuser(&user));
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
-        let (handle, guard) = self.manager.register(pid, secret);
-        client
-            .session_extensions()
-            .insert::<Arc<ConnectionHandle>>(handle);
-        client.session_extensions().insert(guard);
+        // Cancel requests find the session here (pgwire's own cancel
+        // would drop a statement's future anywhere, a write's included).
+        let registered = self.engine.activity().register(
+            quiver_planner::activity::Connecting {
+                pid,
+                secret: secret.to_bytes().to_vec(),
+                user: user.clone(),
+                database: database.clone(),
+                application_name: application_name.clone().unwrap_or_default(),
+                client_addr: addr.ip().to_string(),
+            },
+            session.interrupt().clone(),
+        );
+        client.session_extensions().insert(registered);
         client.session_extensions().insert(session);
         let tls = client.is_secure();
         info!(%addr, user = %user.escape_debug(), database = %database.escape_debug(), method, tls, "connection authenticated");

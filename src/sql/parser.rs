@@ -291,7 +291,21 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         }
         ("SET", _) => return parse_set(sql, &tokens),
         ("RESET", _) => {
-            return Ok(Statement::NoOp {
+            let name = tokens_to_sql(&tokens)
+                .trim()
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .trim()
+                .trim_end_matches(';')
+                .trim()
+                .to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(ParseError::Syntax {
+                    message: "syntax error: expected RESET name or RESET ALL".into(),
+                    position: None,
+                });
+            }
+            return Ok(Statement::Reset {
+                name: (name != "all").then_some(name),
                 tag: "RESET".into(),
             });
         }
@@ -310,9 +324,19 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         ("ROLLBACK", _) | ("ABORT", _) => {
             return Ok(Statement::Transaction(TransactionKind::Rollback));
         }
-        ("DISCARD", _) => {
-            return Ok(Statement::NoOp {
+        ("DISCARD", "ALL") => {
+            return Ok(Statement::Reset {
+                name: None,
                 tag: "DISCARD ALL".into(),
+            });
+        }
+        // No temporary tables, sequences or plans a session could drop.
+        ("DISCARD", what @ ("PLANS" | "SEQUENCES" | "TEMP" | "TEMPORARY")) => {
+            return Ok(Statement::NoOp {
+                tag: format!(
+                    "DISCARD {}",
+                    if what == "TEMPORARY" { "TEMP" } else { what }
+                ),
             });
         }
         _ => {}
@@ -582,7 +606,16 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
             }
             (name, j + 1)
         };
-    let value = toks[value_start.min(toks.len())..]
+    let rest = &toks[value_start.min(toks.len())..];
+    if let [t] = rest
+        && matches!(&t.token, Token::Word(w) if w.keyword == Keyword::DEFAULT)
+    {
+        return Ok(Statement::Reset {
+            name: Some(name),
+            tag: "SET".into(),
+        });
+    }
+    let value = rest
         .iter()
         .map(|t| match &t.token {
             Token::SingleQuotedString(s) => s.clone(),

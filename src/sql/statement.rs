@@ -47,8 +47,14 @@ pub enum Statement {
     },
     /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted; every statement commits on its own.
     Transaction(TransactionKind),
-    /// A statement that does nothing but answer with a tag (e.g. `DISCARD ALL`).
+    /// A statement that does nothing but answer with a tag.
     NoOp {
+        tag: String,
+    },
+    /// `RESET name`, `RESET ALL`, `SET name TO DEFAULT`, `DISCARD ALL`
+    /// (`name` None: every setting).
+    Reset {
+        name: Option<String>,
         tag: String,
     },
     /// `COPY c [(cols)] FROM STDIN [(FORMAT text|csv, ...)]`.

@@ -47,7 +47,9 @@ pub fn arrow(e: &ArrowError) -> SqlState {
 
 /// The code of an error that travelled boxed inside DataFusion or Arrow.
 pub fn external(e: &(dyn Error + Send + Sync + 'static)) -> SqlState {
-    if let Some(v) = e.downcast_ref::<VectorError>() {
+    if let Some(c) = e.downcast_ref::<quiver_common::interrupt::Canceled>() {
+        c.sqlstate()
+    } else if let Some(v) = e.downcast_ref::<VectorError>() {
         v.sqlstate()
     } else if let Some(s) = e.downcast_ref::<StorageError>() {
         s.sqlstate()

@@ -122,12 +122,14 @@ impl Engine {
                 session.set_var(&name, &value)?;
                 Ok(command("SET"))
             }
+            Statement::Reset { name, tag } => {
+                session.reset_var(name.as_deref())?;
+                Ok(command(tag))
+            }
             Statement::Show { name } => {
-                let value = session.var(&name).ok_or_else(|| {
-                    QueryError::InvalidParameter(format!(
-                        "unrecognized configuration parameter \"{name}\""
-                    ))
-                })?;
+                let value = session
+                    .var(&name)
+                    .ok_or_else(|| QueryError::UnknownSetting(name.clone()))?;
                 rows(RecordBatch::try_new(
                     show_schema(&name),
                     vec![Arc::new(StringArray::from(vec![value]))],
