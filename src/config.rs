@@ -7,6 +7,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::auth::{AuthConfig, Secret};
+use crate::planner::memory::QueryMemory;
 use crate::server::Limits;
 use crate::storage::{S3Config, StorageConfig, WalSync};
 
@@ -58,6 +59,10 @@ pub struct LimitsSection {
     pub authentication_timeout_ms: Option<u64>,
     pub statement_timeout_ms: Option<u64>,
     pub idle_in_transaction_session_timeout_ms: Option<u64>,
+    /// Bytes one statement's operators may hold (sorts, aggregates, joins).
+    pub query_memory: Option<usize>,
+    /// Bytes all statements together may hold.
+    pub query_memory_total: Option<usize>,
 }
 
 #[derive(Default, Deserialize)]
@@ -128,6 +133,37 @@ pub struct Overrides {
     pub require_tls: Option<bool>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// Physical memory of this machine, in bytes (none where unknown).
+fn physical_memory() -> Option<usize> {
+    // SAFETY: sysconf only reads system constants.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && size > 0).then(|| pages as usize * size as usize)
+}
+
+/// Query memory: by default half the machine's memory for all statements
+/// together and a quarter of that for one; spills under `<data dir>/tmp`.
+fn query_memory(section: &LimitsSection, data_dir: &Path) -> Result<QueryMemory, ConfigError> {
+    let total = section
+        .query_memory_total
+        .unwrap_or_else(|| physical_memory().map_or(4 << 30, |m| m / 2));
+    let per_query = section.query_memory.unwrap_or(total / 4);
+    if per_query < (16 << 20) || per_query > total {
+        return Err(ConfigError::Invalid(format!(
+            "limits.query_memory = {per_query} is out of range: 16 MiB to query_memory_total ({total})"
+        )));
+    }
+    Ok(QueryMemory {
+        total,
+        per_query,
+        spill_dir: Some(data_dir.join("tmp")),
+    })
 }
 
 fn limits(section: LimitsSection) -> Result<Limits, ConfigError> {
@@ -204,6 +240,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub limits: Limits,
+    pub memory: QueryMemory,
 }
 
 impl Config {
@@ -285,7 +322,9 @@ impl Config {
         {
             storage.wal_sync = sync.parse::<WalSync>().map_err(ConfigError::Invalid)?;
         }
-        let limits = limits(from_file.limits.unwrap_or_default())?;
+        let section = from_file.limits.unwrap_or_default();
+        let memory = query_memory(&section, &data_dir)?;
+        let limits = limits(section)?;
         let section = from_file.auth.unwrap_or_default();
         let tls = from_file.tls.unwrap_or_default();
         let defaults = AuthConfig::default();
@@ -327,6 +366,7 @@ impl Config {
             storage,
             auth,
             limits,
+            memory,
         })
     }
 }

@@ -34,11 +34,12 @@ use std::sync::Arc;
 /// Open the data directory (lock, manifest, WAL replay) and build the engine.
 pub async fn open_engine(
     config: storage::StorageConfig,
+    memory: planner::memory::QueryMemory,
 ) -> Result<Arc<planner::Engine>, planner::QueryError> {
     let storage = storage::Storage::open(config).await?;
     let catalog = Arc::new(catalog::Catalog::open(storage.meta_store())?);
     storage.recover(catalog.all_collections()).await?;
-    Ok(Arc::new(planner::Engine::new(catalog, storage)?))
+    Ok(Arc::new(planner::Engine::new(catalog, storage, memory)?))
 }
 
 /// Make the data directory private to the server's user, as PostgreSQL

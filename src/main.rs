@@ -150,7 +150,13 @@ async fn serve(config: Config) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
-    let engine = quiver::open_engine(config.storage.clone())
+    if let Some(dir) = &config.memory.spill_dir {
+        // Spill files of a server that stopped are of no use.
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the spill directory {}: {e}", dir.display()))?;
+    }
+    let engine = quiver::open_engine(config.storage.clone(), config.memory.clone())
         .await
         .map_err(|e| e.to_string())?;
     if let Some(password) =

@@ -654,3 +654,52 @@ async fn idle_in_transaction_sessions_are_ended_with_25p03() {
     assert_eq!(first(&idle, "SELECT 3").await, Ok("3".into()));
     first(&idle, "COMMIT").await.unwrap();
 }
+
+/// Five concurrent `string_agg` queries once reached 7.7 GB: no query had
+/// a memory limit. Each statement now draws on its session's share
+/// (`query_memory`) of the server's pool (`query_memory_total`): past it,
+/// sorts and aggregates that can spill go to disk and finish, the others
+/// stop with 53200 naming the setting, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_memory_is_bounded_per_statement_and_in_total() {
+    let (_dir, cfg) =
+        common::config_file("[limits]\nquery_memory = 16777216\nquery_memory_total = 67108864\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let before = common::rss_kb(server.pid());
+    let agg = "SELECT length(string_agg(x::text, ',')) FROM generate_series(1, 5000000) AS t(x)";
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let c = server.connect("default").await;
+        tasks.push(tokio::spawn(async move {
+            code_of(c.simple_query(agg).await).await
+        }));
+    }
+    for t in tasks {
+        let (code, message) = t.await.unwrap();
+        assert_eq!(code, "53200", "{message}");
+        assert!(message.contains("query_memory"), "{message}");
+    }
+    let c = server.connect("default").await;
+    // Spilled to disk, with the right answers.
+    assert_eq!(
+        first(
+            &c,
+            "SELECT x FROM generate_series(1, 5000000) AS t(x) ORDER BY x DESC LIMIT 1 OFFSET 10"
+        )
+        .await,
+        Ok("4999990".into())
+    );
+    assert_eq!(
+        first(
+            &c,
+            "SELECT count(*) FROM (SELECT x % 2000000 AS g, count(*) FROM generate_series(1, 6000000) AS t(x) GROUP BY 1) s"
+        )
+        .await,
+        Ok("2000000".into())
+    );
+    let peak = common::rss_peak_kb(server.pid());
+    assert!(
+        peak < before + 512 * 1024,
+        "peak RSS {peak} KiB from {before} KiB"
+    );
+}

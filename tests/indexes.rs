@@ -389,11 +389,7 @@ async fn index_files_are_loaded_on_restart_and_rebuilt_when_damaged() {
         1,
         "one index file next to the segment: {files:?}"
     );
-    assert!(
-        files[0]
-            .to_string_lossy()
-            .contains("/collections/")
-    );
+    assert!(files[0].to_string_lossy().contains("/collections/"));
     for crash in [false, true] {
         if crash {
             server.kill_and_restart();

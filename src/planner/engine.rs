@@ -56,6 +56,7 @@ pub struct Engine {
     pg_tables: Arc<PgCatalogStaticTables>,
     /// Every connection and what it runs.
     activity: Arc<super::activity::Activity>,
+    memory: super::memory::QueryMemory,
     /// Server-wide defaults of session settings.
     session_defaults: parking_lot::RwLock<Arc<std::collections::BTreeMap<String, String>>>,
 }
@@ -147,7 +148,11 @@ impl Prepared {
 }
 
 impl Engine {
-    pub fn new(catalog: Arc<Catalog>, storage: Arc<Storage>) -> Result<Engine, QueryError> {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        storage: Arc<Storage>,
+        memory: super::memory::QueryMemory,
+    ) -> Result<Engine, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
@@ -160,8 +165,18 @@ impl Engine {
                 true,
             );
         let catalogs = QuiverCatalogList::new(catalog.clone(), storage.clone());
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_pool(memory.server_pool());
+        runtime = match &memory.spill_dir {
+            Some(dir) => runtime.with_temp_file_path(dir),
+            None => runtime.with_disk_manager_builder(
+                datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                    .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+            ),
+        };
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime.build_arc()?)
             .with_default_features()
             .with_catalog_list(Arc::new(catalogs.clone()))
             .build();
@@ -197,6 +212,7 @@ impl Engine {
             pg_tables,
             session_defaults: Default::default(),
             activity: Default::default(),
+            memory,
         })
     }
 
@@ -235,8 +251,19 @@ impl Engine {
             catalog: self.catalog.clone(),
         };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
+        // The session's share of the server's query memory.
+        let server_env = self.base.runtime_env();
+        let pool = Arc::new(super::memory::SessionPool::new(
+            server_env.memory_pool.clone(),
+            self.memory.per_query,
+        ));
+        let runtime =
+            datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(server_env)
+                .with_memory_pool(pool)
+                .build_arc()?;
         let mut state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
+            .with_runtime_env(runtime)
             .with_catalog_list(Arc::new(visible))
             .build();
         // DataFusion ships functions with some of our names (`inner_product`,

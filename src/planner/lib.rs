@@ -11,6 +11,7 @@ pub mod colnames;
 pub mod ddl;
 pub mod engine;
 pub mod index_ddl;
+pub mod memory;
 pub mod pg_compat;
 pub mod pg_users;
 pub mod search_cache;

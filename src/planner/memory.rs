@@ -1,0 +1,127 @@
+//! Memory for queries: one pool for the server (`[limits]
+//! query_memory_total`), and within it one per session (`query_memory`) so
+//! that no single statement can take it all. Sorts, aggregates and joins
+//! that can spill go to disk (`<data dir>/tmp`) when their share runs out;
+//! the others stop with 53200.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
+
+/// How much memory queries may hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryMemory {
+    /// All sessions' queries together.
+    pub total: usize,
+    /// One session's running statement.
+    pub per_query: usize,
+    /// Where operators spill (none: they do not).
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+impl QueryMemory {
+    /// The server's pool.
+    pub fn server_pool(&self) -> Arc<dyn MemoryPool> {
+        Arc::new(FairSpillPool::new(self.total))
+    }
+}
+
+impl Default for QueryMemory {
+    fn default() -> QueryMemory {
+        QueryMemory {
+            total: 4 << 30,
+            per_query: 1 << 30,
+            spill_dir: None,
+        }
+    }
+}
+
+/// One session's share of the server's pool.
+#[derive(Debug)]
+pub struct SessionPool {
+    server: Arc<dyn MemoryPool>,
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl SessionPool {
+    pub fn new(server: Arc<dyn MemoryPool>, limit: usize) -> SessionPool {
+        SessionPool {
+            server,
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl std::fmt::Display for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "session pool of {} bytes", self.limit)
+    }
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+impl MemoryPool for SessionPool {
+    fn name(&self) -> &str {
+        "quiver-session"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.server.register(consumer);
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.server.unregister(consumer);
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.used.fetch_add(additional, Ordering::SeqCst);
+        self.server.grow(reservation, additional);
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(shrink))
+            });
+        self.server.shrink(reservation, shrink);
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+        let used = self.used.load(Ordering::SeqCst);
+        if used + additional > self.limit {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "the statement needs more than its memory limit: {} held, {} more asked for {} (query_memory = {}; raise it in [limits] or make the statement smaller)",
+                mib(used),
+                mib(additional),
+                reservation.consumer().name(),
+                mib(self.limit),
+            )));
+        }
+        self.server.try_grow(reservation, additional).map_err(|e| {
+            DataFusionError::ResourcesExhausted(format!(
+                "the server's query memory is in use by other statements: {} more asked for {} ({e})",
+                mib(additional),
+                reservation.consumer().name(),
+            ))
+        })?;
+        self.used.fetch_add(additional, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
+    }
+}
