@@ -703,3 +703,86 @@ async fn query_memory_is_bounded_per_statement_and_in_total() {
         "peak RSS {peak} KiB from {before} KiB"
     );
 }
+
+/// `pg_stat_activity` lists the connections and their running statements
+/// (another user's statement reads `<insufficient privilege>`);
+/// `pg_cancel_backend` stops a statement with 57014 and
+/// `pg_terminate_backend` ends a connection with FATAL 57P01 — each for
+/// the connection's own user or an admin only (42501 otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_stat_activity_and_signalling_backends() {
+    let server = Server::start();
+    let admin = server.connect("default").await;
+    first(&admin, "CREATE USER alice WITH PASSWORD 'alice-pw'")
+        .await
+        .unwrap();
+    let busy = server.connect("default").await;
+    let busy_pid = first(&busy, "SELECT pg_backend_pid()").await.unwrap();
+    let running = tokio::spawn(async move {
+        let r = code_of(busy.simple_query(SLOW).await).await;
+        (busy, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let state = first(
+        &admin,
+        &format!("SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = {busy_pid}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state, format!("active: {SLOW}"));
+    let alice = server
+        .connect_as("alice", "alice-pw", "default")
+        .await
+        .unwrap();
+    assert_eq!(
+        first(
+            &alice,
+            &format!("SELECT query FROM pg_stat_activity WHERE pid = {busy_pid}")
+        )
+        .await,
+        Ok("<insufficient privilege>".into())
+    );
+    assert_eq!(
+        first(&alice, &format!("SELECT pg_cancel_backend({busy_pid})")).await,
+        Err("42501".into())
+    );
+    assert_eq!(
+        first(&admin, &format!("SELECT pg_cancel_backend({busy_pid})")).await,
+        Ok("t".into())
+    );
+    let (busy, (code, message)) = running.await.unwrap();
+    assert_eq!(
+        (code.as_str(), message.as_str()),
+        ("57014", "canceling statement due to user request")
+    );
+    assert_eq!(first(&busy, "SELECT 1").await, Ok("1".into()));
+    assert_eq!(
+        first(&admin, "SELECT pg_cancel_backend(999999)").await,
+        Ok("f".into())
+    );
+    // Terminating alice's connection: it is told and closed.
+    let (alice2, connection) = tokio_postgres::connect(
+        &server.conn_string_as("alice", "alice-pw", "default"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let alice_pid = first(&alice2, "SELECT pg_backend_pid()").await.unwrap();
+    assert_eq!(
+        first(&admin, &format!("SELECT pg_terminate_backend({alice_pid})")).await,
+        Ok("t".into())
+    );
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), connection)
+        .await
+        .expect("the terminated connection stayed open")
+        .unwrap();
+    assert_eq!(ended.unwrap_err().code().map(|c| c.code()), Some("57P01"));
+    assert!(first(&alice2, "SELECT 1").await.is_err());
+    // Its own user may signal a connection; the others go on.
+    assert_eq!(first(&alice, "SELECT 2").await, Ok("2".into()));
+    let rows = first(&admin, "SELECT count(*) FROM pg_stat_activity")
+        .await
+        .unwrap();
+    assert_eq!(rows, "3", "admin, busy, alice");
+}

@@ -230,12 +230,13 @@ impl Engine {
     }
 
     fn state_for(&self, database: &str, user: &str) -> Result<SessionState, QueryError> {
+        let interrupt = Arc::new(quiver_common::interrupt::Interrupt::default());
         let mut config = self
             .base
             .config()
             .clone()
             .with_extension(Arc::new(quiver_exec::ann_search::SearchSettings::default()))
-            .with_extension(Arc::new(quiver_common::interrupt::Interrupt::default()));
+            .with_extension(interrupt.clone());
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
         let visible = self.catalogs.for_database(database, user);
@@ -249,6 +250,8 @@ impl Engine {
         let pg_catalog = WithPgUser {
             inner: Arc::new(pg_catalog),
             catalog: self.catalog.clone(),
+            activity: self.activity.clone(),
+            viewer: user.to_string(),
         };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
         // The session's share of the server's query memory.
@@ -271,7 +274,13 @@ impl Engine {
         let udfs = all_udfs()
             .into_iter()
             .chain(super::pg_compat::all_udfs())
-            .chain([create_current_database_udf(database)]);
+            .chain([create_current_database_udf(database)])
+            .chain(super::backends::udfs(
+                &self.activity,
+                &self.catalog,
+                user,
+                &interrupt,
+            ));
         for udf in udfs {
             let _ =
                 datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));

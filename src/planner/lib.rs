@@ -6,6 +6,7 @@
 pub mod access;
 pub mod activity;
 pub mod ann_rule;
+pub mod backends;
 pub mod catalog_provider;
 pub mod colnames;
 pub mod ddl;
@@ -63,6 +64,9 @@ pub enum QueryError {
     ReadOnlySetting(String),
     #[error(transparent)]
     Canceled(#[from] quiver_common::interrupt::Canceled),
+    /// A bug: the statement panicked. The session and the server go on.
+    #[error("internal error: the statement failed unexpectedly ({0}); the server goes on")]
+    Panicked(String),
 }
 
 impl SqlStateError for QueryError {
@@ -81,6 +85,7 @@ impl SqlStateError for QueryError {
             QueryError::UnknownSetting(_) => sqlstate::UNDEFINED_OBJECT,
             QueryError::ReadOnlySetting(_) => sqlstate::CANT_CHANGE_RUNTIME_PARAM,
             QueryError::Canceled(c) => c.sqlstate(),
+            QueryError::Panicked(_) => sqlstate::INTERNAL_ERROR,
         }
     }
 }

@@ -61,9 +61,14 @@ impl PgCatalogContextProvider for QuiverRoles {
 pub struct WithPgUser {
     pub inner: Arc<dyn SchemaProvider>,
     pub catalog: Arc<Catalog>,
+    /// The connections, for `pg_stat_activity`.
+    pub activity: Arc<crate::activity::Activity>,
+    /// The session's user (what `pg_stat_activity` shows depends on it).
+    pub viewer: String,
 }
 
 const PG_USER: &str = "pg_user";
+const PG_STAT_ACTIVITY: &str = "pg_stat_activity";
 
 impl WithPgUser {
     fn pg_user(&self) -> Result<Arc<dyn TableProvider>> {
@@ -115,6 +120,7 @@ impl SchemaProvider for WithPgUser {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
         names.push(PG_USER.to_string());
+        names.push(PG_STAT_ACTIVITY.to_string());
         names
     }
 
@@ -122,10 +128,14 @@ impl SchemaProvider for WithPgUser {
         if name == PG_USER {
             return self.pg_user().map(Some);
         }
+        if name == PG_STAT_ACTIVITY {
+            return crate::backends::pg_stat_activity(&self.activity, &self.catalog, &self.viewer)
+                .map(Some);
+        }
         self.inner.table(name).await
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == PG_USER || self.inner.table_exist(name)
+        name == PG_USER || name == PG_STAT_ACTIVITY || self.inner.table_exist(name)
     }
 }

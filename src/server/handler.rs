@@ -158,8 +158,14 @@ async fn run_statement(
     reads: bool,
     run: impl std::future::Future<Output = Result<Output, QueryError>>,
 ) -> Result<Output, QueryError> {
+    use futures::FutureExt;
     let interrupt = session.interrupt().clone();
     interrupt.start(session.statement_timeout());
+    // The last resort against a bug: a panic fails the statement (XX000),
+    // not the connection or the server.
+    let run = std::panic::AssertUnwindSafe(run)
+        .catch_unwind()
+        .map(|r| r.unwrap_or_else(|panic| Err(QueryError::Panicked(panic_message(&panic)))));
     if reads {
         tokio::select! {
             r = run => r,
@@ -168,6 +174,17 @@ async fn run_statement(
     } else {
         run.await
     }
+}
+
+/// What a panic said.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    tracing::error!("statement panicked: {message}");
+    message
 }
 
 /// Show the statement in pg_stat_activity.
