@@ -150,6 +150,7 @@ async fn serve(config: Config) -> Result<(), String> {
             config.data_dir.display()
         )
     })?;
+    quiver::return_freed_memory(std::time::Duration::from_secs(5));
     if let Some(dir) = &config.memory.spill_dir {
         // Spill files of a server that stopped are of no use.
         let _ = std::fs::remove_dir_all(dir);

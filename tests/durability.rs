@@ -329,7 +329,7 @@ async fn flushed_segments_survive_restart_in_the_documented_layout() {
     assert_eq!(err.code().unwrap().code(), "23505");
     // Dropping the collection removes its segments and its log.
     client.batch_execute("DROP COLLECTION docs").await.unwrap();
-    let segments = server.dir.join("default/docs/segments");
+    let segments = server.dir.join("collections");
     let deadline = Instant::now() + Duration::from_secs(10);
     while walk(&segments)
         .iter()

@@ -11,6 +11,7 @@ use datafusion::common::DataFusionError;
 
 use crate::ExecError;
 use quiver_catalog::{CollectionDef, FieldType};
+use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 use quiver_sql::statement::CopyOptions;
 use quiver_storage::{CollectionData, Mutation};
 use quiver_vector::VectorError;
@@ -46,10 +47,11 @@ pub struct CopyIn {
     done: bool,
 }
 
-fn data_error(line: usize, message: impl std::fmt::Display) -> ExecError {
-    ExecError::DataFusion(DataFusionError::Execution(format!(
-        "COPY, line {line}: {message}"
-    )))
+fn data_error(line: usize, message: impl std::fmt::Display, code: SqlState) -> ExecError {
+    ExecError::Data {
+        message: format!("COPY, line {line}: {message}"),
+        code,
+    }
 }
 
 impl CopyIn {
@@ -108,8 +110,13 @@ impl CopyIn {
     fn record(&mut self, raw: &[u8]) -> Result<(), ExecError> {
         self.line += 1;
         let line = self.line;
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| data_error(line, "invalid byte sequence for encoding UTF8"))?;
+        let text = std::str::from_utf8(raw).map_err(|_| {
+            data_error(
+                line,
+                "invalid byte sequence for encoding UTF8",
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            )
+        })?;
         let text = text.strip_suffix('\r').unwrap_or(text);
         if self.done || (!self.options.csv && text == "\\.") {
             self.done = true;
@@ -131,6 +138,7 @@ impl CopyIn {
                     self.targets.len(),
                     fields.len()
                 ),
+                sqlstate::BAD_COPY_FILE_FORMAT,
             ));
         }
         for (buffer, value) in self.columns.iter_mut().zip(fields) {
@@ -208,49 +216,66 @@ struct Chunk {
 
 impl Chunk {
     fn convert(self, columns: Vec<Vec<Option<String>>>) -> Result<RecordBatch, ExecError> {
-        let Chunk {
-            def,
-            schema,
-            targets,
-            first_line,
-            rows,
-        } = self;
-        let mut arrays: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), rows))
-            .collect();
-        let options = CastOptions {
-            safe: false,
-            format_options: FormatOptions::default(),
-        };
-        for (buffer, &field) in columns.into_iter().zip(&targets) {
-            let strings = StringArray::from(buffer);
-            let def = &def.fields[field];
-            let array: ArrayRef = match def.field_type {
-                FieldType::Vector { dim } => {
-                    let strings: ArrayRef = Arc::new(strings);
-                    let bad = |e: VectorError| {
-                        data_error(first_line, format!("column {}: {e}", def.name))
-                    };
-                    let column = VectorColumn::try_from_array(&strings).map_err(bad)?;
-                    Arc::new(column.to_fixed(dim).map_err(bad)?)
-                }
-                FieldType::Bit { bits } => {
-                    let strings: ArrayRef = Arc::new(strings);
-                    let bad = |e: VectorError| {
-                        data_error(first_line, format!("column {}: {e}", def.name))
-                    };
-                    let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
-                    Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
-                }
-                _ => cast_with_options(&strings, schema.field(field).data_type(), &options)
-                    .map_err(|e| data_error(first_line, format!("column {}: {e}", def.name)))?,
-            };
-            arrays[field] = array;
-        }
-        Ok(RecordBatch::try_new(schema, arrays)?)
+        let first_line = self.first_line;
+        text_to_batch(
+            &self.def,
+            self.schema,
+            &self.targets,
+            columns,
+            self.rows,
+            |m, code| data_error(first_line, m, code),
+        )
     }
+}
+
+/// Rows given as text (COPY's fields, or the literals of an INSERT ...
+/// VALUES) as a batch of the collection's `schema`: each column of
+/// `columns` read as the type of its field in `targets`, the other fields
+/// NULL. `error` words a value that does not fit.
+pub fn text_to_batch(
+    def: &CollectionDef,
+    schema: arrow::datatypes::SchemaRef,
+    targets: &[usize],
+    columns: Vec<Vec<Option<String>>>,
+    rows: usize,
+    error: impl Fn(String, SqlState) -> ExecError,
+) -> Result<RecordBatch, ExecError> {
+    let mut arrays: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), rows))
+        .collect();
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    for (buffer, &field) in columns.into_iter().zip(targets) {
+        let strings = StringArray::from(buffer);
+        let def = &def.fields[field];
+        let bad = |e: VectorError| error(format!("column {}: {e}", def.name), e.sqlstate());
+        let array: ArrayRef = match def.field_type {
+            FieldType::Vector { dim } => {
+                let strings: ArrayRef = Arc::new(strings);
+                let column = VectorColumn::try_from_array(&strings).map_err(bad)?;
+                Arc::new(column.to_fixed(dim).map_err(bad)?)
+            }
+            FieldType::Bit { bits } => {
+                let strings: ArrayRef = Arc::new(strings);
+                let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
+                Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
+            }
+            _ => cast_with_options(&strings, schema.field(field).data_type(), &options).map_err(
+                |e| {
+                    error(
+                        format!("column {}: {e}", def.name),
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                    )
+                },
+            )?,
+        };
+        arrays[field] = array;
+    }
+    Ok(RecordBatch::try_new(schema, arrays)?)
 }
 
 fn split_text(line: &str, options: &CopyOptions) -> Vec<Option<String>> {

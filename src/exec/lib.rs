@@ -18,6 +18,12 @@ pub use table::CollectionTable;
 pub enum ExecError {
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    /// A value that does not fit its column (COPY data, INSERT literals).
+    #[error("{message}")]
+    Data {
+        message: String,
+        code: quiver_common::sqlstate::SqlState,
+    },
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
@@ -30,6 +36,7 @@ impl quiver_common::sqlstate::SqlStateError for ExecError {
             ExecError::DataFusion(d) => quiver_storage::sqlstate_of::datafusion(d),
             ExecError::Arrow(a) => quiver_storage::sqlstate_of::arrow(a),
             ExecError::Storage(s) => s.sqlstate(),
+            ExecError::Data { code, .. } => *code,
         }
     }
 }

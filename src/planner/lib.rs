@@ -12,6 +12,7 @@ pub mod colnames;
 pub mod ddl;
 pub mod engine;
 pub mod index_ddl;
+mod insert_values;
 pub mod memory;
 pub mod pg_compat;
 pub mod pg_users;
@@ -64,6 +65,9 @@ pub enum QueryError {
     ReadOnlySetting(String),
     #[error(transparent)]
     Canceled(#[from] quiver_common::interrupt::Canceled),
+    /// A value that does not fit its column.
+    #[error("{message}")]
+    Data { message: String, code: SqlState },
     /// A bug: the statement panicked. The session and the server go on.
     #[error("internal error: the statement failed unexpectedly ({0}); the server goes on")]
     Panicked(String),
@@ -86,6 +90,7 @@ impl SqlStateError for QueryError {
             QueryError::ReadOnlySetting(_) => sqlstate::CANT_CHANGE_RUNTIME_PARAM,
             QueryError::Canceled(c) => c.sqlstate(),
             QueryError::Panicked(_) => sqlstate::INTERNAL_ERROR,
+            QueryError::Data { code, .. } => *code,
         }
     }
 }
@@ -96,6 +101,7 @@ impl From<quiver_exec::ExecError> for QueryError {
             quiver_exec::ExecError::DataFusion(d) => QueryError::DataFusion(d),
             quiver_exec::ExecError::Arrow(a) => QueryError::Arrow(a),
             quiver_exec::ExecError::Storage(s) => QueryError::Storage(s),
+            quiver_exec::ExecError::Data { message, code } => QueryError::Data { message, code },
         }
     }
 }

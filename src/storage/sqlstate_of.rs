@@ -78,6 +78,9 @@ fn plan(message: &str) -> SqlState {
         sqlstate::UNDEFINED_FUNCTION
     } else if message.contains("Cannot infer common") || message.contains("No function matches") {
         sqlstate::DATATYPE_MISMATCH
+    } else if message.starts_with("Inconsistent data length across values list") {
+        // PostgreSQL: "VALUES lists must all be the same length".
+        sqlstate::SYNTAX_ERROR
     } else {
         sqlstate::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION
     }

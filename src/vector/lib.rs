@@ -72,6 +72,11 @@ impl SqlStateError for VectorError {
 pub fn arrow_sqlstate(e: &arrow::error::ArrowError) -> SqlState {
     use arrow::error::ArrowError;
     match e {
+        // A number that does not fit the narrower type ("Can't cast value
+        // 40000 to type Int16"): PostgreSQL's "smallint out of range".
+        ArrowError::CastError(m) if m.starts_with("Can't cast value") => {
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
+        }
         ArrowError::CastError(_) | ArrowError::ParseError(_) => {
             sqlstate::INVALID_TEXT_REPRESENTATION
         }

@@ -14,13 +14,20 @@ impl Engine {
         debug!(?statement, "execute");
         match statement {
             Statement::Query(mut stmt) => {
+                if let Some(out) = self.insert_literals(session, &stmt).await? {
+                    return Ok(out);
+                }
                 let names = crate::colnames::of_statement(&stmt);
+                let target = crate::insert_values::insert_targets(self, session, &stmt);
+                let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let plan = session
                     .state()
                     .statement_to_plan(DfStatement::Statement(stmt))
-                    .await?;
-                Ok(named(self.run_plan(session, plan).await?, names.as_deref()))
+                    .await
+                    .map_err(|e| not_null(e.into()))?;
+                let output = self.run_plan(session, plan).await.map_err(not_null)?;
+                Ok(named(output, names.as_deref()))
             }
             Statement::CreateCollection(ct) => {
                 let mut def = ddl::collection_def(&ct, &session.database())?;
