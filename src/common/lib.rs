@@ -3,6 +3,7 @@
 //! through which each layer's error enum says its own.
 
 pub mod interrupt;
+pub mod pg_array;
 pub mod sqlstate;
 
 /// The PostgreSQL version quiver reports to clients (they pick their

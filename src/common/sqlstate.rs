@@ -60,6 +60,8 @@ table! {
     INVALID_GRANT_OPERATION = "0LP01";
     // Class 25: invalid transaction state.
     IDLE_IN_TRANSACTION_SESSION_TIMEOUT = "25P03";
+    // Class 21: cardinality violation.
+    CARDINALITY_VIOLATION = "21000";
     // Class 22: data exception.
     DATA_EXCEPTION = "22000";
     NUMERIC_VALUE_OUT_OF_RANGE = "22003";

@@ -264,6 +264,20 @@ pub fn text_to_batch(
                 let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
                 Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
             }
+            FieldType::Array(_) => {
+                let arrow::datatypes::DataType::List(item) = schema.field(field).data_type() else {
+                    return Err(error(
+                        format!("column {}: not a list", def.name),
+                        sqlstate::DATATYPE_MISMATCH,
+                    ));
+                };
+                Arc::new(text_to_list(&strings, item).map_err(|m| {
+                    error(
+                        format!("column {}: {m}", def.name),
+                        sqlstate::INVALID_TEXT_REPRESENTATION,
+                    )
+                })?)
+            }
             _ => cast_with_options(&strings, schema.field(field).data_type(), &options).map_err(
                 |e| {
                     error(
@@ -276,6 +290,39 @@ pub fn text_to_batch(
         arrays[field] = array;
     }
     Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+/// PostgreSQL array literals (`{a,"b c",NULL}`), one per row, as a list
+/// of `item`s; a NULL row is a NULL list.
+pub fn text_to_list(
+    strings: &StringArray,
+    item: &arrow::datatypes::FieldRef,
+) -> Result<arrow::array::ListArray, String> {
+    use arrow::array::Array;
+    let mut elements: Vec<Option<String>> = Vec::new();
+    let mut lengths = Vec::with_capacity(strings.len());
+    for i in 0..strings.len() {
+        if strings.is_null(i) {
+            lengths.push(0);
+            continue;
+        }
+        let parsed = quiver_common::pg_array::parse(strings.value(i))?;
+        lengths.push(parsed.len());
+        elements.extend(parsed);
+    }
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let values = cast_with_options(&StringArray::from(elements), item.data_type(), &options)
+        .map_err(|e| e.to_string())?;
+    arrow::array::ListArray::try_new(
+        item.clone(),
+        arrow::buffer::OffsetBuffer::from_lengths(lengths),
+        values,
+        strings.nulls().cloned(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn split_text(line: &str, options: &CopyOptions) -> Vec<Option<String>> {

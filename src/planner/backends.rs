@@ -245,6 +245,33 @@ impl ScalarUDFImpl for Signal {
     }
 }
 
+/// `current_user`, `session_user`, `user`, `current_role`: the session's
+/// user (quiver has no SET ROLE, so all four agree, as in PostgreSQL
+/// before one).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SessionUser {
+    name: &'static str,
+    user: String,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SessionUser {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            self.user.clone(),
+        ))))
+    }
+}
+
 /// The session functions of `caller`'s session (whose stop signal is
 /// `interrupt`).
 pub fn udfs(
@@ -272,7 +299,18 @@ pub fn udfs(
             ),
         })
     };
+    let user = |name| {
+        ScalarUDF::new_from_impl(SessionUser {
+            name,
+            user: caller.to_string(),
+            signature: Signature::exact(vec![], Volatility::Stable),
+        })
+    };
     vec![
+        user("current_user"),
+        user("session_user"),
+        user("user"),
+        user("current_role"),
         ScalarUDF::new_from_impl(BackendPid {
             activity: activity.clone(),
             interrupt: interrupt.clone(),

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod activity;
 pub mod ann_rule;
+pub mod array_udf;
 pub mod backends;
 pub mod catalog_provider;
 pub mod colnames;

@@ -297,6 +297,24 @@ fn rewrite_casts(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             ));
             return Ok(Transformed::yes(call));
         }
+        // Text to an array (not a vector): PostgreSQL's array literal.
+        let marked = field
+            .metadata()
+            .contains_key(quiver_vector::column::VECTOR_METADATA_KEY);
+        if let DataType::List(item) = field.data_type()
+            && !marked
+            && matches!(
+                inner.get_type(schema),
+                Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            )
+        {
+            let item_null = datafusion::common::ScalarValue::try_from(item.data_type())?;
+            let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+                Arc::new(crate::array_udf::to_array_udf()),
+                vec![inner.as_ref().clone(), lit(item_null)],
+            ));
+            return Ok(Transformed::yes(call.cast_to(field.data_type(), schema)?));
+        }
         // Casts to `vector(n)` (fixed size) or to a field marked as a
         // vector; a cast to `real[]` stays an ordinary array cast.
         let Some(dim) = vector_dim_of(field.data_type()) else {

@@ -103,13 +103,24 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::ArrowError(a, _) => arrow_message(a),
         DataFusionError::SchemaError(s, _) => s.to_string(),
         DataFusionError::SQL(p, _) => format!("syntax error: {p}"),
+        DataFusionError::NotImplemented(m) if m.contains("ScalarSubquery") => {
+            SCALAR_SUBQUERY_HERE.to_string()
+        }
         DataFusionError::NotImplemented(m)
         | DataFusionError::Plan(m)
         | DataFusionError::Execution(m)
         | DataFusionError::ResourcesExhausted(m) => m.clone(),
+        DataFusionError::Internal(m) if m.contains("ScalarSubquery") => {
+            SCALAR_SUBQUERY_HERE.to_string()
+        }
         other => other.to_string(),
     }
 }
+
+/// What DataFusion's "ScalarSubqueryExpr evaluated before the subquery was
+/// executed" (XX000) and "Physical plan does not support logical expression
+/// ScalarSubquery" mean for a user.
+const SCALAR_SUBQUERY_HERE: &str = "a scalar subquery is not supported here yet (in VALUES or in an UPDATE's SET): compute the value first, or use INSERT ... SELECT / UPDATE ... FROM";
 
 /// Wrap `e` for pgwire.
 pub fn to_pgwire(e: QueryError) -> PgWireError {

@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::SqlStatementRewriteRule;
 
 use super::ParseError;
 use super::statement::{
@@ -20,6 +21,43 @@ use quiver_vector::Metric;
 
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
+
+/// The compatibility rewrites for queries that do not read the system
+/// catalogs: all of the compatibility parser's but two that change what a
+/// user's query means. `RemoveSubqueryFromProjection` answers a correlated
+/// scalar subquery with NULL and stops an uncorrelated one at its first row
+/// (PostgreSQL errors with 21000); `CurrentUserVariableToSessionUserFunctionCall`
+/// renames `current_user` to `session_user`, so that `SELECT current_user,
+/// session_user` named two columns alike. quiver has its own `current_user`.
+static USER_RULES: LazyLock<Vec<Box<dyn SqlStatementRewriteRule>>> = LazyLock::new(|| {
+    use datafusion_pg_catalog::sql::rules::*;
+    vec![
+        Box::new(AliasDuplicatedProjectionRewrite),
+        Box::new(ResolveUnqualifiedIdentifier),
+        Box::new(RewriteArrayAnyAllOperation),
+        Box::new(PrependUnqualifiedPgTableName),
+        Box::new(StripCallableQualifier),
+        Box::new(FixArrayLiteral),
+        Box::new(StripCollate),
+        Box::new(RewritePgCatalogOperator),
+        Box::new(RewriteRegCastToSubquery::new()),
+        Box::new(FixVersionColumnName),
+    ]
+});
+
+/// Whether a query's text names a system catalog (psql's, drivers' and BI
+/// tools' introspection): those take the compatibility parser whole.
+fn reads_system_catalogs(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("pg_") || lower.contains("information_schema")
+}
+
+fn rewrite_user_query(mut stmt: ast::Statement) -> ast::Statement {
+    for rule in USER_RULES.iter() {
+        stmt = rule.rewrite(stmt);
+    }
+    stmt
+}
 
 /// Parse a query string (one or more `;`-separated statements).
 pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
@@ -412,6 +450,9 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
         S::CreateExtension(ext) => Statement::CreateExtension {
             name: ext.name.value.clone(),
         },
+        S::Query(_) if !reads_system_catalogs(text) => {
+            Statement::Query(Box::new(rewrite_user_query(stmt)))
+        }
         S::Query(_) if !has_l1 => {
             // The compatibility parser rewrites catalog queries of psql and
             // drivers into forms DataFusion plans; it re-tokenises the text,

@@ -33,6 +33,11 @@ pub fn datafusion(e: &DataFusionError) -> SqlState {
         DataFusionError::Plan(m) => plan(m),
         DataFusionError::Execution(m) => execution(m),
         DataFusionError::ResourcesExhausted(_) => sqlstate::OUT_OF_MEMORY,
+        // A scalar subquery where DataFusion's physical planner cannot
+        // run one (in VALUES): not quiver's bug, a missing feature.
+        DataFusionError::Internal(m) if m.contains("ScalarSubquery") => {
+            sqlstate::FEATURE_NOT_SUPPORTED
+        }
         _ => sqlstate::INTERNAL_ERROR,
     }
 }
@@ -78,6 +83,10 @@ fn plan(message: &str) -> SqlState {
         sqlstate::UNDEFINED_FUNCTION
     } else if message.contains("Cannot infer common") || message.contains("No function matches") {
         sqlstate::DATATYPE_MISMATCH
+    } else if message.contains("Correlated scalar subquery must be aggregated") {
+        // PostgreSQL answers it (or 21000 for more than one row); DataFusion
+        // plans it only with an aggregate.
+        sqlstate::FEATURE_NOT_SUPPORTED
     } else if message.starts_with("Inconsistent data length across values list") {
         // PostgreSQL: "VALUES lists must all be the same length".
         sqlstate::SYNTAX_ERROR
@@ -91,6 +100,8 @@ fn plan(message: &str) -> SqlState {
 fn execution(message: &str) -> SqlState {
     if message.contains("non-nullable") || message.contains("not-null") {
         sqlstate::NOT_NULL_VIOLATION
+    } else if message.contains("subquery returned more than one row") {
+        sqlstate::CARDINALITY_VIOLATION
     } else {
         sqlstate::DATA_EXCEPTION
     }
