@@ -131,7 +131,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(config)) {
+            let result = runtime.block_on(serve(config));
+            // An index build still running on a blocking thread is not
+            // waited for: its segment is indexed again after the next start.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e}");
@@ -184,10 +188,28 @@ async fn serve(config: Config) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Fast shutdown, as PostgreSQL's: every connection is told (FATAL
+    // 57P01) and running queries stop; writes finish what they applied.
+    let connections = engine.activity().all();
+    if !connections.is_empty() {
+        info!(connections = connections.len(), "ending connections");
+    }
+    for c in &connections {
+        c.interrupt
+            .request(quiver::common::interrupt::Canceled::Terminated);
+    }
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while !engine.activity().all().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     info!("flushing before exit");
     engine.storage().flush_all().await;
     Ok(())
 }
+
+/// How long a shutdown waits for connections to end and for background
+/// work to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Tell the operator the generated superuser password, once.
 #[allow(clippy::print_stdout)]

@@ -145,6 +145,33 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
     );
     assert!(out.contains("DELETE 3") || out.is_empty(), "{out}");
 
+    // An inline COPY in a psql script, csv format: psql passes the `\.`
+    // end line on, and it once was read as a row.
+    let script = dir.path().join("load.sql");
+    std::fs::write(
+        &script,
+        "COPY products (id, name, embedding) FROM STDIN WITH (FORMAT csv);\n\
+         30,inline one,\"[0,0,1,0]\"\n\
+         31,inline two,\"[0,0,2,0]\"\n\
+         \\.\n\
+         SELECT count(*) FROM products WHERE id >= 30;\n",
+    )
+    .unwrap();
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-A",
+            "-t",
+            "-f",
+            &script.display().to_string(),
+        ],
+    );
+    assert!(ok, "inline COPY failed: {err}");
+    assert_eq!(out.lines().last(), Some("2"), "{out}");
+    psql(&server, &["-c", "DELETE FROM products WHERE id >= 30"]);
+
     // An error leaves the session and the server usable.
     let (ok, _, err) = psql(
         &server,

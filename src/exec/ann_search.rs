@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{and, interleave};
-use arrow::datatypes::{Float32Type, SchemaRef};
+use arrow::datatypes::{DataType, Float32Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -329,6 +329,23 @@ async fn run(
     time: Option<&datafusion::physical_plan::metrics::Time>,
     schema: SchemaRef,
 ) -> Result<(RecordBatch, Vec<SegmentReport>)> {
+    spec.data
+        .readable()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    // The query must fit the column whether or not there are rows to
+    // compare it with (an empty collection once answered with no rows).
+    if let (Query::Float(q), DataType::FixedSizeList(_, dim)) = (
+        &spec.query,
+        spec.data.schema().field(spec.vector_column).data_type(),
+    ) && q.len() != *dim as usize
+    {
+        return Err(datafusion::error::DataFusionError::External(Box::new(
+            VectorError::DimensionMismatch {
+                expected: *dim as usize,
+                actual: q.len(),
+            },
+        )));
+    }
     let snapshot = spec.data.snapshot();
     // The index in force now (it may have been created after planning).
     let index = spec

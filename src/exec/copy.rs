@@ -118,7 +118,9 @@ impl CopyIn {
             )
         })?;
         let text = text.strip_suffix('\r').unwrap_or(text);
-        if self.done || (!self.options.csv && text == "\\.") {
+        // `\.` alone ends the data in both formats (psql sends it after
+        // an inline COPY in a script).
+        if self.done || text == "\\." {
             self.done = true;
             return Ok(());
         }

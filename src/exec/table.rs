@@ -164,6 +164,7 @@ impl TableProvider for CollectionTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.data.readable().map_err(storage_err)?;
         let snapshot = self.data.snapshot();
         let parts = state.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];

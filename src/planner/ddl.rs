@@ -264,6 +264,35 @@ pub fn collection_def(
             "temporary and external tables are not supported",
         ));
     }
+    // Clauses quiver does not implement are refused, never ignored.
+    let refused = [
+        (
+            ct.partition_by.is_some(),
+            "PARTITION BY (partitions are open work)",
+        ),
+        (
+            ct.partition_of.is_some() || ct.for_values.is_some(),
+            "PARTITION OF",
+        ),
+        (ct.inherits.is_some(), "INHERITS"),
+        (ct.on_commit.is_some(), "ON COMMIT"),
+        (ct.or_replace, "OR REPLACE"),
+        (ct.order_by.is_some(), "ORDER BY"),
+        (
+            ct.cluster_by.is_some() || ct.clustered_by.is_some(),
+            "CLUSTER BY",
+        ),
+        (ct.primary_key.is_some(), "PRIMARY KEY expression"),
+        (
+            ct.location.is_some() || ct.file_format.is_some(),
+            "LOCATION / STORED AS",
+        ),
+    ];
+    if let Some((_, clause)) = refused.iter().find(|(present, _)| *present) {
+        return Err(unsupported(format!(
+            "CREATE TABLE ... {clause} is not supported"
+        )));
+    }
     let options = ct.table_options.to_string();
     if !options.trim().is_empty() {
         return Err(unsupported(format!(

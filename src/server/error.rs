@@ -10,7 +10,24 @@ use quiver_sql::ParseError;
 use quiver_storage::StorageError;
 
 fn info(code: SqlState, message: String) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), code.code().to_string(), tidy(message))
+    ErrorInfo::new(
+        "ERROR".to_string(),
+        code.code().to_string(),
+        bounded(tidy(message)),
+    )
+}
+
+/// Longest message sent whole: an error may quote the client's input (a
+/// malformed 10-million-element vector once came back as a 40 MB message).
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+fn bounded(message: String) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    cut.push_str(&format!(" ... ({} bytes in all)", message.len()));
+    cut
 }
 
 /// DataFusion appends a request to report a bug to its internal errors,

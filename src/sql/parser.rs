@@ -257,6 +257,14 @@ fn parse_sqlparser(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<ast::Stateme
 }
 
 fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {
+    // Text search is not implemented: say so before DataFusion fails on it
+    // (an internal Parquet error once, XX000, on flushed rows).
+    if tokens.iter().any(|t| t.token == Token::AtAt) {
+        return Err(ParseError::Unsupported(
+            "the text search operator @@ is not supported: use LIKE / ILIKE, or a vector search"
+                .into(),
+        ));
+    }
     let words = leading_words(&tokens, 3);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     if super::index_ddl::is_index_statement(w(0), w(1), w(2)) {

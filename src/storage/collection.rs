@@ -97,6 +97,8 @@ pub struct CollectionData {
     full_schema: SchemaRef,
     field_names: Vec<String>,
     not_null: Vec<usize>,
+    /// Fields of type JSON: their values must parse.
+    json: Vec<usize>,
     primary_key: Option<usize>,
     auto_increment: Option<usize>,
     shared: Arc<Shared>,
@@ -106,6 +108,10 @@ pub struct CollectionData {
     maintenance: tokio::sync::Mutex<()>,
     last_write_ms: AtomicU64,
     dropped: AtomicBool,
+    /// RELEASE COLLECTION: rows and indexes out of memory, reads refused
+    /// until LOAD COLLECTION (not kept across restarts: every collection
+    /// starts loaded).
+    released: AtomicBool,
     /// The vector indexes defined on the collection (from the catalog).
     indexes: RwLock<Vec<IndexDef>>,
     /// Per index: build time so far, builds, loads, the last failure.
@@ -213,13 +219,34 @@ impl CollectionData {
         }
     }
 
-    /// RELEASE COLLECTION: drop the flushed rows held in memory.
+    /// RELEASE COLLECTION, as Milvus's: the flushed rows and the indexes
+    /// leave memory, and queries and searches are refused until LOAD.
+    /// Writes go on (into the growing segment).
     pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
         for s in &self.snapshot().segments {
             if let SegmentData::Flushed(f) = &s.data {
                 f.forget_rows();
+                f.indexes.write().clear();
             }
         }
+    }
+
+    /// LOAD COLLECTION: reads are served again; the rows are read in now
+    /// and the indexes loaded from their files in the background.
+    pub async fn load(&self) -> Result<()> {
+        self.released.store(false, Ordering::SeqCst);
+        self.snapshot().chunks().await?;
+        self.shared.wake_indexer.notify_one();
+        Ok(())
+    }
+
+    /// `Err` while the collection is released.
+    pub fn readable(&self) -> Result<()> {
+        if self.released.load(Ordering::SeqCst) {
+            return Err(StorageError::Released(self.name.clone()));
+        }
+        Ok(())
     }
 
     /// Rows of a segment for `SHOW SEGMENTS`.

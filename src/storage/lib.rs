@@ -55,6 +55,8 @@ pub enum StorageError {
         "null value in column \"{field}\" of collection \"{collection}\" violates not-null constraint"
     )]
     NotNull { collection: String, field: String },
+    #[error("invalid input syntax for type json in column \"{field}\": {message}")]
+    InvalidJson { field: String, message: String },
     #[error("bit string length does not match type bit({bits}) of field \"{field}\"")]
     BitLength { field: String, bits: usize },
     #[error("invalid batch: {0}")]
@@ -85,6 +87,8 @@ pub enum StorageError {
     Expression(Box<datafusion::error::DataFusionError>),
     #[error("collection \"{0}\" was dropped")]
     Dropped(String),
+    #[error("collection \"{0}\" is released: LOAD COLLECTION {0} to query or search it")]
+    Released(String),
     /// The insert buffer is full and flushing it fails: writers are told
     /// instead of waiting for ever.
     #[error("the insert buffer is full and cannot be flushed: {message}")]
@@ -125,6 +129,7 @@ impl SqlStateError for StorageError {
             StorageError::DuplicateKey { .. } => sqlstate::UNIQUE_VIOLATION,
             StorageError::NotNull { .. } => sqlstate::NOT_NULL_VIOLATION,
             StorageError::BitLength { .. } => sqlstate::STRING_DATA_LENGTH_MISMATCH,
+            StorageError::InvalidJson { .. } => sqlstate::INVALID_TEXT_REPRESENTATION,
             StorageError::Io { .. }
             | StorageError::ObjectStore { .. }
             | StorageError::FlushFailing { .. }
@@ -134,6 +139,7 @@ impl SqlStateError for StorageError {
                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             StorageError::Dropped(_) => sqlstate::UNDEFINED_TABLE,
+            StorageError::Released(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             StorageError::Index(i) => i.sqlstate(),
             StorageError::Vector(v) => v.sqlstate(),
             StorageError::Expression(d) => sqlstate_of::datafusion(d),
@@ -669,6 +675,13 @@ mod tests {
             ),
             (StorageError::WalFailed(s()), sqlstate::IO_ERROR),
             (
+                StorageError::InvalidJson {
+                    field: s(),
+                    message: s(),
+                },
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+            ),
+            (
                 StorageError::FlushFailing {
                     message: s(),
                     disk_full: false,
@@ -698,6 +711,10 @@ mod tests {
                 sqlstate::DATA_EXCEPTION,
             ),
             (StorageError::Dropped(s()), sqlstate::UNDEFINED_TABLE),
+            (
+                StorageError::Released(s()),
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ),
             (
                 StorageError::Index(quiver_vector::index::IndexError::InvalidParameter(s())),
                 sqlstate::INVALID_PARAMETER_VALUE,

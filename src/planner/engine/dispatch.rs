@@ -188,9 +188,7 @@ impl Engine {
                     MaintainVerb::Compact => {
                         data.compact().await?;
                     }
-                    MaintainVerb::Load => {
-                        data.snapshot().chunks().await?;
-                    }
+                    MaintainVerb::Load => data.load().await?,
                     MaintainVerb::Release => data.release(),
                 }
                 Ok(command(verb.tag()))

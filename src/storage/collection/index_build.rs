@@ -44,7 +44,7 @@ impl CollectionData {
 
     /// Build or load one missing segment index; `true` if there was one.
     pub async fn index_step(&self) -> Result<bool> {
-        if self.dropped.load(Ordering::SeqCst) {
+        if self.dropped.load(Ordering::SeqCst) || self.readable().is_err() {
             return Ok(false);
         }
         let defs = self.index_defs();
@@ -182,6 +182,13 @@ impl CollectionData {
             let st = status.entry(def.name.clone()).or_default();
             st.build_ms += build_ms;
             st.built += 1;
+            // Failures of segments that compaction has since replaced no
+            // longer count.
+            let live: HashSet<u64> = self.snapshot().segments.iter().map(|s| s.id).collect();
+            st.failed_segments.retain(|s| live.contains(s));
+            if st.failed_segments.is_empty() {
+                st.failed = None;
+            }
         }
         self.commit_index_files().await?;
         info!(collection = %self.name, index = %def.name, segment, rows = f.meta.rows, ms = build_ms, "index built");

@@ -83,6 +83,13 @@ impl CollectionData {
             schema,
             full_schema,
             field_names: def.fields.iter().map(|f| f.name.clone()).collect(),
+            json: def
+                .fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.field_type == quiver_catalog::FieldType::Json)
+                .map(|(i, _)| i)
+                .collect(),
             not_null: def
                 .fields
                 .iter()
@@ -112,6 +119,7 @@ impl CollectionData {
             maintenance: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),
             dropped: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             indexes: RwLock::new(def.indexes.clone()),
             index_status: Mutex::new(HashMap::new()),
         };

@@ -96,6 +96,19 @@ impl CollectionData {
                 });
             }
         }
+        for &i in &self.json {
+            let Some(values) = batch.column(i).as_string_opt::<i32>() else {
+                continue;
+            };
+            for v in values.iter().flatten() {
+                if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(v) {
+                    return Err(StorageError::InvalidJson {
+                        field: self.field_names[i].clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
         self.check_bits(batch)
     }
 

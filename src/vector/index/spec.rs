@@ -87,6 +87,14 @@ impl Method {
             Method::Flat => "Flat".into(),
             Method::IvfFlat { lists: l } => format!("IVF{},Flat", lists(*l)),
             Method::IvfSq8 { lists: l } => format!("IVF{},SQ8", lists(*l)),
+            // Product quantization trains 2^nbits centroids per
+            // sub-vector and needs that many rows: a smaller segment keeps
+            // its vectors whole (exact within the probed lists).
+            Method::IvfPq {
+                lists: l, nbits, ..
+            } if rows < (1usize << *nbits) => {
+                format!("IVF{},Flat", lists(*l))
+            }
             Method::IvfPq { lists: l, m, nbits } => format!("IVF{},PQ{m}x{nbits}", lists(*l)),
             Method::Hnsw { m, .. } => format!("HNSW{m},Flat"),
             Method::BinFlat => "BFlat".into(),

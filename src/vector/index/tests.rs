@@ -330,3 +330,25 @@ fn bad_parameters_say_what_is_allowed() {
     assert!(err("hnsw", &[("keep_pruned", "maybe")]).contains("true or false"));
     assert!(metric_of_opclass("vector_l1_ops").is_err());
 }
+
+/// `ivf_pq` trains 2^nbits centroids and once failed the index of every
+/// segment with fewer rows (a fresh collection's first segments): such a
+/// segment keeps its vectors whole, and answers exactly.
+#[test]
+fn ivf_pq_on_fewer_rows_than_centroids() {
+    let (n, dim) = (100, 16);
+    let data = clustered(n, dim, 4, 11);
+    let options = [("lists", "4"), ("m", "4"), ("nbits", "8")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let spec = IndexSpec::parse("ivf_pq", Metric::L2, dim, &options).unwrap();
+    let index = build(&spec, &data).unwrap();
+    let knobs = SearchKnobs { ef: 40, nprobe: 4 };
+    for (i, q) in data.chunks(dim).enumerate().take(10) {
+        let got = index.search(q, 1, knobs, None).unwrap();
+        assert_eq!(got.first().map(|(r, _)| *r), Some(i as u64));
+    }
+    let bytes = index.serialize().unwrap();
+    assert_eq!(load(&spec, &bytes).unwrap().len(), n);
+}
