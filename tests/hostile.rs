@@ -842,3 +842,54 @@ async fn a_huge_values_list_is_bounded_and_its_memory_returned() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// SIGTERM once waited for an index build to finish (14 s here, minutes
+/// for a million rows) and then threw it away. The server now tells its
+/// clients (FATAL 57P01), flushes, and exits within seconds; the build
+/// starts again after the restart, and no row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_fast_during_an_index_build() {
+    let mut server = Server::start();
+    let c = server.connect("default").await;
+    first(
+        &c,
+        "CREATE COLLECTION t (id bigint primary key, v vector(32))",
+    )
+    .await
+    .unwrap();
+    for chunk in 0..4 {
+        let rows: Vec<String> = (0..25_000)
+            .map(|i| {
+                let id = chunk * 25_000 + i;
+                let v: Vec<String> = (0..32)
+                    .map(|d| (((id * 31 + d * 7) % 1000) as f32 / 100.0).to_string())
+                    .collect();
+                format!("({id}, '[{}]')", v.join(","))
+            })
+            .collect();
+        c.simple_query(&format!("INSERT INTO t VALUES {}", rows.join(",")))
+            .await
+            .unwrap();
+    }
+    first(&c, "FLUSH t").await.unwrap();
+    first(
+        &c,
+        "CREATE INDEX t_v ON t USING hnsw (v) WITH (m = 48, ef_construction = 500)",
+    )
+    .await
+    .unwrap();
+    // The build takes about 35 s on one core here. Let it start, then
+    // stop the server with a client connected.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let took = server.stop();
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "SIGTERM took {took:?}"
+    );
+    server.start_again();
+    let c = server.connect("default").await;
+    assert_eq!(
+        first(&c, "SELECT count(*) FROM t").await,
+        Ok("100000".into())
+    );
+}

@@ -192,10 +192,22 @@ impl Server {
 
     /// SIGTERM (graceful), wait, and start again on the same data.
     pub fn stop_and_restart(&mut self) {
+        self.stop();
+        self.restart_after_exit();
+    }
+
+    /// SIGTERM and wait for the exit; how long the server took.
+    pub fn stop(&mut self) -> Duration {
+        let started = std::time::Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        started.elapsed()
+    }
+
+    /// Start again on the same data after [`Server::stop`].
+    pub fn start_again(&mut self) {
         self.restart_after_exit();
     }
 
