@@ -47,6 +47,15 @@ pub struct FileConfig {
     pub auth: Option<AuthSection>,
     pub tls: Option<TlsSection>,
     pub limits: Option<LimitsSection>,
+    pub http: Option<HttpSection>,
+}
+
+/// `[http]`: the port of `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// host:port; absent: no HTTP port.
+    pub listen: Option<String>,
 }
 
 /// `[limits]`: what one client may take (see README "Limits").
@@ -133,6 +142,7 @@ pub struct Overrides {
     pub require_tls: Option<bool>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub http_listen: Option<String>,
 }
 
 /// Physical memory of this machine, in bytes (none where unknown).
@@ -241,6 +251,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: Limits,
     pub memory: QueryMemory,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (none: off).
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -322,6 +334,12 @@ impl Config {
         {
             storage.wal_sync = sync.parse::<WalSync>().map_err(ConfigError::Invalid)?;
         }
+        let http_listen = overrides
+            .http_listen
+            .clone()
+            .or(from_file.http.and_then(|h| h.listen))
+            .map(|a| a.parse().map_err(|_| ConfigError::Listen(a.clone())))
+            .transpose()?;
         let section = from_file.limits.unwrap_or_default();
         let memory = query_memory(&section, &data_dir)?;
         let limits = limits(section)?;
@@ -367,6 +385,7 @@ impl Config {
             auth,
             limits,
             memory,
+            http_listen,
         })
     }
 }

@@ -69,6 +69,10 @@ enum Command {
         /// TLS private key (PEM).
         #[arg(long, env = "QUIVER_TLS_KEY", value_name = "FILE")]
         tls_key: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz over HTTP here
+        /// (host:port) [default: off].
+        #[arg(long, env = "QUIVER_HTTP_LISTEN", value_name = "ADDR")]
+        http_listen: Option<String>,
     },
 }
 
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             require_tls,
             tls_cert,
             tls_key,
+            http_listen,
         } => {
             let overrides = Overrides {
                 listen,
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
                 require_tls,
                 tls_cert,
                 tls_key,
+                http_listen,
             };
             let config = match Config::load(config.as_deref(), &overrides) {
                 Ok(c) => c,
@@ -183,6 +189,7 @@ async fn serve(config: Config) -> Result<(), String> {
         config.auth.clone(),
         config.busy_poll,
         config.limits.clone(),
+        config.http_listen,
         listener,
         shutdown_signal(),
     )

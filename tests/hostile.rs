@@ -893,3 +893,76 @@ async fn sigterm_exits_fast_during_an_index_build() {
         Ok("100000".into())
     );
 }
+
+/// A raw HTTP GET on the metrics port: (status line, body).
+async fn http_get(port: u16, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).await.unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").unwrap_or((&all, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// With `--http-listen`, `/metrics` gives Prometheus' text format:
+/// statements and errors by kind, latency histograms, rows written, WAL
+/// bytes and fsyncs, segments by state, index build progress, memory and
+/// connections; `/healthz` and `/readyz` answer 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_over_http() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = Server::start_with(&["--http-listen", &addr]);
+    let c = server.connect("default").await;
+    for sql in [
+        "CREATE COLLECTION m (id bigint primary key, v vector(2))",
+        "INSERT INTO m VALUES (1, '[1,1]'), (2, '[2,2]'), (3, '[3,3]')",
+        "FLUSH m",
+        "CREATE INDEX m_v ON m USING hnsw (v) WITH (wait = true)",
+    ] {
+        first(&c, sql).await.unwrap();
+    }
+    assert_eq!(first(&c, "SELECT 1 / 0").await, Err("22012".into()));
+    assert_eq!(first(&c, "SELECT count(*) FROM m").await, Ok("3".into()));
+    let (status, body) = http_get(port, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    for line in [
+        "quiver_statements_total{kind=\"insert\"} 1",
+        "quiver_statement_errors_total{kind=\"select\",class=\"22\"} 1",
+        "quiver_statement_duration_seconds_count{kind=\"select\"} 2",
+        "quiver_rows_written_total 3",
+        "quiver_segments{state=\"flushed\"} 1",
+        "quiver_index_rows{collection=\"m\",index=\"m_v\",rows=\"indexed\"} 3",
+        "quiver_connections{state=\"idle\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+    }
+    for prefix in [
+        "quiver_wal_written_bytes_total ",
+        "quiver_wal_fsyncs_total ",
+        "quiver_memory_bytes{kind=\"resident\"} ",
+    ] {
+        let value: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing"))
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{prefix}{value}");
+    }
+    assert_eq!(http_get(port, "/healthz").await.0, "HTTP/1.1 200 OK");
+    assert_eq!(http_get(port, "/readyz").await.0, "HTTP/1.1 200 OK");
+    assert!(http_get(port, "/nope").await.0.contains("404"));
+}

@@ -216,6 +216,11 @@ impl Engine {
         })
     }
 
+    /// Bytes the server's query operators hold now.
+    pub fn query_memory_reserved(&self) -> usize {
+        self.base.runtime_env().memory_pool.reserved()
+    }
+
     /// Every connection and what it runs.
     pub fn activity(&self) -> &Arc<super::activity::Activity> {
         &self.activity

@@ -58,9 +58,14 @@ impl CancelHandler for QuiverCancel {
 }
 
 impl QuiverHandlers {
-    pub fn new(engine: Arc<Engine>, auth: Arc<super::startup::Logins>) -> QuiverHandlers {
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: Arc<super::startup::Logins>,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> QuiverHandlers {
         QuiverHandlers {
             service: Arc::new(QuiverService {
+                metrics,
                 engine: engine.clone(),
                 parser: Arc::new(QuiverQueryParser {
                     engine: engine.clone(),
@@ -111,6 +116,7 @@ impl ErrorHandler for LogErrors {
 }
 
 pub struct QuiverService {
+    metrics: Arc<super::metrics::Metrics>,
     engine: Arc<Engine>,
     parser: Arc<QuiverQueryParser>,
 }
@@ -154,6 +160,56 @@ fn only_reads(statement: &Statement) -> bool {
 /// Run one statement of `session` within its statement_timeout; a cancel
 /// request stops it as [`only_reads`] allows.
 async fn run_statement(
+    session: &Session,
+    reads: bool,
+    run: impl std::future::Future<Output = Result<Output, QueryError>>,
+) -> Result<Output, QueryError> {
+    run_interruptible(session, reads, run).await
+}
+
+/// Count a statement that ended (its first rows included) with `result`.
+fn count<T>(
+    metrics: &super::metrics::Metrics,
+    kind: &'static str,
+    started: std::time::Instant,
+    result: &Result<T, QueryError>,
+) {
+    let error = result
+        .as_ref()
+        .err()
+        .map(quiver_common::sqlstate::SqlStateError::sqlstate);
+    metrics.observe(kind, started.elapsed(), error);
+}
+
+/// The kind of statement, for metrics.
+fn statement_kind(statement: &Statement) -> &'static str {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match statement {
+        Statement::Query(q) => match q.as_ref() {
+            S::Query(_) => "select",
+            S::Insert(_) => "insert",
+            S::Update { .. } => "update",
+            S::Delete(_) => "delete",
+            S::Explain { .. } | S::ExplainTable { .. } => "explain",
+            _ => "other",
+        },
+        Statement::Tuned { inner, .. } => statement_kind(inner),
+        Statement::Upsert { .. } => "insert",
+        Statement::CopyFrom(_) => "copy",
+        Statement::CreateCollection(_)
+        | Statement::DropCollection { .. }
+        | Statement::CreateDatabase { .. }
+        | Statement::DropDatabase { .. }
+        | Statement::Index(_) => "ddl",
+        Statement::Access(_) => "access",
+        Statement::Maintain { .. } => "maintenance",
+        Statement::Set { .. } | Statement::Reset { .. } | Statement::Show { .. } => "setting",
+        Statement::Transaction(_) => "transaction",
+        _ => "other",
+    }
+}
+
+async fn run_interruptible(
     session: &Session,
     reads: bool,
     run: impl std::future::Future<Output = Result<Output, QueryError>>,
@@ -304,7 +360,8 @@ impl SimpleQueryHandler for QuiverService {
                 continue;
             }
             let interrupt = session.interrupt().clone();
-            let reads = only_reads(&statement);
+            let (kind, reads) = (statement_kind(&statement), only_reads(&statement));
+            let started = std::time::Instant::now();
             let executed =
                 run_statement(&session, reads, self.engine.execute(&session, statement)).await;
             let result = match executed {
@@ -318,6 +375,7 @@ impl SimpleQueryHandler for QuiverService {
                 }
                 Err(e) => Err(e),
             };
+            count(&self.metrics, kind, started, &result);
             match result {
                 Ok(r) => responses.push(r),
                 Err(e) => {
@@ -621,20 +679,24 @@ impl ExtendedQueryHandler for QuiverService {
         let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths)?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         show_active(client, &prepared.text);
+        let kind = statement_kind(&prepared.statement);
+        let started = std::time::Instant::now();
         let output = run_statement(
             &session,
             only_reads(&prepared.statement),
             self.engine.execute_prepared(&session, &prepared, params),
         )
-        .await
-        .map_err(to_pgwire)?;
-        if let Output::CopyIn(copy) = output {
-            return Ok(super::copy::start(client, copy));
-        }
-        let interrupt = session.interrupt().clone();
-        output_response(output, &portal.result_column_format, options, interrupt)
-            .await
-            .map_err(to_pgwire)
+        .await;
+        let result = match output {
+            Ok(Output::CopyIn(copy)) => return Ok(super::copy::start(client, copy)),
+            Ok(output) => {
+                let interrupt = session.interrupt().clone();
+                output_response(output, &portal.result_column_format, options, interrupt).await
+            }
+            Err(e) => Err(e),
+        };
+        count(&self.metrics, kind, started, &result);
+        result.map_err(to_pgwire)
     }
 }
 

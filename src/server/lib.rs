@@ -8,6 +8,7 @@ pub mod copy;
 pub mod error;
 pub mod handler;
 pub mod limits;
+pub mod metrics;
 pub mod startup;
 
 use std::future::Future;
@@ -58,6 +59,7 @@ pub async fn serve(
     auth: AuthConfig,
     busy_poll: std::time::Duration,
     limits: Limits,
+    http: Option<std::net::SocketAddr>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -76,7 +78,17 @@ pub async fn serve(
             .set_session_default(name, &value.as_millis().to_string())
             .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
-    let handlers = Arc::new(QuiverHandlers::new(engine, Arc::new(Logins::new(auth))));
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = http {
+        let http = TcpListener::bind(addr).await?;
+        tokio::spawn(metrics::serve_http(http, engine.clone(), metrics.clone()));
+    }
+    let handlers = Arc::new(QuiverHandlers::new(
+        engine,
+        Arc::new(Logins::new(auth)),
+        metrics.clone(),
+    ));
+    metrics.set_ready(true);
     tokio::pin!(shutdown);
     info!(addr = %listener.local_addr()?, "quiver is accepting connections");
     let connections = Arc::new(limits::Connections::default());
@@ -110,6 +122,7 @@ pub async fn serve(
                 Err(e) => warn!(error = %e, "accept failed"),
             },
             _ = &mut shutdown => {
+                metrics.set_ready(false);
                 info!("shutting down: no longer accepting connections");
                 return Ok(());
             }

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod objects;
 pub mod segment;
 pub mod sqlstate_of;
+pub mod stats;
 pub mod wal;
 
 use std::collections::HashMap;
@@ -535,6 +536,11 @@ impl Storage {
             .entry(def.id)
             .or_insert(data)
             .clone())
+    }
+
+    /// Every open collection.
+    pub fn all_collections(&self) -> Vec<Arc<CollectionData>> {
+        self.collections.read().values().cloned().collect()
     }
 
     pub fn collection(&self, id: u64) -> Option<Arc<CollectionData>> {

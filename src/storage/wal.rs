@@ -291,6 +291,7 @@ impl LocalWal {
             let active = self.active.lock();
             (active.written, self.sync_handle.lock().clone())
         };
+        crate::stats::Stats::add(&crate::stats::STATS.wal_fsyncs, 1);
         if let Err(e) = handle.sync_data() {
             self.failed.store(true, Ordering::Relaxed);
             return Err(io_err(&self.dir, e));
@@ -369,6 +370,7 @@ impl Wal for LocalWal {
     fn append(&self, frame: &[u8]) -> Result<u64> {
         self.check_failed()?;
         let mut active = self.active.lock();
+        crate::stats::Stats::add(&crate::stats::STATS.wal_bytes, frame.len() as u64);
         if let Err(e) = active.file.write_all(frame) {
             // A partial frame may be on disk: cut it so later records follow
             // a clean boundary.
@@ -395,6 +397,7 @@ impl Wal for LocalWal {
         let path = self.dir.join(file_name(first_ts));
         let file = open_append(&path)?;
         // The old file must be durable before records go elsewhere.
+        crate::stats::Stats::add(&crate::stats::STATS.wal_fsyncs, 1);
         active.file.sync_data().map_err(|e| io_err(&path, e))?;
         let handle = Arc::new(file.try_clone().map_err(|e| io_err(&path, e))?);
         active.len = file.metadata().map_err(|e| io_err(&path, e))?.len();

@@ -387,6 +387,7 @@ impl CollectionData {
             (lsn, snap, n)
         };
         self.durable(lsn, snap).await?;
+        crate::stats::Stats::add(&crate::stats::STATS.rows_written, rows as u64);
         Ok(rows)
     }
 
