@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/quiver-target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 ARGS ?=
 
-.PHONY: run test build setup
+.PHONY: run test build setup docker-check
 
 setup:
 	@scripts/setup.sh
@@ -22,3 +22,8 @@ run: build
 test:
 	@scripts/setup.sh --test
 	cargo test --release --workspace
+
+# Build docker/Dockerfile and smoke-test the image (says so and stops where
+# no docker daemon runs).
+docker-check:
+	@scripts/docker-check.sh
