@@ -947,7 +947,10 @@ async fn metrics_and_health_over_http() {
         "quiver_index_rows{collection=\"m\",index=\"m_v\",rows=\"indexed\"} 3",
         "quiver_connections{state=\"idle\"} 1",
     ] {
-        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+        assert!(
+            body.lines().any(|l| l == line),
+            "{line} missing from:\n{body}"
+        );
     }
     for prefix in [
         "quiver_wal_written_bytes_total ",
@@ -965,4 +968,32 @@ async fn metrics_and_health_over_http() {
     assert_eq!(http_get(port, "/healthz").await.0, "HTTP/1.1 200 OK");
     assert_eq!(http_get(port, "/readyz").await.0, "HTTP/1.1 200 OK");
     assert!(http_get(port, "/nope").await.0.contains("404"));
+}
+
+/// Found by fuzzing (`tests/fuzz.rs`, `fuzz/known-crash/`): pgwire's
+/// decoder panics on some malformed Parse/Bind frames. The panic ends that
+/// connection's task only; the server and its other clients go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_panics_the_decoder_ends_only_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with(&["--loopback-trust", "true"]);
+    let other = server.connect("default").await;
+    let frame = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/known-crash/wire-pgwire-decode"),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        s.write_all(&startup_message("quiver")).await.unwrap();
+        let _ = s.write_all(&frame).await;
+        let _ = read_to_close(&mut s).await;
+    }
+    assert_eq!(first(&other, "SELECT 1").await, Ok("1".into()));
+    assert_eq!(
+        first(&server.connect("default").await, "SELECT 2").await,
+        Ok("2".into())
+    );
 }

@@ -127,11 +127,7 @@ impl CopyIn {
         if self.options.header && line == 1 {
             return Ok(());
         }
-        let fields = if self.options.csv {
-            split_csv(text, &self.options)
-        } else {
-            split_text(text, &self.options)
-        };
+        let fields = split_line(text, &self.options);
         if fields.len() != self.targets.len() {
             return Err(data_error(
                 line,
@@ -325,6 +321,16 @@ pub fn text_to_list(
         strings.nulls().cloned(),
     )
     .map_err(|e| e.to_string())
+}
+
+/// The fields of one line of COPY data in `options`' format (`None`: the
+/// NULL marker).
+pub fn split_line(line: &str, options: &CopyOptions) -> Vec<Option<String>> {
+    if options.csv {
+        split_csv(line, options)
+    } else {
+        split_text(line, options)
+    }
 }
 
 fn split_text(line: &str, options: &CopyOptions) -> Vec<Option<String>> {

@@ -109,7 +109,9 @@ impl WalRecord {
         Ok(frame)
     }
 
-    fn decode(payload: &[u8]) -> Result<WalRecord> {
+    /// Read a record back from its payload (a frame without its length and
+    /// checksum); damage is an error, never a panic (fuzzed: tests/fuzz.rs).
+    pub fn decode(payload: &[u8]) -> Result<WalRecord> {
         let bad = || StorageError::Corrupt("malformed WAL record".into());
         let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(bad);
         let ts = u64::from_le_bytes(take(0, 8)?.try_into().map_err(|_| bad())?);
