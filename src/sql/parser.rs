@@ -613,7 +613,15 @@ fn expect_end(sql: &str, p: &Parser) -> Result<(), ParseError> {
 fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseError> {
     let toks: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !is_trivia(&t.token)).collect();
     let mut i = 1;
-    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("SESSION") || w.value.eq_ignore_ascii_case("LOCAL"))
+    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("LOCAL"))
+    {
+        // A setting for the rest of a transaction needs transactions.
+        return Err(ParseError::Unsupported(
+            "SET LOCAL is not supported (settings cannot be scoped to a transaction yet): use SET"
+                .into(),
+        ));
+    }
+    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("SESSION"))
     {
         i += 1;
     }

@@ -3,8 +3,11 @@
 //! faiss-sys builds faiss with cmake and installs its headers; cmake reports
 //! the install root, which cargo hands on as `DEP_FAISS_C_ROOT`.
 
+use std::io::Write;
+
 fn main() {
-    println!("cargo:rerun-if-changed=hnsw_search.cpp");
+    // Instructions to cargo go on stdout (the build-script protocol).
+    let _ = writeln!(std::io::stdout(), "cargo:rerun-if-changed=hnsw_search.cpp");
     let Ok(root) = std::env::var("DEP_FAISS_C_ROOT") else {
         panic!("faiss-sys did not report where faiss is installed (DEP_FAISS_C_ROOT)");
     };
