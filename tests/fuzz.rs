@@ -11,8 +11,8 @@
 //! long run: `QUIVER_FUZZ_SECS=600 QUIVER_FUZZ_SEED=<n> cargo test --release
 //! --test fuzz -- --nocapture` (runs per target are printed). An input that
 //! runs for more than 10 s is saved as `fuzz/crashes/<target>-slow` and
-//! stops the run. Inputs found slow and not fixed yet are kept in
-//! `fuzz/known-slow/` (see its README).
+//! stops the run. Findings stay in the corpus as `found-*` seeds (see
+//! `fuzz/README.md`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -297,12 +297,10 @@ fn check(run: &(impl Fn(&[u8]) + Sync), input: &[u8], crashes: &mut Vec<Vec<u8>>
     *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-/// sqlparser backtracks exponentially on nesting that fails to parse
-/// (`fuzz/known-slow/`: nested `CAST(`, `ARRAY[` in unclosed VALUES); the
-/// fuzzer finds such an input within seconds. Run with `--ignored` until
-/// the parser's work is bounded.
+/// quiver's SQL parser. sqlparser backtracked exponentially on nesting that
+/// fails to parse (nested `CAST(`, `ARRAY[` in unclosed VALUES; the seeds
+/// `found-*`); its work is bounded now (`quiver::sql::bounded`).
 #[test]
-#[ignore = "exponential parse time on failing nesting (fuzz/known-slow/)"]
 fn sql_parser() {
     fuzz("sql", |bytes| {
         let _ = quiver::sql::parse(&String::from_utf8_lossy(bytes));
@@ -333,29 +331,23 @@ fn copy_lines() {
     });
 }
 
-/// pgwire's decoder panics on some malformed Parse/Bind frames
-/// (`fuzz/known-crash/`; the server survives them: tests/hostile.rs). Run
-/// with `--ignored` until pgwire is fixed or its decoding is guarded.
+/// The pgwire messages a client sends: as a logged-in connection reads
+/// them (quiver's length and field checks, then pgwire's decoder: pgwire's
+/// decoder alone panics on Bind and Parse frames whose fields run past
+/// their length, the seed `found-bind-overrun`), and as a new connection
+/// reads its startup (pgwire alone).
 #[test]
-#[ignore = "pgwire's decoder panics on malformed Parse/Bind frames (fuzz/known-crash/)"]
 fn wire_messages() {
     use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
     fuzz("wire", |bytes| {
-        // As a logged-in connection reads them, and as a new one does.
-        for startup in [false, true] {
-            let mut ctx = DecodeContext::new(ProtocolVersion::default());
-            ctx.awaiting_frontend_ssl = startup;
-            ctx.awaiting_frontend_startup = startup;
-            let mut buf = bytes::BytesMut::from(bytes);
-            // A message that consumes nothing (SSL negotiation) would repeat.
-            while !buf.is_empty() {
-                let before = buf.len();
-                match PgWireFrontendMessage::decode(&mut buf, &ctx) {
-                    Ok(Some(_)) if buf.len() < before => {}
-                    _ => break,
-                }
-            }
-        }
+        let _ = quiver::server::conn::read_messages(bytes, 1 << 20);
+        // A new connection: the SSL request or startup packet, then the
+        // startup packet after an SSL request was answered.
+        let mut ctx = DecodeContext::new(ProtocolVersion::default());
+        let mut buf = bytes::BytesMut::from(bytes);
+        let _ = PgWireFrontendMessage::decode(&mut buf, &ctx);
+        ctx.awaiting_frontend_ssl = false;
+        let _ = PgWireFrontendMessage::decode(&mut buf, &ctx);
     });
 }
 

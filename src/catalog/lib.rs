@@ -268,6 +268,16 @@ impl Catalog {
         self.state.read().databases.keys().cloned().collect()
     }
 
+    /// Every database's id, name and owner, by name.
+    pub fn databases(&self) -> Vec<(u64, String, Option<String>)> {
+        self.state
+            .read()
+            .databases
+            .values()
+            .map(|d| (d.id, d.name.clone(), d.owner.clone()))
+            .collect()
+    }
+
     pub fn database_exists(&self, name: &str) -> bool {
         self.state.read().databases.contains_key(name)
     }

@@ -79,6 +79,16 @@ impl CopyIn {
         self.targets.len()
     }
 
+    /// The collection copied into.
+    pub fn collection(&self) -> &str {
+        &self.def.name
+    }
+
+    /// Rows read so far.
+    pub fn rows_read(&self) -> usize {
+        self.line
+    }
+
     /// Take the next chunk of the client's data.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let mut pending = std::mem::take(&mut self.pending);

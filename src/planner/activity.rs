@@ -22,6 +22,16 @@ pub struct Backend {
     pub backend_start: SystemTime,
     pub interrupt: Arc<Interrupt>,
     now: Mutex<Running>,
+    copy: Mutex<Option<CopyProgress>>,
+}
+
+/// A COPY FROM STDIN in progress (`pg_stat_progress_copy`).
+#[derive(Debug, Clone, Default)]
+pub struct CopyProgress {
+    /// The collection copied into.
+    pub relname: String,
+    pub bytes_processed: u64,
+    pub tuples_processed: u64,
 }
 
 /// What a connection is doing.
@@ -52,6 +62,16 @@ impl Backend {
             query: shown,
             query_start: Some(SystemTime::now()),
         };
+    }
+
+    /// The COPY in progress, if one is.
+    pub fn copy_progress(&self) -> Option<CopyProgress> {
+        self.copy.lock().clone()
+    }
+
+    /// A COPY into `relname` starts, goes on or (`None`) ends.
+    pub fn set_copy_progress(&self, progress: Option<CopyProgress>) {
+        *self.copy.lock() = progress;
     }
 
     /// The statement ended; `in_transaction`: within BEGIN ... COMMIT.
@@ -110,6 +130,7 @@ impl Activity {
                 query: String::new(),
                 query_start: None,
             }),
+            copy: Mutex::new(None),
         });
         self.backends.write().insert(backend.pid, backend.clone());
         Registered {

@@ -104,6 +104,57 @@ pub fn pg_stat_activity(
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
+/// `pg_stat_progress_copy`: the COPYs running now, with the bytes and rows
+/// read so far (the columns of PostgreSQL 15's view that quiver knows);
+/// other users' COPYs are shown to admins only.
+pub fn pg_stat_progress_copy(
+    activity: &Activity,
+    catalog: &Catalog,
+    viewer: &str,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("pid", DataType::Int32, false),
+        Field::new("datname", DataType::Utf8, true),
+        Field::new("relname", DataType::Utf8, true),
+        Field::new("command", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("bytes_processed", DataType::Int64, false),
+        Field::new("bytes_total", DataType::Int64, false),
+        Field::new("tuples_processed", DataType::Int64, false),
+        Field::new("tuples_excluded", DataType::Int64, false),
+    ]));
+    let copies: Vec<_> = activity
+        .all()
+        .into_iter()
+        .filter(|b| may_see(catalog, viewer, b))
+        .filter_map(|b| b.copy_progress().map(|p| (b, p)))
+        .collect();
+    let n = copies.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(
+            copies.iter().map(|(b, _)| b.pid),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            copies.iter().map(|(b, _)| b.database.clone()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            copies.iter().map(|(_, p)| p.relname.clone()),
+        )),
+        Arc::new(StringArray::from(vec!["COPY FROM"; n])),
+        Arc::new(StringArray::from(vec!["PIPE"; n])),
+        Arc::new(arrow::array::Int64Array::from_iter_values(
+            copies.iter().map(|(_, p)| p.bytes_processed as i64),
+        )),
+        Arc::new(arrow::array::Int64Array::from(vec![0; n])),
+        Arc::new(arrow::array::Int64Array::from_iter_values(
+            copies.iter().map(|(_, p)| p.tuples_processed as i64),
+        )),
+        Arc::new(arrow::array::Int64Array::from(vec![0; n])),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
 /// `pg_backend_pid()`: the process id of this connection.
 #[derive(Debug)]
 struct BackendPid {

@@ -81,6 +81,37 @@ pub struct Prepared {
     pub text: String,
 }
 
+/// The types of parameters that DataFusion leaves open but whose place
+/// fixes, as PostgreSQL infers them: a cast (`$1::int` is int4), LIMIT and
+/// OFFSET (bigint).
+fn implied_parameter_types(plan: &LogicalPlan) -> std::collections::HashMap<String, FieldRef> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    let mut found = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Limit(limit) = node {
+            for e in [&limit.skip, &limit.fetch].into_iter().flatten() {
+                if let Expr::Placeholder(p) = e.as_ref() {
+                    found
+                        .entry(p.id.clone())
+                        .or_insert_with(|| Arc::new(Field::new(&p.id, DataType::Int64, true)));
+                }
+            }
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(p) = expr.as_ref()
+                {
+                    found.entry(p.id.clone()).or_insert_with(|| field.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
 impl Prepared {
     /// Parameter fields `$1..$n` in order (`None` where the type is unknown).
     pub fn parameter_fields(&self) -> Result<Vec<Option<FieldRef>>, QueryError> {
@@ -96,7 +127,12 @@ impl Prepared {
         let Some(plan) = &self.plan else {
             return Ok(vec![]);
         };
-        let fields = plan.get_parameter_fields()?;
+        let mut fields = plan.get_parameter_fields()?;
+        for (id, field) in fields.iter_mut() {
+            if field.is_none() {
+                *field = implied_parameter_types(plan).remove(id);
+            }
+        }
         let mut numbered: Vec<(usize, Option<FieldRef>)> = fields
             .into_iter()
             .filter_map(|(id, f)| {
@@ -279,6 +315,7 @@ impl Engine {
         let udfs = all_udfs()
             .into_iter()
             .chain(super::pg_compat::all_udfs())
+            .chain(super::json_udf::all_udfs())
             .chain([create_current_database_udf(database)])
             .chain(super::backends::udfs(
                 &self.activity,

@@ -14,6 +14,7 @@ pub mod ddl;
 pub mod engine;
 pub mod index_ddl;
 mod insert_values;
+pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;
 pub mod pg_users;

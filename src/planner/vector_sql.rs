@@ -175,6 +175,11 @@ impl ExprPlanner for VectorOperatorPlanner {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
+        if let Some(udf) = crate::json_udf::operator_function(&expr.op) {
+            return Ok(PlannerResult::Planned(Expr::ScalarFunction(
+                ScalarFunction::new_udf(Arc::new(udf), vec![expr.left, expr.right]),
+            )));
+        }
         let Some(metric) = operator_metric(&expr.op) else {
             return Ok(PlannerResult::Original(compare_as_stored(expr, schema)));
         };

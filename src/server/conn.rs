@@ -68,6 +68,11 @@ struct Framer {
     have: usize,
     /// Body bytes of the current message still to come.
     skip: usize,
+    /// The current message, header included, while it arrives, for the
+    /// types whose fields pgwire decodes (see [`decodes_cleanly`]).
+    held: Option<Vec<u8>>,
+    /// For a simple query: body bytes seen, and where its first NUL was.
+    query: Option<(usize, Option<usize>)>,
     /// The FATAL error sent, once a message broke the limit.
     failed: Option<String>,
 }
@@ -83,7 +88,17 @@ impl Framer {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
                 self.skip -= n;
+                if let Some(held) = &mut self.held {
+                    held.extend_from_slice(&bytes[..n]);
+                }
+                if let Some((seen, nul)) = &mut self.query {
+                    if nul.is_none() {
+                        *nul = memchr::memchr(0, &bytes[..n]).map(|i| *seen + i);
+                    }
+                    *seen += n;
+                }
                 bytes = &bytes[n..];
+                self.check_held()?;
                 continue;
             }
             let n = (5 - self.have).min(bytes.len());
@@ -121,9 +136,106 @@ impl Framer {
                 ));
             }
             self.skip = len - 4;
+            // COPY data is read whole, whatever it holds; a simple query
+            // must be one string ending with the message (checked as it
+            // passes: queries are the largest messages); the other types'
+            // fields are decoded as pgwire will.
+            match self.header[0] {
+                b'd' => {}
+                b'Q' => self.query = Some((0, None)),
+                _ => {
+                    let mut held = Vec::with_capacity(len + 1);
+                    held.extend_from_slice(&self.header);
+                    self.held = Some(held);
+                }
+            }
+            self.check_held()?;
         }
         Ok(())
     }
+
+    /// Once the message is whole: whether pgwire reads it as one message
+    /// of its declared length.
+    fn check_held(&mut self) -> Result<(), (SqlState, String)> {
+        if self.skip > 0 {
+            return Ok(());
+        }
+        let kind = self.header[0];
+        let bad = match (self.held.take(), self.query.take()) {
+            (Some(message), _) => !decodes_cleanly(&message),
+            (_, Some((seen, nul))) => nul != seen.checked_sub(1),
+            _ => false,
+        };
+        if bad {
+            return Err((
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "invalid frontend message of type '{}': its fields do not match its length",
+                    (kind as char).escape_default()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The messages a logged-in connection reads from `bytes`, checked as the
+/// server checks them (length limit, then [`decodes_cleanly`]) and decoded
+/// by pgwire; `Err` with the FATAL error that ends the connection. What the
+/// fuzzer feeds (tests/fuzz.rs).
+pub fn read_messages(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<Vec<PgWireFrontendMessage>, (SqlState, String)> {
+    use pgwire::messages::{DecodeContext, ProtocolVersion};
+    let mut framer = Framer {
+        active: true,
+        limit,
+        ..Framer::default()
+    };
+    framer.feed(bytes)?;
+    let mut ctx = DecodeContext::new(ProtocolVersion::default());
+    ctx.awaiting_frontend_ssl = false;
+    ctx.awaiting_frontend_startup = false;
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        match PgWireFrontendMessage::decode(&mut buf, &ctx) {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => break,
+            Err(e) => {
+                return Err((
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!("invalid frontend message: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether pgwire decodes `message` (one whole message, header included)
+/// into exactly its declared length, without panicking. pgwire's decoders
+/// of Bind, Parse, Execute and others read their fields from the whole
+/// input buffer with `bytes`' getters: a field that runs past the message
+/// reads into the next one, or panics at the end of the input; fields that
+/// end early leave the rest to be read as the next message. PostgreSQL
+/// refuses both ("invalid message format"); so does quiver, before pgwire
+/// sees the message.
+fn decodes_cleanly(message: &[u8]) -> bool {
+    use pgwire::messages::{DecodeContext, ProtocolVersion};
+    let mut ctx = DecodeContext::new(ProtocolVersion::default());
+    ctx.awaiting_frontend_ssl = false;
+    ctx.awaiting_frontend_startup = false;
+    let mut buf = bytes::BytesMut::from(message);
+    std::panic::catch_unwind(
+        move || match PgWireFrontendMessage::decode(&mut buf, &ctx) {
+            Ok(Some(_)) => buf.is_empty(),
+            // An error pgwire reports itself.
+            Ok(None) | Err(_) => true,
+        },
+    )
+    .unwrap_or(false)
 }
 
 /// A FATAL ErrorResponse, encoded.
@@ -537,6 +649,66 @@ fn note_statement_names<C: ClientInfo>(client: &C, msg: &PgWireFrontendMessage) 
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn messages_pgwire_would_misread_are_refused() {
+        let mut framer = Framer {
+            active: true,
+            limit: 1 << 20,
+            ..Framer::default()
+        };
+        // A Parse, then a Bind whose declared length (19) ends inside its
+        // parameter format codes.
+        let mut parse = b"P\0\0\0\x17s1\0SELECT $1\0\0\x01\0\0\0\x17".to_vec();
+        let len = (parse.len() as u32 - 1).to_be_bytes();
+        parse[1..5].copy_from_slice(&len);
+        assert!(framer.feed(&parse).is_ok());
+        let bind = b"B\0\0\0\x13\0s1\0\0\x05\0\0\0\0\0\0\0\0\0";
+        // Fed a byte at a time, as a slow client sends it.
+        let mut refused = None;
+        for b in bind.iter() {
+            if let Err(e) = framer.feed(std::slice::from_ref(b)) {
+                refused = Some(e);
+                break;
+            }
+        }
+        let (code, message) = refused.expect("refused");
+        assert_eq!(code, sqlstate::PROTOCOL_VIOLATION);
+        assert!(message.contains("type 'B'"), "{message}");
+        // A query with bytes after its string, and one without its NUL.
+        for body in [&b"SELECT 1\0X\0"[..], &b"SELECT 1"[..]] {
+            let mut framer = Framer {
+                active: true,
+                limit: 1 << 20,
+                ..Framer::default()
+            };
+            let mut query = vec![b'Q'];
+            query.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+            query.extend_from_slice(body);
+            assert!(framer.feed(&query).is_err(), "{body:?}");
+        }
+        let mut framer = Framer {
+            active: true,
+            limit: 1 << 20,
+            ..Framer::default()
+        };
+        let mut query = b"Q\0\0\0\x0dSELECT 1\0".to_vec();
+        query.extend_from_slice(b"S\0\0\0\x04");
+        for b in &query {
+            assert!(framer.feed(std::slice::from_ref(b)).is_ok());
+        }
+        // A well-formed Bind passes.
+        let mut framer = Framer {
+            active: true,
+            limit: 1 << 20,
+            ..Framer::default()
+        };
+        let mut good = b"B\0\0\0\0\0s1\0\0\0\0\x01\0\0\0\x011\0\0".to_vec();
+        let len = (good.len() as u32 - 1).to_be_bytes();
+        good[1..5].copy_from_slice(&len);
+        assert!(framer.feed(&good).is_ok());
+        assert!(framer.held.is_none());
+    }
 
     #[tokio::test]
     async fn writes_wait_for_the_next_read() {

@@ -17,6 +17,7 @@ use super::error::{error_info, to_pgwire};
 use quiver_common::sqlstate;
 use quiver_exec::copy::CopyIn;
 use quiver_planner::QueryError;
+use quiver_planner::activity::{CopyProgress, Registered};
 
 /// The COPY in progress on a connection, and the first error it met.
 #[derive(Default)]
@@ -27,6 +28,13 @@ pub struct CopyState {
 /// Start a COPY: keep its state on the connection and ask for the data.
 pub fn start<C: ClientInfo + ?Sized>(client: &C, copy: Box<CopyIn>) -> Response {
     let columns = copy.column_count();
+    progress(
+        client,
+        Some(CopyProgress {
+            relname: copy.collection().to_string(),
+            ..CopyProgress::default()
+        }),
+    );
     let state = client
         .session_extensions()
         .get_or_insert_with(CopyState::default);
@@ -34,7 +42,15 @@ pub fn start<C: ClientInfo + ?Sized>(client: &C, copy: Box<CopyIn>) -> Response 
     Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
 }
 
+/// Show the COPY's progress in `pg_stat_progress_copy` (or end it).
+fn progress<C: ClientInfo + ?Sized>(client: &C, now: Option<CopyProgress>) {
+    if let Some(r) = client.session_extensions().get::<Registered>() {
+        r.backend.set_copy_progress(now);
+    }
+}
+
 fn take<C: ClientInfo + ?Sized>(client: &C) -> Option<Result<Box<CopyIn>, QueryError>> {
+    progress(client, None);
     client
         .session_extensions()
         .get::<CopyState>()
@@ -54,10 +70,18 @@ impl CopyHandler for QuiverCopy {
         if let Some(state) = client.session_extensions().get::<CopyState>() {
             let mut guard = state.inner.lock();
             // After an error the rest of the data is ignored; CopyDone reports it.
-            if let Some(Ok(copy)) = guard.as_mut()
-                && let Err(e) = copy.push(&copy_data.data)
-            {
-                *guard = Some(Err(e.into()));
+            if let Some(Ok(copy)) = guard.as_mut() {
+                match copy.push(&copy_data.data) {
+                    Err(e) => *guard = Some(Err(e.into())),
+                    Ok(()) => {
+                        if let Some(r) = client.session_extensions().get::<Registered>() {
+                            let mut now = r.backend.copy_progress().unwrap_or_default();
+                            now.bytes_processed += copy_data.data.len() as u64;
+                            now.tuples_processed = copy.rows_read() as u64;
+                            r.backend.set_copy_progress(Some(now));
+                        }
+                    }
+                }
             }
         }
         Ok(())

@@ -62,7 +62,9 @@ fn tidy(message: String) -> String {
 pub fn error_info(e: &QueryError) -> ErrorInfo {
     let mut i = info(e.sqlstate(), message(e));
     if let QueryError::Parse(
-        ParseError::Syntax { position, .. } | ParseError::TooComplex { position },
+        ParseError::Syntax { position, .. }
+        | ParseError::TooComplex { position }
+        | ParseError::TooHardToParse { position },
     ) = e
     {
         i.position = position.map(|p| p.to_string());

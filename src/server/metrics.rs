@@ -44,6 +44,7 @@ pub struct Metrics {
     connections: Family<Labels, Gauge>,
     segments: Family<Labels, Gauge>,
     segment_rows: Family<Labels, Gauge>,
+    collection_rows: Family<Labels, Gauge>,
     index_rows: Family<Labels, Gauge>,
     memory: Family<Labels, Gauge>,
     wal_bytes: Counter,
@@ -78,6 +79,7 @@ impl Metrics {
             connections: Family::default(),
             segments: Family::default(),
             segment_rows: Family::default(),
+            collection_rows: Family::default(),
             index_rows: Family::default(),
             memory: Family::default(),
             wal_bytes: Counter::default(),
@@ -114,6 +116,11 @@ impl Metrics {
             "segment_rows",
             "Rows in segments, by state",
             m.segment_rows.clone(),
+        );
+        r.register(
+            "collection_rows",
+            "Rows per collection (deleted ones included until compaction), by segment state",
+            m.collection_rows.clone(),
         );
         r.register(
             "index_rows",
@@ -170,6 +177,7 @@ impl Metrics {
         }
         self.segments.clear();
         self.segment_rows.clear();
+        self.collection_rows.clear();
         self.index_rows.clear();
         let storage = engine.storage();
         for c in storage.all_collections() {
@@ -177,6 +185,12 @@ impl Metrics {
                 let labels = vec![("state", state.to_string())];
                 self.segments.get_or_create(&labels).inc();
                 self.segment_rows.get_or_create(&labels).inc_by(rows as i64);
+                self.collection_rows
+                    .get_or_create(&vec![
+                        ("collection", c.name().to_string()),
+                        ("state", state.to_string()),
+                    ])
+                    .inc_by(rows as i64);
             }
             for r in c.index_reports() {
                 let labels = |what: &str| {

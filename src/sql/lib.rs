@@ -2,6 +2,7 @@
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
 pub mod access;
+pub mod bounded;
 pub mod depth;
 pub mod index_ddl;
 pub mod parser;
@@ -30,6 +31,13 @@ pub enum ParseError {
         depth::MAX_EXPRESSION_DEPTH
     )]
     TooComplex { position: Option<usize> },
+    /// A statement the parser gave up on after its budget of steps (see
+    /// [`bounded`]): nesting that does not parse as written.
+    #[error(
+        "statement too complex: the parser gave up on its nesting after {} steps per token; check its parentheses, brackets and casts, or split it up",
+        bounded::STEPS_PER_TOKEN
+    )]
+    TooHardToParse { position: Option<usize> },
 }
 
 impl quiver_common::sqlstate::SqlStateError for ParseError {
@@ -38,7 +46,9 @@ impl quiver_common::sqlstate::SqlStateError for ParseError {
         match self {
             ParseError::Syntax { .. } => sqlstate::SYNTAX_ERROR,
             ParseError::Unsupported(_) => sqlstate::FEATURE_NOT_SUPPORTED,
-            ParseError::TooComplex { .. } => sqlstate::STATEMENT_TOO_COMPLEX,
+            ParseError::TooComplex { .. } | ParseError::TooHardToParse { .. } => {
+                sqlstate::STATEMENT_TOO_COMPLEX
+            }
         }
     }
 }
@@ -65,6 +75,10 @@ mod sqlstate_tests {
             ),
             (
                 ParseError::TooComplex { position: None },
+                sqlstate::STATEMENT_TOO_COMPLEX,
+            ),
+            (
+                ParseError::TooHardToParse { position: None },
                 sqlstate::STATEMENT_TOO_COMPLEX,
             ),
         ];

@@ -77,7 +77,16 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, ParseError> {
                 position: char_position(sql, start.line, start.column),
             });
         }
-        out.push(parse_one(sql, stmt_tokens)?);
+        let start = stmt_tokens.first().map(|t| t.span.start);
+        let (parsed, budget) =
+            super::bounded::run(stmt_tokens.len(), || parse_one(sql, stmt_tokens));
+        if budget.exhausted {
+            // sqlparser backtracked too much (see `bounded`).
+            return Err(ParseError::TooHardToParse {
+                position: start.and_then(|s| char_position(sql, s.line, s.column)),
+            });
+        }
+        out.push(parsed?);
     }
     Ok(out)
 }
@@ -228,7 +237,7 @@ pub(super) fn char_position(sql: &str, line: u64, column: u64) -> Option<usize> 
 }
 
 fn new_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
-    static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+    static DIALECT: super::bounded::Bounded = super::bounded::Bounded;
     Parser::new(&DIALECT).with_tokens_with_locations(tokens)
 }
 
