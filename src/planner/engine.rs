@@ -81,6 +81,85 @@ pub struct Prepared {
     pub text: String,
 }
 
+/// LIMIT and OFFSET given as parameters (`LIMIT $1`): planned as a cast of
+/// the parameter to bigint, bound to a cast of a literal, which physical
+/// planning (and the vector search rewrite) want as the literal itself.
+fn fold_limit_casts(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::{Cast, Expr, TryCast};
+    fn fold(e: Expr, offset: bool) -> Result<Expr, QueryError> {
+        Ok(match e {
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                match fold(*expr, offset)? {
+                    Expr::Literal(v, _) => {
+                        let v = v.cast_to(field.data_type())?;
+                        if matches!(&v, datafusion::common::ScalarValue::Int64(Some(n)) if *n < 0) {
+                            use quiver_common::sqlstate;
+                            return Err(QueryError::Data {
+                                message: format!(
+                                    "{} must not be negative",
+                                    if offset { "OFFSET" } else { "LIMIT" }
+                                ),
+                                code: if offset {
+                                    sqlstate::INVALID_ROW_COUNT_IN_RESULT_OFFSET_CLAUSE
+                                } else {
+                                    sqlstate::INVALID_ROW_COUNT_IN_LIMIT_CLAUSE
+                                },
+                            });
+                        }
+                        Expr::Literal(v, None)
+                    }
+                    other => Expr::Cast(Cast {
+                        expr: Box::new(other),
+                        field,
+                    }),
+                }
+            }
+            other => other,
+        })
+    }
+    let folded = plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::Limit(mut limit) => {
+            limit.skip = limit
+                .skip
+                .map(|e| fold(*e, true).map(Box::new))
+                .transpose()
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            limit.fetch = limit
+                .fetch
+                .map(|e| fold(*e, false).map(Box::new))
+                .transpose()
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            // LIMIT 0: no rows (DataFusion's top-k operator requires k > 0;
+            // its optimizer removes such a limit, but ran before binding).
+            if matches!(
+                limit.fetch.as_deref(),
+                Some(Expr::Literal(
+                    datafusion::common::ScalarValue::Int64(Some(0)),
+                    _
+                ))
+            ) {
+                return Ok(Transformed::yes(LogicalPlan::EmptyRelation(
+                    datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: false,
+                        schema: limit.input.schema().clone(),
+                    },
+                )));
+            }
+            Ok(Transformed::yes(LogicalPlan::Limit(limit)))
+        }
+        other => Ok(Transformed::no(other)),
+    });
+    match folded {
+        Ok(t) => Ok(t.data),
+        Err(datafusion::error::DataFusionError::External(e)) => match e.downcast::<QueryError>() {
+            Ok(q) => Err(*q),
+            Err(e) => Err(datafusion::error::DataFusionError::External(e).into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The types of parameters that DataFusion leaves open but whose place
 /// fixes, as PostgreSQL infers them: a cast (`$1::int` is int4), LIMIT and
 /// OFFSET (bigint).
@@ -316,6 +395,7 @@ impl Engine {
             .into_iter()
             .chain(super::pg_compat::all_udfs())
             .chain(super::json_udf::all_udfs())
+            .chain(super::pg_users::udfs(&self.catalog))
             .chain([create_current_database_udf(database)])
             .chain(super::backends::udfs(
                 &self.activity,
@@ -443,7 +523,7 @@ impl Engine {
             }
             let kept_params = params.clone();
             let plan = super::ann_rule::bind_params(optimized.clone(), &params)?;
-            let plan = plan.with_param_values(params)?;
+            let plan = fold_limit_casts(plan.with_param_values(params)?)?;
             // The ANN rewrite needs the query vector, known only now.
             let plan = AnnSearchRule.rewrite(plan, &OptimizerContext::new())?.data;
             let needs = access::plan_needs(&plan);
@@ -474,7 +554,7 @@ impl Engine {
         }
         match &prepared.plan {
             Some(plan) => {
-                let plan = plan.clone().with_param_values(params)?;
+                let plan = fold_limit_casts(plan.clone().with_param_values(params)?)?;
                 self.run_plan(session, plan).await
             }
             None => self.execute(session, prepared.statement.clone()).await,

@@ -4,13 +4,18 @@
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, BooleanArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, SchemaProvider};
 use datafusion::common::Result;
 use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
+use quiver_auth::acl::SecurityState;
 
 use quiver_auth::acl::{ADMIN_ROLE, PUBLIC_ROLE};
 use quiver_catalog::Catalog;
@@ -72,6 +77,37 @@ const PG_USER: &str = "pg_user";
 const PG_STAT_ACTIVITY: &str = "pg_stat_activity";
 const PG_DATABASE: &str = "pg_database";
 const PG_STAT_PROGRESS_COPY: &str = "pg_stat_progress_copy";
+const PG_ROLES: &str = "pg_roles";
+
+/// The oid of each user and role: users in name order from 16384 (as
+/// PostgreSQL numbers the first objects a user creates), then roles.
+/// Objects without an owner (the `default` database, the catalogs) are the
+/// bootstrap superuser's, oid 10, which names the first superuser.
+pub fn role_oids(security: &SecurityState) -> Vec<(String, i32)> {
+    let users = security.users.keys().cloned();
+    let roles = security.role_names().into_iter();
+    users
+        .chain(roles)
+        .enumerate()
+        .map(|(i, name)| (name, FIRST_USER_OID.saturating_add(i as i32)))
+        .collect()
+}
+const FIRST_USER_OID: i32 = 16384;
+
+/// The name `pg_get_userbyid` gives `oid`, as PostgreSQL words an unknown
+/// one.
+fn user_by_oid(security: &SecurityState, oid: i64) -> String {
+    if oid == BOOTSTRAP_SUPERUSER_OID as i64
+        && let Some(u) = security.users.values().find(|u| u.superuser)
+    {
+        return u.name.clone();
+    }
+    role_oids(security)
+        .into_iter()
+        .find(|(_, o)| *o as i64 == oid)
+        .map(|(name, _)| name)
+        .unwrap_or_else(|| format!("unknown (OID={oid})"))
+}
 
 /// The oid of the database with catalog id `id` in `pg_database`.
 pub fn database_oid(id: u64) -> i32 {
@@ -129,6 +165,90 @@ impl WithPgUser {
         Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
     }
 
+    /// Every user (who can log in) and role, with the oids of
+    /// [`role_oids`] (datafusion-pg-catalog's own gives every role oid 0).
+    fn pg_roles(&self) -> Result<Arc<dyn TableProvider>> {
+        let boolean = |name: &str| Field::new(name, DataType::Boolean, true);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("rolname", DataType::Utf8, true),
+            boolean("rolsuper"),
+            boolean("rolinherit"),
+            boolean("rolcreaterole"),
+            boolean("rolcreatedb"),
+            boolean("rolcanlogin"),
+            boolean("rolreplication"),
+            Field::new("rolconnlimit", DataType::Int32, true),
+            Field::new("rolpassword", DataType::Utf8, true),
+            Field::new(
+                "rolvaliduntil",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            boolean("rolbypassrls"),
+            Field::new(
+                "rolconfig",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+            Field::new("oid", DataType::Int32, true),
+        ]));
+        struct Row {
+            name: String,
+            oid: i32,
+            superuser: bool,
+            admin: bool,
+            login: bool,
+        }
+        let rows: Vec<Row> = self.catalog.security(|s| {
+            role_oids(s)
+                .into_iter()
+                .map(|(name, oid)| {
+                    let user = s.user(&name);
+                    Row {
+                        superuser: user.is_some_and(|u| u.superuser),
+                        admin: match user {
+                            Some(_) => s.is_admin(&name),
+                            None => name == ADMIN_ROLE,
+                        },
+                        login: user.is_some(),
+                        name,
+                        oid,
+                    }
+                })
+                .collect()
+        });
+        let n = rows.len();
+        let flags = |f: fn(&Row) -> bool| {
+            Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(f(r)))))
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.name))),
+                flags(|r| r.superuser),
+                flags(|_| true),
+                flags(|r| r.admin),
+                flags(|r| r.admin),
+                flags(|r| r.login),
+                flags(|_| false),
+                Arc::new(Int32Array::from(vec![-1; n])),
+                // PostgreSQL's view reads `********` for every role.
+                Arc::new(StringArray::from(vec!["********"; n])),
+                Arc::new(
+                    arrow::array::TimestampMicrosecondArray::from(vec![None; n])
+                        .with_timezone("UTC"),
+                ),
+                flags(|r| r.superuser),
+                Arc::new(arrow::array::ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Utf8, true)),
+                    n,
+                )),
+                Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.oid))),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
     /// The databases of the catalog (datafusion-pg-catalog's own lists the
     /// session's catalog and a `postgres` database that does not exist).
     /// Owners are `pg_user`'s ids; a database without one is the
@@ -160,14 +280,14 @@ impl WithPgUser {
                 true,
             ),
         ]));
-        let users: Vec<String> = self.catalog.security(|s| s.users.keys().cloned().collect());
+        let oids = self.catalog.security(role_oids);
         let databases = self.catalog.databases();
         let n = databases.len();
         let owner_oid = |owner: &Option<String>| {
             owner
                 .as_ref()
-                .and_then(|o| users.iter().position(|u| u == o))
-                .map_or(BOOTSTRAP_SUPERUSER_OID, |i| 16384 + i as i32)
+                .and_then(|o| oids.iter().find(|(name, _)| name == o))
+                .map_or(BOOTSTRAP_SUPERUSER_OID, |(_, oid)| *oid)
         };
         let ints = |v: i32| Arc::new(Int32Array::from(vec![v; n]));
         let texts = |v: &str| Arc::new(StringArray::from(vec![v; n]));
@@ -214,8 +334,10 @@ impl SchemaProvider for WithPgUser {
         names.push(PG_USER.to_string());
         names.push(PG_STAT_ACTIVITY.to_string());
         names.push(PG_STAT_PROGRESS_COPY.to_string());
-        if !names.iter().any(|n| n == PG_DATABASE) {
-            names.push(PG_DATABASE.to_string());
+        for own in [PG_DATABASE, PG_ROLES] {
+            if !names.iter().any(|n| n == own) {
+                names.push(own.to_string());
+            }
         }
         names
     }
@@ -226,6 +348,9 @@ impl SchemaProvider for WithPgUser {
         }
         if name == PG_DATABASE {
             return self.pg_database().map(Some);
+        }
+        if name == PG_ROLES {
+            return self.pg_roles().map(Some);
         }
         if name == PG_STAT_PROGRESS_COPY {
             return crate::backends::pg_stat_progress_copy(
@@ -247,6 +372,105 @@ impl SchemaProvider for WithPgUser {
             || name == PG_STAT_ACTIVITY
             || name == PG_DATABASE
             || name == PG_STAT_PROGRESS_COPY
+            || name == PG_ROLES
             || self.inner.table_exist(name)
     }
+}
+
+/// `pg_get_userbyid(oid)`: the name of the user or role with that oid
+/// ([`role_oids`]; datafusion-pg-catalog's own answers `postgres` for
+/// every oid), and `pg_encoding_to_char`, which names UTF8 as PostgreSQL
+/// does (`UTF8`, not `UTF-8`).
+#[derive(Debug)]
+struct UserById {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl PartialEq for UserById {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+impl Eq for UserById {}
+impl std::hash::Hash for UserById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_get_userbyid".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for UserById {
+    fn name(&self) -> &str {
+        "pg_get_userbyid"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let oids = args.args[0].to_array(args.number_rows)?;
+        let oids = arrow::compute::cast(&oids, &DataType::Int64)?;
+        let oids = oids.as_primitive::<arrow::datatypes::Int64Type>();
+        let names: StringArray = self
+            .catalog
+            .security(|s| oids.iter().map(|o| o.map(|o| user_by_oid(s, o))).collect());
+        Ok(ColumnarValue::Array(Arc::new(names)))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EncodingName {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for EncodingName {
+    fn name(&self) -> &str {
+        "pg_encoding_to_char"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let codes = args.args[0].to_array(args.number_rows)?;
+        let codes = arrow::compute::cast(&codes, &DataType::Int64)?;
+        let names: StringArray = codes
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .map(|c| match c {
+                Some(c) if c == UTF8_ENCODING as i64 => Some("UTF8"),
+                // PostgreSQL names an unknown encoding with an empty string.
+                Some(_) => Some(""),
+                None => None,
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(names)))
+    }
+}
+
+/// The catalog functions whose answers come from quiver's users.
+pub fn udfs(catalog: &Arc<Catalog>) -> Vec<ScalarUDF> {
+    let integer = || {
+        Signature::one_of(
+            vec![
+                TypeSignature::Exact(vec![DataType::Int32]),
+                TypeSignature::Exact(vec![DataType::Int64]),
+                TypeSignature::Exact(vec![DataType::UInt32]),
+            ],
+            Volatility::Stable,
+        )
+    };
+    vec![
+        ScalarUDF::new_from_impl(UserById {
+            catalog: catalog.clone(),
+            signature: integer(),
+        }),
+        ScalarUDF::new_from_impl(EncodingName {
+            signature: integer(),
+        }),
+    ]
 }

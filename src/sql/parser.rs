@@ -396,12 +396,43 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         }
         _ => {}
     }
+    call_bare_functions(&mut tokens);
     let text = tokens_to_sql(&tokens);
     let has_l1 = tokens
         .iter()
         .any(|t| matches!(&t.token, Token::CustomBinaryOperator(s) if s == "<+>"));
     let stmt = parse_sqlparser(sql, tokens)?;
     classify(stmt, &text, has_l1)
+}
+
+/// `current_role`, a function PostgreSQL calls without parentheses (as
+/// `current_user`, which sqlparser knows): sqlparser reads it as a column.
+fn call_bare_functions(tokens: &mut Vec<TokenWithSpan>) {
+    let mut i = 0;
+    while i < tokens.len() {
+        let bare = matches!(&tokens[i].token, Token::Word(w)
+            if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("current_role"));
+        let qualified = || {
+            tokens[..i]
+                .iter()
+                .rev()
+                .find(|t| !is_trivia(&t.token))
+                .is_some_and(|t| t.token == Token::Period)
+        };
+        let called = || {
+            tokens[i + 1..]
+                .iter()
+                .find(|t| !is_trivia(&t.token))
+                .is_some_and(|t| t.token == Token::LParen)
+        };
+        if bare && !qualified() && !called() {
+            let span = tokens[i].span;
+            tokens.insert(i + 1, TokenWithSpan::new(Token::RParen, span));
+            tokens.insert(i + 1, TokenWithSpan::new(Token::LParen, span));
+            i += 2;
+        }
+        i += 1;
+    }
 }
 
 /// Parse SQL that quiver generated from another statement (e.g. SEARCH).

@@ -87,6 +87,10 @@ fn plan(message: &str) -> SqlState {
         // PostgreSQL answers it (or 21000 for more than one row); DataFusion
         // plans it only with an aggregate.
         sqlstate::FEATURE_NOT_SUPPORTED
+    } else if message.starts_with("LIMIT must be >= 0") {
+        sqlstate::INVALID_ROW_COUNT_IN_LIMIT_CLAUSE
+    } else if message.starts_with("OFFSET must be >=") {
+        sqlstate::INVALID_ROW_COUNT_IN_RESULT_OFFSET_CLAUSE
     } else if message.starts_with("Inconsistent data length across values list") {
         // PostgreSQL: "VALUES lists must all be the same length".
         sqlstate::SYNTAX_ERROR

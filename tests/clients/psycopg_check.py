@@ -47,6 +47,31 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
     for vec, first in [("[0,1,0,0]", 2), ("[0,0,1,0]", 3), ("[1,0,0,0]", 1)]:
         got = conn.execute(q3, (vec,), prepare=True).fetchall()
         assert got == [(first,)], (vec, got)
+    # LIMIT and OFFSET as parameters (pgvector's own example query), in
+    # prepared and unprepared executions; LIMIT 0; negative ones refused as
+    # PostgreSQL refuses them; NULL is no limit.
+    q4 = "SELECT id FROM products ORDER BY embedding <-> %s LIMIT %s"
+    for k in [1, 3, 0, 2]:
+        for prepare in [False, True]:
+            got = conn.execute(q4, ("[0,1,0,0]", k), prepare=prepare).fetchall()
+            assert len(got) == k and (k == 0 or got[0] == (2,)), (k, got)
+    got = conn.execute("SELECT id FROM products ORDER BY id LIMIT %s OFFSET %s", (2, 1)).fetchall()
+    assert got == [(2,), (3,)], got
+    got = conn.execute("SELECT id FROM products ORDER BY id LIMIT %s", (None,)).fetchall()
+    assert len(got) == 4, got
+    for sql, code in [("SELECT id FROM products LIMIT %s", "2201W"), ("SELECT id FROM products OFFSET %s", "2201X")]:
+        try:
+            conn.execute(sql, (-1,))
+            raise SystemExit(f"{sql} accepted -1")
+        except psycopg.Error as e:
+            assert e.sqlstate == code, (sql, e.sqlstate, e)
+    # Parameter types as PostgreSQL infers them: from a cast, from LIMIT.
+    for sql, oids in [(b"SELECT 1 + $1::int", [23]), (b"SELECT $1::text || 'x'", [25]), (b"SELECT id FROM products LIMIT $1 OFFSET $2", [20, 20])]:
+        conn.pgconn.prepare(b"typed", sql)
+        d = conn.pgconn.describe_prepared(b"typed")
+        assert [d.param_type(i) for i in range(d.nparams)] == oids, (sql, [d.param_type(i) for i in range(d.nparams)])
+        conn.pgconn.exec_(b"DEALLOCATE typed")
+    assert conn.execute("SELECT 1 + %s::int", (5,)).fetchone() == (6,)
     # Bit strings: parameters as text, NULL, and results in both formats.
     conn.execute("CREATE TABLE codes (id BIGINT PRIMARY KEY, b BIT(9))")
     with conn.cursor() as cur:
