@@ -123,6 +123,12 @@ pub enum Output {
     Transaction(TransactionKind),
     /// The client is to send COPY data next.
     CopyIn(Box<quiver_exec::copy::CopyIn>),
+    /// Rows to send as COPY data (`COPY ... TO STDOUT`).
+    CopyOut {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+        options: quiver_sql::statement::CopyOptions,
+    },
 }
 
 impl std::fmt::Debug for Output {
@@ -132,6 +138,7 @@ impl std::fmt::Debug for Output {
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
             Output::Transaction(k) => write!(f, "Transaction({k:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
+            Output::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
         }
     }
 }

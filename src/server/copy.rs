@@ -16,8 +16,17 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use super::error::{error_info, to_pgwire};
 use quiver_common::sqlstate;
 use quiver_exec::copy::CopyIn;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow_pg::datatypes::encode_recordbatch;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::types::format::FormatOptions;
 use quiver_planner::QueryError;
 use quiver_planner::activity::{CopyProgress, Registered};
+use quiver_sql::statement::CopyOptions;
 
 /// The COPY in progress on a connection, and the first error it met.
 #[derive(Default)]
@@ -124,5 +133,171 @@ impl CopyHandler for QuiverCopy {
         info.code = sqlstate::QUERY_CANCELED.code().into();
         info.message = format!("COPY from stdin failed: {}", fail.message);
         PgWireError::UserError(Box::new(info))
+    }
+}
+
+/// `COPY ... TO STDOUT`: the rows of `stream` as COPY data in `options`'
+/// format (PostgreSQL's text or csv), one CopyData message per row. Values
+/// are written as a query's text results are (arrow-pg's encoders), then
+/// escaped or quoted as the format wants.
+pub fn copy_out(
+    schema: SchemaRef,
+    stream: SendableRecordBatchStream,
+    options: CopyOptions,
+    format: Arc<FormatOptions>,
+) -> Result<CopyResponse, QueryError> {
+    let fields = Arc::new(
+        super::bits::wire_fields(&schema, &Format::UnifiedText, Some(format))
+            .map_err(|e| QueryError::Unsupported(e.to_string()))?,
+    );
+    let columns = fields.len();
+    let mut header = options.header.then(|| {
+        let names: Vec<Option<&[u8]>> = fields.iter().map(|f| Some(f.name().as_bytes())).collect();
+        let mut line = Vec::new();
+        write_line(&mut line, &names, &options);
+        line
+    });
+    let rows = stream
+        .map(move |batch| {
+            let lines: Vec<PgWireResult<CopyData>> =
+                match batch.map_err(QueryError::DataFusion).and_then(|b| {
+                    super::bits::wire_batch(b, &fields)
+                        .map_err(|e| QueryError::DataFusion(e.into()))
+                }) {
+                    Ok(b) => encode_recordbatch(fields.clone(), b)
+                        .map(|row| {
+                            let row = row?;
+                            let mut line = header.take().unwrap_or_default();
+                            write_line(&mut line, &split_row(&row.data), &options);
+                            Ok(CopyData::new(line.into()))
+                        })
+                        .collect(),
+                    Err(e) => vec![Err(to_pgwire(e))],
+                };
+            futures::stream::iter(lines)
+        })
+        .flatten();
+    Ok(CopyResponse::new(0, columns, rows))
+}
+
+/// The values of a DataRow's body: each a length (-1 for NULL) and bytes.
+fn split_row(data: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= data.len() {
+        let len = i32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+        at += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let end = (at + len as usize).min(data.len());
+            out.push(Some(&data[at..end]));
+            at = end;
+        }
+    }
+    out
+}
+
+/// One line of COPY data: the values, NULL as `options.null`, escaped
+/// (text) or quoted (csv) as PostgreSQL writes them.
+fn write_line(line: &mut Vec<u8>, values: &[Option<&[u8]>], options: &CopyOptions) {
+    let mut delimiter = [0u8; 4];
+    let delimiter = options.delimiter.encode_utf8(&mut delimiter).as_bytes();
+    let quote = options.quote as u8;
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            line.extend_from_slice(delimiter);
+        }
+        let Some(value) = value else {
+            line.extend_from_slice(options.null.as_bytes());
+            continue;
+        };
+        if options.csv {
+            let needs_quotes = *value == options.null.as_bytes()
+                || value
+                    .iter()
+                    .any(|&b| b == quote || b == b'\n' || b == b'\r')
+                || value.windows(delimiter.len()).any(|w| w == delimiter)
+                || (values.len() == 1 && *value == b"\\.");
+            if needs_quotes {
+                line.push(quote);
+                for &b in value.iter() {
+                    if b == quote {
+                        line.push(quote);
+                    }
+                    line.push(b);
+                }
+                line.push(quote);
+            } else {
+                line.extend_from_slice(value);
+            }
+        } else {
+            for &b in value.iter() {
+                match b {
+                    b'\\' => line.extend_from_slice(b"\\\\"),
+                    b'\n' => line.extend_from_slice(b"\\n"),
+                    b'\r' => line.extend_from_slice(b"\\r"),
+                    b'\t' => line.extend_from_slice(b"\\t"),
+                    _ if delimiter.len() == 1 && b == delimiter[0] => {
+                        line.push(b'\\');
+                        line.push(b);
+                    }
+                    _ => line.push(b),
+                }
+            }
+        }
+    }
+    line.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(values: &[Option<&str>], options: &CopyOptions) -> String {
+        let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.map(str::as_bytes)).collect();
+        let mut out = Vec::new();
+        write_line(&mut out, &values, options);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_as_postgres_writes_them() {
+        let text = CopyOptions::text();
+        assert_eq!(
+            line(&[Some("a\tb"), None, Some("c\\d\ne")], &text),
+            "a\\tb\t\\N\tc\\\\d\\ne\n"
+        );
+        let csv = CopyOptions::csv();
+        assert_eq!(
+            line(
+                &[
+                    Some("a,b"),
+                    None,
+                    Some(""),
+                    Some("say \"hi\""),
+                    Some("[1,2]")
+                ],
+                &csv
+            ),
+            "\"a,b\",,\"\",\"say \"\"hi\"\"\",\"[1,2]\"\n"
+        );
+        assert_eq!(line(&[Some("plain"), Some("1")], &csv), "plain,1\n");
+        let mut pipe = CopyOptions::text();
+        pipe.delimiter = '|';
+        assert_eq!(line(&[Some("a|b\tc"), Some("d")], &pipe), "a\\|b\\tc|d\n");
+    }
+
+    #[test]
+    fn rows_split_into_values() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&2i32.to_be_bytes());
+        data.extend_from_slice(b"ab");
+        data.extend_from_slice(&(-1i32).to_be_bytes());
+        data.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            split_row(&data),
+            vec![Some(&b"ab"[..]), None, Some(&b""[..])]
+        );
     }
 }

@@ -151,6 +151,7 @@ fn only_reads(statement: &Statement) -> bool {
         Statement::Query(q) => matches!(**q, datafusion::sql::sqlparser::ast::Statement::Query(_)),
         Statement::Tuned { inner, .. } => only_reads(inner),
         Statement::Show { .. }
+        | Statement::CopyTo { .. }
         | Statement::ShowCollections
         | Statement::DescribeCollection { .. } => true,
         _ => false,
@@ -195,7 +196,7 @@ fn statement_kind(statement: &Statement) -> &'static str {
         },
         Statement::Tuned { inner, .. } => statement_kind(inner),
         Statement::Upsert { .. } => "insert",
-        Statement::CopyFrom(_) => "copy",
+        Statement::CopyFrom(_) | Statement::CopyTo { .. } => "copy",
         Statement::CreateCollection(_)
         | Statement::DropCollection { .. }
         | Statement::CreateDatabase { .. }
@@ -331,6 +332,16 @@ async fn output_response(
                 "COPY must be started by the connection handler".into(),
             ));
         }
+        Output::CopyOut {
+            schema,
+            stream,
+            options: copy,
+        } => Response::CopyOut(super::copy::copy_out(
+            schema,
+            interruptible(stream, interrupt),
+            copy,
+            options,
+        )?),
     })
 }
 

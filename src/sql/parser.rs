@@ -522,10 +522,20 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             legacy_options,
             ..
         } => Statement::CopyFrom(copy_from(table_name, columns, &options, &legacy_options)?),
-        S::Copy { .. } => {
-            return Err(ParseError::Unsupported(
-                "only COPY ... FROM STDIN is supported yet".into(),
-            ));
+        S::Copy {
+            source,
+            to: true,
+            target: ast::CopyTarget::Stdout,
+            options,
+            legacy_options,
+            ..
+        } => copy_to(source, &options, &legacy_options)?,
+        S::Copy { to, .. } => {
+            return Err(ParseError::Unsupported(format!(
+                "COPY {} a file or a program is not supported: use COPY ... {} (psql's \\copy)",
+                if to { "TO" } else { "FROM" },
+                if to { "TO STDOUT" } else { "FROM STDIN" },
+            )));
         }
         other => Statement::Query(Box::new(COMPAT.rewrite(other))),
     })
@@ -537,6 +547,59 @@ fn copy_from(
     options: &[ast::CopyOption],
     legacy: &[ast::CopyLegacyOption],
 ) -> Result<CopyFrom, ParseError> {
+    Ok(CopyFrom {
+        table,
+        columns,
+        options: copy_options(options, legacy)?,
+    })
+}
+
+/// `COPY c [(cols)] TO STDOUT` reads `SELECT cols FROM c`; `COPY (query)
+/// TO STDOUT` reads the query.
+fn copy_to(
+    source: ast::CopySource,
+    options: &[ast::CopyOption],
+    legacy: &[ast::CopyLegacyOption],
+) -> Result<Statement, ParseError> {
+    let query = match source {
+        ast::CopySource::Query(q) => q,
+        ast::CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let list = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let text = format!("SELECT {list} FROM {table_name}");
+            let tokens = Tokenizer::new(&PostgreSqlDialect {}, &text)
+                .tokenize_with_location()
+                .map_err(|e| ParseError::Syntax {
+                    message: e.message,
+                    position: None,
+                })?;
+            new_parser(tokens)
+                .parse_query()
+                .map_err(|e| syntax(&text, e))?
+        }
+    };
+    Ok(Statement::CopyTo {
+        query: Box::new(rewrite_user_query(ast::Statement::Query(query))),
+        options: copy_options(options, legacy)?,
+    })
+}
+
+/// The format options of a COPY; those quiver does not implement are
+/// refused, naming them.
+fn copy_options(
+    options: &[ast::CopyOption],
+    legacy: &[ast::CopyLegacyOption],
+) -> Result<CopyOptions, ParseError> {
     let csv = options
         .iter()
         .any(|o| matches!(o, ast::CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv")))
@@ -582,11 +645,7 @@ fn copy_from(
             }
         }
     }
-    Ok(CopyFrom {
-        table,
-        columns,
-        options: opts,
-    })
+    Ok(opts)
 }
 
 fn object_name(name: &ast::ObjectName) -> String {

@@ -59,6 +59,12 @@ pub enum Statement {
     },
     /// `COPY c [(cols)] FROM STDIN [(FORMAT text|csv, ...)]`.
     CopyFrom(CopyFrom),
+    /// `COPY c [(cols)] TO STDOUT`, `COPY (query) TO STDOUT`: the rows of
+    /// `query` (a `SELECT`), written in `options`' format.
+    CopyTo {
+        query: Box<ast::Statement>,
+        options: CopyOptions,
+    },
     /// `FLUSH c`, `COMPACT c`, `LOAD COLLECTION c`, `RELEASE COLLECTION c`.
     Maintain {
         verb: MaintainVerb,

@@ -72,6 +72,27 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         assert [d.param_type(i) for i in range(d.nparams)] == oids, (sql, [d.param_type(i) for i in range(d.nparams)])
         conn.pgconn.exec_(b"DEALLOCATE typed")
     assert conn.execute("SELECT 1 + %s::int", (5,)).fetchone() == (6,)
+    # COPY out: a table, some columns with CSV options, a query; the
+    # lines as PostgreSQL 15 writes them for the same rows.
+    conn.execute("CREATE TABLE cpo (id BIGINT PRIMARY KEY, name TEXT, v VECTOR(2), ok BOOLEAN, x DOUBLE PRECISION)")
+    conn.execute("INSERT INTO cpo VALUES (1, 'a\tb', '[1,2]', true, 1.5), (2, NULL, '[3,4.5]', false, NULL), (3, 'say \"hi\", \\ok', '[0,0]', NULL, -0.25)")
+    def copied(sql):
+        with conn.cursor() as cur:
+            with cur.copy(sql) as copy:
+                data = b"".join(bytes(chunk) for chunk in copy)
+            return data.decode(), cur.rowcount
+    got = copied("COPY cpo TO STDOUT")
+    assert got == ("1\ta\\tb\t[1,2]\tt\t1.5\n2\t\\N\t[3,4.5]\tf\t\\N\n3\tsay \"hi\", \\\\ok\t[0,0]\t\\N\t-0.25\n", 3), got
+    got = copied("COPY cpo (id, name) TO STDOUT WITH (FORMAT csv, HEADER)")
+    assert got[0] == 'id,name\n1,a\tb\n2,\n3,"say ""hi"", \\ok"\n', got
+    got = copied("COPY (SELECT id, x * 2 AS dbl FROM cpo WHERE id > 1 ORDER BY id) TO STDOUT WITH (FORMAT csv, DELIMITER ';', NULL 'NULL')")
+    assert got == ("2;NULL\n3;-0.5\n", 2), got
+    assert copied("COPY (SELECT id FROM cpo WHERE id > 100) TO STDOUT") == ("", 0)
+    try:
+        conn.execute("COPY cpo TO '/tmp/quiver-copy-out'")
+        raise SystemExit("COPY TO a file accepted")
+    except psycopg.errors.FeatureNotSupported:
+        pass
     # Bit strings: parameters as text, NULL, and results in both formats.
     conn.execute("CREATE TABLE codes (id BIGINT PRIMARY KEY, b BIT(9))")
     with conn.cursor() as cur:

@@ -143,6 +143,18 @@ impl Engine {
                 )?)
             }
             Statement::Transaction(kind) => Ok(Output::Transaction(kind)),
+            Statement::CopyTo { query, options } => {
+                match Box::pin(self.execute(session, Statement::Query(query))).await? {
+                    Output::Rows { schema, stream } => Ok(Output::CopyOut {
+                        schema,
+                        stream,
+                        options,
+                    }),
+                    _ => Err(QueryError::Unsupported(
+                        "COPY (query) TO STDOUT needs a query that returns rows".into(),
+                    )),
+                }
+            }
             Statement::CopyFrom(copy) => {
                 let (db, coll) = ddl::resolve_name(&copy.table, &session.database())?;
                 let def = self.catalog.get_collection(&db, &coll)?;
