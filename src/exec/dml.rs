@@ -17,7 +17,36 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
-type Action = Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync>;
+/// The action of a DML statement; given where to put the rows it changes
+/// when the statement has a RETURNING clause.
+pub type Action = Arc<
+    dyn Fn(Option<Arc<Returned>>) -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync,
+>;
+
+/// The rows a DML statement wrote or deleted, for its RETURNING clause: a
+/// session config extension set for the statement, filled by the
+/// collection's sink or DML action.
+#[derive(Debug, Default)]
+pub struct Returned {
+    batches: parking_lot::Mutex<Vec<RecordBatch>>,
+}
+
+impl Returned {
+    pub fn push(&self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.batches.lock().push(batch);
+        }
+    }
+
+    pub fn take(&self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.batches.lock())
+    }
+
+    /// The extension of `context`, if its statement returns rows.
+    pub fn of(context: &TaskContext) -> Option<Arc<Returned>> {
+        context.session_config().get_extension::<Returned>()
+    }
+}
 
 pub struct DmlExec {
     name: String,
@@ -93,13 +122,14 @@ impl ExecutionPlan for DmlExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let action = self.action.clone();
+        let returned = Returned::of(&context);
         let schema = self.schema.clone();
         let out_schema = schema.clone();
         let stream = futures::stream::once(async move {
-            let n = action().await?;
+            let n = action(returned).await?;
             Ok(RecordBatch::try_new(
                 schema,
                 vec![Arc::new(UInt64Array::from(vec![n]))],

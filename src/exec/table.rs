@@ -239,16 +239,13 @@ impl TableProvider for CollectionTable {
         let name = format!("delete from {}", self.def.name);
         Ok(Arc::new(DmlExec::new(
             name,
-            Arc::new(move || {
+            Arc::new(move |returned| {
                 let data = data.clone();
                 let predicates = predicates.clone();
                 Box::pin(async move {
                     let filter =
                         Box::new(move |batch: &RecordBatch| filter_mask(&predicates, batch));
-                    let n = data
-                        .mutate(Mutation::Delete { filter })
-                        .await
-                        .map_err(storage_err)?;
+                    let n = apply(&data, Mutation::Delete { filter }, returned).await?;
                     Ok(n as u64)
                 })
             }),
@@ -286,7 +283,7 @@ impl TableProvider for CollectionTable {
         let exprs = Arc::new(exprs);
         Ok(Arc::new(DmlExec::new(
             format!("update {}", self.def.name),
-            Arc::new(move || {
+            Arc::new(move |returned| {
                 let data = data.clone();
                 let predicates = predicates.clone();
                 let exprs = exprs.clone();
@@ -306,13 +303,11 @@ impl TableProvider for CollectionTable {
                     };
                     let filter =
                         Box::new(move |batch: &RecordBatch| filter_mask(&predicates, batch));
-                    let n = data
-                        .mutate(Mutation::Update {
-                            filter,
-                            change: Box::new(change),
-                        })
-                        .await
-                        .map_err(storage_err)?;
+                    let update = Mutation::Update {
+                        filter,
+                        change: Box::new(change),
+                    };
+                    let n = apply(&data, update, returned).await?;
                     Ok(n as u64)
                 })
             }),
@@ -323,7 +318,7 @@ impl TableProvider for CollectionTable {
         let data = self.data.clone();
         Ok(Arc::new(DmlExec::new(
             format!("truncate {}", self.def.name),
-            Arc::new(move || {
+            Arc::new(move |_| {
                 let data = data.clone();
                 Box::pin(async move {
                     Ok(data.mutate(Mutation::Truncate).await.map_err(storage_err)? as u64)
@@ -382,6 +377,23 @@ fn segment_file(
     Ok(file)
 }
 
+/// Apply `mutation`; with `returned`, keep the rows it wrote or deleted
+/// there (a RETURNING clause).
+async fn apply(
+    data: &CollectionData,
+    mutation: Mutation,
+    returned: Option<Arc<crate::dml::Returned>>,
+) -> Result<usize> {
+    match returned {
+        None => data.mutate(mutation).await.map_err(storage_err),
+        Some(r) => {
+            let (n, rows) = data.mutate_returning(mutation).await.map_err(storage_err)?;
+            r.push(rows);
+            Ok(n)
+        }
+    }
+}
+
 /// Receives the rows of an INSERT and appends them in one storage call, so a
 /// statement is applied entirely or not at all.
 struct CollectionSink {
@@ -437,11 +449,12 @@ impl DataSink for CollectionSink {
         }
         let batch = concat_batches(&storage_schema, &batches)?;
         check()?;
-        let rows = self
-            .data
-            .mutate(Mutation::insert(batch))
-            .await
-            .map_err(storage_err)?;
+        let rows = apply(
+            &self.data,
+            Mutation::insert(batch),
+            crate::dml::Returned::of(context),
+        )
+        .await?;
         Ok(rows as u64)
     }
 }

@@ -79,6 +79,9 @@ pub struct Prepared {
     names: Option<Vec<super::colnames::ColumnName>>,
     /// The SQL it was prepared from (for pg_stat_activity).
     pub text: String,
+    /// The RETURNING clause of an INSERT, UPDATE or DELETE (`plan` is the
+    /// statement without it).
+    returning: Option<super::returning::Returning>,
 }
 
 /// LIMIT and OFFSET given as parameters (`LIMIT $1`): planned as a cast of
@@ -234,6 +237,9 @@ impl Prepared {
 
     /// The schema of the rows this statement returns, if it returns rows.
     pub fn result_schema(&self) -> Option<SchemaRef> {
+        if let Some(r) = &self.returning {
+            return Some(r.schema.clone());
+        }
         match (&self.plan, &self.statement) {
             (Some(LogicalPlan::Dml(_)), _) => None,
             (Some(plan), _) => {
@@ -450,9 +456,11 @@ impl Engine {
             Statement::Query(stmt) => super::colnames::of_statement(stmt),
             _ => None,
         };
+        let mut returning = None;
         let plan = match planned {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
+                returning = self.plan_returning(session, &mut stmt)?;
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 Some(
                     session
@@ -481,7 +489,69 @@ impl Engine {
             parameters: Default::default(),
             names,
             text: String::new(),
+            returning,
         })
+    }
+
+    /// The plan of an INSERT, UPDATE or DELETE whose RETURNING clause was
+    /// taken off.
+    pub(crate) async fn plan_dml(
+        &self,
+        session: &Session,
+        mut stmt: ast::Statement,
+    ) -> Result<LogicalPlan, QueryError> {
+        rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+        Ok(session
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?)
+    }
+
+    /// Run `plan` (an INSERT, UPDATE or DELETE, its parameters bound), then
+    /// evaluate `returning` over the rows it wrote or deleted.
+    pub(crate) async fn run_returning(
+        &self,
+        session: &Session,
+        plan: LogicalPlan,
+        returning: &super::returning::Returning,
+    ) -> Result<Output, QueryError> {
+        let returned = Arc::new(quiver_exec::dml::Returned::default());
+        let rows = match self
+            .run_plan_with(session, plan, Some(returned.clone()))
+            .await?
+        {
+            Output::Command { rows, .. } => rows.unwrap_or(0),
+            _ => 0,
+        };
+        let batches = returning.evaluate(session.state(), &returned)?;
+        Ok(Output::Returning {
+            schema: returning.schema.clone(),
+            batches,
+            tag: returning.tag,
+            rows,
+        })
+    }
+
+    /// The RETURNING clause of `stmt`, taken off it and planned against
+    /// the collection it writes; SELECT on the collection is required, as
+    /// PostgreSQL requires it for the columns RETURNING reads.
+    pub(crate) fn plan_returning(
+        &self,
+        session: &Session,
+        stmt: &mut ast::Statement,
+    ) -> Result<Option<super::returning::Returning>, QueryError> {
+        let Some(clause) = super::returning::take(stmt) else {
+            return Ok(None);
+        };
+        let (db, coll) = ddl::resolve_name(&clause.table, &session.database())?;
+        let def = self.catalog.get_collection(&db, &coll)?;
+        access::authorize(
+            &self.catalog,
+            session,
+            &[Need::on(Privilege::Select, &def)].into(),
+        )?;
+        let columns = self.storage.open_collection(&def)?.schema();
+        Ok(Some(clause.plan(session.state(), columns)?))
     }
 
     /// Run a prepared statement with its parameter values.
@@ -555,13 +625,27 @@ impl Engine {
         match &prepared.plan {
             Some(plan) => {
                 let plan = fold_limit_casts(plan.clone().with_param_values(params)?)?;
-                self.run_plan(session, plan).await
+                match &prepared.returning {
+                    Some(returning) => self.run_returning(session, plan, returning).await,
+                    None => self.run_plan(session, plan).await,
+                }
             }
             None => self.execute(session, prepared.statement.clone()).await,
         }
     }
 
     async fn run_plan(&self, session: &Session, plan: LogicalPlan) -> Result<Output, QueryError> {
+        self.run_plan_with(session, plan, None).await
+    }
+
+    /// [`Self::run_plan`]; a DML plan given `returned` keeps there the rows
+    /// it writes or deletes (RETURNING).
+    async fn run_plan_with(
+        &self,
+        session: &Session,
+        plan: LogicalPlan,
+        returned: Option<Arc<quiver_exec::dml::Returned>>,
+    ) -> Result<Output, QueryError> {
         match &plan {
             LogicalPlan::Ddl(ddl) => {
                 return Err(QueryError::Unsupported(format!(
@@ -593,7 +677,19 @@ impl Engine {
             .query_planner()
             .create_physical_plan(&plan, state)
             .await?;
-        let task = session.task_ctx();
+        let mut task = session.task_ctx();
+        if let Some(returned) = returned {
+            task = Arc::new(datafusion::execution::TaskContext::new(
+                task.task_id(),
+                task.session_id(),
+                task.session_config().clone().with_extension(returned),
+                task.scalar_functions().clone(),
+                task.higher_order_functions().clone(),
+                task.aggregate_functions().clone(),
+                task.window_functions().clone(),
+                task.runtime_env(),
+            ));
+        }
         if let LogicalPlan::Dml(DmlStatement { op, .. }) = &plan {
             let batches = collect(physical, task).await?;
             let n: u64 = batches

@@ -18,6 +18,7 @@ pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;
 pub mod pg_users;
+pub mod returning;
 pub mod search_cache;
 pub mod session;
 pub mod vector_sql;
@@ -123,6 +124,14 @@ pub enum Output {
     Transaction(TransactionKind),
     /// The client is to send COPY data next.
     CopyIn(Box<quiver_exec::copy::CopyIn>),
+    /// The rows of a RETURNING clause, with the statement's own command
+    /// tag (`INSERT 0`, `UPDATE`, `DELETE`) and row count.
+    Returning {
+        schema: SchemaRef,
+        batches: Vec<arrow::array::RecordBatch>,
+        tag: &'static str,
+        rows: usize,
+    },
     /// Rows to send as COPY data (`COPY ... TO STDOUT`).
     CopyOut {
         schema: SchemaRef,
@@ -139,6 +148,7 @@ impl std::fmt::Debug for Output {
             Output::Transaction(k) => write!(f, "Transaction({k:?})"),
             Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
             Output::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
+            Output::Returning { tag, rows, .. } => write!(f, "Returning({tag} {rows})"),
         }
     }
 }

@@ -332,6 +332,22 @@ async fn output_response(
                 "COPY must be started by the connection handler".into(),
             ));
         }
+        Output::Returning {
+            schema,
+            batches,
+            tag,
+            rows: _,
+        } => {
+            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    stream::iter(batches.into_iter().map(Ok)),
+                ),
+            );
+            let mut response = rows_response(schema, stream, format, options, interrupt).await?;
+            response.set_command_tag(tag);
+            Response::Query(response)
+        }
         Output::CopyOut {
             schema,
             stream,

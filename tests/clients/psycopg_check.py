@@ -72,6 +72,25 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         assert [d.param_type(i) for i in range(d.nparams)] == oids, (sql, [d.param_type(i) for i in range(d.nparams)])
         conn.pgconn.exec_(b"DEALLOCATE typed")
     assert conn.execute("SELECT 1 + %s::int", (5,)).fetchone() == (6,)
+    # RETURNING: server-assigned keys with executemany(returning=True), as
+    # SQLAlchemy and psycopg get them; UPDATE and DELETE returning rows.
+    conn.execute("CREATE TABLE ret (id BIGSERIAL PRIMARY KEY, name TEXT, embedding VECTOR(2))")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO ret (name, embedding) VALUES (%s, %s) RETURNING id, name",
+            [("a", "[1,2]"), ("b", "[3,4]"), ("c", "[5,6]")],
+            returning=True,
+        )
+        got = []
+        while True:
+            got.extend(cur.fetchall())
+            if not cur.nextset():
+                break
+        assert got == [(1, "a"), (2, "b"), (3, "c")], got
+        cur.execute("UPDATE ret SET name = name || %s WHERE id = %s RETURNING id, name, embedding", ("!", 2))
+        assert cur.fetchall() == [(2, "b!", "[3,4]")] and cur.rowcount == 1
+        cur.execute("DELETE FROM ret WHERE id > %s RETURNING id", (1,), prepare=True)
+        assert sorted(cur.fetchall()) == [(2,), (3,)] and cur.rowcount == 2, cur.statusmessage
     # COPY out: a table, some columns with CSV options, a query; the
     # lines as PostgreSQL 15 writes them for the same rows.
     conn.execute("CREATE TABLE cpo (id BIGINT PRIMARY KEY, name TEXT, v VECTOR(2), ok BOOLEAN, x DOUBLE PRECISION)")

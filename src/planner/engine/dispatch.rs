@@ -14,6 +14,10 @@ impl Engine {
         debug!(?statement, "execute");
         match statement {
             Statement::Query(mut stmt) => {
+                if let Some(returning) = self.plan_returning(session, &mut stmt)? {
+                    let plan = self.plan_dml(session, *stmt).await?;
+                    return self.run_returning(session, plan, &returning).await;
+                }
                 if let Some(out) = self.insert_literals(session, &stmt).await? {
                     return Ok(out);
                 }

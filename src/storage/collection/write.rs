@@ -49,11 +49,34 @@ impl CollectionData {
     /// Apply one statement's change: the single entry point of every write.
     /// Returns the rows inserted, replaced, updated or deleted.
     pub async fn mutate(&self, mutation: Mutation) -> Result<usize> {
+        Ok(self.apply_mutation(mutation, false).await?.0)
+    }
+
+    /// [`Self::mutate`], also returning the rows written (inserted, or the
+    /// new versions of updated rows) or deleted, in [`Self::schema`]: what
+    /// a `RETURNING` clause reads.
+    pub async fn mutate_returning(&self, mutation: Mutation) -> Result<(usize, RecordBatch)> {
+        let (n, rows) = self.apply_mutation(mutation, true).await?;
+        Ok((
+            n,
+            rows.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
+        ))
+    }
+
+    async fn apply_mutation(
+        &self,
+        mutation: Mutation,
+        returning: bool,
+    ) -> Result<(usize, Option<RecordBatch>)> {
         match mutation {
-            Mutation::Insert { rows, on_conflict } => self.insert_rows(rows, on_conflict).await,
-            Mutation::Delete { filter } => self.delete_rows(filter).await,
-            Mutation::Update { filter, change } => self.update_rows(filter, change).await,
-            Mutation::Truncate => self.truncate_rows().await,
+            Mutation::Insert { rows, on_conflict } => {
+                self.insert_rows(rows, on_conflict, returning).await
+            }
+            Mutation::Delete { filter } => self.delete_rows(filter, returning).await,
+            Mutation::Update { filter, change } => {
+                self.update_rows(filter, change, returning).await
+            }
+            Mutation::Truncate => Ok((self.truncate_rows().await?, None)),
         }
     }
 
@@ -302,9 +325,10 @@ impl CollectionData {
         &self,
         batch: RecordBatch,
         conflict: Conflict,
-    ) -> Result<usize> {
+        returning: bool,
+    ) -> Result<(usize, Option<RecordBatch>)> {
         if batch.num_rows() == 0 {
-            return Ok(0);
+            return Ok((0, None));
         }
         self.shared.wait_for_space().await?;
         let (lsn, snap, rows) = {
@@ -360,8 +384,9 @@ impl CollectionData {
             };
             let n = batch.num_rows();
             if n == 0 {
-                return Ok(0);
+                return Ok((0, None));
             }
+            let written = returning.then(|| batch.clone());
             let start = state.next_rowid;
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(UInt64Array::from_iter_values(
@@ -384,10 +409,10 @@ impl CollectionData {
                     }
                 }
             }
-            (lsn, snap, n)
+            (lsn, snap, (n, written))
         };
         self.durable(lsn, snap).await?;
-        crate::stats::Stats::add(&crate::stats::STATS.rows_written, rows as u64);
+        crate::stats::Stats::add(&crate::stats::STATS.rows_written, rows.0 as u64);
         Ok(rows)
     }
 
@@ -451,25 +476,57 @@ impl CollectionData {
     }
 
     /// Delete the live rows for which `predicate` is true; returns how many.
-    pub(super) async fn delete_rows(&self, predicate: RowFilter) -> Result<usize> {
+    pub(super) async fn delete_rows(
+        &self,
+        predicate: RowFilter,
+        returning: bool,
+    ) -> Result<(usize, Option<RecordBatch>)> {
         let (ids, rows) = self.matching(predicate).await?;
         if ids.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
-        let (lsn, snap, n) = {
+        let (lsn, snap, n, gone) = {
             let mut state = self.write.lock();
             self.check_writable()?;
             let live = Self::still_live(&state, &ids);
             if live.is_empty() {
-                return Ok(0);
+                return Ok((0, None));
             }
             let gone: HashSet<u64> = live.iter().copied().collect();
             let (lsn, snap, n) = self.log(&mut state, false, live, None)?;
             self.forget_keys(&mut state, &rows, &gone);
-            (lsn, snap, n)
+            (lsn, snap, n, gone)
         };
         self.durable(lsn, snap).await?;
-        Ok(n)
+        let deleted = if returning {
+            Some(self.rows_with_ids(&rows, &gone)?)
+        } else {
+            None
+        };
+        Ok((n, deleted))
+    }
+
+    /// The rows of `rows` (as [`Self::matching`] gives them) whose row id
+    /// is in `ids`, in [`Self::schema`].
+    fn rows_with_ids(&self, rows: &[RecordBatch], ids: &HashSet<u64>) -> Result<RecordBatch> {
+        let n_fields = self.schema.fields().len();
+        let mut out = Vec::with_capacity(rows.len());
+        for b in rows {
+            let Some(rowids) = b
+                .column_by_name(ROWID)
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt64Type>())
+            else {
+                continue;
+            };
+            let keep: BooleanArray = rowids
+                .iter()
+                .map(|id| Some(id.is_some_and(|id| ids.contains(&id))))
+                .collect();
+            let user = b.project(&(0..n_fields).collect::<Vec<_>>())?;
+            let user = RecordBatch::try_new(self.schema.clone(), user.columns().to_vec())?;
+            out.push(arrow::compute::filter_record_batch(&user, &keep)?);
+        }
+        Ok(concat_batches(&self.schema, &out)?)
     }
 
     /// UPDATE: rows matching `predicate` are replaced by `change(rows)` (in
@@ -478,10 +535,11 @@ impl CollectionData {
         &self,
         predicate: RowFilter,
         change: RowChange,
-    ) -> Result<usize> {
+        returning: bool,
+    ) -> Result<(usize, Option<RecordBatch>)> {
         let (ids, rows) = self.matching(predicate).await?;
         if ids.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         let n_fields = self.schema.fields().len();
         let mut new_rows = Vec::with_capacity(rows.len());
@@ -502,8 +560,9 @@ impl CollectionData {
             let new_batch = arrow::compute::filter_record_batch(&new_batch, &keep)?;
             let n = new_batch.num_rows();
             if n == 0 {
-                return Ok(0);
+                return Ok((0, None));
             }
+            let written = returning.then(|| new_batch.clone());
             self.validate(&new_batch)?;
             let mut new_keys = Vec::new();
             if let Some(pk) = self.primary_key {
@@ -557,7 +616,7 @@ impl CollectionData {
             for (j, key) in new_keys.into_iter().enumerate() {
                 state.pks.insert(key, start + j as u64);
             }
-            (lsn, snap, n)
+            (lsn, snap, (n, written))
         };
         self.durable(lsn, snap).await?;
         Ok(n)
