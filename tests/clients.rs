@@ -220,6 +220,52 @@ async fn tokio_postgres_prepared_statements() {
     assert_eq!(names, ["length", "?column?", "a", "b", "?column?"]);
 }
 
+/// Concurrent increments of the same rows, by UPDATE and by ON CONFLICT DO
+/// UPDATE, lose none: the read and the write of each are one step for the
+/// collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_lose_nothing() {
+    let server = common::Server::start();
+    let setup = server.connect("default").await;
+    setup
+        .batch_execute(
+            "CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT); \
+             INSERT INTO counters VALUES (1, 0), (2, 0)",
+        )
+        .await
+        .unwrap();
+    let (clients, rounds) = (8, 25);
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let conn = server.conn_string("default");
+        tasks.push(tokio::spawn(async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            for _ in 0..rounds {
+                let sql = if t % 2 == 0 {
+                    "UPDATE counters SET n = n + 1 WHERE id IN (1, 2)"
+                } else {
+                    "INSERT INTO counters VALUES (1, 1), (2, 1) ON CONFLICT (id) DO UPDATE SET n = counters.n + 1"
+                };
+                client.simple_query(sql).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for id in [1i64, 2] {
+        let n: i64 = setup
+            .query_one("SELECT n FROM counters WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, (clients * rounds) as i64, "counter {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_connections() {
     let server = common::Server::start();

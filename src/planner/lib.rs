@@ -60,6 +60,19 @@ pub enum QueryError {
         "there is no unique or exclusion constraint matching the ON CONFLICT specification: collection \"{0}\" has no primary key"
     )]
     NoConflictTarget(String),
+    #[error(
+        "there is no unique or exclusion constraint matching the ON CONFLICT specification: the only unique key of \"{collection}\" is its primary key ({key})"
+    )]
+    ConflictTargetMismatch { collection: String, key: String },
+    #[error("constraint \"{constraint}\" for table \"{collection}\" does not exist")]
+    UnknownConstraint {
+        constraint: String,
+        collection: String,
+    },
+    #[error(
+        "ON CONFLICT DO UPDATE command cannot affect row a second time: key {0} is proposed twice; ensure that no rows proposed for insertion within the same command have duplicate constrained values"
+    )]
+    ConflictTwice(String),
     #[error("column \"{column}\" of collection \"{collection}\" does not exist")]
     UnknownColumn { column: String, collection: String },
     #[error("unrecognized configuration parameter \"{0}\"")]
@@ -88,7 +101,11 @@ impl SqlStateError for QueryError {
             QueryError::InvalidParameter(_) => sqlstate::INVALID_PARAMETER_VALUE,
             QueryError::UnknownDatabase(_) => sqlstate::INVALID_CATALOG_NAME,
             QueryError::UnknownColumn { .. } => sqlstate::UNDEFINED_COLUMN,
-            QueryError::NoConflictTarget(_) => sqlstate::INVALID_COLUMN_REFERENCE,
+            QueryError::NoConflictTarget(_) | QueryError::ConflictTargetMismatch { .. } => {
+                sqlstate::INVALID_COLUMN_REFERENCE
+            }
+            QueryError::UnknownConstraint { .. } => sqlstate::UNDEFINED_OBJECT,
+            QueryError::ConflictTwice(_) => sqlstate::CARDINALITY_VIOLATION,
             QueryError::UnknownSetting(_) => sqlstate::UNDEFINED_OBJECT,
             QueryError::ReadOnlySetting(_) => sqlstate::CANT_CHANGE_RUNTIME_PARAM,
             QueryError::Canceled(c) => c.sqlstate(),

@@ -319,6 +319,7 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                     Ok(Statement::Upsert {
                         insert: Box::new(ast::Statement::Insert(ins)),
                         action: ConflictAction::Replace,
+                        target: None,
                     })
                 }
                 _ => Err(ParseError::Unsupported(
@@ -459,13 +460,25 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             ));
         }
         S::Insert(mut ins) if ins.on.is_some() => {
-            let action = match ins.on.take() {
+            let (action, target) = match ins.on.take() {
                 Some(ast::OnInsert::OnConflict(c)) => match c.action {
-                    ast::OnConflictAction::DoNothing => ConflictAction::Nothing,
-                    ast::OnConflictAction::DoUpdate(u) => ConflictAction::Update {
-                        assignments: u.assignments,
-                        selection: u.selection.map(Box::new),
-                    },
+                    ast::OnConflictAction::DoNothing => {
+                        (ConflictAction::Nothing, c.conflict_target)
+                    }
+                    ast::OnConflictAction::DoUpdate(_) if c.conflict_target.is_none() => {
+                        // PostgreSQL's words and code.
+                        return Err(ParseError::Syntax {
+                            message: "ON CONFLICT DO UPDATE requires inference specification or constraint name".into(),
+                            position: None,
+                        });
+                    }
+                    ast::OnConflictAction::DoUpdate(u) => (
+                        ConflictAction::Update {
+                            assignments: u.assignments,
+                            selection: u.selection.map(Box::new),
+                        },
+                        c.conflict_target,
+                    ),
                 },
                 _ => {
                     return Err(ParseError::Unsupported(
@@ -477,6 +490,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             Statement::Upsert {
                 insert: Box::new(S::Insert(ins)),
                 action,
+                target,
             }
         }
         S::CreateTable(ct) => Statement::CreateCollection(Box::new(ct)),

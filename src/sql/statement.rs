@@ -79,6 +79,8 @@ pub enum Statement {
     Upsert {
         insert: Box<ast::Statement>,
         action: ConflictAction,
+        /// The `ON CONFLICT (...)` target, checked against the primary key.
+        target: Option<ast::ConflictTarget>,
     },
     /// Users, roles, grants.
     Access(AccessStatement),

@@ -106,6 +106,11 @@ pub struct CollectionData {
     published: RwLock<Arc<Snapshot>>,
     write: Mutex<WriteState>,
     maintenance: tokio::sync::Mutex<()>,
+    /// Held by statements that read rows and write what they read
+    /// (UPDATE, DELETE, ON CONFLICT DO UPDATE) from the read to the write,
+    /// so that two of them never both act on the same old row (a lost
+    /// update). Plain INSERTs do not take it.
+    rmw: tokio::sync::Mutex<()>,
     last_write_ms: AtomicU64,
     dropped: AtomicBool,
     /// RELEASE COLLECTION: rows and indexes out of memory, reads refused

@@ -216,7 +216,11 @@ impl Engine {
                 let data = self.storage.open_collection(&def)?;
                 rows(segments_batch(&data.segment_rows())?)
             }
-            Statement::Upsert { insert, action } => self.upsert(session, insert, action).await,
+            Statement::Upsert {
+                insert,
+                action,
+                target,
+            } => self.upsert(session, insert, action, target).await,
             Statement::Tuned { ef, nprobe, inner } => {
                 let _tuned = session.tune(ef, nprobe);
                 Box::pin(self.execute(session, *inner)).await

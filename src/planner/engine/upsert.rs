@@ -28,6 +28,14 @@ pub(super) async fn upsert_rows(
         by_key.insert(key_of(existing.column(pk), i), i as u32);
     }
     let (mut fresh, mut hit_new, mut hit_old) = (Vec::new(), Vec::new(), Vec::new());
+    // A key proposed twice would be affected twice (PostgreSQL: 21000).
+    let mut proposed_keys = std::collections::HashSet::with_capacity(proposed.num_rows());
+    for i in 0..proposed.num_rows() {
+        let key = key_of(proposed.column(pk), i);
+        if !proposed_keys.insert(key.clone()) {
+            return Err(QueryError::ConflictTwice(key));
+        }
+    }
     for i in 0..proposed.num_rows() {
         match by_key.get(&key_of(proposed.column(pk), i)) {
             Some(&j) => {
@@ -86,7 +94,17 @@ pub(super) async fn upsert_rows(
         rewrite_bit_literals(&mut expr);
         wrap_value(&def.fields[c].field_type, &mut expr)?;
         let value = eval(expr)?;
-        out[c] = arrow::compute::cast(&value, schema.field(c).data_type())?;
+        let value = arrow::compute::cast(&value, schema.field(c).data_type())?;
+        if c == pk {
+            let moved = (0..value.len()).any(|i| key_of(&value, i) != key_of(old.column(pk), i));
+            if moved {
+                return Err(QueryError::Unsupported(
+                    "ON CONFLICT DO UPDATE that changes the primary key is not supported yet"
+                        .into(),
+                ));
+            }
+        }
+        out[c] = value;
     }
     let mut updated = RecordBatch::try_new(schema.clone(), out)?;
     if let Some(mut cond) = selection {
@@ -103,6 +121,55 @@ pub(super) async fn upsert_rows(
     Ok(arrow::compute::concat_batches(&schema, [&fresh, &updated])?)
 }
 
+/// The conflict target must name the primary key (quiver's only unique
+/// key), as PostgreSQL requires a unique index matching it: 42P10
+/// otherwise; `ON CONSTRAINT <collection>_pkey` names it too.
+fn check_target(
+    def: &quiver_catalog::CollectionDef,
+    pk: usize,
+    target: Option<&ast::ConflictTarget>,
+) -> Result<(), QueryError> {
+    let key = &def.fields[pk].name;
+    match target {
+        None => Ok(()),
+        Some(ast::ConflictTarget::Columns(cols)) => {
+            for c in cols {
+                let name = ddl::ident_name(c);
+                if def.field_index(&name).is_none() {
+                    return Err(QueryError::UnknownColumn {
+                        column: name,
+                        collection: def.name.clone(),
+                    });
+                }
+            }
+            if cols.len() == 1 && ddl::ident_name(&cols[0]) == *key {
+                Ok(())
+            } else {
+                Err(QueryError::ConflictTargetMismatch {
+                    collection: def.name.clone(),
+                    key: key.clone(),
+                })
+            }
+        }
+        Some(ast::ConflictTarget::OnConstraint(name)) => {
+            let constraint = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(ddl::ident_name)
+                .unwrap_or_default();
+            if constraint == format!("{}_pkey", def.name) {
+                Ok(())
+            } else {
+                Err(QueryError::UnknownConstraint {
+                    constraint,
+                    collection: def.name.clone(),
+                })
+            }
+        }
+    }
+}
+
 impl Engine {
     /// `UPSERT INTO` and `INSERT ... ON CONFLICT`.
     pub(super) async fn upsert(
@@ -110,6 +177,7 @@ impl Engine {
         session: &Session,
         mut insert: Box<ast::Statement>,
         action: ConflictAction,
+        target: Option<ast::ConflictTarget>,
     ) -> Result<Output, QueryError> {
         rewrite_insert_vectors(&mut insert, &self.catalog, &session.database())?;
         let state = session.state();
@@ -136,7 +204,11 @@ impl Engine {
         let Some(pk) = def.primary_key else {
             return Err(QueryError::NoConflictTarget(def.name.clone()));
         };
+        check_target(&def, pk, target.as_ref())?;
         let data = self.storage.open_collection(&def)?;
+        // Reads and writes of the rows to update are one step: concurrent
+        // upserts, UPDATEs and DELETEs of the collection wait.
+        let _serial = data.read_modify_write().await;
         let physical = state.create_physical_plan(&input).await?;
         let batches = collect(physical, session.task_ctx()).await?;
         let schema = data.schema();

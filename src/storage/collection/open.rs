@@ -117,6 +117,7 @@ impl CollectionData {
                 retired: Vec::new(),
             }),
             maintenance: tokio::sync::Mutex::new(()),
+            rmw: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),
             dropped: AtomicBool::new(false),
             released: AtomicBool::new(false),

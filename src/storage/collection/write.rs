@@ -52,6 +52,13 @@ impl CollectionData {
         Ok(self.apply_mutation(mutation, false).await?.0)
     }
 
+    /// Serialise a statement that reads rows and writes from them with the
+    /// others of this collection (see `rmw`); UPDATE and DELETE take it
+    /// themselves.
+    pub async fn read_modify_write(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rmw.lock().await
+    }
+
     /// [`Self::mutate`], also returning the rows written (inserted, or the
     /// new versions of updated rows) or deleted, in [`Self::schema`]: what
     /// a `RETURNING` clause reads.
@@ -72,8 +79,12 @@ impl CollectionData {
             Mutation::Insert { rows, on_conflict } => {
                 self.insert_rows(rows, on_conflict, returning).await
             }
-            Mutation::Delete { filter } => self.delete_rows(filter, returning).await,
+            Mutation::Delete { filter } => {
+                let _serial = self.rmw.lock().await;
+                self.delete_rows(filter, returning).await
+            }
             Mutation::Update { filter, change } => {
+                let _serial = self.rmw.lock().await;
                 self.update_rows(filter, change, returning).await
             }
             Mutation::Truncate => Ok((self.truncate_rows().await?, None)),
