@@ -167,10 +167,16 @@ fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// The checkout whose `fuzz/` is read and written: this one, or
+/// `QUIVER_FUZZ_ROOT` (a copy of it on another machine).
+fn root() -> PathBuf {
+    std::env::var_os("QUIVER_FUZZ_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = root().join("fuzz/corpus").join(target);
     let mut seeds: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(&dir)
         .map(|d| {
             d.flatten()
@@ -244,7 +250,7 @@ fn fuzz(target: &str, run: impl Fn(&[u8]) + Sync) {
         crashes.len()
     );
     if !crashes.is_empty() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashes");
+        let dir = root().join("fuzz/crashes");
         let _ = std::fs::create_dir_all(&dir);
         for (i, c) in crashes.iter().enumerate() {
             let _ = std::fs::write(dir.join(format!("{target}-{seed}-{i}")), c);
@@ -272,7 +278,7 @@ fn watchdog() {
                 if let Some((target, since, input)) = guard.as_ref()
                     && since.elapsed() > SLOW
                 {
-                    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/crashes");
+                    let dir = root().join("fuzz/crashes");
                     let _ = std::fs::create_dir_all(&dir);
                     let path = dir.join(format!("{target}-slow"));
                     let _ = std::fs::write(&path, input);
