@@ -220,6 +220,58 @@ async fn tokio_postgres_prepared_statements() {
     assert_eq!(names, ["length", "?column?", "a", "b", "?column?"]);
 }
 
+/// quiver has no transactions yet: a ROLLBACK after writes in a block
+/// cannot undo them, and says so with a WARNING (01000) instead of
+/// answering as if it had; a block without writes rolls back quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_after_writes_warns() {
+    use futures::StreamExt;
+    let server = common::Server::start();
+    let (client, mut connection) =
+        tokio_postgres::connect(&server.conn_string("default"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                let _ = tx.send((n.code().code().to_string(), n.message().to_string()));
+            }
+        }
+    });
+    client
+        .batch_execute("CREATE TABLE rb (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; SELECT 1; ROLLBACK")
+        .await
+        .unwrap();
+    client
+        .batch_execute("BEGIN; INSERT INTO rb VALUES (1); INSERT INTO rb VALUES (2); ROLLBACK")
+        .await
+        .unwrap();
+    client.batch_execute("SELECT 1").await.unwrap();
+    let (code, message) = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
+        .await
+        .expect("a warning")
+        .unwrap();
+    assert_eq!(code, "01000");
+    assert!(
+        message.contains("did not undo the 2 statements"),
+        "{message}"
+    );
+    // Only the one warning: the block without writes said nothing.
+    assert!(notices.try_recv().is_err());
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM rb", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2, "the rows stayed, as the warning said");
+}
+
 /// Concurrent increments of the same rows, by UPDATE and by ON CONFLICT DO
 /// UPDATE, lose none: the read and the write of each are one step for the
 /// collection.

@@ -15,7 +15,7 @@
 //! `fuzz/README.md`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// xorshift64*: enough randomness for mutations, no dependency.

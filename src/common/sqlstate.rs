@@ -51,6 +51,8 @@ macro_rules! table {
 }
 
 table! {
+    // Class 01: warning.
+    WARNING = "01000";
     // Class 08: connection exception.
     CONNECTION_DOES_NOT_EXIST = "08003";
     PROTOCOL_VIOLATION = "08P01";

@@ -25,6 +25,9 @@ pub struct Session {
     /// Defaults set for the server (e.g. `statement_timeout`).
     defaults: Arc<BTreeMap<String, String>>,
     interrupt: Arc<Interrupt>,
+    /// Inside BEGIN ... COMMIT: the writes made since BEGIN (each of which
+    /// committed on its own: quiver has no transactions yet).
+    block_writes: Mutex<Option<usize>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -227,6 +230,25 @@ impl Session {
             vars: Mutex::new(BTreeMap::new()),
             defaults,
             interrupt,
+            block_writes: Mutex::new(None),
+        }
+    }
+
+    /// A transaction block begins (BEGIN), or, `None`, ends (COMMIT,
+    /// ROLLBACK): the writes made in the block that ended.
+    pub fn transaction_block(&self, begin: bool) -> Option<usize> {
+        let mut block = self.block_writes.lock();
+        let ended = block.take();
+        if begin {
+            *block = Some(ended.unwrap_or(0));
+        }
+        ended
+    }
+
+    /// A write statement succeeded (counted inside a transaction block).
+    pub fn wrote(&self) {
+        if let Some(n) = self.block_writes.lock().as_mut() {
+            *n += 1;
         }
     }
 

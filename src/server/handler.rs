@@ -7,7 +7,7 @@ use arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use arrow_pg::datatypes::{encode_recordbatch, field_into_pg_type, pg_vector_type};
 use async_trait::async_trait;
-use futures::{Sink, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
@@ -166,6 +166,44 @@ async fn run_statement(
     run: impl std::future::Future<Output = Result<Output, QueryError>>,
 ) -> Result<Output, QueryError> {
     run_interruptible(session, reads, run).await
+}
+
+/// Keep the session's transaction block in step with a statement's
+/// outcome. quiver has no transactions yet: each statement commits on its
+/// own, so a ROLLBACK after writes in the block cannot undo them; the
+/// client is told so with a WARNING instead of being left to believe it.
+fn track_block(
+    session: &Session,
+    reads: bool,
+    output: &Result<Output, QueryError>,
+) -> Option<PgWireBackendMessage> {
+    match output {
+        Ok(Output::Transaction(TransactionKind::Begin)) => {
+            session.transaction_block(true);
+            None
+        }
+        Ok(Output::Transaction(TransactionKind::Commit)) => {
+            session.transaction_block(false);
+            None
+        }
+        Ok(Output::Transaction(TransactionKind::Rollback)) => {
+            let writes = session.transaction_block(false).filter(|n| *n > 0)?;
+            let info = ErrorInfo::new(
+                "WARNING".into(),
+                sqlstate::WARNING.code().into(),
+                format!(
+                    "ROLLBACK did not undo the {writes} statement{} of this transaction block that changed data, the schema or settings: quiver commits each statement on its own (transactions are not implemented yet)",
+                    if writes == 1 { "" } else { "s" }
+                ),
+            );
+            Some(PgWireBackendMessage::NoticeResponse(info.into()))
+        }
+        Ok(_) if !reads => {
+            session.wrote();
+            None
+        }
+        _ => None,
+    }
 }
 
 /// Count a statement that ended (its first rows included) with `result`.
@@ -391,6 +429,9 @@ impl SimpleQueryHandler for QuiverService {
             let started = std::time::Instant::now();
             let executed =
                 run_statement(&session, reads, self.engine.execute(&session, statement)).await;
+            if let Some(warning) = track_block(&session, reads, &executed) {
+                client.send(warning).await?;
+            }
             let result = match executed {
                 Ok(Output::CopyIn(copy)) => {
                     // The client sends the data next; nothing else runs until then.
@@ -708,12 +749,16 @@ impl ExtendedQueryHandler for QuiverService {
         show_active(client, &prepared.text);
         let kind = statement_kind(&prepared.statement);
         let started = std::time::Instant::now();
+        let reads = only_reads(&prepared.statement);
         let output = run_statement(
             &session,
-            only_reads(&prepared.statement),
+            reads,
             self.engine.execute_prepared(&session, &prepared, params),
         )
         .await;
+        if let Some(warning) = track_block(&session, reads, &output) {
+            client.send(warning).await?;
+        }
         let result = match output {
             Ok(Output::CopyIn(copy)) => return Ok(super::copy::start(client, copy)),
             Ok(output) => {
