@@ -377,3 +377,4 @@ fn wal_records() {
         let _ = LocalWal::open(&wal, WalSync::Always, 2);
     });
 }
+
