@@ -377,4 +377,3 @@ fn wal_records() {
         let _ = LocalWal::open(&wal, WalSync::Always, 2);
     });
 }
-

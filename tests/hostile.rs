@@ -1177,7 +1177,8 @@ async fn copy_progress_is_visible_while_it_runs() {
             ),
             _ => None,
         });
-        if seen.is_some() {
+        // The COPY shows from its start; wait for the data sent.
+        if seen.as_ref().is_some_and(|row| row[2] == "1000") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
