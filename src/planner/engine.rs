@@ -456,7 +456,14 @@ impl Engine {
             Statement::Query(stmt) => super::colnames::of_statement(stmt),
             _ => None,
         };
-        let mut returning = None;
+        // An upsert runs whole at execution; its RETURNING is planned here
+        // only to describe its rows.
+        let mut returning = match planned {
+            Statement::Upsert { insert, .. } => {
+                self.plan_returning(session, &mut insert.as_ref().clone())?
+            }
+            _ => None,
+        };
         let plan = match planned {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
@@ -630,7 +637,18 @@ impl Engine {
                     None => self.run_plan(session, plan).await,
                 }
             }
-            None => self.execute(session, prepared.statement.clone()).await,
+            None => match prepared.statement.clone() {
+                // Its rows may hold parameters (psycopg's `VALUES (%s, %s)`).
+                Statement::Upsert {
+                    insert,
+                    action,
+                    target,
+                } => {
+                    self.upsert(session, insert, action, target, Some(params))
+                        .await
+                }
+                statement => self.execute(session, statement).await,
+            },
         }
     }
 

@@ -311,9 +311,6 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
             replace_word(&mut tokens, "UPSERT", "INSERT");
             let stmt = parse_sqlparser(sql, tokens)?;
             return match stmt {
-                ast::Statement::Insert(ins) if ins.returning.is_some() => Err(
-                    ParseError::Unsupported("RETURNING on UPSERT is not supported yet".into()),
-                ),
                 ast::Statement::Insert(mut ins) if ins.on.is_none() => {
                     ins.on = None;
                     Ok(Statement::Upsert {
@@ -454,11 +451,6 @@ fn parse_generated(text: &str) -> Result<Statement, ParseError> {
 fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement, ParseError> {
     use ast::Statement as S;
     Ok(match stmt {
-        S::Insert(ins) if ins.on.is_some() && ins.returning.is_some() => {
-            return Err(ParseError::Unsupported(
-                "RETURNING on INSERT ... ON CONFLICT is not supported yet".into(),
-            ));
-        }
         S::Insert(mut ins) if ins.on.is_some() => {
             let (action, target) = match ins.on.take() {
                 Some(ast::OnInsert::OnConflict(c)) => match c.action {

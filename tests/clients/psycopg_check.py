@@ -91,6 +91,14 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         assert cur.fetchall() == [(2, "b!", "[3,4]")] and cur.rowcount == 1
         cur.execute("DELETE FROM ret WHERE id > %s RETURNING id", (1,), prepare=True)
         assert sorted(cur.fetchall()) == [(2,), (3,)] and cur.rowcount == 2, cur.statusmessage
+    # Upserts with parameters (they once ran without their values), with
+    # RETURNING: the rows inserted or updated.
+    conn.execute("CREATE TABLE tally (id BIGINT PRIMARY KEY, n INT)")
+    upsert = "INSERT INTO tally VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET n = tally.n + excluded.n RETURNING id, n"
+    got = [conn.execute(upsert, (1, 5), prepare=p).fetchall() for p in (False, True, True)]
+    assert got == [[(1, 5)], [(1, 10)], [(1, 15)]], got
+    nothing = "INSERT INTO tally VALUES (%s, %s) ON CONFLICT (id) DO NOTHING"
+    assert [conn.execute(nothing, (2, 1)).rowcount for _ in range(2)] == [1, 0]
     # COPY out: a table, some columns with CSV options, a query; the
     # lines as PostgreSQL 15 writes them for the same rows.
     conn.execute("CREATE TABLE cpo (id BIGINT PRIMARY KEY, name TEXT, v VECTOR(2), ok BOOLEAN, x DOUBLE PRECISION)")

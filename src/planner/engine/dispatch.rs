@@ -220,7 +220,7 @@ impl Engine {
                 insert,
                 action,
                 target,
-            } => self.upsert(session, insert, action, target).await,
+            } => self.upsert(session, insert, action, target, None).await,
             Statement::Tuned { ef, nprobe, inner } => {
                 let _tuned = session.tune(ef, nprobe);
                 Box::pin(self.execute(session, *inner)).await

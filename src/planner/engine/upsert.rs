@@ -178,12 +178,18 @@ impl Engine {
         mut insert: Box<ast::Statement>,
         action: ConflictAction,
         target: Option<ast::ConflictTarget>,
+        params: Option<ParamValues>,
     ) -> Result<Output, QueryError> {
+        let returning = self.plan_returning(session, &mut insert)?;
         rewrite_insert_vectors(&mut insert, &self.catalog, &session.database())?;
         let state = session.state();
         let plan = state
             .statement_to_plan(DfStatement::Statement(insert))
             .await?;
+        let plan = match params {
+            Some(p) => plan.with_param_values(p)?,
+            None => plan,
+        };
         let LogicalPlan::Dml(DmlStatement {
             table_name, input, ..
         }) = plan
@@ -214,40 +220,58 @@ impl Engine {
         let schema = data.schema();
         let batches = batches
             .into_iter()
-            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .map(|b| {
+                // Bound parameters keep the client's type (psycopg sends a
+                // small int as int2): cast to the collection's.
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            arrow::compute::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(schema.clone(), columns)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
-        let n = match action {
-            ConflictAction::Replace => {
-                data.mutate(Mutation::Insert {
-                    rows: batch,
-                    on_conflict: Conflict::Replace,
-                })
-                .await?
-            }
-            ConflictAction::Nothing => {
-                data.mutate(Mutation::Insert {
-                    rows: batch,
-                    on_conflict: Conflict::Skip,
-                })
-                .await?
-            }
+        let mutation = match action {
+            ConflictAction::Replace => Mutation::Insert {
+                rows: batch,
+                on_conflict: Conflict::Replace,
+            },
+            ConflictAction::Nothing => Mutation::Insert {
+                rows: batch,
+                on_conflict: Conflict::Skip,
+            },
             ConflictAction::Update {
                 assignments,
                 selection,
-            } => {
-                let merged =
-                    upsert_rows(state, &def, &data, pk, batch, &assignments, selection).await?;
-                data.mutate(Mutation::Insert {
-                    rows: merged,
-                    on_conflict: Conflict::Replace,
-                })
-                .await?
-            }
+            } => Mutation::Insert {
+                rows: upsert_rows(state, &def, &data, pk, batch, &assignments, selection).await?,
+                on_conflict: Conflict::Replace,
+            },
         };
-        Ok(Output::Command {
-            tag: "INSERT".into(),
-            rows: Some(n),
+        let Some(returning) = returning else {
+            let n = data.mutate(mutation).await?;
+            return Ok(Output::Command {
+                tag: "INSERT".into(),
+                rows: Some(n),
+            });
+        };
+        // RETURNING: the rows inserted or updated (not those skipped).
+        let (n, written) = data.mutate_returning(mutation).await?;
+        let returned = quiver_exec::dml::Returned::default();
+        returned.push(written);
+        Ok(Output::Returning {
+            schema: returning.schema.clone(),
+            batches: returning.evaluate(state, &returned)?,
+            tag: returning.tag,
+            rows: n,
         })
     }
 }
