@@ -171,6 +171,10 @@ fn is_json_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
+/// How deeply the JSON scanned may nest (serde_json, which checks JSON
+/// columns on write, allows 128).
+const MAX_DEPTH: usize = 512;
+
 /// A scanner over JSON text that is known to be valid (checked on write);
 /// on anything else it gives up (`None`).
 struct Scan<'a> {
@@ -196,6 +200,16 @@ impl<'a> Scan<'a> {
 
     /// Skip one value; its text.
     fn value(&mut self) -> Option<&'a str> {
+        self.value_within(0)
+    }
+
+    /// [`Self::value`] nested `depth` deep: past [`MAX_DEPTH`] it gives up
+    /// (a literal cast to json is not checked on write, and a few MB of
+    /// `[` would otherwise exhaust the stack).
+    fn value_within(&mut self, depth: usize) -> Option<&'a str> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         self.space();
         let start = self.at;
         let bytes = self.text.as_bytes();
@@ -219,12 +233,12 @@ impl<'a> Scan<'a> {
                 if !self.eat(close) {
                     loop {
                         if open == b'{' {
-                            self.value()?;
+                            self.value_within(depth + 1)?;
                             if !self.eat(b':') {
                                 return None;
                             }
                         }
-                        self.value()?;
+                        self.value_within(depth + 1)?;
                         if self.eat(close) {
                             break;
                         }
@@ -376,5 +390,10 @@ mod tests {
         assert_eq!(as_text(r#""x\"y""#).as_deref(), Some("x\"y"));
         assert_eq!(as_text("null"), None);
         assert_eq!(as_text("[1]").as_deref(), Some("[1]"));
+        // Deep nesting is not followed past MAX_DEPTH (no stack overflow).
+        let deep = format!("[{}1{}, 2]", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert_eq!(get(&deep, &[Step::Index(1)]), None);
+        let fine = format!("[{}1{}, 2]", "[".repeat(100), "]".repeat(100));
+        assert_eq!(get(&fine, &[Step::Index(1)]), Some("2"));
     }
 }

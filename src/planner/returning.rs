@@ -143,7 +143,15 @@ impl Clause {
                     )));
                 }
             };
-            let planned = state.create_logical_expr(&expr.to_string(), &input)?;
+            // A subquery is not supported here (DataFusion would look its
+            // collections up outside the privilege checks): say so.
+            let text = expr.to_string();
+            if has_subquery(&text) {
+                return Err(QueryError::Unsupported(format!(
+                    "subqueries in RETURNING are not supported: {item}"
+                )));
+            }
+            let planned = state.create_logical_expr(&text, &input)?;
             let name = name.unwrap_or_else(|| match expr {
                 ast::Expr::Identifier(i) => i.value.clone(),
                 ast::Expr::CompoundIdentifier(parts) => {
@@ -181,6 +189,19 @@ impl Clause {
             input,
             tag: self.tag,
         })
+    }
+}
+
+/// Whether the SQL text of an expression holds a SELECT (a subquery).
+fn has_subquery(text: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    match Tokenizer::new(&PostgreSqlDialect {}, text).tokenize() {
+        Ok(tokens) => tokens.iter().any(|t| {
+            matches!(t, Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::SELECT)
+        }),
+        Err(_) => true,
     }
 }
 
