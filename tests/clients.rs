@@ -220,11 +220,11 @@ async fn tokio_postgres_prepared_statements() {
     assert_eq!(names, ["length", "?column?", "a", "b", "?column?"]);
 }
 
-/// quiver has no transactions yet: a ROLLBACK after writes in a block
-/// cannot undo them, and says so with a WARNING (01000) instead of
-/// answering as if it had; a block without writes rolls back quietly.
+/// ROLLBACK undoes the block's writes, which no other session saw; COMMIT
+/// and ROLLBACK outside a block, and BEGIN inside one, warn as PostgreSQL
+/// does (25P01, 25001) and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollback_after_writes_warns() {
+async fn rollback_undoes_and_misplaced_commands_warn() {
     use futures::StreamExt;
     let server = common::Server::start();
     let (client, mut connection) =
@@ -240,36 +240,50 @@ async fn rollback_after_writes_warns() {
             }
         }
     });
+    let other = server.connect("default").await;
     client
         .batch_execute("CREATE TABLE rb (id BIGINT PRIMARY KEY)")
         .await
         .unwrap();
     client
-        .batch_execute("BEGIN; SELECT 1; ROLLBACK")
+        .batch_execute("BEGIN; INSERT INTO rb VALUES (1); INSERT INTO rb VALUES (2)")
         .await
         .unwrap();
+    assert_eq!(count(&client).await, 2, "the block sees its own rows");
+    assert_eq!(count(&other).await, 0, "no one else does before COMMIT");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&client).await, 0, "ROLLBACK undid them");
+    client.batch_execute("COMMIT").await.unwrap();
     client
-        .batch_execute("BEGIN; INSERT INTO rb VALUES (1); INSERT INTO rb VALUES (2); ROLLBACK")
+        .batch_execute("BEGIN; BEGIN; ROLLBACK")
         .await
         .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
     client.batch_execute("SELECT 1").await.unwrap();
-    let (code, message) = tokio::time::timeout(std::time::Duration::from_secs(5), notices.recv())
-        .await
-        .expect("a warning")
-        .unwrap();
-    assert_eq!(code, "01000");
-    assert!(
-        message.contains("did not undo the 2 statements"),
-        "{message}"
+    let mut got = Vec::new();
+    while let Ok(Some(n)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), notices.recv()).await
+    {
+        got.push(n);
+    }
+    let expected = [
+        ("25P01", "there is no transaction in progress"),
+        ("25001", "there is already a transaction in progress"),
+        ("25P01", "there is no transaction in progress"),
+    ];
+    assert_eq!(
+        got.iter()
+            .map(|(c, m)| (c.as_str(), m.as_str()))
+            .collect::<Vec<_>>(),
+        expected
     );
-    // Only the one warning: the block without writes said nothing.
-    assert!(notices.try_recv().is_err());
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM rb", &[])
+}
+
+async fn count(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM rb", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(n, 2, "the rows stayed, as the warning said");
+        .get::<_, i64>(0)
 }
 
 /// Concurrent increments of the same rows, by UPDATE and by ON CONFLICT DO
@@ -400,9 +414,21 @@ async fn cancel_request_does_not_break_the_server() {
 
 #[test]
 fn psycopg_server_side_prepared_statements() {
+    run_python("psycopg_check.py");
+}
+
+/// psycopg's transactions: commit, rollback on an exception, savepoints,
+/// the status byte, REPEATABLE READ, concurrent increments.
+#[test]
+fn psycopg_transactions() {
+    run_python("psycopg_transactions.py");
+}
+
+fn run_python(name: &str) {
     let server = common::Server::start();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/psycopg_check.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name);
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(server.port.to_string())
@@ -411,7 +437,7 @@ fn psycopg_server_side_prepared_statements() {
         .expect("python3");
     assert!(
         out.status.success(),
-        "psycopg check failed (is psycopg installed? `make test` installs it):\n{}\n{}",
+        "{name} failed (is psycopg installed? `make test` installs it):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

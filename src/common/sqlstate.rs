@@ -61,7 +61,16 @@ table! {
     // Class 0L: invalid grantor; 0LP01 is invalid_grant_operation.
     INVALID_GRANT_OPERATION = "0LP01";
     // Class 25: invalid transaction state.
+    ACTIVE_SQL_TRANSACTION = "25001";
+    READ_ONLY_SQL_TRANSACTION = "25006";
+    NO_ACTIVE_SQL_TRANSACTION = "25P01";
+    IN_FAILED_SQL_TRANSACTION = "25P02";
     IDLE_IN_TRANSACTION_SESSION_TIMEOUT = "25P03";
+    // Class 3B: savepoint exception.
+    INVALID_SAVEPOINT_SPECIFICATION = "3B001";
+    // Class 40: transaction rollback.
+    SERIALIZATION_FAILURE = "40001";
+    DEADLOCK_DETECTED = "40P01";
     // Class 21: cardinality violation.
     CARDINALITY_VIOLATION = "21000";
     // Class 22: data exception.

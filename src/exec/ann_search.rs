@@ -298,8 +298,10 @@ impl ExecutionPlan for AnnSearchExec {
         let metrics = SearchMetrics::new(&self.metrics, partition);
         let time = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
         let reports = self.reports.clone();
+        let tx = crate::txn::current(context.session_config());
         let stream = futures::stream::once(async move {
-            let (batch, segment_reports) = run(&spec, knobs, &metrics, Some(&time), schema).await?;
+            let (batch, segment_reports) =
+                run(&spec, knobs, &metrics, Some(&time), schema, tx.as_deref()).await?;
             *reports.lock() = segment_reports;
             Ok(batch)
         });
@@ -309,13 +311,14 @@ impl ExecutionPlan for AnnSearchExec {
 
 impl AnnSearchExec {
     /// Run this search for `query` outside a DataFusion stream (a cached
-    /// prepared search): the rows in this node's schema.
+    /// prepared search, never inside a transaction): the rows in this
+    /// node's schema.
     pub async fn run_with(&self, query: Query, knobs: SearchKnobs) -> Result<RecordBatch> {
         let mut spec = self.spec.clone();
         spec.query = query;
         let set = ExecutionPlanMetricsSet::new();
         let metrics = SearchMetrics::new(&set, 0);
-        Ok(run(&spec, knobs, &metrics, None, self.schema.clone())
+        Ok(run(&spec, knobs, &metrics, None, self.schema.clone(), None)
             .await?
             .0)
     }
@@ -328,6 +331,7 @@ async fn run(
     metrics: &SearchMetrics,
     time: Option<&datafusion::physical_plan::metrics::Time>,
     schema: SchemaRef,
+    tx: Option<&quiver_storage::Transaction>,
 ) -> Result<(RecordBatch, Vec<SegmentReport>)> {
     spec.data
         .readable()
@@ -346,7 +350,7 @@ async fn run(
             },
         )));
     }
-    let snapshot = spec.data.snapshot();
+    let snapshot = crate::txn::snapshot(&spec.data, tx);
     // The index in force now (it may have been created after planning).
     let index = spec
         .data

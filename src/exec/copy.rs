@@ -189,8 +189,12 @@ impl CopyIn {
         Ok(())
     }
 
-    /// Append everything received; returns the number of rows.
-    pub async fn finish(mut self) -> Result<usize, ExecError> {
+    /// Append everything received, in the session's transaction `tx` if
+    /// any; returns the number of rows.
+    pub async fn finish(
+        mut self,
+        tx: Option<&quiver_storage::Transaction>,
+    ) -> Result<usize, ExecError> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
             self.record(&rest)?;
@@ -208,7 +212,11 @@ impl CopyIn {
             batches.push(batch);
         }
         let batch = concat_batches(&schema, &batches)?;
-        Ok(self.data.mutate(Mutation::insert(batch)).await?)
+        Ok(
+            crate::txn::mutate(&self.data, tx, Mutation::insert(batch), false)
+                .await?
+                .0,
+        )
     }
 }
 

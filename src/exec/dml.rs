@@ -17,11 +17,10 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 
-/// The action of a DML statement; given where to put the rows it changes
-/// when the statement has a RETURNING clause.
-pub type Action = Arc<
-    dyn Fn(Option<Arc<Returned>>) -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync,
->;
+/// The action of a DML statement, given its task context (where a
+/// RETURNING clause's [`Returned`] and the session's transaction are).
+pub type Action =
+    Arc<dyn Fn(Arc<TaskContext>) -> futures::future::BoxFuture<'static, Result<u64>> + Send + Sync>;
 
 /// The rows a DML statement wrote or deleted, for its RETURNING clause: a
 /// session config extension set for the statement, filled by the
@@ -125,11 +124,10 @@ impl ExecutionPlan for DmlExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let action = self.action.clone();
-        let returned = Returned::of(&context);
         let schema = self.schema.clone();
         let out_schema = schema.clone();
         let stream = futures::stream::once(async move {
-            let n = action(returned).await?;
+            let n = action(context).await?;
             Ok(RecordBatch::try_new(
                 schema,
                 vec![Arc::new(UInt64Array::from(vec![n]))],

@@ -5,6 +5,7 @@ pub mod ann_search;
 pub mod copy;
 pub mod dml;
 pub mod table;
+pub mod txn;
 
 use datafusion::common::DataFusionError;
 use thiserror::Error;

@@ -165,7 +165,8 @@ impl TableProvider for CollectionTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.data.readable().map_err(storage_err)?;
-        let snapshot = self.data.snapshot();
+        let tx = crate::txn::current(state.config());
+        let snapshot = crate::txn::snapshot(&self.data, tx.as_deref());
         let parts = state.config().target_partitions().max(1);
         let mut memory: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
         let mut files: Vec<Vec<PartitionedFile>> = vec![Vec::new(); parts];
@@ -239,13 +240,13 @@ impl TableProvider for CollectionTable {
         let name = format!("delete from {}", self.def.name);
         Ok(Arc::new(DmlExec::new(
             name,
-            Arc::new(move |returned| {
+            Arc::new(move |context| {
                 let data = data.clone();
                 let predicates = predicates.clone();
                 Box::pin(async move {
                     let filter =
                         Box::new(move |batch: &RecordBatch| filter_mask(&predicates, batch));
-                    let n = apply(&data, Mutation::Delete { filter }, returned).await?;
+                    let n = apply(&data, &context, Mutation::Delete { filter }).await?;
                     Ok(n as u64)
                 })
             }),
@@ -283,7 +284,7 @@ impl TableProvider for CollectionTable {
         let exprs = Arc::new(exprs);
         Ok(Arc::new(DmlExec::new(
             format!("update {}", self.def.name),
-            Arc::new(move |returned| {
+            Arc::new(move |context| {
                 let data = data.clone();
                 let predicates = predicates.clone();
                 let exprs = exprs.clone();
@@ -307,7 +308,7 @@ impl TableProvider for CollectionTable {
                         filter,
                         change: Box::new(change),
                     };
-                    let n = apply(&data, update, returned).await?;
+                    let n = apply(&data, &context, update).await?;
                     Ok(n as u64)
                 })
             }),
@@ -318,11 +319,11 @@ impl TableProvider for CollectionTable {
         let data = self.data.clone();
         Ok(Arc::new(DmlExec::new(
             format!("truncate {}", self.def.name),
-            Arc::new(move |_| {
+            Arc::new(move |context| {
                 let data = data.clone();
-                Box::pin(async move {
-                    Ok(data.mutate(Mutation::Truncate).await.map_err(storage_err)? as u64)
-                })
+                Box::pin(
+                    async move { Ok(apply(&data, &context, Mutation::Truncate).await? as u64) },
+                )
             }),
         )))
     }
@@ -377,21 +378,22 @@ fn segment_file(
     Ok(file)
 }
 
-/// Apply `mutation`; with `returned`, keep the rows it wrote or deleted
-/// there (a RETURNING clause).
+/// Apply `mutation` in the session's transaction, if any; keep the rows it
+/// wrote or deleted for a RETURNING clause, if the statement has one.
 async fn apply(
-    data: &CollectionData,
+    data: &Arc<CollectionData>,
+    context: &TaskContext,
     mutation: Mutation,
-    returned: Option<Arc<crate::dml::Returned>>,
 ) -> Result<usize> {
-    match returned {
-        None => data.mutate(mutation).await.map_err(storage_err),
-        Some(r) => {
-            let (n, rows) = data.mutate_returning(mutation).await.map_err(storage_err)?;
-            r.push(rows);
-            Ok(n)
-        }
+    let returned = crate::dml::Returned::of(context);
+    let tx = crate::txn::current(context.session_config());
+    let (n, rows) = crate::txn::mutate(data, tx.as_deref(), mutation, returned.is_some())
+        .await
+        .map_err(storage_err)?;
+    if let (Some(r), Some(rows)) = (returned, rows) {
+        r.push(rows);
     }
+    Ok(n)
 }
 
 /// Receives the rows of an INSERT and appends them in one storage call, so a
@@ -449,12 +451,7 @@ impl DataSink for CollectionSink {
         }
         let batch = concat_batches(&storage_schema, &batches)?;
         check()?;
-        let rows = apply(
-            &self.data,
-            Mutation::insert(batch),
-            crate::dml::Returned::of(context),
-        )
-        .await?;
+        let rows = apply(&self.data, context, Mutation::insert(batch)).await?;
         Ok(rows as u64)
     }
 }

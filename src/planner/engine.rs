@@ -43,6 +43,7 @@ use quiver_storage::{Conflict, Mutation};
 mod dispatch;
 mod rewrite;
 mod show;
+mod transaction;
 mod upsert;
 
 use rewrite::*;
@@ -362,7 +363,8 @@ impl Engine {
             .config()
             .clone()
             .with_extension(Arc::new(quiver_exec::ann_search::SearchSettings::default()))
-            .with_extension(interrupt.clone());
+            .with_extension(interrupt.clone())
+            .with_extension(Arc::new(quiver_storage::TxSlot::default()));
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
         let visible = self.catalogs.for_database(database, user);
@@ -448,6 +450,7 @@ impl Engine {
         session: &Session,
         statement: Statement,
     ) -> Result<Prepared, QueryError> {
+        self.admit(session, &statement)?;
         let planned = match &statement {
             Statement::Tuned { inner, .. } => inner.as_ref(),
             other => other,
@@ -584,9 +587,14 @@ impl Engine {
             Statement::Tuned { ef, nprobe, .. } => session.tune(*ef, *nprobe),
             _ => None,
         };
+        self.admit(session, &prepared.statement)?;
         if let Some(optimized) = &prepared.optimized {
             let version = self.catalog.version();
-            let cached = prepared.search.lock().clone();
+            // A transaction's searches read its own view: never the cache.
+            let cached = match session.transaction() {
+                None => prepared.search.lock().clone(),
+                Some(_) => None,
+            };
             if let Some(cached) = cached {
                 let knobs = session.search_knobs();
                 if let Some(stream) = cached.stream_for(version, &params, knobs, session.task_ctx())

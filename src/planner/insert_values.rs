@@ -140,7 +140,9 @@ impl Engine {
                 code,
             },
         )?;
-        let n = data.mutate(Mutation::insert(batch)).await?;
+        let tx = session.transaction();
+        let (n, _) =
+            quiver_exec::txn::mutate(&data, tx.as_deref(), Mutation::insert(batch), false).await?;
         Ok(Some(Output::Command {
             tag: "INSERT".into(),
             rows: Some(n),

@@ -33,7 +33,6 @@ use thiserror::Error;
 pub use engine::{Engine, Prepared};
 use quiver_catalog::CatalogError;
 use quiver_sql::ParseError;
-use quiver_sql::statement::TransactionKind;
 use quiver_storage::StorageError;
 pub use session::Session;
 
@@ -84,6 +83,10 @@ pub enum QueryError {
     /// A value that does not fit its column.
     #[error("{message}")]
     Data { message: String, code: SqlState },
+    /// A statement the transaction block's state does not allow (25P02,
+    /// 25001, 25006, 25P01).
+    #[error("{message}")]
+    Transaction { message: String, code: SqlState },
     /// A bug: the statement panicked. The session and the server go on.
     #[error("internal error: the statement failed unexpectedly ({0}); the server goes on")]
     Panicked(String),
@@ -110,7 +113,7 @@ impl SqlStateError for QueryError {
             QueryError::ReadOnlySetting(_) => sqlstate::CANT_CHANGE_RUNTIME_PARAM,
             QueryError::Canceled(c) => c.sqlstate(),
             QueryError::Panicked(_) => sqlstate::INTERNAL_ERROR,
-            QueryError::Data { code, .. } => *code,
+            QueryError::Data { code, .. } | QueryError::Transaction { code, .. } => *code,
         }
     }
 }
@@ -134,11 +137,13 @@ pub enum Output {
         stream: SendableRecordBatchStream,
     },
     /// A command tag such as `INSERT 0 3` or `CREATE TABLE`.
-    Command {
-        tag: String,
-        rows: Option<usize>,
+    Command { tag: String, rows: Option<usize> },
+    /// A transaction-control statement's tag; `warning` goes to the client
+    /// first (BEGIN inside a block, COMMIT outside one, as PostgreSQL).
+    Transaction {
+        tag: &'static str,
+        warning: Option<(SqlState, String)>,
     },
-    Transaction(TransactionKind),
     /// The client is to send COPY data next.
     CopyIn(Box<quiver_exec::copy::CopyIn>),
     /// The rows of a RETURNING clause, with the statement's own command
@@ -162,7 +167,7 @@ impl std::fmt::Debug for Output {
         match self {
             Output::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
             Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
-            Output::Transaction(k) => write!(f, "Transaction({k:?})"),
+            Output::Transaction { tag, .. } => write!(f, "Transaction({tag})"),
             Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
             Output::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
             Output::Returning { tag, rows, .. } => write!(f, "Returning({tag} {rows})"),

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use quiver_storage::{Transaction, TxSlot};
 
 use datafusion::execution::{SessionState, TaskContext};
 use parking_lot::{Mutex, RwLock};
@@ -25,9 +28,66 @@ pub struct Session {
     /// Defaults set for the server (e.g. `statement_timeout`).
     defaults: Arc<BTreeMap<String, String>>,
     interrupt: Arc<Interrupt>,
-    /// Inside BEGIN ... COMMIT: the writes made since BEGIN (each of which
-    /// committed on its own: quiver has no transactions yet).
-    block_writes: Mutex<Option<usize>>,
+    /// The transaction the session is in (also an extension of `state`'s
+    /// config, where its statements' plans find it).
+    tx: Arc<TxSlot>,
+    /// Idle, in a transaction block, or in a failed one: what
+    /// ReadyForQuery reports (the connection reads it).
+    block: Arc<BlockStatus>,
+    txn: Mutex<BlockState>,
+}
+
+/// What a transaction block keeps besides its writes.
+#[derive(Debug, Default)]
+struct BlockState {
+    read_only: bool,
+    /// The isolation level as the client named it (`SHOW`).
+    isolation: Option<String>,
+    /// The settings at BEGIN, restored by ROLLBACK.
+    vars_at_begin: Option<BTreeMap<String, String>>,
+    /// SET LOCAL: the values to restore when the block ends.
+    local: BTreeMap<String, Option<String>>,
+}
+
+/// A session's transaction status, as the ReadyForQuery message reports
+/// it: `I` idle, `T` in a transaction block, `E` in a failed one (every
+/// statement but ROLLBACK refused with 25P02). The connection marks a
+/// block failed when an error goes out to the client inside it.
+#[derive(Debug, Default)]
+pub struct BlockStatus(AtomicU8);
+
+const IDLE: u8 = 0;
+const IN_BLOCK: u8 = 1;
+const FAILED: u8 = 2;
+
+impl BlockStatus {
+    /// The ReadyForQuery status byte.
+    pub fn byte(&self) -> u8 {
+        match self.0.load(Ordering::SeqCst) {
+            IN_BLOCK => b'T',
+            FAILED => b'E',
+            _ => b'I',
+        }
+    }
+
+    /// An error was sent to the client: a block in progress fails.
+    pub fn error(&self) {
+        let _ = self
+            .0
+            .compare_exchange(IN_BLOCK, FAILED, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub fn in_block(&self) -> bool {
+        self.0.load(Ordering::SeqCst) != IDLE
+    }
+
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == FAILED
+    }
+
+    fn set(&self, v: u8) {
+        self.0.store(v, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -74,7 +134,12 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     (
         "default_transaction_isolation",
         "read committed",
-        Kind::OneOf(&["read committed"]),
+        Kind::OneOf(&["read committed", "read uncommitted", "repeatable read"]),
+    ),
+    (
+        "default_transaction_read_only",
+        "off",
+        Kind::OneOf(&["on", "off", "true", "false"]),
     ),
     ("extra_float_digits", "1", Kind::Int(-15, 3)),
     ("idle_in_transaction_session_timeout", "0", Kind::Millis),
@@ -104,7 +169,12 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     (
         "transaction_isolation",
         "read committed",
-        Kind::OneOf(&["read committed"]),
+        Kind::OneOf(&["read committed", "read uncommitted", "repeatable read"]),
+    ),
+    (
+        "transaction_read_only",
+        "off",
+        Kind::OneOf(&["on", "off", "true", "false"]),
     ),
     ("hnsw.ef_search", "", Kind::Int(1, 1000)),
     ("ivfflat.probes", "", Kind::Int(1, 1000)),
@@ -217,6 +287,7 @@ impl Session {
             .config()
             .get_extension::<Interrupt>()
             .unwrap_or_default();
+        let tx = state.config().get_extension::<TxSlot>().unwrap_or_default();
         let search_state =
             datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
                 .with_physical_optimizer_rules(vec![])
@@ -230,26 +301,100 @@ impl Session {
             vars: Mutex::new(BTreeMap::new()),
             defaults,
             interrupt,
-            block_writes: Mutex::new(None),
+            tx,
+            block: Arc::new(BlockStatus::default()),
+            txn: Mutex::new(BlockState::default()),
         }
     }
 
-    /// A transaction block begins (BEGIN), or, `None`, ends (COMMIT,
-    /// ROLLBACK): the writes made in the block that ended.
-    pub fn transaction_block(&self, begin: bool) -> Option<usize> {
-        let mut block = self.block_writes.lock();
-        let ended = block.take();
-        if begin {
-            *block = Some(ended.unwrap_or(0));
-        }
-        ended
+    /// The session's transaction status (shared with its connection).
+    pub fn block(&self) -> &Arc<BlockStatus> {
+        &self.block
     }
 
-    /// A write statement succeeded (counted inside a transaction block).
-    pub fn wrote(&self) {
-        if let Some(n) = self.block_writes.lock().as_mut() {
-            *n += 1;
+    /// The transaction the session is in.
+    pub fn transaction(&self) -> Option<Arc<Transaction>> {
+        self.tx.get()
+    }
+
+    /// BEGIN: `tx` is the session's transaction from now on.
+    pub fn begin(&self, tx: Arc<Transaction>, read_only: bool, isolation: &str) {
+        self.tx.set(Some(tx));
+        *self.txn.lock() = BlockState {
+            read_only,
+            isolation: Some(isolation.to_string()),
+            vars_at_begin: Some(self.vars.lock().clone()),
+            local: BTreeMap::new(),
+        };
+        self.block.set(IN_BLOCK);
+    }
+
+    /// The block ends (COMMIT or ROLLBACK): its transaction is handed
+    /// back; settings made with SET LOCAL, and with `rollback` every
+    /// setting made in it, return to what they were.
+    pub fn end(&self, rollback: bool) -> Option<Arc<Transaction>> {
+        let state = std::mem::take(&mut *self.txn.lock());
+        let restore: Vec<(String, Option<String>)> = match (rollback, state.vars_at_begin) {
+            (true, Some(before)) => {
+                let now = self.vars.lock().clone();
+                let mut names: Vec<String> = now.keys().chain(before.keys()).cloned().collect();
+                names.sort();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let v = before.get(&n).cloned();
+                        (n, v)
+                    })
+                    .collect()
+            }
+            _ => state.local.into_iter().collect(),
+        };
+        for (name, value) in restore {
+            self.apply_search_knob(&name, value.as_deref());
+            let mut vars = self.vars.lock();
+            match value {
+                Some(v) => vars.insert(name, v),
+                None => vars.remove(&name),
+            };
         }
+        self.block.set(IDLE);
+        let tx = self.tx.get();
+        self.tx.set(None);
+        tx
+    }
+
+    /// ROLLBACK TO SAVEPOINT: a failed block is usable again.
+    pub fn recovered(&self) {
+        if self.block.failed() {
+            self.block.set(IN_BLOCK);
+        }
+    }
+
+    /// BEGIN READ ONLY, SET TRANSACTION READ ONLY.
+    pub fn read_only(&self) -> bool {
+        self.txn.lock().read_only
+    }
+
+    /// SET TRANSACTION: the block's access mode and isolation (as named).
+    pub fn set_transaction(&self, read_only: Option<bool>, isolation: Option<&str>) {
+        let mut state = self.txn.lock();
+        if let Some(r) = read_only {
+            state.read_only = r;
+        }
+        if let Some(i) = isolation {
+            state.isolation = Some(i.to_string());
+        }
+    }
+
+    /// `SET LOCAL name = value`: until the block ends (outside one, as
+    /// PostgreSQL, it has no effect beyond the statement; the caller warns).
+    pub fn set_local(&self, name: &str, value: &str) -> Result<(), QueryError> {
+        let name = name.to_ascii_lowercase();
+        let previous = self.vars.lock().get(&name).cloned();
+        self.set_var(&name, value)?;
+        self.txn.lock().local.entry(name).or_insert(previous);
+        Ok(())
     }
 
     pub fn user(&self) -> &str {
@@ -274,6 +419,11 @@ impl Session {
     /// The context physical plans execute in.
     pub fn task_ctx(&self) -> Arc<TaskContext> {
         self.task.clone()
+    }
+
+    /// Check `SET name = value` without applying it.
+    pub fn check_var(name: &str, value: &str) -> Result<(), QueryError> {
+        check_setting(name, value).map(|_| ())
     }
 
     /// `SET name = value`, checked as PostgreSQL does.
@@ -383,6 +533,27 @@ impl Session {
 
     pub fn var(&self, name: &str) -> Option<String> {
         let name = name.to_ascii_lowercase();
+        if self.block.in_block() {
+            let state = self.txn.lock();
+            match name.as_str() {
+                "transaction_isolation" => return state.isolation.clone(),
+                "transaction_read_only" => {
+                    return Some(if state.read_only { "on" } else { "off" }.into());
+                }
+                _ => {}
+            }
+        }
+        match name.as_str() {
+            "transaction_isolation" => return self.var("default_transaction_isolation"),
+            "transaction_read_only" => {
+                let on = matches!(
+                    self.var("default_transaction_read_only").as_deref(),
+                    Some("on" | "true")
+                );
+                return Some(if on { "on" } else { "off" }.into());
+            }
+            _ => {}
+        }
         if let Some(v) = self.vars.lock().get(&name) {
             return Some(v.clone());
         }

@@ -27,7 +27,6 @@ use tokio_util::codec::{Framed, FramedParts};
 
 use crate::limits::Limits;
 use pgwire::error::ErrorInfo;
-use pgwire::messages::response::TransactionStatus;
 use quiver_common::sqlstate::{self, SqlState};
 use quiver_planner::Session;
 use quiver_planner::activity::Registered;
@@ -53,6 +52,61 @@ pub struct Coalesce<T> {
     written: usize,
     poll: Option<BusyPoll>,
     framer: Framer,
+    /// Follows the messages going out once the client is logged in.
+    replies: Replies,
+}
+
+/// The server's messages as they go out, followed by their headers: a
+/// ReadyForQuery's status byte is set from the session's transaction block
+/// (pgwire's own cannot leave a failed block for ROLLBACK TO SAVEPOINT,
+/// nor end one that a failed COMMIT ended), and an ErrorResponse inside a
+/// block marks the block failed, as every error does in PostgreSQL.
+#[derive(Debug, Default)]
+struct Replies {
+    block: Option<Arc<quiver_planner::session::BlockStatus>>,
+    header: [u8; 5],
+    have: usize,
+    body_left: usize,
+    patch_status: bool,
+}
+
+/// The length a message header (type byte, then length) declares.
+fn declared_length(header: &[u8; 5]) -> usize {
+    u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize
+}
+
+impl Replies {
+    /// Follow `bytes`, which continue the stream of whole messages.
+    fn follow(&mut self, bytes: &mut [u8]) {
+        let Some(block) = self.block.clone() else {
+            return;
+        };
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.body_left > 0 {
+                if self.patch_status {
+                    bytes[i] = block.byte();
+                    self.patch_status = false;
+                }
+                let take = self.body_left.min(bytes.len() - i);
+                self.body_left -= take;
+                i += take;
+                continue;
+            }
+            self.header[self.have] = bytes[i];
+            self.have += 1;
+            i += 1;
+            if self.have == 5 {
+                self.have = 0;
+                self.body_left = declared_length(&self.header).saturating_sub(4);
+                match self.header[0] {
+                    b'E' => block.error(),
+                    b'Z' => self.patch_status = self.body_left > 0,
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Reads the length of every message the client sends from its header,
@@ -109,12 +163,7 @@ impl Framer {
                 break;
             }
             self.have = 0;
-            let len = u32::from_be_bytes([
-                self.header[1],
-                self.header[2],
-                self.header[3],
-                self.header[4],
-            ]) as usize;
+            let len = declared_length(&self.header);
             if len < 4 {
                 return Err((
                     sqlstate::PROTOCOL_VIOLATION,
@@ -345,7 +394,17 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             written: 0,
             poll: None,
             framer: Framer::default(),
+            replies: Replies::default(),
         }
+    }
+
+    /// From now on (a message boundary: the client has just logged in),
+    /// report `block`'s status in ReadyForQuery and mark it failed on errors.
+    fn watch(&mut self, block: Arc<quiver_planner::session::BlockStatus>) {
+        self.replies = Replies {
+            block: Some(block),
+            ..Replies::default()
+        };
     }
 
     /// Check every message from now on against `limit`; `pending` are the
@@ -363,7 +422,9 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
 
     /// Queue a FATAL error (sent before the connection closes).
     fn fail(&mut self, code: SqlState, message: String) {
-        self.out.extend_from_slice(&fatal(code, &message));
+        let mut bytes = fatal(code, &message);
+        self.replies.follow(&mut bytes);
+        self.out.extend_from_slice(&bytes);
         self.framer.failed = Some(message);
     }
 
@@ -451,7 +512,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         if this.out.len() >= HIGH_WATER {
             ready!(this.poll_drain(cx))?;
         }
+        let at = this.out.len();
         this.out.extend_from_slice(buf);
+        this.replies.follow(&mut this.out[at..]);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -511,6 +574,10 @@ where
         if !logging_in && !logged_in {
             logged_in = true;
             socket.get_mut().set_message_limit(limits.max_message_size);
+            if let Some(session) = socket.session_extensions().get::<Session>() {
+                let block = session.block().clone();
+                socket.get_mut().watch(block);
+            }
         }
         let msg = if logging_in {
             tokio::select! {
@@ -519,7 +586,7 @@ where
             }
         } else {
             let session = socket.session_extensions().get::<Session>();
-            let in_transaction = !matches!(socket.transaction_status(), TransactionStatus::Idle);
+            let in_transaction = session.as_ref().is_some_and(|s| s.block().in_block());
             if let Some(r) = socket.session_extensions().get::<Registered>() {
                 r.backend.idle(in_transaction);
             }

@@ -113,7 +113,14 @@ impl CopyHandler for QuiverCopy {
                 ))));
             }
         };
-        let rows = copy.finish().await.map_err(|e| to_pgwire(e.into()))?;
+        let tx = client
+            .session_extensions()
+            .get::<quiver_planner::Session>()
+            .and_then(|s| s.transaction());
+        let rows = copy
+            .finish(tx.as_deref())
+            .await
+            .map_err(|e| to_pgwire(e.into()))?;
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(rows).into(),

@@ -31,7 +31,6 @@ use quiver_common::sqlstate;
 use quiver_planner::activity::Registered;
 use quiver_planner::{Engine, Output, Prepared, QueryError, Session};
 use quiver_sql::Statement;
-use quiver_sql::statement::TransactionKind;
 use quiver_vector::column::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
 
 pub struct QuiverHandlers {
@@ -168,42 +167,18 @@ async fn run_statement(
     run_interruptible(session, reads, run).await
 }
 
-/// Keep the session's transaction block in step with a statement's
-/// outcome. quiver has no transactions yet: each statement commits on its
-/// own, so a ROLLBACK after writes in the block cannot undo them; the
-/// client is told so with a WARNING instead of being left to believe it.
-fn track_block(
-    session: &Session,
-    reads: bool,
-    output: &Result<Output, QueryError>,
-) -> Option<PgWireBackendMessage> {
-    match output {
-        Ok(Output::Transaction(TransactionKind::Begin)) => {
-            session.transaction_block(true);
-            None
-        }
-        Ok(Output::Transaction(TransactionKind::Commit)) => {
-            session.transaction_block(false);
-            None
-        }
-        Ok(Output::Transaction(TransactionKind::Rollback)) => {
-            let writes = session.transaction_block(false).filter(|n| *n > 0)?;
-            let info = ErrorInfo::new(
-                "WARNING".into(),
-                sqlstate::WARNING.code().into(),
-                format!(
-                    "ROLLBACK did not undo the {writes} statement{} of this transaction block that changed data, the schema or settings: quiver commits each statement on its own (transactions are not implemented yet)",
-                    if writes == 1 { "" } else { "s" }
-                ),
-            );
-            Some(PgWireBackendMessage::NoticeResponse(info.into()))
-        }
-        Ok(_) if !reads => {
-            session.wrote();
-            None
-        }
-        _ => None,
-    }
+/// The WARNING a transaction-control statement sends before its tag
+/// (BEGIN inside a block, COMMIT outside one).
+fn warning_of(output: &Result<Output, QueryError>) -> Option<PgWireBackendMessage> {
+    let Ok(Output::Transaction {
+        warning: Some((code, message)),
+        ..
+    }) = output
+    else {
+        return None;
+    };
+    let info = ErrorInfo::new("WARNING".into(), code.code().into(), message.clone());
+    Some(PgWireBackendMessage::NoticeResponse(info.into()))
 }
 
 /// Count a statement that ended (its first rows included) with `result`.
@@ -356,15 +331,13 @@ async fn output_response(
             }
             Response::Execution(t)
         }
-        Output::Transaction(TransactionKind::Begin) => {
-            Response::TransactionStart(Tag::new("BEGIN"))
-        }
-        Output::Transaction(TransactionKind::Commit) => {
-            Response::TransactionEnd(Tag::new("COMMIT"))
-        }
-        Output::Transaction(TransactionKind::Rollback) => {
-            Response::TransactionEnd(Tag::new("ROLLBACK"))
-        }
+        // The status byte of ReadyForQuery is the session's own (see
+        // conn.rs); these responses keep pgwire's portals in step.
+        Output::Transaction { tag, .. } => match tag {
+            "BEGIN" => Response::TransactionStart(Tag::new(tag)),
+            "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag)),
+            _ => Response::Execution(Tag::new(tag)),
+        },
         Output::CopyIn(_) => {
             return Err(QueryError::Unsupported(
                 "COPY must be started by the connection handler".into(),
@@ -429,7 +402,7 @@ impl SimpleQueryHandler for QuiverService {
             let started = std::time::Instant::now();
             let executed =
                 run_statement(&session, reads, self.engine.execute(&session, statement)).await;
-            if let Some(warning) = track_block(&session, reads, &executed) {
+            if let Some(warning) = warning_of(&executed) {
                 client.send(warning).await?;
             }
             let result = match executed {
@@ -756,7 +729,7 @@ impl ExtendedQueryHandler for QuiverService {
             self.engine.execute_prepared(&session, &prepared, params),
         )
         .await;
-        if let Some(warning) = track_block(&session, reads, &output) {
+        if let Some(warning) = warning_of(&output) {
             client.send(warning).await?;
         }
         let result = match output {

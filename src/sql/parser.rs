@@ -15,7 +15,8 @@ use datafusion_pg_catalog::sql::rules::SqlStatementRewriteRule;
 
 use super::ParseError;
 use super::statement::{
-    ConflictAction, CopyFrom, CopyOptions, MaintainVerb, SearchOptions, Statement, TransactionKind,
+    ConflictAction, CopyFrom, CopyOptions, IsolationLevel, MaintainVerb, SearchOptions, Statement,
+    TransactionKind, TransactionModes,
 };
 use quiver_vector::Metric;
 
@@ -373,12 +374,12 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                 .to_ascii_lowercase();
             return Ok(Statement::Show { name });
         }
-        ("BEGIN", _) | ("START", "TRANSACTION") => {
-            return Ok(Statement::Transaction(TransactionKind::Begin));
-        }
-        ("COMMIT", _) | ("END", _) => return Ok(Statement::Transaction(TransactionKind::Commit)),
-        ("ROLLBACK", _) | ("ABORT", _) => {
+        ("ABORT", _) => {
             return Ok(Statement::Transaction(TransactionKind::Rollback));
+        }
+        ("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE", _)
+        | ("START", "TRANSACTION") => {
+            return transaction(sql, parse_sqlparser(sql, tokens)?);
         }
         ("DISCARD", "ALL") => {
             return Ok(Statement::Reset {
@@ -725,23 +726,20 @@ fn expect_end(sql: &str, p: &Parser) -> Result<(), ParseError> {
 /// `SET [SESSION|LOCAL] name {=|TO} value` and `SET TIME ZONE value`.
 fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseError> {
     let toks: Vec<&TokenWithSpan> = tokens.iter().filter(|t| !is_trivia(&t.token)).collect();
-    let mut i = 1;
-    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("LOCAL"))
-    {
-        // A setting for the rest of a transaction needs transactions.
-        return Err(ParseError::Unsupported(
-            "SET LOCAL is not supported (settings cannot be scoped to a transaction yet): use SET"
-                .into(),
-        ));
-    }
-    if matches!(&toks.get(i).map(|t| &t.token), Some(Token::Word(w)) if w.value.eq_ignore_ascii_case("SESSION"))
-    {
-        i += 1;
-    }
     let word = |j: usize| match toks.get(j).map(|t| &t.token) {
         Some(Token::Word(w)) => Some(w.value.to_ascii_lowercase()),
         _ => None,
     };
+    if word(1).as_deref() == Some("transaction")
+        || (word(1).as_deref() == Some("session") && word(2).as_deref() == Some("characteristics"))
+    {
+        return transaction(sql, parse_sqlparser(sql, tokens.to_vec())?);
+    }
+    let mut i = 1;
+    let local = word(1).as_deref() == Some("local");
+    if local || word(1).as_deref() == Some("session") {
+        i += 1;
+    }
     let (name, value_start) =
         if word(i).as_deref() == Some("time") && word(i + 1).as_deref() == Some("zone") {
             ("timezone".to_string(), i + 2)
@@ -780,6 +778,11 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
     if let [t] = rest
         && matches!(&t.token, Token::Word(w) if w.keyword == Keyword::DEFAULT)
     {
+        if local {
+            return Err(ParseError::Unsupported(
+                "SET LOCAL ... TO DEFAULT is not supported: use SET LOCAL name = value".into(),
+            ));
+        }
         return Ok(Statement::Reset {
             name: Some(name),
             tag: "SET".into(),
@@ -793,7 +796,94 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
         })
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Statement::Set { name, value })
+    Ok(Statement::Set { name, value, local })
+}
+
+/// A transaction-control statement as sqlparser read it.
+fn transaction(sql: &str, stmt: ast::Statement) -> Result<Statement, ParseError> {
+    use ast::Statement as S;
+    let chain = || {
+        Err(ParseError::Unsupported(
+            "AND CHAIN is not supported: end the transaction, then BEGIN another".into(),
+        ))
+    };
+    let kind = match stmt {
+        S::StartTransaction { modes, .. } => TransactionKind::Begin(transaction_modes(&modes)?),
+        S::Commit { chain: true, .. } | S::Rollback { chain: true, .. } => return chain(),
+        S::Commit { .. } => TransactionKind::Commit,
+        S::Rollback {
+            savepoint: Some(name),
+            ..
+        } => TransactionKind::RollbackTo(fold(&name)),
+        S::Rollback { .. } => TransactionKind::Rollback,
+        S::Savepoint { name } => TransactionKind::Savepoint(fold(&name)),
+        S::ReleaseSavepoint { name } => TransactionKind::Release(fold(&name)),
+        S::Set(ast::Set::SetTransaction {
+            modes,
+            snapshot,
+            session,
+        }) => {
+            if snapshot.is_some() {
+                return Err(ParseError::Unsupported(
+                    "SET TRANSACTION SNAPSHOT is not supported".into(),
+                ));
+            }
+            TransactionKind::SetTransaction {
+                modes: transaction_modes(&modes)?,
+                session,
+            }
+        }
+        other => {
+            return Err(ParseError::Unsupported(format!(
+                "{} is not supported",
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+    };
+    let _ = sql;
+    Ok(Statement::Transaction(kind))
+}
+
+/// An identifier as PostgreSQL folds it: unquoted ones to lower case.
+fn fold(name: &ast::Ident) -> String {
+    match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_ascii_lowercase(),
+    }
+}
+
+fn transaction_modes(modes: &[ast::TransactionMode]) -> Result<TransactionModes, ParseError> {
+    let mut out = TransactionModes::default();
+    for m in modes {
+        match m {
+            ast::TransactionMode::AccessMode(a) => {
+                out.read_only = Some(matches!(a, ast::TransactionAccessMode::ReadOnly));
+            }
+            ast::TransactionMode::IsolationLevel(l) => {
+                out.isolation = Some(match l {
+                    ast::TransactionIsolationLevel::ReadUncommitted => {
+                        IsolationLevel::ReadUncommitted
+                    }
+                    ast::TransactionIsolationLevel::ReadCommitted => IsolationLevel::ReadCommitted,
+                    ast::TransactionIsolationLevel::RepeatableRead => {
+                        IsolationLevel::RepeatableRead
+                    }
+                    ast::TransactionIsolationLevel::Serializable => IsolationLevel::Serializable,
+                    other => {
+                        return Err(ParseError::Unsupported(format!(
+                            "isolation level {other} is not supported"
+                        )));
+                    }
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parse `SEARCH c NEAREST col TO vec [METRIC m] [WHERE ..] [LIMIT k]

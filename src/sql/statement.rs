@@ -36,16 +36,19 @@ pub enum Statement {
     CreateExtension {
         name: String,
     },
-    /// `SET name = value` (session variables).
+    /// `SET [LOCAL] name = value` (session variables; LOCAL: until the
+    /// transaction ends).
     Set {
         name: String,
         value: String,
+        local: bool,
     },
     /// `SHOW name`.
     Show {
         name: String,
     },
-    /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted; every statement commits on its own.
+    /// Transaction control: BEGIN, COMMIT, ROLLBACK, savepoints, SET
+    /// TRANSACTION.
     Transaction(TransactionKind),
     /// A statement that does nothing but answer with a tag.
     NoOp {
@@ -271,11 +274,69 @@ impl CopyOptions {
     }
 }
 
+/// PostgreSQL's isolation levels, as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    ReadUncommitted,
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl IsolationLevel {
+    /// As `SHOW transaction_isolation` says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadUncommitted => "read uncommitted",
+            IsolationLevel::ReadCommitted => "read committed",
+            IsolationLevel::RepeatableRead => "repeatable read",
+            IsolationLevel::Serializable => "serializable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IsolationLevel> {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .split_whitespace()
+            .collect::<Vec<_>>()[..]
+        {
+            ["read", "uncommitted"] => Some(IsolationLevel::ReadUncommitted),
+            ["read", "committed"] => Some(IsolationLevel::ReadCommitted),
+            ["repeatable", "read"] => Some(IsolationLevel::RepeatableRead),
+            ["serializable"] => Some(IsolationLevel::Serializable),
+            _ => None,
+        }
+    }
+}
+
+/// The modes of BEGIN and SET TRANSACTION.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransactionModes {
+    pub isolation: Option<IsolationLevel>,
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum TransactionKind {
-    Begin,
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin(TransactionModes),
+    /// `COMMIT`, `END`.
     Commit,
+    /// `ROLLBACK`, `ABORT`.
     Rollback,
+    /// `SAVEPOINT name` (names folded as identifiers are).
+    Savepoint(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `SET TRANSACTION ...`, or with `session`, `SET SESSION
+    /// CHARACTERISTICS AS TRANSACTION ...`.
+    SetTransaction {
+        modes: TransactionModes,
+        session: bool,
+    },
 }
 
 /// Options given to `SEARCH ... WITH (...)`.

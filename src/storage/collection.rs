@@ -40,12 +40,14 @@ mod flush;
 mod index_build;
 mod open;
 mod pk_index;
+mod stage;
 mod write;
 
 use compaction::*;
 pub use index_build::{IndexReport, IndexStatus};
 pub use pk_index::PkKey;
 use pk_index::*;
+pub use stage::{Overlay, PROVISIONAL};
 pub use write::{Mutation, RowChange, RowFilter};
 
 /// How long a dropped collection's files wait for the queries that still
@@ -106,11 +108,6 @@ pub struct CollectionData {
     published: RwLock<Arc<Snapshot>>,
     write: Mutex<WriteState>,
     maintenance: tokio::sync::Mutex<()>,
-    /// Held by statements that read rows and write what they read
-    /// (UPDATE, DELETE, ON CONFLICT DO UPDATE) from the read to the write,
-    /// so that two of them never both act on the same old row (a lost
-    /// update). Plain INSERTs do not take it.
-    rmw: tokio::sync::Mutex<()>,
     last_write_ms: AtomicU64,
     dropped: AtomicBool,
     /// RELEASE COLLECTION: rows and indexes out of memory, reads refused
@@ -153,6 +150,22 @@ impl CollectionData {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.published.read().clone()
+    }
+
+    /// Make `snap` the one readers take, unless a later one already is.
+    pub(super) fn publish(&self, snap: Arc<Snapshot>) {
+        {
+            let mut p = self.published.write();
+            if p.seq < snap.seq {
+                *p = snap;
+            }
+        }
+        self.last_write_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A timestamp no record still in the collection's WAL is older than.
+    pub(super) fn wal_oldest(&self) -> Result<u64> {
+        self.wal.oldest()
     }
 
     /// Whether the background flusher should flush now.

@@ -22,9 +22,10 @@ pub mod objects;
 pub mod segment;
 pub mod sqlstate_of;
 pub mod stats;
+pub mod txn;
 pub mod wal;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -40,7 +41,9 @@ use manifest::ManifestStore;
 pub use objects::{ObjectIo, S3Config, SCAN_URL};
 use quiver_catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};
 pub use segment::{Chunk, FlushedSegment, ROWID, SegmentData, Snapshot};
+pub use txn::{Isolation, Transaction, TxSlot};
 pub use wal::WalSync;
+use wal::{LocalWal, Wal, WalRecord};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -99,6 +102,18 @@ pub enum StorageError {
     /// A row's value does not fit its field (a vector of another dimension).
     #[error(transparent)]
     Vector(#[from] quiver_vector::VectorError),
+    #[error(
+        "deadlock detected: waiting for the lock of collection \"{0}\" would wait for ever; the transaction is aborted"
+    )]
+    Deadlock(String),
+    #[error(
+        "could not serialize access due to concurrent update of collection \"{0}\"; retry the transaction"
+    )]
+    SerializationFailure(String),
+    #[error("savepoint \"{0}\" does not exist")]
+    NoSavepoint(String),
+    #[error("the transaction holds more than {} MiB of uncommitted rows (storage.transaction_memory); commit in smaller transactions", limit >> 20)]
+    TransactionTooLarge { limit: usize },
 }
 
 impl StorageError {
@@ -143,6 +158,10 @@ impl SqlStateError for StorageError {
             StorageError::Released(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
             StorageError::Index(i) => i.sqlstate(),
             StorageError::Vector(v) => v.sqlstate(),
+            StorageError::Deadlock(_) => sqlstate::DEADLOCK_DETECTED,
+            StorageError::SerializationFailure(_) => sqlstate::SERIALIZATION_FAILURE,
+            StorageError::NoSavepoint(_) => sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+            StorageError::TransactionTooLarge { .. } => sqlstate::OUT_OF_MEMORY,
             StorageError::Expression(d) => sqlstate_of::datafusion(d),
             StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
                 sqlstate::INTERNAL_ERROR
@@ -164,6 +183,8 @@ pub struct StorageConfig {
     pub wal_sync: WalSync,
     /// Bytes of unflushed rows (all collections) before writers wait.
     pub insert_buffer_size: usize,
+    /// Bytes of uncommitted rows one transaction may hold (53200 beyond).
+    pub transaction_memory: usize,
     pub segment_max_rows: usize,
     pub segment_max_bytes: usize,
     /// A growing segment with no writes for this long is sealed.
@@ -187,6 +208,7 @@ impl StorageConfig {
             s3: S3Config::default(),
             wal_sync: WalSync::Always,
             insert_buffer_size: 256 << 20,
+            transaction_memory: txn::DEFAULT_TRANSACTION_MEMORY,
             segment_max_rows: 1_000_000,
             segment_max_bytes: 64 << 20,
             seal_idle: Duration::from_secs(1),
@@ -259,6 +281,12 @@ pub struct Shared {
     pub index_progress: tokio::sync::Notify,
     /// The last background flush's failure, while flushes keep failing.
     flush_failure: Mutex<Option<FlushFailure>>,
+    /// The collection locks (see `txn.rs`).
+    pub locks: Arc<txn::Locks>,
+    /// The commit log of multi-collection transactions (opened by
+    /// [`Storage::recover`]) and the timestamps it holds at start-up.
+    commits: Mutex<Option<Arc<LocalWal>>>,
+    committed: Mutex<HashSet<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +302,27 @@ struct FlushFailure {
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Shared {
+    /// Record that the multi-collection transaction of timestamp `ts`
+    /// committed, durably (its records are already).
+    fn log_commit(&self, ts: u64) -> Result<()> {
+        let Some(log) = self.commits.lock().clone() else {
+            return Err(StorageError::WalFailed("the commit log is not open".into()));
+        };
+        let frame = WalRecord {
+            ts,
+            ..WalRecord::default()
+        }
+        .encode()?;
+        let lsn = log.append(&frame)?;
+        log.sync(lsn)
+    }
+
+    /// Whether a record of a multi-collection transaction is to be
+    /// replayed: its commit is in the commit log.
+    fn committed(&self, ts: u64) -> bool {
+        self.committed.lock().contains(&ts)
+    }
+
     fn new_segment_id(&self) -> u64 {
         self.next_segment_id.fetch_add(1, Ordering::SeqCst)
     }
@@ -407,6 +456,9 @@ impl Storage {
             wake_indexer: tokio::sync::Notify::new(),
             index_progress: tokio::sync::Notify::new(),
             flush_failure: Mutex::new(None),
+            locks: Arc::new(txn::Locks::default()),
+            commits: Mutex::new(None),
+            committed: Mutex::new(HashSet::new()),
         });
         let initial = (current.version > 0).then(|| current.catalog.clone());
         info!(root = %root, manifest_version = current.version, "storage opened");
@@ -431,11 +483,13 @@ impl Storage {
     pub async fn recover(self: &Arc<Storage>, defs: Vec<Arc<CollectionDef>>) -> Result<()> {
         let manifest = self.shared.manifest.snapshot().await;
         let started = std::time::Instant::now();
+        self.open_commit_log()?;
         for def in defs {
             let entry = manifest.collections.get(&def.id).cloned();
             let data = CollectionData::open(&def, self.shared.clone(), entry).await?;
             self.collections.write().insert(def.id, data);
         }
+        self.trim_commit_log()?;
         info!(
             collections = self.collections.read().len(),
             ms = started.elapsed().as_millis() as u64,
@@ -444,6 +498,43 @@ impl Storage {
         self.start_flusher();
         self.start_indexer();
         Ok(())
+    }
+
+    /// Open the commit log of multi-collection transactions and read the
+    /// commits it holds (before any collection replays its WAL).
+    fn open_commit_log(&self) -> Result<()> {
+        let dir = self.shared.wal_dir.join("commits");
+        let (log, records) =
+            LocalWal::open(&dir, self.shared.config.wal_sync, self.shared.tso.now())?;
+        let mut committed = self.shared.committed.lock();
+        for r in &records {
+            self.shared.tso.observe(r.ts);
+            committed.insert(r.ts);
+        }
+        *self.shared.commits.lock() = Some(log);
+        Ok(())
+    }
+
+    /// After recovery, the commits older than every record still in a
+    /// collection's WAL are needed no more: start a new commit-log file
+    /// and remove the files wholly before that.
+    fn trim_commit_log(&self) -> Result<()> {
+        let Some(log) = self.shared.commits.lock().clone() else {
+            return Ok(());
+        };
+        let mut oldest = self.shared.tso.now();
+        for c in self.collections.read().values() {
+            oldest = oldest.min(c.wal_oldest()?);
+        }
+        log.rotate(self.shared.tso.now())?;
+        log.trim(oldest.saturating_sub(1))?;
+        self.shared.committed.lock().clear();
+        Ok(())
+    }
+
+    /// Start a transaction.
+    pub fn begin(&self, isolation: Isolation) -> Arc<Transaction> {
+        Arc::new(Transaction::new(self.shared.clone(), isolation))
     }
 
     /// The index builder: builds (or loads) the indexes of sealed

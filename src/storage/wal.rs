@@ -78,6 +78,9 @@ pub struct WalRecord {
     pub deletes: Vec<u64>,
     /// Rows inserted, in the collection's storage schema (row ids included).
     pub insert: Option<RecordBatch>,
+    /// Part of a transaction that wrote several collections: replayed only
+    /// if the commit log holds `ts` (see `txn.rs`).
+    pub multi: bool,
 }
 
 const HEADER: usize = 8;
@@ -88,7 +91,7 @@ impl WalRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut payload = Vec::with_capacity(64 + self.deletes.len() * 8);
         payload.extend_from_slice(&self.ts.to_le_bytes());
-        payload.push(self.truncate as u8);
+        payload.push(self.truncate as u8 | (self.multi as u8) << 1);
         payload.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
         for d in &self.deletes {
             payload.extend_from_slice(&d.to_le_bytes());
@@ -115,7 +118,8 @@ impl WalRecord {
         let bad = || StorageError::Corrupt("malformed WAL record".into());
         let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(bad);
         let ts = u64::from_le_bytes(take(0, 8)?.try_into().map_err(|_| bad())?);
-        let truncate = take(8, 1)?[0] != 0;
+        let flags = take(8, 1)?[0];
+        let (truncate, multi) = (flags & 1 != 0, flags & 2 != 0);
         let n = u64::from_le_bytes(take(9, 8)?.try_into().map_err(|_| bad())?) as usize;
         let mut at = 17;
         let mut deletes = Vec::with_capacity(n.min(payload.len() / 8));
@@ -147,6 +151,7 @@ impl WalRecord {
             truncate,
             deletes,
             insert,
+            multi,
         })
     }
 }
@@ -205,6 +210,8 @@ pub trait Wal: Send + Sync + std::fmt::Debug {
     fn trim(&self, checkpoint: u64) -> Result<()>;
     /// Remove the whole log (the collection was dropped).
     fn destroy(&self) -> Result<()>;
+    /// A timestamp no record still in the log is older than.
+    fn oldest(&self) -> Result<u64>;
 }
 
 #[derive(Debug)]
@@ -468,6 +475,10 @@ impl Wal for LocalWal {
         Ok(())
     }
 
+    fn oldest(&self) -> Result<u64> {
+        Ok(list_files(&self.dir)?.first().map_or(0, |(ts, _)| *ts))
+    }
+
     fn destroy(&self) -> Result<()> {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
@@ -503,11 +514,13 @@ mod ipc_tests {
             truncate: false,
             deletes: vec![1, 2],
             insert: Some(batch.clone()),
+            multi: true,
         };
         let frame = rec.encode().unwrap();
         let back = WalRecord::decode(&frame[HEADER..]).unwrap();
         assert_eq!(back.insert, Some(batch));
         assert_eq!(back.deletes, vec![1, 2]);
+        assert!(back.multi && !back.truncate);
     }
 }
 
@@ -526,6 +539,7 @@ mod tests {
             truncate: false,
             deletes: vec![ts * 10],
             insert: Some(batch),
+            multi: false,
         }
     }
 

@@ -12,6 +12,7 @@ impl Engine {
         statement: Statement,
     ) -> Result<Output, QueryError> {
         debug!(?statement, "execute");
+        self.admit(session, &statement)?;
         match statement {
             Statement::Query(mut stmt) => {
                 if let Some(returning) = self.plan_returning(session, &mut stmt)? {
@@ -129,10 +130,7 @@ impl Engine {
                     )))
                 }
             }
-            Statement::Set { name, value } => {
-                session.set_var(&name, &value)?;
-                Ok(command("SET"))
-            }
+            Statement::Set { name, value, local } => self.set(session, &name, &value, local),
             Statement::Reset { name, tag } => {
                 session.reset_var(name.as_deref())?;
                 Ok(command(tag))
@@ -146,7 +144,7 @@ impl Engine {
                     vec![Arc::new(StringArray::from(vec![value]))],
                 )?)
             }
-            Statement::Transaction(kind) => Ok(Output::Transaction(kind)),
+            Statement::Transaction(kind) => self.transaction(session, kind).await,
             Statement::CopyTo { query, options } => {
                 match Box::pin(self.execute(session, Statement::Query(query))).await? {
                     Output::Rows { schema, stream } => Ok(Output::CopyOut {

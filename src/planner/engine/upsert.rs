@@ -9,7 +9,10 @@ use super::*;
 pub(super) async fn upsert_rows(
     state: &SessionState,
     def: &quiver_catalog::CollectionDef,
-    data: &quiver_storage::CollectionData,
+    data: (
+        &quiver_storage::CollectionData,
+        Option<&quiver_storage::Transaction>,
+    ),
     pk: usize,
     proposed: RecordBatch,
     assignments: &[ast::Assignment],
@@ -18,8 +21,12 @@ pub(super) async fn upsert_rows(
     use arrow::array::{Array, UInt32Array};
     use datafusion::common::DFSchema;
     use datafusion::sql::sqlparser::ast::ExprWithAlias;
+    let (data, tx) = data;
     let schema = data.schema();
-    let existing = data.rows_by_key(proposed.column(pk)).await?;
+    let existing = match tx {
+        Some(tx) => tx.rows_by_key(data, proposed.column(pk)).await?,
+        None => data.rows_by_key(proposed.column(pk)).await?,
+    };
     let key_of = |a: &arrow::array::ArrayRef, i: usize| -> String {
         arrow::util::display::array_value_to_string(a, i).unwrap_or_default()
     };
@@ -214,7 +221,15 @@ impl Engine {
         let data = self.storage.open_collection(&def)?;
         // Reads and writes of the rows to update are one step: concurrent
         // upserts, UPDATEs and DELETEs of the collection wait.
-        let _serial = data.read_modify_write().await;
+        // Inside a transaction the lock is held until it ends.
+        let tx = session.transaction();
+        let _serial = match &tx {
+            Some(tx) => {
+                tx.lock(&data).await?;
+                None
+            }
+            None => Some(data.read_modify_write().await?),
+        };
         let physical = state.create_physical_plan(&input).await?;
         let batches = collect(physical, session.task_ctx()).await?;
         let schema = data.schema();
@@ -252,21 +267,32 @@ impl Engine {
                 assignments,
                 selection,
             } => Mutation::Insert {
-                rows: upsert_rows(state, &def, &data, pk, batch, &assignments, selection).await?,
+                rows: upsert_rows(
+                    state,
+                    &def,
+                    (&data, tx.as_deref()),
+                    pk,
+                    batch,
+                    &assignments,
+                    selection,
+                )
+                .await?,
                 on_conflict: Conflict::Replace,
             },
         };
         let Some(returning) = returning else {
-            let n = data.mutate(mutation).await?;
+            let (n, _) = quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, false).await?;
             return Ok(Output::Command {
                 tag: "INSERT".into(),
                 rows: Some(n),
             });
         };
         // RETURNING: the rows inserted or updated (not those skipped).
-        let (n, written) = data.mutate_returning(mutation).await?;
+        let (n, written) = quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, true).await?;
         let returned = quiver_exec::dml::Returned::default();
-        returned.push(written);
+        if let Some(written) = written {
+            returned.push(written);
+        }
         Ok(Output::Returning {
             schema: returning.schema.clone(),
             batches: returning.evaluate(state, &returned)?,

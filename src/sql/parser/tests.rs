@@ -75,14 +75,14 @@ fn syntax_errors_have_positions() {
 #[test]
 fn set_variables() {
     match one("SET hnsw.ef_search = 100") {
-        Statement::Set { name, value } => {
+        Statement::Set { name, value, .. } => {
             assert_eq!(name, "hnsw.ef_search");
             assert_eq!(value, "100");
         }
         other => panic!("{other:?}"),
     }
     match one("SET TIME ZONE 'UTC'") {
-        Statement::Set { name, value } => {
+        Statement::Set { name, value, .. } => {
             assert_eq!((name.as_str(), value.as_str()), ("timezone", "UTC"))
         }
         other => panic!("{other:?}"),

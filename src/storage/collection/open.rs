@@ -117,7 +117,6 @@ impl CollectionData {
                 retired: Vec::new(),
             }),
             maintenance: tokio::sync::Mutex::new(()),
-            rmw: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),
             dropped: AtomicBool::new(false),
             released: AtomicBool::new(false),
@@ -128,7 +127,12 @@ impl CollectionData {
         let mut replayed = 0usize;
         {
             let mut state = data.write.lock();
-            for rec in records.iter().filter(|r| r.ts > entry.checkpoint_ts) {
+            // A record of a multi-collection transaction counts only if
+            // the commit log says the transaction committed.
+            for rec in records
+                .iter()
+                .filter(|r| r.ts > entry.checkpoint_ts && (!r.multi || shared.committed(r.ts)))
+            {
                 shared.tso.observe(rec.ts);
                 if let Some(batch) = &rec.insert {
                     data.advance_counters(&mut state, batch)?;

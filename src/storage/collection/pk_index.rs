@@ -69,9 +69,17 @@ impl CollectionData {
     /// as (row id, full row batch) pairs.
     pub(super) async fn matching(
         &self,
+        predicate: impl FnMut(&RecordBatch) -> Result<BooleanArray> + Send,
+    ) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
+        self.matching_in(&self.snapshot(), predicate).await
+    }
+
+    /// [`Self::matching`] over `snap` (a transaction's view).
+    pub(super) async fn matching_in(
+        &self,
+        snap: &Snapshot,
         mut predicate: impl FnMut(&RecordBatch) -> Result<BooleanArray> + Send,
     ) -> Result<(Vec<u64>, Vec<RecordBatch>)> {
-        let snap = self.snapshot();
         let mut ids = Vec::new();
         let mut rows = Vec::new();
         let n_fields = self.schema.fields().len();
@@ -136,6 +144,32 @@ impl CollectionData {
                     .is_some_and(|(s, o)| !state.pending.segments[s].deletes.contains(o))
             })
             .collect()
+    }
+
+    /// The live rows of `snap` (a transaction's view) whose primary key is
+    /// one of `keys`, in the full schema.
+    pub async fn rows_by_key_in(&self, snap: &Snapshot, keys: &ArrayRef) -> Result<RecordBatch> {
+        let Some(pk) = self.primary_key else {
+            return Ok(RecordBatch::new_empty(self.full_schema.clone()));
+        };
+        let wanted: HashSet<PkKey> = pk_keys(keys)?.into_iter().flatten().collect();
+        let mut out = Vec::new();
+        if !wanted.is_empty() {
+            for chunk in snap.chunks().await? {
+                let have = pk_keys(chunk.batch.column(pk))?;
+                let mask: BooleanArray = have
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        Some(chunk.is_live(i) && k.as_ref().is_some_and(|k| wanted.contains(k)))
+                    })
+                    .collect();
+                if mask.true_count() > 0 {
+                    out.push(arrow::compute::filter_record_batch(&chunk.batch, &mask)?);
+                }
+            }
+        }
+        Ok(concat_batches(&self.full_schema, &out)?)
     }
 
     /// The live rows whose primary key is one of `keys`, in the full schema.

@@ -53,10 +53,11 @@ impl CollectionData {
     }
 
     /// Serialise a statement that reads rows and writes from them with the
-    /// others of this collection (see `rmw`); UPDATE and DELETE take it
-    /// themselves.
-    pub async fn read_modify_write(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.rmw.lock().await
+    /// others of this collection and with the transactions that changed
+    /// rows of it (the collection's lock, `txn.rs`); UPDATE, DELETE and
+    /// TRUNCATE take it themselves.
+    pub async fn read_modify_write(&self) -> Result<crate::txn::StatementLock> {
+        crate::txn::StatementLock::take(&self.shared.locks, self.id, &self.name).await
     }
 
     /// [`Self::mutate`], also returning the rows written (inserted, or the
@@ -80,14 +81,17 @@ impl CollectionData {
                 self.insert_rows(rows, on_conflict, returning).await
             }
             Mutation::Delete { filter } => {
-                let _serial = self.rmw.lock().await;
+                let _serial = self.read_modify_write().await?;
                 self.delete_rows(filter, returning).await
             }
             Mutation::Update { filter, change } => {
-                let _serial = self.rmw.lock().await;
+                let _serial = self.read_modify_write().await?;
                 self.update_rows(filter, change, returning).await
             }
-            Mutation::Truncate => Ok((self.truncate_rows().await?, None)),
+            Mutation::Truncate => {
+                let _serial = self.read_modify_write().await?;
+                Ok((self.truncate_rows().await?, None))
+            }
         }
     }
 
@@ -177,7 +181,24 @@ impl CollectionData {
         Ok(())
     }
 
-    pub(super) fn check_writable(&self) -> Result<()> {
+    /// 23505 for `key` of the primary-key field `pk`.
+    pub(super) fn duplicate_key(&self, pk: usize, key: &PkKey) -> StorageError {
+        StorageError::DuplicateKey {
+            collection: self.name.clone(),
+            field: self.field_names[pk].clone(),
+            value: key.to_string(),
+        }
+    }
+
+    /// 23502 for a NULL primary key.
+    pub(super) fn null_key(&self, pk: usize) -> StorageError {
+        StorageError::NotNull {
+            collection: self.name.clone(),
+            field: self.field_names[pk].clone(),
+        }
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.dropped.load(Ordering::Relaxed) {
             return Err(StorageError::Dropped(self.name.clone()));
         }
@@ -304,6 +325,7 @@ impl CollectionData {
             truncate,
             deletes,
             insert,
+            multi: false,
         };
         let frame = rec.encode()?;
         let lsn = self.wal.append(&frame)?;
@@ -318,13 +340,7 @@ impl CollectionData {
         tokio::task::spawn_blocking(move || wal.sync(lsn))
             .await
             .map_err(|e| StorageError::WalFailed(e.to_string()))??;
-        {
-            let mut p = self.published.write();
-            if p.seq < snap.seq {
-                *p = snap;
-            }
-        }
-        self.last_write_ms.store(now_ms(), Ordering::Relaxed);
+        self.publish(snap);
         self.shared.wake_flusher.notify_one();
         Ok(())
     }
@@ -356,21 +372,14 @@ impl CollectionData {
                 let mut seen: HashMap<PkKey, usize> = HashMap::with_capacity(keys.len());
                 for (i, key) in keys.into_iter().enumerate() {
                     let Some(key) = key else {
-                        return Err(StorageError::NotNull {
-                            collection: self.name.clone(),
-                            field: self.field_names[pk].clone(),
-                        });
+                        return Err(self.null_key(pk));
                     };
                     let existing = state.pks.get(&key).copied();
                     let duplicate = seen.get(&key).copied();
                     match (conflict, existing.is_some() || duplicate.is_some()) {
                         (_, false) => {}
                         (Conflict::Error, true) => {
-                            return Err(StorageError::DuplicateKey {
-                                collection: self.name.clone(),
-                                field: self.field_names[pk].clone(),
-                                value: key.to_string(),
-                            });
+                            return Err(self.duplicate_key(pk, &key));
                         }
                         (Conflict::Skip, true) => {
                             keep[i] = false;
@@ -519,7 +528,11 @@ impl CollectionData {
 
     /// The rows of `rows` (as [`Self::matching`] gives them) whose row id
     /// is in `ids`, in [`Self::schema`].
-    fn rows_with_ids(&self, rows: &[RecordBatch], ids: &HashSet<u64>) -> Result<RecordBatch> {
+    pub(super) fn rows_with_ids(
+        &self,
+        rows: &[RecordBatch],
+        ids: &HashSet<u64>,
+    ) -> Result<RecordBatch> {
         let n_fields = self.schema.fields().len();
         let mut out = Vec::with_capacity(rows.len());
         for b in rows {
@@ -598,18 +611,11 @@ impl CollectionData {
                 let mut seen = HashSet::new();
                 for key in pk_keys(new_batch.column(pk))? {
                     let Some(key) = key else {
-                        return Err(StorageError::NotNull {
-                            collection: self.name.clone(),
-                            field: self.field_names[pk].clone(),
-                        });
+                        return Err(self.null_key(pk));
                     };
                     let taken = state.pks.contains_key(&key) && !old_keys.contains(&key);
                     if taken || !seen.insert(key.clone()) {
-                        return Err(StorageError::DuplicateKey {
-                            collection: self.name.clone(),
-                            field: self.field_names[pk].clone(),
-                            value: key.to_string(),
-                        });
+                        return Err(self.duplicate_key(pk, &key));
                     }
                     new_keys.push(key);
                 }

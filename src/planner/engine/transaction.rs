@@ -1,0 +1,345 @@
+//! Transaction blocks: BEGIN, COMMIT, ROLLBACK, savepoints, SET
+//! TRANSACTION, and what a block allows, as PostgreSQL answers them. The
+//! transactions themselves are storage's (`storage/txn.rs`).
+
+use quiver_common::sqlstate::{self, SqlState};
+use quiver_sql::statement::{IsolationLevel, Statement, TransactionKind, TransactionModes};
+use quiver_storage::Isolation;
+
+use super::*;
+
+fn refused(code: SqlState, message: impl Into<String>) -> QueryError {
+    QueryError::Transaction {
+        message: message.into(),
+        code,
+    }
+}
+
+fn done(tag: &'static str) -> Output {
+    Output::Transaction { tag, warning: None }
+}
+
+fn warned(tag: &'static str, code: SqlState, message: &str) -> Output {
+    Output::Transaction {
+        tag,
+        warning: Some((code, message.to_string())),
+    }
+}
+
+/// The level a transaction runs at for the level asked for.
+fn level(asked: IsolationLevel) -> Result<Isolation, QueryError> {
+    match asked {
+        // PostgreSQL's READ UNCOMMITTED is READ COMMITTED too.
+        IsolationLevel::ReadUncommitted | IsolationLevel::ReadCommitted => {
+            Ok(Isolation::ReadCommitted)
+        }
+        IsolationLevel::RepeatableRead => Ok(Isolation::RepeatableRead),
+        IsolationLevel::Serializable => Err(QueryError::Unsupported(
+            "SERIALIZABLE isolation is not supported: quiver offers READ COMMITTED and REPEATABLE READ (a snapshot for the whole transaction)".into(),
+        )),
+    }
+}
+
+/// Statements that change the schema, users or privileges: refused
+/// inside a transaction block (they take effect at once and could not be
+/// rolled back), as PostgreSQL refuses CREATE DATABASE.
+fn non_transactional(statement: &Statement) -> Option<&'static str> {
+    use quiver_sql::statement::{AccessStatement as A, IndexStatement as I};
+    Some(match statement {
+        Statement::CreateCollection(_) => "CREATE TABLE",
+        Statement::DropCollection { .. } => "DROP TABLE",
+        Statement::CreateDatabase { .. } => "CREATE DATABASE",
+        Statement::DropDatabase { .. } => "DROP DATABASE",
+        Statement::Index(I::Create { .. }) => "CREATE INDEX",
+        Statement::Index(I::Drop { .. }) => "DROP INDEX",
+        Statement::Index(I::Reindex { .. } | I::ReindexCollection { .. }) => "REINDEX",
+        Statement::Access(A::ShowUsers | A::ShowRoles | A::ShowGrants { .. }) => return None,
+        Statement::Access(_) => "a user, role or privilege statement",
+        Statement::Query(q) => match q.as_ref() {
+            ast::Statement::CreateTable(_) => "CREATE TABLE",
+            ast::Statement::Drop { .. } => "DROP",
+            ast::Statement::AlterTable(_) => "ALTER TABLE",
+            ast::Statement::CreateView(_) => "CREATE VIEW",
+            ast::Statement::CreateSchema { .. } => "CREATE SCHEMA",
+            _ => return None,
+        },
+        Statement::Tuned { inner, .. } => return non_transactional(inner),
+        _ => return None,
+    })
+}
+
+/// Statements that write rows (refused in a READ ONLY transaction).
+fn writes(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::Upsert { .. } => Some("INSERT"),
+        Statement::CopyFrom(_) => Some("COPY FROM"),
+        Statement::Query(q) => match q.as_ref() {
+            ast::Statement::Insert(_) => Some("INSERT"),
+            ast::Statement::Update { .. } => Some("UPDATE"),
+            ast::Statement::Delete(_) => Some("DELETE"),
+            ast::Statement::Truncate { .. } => Some("TRUNCATE"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// What a statement must pass before it runs, given the session's
+    /// transaction block: 25P02 in a failed block, 25001 for statements
+    /// that cannot run in one, 25006 for writes in a READ ONLY one. A
+    /// REPEATABLE READ transaction takes its snapshot at its first
+    /// statement.
+    pub(crate) fn admit(&self, session: &Session, statement: &Statement) -> Result<(), QueryError> {
+        if matches!(statement, Statement::Transaction(_)) {
+            return Ok(());
+        }
+        let block = session.block();
+        if block.failed() {
+            return Err(refused(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let Some(tx) = session.transaction() else {
+            return Ok(());
+        };
+        if let Some(what) = non_transactional(statement) {
+            return Err(refused(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                format!(
+                    "{what} cannot run inside a transaction block: quiver applies schema, user and privilege changes at once; COMMIT or ROLLBACK first"
+                ),
+            ));
+        }
+        if session.read_only()
+            && let Some(what) = writes(statement)
+        {
+            return Err(refused(
+                sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!("cannot execute {what} in a read-only transaction"),
+            ));
+        }
+        tx.statement_starts(&self.storage.all_collections());
+        Ok(())
+    }
+
+    /// Run a transaction-control statement.
+    pub(crate) async fn transaction(
+        &self,
+        session: &Session,
+        kind: TransactionKind,
+    ) -> Result<Output, QueryError> {
+        let block = session.block().clone();
+        let in_block = block.in_block();
+        let no_block = |what: &str| {
+            refused(
+                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                format!("{what} can only be used in transaction blocks"),
+            )
+        };
+        let failed = || {
+            refused(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+        };
+        match kind {
+            TransactionKind::Begin(modes) => {
+                if in_block {
+                    return Ok(warned(
+                        "BEGIN",
+                        sqlstate::ACTIVE_SQL_TRANSACTION,
+                        "there is already a transaction in progress",
+                    ));
+                }
+                let named = match modes.isolation {
+                    Some(l) => l,
+                    None => session
+                        .var("default_transaction_isolation")
+                        .and_then(|v| IsolationLevel::parse(&v))
+                        .unwrap_or(IsolationLevel::ReadCommitted),
+                };
+                let isolation = level(named)?;
+                let read_only = modes.read_only.unwrap_or_else(|| {
+                    matches!(
+                        session.var("default_transaction_read_only").as_deref(),
+                        Some("on" | "true")
+                    )
+                });
+                session.begin(self.storage.begin(isolation), read_only, named.name());
+                Ok(done("BEGIN"))
+            }
+            TransactionKind::Commit => {
+                if !in_block {
+                    return Ok(warned(
+                        "COMMIT",
+                        sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                        "there is no transaction in progress",
+                    ));
+                }
+                let was_failed = block.failed();
+                let tx = session.end(was_failed);
+                match tx {
+                    Some(tx) if !was_failed => {
+                        tx.commit().await?;
+                        Ok(done("COMMIT"))
+                    }
+                    Some(tx) => {
+                        tx.rollback();
+                        Ok(done("ROLLBACK"))
+                    }
+                    None => Ok(done("COMMIT")),
+                }
+            }
+            TransactionKind::Rollback => {
+                if !in_block {
+                    return Ok(warned(
+                        "ROLLBACK",
+                        sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                        "there is no transaction in progress",
+                    ));
+                }
+                if let Some(tx) = session.end(true) {
+                    tx.rollback();
+                }
+                Ok(done("ROLLBACK"))
+            }
+            TransactionKind::Savepoint(name) => {
+                let tx = session.transaction().ok_or_else(|| no_block("SAVEPOINT"))?;
+                if block.failed() {
+                    return Err(failed());
+                }
+                tx.savepoint(&name);
+                Ok(done("SAVEPOINT"))
+            }
+            TransactionKind::RollbackTo(name) => {
+                let tx = session
+                    .transaction()
+                    .ok_or_else(|| no_block("ROLLBACK TO SAVEPOINT"))?;
+                tx.rollback_to(&name)?;
+                session.recovered();
+                Ok(done("ROLLBACK"))
+            }
+            TransactionKind::Release(name) => {
+                let tx = session
+                    .transaction()
+                    .ok_or_else(|| no_block("RELEASE SAVEPOINT"))?;
+                if block.failed() {
+                    return Err(failed());
+                }
+                tx.release(&name)?;
+                Ok(done("RELEASE"))
+            }
+            TransactionKind::SetTransaction {
+                modes,
+                session: true,
+            } => {
+                if let Some(l) = modes.isolation {
+                    level(l)?;
+                    session.set_var("default_transaction_isolation", l.name())?;
+                }
+                if let Some(r) = modes.read_only {
+                    session.set_var(
+                        "default_transaction_read_only",
+                        if r { "on" } else { "off" },
+                    )?;
+                }
+                Ok(done("SET"))
+            }
+            TransactionKind::SetTransaction { modes, .. } => {
+                let Some(tx) = session.transaction() else {
+                    return Ok(warned(
+                        "SET",
+                        sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                        "SET TRANSACTION can only be used in transaction blocks",
+                    ));
+                };
+                if block.failed() {
+                    return Err(failed());
+                }
+                self.set_transaction(session, &tx, modes)?;
+                Ok(done("SET"))
+            }
+        }
+    }
+
+    fn set_transaction(
+        &self,
+        session: &Session,
+        tx: &quiver_storage::Transaction,
+        modes: TransactionModes,
+    ) -> Result<(), QueryError> {
+        if let Some(l) = modes.isolation {
+            let isolation = level(l)?;
+            if tx.started() && isolation != tx.isolation() {
+                return Err(refused(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    "SET TRANSACTION ISOLATION LEVEL must be called before any query",
+                ));
+            }
+            tx.set_isolation(isolation);
+        }
+        session.set_transaction(modes.read_only, modes.isolation.map(IsolationLevel::name));
+        Ok(())
+    }
+
+    /// `SET [LOCAL] name = value`; `transaction_isolation` and
+    /// `transaction_read_only` act on the block as SET TRANSACTION does.
+    pub(crate) fn set(
+        &self,
+        session: &Session,
+        name: &str,
+        value: &str,
+        local: bool,
+    ) -> Result<Output, QueryError> {
+        let lower = name.to_ascii_lowercase();
+        if lower == "transaction_isolation" || lower == "transaction_read_only" {
+            let modes = if lower == "transaction_isolation" {
+                let Some(l) = IsolationLevel::parse(value) else {
+                    return Err(QueryError::InvalidParameter(format!(
+                        "invalid value for parameter \"transaction_isolation\": \"{value}\""
+                    )));
+                };
+                TransactionModes {
+                    isolation: Some(l),
+                    read_only: None,
+                }
+            } else {
+                TransactionModes {
+                    isolation: None,
+                    read_only: Some(matches!(
+                        value.to_ascii_lowercase().as_str(),
+                        "on" | "true" | "1" | "yes"
+                    )),
+                }
+            };
+            return match session.transaction() {
+                Some(tx) => {
+                    self.set_transaction(session, &tx, modes)?;
+                    Ok(command("SET"))
+                }
+                None => Ok(warned(
+                    "SET",
+                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                    "SET TRANSACTION can only be used in transaction blocks",
+                )),
+            };
+        }
+        if local {
+            if !session.block().in_block() {
+                // PostgreSQL: it lasts only as long as the statement.
+                Session::check_var(&lower, value)?;
+                return Ok(warned(
+                    "SET",
+                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                    "SET LOCAL can only be used in transaction blocks",
+                ));
+            }
+            session.set_local(&lower, value)?;
+        } else {
+            session.set_var(&lower, value)?;
+        }
+        Ok(command("SET"))
+    }
+}
