@@ -50,6 +50,9 @@ struct Model {
     uncertain: HashSet<i64>,
 }
 
+/// Keys of the transactional writer of the crash loop start here (per round).
+const TX_KEYS: i64 = 500_000;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_nine_loses_no_acknowledged_write() {
     let (_cfg_dir, cfg) = config("");
@@ -57,7 +60,8 @@ async fn kill_nine_loses_no_acknowledged_write() {
     let setup = server.connect("default").await;
     setup
         .batch_execute(
-            "CREATE COLLECTION items (id BIGINT PRIMARY KEY, val BIGINT NOT NULL, v VECTOR(4))",
+            "CREATE COLLECTION items (id BIGINT PRIMARY KEY, val BIGINT NOT NULL, v VECTOR(4)); \
+             CREATE COLLECTION ledger (id BIGINT PRIMARY KEY, item BIGINT NOT NULL)",
         )
         .await
         .unwrap();
@@ -123,6 +127,64 @@ async fn kill_nine_loses_no_acknowledged_write() {
                 ops
             }));
         }
+        // A fourth client writes in transactions over both collections:
+        // each inserts a key into both, updates the previous one's row and
+        // deletes the one before in both, and upserts; after a crash each
+        // transaction is there whole (both collections) or not at all.
+        let model_tx = model.clone();
+        workers.push(tokio::spawn(async move {
+            let conn = format!(
+                "host=127.0.0.1 port={port} user=quiver password={} dbname=default",
+                common::PASSWORD
+            );
+            let Ok((client, connection)) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await
+            else {
+                return 0usize;
+            };
+            tokio::spawn(connection);
+            let base = (round as i64) * 1_000_000 + TX_KEYS;
+            let mut ops = 0;
+            for j in 0..100_000i64 {
+                let k = base + j;
+                let mut sql = format!(
+                    "BEGIN; INSERT INTO items VALUES ({k}, {j}, '[{j},0,0,1]'); \
+                     INSERT INTO ledger VALUES ({k}, 0); \
+                     INSERT INTO ledger VALUES ({k}, {j}) ON CONFLICT (id) DO UPDATE SET item = excluded.item + 1;"
+                );
+                let mut changes = vec![(k, Some(j))];
+                if j >= 1 {
+                    sql += &format!("UPDATE items SET val = {j} WHERE id = {};", k - 1);
+                    changes.push((k - 1, Some(j)));
+                }
+                if j >= 2 && j % 3 == 0 {
+                    sql += &format!(
+                        "DELETE FROM items WHERE id = {0}; DELETE FROM ledger WHERE id = {0};",
+                        k - 2
+                    );
+                    changes.push((k - 2, None));
+                }
+                if client.batch_execute(&sql).await.is_err() {
+                    return ops;
+                }
+                {
+                    let mut m = model_tx.lock().await;
+                    for (key, _) in &changes {
+                        m.uncertain.insert(*key);
+                    }
+                }
+                if client.batch_execute("COMMIT").await.is_err() {
+                    return ops;
+                }
+                let mut m = model_tx.lock().await;
+                for (key, after) in changes {
+                    m.uncertain.remove(&key);
+                    m.acked.insert(key, after);
+                }
+                ops += 1;
+            }
+            ops
+        }));
         // Let them write for a while (flushes and compactions run meanwhile).
         let ms = 300 + (round as u64 * 137) % 900;
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -142,6 +204,26 @@ async fn kill_nine_loses_no_acknowledged_write() {
             .await
             .into_iter()
             .collect();
+        // Each transaction whole: its key in both collections or neither,
+        // the upsert applied.
+        let ledger: HashMap<i64, i64> = rows(&client, "SELECT id, item FROM ledger")
+            .await
+            .into_iter()
+            .collect();
+        for (k, v) in present.iter().filter(|(k, _)| *k % 1_000_000 >= TX_KEYS) {
+            let j = k % 1_000_000 - TX_KEYS;
+            assert_eq!(
+                ledger.get(k),
+                Some(&(j + 1)),
+                "round {round}: transaction {k} (items val {v}) is not whole"
+            );
+        }
+        for k in ledger.keys() {
+            assert!(
+                present.contains_key(k),
+                "round {round}: transaction {k} is in ledger only"
+            );
+        }
         let mut m = model.lock().await;
         for (k, v) in &m.acked {
             if m.uncertain.contains(k) {
@@ -166,8 +248,14 @@ async fn kill_nine_loses_no_acknowledged_write() {
     }
     let client = server.connect("default").await;
     let segs = client.query("SHOW SEGMENTS FROM items", &[]).await.unwrap();
+    let committed: i64 = client
+        .query_one("SELECT count(*) FROM ledger", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(committed > 10, "too few transactions to mean anything");
     eprintln!(
-        "crash loop: {kills} kill -9 rounds, {acked_ops} acknowledged writes checked, {} segments now",
+        "crash loop: {kills} kill -9 rounds, {acked_ops} acknowledged writes checked, {committed} transactions' rows, {} segments now",
         segs.len()
     );
     assert!(acked_ops > 100, "too few writes to mean anything");
