@@ -112,6 +112,8 @@ pub struct StorageSection {
     /// A local path or `s3://bucket/prefix`.
     pub root: Option<String>,
     pub insert_buffer_size: Option<usize>,
+    /// Bytes of uncommitted rows one transaction may hold.
+    pub transaction_memory: Option<usize>,
     pub segment_max_rows: Option<usize>,
     pub segment_max_bytes: Option<usize>,
     pub segment_target_size: Option<usize>,
@@ -305,6 +307,9 @@ impl Config {
         storage.root = root;
         if let Some(v) = overrides.insert_buffer_size.or(section.insert_buffer_size) {
             storage.insert_buffer_size = v.max(1 << 20);
+        }
+        if let Some(v) = section.transaction_memory {
+            storage.transaction_memory = v.max(1 << 20);
         }
         if let Some(v) = section.segment_max_rows {
             storage.segment_max_rows = v.max(1);
