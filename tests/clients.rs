@@ -424,6 +424,12 @@ fn psycopg_transactions() {
     run_python("psycopg_transactions.py");
 }
 
+/// psycopg2: implicit transactions, a named cursor, copy_expert.
+#[test]
+fn psycopg2_transactions_cursors_and_copy() {
+    run_python("psycopg2_check.py");
+}
+
 fn run_python(name: &str) {
     let server = common::Server::start();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -66,6 +66,8 @@ table! {
     NO_ACTIVE_SQL_TRANSACTION = "25P01";
     IN_FAILED_SQL_TRANSACTION = "25P02";
     IDLE_IN_TRANSACTION_SESSION_TIMEOUT = "25P03";
+    // Class 34: invalid cursor name.
+    INVALID_CURSOR_NAME = "34000";
     // Class 3B: savepoint exception.
     INVALID_SAVEPOINT_SPECIFICATION = "3B001";
     // Class 40: transaction rollback.
@@ -104,6 +106,7 @@ table! {
     DATATYPE_MISMATCH = "42804";
     UNDEFINED_FUNCTION = "42883";
     UNDEFINED_TABLE = "42P01";
+    DUPLICATE_CURSOR = "42P03";
     DUPLICATE_DATABASE = "42P04";
     DUPLICATE_TABLE = "42P07";
     NAME_TOO_LONG = "42622";

@@ -213,7 +213,7 @@ impl CopyIn {
         }
         let batch = concat_batches(&schema, &batches)?;
         Ok(
-            crate::txn::mutate(&self.data, tx, Mutation::insert(batch), false)
+            crate::txn::mutate(&self.data, tx, Mutation::insert(batch), false, None)
                 .await?
                 .0,
         )

@@ -387,9 +387,18 @@ async fn apply(
 ) -> Result<usize> {
     let returned = crate::dml::Returned::of(context);
     let tx = crate::txn::current(context.session_config());
-    let (n, rows) = crate::txn::mutate(data, tx.as_deref(), mutation, returned.is_some())
-        .await
-        .map_err(storage_err)?;
+    let stop = context
+        .session_config()
+        .get_extension::<quiver_common::interrupt::Interrupt>();
+    let (n, rows) = crate::txn::mutate(
+        data,
+        tx.as_deref(),
+        mutation,
+        returned.is_some(),
+        stop.as_deref(),
+    )
+    .await
+    .map_err(storage_err)?;
     if let (Some(r), Some(rows)) = (returned, rows) {
         r.push(rows);
     }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use datafusion::execution::config::SessionConfig;
+use quiver_common::interrupt::Interrupt;
 use quiver_storage::{CollectionData, Mutation, Snapshot, Transaction, TxSlot};
 
 /// The transaction the session of `config` is in.
@@ -25,21 +26,23 @@ pub fn snapshot(data: &CollectionData, tx: Option<&Transaction>) -> Arc<Snapshot
 /// Apply one statement's change: to the transaction's overlay, or
 /// committed at once. Returns the rows changed and, with `returning`,
 /// those written or deleted.
+/// `stop` (the session's) ends a wait for the collection's lock.
 pub async fn mutate(
     data: &Arc<CollectionData>,
     tx: Option<&Transaction>,
     mutation: Mutation,
     returning: bool,
+    stop: Option<&Interrupt>,
 ) -> quiver_storage::Result<(usize, Option<arrow::array::RecordBatch>)> {
-    match (tx, returning) {
-        (Some(tx), _) => {
+    match tx {
+        Some(tx) => {
             let (n, rows) = tx.mutate(data, mutation, returning).await?;
             Ok((n, returning.then_some(rows)))
         }
-        (None, false) => Ok((data.mutate(mutation).await?, None)),
-        (None, true) => {
-            let (n, rows) = data.mutate_returning(mutation).await?;
-            Ok((n, Some(rows)))
+        None => {
+            let (n, rows) = data.mutate_stoppable(mutation, returning, stop).await?;
+            let empty = || arrow::array::RecordBatch::new_empty(data.schema());
+            Ok((n, returning.then(|| rows.unwrap_or_else(empty))))
         }
     }
 }

@@ -40,6 +40,7 @@ use quiver_sql::statement::{AccessStatement, ConflictAction, MaintainVerb};
 use quiver_storage::Storage;
 use quiver_storage::{Conflict, Mutation};
 
+mod cursor;
 mod dispatch;
 mod rewrite;
 mod show;
@@ -83,6 +84,8 @@ pub struct Prepared {
     /// The RETURNING clause of an INSERT, UPDATE or DELETE (`plan` is the
     /// statement without it).
     returning: Option<super::returning::Returning>,
+    /// The rows of a FETCH: its cursor's, when it was prepared.
+    fetches: Option<SchemaRef>,
 }
 
 /// LIMIT and OFFSET given as parameters (`LIMIT $1`): planned as a cast of
@@ -240,6 +243,9 @@ impl Prepared {
     pub fn result_schema(&self) -> Option<SchemaRef> {
         if let Some(r) = &self.returning {
             return Some(r.schema.clone());
+        }
+        if let Some(s) = &self.fetches {
+            return Some(s.clone());
         }
         match (&self.plan, &self.statement) {
             (Some(LogicalPlan::Dml(_)), _) => None,
@@ -428,7 +434,8 @@ impl Engine {
             database,
             self.state_for(database, user)?,
             self.session_defaults.read().clone(),
-        ))
+        )
+        .with_catalog(self.catalog.clone(), self.storage.clone()))
     }
 
     /// Set the default of a session setting for sessions that start from
@@ -491,6 +498,14 @@ impl Engine {
             | Some(p @ LogicalPlan::Aggregate(_)) => session.state().optimize(p).ok(),
             _ => None,
         };
+        let fetches = match planned {
+            Statement::Fetch {
+                name,
+                move_only: false,
+                ..
+            } => session.cursors.schema(name),
+            _ => None,
+        };
         Ok(Prepared {
             statement,
             plan,
@@ -500,6 +515,7 @@ impl Engine {
             names,
             text: String::new(),
             returning,
+            fetches,
         })
     }
 
@@ -588,6 +604,7 @@ impl Engine {
             _ => None,
         };
         self.admit(session, &prepared.statement)?;
+        self.lock_for_update(session, &prepared.statement).await?;
         if let Some(optimized) = &prepared.optimized {
             let version = self.catalog.version();
             // A transaction's searches read its own view: never the cache.

@@ -142,7 +142,8 @@ impl Engine {
         )?;
         let tx = session.transaction();
         let (n, _) =
-            quiver_exec::txn::mutate(&data, tx.as_deref(), Mutation::insert(batch), false).await?;
+            quiver_exec::txn::mutate(&data, tx.as_deref(), Mutation::insert(batch), false, None)
+                .await?;
         Ok(Some(Output::Command {
             tag: "INSERT".into(),
             rows: Some(n),

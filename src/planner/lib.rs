@@ -10,7 +10,9 @@ pub mod array_udf;
 pub mod backends;
 pub mod catalog_provider;
 pub mod colnames;
+pub mod cursor;
 pub mod ddl;
+pub mod ddl_undo;
 pub mod engine;
 pub mod index_ddl;
 mod insert_values;
@@ -154,6 +156,13 @@ pub enum Output {
         tag: &'static str,
         rows: usize,
     },
+    /// Rows a FETCH took from a cursor (tag `FETCH n`); `binary`: a BINARY
+    /// cursor's, sent in binary in the simple protocol.
+    Fetched {
+        schema: SchemaRef,
+        batches: Vec<arrow::array::RecordBatch>,
+        binary: bool,
+    },
     /// Rows to send as COPY data (`COPY ... TO STDOUT`).
     CopyOut {
         schema: SchemaRef,
@@ -171,6 +180,7 @@ impl std::fmt::Debug for Output {
             Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
             Output::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
             Output::Returning { tag, rows, .. } => write!(f, "Returning({tag} {rows})"),
+            Output::Fetched { batches, .. } => write!(f, "Fetched({} batches)", batches.len()),
         }
     }
 }

@@ -35,6 +35,21 @@ pub struct Session {
     /// ReadyForQuery reports (the connection reads it).
     block: Arc<BlockStatus>,
     txn: Mutex<BlockState>,
+    /// Open cursors (DECLARE).
+    pub cursors: crate::cursor::Cursors,
+    /// Where a block's CREATEs are dropped if the client leaves mid-block.
+    undo_in: Option<(Arc<quiver_catalog::Catalog>, Arc<quiver_storage::Storage>)>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let undo = self.abandoned();
+        if let (false, Some((catalog, storage))) = (undo.is_empty(), self.undo_in.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { crate::ddl_undo::undo(&catalog, &storage, undo).await });
+        }
+    }
 }
 
 /// What a transaction block keeps besides its writes.
@@ -47,6 +62,10 @@ struct BlockState {
     vars_at_begin: Option<BTreeMap<String, String>>,
     /// SET LOCAL: the values to restore when the block ends.
     local: BTreeMap<String, Option<String>>,
+    /// What the block's CREATEs made (dropped unless it commits).
+    undo: Vec<crate::ddl_undo::Undo>,
+    /// Savepoints: the undo list's length and the settings at each.
+    savepoints: Vec<(String, usize, BTreeMap<String, String>)>,
 }
 
 /// A session's transaction status, as the ReadyForQuery message reports
@@ -304,7 +323,20 @@ impl Session {
             tx,
             block: Arc::new(BlockStatus::default()),
             txn: Mutex::new(BlockState::default()),
+            cursors: Default::default(),
+            undo_in: None,
         }
+    }
+
+    /// Where what a block's CREATEs made is dropped if the client leaves
+    /// mid-block.
+    pub fn with_catalog(
+        mut self,
+        catalog: Arc<quiver_catalog::Catalog>,
+        storage: Arc<quiver_storage::Storage>,
+    ) -> Session {
+        self.undo_in = Some((catalog, storage));
+        self
     }
 
     /// The session's transaction status (shared with its connection).
@@ -324,33 +356,19 @@ impl Session {
             read_only,
             isolation: Some(isolation.to_string()),
             vars_at_begin: Some(self.vars.lock().clone()),
-            local: BTreeMap::new(),
+            ..BlockState::default()
         };
         self.block.set(IN_BLOCK);
     }
 
-    /// The block ends (COMMIT or ROLLBACK): its transaction is handed
-    /// back; settings made with SET LOCAL, and with `rollback` every
-    /// setting made in it, return to what they were.
-    pub fn end(&self, rollback: bool) -> Option<Arc<Transaction>> {
-        let state = std::mem::take(&mut *self.txn.lock());
-        let restore: Vec<(String, Option<String>)> = match (rollback, state.vars_at_begin) {
-            (true, Some(before)) => {
-                let now = self.vars.lock().clone();
-                let mut names: Vec<String> = now.keys().chain(before.keys()).cloned().collect();
-                names.sort();
-                names.dedup();
-                names
-                    .into_iter()
-                    .map(|n| {
-                        let v = before.get(&n).cloned();
-                        (n, v)
-                    })
-                    .collect()
-            }
-            _ => state.local.into_iter().collect(),
-        };
-        for (name, value) in restore {
+    /// The settings become `before` again.
+    fn restore_vars(&self, before: &BTreeMap<String, String>) {
+        let now = self.vars.lock().clone();
+        let mut names: Vec<String> = now.keys().chain(before.keys()).cloned().collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let value = before.get(&name).cloned();
             self.apply_search_knob(&name, value.as_deref());
             let mut vars = self.vars.lock();
             match value {
@@ -358,10 +376,85 @@ impl Session {
                 None => vars.remove(&name),
             };
         }
+    }
+
+    /// The block ends (COMMIT or ROLLBACK): its transaction is handed
+    /// back, with what its CREATEs made if it rolls back (to drop);
+    /// settings made with SET LOCAL, and with `rollback` every setting made
+    /// in it, return to what they were.
+    pub fn end(&self, rollback: bool) -> (Option<Arc<Transaction>>, Vec<crate::ddl_undo::Undo>) {
+        let state = std::mem::take(&mut *self.txn.lock());
+        match (rollback, &state.vars_at_begin) {
+            (true, Some(before)) => self.restore_vars(before),
+            _ => {
+                for (name, value) in state.local {
+                    self.apply_search_knob(&name, value.as_deref());
+                    let mut vars = self.vars.lock();
+                    match value {
+                        Some(v) => vars.insert(name, v),
+                        None => vars.remove(&name),
+                    };
+                }
+            }
+        }
+        let undo = if rollback { state.undo } else { Vec::new() };
         self.block.set(IDLE);
+        self.cursors.block_ended(rollback);
         let tx = self.tx.get();
         self.tx.set(None);
-        tx
+        (tx, undo)
+    }
+
+    /// What the block's CREATEs made so far.
+    pub fn txn_undo(&self) -> Vec<crate::ddl_undo::Undo> {
+        self.txn.lock().undo.clone()
+    }
+
+    /// A CREATE inside the block made `what`.
+    pub fn created(&self, what: crate::ddl_undo::Undo) {
+        self.txn.lock().undo.push(what);
+    }
+
+    /// SAVEPOINT `name`: where ROLLBACK TO returns the settings and drops
+    /// later CREATEs.
+    pub fn savepoint(&self, name: &str) {
+        let vars = self.vars.lock().clone();
+        let mut state = self.txn.lock();
+        let at = state.undo.len();
+        state.savepoints.push((name.to_string(), at, vars));
+    }
+
+    /// ROLLBACK TO SAVEPOINT `name`: the settings as they were there; what
+    /// CREATEs made since, to drop.
+    pub fn rollback_to(&self, name: &str) -> Vec<crate::ddl_undo::Undo> {
+        let (undo, vars) = {
+            let mut state = self.txn.lock();
+            let Some(i) = state.savepoints.iter().rposition(|(n, _, _)| n == name) else {
+                return Vec::new();
+            };
+            state.savepoints.truncate(i + 1);
+            let (_, at, vars) = state.savepoints[i].clone();
+            let at = at.min(state.undo.len());
+            (state.undo.split_off(at), vars)
+        };
+        self.restore_vars(&vars);
+        undo
+    }
+
+    /// RELEASE SAVEPOINT `name`.
+    pub fn release(&self, name: &str) {
+        let mut state = self.txn.lock();
+        if let Some(i) = state.savepoints.iter().rposition(|(n, _, _)| n == name) {
+            state.savepoints.truncate(i);
+        }
+    }
+
+    /// The client left inside a block: what its CREATEs made, to drop.
+    pub fn abandoned(&self) -> Vec<crate::ddl_undo::Undo> {
+        if !self.block.in_block() {
+            return Vec::new();
+        }
+        self.end(true).1
     }
 
     /// ROLLBACK TO SAVEPOINT: a failed block is usable again.

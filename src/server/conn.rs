@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::TlsAcceptor;
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -648,6 +648,22 @@ where
             break;
         }
         note_statement_names(&socket, &msg);
+        // Describe of a portal that is a cursor (psycopg's named cursors
+        // describe the cursor they declared): its row description.
+        if let Some(reply) = describe_cursor(&socket, &msg) {
+            match reply {
+                Ok(description) => {
+                    socket
+                        .send(PgWireBackendMessage::RowDescription(description))
+                        .await?
+                }
+                Err(mut e) => {
+                    errors.on_error(&socket, &mut e);
+                    process_error(&mut socket, e, true).await?;
+                }
+            }
+            continue;
+        }
         let extended_query = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => msg.is_extended_query(),
@@ -680,6 +696,37 @@ where
     // Whatever is still buffered (a last error, say) goes out.
     let _ = socket.close().await;
     Ok(())
+}
+
+/// The row description of a cursor the client describes as a portal (a
+/// protocol portal of that name comes first).
+fn describe_cursor<C>(
+    client: &C,
+    msg: &PgWireFrontendMessage,
+) -> Option<pgwire::error::PgWireResult<pgwire::messages::data::RowDescription>>
+where
+    C: ClientInfo + pgwire::api::ClientPortalStore,
+    C::PortalStore: pgwire::api::store::PortalStore,
+{
+    let PgWireFrontendMessage::Describe(d) = msg else {
+        return None;
+    };
+    if d.target_type != pgwire::messages::extendedquery::TARGET_TYPE_BYTE_PORTAL {
+        return None;
+    }
+    let name = d.name.as_deref().filter(|n| !n.is_empty())?;
+    if pgwire::api::store::PortalStore::get_portal(client.portal_store(), name).is_some() {
+        return None;
+    }
+    let session = client.session_extensions().get::<Session>()?;
+    let schema = session.cursors.schema(name)?;
+    Some(
+        crate::bits::wire_fields(&schema, &pgwire::api::portal::Format::UnifiedText, None).map(
+            |fields| {
+                pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect())
+            },
+        ),
+    )
 }
 
 /// The names of a connection's prepared statements, so that `DEALLOCATE

@@ -334,7 +334,7 @@ async fn output_response(
         // The status byte of ReadyForQuery is the session's own (see
         // conn.rs); these responses keep pgwire's portals in step.
         Output::Transaction { tag, .. } => match tag {
-            "BEGIN" => Response::TransactionStart(Tag::new(tag)),
+            "BEGIN" | "START TRANSACTION" => Response::TransactionStart(Tag::new(tag)),
             "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(tag)),
             _ => Response::Execution(Tag::new(tag)),
         },
@@ -357,6 +357,27 @@ async fn output_response(
             );
             let mut response = rows_response(schema, stream, format, options, interrupt).await?;
             response.set_command_tag(tag);
+            Response::Query(response)
+        }
+        Output::Fetched {
+            schema,
+            batches,
+            binary,
+        } => {
+            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    stream::iter(batches.into_iter().map(Ok)),
+                ),
+            );
+            // A BINARY cursor's rows go out in binary unless the client
+            // asked for formats (the extended protocol's Bind).
+            let format = match format {
+                Format::UnifiedText if binary => &Format::UnifiedBinary,
+                other => other,
+            };
+            let mut response = rows_response(schema, stream, format, options, interrupt).await?;
+            response.set_command_tag("FETCH");
             Response::Query(response)
         }
         Output::CopyOut {

@@ -377,6 +377,13 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         ("ABORT", _) => {
             return Ok(Statement::Transaction(TransactionKind::Rollback));
         }
+        ("DECLARE" | "CLOSE", _) => return cursor(parse_sqlparser(sql, tokens)?, false),
+        ("FETCH" | "MOVE", _) => {
+            let move_only = w(0) == "MOVE";
+            replace_word(&mut tokens, "MOVE", "FETCH");
+            cursor_from(&mut tokens);
+            return cursor(parse_sqlparser(sql, tokens)?, move_only);
+        }
         ("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE", _)
         | ("START", "TRANSACTION") => {
             return transaction(sql, parse_sqlparser(sql, tokens)?);
@@ -799,6 +806,117 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
     Ok(Statement::Set { name, value, local })
 }
 
+/// PostgreSQL's FETCH takes its direction and FROM/IN as optional
+/// (`FETCH c`, `FETCH 5 c`); sqlparser wants both: add them.
+fn cursor_from(tokens: &mut Vec<TokenWithSpan>) {
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !is_trivia(&tokens[i].token) && tokens[i].token != Token::SemiColon)
+        .collect();
+    let Some(&last) = words.last() else { return };
+    let from = |t: &Token| matches!(t, Token::Word(w) if w.keyword == Keyword::FROM || w.keyword == Keyword::IN);
+    if words.len() >= 2 && from(&tokens[words[words.len() - 2]].token) {
+        return;
+    }
+    let mut insert = vec![
+        Token::make_keyword("FROM"),
+        Token::Whitespace(Whitespace::Space),
+    ];
+    if words.len() == 2 {
+        insert.splice(
+            0..0,
+            [
+                Token::make_keyword("NEXT"),
+                Token::Whitespace(Whitespace::Space),
+            ],
+        );
+    }
+    let span = tokens[last].span;
+    for (k, t) in insert.into_iter().enumerate() {
+        tokens.insert(last + k, TokenWithSpan::new(t, span));
+    }
+}
+
+/// DECLARE, FETCH, MOVE (`move_only`) or CLOSE as sqlparser read it.
+fn cursor(stmt: ast::Statement, move_only: bool) -> Result<Statement, ParseError> {
+    use ast::Statement as S;
+    let count = |v: &ast::ValueWithSpan| -> Result<u64, ParseError> {
+        match &v.value {
+            ast::Value::Number(n, _) => n.parse::<u64>().map_err(|_| {
+                ParseError::Unsupported(format!(
+                    "FETCH {n}: quiver's cursors move forward only, by a count from 0 up"
+                ))
+            }),
+            other => Err(ParseError::Unsupported(format!(
+                "FETCH {other}: a row count must be a number"
+            ))),
+        }
+    };
+    Ok(match stmt {
+        S::Declare { mut stmts } if stmts.len() == 1 => {
+            let d = stmts.remove(0);
+            let (Some(name), Some(query)) = (d.names.first(), d.for_query) else {
+                return Err(ParseError::Unsupported(
+                    "DECLARE declares a cursor: DECLARE name CURSOR FOR query".into(),
+                ));
+            };
+            if d.scroll == Some(true) {
+                return Err(ParseError::Unsupported(
+                    "SCROLL cursors are not supported: cursors move forward only (NO SCROLL)"
+                        .into(),
+                ));
+            }
+            if d.sensitive == Some(true) {
+                return Err(ParseError::Unsupported(
+                    "SENSITIVE cursors are not supported".into(),
+                ));
+            }
+            Statement::DeclareCursor {
+                name: fold(name),
+                query: Box::new(S::Query(query)),
+                hold: d.hold == Some(true),
+                binary: d.binary == Some(true),
+            }
+        }
+        S::Fetch {
+            name,
+            direction,
+            into: None,
+            ..
+        } => {
+            use ast::FetchDirection as F;
+            let count = match &direction {
+                F::Next | F::Forward { limit: None } => Some(1),
+                F::Count { limit } | F::Forward { limit: Some(limit) } => Some(count(limit)?),
+                F::All | F::ForwardAll => None,
+                other => {
+                    return Err(ParseError::Unsupported(format!(
+                        "FETCH {other} is not supported: quiver's cursors move forward only (NEXT, FORWARD n, ALL)"
+                    )));
+                }
+            };
+            Statement::Fetch {
+                name: fold(&name),
+                count,
+                move_only,
+            }
+        }
+        S::Close { cursor } => Statement::CloseCursor {
+            name: match cursor {
+                ast::CloseCursor::All => None,
+                ast::CloseCursor::Specific { name } => Some(fold(&name)),
+            },
+        },
+        other => return Err(not_supported(&other, 2)),
+    })
+}
+
+/// 0A000 naming a statement by its first `words` words.
+fn not_supported(stmt: &ast::Statement, words: usize) -> ParseError {
+    let text = stmt.to_string();
+    let head: Vec<&str> = text.split_whitespace().take(words).collect();
+    ParseError::Unsupported(format!("{} is not supported", head.join(" ")))
+}
+
 /// A transaction-control statement as sqlparser read it.
 fn transaction(sql: &str, stmt: ast::Statement) -> Result<Statement, ParseError> {
     use ast::Statement as S;
@@ -808,7 +926,10 @@ fn transaction(sql: &str, stmt: ast::Statement) -> Result<Statement, ParseError>
         ))
     };
     let kind = match stmt {
-        S::StartTransaction { modes, .. } => TransactionKind::Begin(transaction_modes(&modes)?),
+        S::StartTransaction { modes, begin, .. } => TransactionKind::Begin(TransactionModes {
+            start: !begin,
+            ..transaction_modes(&modes)?
+        }),
         S::Commit { chain: true, .. } | S::Rollback { chain: true, .. } => return chain(),
         S::Commit { .. } => TransactionKind::Commit,
         S::Rollback {
@@ -833,28 +954,27 @@ fn transaction(sql: &str, stmt: ast::Statement) -> Result<Statement, ParseError>
                 session,
             }
         }
-        other => {
-            return Err(ParseError::Unsupported(format!(
-                "{} is not supported",
-                other
-                    .to_string()
-                    .split_whitespace()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )));
-        }
+        other => return Err(not_supported(&other, 3)),
     };
     let _ = sql;
     Ok(Statement::Transaction(kind))
 }
 
-/// An identifier as PostgreSQL folds it: unquoted ones to lower case.
+/// An identifier as PostgreSQL folds it: unquoted ones to lower case, and
+/// cut to 63 bytes.
 fn fold(name: &ast::Ident) -> String {
-    match name.quote_style {
+    let mut s = match name.quote_style {
         Some(_) => name.value.clone(),
         None => name.value.to_ascii_lowercase(),
+    };
+    if s.len() > 63 {
+        let mut end = 63;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
+    s
 }
 
 fn transaction_modes(modes: &[ast::TransactionMode]) -> Result<TransactionModes, ParseError> {

@@ -50,6 +50,24 @@ pub enum Statement {
     /// Transaction control: BEGIN, COMMIT, ROLLBACK, savepoints, SET
     /// TRANSACTION.
     Transaction(TransactionKind),
+    /// `DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`.
+    DeclareCursor {
+        name: String,
+        query: Box<ast::Statement>,
+        hold: bool,
+        binary: bool,
+    },
+    /// `FETCH` (or, with `move_only`, `MOVE`) forward: `count` rows, `None`
+    /// for ALL.
+    Fetch {
+        name: String,
+        count: Option<u64>,
+        move_only: bool,
+    },
+    /// `CLOSE name`, `CLOSE ALL` (`None`).
+    CloseCursor {
+        name: Option<String>,
+    },
     /// A statement that does nothing but answer with a tag.
     NoOp {
         tag: String,
@@ -315,6 +333,8 @@ impl IsolationLevel {
 pub struct TransactionModes {
     pub isolation: Option<IsolationLevel>,
     pub read_only: Option<bool>,
+    /// Written `START TRANSACTION` (its command tag), not `BEGIN`.
+    pub start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -110,6 +110,9 @@ pub enum StorageError {
         "could not serialize access due to concurrent update of collection \"{0}\"; retry the transaction"
     )]
     SerializationFailure(String),
+    /// A wait for a lock ended by a cancel, a timeout or a termination.
+    #[error(transparent)]
+    Canceled(#[from] quiver_common::interrupt::Canceled),
     #[error("savepoint \"{0}\" does not exist")]
     NoSavepoint(String),
     #[error("the transaction holds more than {} MiB of uncommitted rows (storage.transaction_memory); commit in smaller transactions", limit >> 20)]
@@ -159,6 +162,7 @@ impl SqlStateError for StorageError {
             StorageError::Index(i) => i.sqlstate(),
             StorageError::Vector(v) => v.sqlstate(),
             StorageError::Deadlock(_) => sqlstate::DEADLOCK_DETECTED,
+            StorageError::Canceled(c) => c.sqlstate(),
             StorageError::SerializationFailure(_) => sqlstate::SERIALIZATION_FAILURE,
             StorageError::NoSavepoint(_) => sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
             StorageError::TransactionTooLarge { .. } => sqlstate::OUT_OF_MEMORY,
@@ -532,9 +536,13 @@ impl Storage {
         Ok(())
     }
 
-    /// Start a transaction.
-    pub fn begin(&self, isolation: Isolation) -> Arc<Transaction> {
-        Arc::new(Transaction::new(self.shared.clone(), isolation))
+    /// Start a transaction; `stop` (the session's) ends its lock waits.
+    pub fn begin(
+        &self,
+        isolation: Isolation,
+        stop: Option<Arc<quiver_common::interrupt::Interrupt>>,
+    ) -> Arc<Transaction> {
+        Arc::new(Transaction::new(self.shared.clone(), isolation, stop))
     }
 
     /// The index builder: builds (or loads) the indexes of sealed

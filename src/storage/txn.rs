@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use parking_lot::Mutex;
+use quiver_common::interrupt::Interrupt;
 
 use super::collection::{CollectionData, Mutation, Overlay};
 use super::segment::Snapshot;
@@ -75,8 +76,15 @@ impl Drop for Waiting<'_> {
 
 impl Locks {
     /// Take the lock of `collection` for `owner`, waiting while another
-    /// owner holds it; 40P01 if waiting would close a cycle.
-    pub async fn acquire(&self, owner: u64, collection: u64, name: &str) -> Result<()> {
+    /// owner holds it; 40P01 if waiting would close a cycle; a cancel,
+    /// statement_timeout or termination of `stop` ends the wait (57014).
+    pub async fn acquire(
+        &self,
+        owner: u64,
+        collection: u64,
+        name: &str,
+        stop: Option<&Interrupt>,
+    ) -> Result<()> {
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
@@ -105,7 +113,13 @@ impl Locks {
                 t.waiting.insert(owner, collection);
             }
             let _waiting = Waiting { locks: self, owner };
-            notified.await;
+            match stop {
+                Some(stop) => tokio::select! {
+                    _ = notified => {}
+                    c = stop.cancelled() => return Err(StorageError::Canceled(c)),
+                },
+                None => notified.await,
+            }
         }
     }
 
@@ -133,13 +147,18 @@ impl Drop for StatementLock {
 }
 
 impl StatementLock {
-    pub(crate) async fn take(locks: &Arc<Locks>, collection: u64, name: &str) -> Result<Self> {
+    pub(crate) async fn take(
+        locks: &Arc<Locks>,
+        collection: u64,
+        name: &str,
+        stop: Option<&Interrupt>,
+    ) -> Result<Self> {
         let owner = new_owner();
         let lock = StatementLock {
             locks: locks.clone(),
             owner,
         };
-        locks.acquire(owner, collection, name).await?;
+        locks.acquire(owner, collection, name, stop).await?;
         Ok(lock)
     }
 }
@@ -170,6 +189,8 @@ impl Isolation {
 pub struct Transaction {
     owner: u64,
     shared: Arc<Shared>,
+    /// The session's stop signal: ends its waits for locks.
+    stop: Option<Arc<Interrupt>>,
     inner: Mutex<Inner>,
 }
 
@@ -196,10 +217,15 @@ impl Drop for Transaction {
 pub const DEFAULT_TRANSACTION_MEMORY: usize = 1 << 30;
 
 impl Transaction {
-    pub(crate) fn new(shared: Arc<Shared>, isolation: Isolation) -> Transaction {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        isolation: Isolation,
+        stop: Option<Arc<Interrupt>>,
+    ) -> Transaction {
         Transaction {
             owner: new_owner(),
             shared,
+            stop,
             inner: Mutex::new(Inner {
                 isolation: Some(isolation),
                 ..Inner::default()
@@ -261,7 +287,7 @@ impl Transaction {
     pub async fn lock(&self, data: &CollectionData) -> Result<()> {
         self.shared
             .locks
-            .acquire(self.owner, data.id, data.name())
+            .acquire(self.owner, data.id, data.name(), self.stop.as_deref())
             .await
     }
 

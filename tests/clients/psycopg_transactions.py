@@ -150,4 +150,72 @@ with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit
     assert got == [(1, total), (2, total)], (got, total)
     assert total == 120, total
 
+    # A wait for a lock ends with statement_timeout (57014), not the holder.
+    with psycopg.connect(dsn) as holder:
+        holder.execute("UPDATE counters SET n = n WHERE id = 1")
+        b.execute("SET statement_timeout = '300ms'")
+        try:
+            b.execute("UPDATE counters SET n = n + 1000 WHERE id = 1")
+            raise AssertionError("the wait outlived statement_timeout")
+        except psycopg.errors.QueryCanceled:
+            pass
+        b.execute("SET statement_timeout = 0")
+        holder.rollback()
+    assert b.execute("SELECT n FROM counters WHERE id = 1").fetchone() == (total,)
+
+    # SELECT ... FOR UPDATE, then UPDATE from what it read: no lost update.
+    def read_then_write():
+        with psycopg.connect(dsn) as c:
+            for _ in range(15):
+                n = c.execute("SELECT n FROM counters WHERE id = 2 FOR UPDATE").fetchone()[0]
+                c.execute("UPDATE counters SET n = %s WHERE id = 2", (n + 1,))
+                c.commit()
+
+    threads = [threading.Thread(target=read_then_write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert b.execute("SELECT n FROM counters WHERE id = 2").fetchone() == (total + 60,)
+
+    # TRUNCATE in a block removes the rows it saw, not a row another session
+    # committed after it.
+    with psycopg.connect(dsn) as c:
+        c.execute("TRUNCATE log")
+        b.execute("INSERT INTO log VALUES (99, 'committed meanwhile')")
+        c.commit()
+    assert b.execute("SELECT id FROM log").fetchall() == [(99,)]
+
+    # CREATE TABLE in a block (psycopg's default): gone on rollback, and
+    # when the client leaves mid-block; kept on commit.
+    with psycopg.connect(dsn) as c:
+        c.execute("CREATE TABLE scratch (id BIGINT PRIMARY KEY)")
+        c.execute("INSERT INTO scratch VALUES (1)")
+        c.rollback()
+        c.execute("CREATE TABLE kept (id BIGINT PRIMARY KEY)")
+        c.commit()
+    c = psycopg.connect(dsn)
+    c.execute("CREATE TABLE orphan (id BIGINT)")
+    c.close()
+    for table in ["scratch", "orphan"]:
+        for _ in range(50):
+            try:
+                b.execute(f"SELECT 1 FROM {table}")
+            except psycopg.errors.UndefinedTable:
+                break
+            threading.Event().wait(0.1)
+        else:
+            raise AssertionError(f"{table} outlived its block")
+    assert b.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+
+    # A named (server-side) cursor walks 20,000 rows in batches.
+    b.execute("INSERT INTO kept SELECT i FROM generate_series(1, 20000) i")
+    with psycopg.connect(dsn) as c:
+        with c.cursor(name="walk") as cur:
+            cur.itersize = 1000
+            cur.execute("SELECT id FROM kept ORDER BY id")
+            assert [d.name for d in cur.description] == ["id"]
+            seen = sum(1 for _ in cur)
+        assert seen == 20000, seen
+
 print("ok")

@@ -13,6 +13,7 @@ impl Engine {
     ) -> Result<Output, QueryError> {
         debug!(?statement, "execute");
         self.admit(session, &statement)?;
+        self.lock_for_update(session, &statement).await?;
         match statement {
             Statement::Query(mut stmt) => {
                 if let Some(returning) = self.plan_returning(session, &mut stmt)? {
@@ -45,6 +46,13 @@ impl Engine {
                 def.owner = Some(session.user().to_string());
                 if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
                     self.storage.open_collection(&def)?;
+                    if session.block().in_block() {
+                        session.created(crate::ddl_undo::Undo::Collection {
+                            db: def.database.clone(),
+                            name: def.name.clone(),
+                            id: def.id,
+                        });
+                    }
                 }
                 Ok(command("CREATE TABLE"))
             }
@@ -132,6 +140,9 @@ impl Engine {
             }
             Statement::Set { name, value, local } => self.set(session, &name, &value, local),
             Statement::Reset { name, tag } => {
+                if tag == "DISCARD ALL" {
+                    session.cursors.clear();
+                }
                 session.reset_var(name.as_deref())?;
                 Ok(command(tag))
             }
@@ -145,6 +156,21 @@ impl Engine {
                 )?)
             }
             Statement::Transaction(kind) => self.transaction(session, kind).await,
+            Statement::DeclareCursor {
+                name,
+                query,
+                hold,
+                binary,
+            } => {
+                self.declare_cursor(session, name, query, hold, binary)
+                    .await
+            }
+            Statement::Fetch {
+                name,
+                count,
+                move_only,
+            } => self.fetch(session, &name, count, move_only).await,
+            Statement::CloseCursor { name } => self.close_cursor(session, name.as_deref()),
             Statement::CopyTo { query, options } => {
                 match Box::pin(self.execute(session, Statement::Query(query))).await? {
                     Output::Rows { schema, stream } => Ok(Output::CopyOut {
@@ -224,8 +250,35 @@ impl Engine {
                 Box::pin(self.execute(session, *inner)).await
             }
             Statement::Index(stmt) => {
-                match crate::index_ddl::execute(&self.catalog, &self.storage, session, stmt).await?
-                {
+                // Inside a block, the indexes a CREATE INDEX adds are noted
+                // to drop if the block does not commit.
+                let before = |s: &Session| -> std::collections::BTreeSet<String> {
+                    let db = s.database();
+                    self.catalog
+                        .all_collections()
+                        .iter()
+                        .filter(|c| c.database == db)
+                        .flat_map(|c| c.indexes.iter().map(|i| i.name.clone()))
+                        .collect()
+                };
+                let creating = matches!(stmt, quiver_sql::statement::IndexStatement::Create { .. })
+                    && session.block().in_block();
+                let had = if creating {
+                    before(session)
+                } else {
+                    Default::default()
+                };
+                let out =
+                    crate::index_ddl::execute(&self.catalog, &self.storage, session, stmt).await?;
+                if creating {
+                    for name in before(session).difference(&had) {
+                        session.created(crate::ddl_undo::Undo::Index {
+                            db: session.database(),
+                            name: name.clone(),
+                        });
+                    }
+                }
+                match out {
                     crate::index_ddl::IndexOutput::Tag(tag) => Ok(command(tag)),
                     crate::index_ddl::IndexOutput::Rows(batch) => rows(batch),
                 }

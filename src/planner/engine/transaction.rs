@@ -40,17 +40,16 @@ fn level(asked: IsolationLevel) -> Result<Isolation, QueryError> {
     }
 }
 
-/// Statements that change the schema, users or privileges: refused
-/// inside a transaction block (they take effect at once and could not be
-/// rolled back), as PostgreSQL refuses CREATE DATABASE.
+/// Statements that change the schema, users or privileges and could not be
+/// rolled back: refused inside a transaction block, as PostgreSQL refuses
+/// CREATE DATABASE. (CREATE TABLE and CREATE INDEX run in a block: a
+/// rollback drops what they made, `ddl_undo.rs`.)
 fn non_transactional(statement: &Statement) -> Option<&'static str> {
     use quiver_sql::statement::{AccessStatement as A, IndexStatement as I};
     Some(match statement {
-        Statement::CreateCollection(_) => "CREATE TABLE",
         Statement::DropCollection { .. } => "DROP TABLE",
         Statement::CreateDatabase { .. } => "CREATE DATABASE",
         Statement::DropDatabase { .. } => "DROP DATABASE",
-        Statement::Index(I::Create { .. }) => "CREATE INDEX",
         Statement::Index(I::Drop { .. }) => "DROP INDEX",
         Statement::Index(I::Reindex { .. } | I::ReindexCollection { .. }) => "REINDEX",
         Statement::Access(A::ShowUsers | A::ShowRoles | A::ShowGrants { .. }) => return None,
@@ -102,13 +101,25 @@ impl Engine {
             ));
         }
         let Some(tx) = session.transaction() else {
+            // default_transaction_read_only holds for a statement alone too.
+            if let Some(what) = writes(statement)
+                && matches!(
+                    session.var("default_transaction_read_only").as_deref(),
+                    Some("on" | "true")
+                )
+            {
+                return Err(refused(
+                    sqlstate::READ_ONLY_SQL_TRANSACTION,
+                    format!("cannot execute {what} in a read-only transaction"),
+                ));
+            }
             return Ok(());
         };
         if let Some(what) = non_transactional(statement) {
             return Err(refused(
                 sqlstate::ACTIVE_SQL_TRANSACTION,
                 format!(
-                    "{what} cannot run inside a transaction block: quiver applies schema, user and privilege changes at once; COMMIT or ROLLBACK first"
+                    "{what} cannot run inside a transaction block: quiver cannot roll it back; COMMIT or ROLLBACK first"
                 ),
             ));
         }
@@ -120,7 +131,57 @@ impl Engine {
                 format!("cannot execute {what} in a read-only transaction"),
             ));
         }
-        tx.statement_starts(&self.storage.all_collections());
+        // SET and SHOW take no snapshot (SET TRANSACTION may follow them).
+        if !matches!(
+            statement,
+            Statement::Set { .. } | Statement::Show { .. } | Statement::Reset { .. }
+        ) {
+            tx.statement_starts(&self.storage.all_collections());
+        }
+        Ok(())
+    }
+
+    /// `SELECT ... FOR UPDATE / FOR SHARE` inside a block: the collections
+    /// it reads are locked until the block ends (collection locks, as
+    /// UPDATE takes), so a read-then-write loses no update; the query then
+    /// reads what was committed before it. Outside a block, as in
+    /// PostgreSQL, the lock would end with the statement: nothing to do.
+    pub(crate) async fn lock_for_update(
+        &self,
+        session: &Session,
+        statement: &Statement,
+    ) -> Result<(), QueryError> {
+        let Some(tx) = session.transaction() else {
+            return Ok(());
+        };
+        let Statement::Query(q) = statement else {
+            return Ok(());
+        };
+        let ast::Statement::Query(query) = q.as_ref() else {
+            return Ok(());
+        };
+        if query.locks.is_empty() {
+            return Ok(());
+        }
+        let mut tables = Vec::new();
+        if let ast::SetExpr::Select(select) = query.body.as_ref() {
+            for from in &select.from {
+                for factor in
+                    std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation))
+                {
+                    if let ast::TableFactor::Table { name, .. } = factor {
+                        tables.push(name.clone());
+                    }
+                }
+            }
+        }
+        for name in tables {
+            let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+            if let Some(def) = self.catalog.collection(&db, &coll) {
+                let data = self.storage.open_collection(&def)?;
+                tx.lock(&data).await?;
+            }
+        }
         Ok(())
     }
 
@@ -146,9 +207,14 @@ impl Engine {
         };
         match kind {
             TransactionKind::Begin(modes) => {
+                let tag = if modes.start {
+                    "START TRANSACTION"
+                } else {
+                    "BEGIN"
+                };
                 if in_block {
                     return Ok(warned(
-                        "BEGIN",
+                        tag,
                         sqlstate::ACTIVE_SQL_TRANSACTION,
                         "there is already a transaction in progress",
                     ));
@@ -167,8 +233,11 @@ impl Engine {
                         Some("on" | "true")
                     )
                 });
-                session.begin(self.storage.begin(isolation), read_only, named.name());
-                Ok(done("BEGIN"))
+                let tx = self
+                    .storage
+                    .begin(isolation, Some(session.interrupt().clone()));
+                session.begin(tx, read_only, named.name());
+                Ok(done(tag))
             }
             TransactionKind::Commit => {
                 if !in_block {
@@ -179,18 +248,21 @@ impl Engine {
                     ));
                 }
                 let was_failed = block.failed();
-                let tx = session.end(was_failed);
-                match tx {
-                    Some(tx) if !was_failed => {
-                        tx.commit().await?;
-                        Ok(done("COMMIT"))
-                    }
+                let undo = session.txn_undo();
+                let (tx, _) = session.end(was_failed);
+                let rolled_back = match tx {
+                    Some(tx) if !was_failed => match tx.commit().await {
+                        Ok(()) => return Ok(done("COMMIT")),
+                        Err(e) => Err(e.into()),
+                    },
                     Some(tx) => {
                         tx.rollback();
                         Ok(done("ROLLBACK"))
                     }
-                    None => Ok(done("COMMIT")),
-                }
+                    None => Ok(done("ROLLBACK")),
+                };
+                crate::ddl_undo::undo(&self.catalog, &self.storage, undo).await;
+                rolled_back
             }
             TransactionKind::Rollback => {
                 if !in_block {
@@ -200,9 +272,11 @@ impl Engine {
                         "there is no transaction in progress",
                     ));
                 }
-                if let Some(tx) = session.end(true) {
+                let (tx, undo) = session.end(true);
+                if let Some(tx) = tx {
                     tx.rollback();
                 }
+                crate::ddl_undo::undo(&self.catalog, &self.storage, undo).await;
                 Ok(done("ROLLBACK"))
             }
             TransactionKind::Savepoint(name) => {
@@ -211,6 +285,7 @@ impl Engine {
                     return Err(failed());
                 }
                 tx.savepoint(&name);
+                session.savepoint(&name);
                 Ok(done("SAVEPOINT"))
             }
             TransactionKind::RollbackTo(name) => {
@@ -218,6 +293,8 @@ impl Engine {
                     .transaction()
                     .ok_or_else(|| no_block("ROLLBACK TO SAVEPOINT"))?;
                 tx.rollback_to(&name)?;
+                let undo = session.rollback_to(&name);
+                crate::ddl_undo::undo(&self.catalog, &self.storage, undo).await;
                 session.recovered();
                 Ok(done("ROLLBACK"))
             }
@@ -229,6 +306,7 @@ impl Engine {
                     return Err(failed());
                 }
                 tx.release(&name)?;
+                session.release(&name);
                 Ok(done("RELEASE"))
             }
             TransactionKind::SetTransaction {
@@ -280,6 +358,12 @@ impl Engine {
             }
             tx.set_isolation(isolation);
         }
+        if modes.read_only == Some(false) && session.read_only() && tx.started() {
+            return Err(refused(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                "transaction read-write mode must be set before any query",
+            ));
+        }
         session.set_transaction(modes.read_only, modes.isolation.map(IsolationLevel::name));
         Ok(())
     }
@@ -303,15 +387,15 @@ impl Engine {
                 };
                 TransactionModes {
                     isolation: Some(l),
-                    read_only: None,
+                    ..TransactionModes::default()
                 }
             } else {
                 TransactionModes {
-                    isolation: None,
                     read_only: Some(matches!(
                         value.to_ascii_lowercase().as_str(),
                         "on" | "true" | "1" | "yes"
                     )),
+                    ..TransactionModes::default()
                 }
             };
             return match session.transaction() {

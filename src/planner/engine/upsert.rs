@@ -228,7 +228,7 @@ impl Engine {
                 tx.lock(&data).await?;
                 None
             }
-            None => Some(data.read_modify_write().await?),
+            None => Some(data.read_modify_write(Some(session.interrupt())).await?),
         };
         let physical = state.create_physical_plan(&input).await?;
         let batches = collect(physical, session.task_ctx()).await?;
@@ -281,14 +281,16 @@ impl Engine {
             },
         };
         let Some(returning) = returning else {
-            let (n, _) = quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, false).await?;
+            let (n, _) =
+                quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, false, None).await?;
             return Ok(Output::Command {
                 tag: "INSERT".into(),
                 rows: Some(n),
             });
         };
         // RETURNING: the rows inserted or updated (not those skipped).
-        let (n, written) = quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, true).await?;
+        let (n, written) =
+            quiver_exec::txn::mutate(&data, tx.as_deref(), mutation, true, None).await?;
         let returned = quiver_exec::dml::Returned::default();
         if let Some(written) = written {
             returned.push(written);

@@ -17,8 +17,9 @@ const OVERLAY_SEGMENT: u64 = u64::MAX;
 #[derive(Debug, Clone)]
 pub struct Overlay {
     data: Arc<CollectionData>,
-    /// TRUNCATE: no committed row is visible any more.
-    truncated: bool,
+    /// TRUNCATE: the committed rows with row ids below this (every row
+    /// committed when it ran) are gone; rows committed by others since stay.
+    truncated: Option<u64>,
     /// Committed rows it deleted (or replaced): row id to primary key.
     deleted: Arc<BTreeMap<u64, Option<PkKey>>>,
     /// Its own rows (the storage schema), provisional ids `first..next`.
@@ -45,7 +46,7 @@ impl Overlay {
     pub fn new(data: Arc<CollectionData>) -> Overlay {
         Overlay {
             data,
-            truncated: false,
+            truncated: None,
             deleted: Arc::default(),
             rows: Arc::default(),
             dead: Arc::default(),
@@ -57,7 +58,7 @@ impl Overlay {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.truncated && self.deleted.is_empty() && self.next == self.first
+        self.truncated.is_none() && self.deleted.is_empty() && self.next == self.first
     }
 
     pub fn bytes(&self) -> usize {
@@ -66,15 +67,22 @@ impl Overlay {
 
     /// `base` with this overlay laid over it.
     pub fn view(&self, base: &Snapshot) -> Snapshot {
-        let mut snap = if self.truncated {
-            Snapshot {
-                seq: base.seq,
-                ts: base.ts,
-                segments: Vec::new(),
+        let mut snap = base.clone();
+        if let Some(cutoff) = self.truncated {
+            for seg in &mut snap.segments {
+                if seg.rowids.min().is_none_or(|m| m >= cutoff) {
+                    continue;
+                }
+                let deletes = Arc::make_mut(&mut seg.deletes);
+                for off in 0..seg.rowids.len() {
+                    if let Some(id) = rowid_at(&seg.rowids, off)
+                        && id < cutoff
+                    {
+                        deletes.insert(off, id, u64::MAX);
+                    }
+                }
             }
-        } else {
-            base.clone()
-        };
+        }
         for &rowid in self.deleted.keys() {
             if let Some((si, off)) = snap.locate(rowid) {
                 Arc::make_mut(&mut snap.segments[si].deletes).insert(off, rowid, u64::MAX);
@@ -175,7 +183,7 @@ impl Overlay {
             }
             Mutation::Truncate => {
                 let n = self.view(base).live_rows();
-                self.truncated = true;
+                self.truncated = Some(data.write.lock().next_rowid);
                 self.deleted = Arc::default();
                 self.rows = Arc::default();
                 self.dead = Arc::default();
@@ -189,13 +197,10 @@ impl Overlay {
 
     /// The committed row holding `key` that this transaction still sees.
     fn committed_row(&self, state_pks: &HashMap<PkKey, u64>, key: &PkKey) -> Option<u64> {
-        if self.truncated {
-            return None;
-        }
         state_pks
             .get(key)
             .copied()
-            .filter(|r| !self.deleted.contains_key(r))
+            .filter(|r| !self.deleted.contains_key(r) && self.truncated.is_none_or(|c| *r >= c))
     }
 
     /// Apply `conflict` to the keys of new rows: existing keys are an
@@ -369,17 +374,35 @@ impl Overlay {
     /// inserts was committed by another transaction meanwhile.
     fn prepare(&self, state: &WriteState, ts: u64, multi: bool) -> Result<Prepared> {
         let data = &self.data;
-        let deletes: Vec<u64> = if self.truncated {
-            Vec::new()
-        } else {
-            let ids: Vec<u64> = self.deleted.keys().copied().collect();
-            CollectionData::still_live(state, &ids)
-        };
-        let gone: Vec<(u64, PkKey)> = self
+        let ids: Vec<u64> = self.deleted.keys().copied().collect();
+        let mut deletes = CollectionData::still_live(state, &ids);
+        let mut gone: Vec<(u64, PkKey)> = self
             .deleted
             .iter()
             .filter_map(|(id, k)| k.clone().map(|k| (*id, k)))
             .collect();
+        if let Some(cutoff) = self.truncated {
+            // Every row committed when the TRUNCATE ran, no later one.
+            for seg in &state.pending.segments {
+                for off in 0..seg.rowids.len() {
+                    if let Some(id) = rowid_at(&seg.rowids, off)
+                        && id < cutoff
+                        && !seg.deletes.contains(off)
+                    {
+                        deletes.push(id);
+                    }
+                }
+            }
+            deletes.sort_unstable();
+            deletes.dedup();
+            gone.extend(
+                state
+                    .pks
+                    .iter()
+                    .filter(|(_, id)| **id < cutoff)
+                    .map(|(k, id)| (*id, k.clone())),
+            );
+        }
         let mut live = Vec::new();
         let mut at = 0usize;
         for b in self.rows.iter() {
@@ -412,7 +435,7 @@ impl Overlay {
         Ok(Prepared {
             record: WalRecord {
                 ts,
-                truncate: self.truncated,
+                truncate: false,
                 deletes,
                 insert: (n > 0).then_some(insert),
                 multi,
@@ -430,9 +453,6 @@ impl Overlay {
         let start = state.next_rowid;
         data.apply(state, &prepared.record);
         state.next_rowid = start + prepared.rows as u64;
-        if prepared.record.truncate {
-            state.pks.clear();
-        }
         for (id, key) in &prepared.gone {
             if state.pks.get(key) == Some(id) {
                 state.pks.remove(key);

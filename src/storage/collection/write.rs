@@ -6,6 +6,7 @@
 //! under one lock, then published once the WAL is durable.
 
 use super::*;
+use quiver_common::interrupt::Interrupt;
 
 /// Which rows a DELETE or UPDATE acts on: true for each row to change.
 pub type RowFilter = Box<dyn FnMut(&RecordBatch) -> Result<BooleanArray> + Send>;
@@ -49,22 +50,36 @@ impl CollectionData {
     /// Apply one statement's change: the single entry point of every write.
     /// Returns the rows inserted, replaced, updated or deleted.
     pub async fn mutate(&self, mutation: Mutation) -> Result<usize> {
-        Ok(self.apply_mutation(mutation, false).await?.0)
+        Ok(self.apply_mutation(mutation, false, None).await?.0)
+    }
+
+    /// [`Self::mutate`] (or, with `returning`, [`Self::mutate_returning`])
+    /// whose wait for the collection's lock `stop` can end.
+    pub async fn mutate_stoppable(
+        &self,
+        mutation: Mutation,
+        returning: bool,
+        stop: Option<&Interrupt>,
+    ) -> Result<(usize, Option<RecordBatch>)> {
+        self.apply_mutation(mutation, returning, stop).await
     }
 
     /// Serialise a statement that reads rows and writes from them with the
     /// others of this collection and with the transactions that changed
     /// rows of it (the collection's lock, `txn.rs`); UPDATE, DELETE and
     /// TRUNCATE take it themselves.
-    pub async fn read_modify_write(&self) -> Result<crate::txn::StatementLock> {
-        crate::txn::StatementLock::take(&self.shared.locks, self.id, &self.name).await
+    pub async fn read_modify_write(
+        &self,
+        stop: Option<&Interrupt>,
+    ) -> Result<crate::txn::StatementLock> {
+        crate::txn::StatementLock::take(&self.shared.locks, self.id, &self.name, stop).await
     }
 
     /// [`Self::mutate`], also returning the rows written (inserted, or the
     /// new versions of updated rows) or deleted, in [`Self::schema`]: what
     /// a `RETURNING` clause reads.
     pub async fn mutate_returning(&self, mutation: Mutation) -> Result<(usize, RecordBatch)> {
-        let (n, rows) = self.apply_mutation(mutation, true).await?;
+        let (n, rows) = self.apply_mutation(mutation, true, None).await?;
         Ok((
             n,
             rows.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())),
@@ -75,21 +90,22 @@ impl CollectionData {
         &self,
         mutation: Mutation,
         returning: bool,
+        stop: Option<&Interrupt>,
     ) -> Result<(usize, Option<RecordBatch>)> {
         match mutation {
             Mutation::Insert { rows, on_conflict } => {
                 self.insert_rows(rows, on_conflict, returning).await
             }
             Mutation::Delete { filter } => {
-                let _serial = self.read_modify_write().await?;
+                let _serial = self.read_modify_write(stop).await?;
                 self.delete_rows(filter, returning).await
             }
             Mutation::Update { filter, change } => {
-                let _serial = self.read_modify_write().await?;
+                let _serial = self.read_modify_write(stop).await?;
                 self.update_rows(filter, change, returning).await
             }
             Mutation::Truncate => {
-                let _serial = self.read_modify_write().await?;
+                let _serial = self.read_modify_write(stop).await?;
                 Ok((self.truncate_rows().await?, None))
             }
         }
