@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+pub mod binary;
+
 use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options, concat_batches};
 use arrow::util::display::FormatOptions;
@@ -45,6 +47,10 @@ pub struct CopyIn {
     batches: Vec<Converted>,
     line: usize,
     done: bool,
+    /// Binary format: the header was read.
+    header_read: bool,
+    /// Binary format: one buffer of raw values per input column.
+    raw: Vec<Vec<Option<Vec<u8>>>>,
 }
 
 fn data_error(line: usize, message: impl std::fmt::Display, code: SqlState) -> ExecError {
@@ -61,6 +67,7 @@ impl CopyIn {
         targets: Vec<usize>,
         options: CopyOptions,
     ) -> CopyIn {
+        let targets_len = targets.len();
         CopyIn {
             columns: vec![Vec::new(); targets.len()],
             def,
@@ -71,6 +78,8 @@ impl CopyIn {
             batches: Vec::new(),
             line: 0,
             done: false,
+            header_read: false,
+            raw: vec![Vec::new(); targets_len],
         }
     }
 
@@ -89,12 +98,19 @@ impl CopyIn {
         self.line
     }
 
+    /// Whether the client sends PostgreSQL's binary COPY format.
+    pub fn binary(&self) -> bool {
+        self.options.binary
+    }
+
     /// Take the next chunk of the client's data.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let mut pending = std::mem::take(&mut self.pending);
         pending.extend_from_slice(bytes);
         let mut start = 0;
-        if self.options.csv {
+        if self.options.binary {
+            start = self.binary_rows(&pending)?;
+        } else if self.options.csv {
             let mut in_quotes = false;
             let quote = self.options.quote as u8;
             for i in 0..pending.len() {
@@ -115,6 +131,63 @@ impl CopyIn {
         pending.drain(..start);
         self.pending = pending;
         Ok(())
+    }
+
+    /// Read the complete binary rows of `buf`; returns the bytes used.
+    fn binary_rows(&mut self, buf: &[u8]) -> Result<usize, ExecError> {
+        let bad = |line: usize, m: String| data_error(line, m, sqlstate::BAD_COPY_FILE_FORMAT);
+        let mut at = 0;
+        if !self.header_read {
+            if buf.len() < 19 {
+                return Ok(0);
+            }
+            if &buf[..11] != binary::SIGNATURE {
+                return Err(bad(1, "COPY file signature not recognized".into()));
+            }
+            let flags = u32::from_be_bytes([buf[11], buf[12], buf[13], buf[14]]);
+            if flags & (1 << 16) != 0 {
+                return Err(bad(1, "COPY with OIDs is not supported".into()));
+            }
+            let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
+            if buf.len() - 19 < ext {
+                return Ok(0);
+            }
+            at = 19 + ext;
+            self.header_read = true;
+        }
+        while !self.done {
+            let line = self.line + 1;
+            let Some((fields, end)) = binary::next_row(buf, at).map_err(|m| bad(line, m))? else {
+                break;
+            };
+            at = end;
+            let Some(fields) = fields else {
+                self.done = true;
+                break;
+            };
+            if fields.len() != self.targets.len() {
+                return Err(bad(
+                    line,
+                    format!(
+                        "row field count is {}, expected {}",
+                        fields.len(),
+                        self.targets.len()
+                    ),
+                ));
+            }
+            self.line = line;
+            for (i, range) in fields.into_iter().enumerate() {
+                self.raw[i].push(range.map(|r| buf[r].to_vec()));
+            }
+            if self.raw[0].len() >= CHUNK {
+                self.convert()?;
+            }
+        }
+        if self.done {
+            // Anything after the trailer is ignored, as PostgreSQL does.
+            at = buf.len();
+        }
+        Ok(at)
     }
 
     fn record(&mut self, raw: &[u8]) -> Result<(), ExecError> {
@@ -161,12 +234,19 @@ impl CopyIn {
     /// Hand the buffered rows to a blocking thread that turns them into a
     /// batch in the collection's storage schema.
     fn convert(&mut self) -> Result<(), ExecError> {
-        let rows = self.columns.first().map_or(0, Vec::len);
+        let rows = if self.options.binary {
+            self.raw.first().map_or(0, Vec::len)
+        } else {
+            self.columns.first().map_or(0, Vec::len)
+        };
         if rows == 0 {
             return Ok(());
         }
-        let columns: Vec<Vec<Option<String>>> =
-            self.columns.iter_mut().map(std::mem::take).collect();
+        let columns = if self.options.binary {
+            Values::Binary(self.raw.iter_mut().map(std::mem::take).collect())
+        } else {
+            Values::Text(self.columns.iter_mut().map(std::mem::take).collect())
+        };
         let chunk = Chunk {
             def: self.def.clone(),
             schema: self.data.schema(),
@@ -197,6 +277,16 @@ impl CopyIn {
     ) -> Result<usize, ExecError> {
         if !self.pending.is_empty() {
             let rest = std::mem::take(&mut self.pending);
+            if self.options.binary {
+                return Err(data_error(
+                    self.line + 1,
+                    format!(
+                        "unexpected end of binary COPY data ({} bytes of a row)",
+                        rest.len()
+                    ),
+                    sqlstate::BAD_COPY_FILE_FORMAT,
+                ));
+            }
             self.record(&rest)?;
         }
         self.convert()?;
@@ -230,17 +320,70 @@ struct Chunk {
     rows: usize,
 }
 
+/// A chunk's values as the client sent them.
+enum Values {
+    Text(Vec<Vec<Option<String>>>),
+    /// Binary COPY: each value in its type's binary form.
+    Binary(Vec<Vec<Option<Vec<u8>>>>),
+}
+
 impl Chunk {
-    fn convert(self, columns: Vec<Vec<Option<String>>>) -> Result<RecordBatch, ExecError> {
+    fn convert(self, values: Values) -> Result<RecordBatch, ExecError> {
         let first_line = self.first_line;
-        text_to_batch(
-            &self.def,
-            self.schema,
-            &self.targets,
-            columns,
-            self.rows,
-            |m, code| data_error(first_line, m, code),
-        )
+        let error = |m, code| data_error(first_line, m, code);
+        match values {
+            Values::Text(columns) => text_to_batch(
+                &self.def,
+                self.schema,
+                &self.targets,
+                columns,
+                self.rows,
+                error,
+            ),
+            Values::Binary(columns) => {
+                let mut arrays: Vec<ArrayRef> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_null_array(f.data_type(), self.rows))
+                    .collect();
+                for (values, &field) in columns.into_iter().zip(&self.targets) {
+                    let def = &self.def.fields[field];
+                    let bad = |m: String| {
+                        error(
+                            format!("column \"{}\": {m}", def.name),
+                            sqlstate::INVALID_BINARY_REPRESENTATION,
+                        )
+                    };
+                    let data_type = self.schema.field(field).data_type();
+                    arrays[field] = match binary::to_array(&def.field_type, data_type, &values) {
+                        Some(array) => array.map_err(bad)?,
+                        // Other types go through their text form.
+                        None => {
+                            let text = values
+                                .iter()
+                                .map(|v| {
+                                    v.as_deref()
+                                        .map(|b| binary::to_text(&def.field_type, b))
+                                        .transpose()
+                                })
+                                .collect::<Result<Vec<_>, String>>()
+                                .map_err(bad)?;
+                            let batch = text_to_batch(
+                                &self.def,
+                                self.schema.clone(),
+                                &[field],
+                                vec![text],
+                                self.rows,
+                                error,
+                            )?;
+                            batch.column(field).clone()
+                        }
+                    };
+                }
+                Ok(RecordBatch::try_new(self.schema, arrays)?)
+            }
+        }
     }
 }
 
@@ -280,6 +423,18 @@ pub fn text_to_batch(
                 let column = BitColumn::try_from_array(&strings, None).map_err(bad)?;
                 Arc::new(column.to_fixed(bits as i64).map_err(bad)?)
             }
+            FieldType::Bytea => {
+                let mut values = Vec::with_capacity(rows);
+                for v in strings.iter() {
+                    values.push(v.map(bytea_from_text).transpose().map_err(|m| {
+                        error(
+                            format!("column {}: {m}", def.name),
+                            sqlstate::INVALID_TEXT_REPRESENTATION,
+                        )
+                    })?);
+                }
+                Arc::new(arrow::array::BinaryArray::from_iter(values))
+            }
             FieldType::Array(_) => {
                 let arrow::datatypes::DataType::List(item) = schema.field(field).data_type() else {
                     return Err(error(
@@ -306,6 +461,50 @@ pub fn text_to_batch(
         arrays[field] = array;
     }
     Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+/// PostgreSQL's bytea input: `\x` and hex digits, or the escape format
+/// (`\\` for a backslash, `\nnn` octal, other bytes as they are).
+pub fn bytea_from_text(text: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("invalid input syntax for type bytea: \"{text}\"");
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return Err(bad());
+        }
+        return digits
+            .chunks(2)
+            .map(|p| {
+                std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|s| u8::from_str_radix(s, 16).ok())
+                    .ok_or_else(bad)
+            })
+            .collect();
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes
+                .get(i + 1..i + 4)
+                .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+                .ok_or_else(bad)?;
+            let v = (octal[0] - b'0') as u32 * 64
+                + (octal[1] - b'0') as u32 * 8
+                + (octal[2] - b'0') as u32;
+            out.push(u8::try_from(v).map_err(|_| bad())?);
+            i += 4;
+        }
+    }
+    Ok(out)
 }
 
 /// PostgreSQL array literals (`{a,"b c",NULL}`), one per row, as a list

@@ -37,6 +37,7 @@ pub struct CopyState {
 /// Start a COPY: keep its state on the connection and ask for the data.
 pub fn start<C: ClientInfo + ?Sized>(client: &C, copy: Box<CopyIn>) -> Response {
     let columns = copy.column_count();
+    let binary = copy.binary();
     progress(
         client,
         Some(CopyProgress {
@@ -48,7 +49,8 @@ pub fn start<C: ClientInfo + ?Sized>(client: &C, copy: Box<CopyIn>) -> Response 
         .session_extensions()
         .get_or_insert_with(CopyState::default);
     *state.inner.lock() = Some(Ok(copy));
-    Response::CopyIn(CopyResponse::new(0, columns, futures::stream::empty()))
+    let format = if binary { 1 } else { 0 };
+    Response::CopyIn(CopyResponse::new(format, columns, futures::stream::empty()))
 }
 
 /// Show the COPY's progress in `pg_stat_progress_copy` (or end it).
@@ -153,38 +155,89 @@ pub fn copy_out(
     options: CopyOptions,
     format: Arc<FormatOptions>,
 ) -> Result<CopyResponse, QueryError> {
+    let wire = if options.binary {
+        Format::UnifiedBinary
+    } else {
+        Format::UnifiedText
+    };
     let fields = Arc::new(
-        super::bits::wire_fields(&schema, &Format::UnifiedText, Some(format))
+        super::bits::wire_fields(&schema, &wire, Some(format))
             .map_err(|e| QueryError::Unsupported(e.to_string()))?,
     );
     let columns = fields.len();
+    if options.binary {
+        return Ok(binary_out(fields, stream));
+    }
     let mut header = options.header.then(|| {
         let names: Vec<Option<&[u8]>> = fields.iter().map(|f| Some(f.name().as_bytes())).collect();
         let mut line = Vec::new();
         write_line(&mut line, &names, &options);
         line
     });
-    let rows = stream
+    let rows = copy_rows(stream, fields, move |data| {
+        let mut line = header.take().unwrap_or_default();
+        write_line(&mut line, &split_row(data), &options);
+        line
+    });
+    Ok(CopyResponse::new(0, columns, rows))
+}
+
+/// One CopyData message per row of `stream`: `message` makes it from the
+/// row's fields as a DataRow holds them (in `fields`' formats).
+fn copy_rows(
+    stream: SendableRecordBatchStream,
+    fields: Arc<Vec<pgwire::api::results::FieldInfo>>,
+    mut message: impl FnMut(&[u8]) -> Vec<u8> + Send + 'static,
+) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send + 'static {
+    stream
         .map(move |batch| {
-            let lines: Vec<PgWireResult<CopyData>> =
+            let out: Vec<PgWireResult<CopyData>> =
                 match batch.map_err(QueryError::DataFusion).and_then(|b| {
                     super::bits::wire_batch(b, &fields)
                         .map_err(|e| QueryError::DataFusion(e.into()))
                 }) {
                     Ok(b) => encode_recordbatch(fields.clone(), b)
-                        .map(|row| {
-                            let row = row?;
-                            let mut line = header.take().unwrap_or_default();
-                            write_line(&mut line, &split_row(&row.data), &options);
-                            Ok(CopyData::new(line.into()))
-                        })
+                        .map(|row| Ok(CopyData::new(message(&row?.data).into())))
                         .collect(),
                     Err(e) => vec![Err(to_pgwire(e))],
                 };
-            futures::stream::iter(lines)
+            futures::stream::iter(out)
         })
-        .flatten();
-    Ok(CopyResponse::new(0, columns, rows))
+        .flatten()
+}
+
+/// COPY TO in the binary format: the header, then per row its field count
+/// and the fields as a binary DataRow holds them (pgwire's `CopyResponse`
+/// adds the trailer).
+fn binary_out(
+    fields: Arc<Vec<pgwire::api::results::FieldInfo>>,
+    stream: SendableRecordBatchStream,
+) -> CopyResponse {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let columns = fields.len();
+    let sent = Arc::new(AtomicBool::new(false));
+    let header = |sent: &AtomicBool| {
+        let mut h = Vec::new();
+        if !sent.swap(true, Ordering::Relaxed) {
+            h.extend_from_slice(quiver_exec::copy::binary::SIGNATURE);
+            h.extend_from_slice(&0u32.to_be_bytes());
+            h.extend_from_slice(&0u32.to_be_bytes());
+        }
+        h
+    };
+    let first = sent.clone();
+    let rows = copy_rows(stream, fields, move |data| {
+        let mut bytes = header(&first);
+        bytes.extend_from_slice(&(columns as i16).to_be_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    })
+        // The header alone when there were no rows (pgwire sends the
+        // trailer, and skips an empty message).
+        .chain(futures::stream::once(async move {
+            Ok(CopyData::new(header(&sent).into()))
+        }));
+    CopyResponse::new(1, columns, rows)
 }
 
 /// The values of a DataRow's body: each a length (-1 for NULL) and bytes.

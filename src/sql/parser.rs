@@ -633,20 +633,34 @@ fn copy_options(
     } else {
         CopyOptions::text()
     };
+    let mut text_options = Vec::new();
     for o in options {
         match o {
             ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                 "csv" | "text" => {}
+                "binary" => opts.binary = true,
                 other => {
                     return Err(ParseError::Unsupported(format!(
-                        "COPY format {other} is not supported yet: use text or csv"
+                        "COPY format {other} is not supported: use text, csv or binary"
                     )));
                 }
             },
-            ast::CopyOption::Delimiter(c) => opts.delimiter = *c,
-            ast::CopyOption::Null(n) => opts.null = n.clone(),
-            ast::CopyOption::Header(h) => opts.header = *h,
-            ast::CopyOption::Quote(q) => opts.quote = *q,
+            ast::CopyOption::Delimiter(c) => {
+                text_options.push("DELIMITER");
+                opts.delimiter = *c
+            }
+            ast::CopyOption::Null(n) => {
+                text_options.push("NULL");
+                opts.null = n.clone()
+            }
+            ast::CopyOption::Header(h) => {
+                text_options.push("HEADER");
+                opts.header = *h
+            }
+            ast::CopyOption::Quote(q) => {
+                text_options.push("QUOTE");
+                opts.quote = *q
+            }
             other => {
                 return Err(ParseError::Unsupported(format!(
                     "COPY option {other} is not supported yet"
@@ -656,16 +670,36 @@ fn copy_options(
     }
     for o in legacy {
         match o {
-            ast::CopyLegacyOption::Delimiter(c) => opts.delimiter = *c,
-            ast::CopyLegacyOption::Null(n) => opts.null = n.clone(),
+            ast::CopyLegacyOption::Delimiter(c) => {
+                text_options.push("DELIMITER");
+                opts.delimiter = *c
+            }
+            ast::CopyLegacyOption::Null(n) => {
+                text_options.push("NULL");
+                opts.null = n.clone()
+            }
             ast::CopyLegacyOption::Csv(_) => {}
-            ast::CopyLegacyOption::Header => opts.header = true,
+            ast::CopyLegacyOption::Binary => opts.binary = true,
+            ast::CopyLegacyOption::Header => {
+                text_options.push("HEADER");
+                opts.header = true
+            }
             other => {
                 return Err(ParseError::Unsupported(format!(
                     "COPY option {other} is not supported yet"
                 )));
             }
         }
+    }
+    if opts.binary && (csv || !text_options.is_empty()) {
+        // PostgreSQL's words and code.
+        return Err(ParseError::Syntax {
+            message: match text_options.first() {
+                Some(o) => format!("cannot specify {o} in BINARY mode"),
+                None => "cannot specify both CSV and BINARY formats".into(),
+            },
+            position: None,
+        });
     }
     Ok(opts)
 }

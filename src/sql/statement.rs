@@ -263,6 +263,8 @@ pub struct CopyFrom {
 /// How COPY data is written (PostgreSQL's text and csv formats).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyOptions {
+    /// PostgreSQL's binary COPY format (the other options do not apply).
+    pub binary: bool,
     pub csv: bool,
     pub delimiter: char,
     pub null: String,
@@ -273,6 +275,7 @@ pub struct CopyOptions {
 impl CopyOptions {
     pub fn text() -> CopyOptions {
         CopyOptions {
+            binary: false,
             csv: false,
             delimiter: '\t',
             null: "\\N".to_string(),
@@ -283,6 +286,7 @@ impl CopyOptions {
 
     pub fn csv() -> CopyOptions {
         CopyOptions {
+            binary: false,
             csv: true,
             delimiter: ',',
             null: String::new(),
