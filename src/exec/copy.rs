@@ -154,6 +154,23 @@ impl CopyIn {
             }
             at = 19 + ext;
             self.header_read = true;
+            for &t in &self.targets {
+                let field = &self.def.fields[t];
+                if matches!(
+                    field.field_type,
+                    FieldType::Decimal { .. } | FieldType::Array(_)
+                ) {
+                    return Err(data_error(
+                        1,
+                        format!(
+                            "binary COPY of {} columns (\"{}\") is not supported: use the text or csv format",
+                            field.field_type.sql_name(),
+                            field.name
+                        ),
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                    ));
+                }
+            }
         }
         while !self.done {
             let line = self.line + 1;

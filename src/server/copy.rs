@@ -232,11 +232,11 @@ fn binary_out(
         bytes.extend_from_slice(data);
         bytes
     })
-        // The header alone when there were no rows (pgwire sends the
-        // trailer, and skips an empty message).
-        .chain(futures::stream::once(async move {
-            Ok(CopyData::new(header(&sent).into()))
-        }));
+    // The header alone when there were no rows (pgwire sends the
+    // trailer, and skips an empty message).
+    .chain(futures::stream::once(async move {
+        Ok(CopyData::new(header(&sent).into()))
+    }));
     CopyResponse::new(1, columns, rows)
 }
 
