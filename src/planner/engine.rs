@@ -88,6 +88,32 @@ pub struct Prepared {
     fetches: Option<SchemaRef>,
 }
 
+/// A `SEARCH ... WITH (ef = ..)` setting: its number, or the value of
+/// its parameter.
+pub(crate) fn knob_value(
+    knob: Option<quiver_sql::statement::Knob>,
+    params: Option<&ParamValues>,
+) -> Result<Option<u64>, QueryError> {
+    use quiver_sql::statement::Knob;
+    let n = match knob {
+        None => return Ok(None),
+        Some(Knob::Value(v)) => return Ok(Some(v)),
+        Some(Knob::Param(n)) => n,
+    };
+    let value = match params {
+        Some(ParamValues::List(values)) => n.checked_sub(1).and_then(|i| values.get(i)),
+        _ => None,
+    }
+    .ok_or_else(|| QueryError::InvalidParameter(format!("no value for parameter ${n}")))?;
+    match value.value.cast_to(&DataType::UInt64) {
+        Ok(datafusion::common::ScalarValue::UInt64(Some(v))) => Ok(Some(v)),
+        _ => Err(QueryError::InvalidParameter(format!(
+            "parameter ${n} of a SEARCH setting must be a positive integer, not {}",
+            value.value
+        ))),
+    }
+}
+
 /// LIMIT and OFFSET given as parameters (`LIMIT $1`): planned as a cast of
 /// the parameter to bigint, bound to a cast of a literal, which physical
 /// planning (and the vector search rewrite) want as the literal itself.
@@ -228,6 +254,16 @@ impl Prepared {
                     .map(|n| (n, f))
             })
             .collect();
+        // `SEARCH ... WITH (ef = $3)`: integers the plan does not see.
+        if let Statement::Tuned { ef, nprobe, .. } = &self.statement {
+            for knob in [ef, nprobe].into_iter().flatten() {
+                if let quiver_sql::statement::Knob::Param(n) = knob
+                    && !numbered.iter().any(|(m, _)| m == n)
+                {
+                    numbered.push((*n, Some(Arc::new(Field::new("", DataType::Int64, true)))));
+                }
+            }
+        }
         numbered.sort_by_key(|(n, _)| *n);
         let max = numbered.last().map(|(n, _)| *n).unwrap_or(0);
         let mut out = vec![None; max];
@@ -600,7 +636,10 @@ impl Engine {
         params: ParamValues,
     ) -> Result<Output, QueryError> {
         let _tuned = match &prepared.statement {
-            Statement::Tuned { ef, nprobe, .. } => session.tune(*ef, *nprobe),
+            Statement::Tuned { ef, nprobe, .. } => session.tune(
+                knob_value(*ef, Some(&params))?,
+                knob_value(*nprobe, Some(&params))?,
+            ),
             _ => None,
         };
         self.admit(session, &prepared.statement)?;

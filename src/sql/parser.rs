@@ -15,8 +15,8 @@ use datafusion_pg_catalog::sql::rules::SqlStatementRewriteRule;
 
 use super::ParseError;
 use super::statement::{
-    ConflictAction, CopyFrom, CopyOptions, IsolationLevel, MaintainVerb, SearchOptions, Statement,
-    TransactionKind, TransactionModes,
+    ConflictAction, CopyFrom, CopyOptions, IsolationLevel, Knob, MaintainVerb, SearchOptions,
+    Statement, TransactionKind, TransactionModes,
 };
 use quiver_vector::Metric;
 
@@ -1064,8 +1064,8 @@ fn parse_search(
     let vector = p.parse_expr().map_err(err)?;
     let mut metric = Metric::L2;
     let mut filter: Option<ast::Expr> = None;
-    let mut limit: u64 = 10;
-    let mut offset: Option<u64> = None;
+    let mut limit = "10".to_string();
+    let mut offset: Option<String> = None;
     let mut options = SearchOptions::default();
     let mut returning: Option<Vec<ast::SelectItem>> = None;
     loop {
@@ -1089,11 +1089,11 @@ fn parse_search(
             }
             "LIMIT" => {
                 p.next_token();
-                limit = p.parse_literal_uint().map_err(err)?;
+                limit = count_or_param(&mut p).map_err(err)?;
             }
             "OFFSET" => {
                 p.next_token();
-                offset = Some(p.parse_literal_uint().map_err(err)?);
+                offset = Some(count_or_param(&mut p).map_err(err)?);
             }
             "WITH" => {
                 p.next_token();
@@ -1122,10 +1122,10 @@ fn parse_search(
         None => "*".to_string(),
     };
     let mut conditions: Vec<String> = filter.iter().map(|f| format!("({f})")).collect();
-    if let Some(r) = options.radius {
+    if let Some(r) = &options.radius {
         conditions.push(format!("{distance} <= {r}"));
     }
-    if let Some(r) = options.range_filter {
+    if let Some(r) = &options.range_filter {
         conditions.push(format!("{distance} >= {r}"));
     }
     let mut select = format!("SELECT {items}, {distance} AS distance FROM {collection}");
@@ -1152,6 +1152,16 @@ fn tuned(statement: Statement, options: &SearchOptions) -> Statement {
     }
 }
 
+/// A LIMIT or OFFSET of SEARCH: a count, or a parameter (`$2`).
+fn count_or_param(p: &mut Parser) -> Result<String, ParserError> {
+    if let Token::Placeholder(s) = &p.peek_token().token {
+        let s = s.clone();
+        p.next_token();
+        return Ok(s);
+    }
+    Ok(p.parse_literal_uint()?.to_string())
+}
+
 fn parse_search_options(sql: &str, p: &mut Parser) -> Result<SearchOptions, ParseError> {
     let err = |e: ParserError| syntax(sql, e);
     p.expect_token(&Token::LParen).map_err(err)?;
@@ -1159,17 +1169,45 @@ fn parse_search_options(sql: &str, p: &mut Parser) -> Result<SearchOptions, Pars
     loop {
         let name = p.parse_identifier().map_err(err)?;
         p.expect_token(&Token::Eq).map_err(err)?;
-        let value = p.parse_number_value().map_err(err)?;
-        let text = value.to_string();
+        let param = match &p.peek_token().token {
+            Token::Placeholder(s) => Some(s.clone()),
+            _ => None,
+        };
+        let text = match &param {
+            Some(s) => {
+                p.next_token();
+                s.clone()
+            }
+            None => p.parse_number_value().map_err(err)?.to_string(),
+        };
         let bad = || ParseError::Syntax {
             message: format!("invalid value {text} for SEARCH option \"{}\"", name.value),
             position: char_position(sql, name.span.start.line, name.span.start.column),
         };
+        let knob = || -> Result<Knob, ParseError> {
+            match &param {
+                Some(s) => s
+                    .trim_start_matches('$')
+                    .parse()
+                    .map(Knob::Param)
+                    .map_err(|_| bad()),
+                None => text.parse().map(Knob::Value).map_err(|_| bad()),
+            }
+        };
+        let number = || -> Result<String, ParseError> {
+            match &param {
+                Some(s) => Ok(format!("{s}::double precision")),
+                None => text
+                    .parse::<f64>()
+                    .map(|v| v.to_string())
+                    .map_err(|_| bad()),
+            }
+        };
         match name.value.to_ascii_lowercase().as_str() {
-            "ef" => options.ef = Some(text.parse().map_err(|_| bad())?),
-            "nprobe" => options.nprobe = Some(text.parse().map_err(|_| bad())?),
-            "radius" => options.radius = Some(text.parse().map_err(|_| bad())?),
-            "range_filter" => options.range_filter = Some(text.parse().map_err(|_| bad())?),
+            "ef" => options.ef = Some(knob()?),
+            "nprobe" => options.nprobe = Some(knob()?),
+            "radius" => options.radius = Some(number()?),
+            "range_filter" => options.range_filter = Some(number()?),
             other => {
                 return Err(ParseError::Syntax {
                     message: format!(

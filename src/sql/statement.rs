@@ -110,8 +110,8 @@ pub enum Statement {
     /// A statement run with its own search settings (`SEARCH ... WITH (ef
     /// = .., nprobe = ..)`).
     Tuned {
-        ef: Option<u64>,
-        nprobe: Option<u64>,
+        ef: Option<Knob>,
+        nprobe: Option<Knob>,
         inner: Box<Statement>,
     },
 }
@@ -366,8 +366,17 @@ pub enum TransactionKind {
 /// Options given to `SEARCH ... WITH (...)`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchOptions {
-    pub ef: Option<u64>,
-    pub nprobe: Option<u64>,
-    pub radius: Option<f64>,
-    pub range_filter: Option<f64>,
+    pub ef: Option<Knob>,
+    pub nprobe: Option<Knob>,
+    /// A number, or a parameter (`$3::double precision`), as SQL text.
+    pub radius: Option<String>,
+    pub range_filter: Option<String>,
+}
+
+/// A search setting of `SEARCH ... WITH (...)`: a number, or the
+/// statement's parameter `$n` (bound at each execution).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Knob {
+    Value(u64),
+    Param(usize),
 }

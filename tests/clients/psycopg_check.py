@@ -205,3 +205,14 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
     except psycopg.errors.BadCopyFileFormat as e:
         assert "row field count is 1, expected 5" in str(e), e
 print("ok binary copy")
+
+# Parameters wherever SEARCH takes a number: the query vector, LIMIT,
+# OFFSET, and the WITH settings, in both protocols.
+with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", autocommit=True) as conn:
+    conn.execute("CREATE TABLE sp (id BIGINT PRIMARY KEY, v VECTOR(2))")
+    conn.execute("INSERT INTO sp VALUES (1, '[1,0]'), (2, '[0,1]'), (3, '[1,1]')")
+    q = "SEARCH sp NEAREST v TO %s LIMIT %s OFFSET %s WITH (ef = %s, nprobe = %s, radius = %s) RETURN id"
+    for prepare in [False, True]:
+        got = conn.execute(q, ("[1,0]", 2, 1, 16, 4, 1.5), prepare=prepare).fetchall()
+        assert got == [(3, 1.0), (2, 1.4142135623730951)], got
+print("ok search parameters")

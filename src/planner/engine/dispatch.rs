@@ -246,7 +246,10 @@ impl Engine {
                 target,
             } => self.upsert(session, insert, action, target, None).await,
             Statement::Tuned { ef, nprobe, inner } => {
-                let _tuned = session.tune(ef, nprobe);
+                let _tuned = session.tune(
+                    crate::engine::knob_value(ef, None)?,
+                    crate::engine::knob_value(nprobe, None)?,
+                );
                 Box::pin(self.execute(session, *inner)).await
             }
             Statement::Index(stmt) => {
