@@ -148,6 +148,12 @@ impl CopyIn {
             if flags & (1 << 16) != 0 {
                 return Err(bad(1, "COPY with OIDs is not supported".into()));
             }
+            if flags >> 17 != 0 {
+                return Err(bad(
+                    1,
+                    "unrecognized critical flags in COPY file header".into(),
+                ));
+            }
             let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
             if buf.len() - 19 < ext {
                 return Ok(0);
@@ -171,6 +177,12 @@ impl CopyIn {
                     ));
                 }
             }
+        }
+        if self.done && at < buf.len() {
+            return Err(bad(
+                self.line + 1,
+                "received copy data after EOF marker".into(),
+            ));
         }
         while !self.done {
             let line = self.line + 1;
@@ -200,9 +212,11 @@ impl CopyIn {
                 self.convert()?;
             }
         }
-        if self.done {
-            // Anything after the trailer is ignored, as PostgreSQL does.
-            at = buf.len();
+        if self.done && at < buf.len() {
+            return Err(bad(
+                self.line + 1,
+                "received copy data after EOF marker".into(),
+            ));
         }
         Ok(at)
     }
@@ -367,10 +381,12 @@ impl Chunk {
                 for (values, &field) in columns.into_iter().zip(&self.targets) {
                     let def = &self.def.fields[field];
                     let bad = |m: String| {
-                        error(
-                            format!("column \"{}\": {m}", def.name),
-                            sqlstate::INVALID_BINARY_REPRESENTATION,
-                        )
+                        let code = if m.starts_with(binary::BAD_TEXT) {
+                            sqlstate::CHARACTER_NOT_IN_REPERTOIRE
+                        } else {
+                            sqlstate::INVALID_BINARY_REPRESENTATION
+                        };
+                        error(format!("column \"{}\": {m}", def.name), code)
                     };
                     let data_type = self.schema.field(field).data_type();
                     arrays[field] = match binary::to_array(&def.field_type, data_type, &values) {

@@ -86,7 +86,15 @@ pub struct Prepared {
     returning: Option<super::returning::Returning>,
     /// The rows of a FETCH: its cursor's, when it was prepared.
     fetches: Option<SchemaRef>,
+    /// The catalog version it was planned at: after DDL it is planned
+    /// again (the plan holds the collections it read then).
+    version: u64,
+    /// The statement planned again at a later catalog version.
+    replanned: Replanned,
 }
+
+/// A prepared statement planned again, with the catalog version it was.
+type Replanned = Arc<parking_lot::Mutex<Option<(u64, Arc<Prepared>)>>>;
 
 /// A `SEARCH ... WITH (ef = ..)` setting: its number, or the value of
 /// its parameter.
@@ -277,6 +285,9 @@ impl Prepared {
 
     /// The schema of the rows this statement returns, if it returns rows.
     pub fn result_schema(&self) -> Option<SchemaRef> {
+        if matches!(self.statement, Statement::DeclareCursor { .. }) {
+            return None;
+        }
         if let Some(r) = &self.returning {
             return Some(r.schema.clone());
         }
@@ -494,6 +505,7 @@ impl Engine {
         statement: Statement,
     ) -> Result<Prepared, QueryError> {
         self.admit(session, &statement)?;
+        let version = self.catalog.version();
         let planned = match &statement {
             Statement::Tuned { inner, .. } => inner.as_ref(),
             other => other,
@@ -524,9 +536,23 @@ impl Engine {
             }
             _ => None,
         };
+        // A DECLARE's query, planned to be bound at execution.
+        let (plan, declares) = match (plan, planned) {
+            (None, Statement::DeclareCursor { query, .. }) => (
+                Some(
+                    session
+                        .state()
+                        .statement_to_plan(DfStatement::Statement(query.clone()))
+                        .await?,
+                ),
+                true,
+            ),
+            (plan, _) => (plan, false),
+        };
         // Plans that only read can be optimised before their parameters are
         // known; a rule that cannot handle a parameter leaves it to execution.
         let optimized = match &plan {
+            _ if declares => None,
             Some(p @ LogicalPlan::Projection(_))
             | Some(p @ LogicalPlan::Sort(_))
             | Some(p @ LogicalPlan::Limit(_))
@@ -552,6 +578,8 @@ impl Engine {
             text: String::new(),
             returning,
             fetches,
+            version,
+            replanned: Default::default(),
         })
     }
 
@@ -623,10 +651,51 @@ impl Engine {
         prepared: &Prepared,
         params: ParamValues,
     ) -> Result<Output, QueryError> {
+        let current = self.catalog.version();
+        if prepared.version != current && prepared.plan.is_some() {
+            let fresh = self.replan(session, prepared, current).await?;
+            return Box::pin(self.execute_prepared(session, &fresh, params)).await;
+        }
         let output = self
             .execute_prepared_as_planned(session, prepared, params)
             .await?;
         Ok(named(output, prepared.names.as_deref()))
+    }
+
+    /// `prepared` planned again at catalog version `current` (a collection
+    /// it reads may have been dropped and created again); its rows must
+    /// keep the shape the client was told, as PostgreSQL requires.
+    async fn replan(
+        &self,
+        session: &Session,
+        prepared: &Prepared,
+        current: u64,
+    ) -> Result<Arc<Prepared>, QueryError> {
+        let cached = prepared.replanned.lock().clone();
+        if let Some((v, fresh)) = cached
+            && v == current
+        {
+            return Ok(fresh);
+        }
+        let mut fresh = self.prepare(session, prepared.statement.clone()).await?;
+        fresh.text = prepared.text.clone();
+        fresh.version = current;
+        let shape = |s: Option<SchemaRef>| {
+            s.map(|s| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        if shape(fresh.result_schema()) != shape(prepared.result_schema()) {
+            return Err(QueryError::Unsupported(
+                "cached plan must not change result type: prepare the statement again".into(),
+            ));
+        }
+        let fresh = Arc::new(fresh);
+        *prepared.replanned.lock() = Some((current, fresh.clone()));
+        Ok(fresh)
     }
 
     async fn execute_prepared_as_planned(
@@ -644,6 +713,12 @@ impl Engine {
         };
         self.admit(session, &prepared.statement)?;
         self.lock_for_update(session, &prepared.statement).await?;
+        if let (Statement::DeclareCursor { .. }, Some(plan)) = (&prepared.statement, &prepared.plan)
+        {
+            return self
+                .declare_prepared(session, &prepared.statement, plan, params)
+                .await;
+        }
         if let Some(optimized) = &prepared.optimized {
             let version = self.catalog.version();
             // A transaction's searches read its own view: never the cache.

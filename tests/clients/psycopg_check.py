@@ -216,3 +216,13 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         got = conn.execute(q, ("[1,0]", 2, 1, 16, 4, 1.5), prepare=prepare).fetchall()
         assert got == [(3, 1.0), (2, 1.4142135623730951)], got
 print("ok search parameters")
+
+# A statement psycopg prepared keeps working after its collection is
+# dropped and created again (it is planned anew, as PostgreSQL does).
+with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", autocommit=True) as conn:
+    for i in range(8):
+        conn.execute("DROP TABLE IF EXISTS again")
+        conn.execute("CREATE TABLE again (id INT PRIMARY KEY)")
+        conn.execute("INSERT INTO again VALUES (%s)", (i,), prepare=True)
+        assert conn.execute("SELECT count(*) FROM again", prepare=True).fetchone() == (1,)
+print("ok replanned")

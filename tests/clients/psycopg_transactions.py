@@ -217,5 +217,9 @@ with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit
             assert [d.name for d in cur.description] == ["id"]
             seen = sum(1 for _ in cur)
         assert seen == 20000, seen
+        # With parameters (bound in the extended protocol).
+        with c.cursor(name="near") as cur:
+            cur.execute("SELECT id FROM kept WHERE id > %s ORDER BY id LIMIT %s", (19990, 5))
+            assert cur.fetchall() == [(i,) for i in range(19991, 19996)]
 
 print("ok")

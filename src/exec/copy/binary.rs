@@ -192,18 +192,29 @@ pub fn to_array(
                     Some(b) => {
                         let got = b
                             .get(..2)
-                            .map_or(usize::MAX, |h| u16::from_be_bytes([h[0], h[1]]) as usize);
-                        if got != *dim || b.len() != 4 + dim * 4 {
+                            .map_or(0, |h| u16::from_be_bytes([h[0], h[1]]) as usize);
+                        if got != *dim {
+                            return Some(Err(format!("expected {dim} dimensions, not {got}")));
+                        }
+                        if b.len() != 4 + dim * 4 {
                             return Some(Err(format!(
-                                "expected {dim} dimensions, not {}",
-                                if got == usize::MAX { 0 } else { got }
+                                "a vector of {dim} dimensions in {} bytes, not {}",
+                                b.len(),
+                                4 + dim * 4
                             )));
                         }
+                        if b[2..4] != [0, 0] {
+                            return Some(Err("expected unused to be 0".into()));
+                        }
+                        let start = floats.len();
                         floats.extend(
                             b[4..]
                                 .chunks_exact(4)
                                 .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
                         );
+                        if floats[start..].iter().any(|f| !f.is_finite()) {
+                            return Some(Err("NaN and infinity are not allowed in vectors".into()));
+                        }
                         valid.push(true);
                     }
                 }
@@ -223,8 +234,14 @@ pub fn to_array(
     Some(array)
 }
 
+/// Text must be UTF-8 without NUL bytes (PostgreSQL's 22021).
+pub const BAD_TEXT: &str = "invalid byte sequence for encoding \"UTF8\"";
+
 fn utf8(bytes: &[u8]) -> Result<String, String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| "invalid byte sequence for encoding UTF8".into())
+    if bytes.contains(&0) {
+        return Err(format!("{BAD_TEXT}: 0x00"));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| BAD_TEXT.into())
 }
 
 /// One row's fields from `buf` at `at`: the field count (or -1, the

@@ -23,21 +23,43 @@ impl Engine {
         hold: bool,
         binary: bool,
     ) -> Result<Output, QueryError> {
-        let in_block = session.block().in_block();
-        if !hold && !in_block {
-            return Err(QueryError::Transaction {
-                message: "DECLARE CURSOR can only be used in transaction blocks".into(),
-                code: sqlstate::NO_ACTIVE_SQL_TRANSACTION,
-            });
-        }
-        if session.cursors.contains(&name) {
-            return Err(QueryError::Transaction {
-                message: format!("cursor \"{name}\" already exists"),
-                code: sqlstate::DUPLICATE_CURSOR,
-            });
-        }
-        match Box::pin(self.execute(session, Statement::Query(query))).await? {
+        self.check_declare(session, &name, hold)?;
+        let output = Box::pin(self.execute(session, Statement::Query(query))).await?;
+        self.keep_cursor(session, name, hold, binary, output)
+    }
+
+    /// A prepared DECLARE: its query's plan (`plan`) with the parameters
+    /// bound runs into a new cursor.
+    pub(crate) async fn declare_prepared(
+        &self,
+        session: &Session,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: ParamValues,
+    ) -> Result<Output, QueryError> {
+        let Statement::DeclareCursor {
+            name, hold, binary, ..
+        } = statement
+        else {
+            return Err(QueryError::Unsupported("not a DECLARE".into()));
+        };
+        self.check_declare(session, name, *hold)?;
+        let plan = super::fold_limit_casts(plan.clone().with_param_values(params)?)?;
+        let output = self.run_plan(session, plan).await?;
+        self.keep_cursor(session, name.clone(), *hold, *binary, output)
+    }
+
+    fn keep_cursor(
+        &self,
+        session: &Session,
+        name: String,
+        hold: bool,
+        binary: bool,
+        output: Output,
+    ) -> Result<Output, QueryError> {
+        match output {
             Output::Rows { schema, stream } => {
+                let in_block = session.block().in_block();
                 session
                     .cursors
                     .insert(name, Cursor::new(schema, stream, hold, binary, in_block));
@@ -47,6 +69,23 @@ impl Engine {
                 "DECLARE CURSOR needs a query that returns rows".into(),
             )),
         }
+    }
+
+    /// DECLARE outside a block needs WITH HOLD; a name is used once.
+    fn check_declare(&self, session: &Session, name: &str, hold: bool) -> Result<(), QueryError> {
+        if !hold && !session.block().in_block() {
+            return Err(QueryError::Transaction {
+                message: "DECLARE CURSOR can only be used in transaction blocks".into(),
+                code: sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+            });
+        }
+        if session.cursors.contains(name) {
+            return Err(QueryError::Transaction {
+                message: format!("cursor \"{name}\" already exists"),
+                code: sqlstate::DUPLICATE_CURSOR,
+            });
+        }
+        Ok(())
     }
 
     /// `FETCH [n | ALL] FROM name`, or with `move_only`, `MOVE`.
@@ -83,11 +122,14 @@ impl Engine {
         name: Option<&str>,
     ) -> Result<Output, QueryError> {
         match name {
-            None => session.cursors.clear(),
+            None => {
+                session.cursors.clear();
+                Ok(command("CLOSE CURSOR ALL"))
+            }
             Some(name) => {
                 session.cursors.take(name).ok_or_else(|| no_cursor(name))?;
+                Ok(command("CLOSE CURSOR"))
             }
         }
-        Ok(command("CLOSE CURSOR"))
     }
 }
