@@ -31,6 +31,7 @@ use quiver_common::sqlstate;
 use quiver_planner::activity::Registered;
 use quiver_planner::{Engine, Output, Prepared, QueryError, Session};
 use quiver_sql::Statement;
+use quiver_sql::statement::TransactionKind;
 use quiver_vector::column::{VECTOR_METADATA_KEY, bit_length_of, vector_dim_of};
 
 pub struct QuiverHandlers {
@@ -413,6 +414,17 @@ impl SimpleQueryHandler for QuiverService {
         }
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut responses = Vec::with_capacity(statements.len());
+        // Several statements outside a block run as one transaction, as in
+        // PostgreSQL: all or nothing.
+        let implicit = !session.block().in_block() && Engine::implicit_block(&statements);
+        let control = |kind: TransactionKind| Statement::Transaction(kind);
+        if implicit {
+            let begin = control(TransactionKind::Begin(Default::default()));
+            if let Err(e) = self.engine.execute(&session, begin).await {
+                return Ok(vec![Response::Error(Box::new(reported(&e)))]);
+            }
+        }
+        let mut failed = false;
         for statement in statements {
             if let Some(tag) = deallocate(client, &statement) {
                 responses.push(Response::Execution(Tag::new(tag)));
@@ -443,8 +455,19 @@ impl SimpleQueryHandler for QuiverService {
                 Err(e) => {
                     // Later statements of the query string are not run, as in PostgreSQL.
                     responses.push(Response::Error(Box::new(reported(&e))));
+                    failed = true;
                     break;
                 }
+            }
+        }
+        if implicit {
+            let end = if failed {
+                TransactionKind::Rollback
+            } else {
+                TransactionKind::Commit
+            };
+            if let Err(e) = self.engine.execute(&session, control(end)).await {
+                responses.push(Response::Error(Box::new(reported(&e))));
             }
         }
         Ok(responses)

@@ -84,6 +84,25 @@ fn writes(statement: &Statement) -> Option<&'static str> {
 }
 
 impl Engine {
+    /// Whether the statements of one simple-protocol query string can run
+    /// as one implicit transaction, as PostgreSQL runs them: none controls
+    /// transactions, starts a COPY, could not be rolled back, or acts on
+    /// committed data only (FLUSH, COMPACT, LOAD, RELEASE).
+    pub fn implicit_block(statements: &[Statement]) -> bool {
+        statements.len() > 1
+            && statements.iter().all(|s| {
+                !matches!(
+                    s,
+                    Statement::Transaction(_)
+                        | Statement::CopyFrom(_)
+                        | Statement::DeclareCursor { .. }
+                        | Statement::Fetch { .. }
+                        | Statement::CloseCursor { .. }
+                        | Statement::Maintain { .. }
+                ) && non_transactional(s).is_none()
+            })
+    }
+
     /// What a statement must pass before it runs, given the session's
     /// transaction block: 25P02 in a failed block, 25001 for statements
     /// that cannot run in one, 25006 for writes in a READ ONLY one. A
