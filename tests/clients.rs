@@ -253,6 +253,19 @@ async fn rollback_undoes_and_misplaced_commands_warn() {
     assert_eq!(count(&other).await, 0, "no one else does before COMMIT");
     client.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(count(&client).await, 0, "ROLLBACK undid them");
+    // Several statements in one query string: one transaction.
+    let e = client
+        .batch_execute("INSERT INTO rb VALUES (5); INSERT INTO rb VALUES (5)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "23505");
+    assert_eq!(count(&other).await, 0, "the first INSERT was rolled back too");
+    client
+        .batch_execute("INSERT INTO rb VALUES (6); INSERT INTO rb VALUES (7)")
+        .await
+        .unwrap();
+    assert_eq!(count(&other).await, 2);
+    client.batch_execute("DELETE FROM rb").await.unwrap();
     client.batch_execute("COMMIT").await.unwrap();
     client
         .batch_execute("BEGIN; BEGIN; ROLLBACK")
