@@ -259,7 +259,11 @@ async fn rollback_undoes_and_misplaced_commands_warn() {
         .await
         .unwrap_err();
     assert_eq!(e.code().unwrap().code(), "23505");
-    assert_eq!(count(&other).await, 0, "the first INSERT was rolled back too");
+    assert_eq!(
+        count(&other).await,
+        0,
+        "the first INSERT was rolled back too"
+    );
     client
         .batch_execute("INSERT INTO rb VALUES (6); INSERT INTO rb VALUES (7)")
         .await
@@ -441,6 +445,12 @@ fn psycopg_transactions() {
 #[test]
 fn psycopg2_transactions_cursors_and_copy() {
     run_python("psycopg2_check.py");
+}
+
+/// asyncpg: $1::int, transactions, copy_records_to_table with vectors.
+#[test]
+fn asyncpg_transactions_and_binary_copy() {
+    run_python("asyncpg_check.py");
 }
 
 fn run_python(name: &str) {
