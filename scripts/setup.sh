@@ -38,10 +38,10 @@ if [[ ${1:-} == --test ]]; then
     python3 -m pip install -q 'psycopg[binary]==3.2.*' 2>/dev/null \
       || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.2.*'
   fi
-  if ! python3 -c 'import psycopg2, asyncpg' 2>/dev/null; then
-    echo "setup: installing psycopg2 and asyncpg for the driver tests" >&2
-    python3 -m pip install -q 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*'
+  if ! python3 -c 'import psycopg2, asyncpg, sqlalchemy' 2>/dev/null; then
+    echo "setup: installing psycopg2, asyncpg and SQLAlchemy for the driver tests" >&2
+    python3 -m pip install -q 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*' 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*'
   fi
   # moto: a real S3-compatible server on loopback for the object-store test.
   if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null; then

@@ -453,6 +453,12 @@ fn asyncpg_transactions_and_binary_copy() {
     run_python("asyncpg_check.py");
 }
 
+/// SQLAlchemy 2 (psycopg and psycopg2): sessions commit and roll back.
+#[test]
+fn sqlalchemy_sessions() {
+    run_python("sqlalchemy_check.py");
+}
+
 fn run_python(name: &str) {
     let server = common::Server::start();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

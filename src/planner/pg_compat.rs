@@ -101,11 +101,51 @@ impl ScalarUDFImpl for ToRegtype {
     }
 }
 
+/// `version()`: PostgreSQL's form (`PostgreSQL 15.0 ...`), which drivers
+/// and ORMs parse for the server's version (SQLAlchemy refuses to connect
+/// otherwise), naming quiver.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Version {
+    signature: Signature,
+}
+
+/// What `version()` answers.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL {} (quiver {}) on {}-unknown-linux-gnu, 64-bit",
+        quiver_common::SERVER_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
+}
+
+impl ScalarUDFImpl for Version {
+    fn name(&self) -> &str {
+        "version"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            version_string(),
+        ))))
+    }
+}
+
 /// The compatibility functions, for registration in a session.
 pub fn all_udfs() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::new_from_impl(ToRegtype {
-        signature: Signature::any(1, Volatility::Stable),
-    })]
+    vec![
+        ScalarUDF::new_from_impl(ToRegtype {
+            signature: Signature::any(1, Volatility::Stable),
+        }),
+        ScalarUDF::new_from_impl(Version {
+            signature: Signature::nullary(Volatility::Stable),
+        }),
+    ]
 }
 
 #[cfg(test)]
@@ -115,6 +155,7 @@ mod tests {
     #[test]
     fn resolves_names() {
         assert_eq!(lookup("vector"), Some(16385));
+        assert!(version_string().starts_with("PostgreSQL 15.0 (quiver "));
         assert_eq!(lookup("pg_catalog.int4"), Some(23));
         assert_eq!(lookup("halfvec"), None);
     }

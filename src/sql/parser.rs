@@ -371,7 +371,15 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                 .trim()
                 .trim_start_matches(|c: char| c.is_ascii_alphabetic())
                 .trim()
+                .trim_end_matches(';')
+                .trim()
                 .to_ascii_lowercase();
+            // PostgreSQL's spellings of two settings.
+            let name = match name.split_whitespace().collect::<Vec<_>>()[..] {
+                ["transaction", "isolation", "level"] => "transaction_isolation".into(),
+                ["time", "zone"] => "timezone".into(),
+                _ => name,
+            };
             return Ok(Statement::Show { name });
         }
         ("ABORT", _) => {
