@@ -474,6 +474,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Coalesce<T> {
+    /// Read and drop the client's input until it closes, or for `limit`.
+    async fn discard_input(mut self, limit: Duration) {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(limit, async {
+            while let Ok(n) = self.inner.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     fn read_inner(
         &mut self,
         cx: &mut Context<'_>,
@@ -695,8 +709,20 @@ where
     }
     // Whatever is still buffered (a last error, say) goes out.
     let _ = socket.close().await;
+    // After a FATAL the client may still be sending (the rest of a message
+    // past the limit): closing with its bytes unread would reset the
+    // connection, and the reset can reach it before the error. Read and
+    // drop what comes, for a moment, first.
+    let io = socket.into_inner();
+    if io.framer.failed.is_some() {
+        io.discard_input(DISCARD_AFTER_FATAL).await;
+    }
     Ok(())
 }
+
+/// How long a connection that got a FATAL is read (and its input dropped)
+/// before it closes.
+const DISCARD_AFTER_FATAL: Duration = Duration::from_millis(500);
 
 /// The row description of a cursor the client describes as a portal (a
 /// protocol portal of that name comes first).
