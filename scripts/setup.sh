@@ -38,10 +38,11 @@ if [[ ${1:-} == --test ]]; then
     python3 -m pip install -q 'psycopg[binary]==3.2.*' 2>/dev/null \
       || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.2.*'
   fi
-  if ! python3 -c 'import psycopg2, asyncpg, sqlalchemy' 2>/dev/null; then
-    echo "setup: installing psycopg2, asyncpg and SQLAlchemy for the driver tests" >&2
-    python3 -m pip install -q 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*' 2>/dev/null \
-      || python3 -m pip install -q --break-system-packages 'psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*'
+  if ! python3 -c 'import psycopg2, asyncpg, sqlalchemy, pgvector, numpy' 2>/dev/null; then
+    echo "setup: installing psycopg2, asyncpg, SQLAlchemy and pgvector-python for the driver tests" >&2
+    drivers=('psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*' 'pgvector==0.5.*' numpy)
+    python3 -m pip install -q "${drivers[@]}" 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages "${drivers[@]}"
   fi
   # moto: a real S3-compatible server on loopback for the object-store test.
   if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null; then

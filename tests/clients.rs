@@ -459,6 +459,13 @@ fn sqlalchemy_sessions() {
     run_python("sqlalchemy_check.py");
 }
 
+/// pgvector-python's psycopg integration: register_vector, numpy
+/// parameters, binary COPY of vectors.
+#[test]
+fn pgvector_python() {
+    run_python("pgvector_python_check.py");
+}
+
 fn run_python(name: &str) {
     let server = common::Server::start();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
