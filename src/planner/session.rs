@@ -441,6 +441,11 @@ impl Session {
         undo
     }
 
+    /// Whether a savepoint is open (a subtransaction, in PostgreSQL's words).
+    pub fn in_savepoint(&self) -> bool {
+        !self.txn.lock().savepoints.is_empty()
+    }
+
     /// RELEASE SAVEPOINT `name`.
     pub fn release(&self, name: &str) {
         let mut state = self.txn.lock();

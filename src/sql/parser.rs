@@ -388,12 +388,19 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         ("DECLARE" | "CLOSE", _) => return cursor(parse_sqlparser(sql, tokens)?, false),
         ("FETCH" | "MOVE", _) => {
             let move_only = w(0) == "MOVE";
+            if tokens.iter().any(|t| matches!(t.token, Token::Minus)) {
+                return Err(ParseError::Unsupported(format!(
+                    "{} with a negative count is not supported: quiver's cursors move forward only",
+                    w(0)
+                )));
+            }
             replace_word(&mut tokens, "MOVE", "FETCH");
             cursor_from(&mut tokens);
             return cursor(parse_sqlparser(sql, tokens)?, move_only);
         }
         ("BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE", _)
         | ("START", "TRANSACTION") => {
+            drop_deferrable(&mut tokens);
             return transaction(sql, parse_sqlparser(sql, tokens)?);
         }
         ("DISCARD", "ALL") => {
@@ -883,11 +890,14 @@ fn cursor(stmt: ast::Statement, move_only: bool) -> Result<Statement, ParseError
     use ast::Statement as S;
     let count = |v: &ast::ValueWithSpan| -> Result<u64, ParseError> {
         match &v.value {
-            ast::Value::Number(n, _) => n.parse::<u64>().map_err(|_| {
-                ParseError::Unsupported(format!(
-                    "FETCH {n}: quiver's cursors move forward only, by a count from 0 up"
-                ))
-            }),
+            ast::Value::Number(n, _) => {
+                n.parse::<i32>()
+                    .map(|v| v as u64)
+                    .map_err(|_| ParseError::Syntax {
+                        message: format!("syntax error: FETCH count {n} is out of range"),
+                        position: None,
+                    })
+            }
             other => Err(ParseError::Unsupported(format!(
                 "FETCH {other}: a row count must be a number"
             ))),
@@ -957,6 +967,33 @@ fn not_supported(stmt: &ast::Statement, words: usize) -> ParseError {
     let text = stmt.to_string();
     let head: Vec<&str> = text.split_whitespace().take(words).collect();
     ParseError::Unsupported(format!("{} is not supported", head.join(" ")))
+}
+
+/// `[NOT] DEFERRABLE` matters only to SERIALIZABLE READ ONLY transactions,
+/// which quiver does not run; PostgreSQL accepts it everywhere, sqlparser
+/// nowhere: it is dropped.
+fn drop_deferrable(tokens: &mut Vec<TokenWithSpan>) {
+    let word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(x) if x.value.eq_ignore_ascii_case(w));
+    let Some(at) = tokens.iter().position(|t| word(t, "DEFERRABLE")) else {
+        return;
+    };
+    let mut from = at;
+    let before = tokens[..at].iter().rposition(|t| !is_trivia(&t.token));
+    if let Some(b) = before
+        && word(&tokens[b], "NOT")
+    {
+        from = b;
+    }
+    tokens.drain(from..=at);
+    // A comma left dangling before the end, or doubled.
+    let kept: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !is_trivia(&tokens[i].token) && tokens[i].token != Token::SemiColon)
+        .collect();
+    if let Some(&last) = kept.last()
+        && tokens[last].token == Token::Comma
+    {
+        tokens.remove(last);
+    }
 }
 
 /// A transaction-control statement as sqlparser read it.

@@ -369,6 +369,12 @@ impl Engine {
     ) -> Result<(), QueryError> {
         if let Some(l) = modes.isolation {
             let isolation = level(l)?;
+            if session.in_savepoint() {
+                return Err(refused(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction",
+                ));
+            }
             if tx.started() && isolation != tx.isolation() {
                 return Err(refused(
                     sqlstate::ACTIVE_SQL_TRANSACTION,
