@@ -64,8 +64,12 @@ struct BlockState {
     local: BTreeMap<String, Option<String>>,
     /// What the block's CREATEs made (dropped unless it commits).
     undo: Vec<crate::ddl_undo::Undo>,
+    /// What the block's DROPs drop at COMMIT: database, name, id.
+    drops: Vec<(String, String, u64)>,
     /// Savepoints: the undo list's length and the settings at each.
     savepoints: Vec<(String, usize, BTreeMap<String, String>)>,
+    /// The drops list's length at each savepoint.
+    drop_marks: Vec<usize>,
 }
 
 /// A session's transaction status, as the ReadyForQuery message reports
@@ -410,6 +414,19 @@ impl Session {
         self.txn.lock().undo.clone()
     }
 
+    /// DROP TABLE inside the block: done at COMMIT.
+    pub fn drop_at_commit(&self, db: String, name: String, id: u64) {
+        let mut state = self.txn.lock();
+        if !state.drops.iter().any(|(_, _, i)| *i == id) {
+            state.drops.push((db, name, id));
+        }
+    }
+
+    /// The drops a committing block makes now.
+    pub fn take_drops(&self) -> Vec<(String, String, u64)> {
+        std::mem::take(&mut self.txn.lock().drops)
+    }
+
     /// A CREATE inside the block made `what`.
     pub fn created(&self, what: crate::ddl_undo::Undo) {
         self.txn.lock().undo.push(what);
@@ -421,7 +438,9 @@ impl Session {
         let vars = self.vars.lock().clone();
         let mut state = self.txn.lock();
         let at = state.undo.len();
+        let drops = state.drops.len();
         state.savepoints.push((name.to_string(), at, vars));
+        state.drop_marks.push(drops);
     }
 
     /// ROLLBACK TO SAVEPOINT `name`: the settings as they were there; what
@@ -433,6 +452,10 @@ impl Session {
                 return Vec::new();
             };
             state.savepoints.truncate(i + 1);
+            state.drop_marks.truncate(i + 1);
+            if let Some(&mark) = state.drop_marks.get(i) {
+                state.drops.truncate(mark);
+            }
             let (_, at, vars) = state.savepoints[i].clone();
             let at = at.min(state.undo.len());
             (state.undo.split_off(at), vars)
@@ -451,6 +474,7 @@ impl Session {
         let mut state = self.txn.lock();
         if let Some(i) = state.savepoints.iter().rposition(|(n, _, _)| n == name) {
             state.savepoints.truncate(i);
+            state.drop_marks.truncate(i);
         }
     }
 

@@ -66,6 +66,24 @@ impl Engine {
                     }
                 }
                 access::authorize(&self.catalog, session, &needs)?;
+                if session.block().in_block() {
+                    // Inside a block the drop waits for COMMIT (and
+                    // vanishes with ROLLBACK); a missing name fails now.
+                    for name in &names {
+                        let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                        match self.catalog.collection(&db, &coll) {
+                            Some(def) => session.drop_at_commit(db, coll, def.id),
+                            None if if_exists => {}
+                            None => {
+                                return Err(quiver_catalog::CatalogError::CollectionNotFound {
+                                    name: coll,
+                                }
+                                .into());
+                            }
+                        }
+                    }
+                    return Ok(command("DROP TABLE"));
+                }
                 for name in &names {
                     let (db, coll) = ddl::resolve_name(name, &session.database())?;
                     if let Some(def) = self.catalog.drop_collection(&db, &coll, if_exists)? {

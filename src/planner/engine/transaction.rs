@@ -47,7 +47,6 @@ fn level(asked: IsolationLevel) -> Result<Isolation, QueryError> {
 fn non_transactional(statement: &Statement) -> Option<&'static str> {
     use quiver_sql::statement::{AccessStatement as A, IndexStatement as I};
     Some(match statement {
-        Statement::DropCollection { .. } => "DROP TABLE",
         Statement::CreateDatabase { .. } => "CREATE DATABASE",
         Statement::DropDatabase { .. } => "DROP DATABASE",
         Statement::Index(I::Drop { .. }) => "DROP INDEX",
@@ -86,8 +85,10 @@ fn writes(statement: &Statement) -> Option<&'static str> {
 impl Engine {
     /// Whether the statements of one simple-protocol query string can run
     /// as one implicit transaction, as PostgreSQL runs them: none controls
-    /// transactions, starts a COPY, could not be rolled back, or acts on
-    /// committed data only (FLUSH, COMPACT, LOAD, RELEASE).
+    /// transactions, starts a COPY, could not be rolled back, acts on
+    /// committed data only (FLUSH, COMPACT, LOAD, RELEASE), or is a DROP
+    /// TABLE (a block's drops wait for COMMIT: a script that drops and
+    /// creates a table again needs each to commit on its own).
     pub fn implicit_block(statements: &[Statement]) -> bool {
         statements.len() > 1
             && statements.iter().all(|s| {
@@ -99,6 +100,7 @@ impl Engine {
                         | Statement::Fetch { .. }
                         | Statement::CloseCursor { .. }
                         | Statement::Maintain { .. }
+                        | Statement::DropCollection { .. }
                 ) && non_transactional(s).is_none()
             })
     }
@@ -268,10 +270,25 @@ impl Engine {
                 }
                 let was_failed = block.failed();
                 let undo = session.txn_undo();
+                let drops = session.take_drops();
                 let (tx, _) = session.end(was_failed);
                 let rolled_back = match tx {
                     Some(tx) if !was_failed => match tx.commit().await {
-                        Ok(()) => return Ok(done("COMMIT")),
+                        Ok(()) => {
+                            // The block's DROPs take effect now.
+                            for (db, name, id) in drops {
+                                if self
+                                    .catalog
+                                    .collection(&db, &name)
+                                    .is_some_and(|d| d.id == id)
+                                    && let Some(def) =
+                                        self.catalog.drop_collection(&db, &name, true)?
+                                {
+                                    self.storage.drop_collection(def.id);
+                                }
+                            }
+                            return Ok(done("COMMIT"));
+                        }
                         Err(e) => Err(e.into()),
                     },
                     Some(tx) => {
