@@ -380,13 +380,18 @@ impl Chunk {
                     .collect();
                 for (values, &field) in columns.into_iter().zip(&self.targets) {
                     let def = &self.def.fields[field];
-                    let bad = |m: String| {
+                    // The line of the row with the bad value.
+                    let bad = |(row, m): (usize, String)| {
                         let code = if m.starts_with(binary::BAD_TEXT) {
                             sqlstate::CHARACTER_NOT_IN_REPERTOIRE
                         } else {
                             sqlstate::INVALID_BINARY_REPRESENTATION
                         };
-                        error(format!("column \"{}\": {m}", def.name), code)
+                        data_error(
+                            first_line + row,
+                            format!("column \"{}\": {m}", def.name),
+                            code,
+                        )
                     };
                     let data_type = self.schema.field(field).data_type();
                     arrays[field] = match binary::to_array(&def.field_type, data_type, &values) {
@@ -395,12 +400,14 @@ impl Chunk {
                         None => {
                             let text = values
                                 .iter()
-                                .map(|v| {
+                                .enumerate()
+                                .map(|(i, v)| {
                                     v.as_deref()
                                         .map(|b| binary::to_text(&def.field_type, b))
                                         .transpose()
+                                        .map_err(|m| (i, m))
                                 })
-                                .collect::<Result<Vec<_>, String>>()
+                                .collect::<Result<Vec<_>, _>>()
                                 .map_err(bad)?;
                             let batch = text_to_batch(
                                 &self.def,

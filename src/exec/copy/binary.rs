@@ -135,31 +135,33 @@ pub fn to_text(kind: &FieldType, bytes: &[u8]) -> Result<String, String> {
 
 /// The column of `values` (binary forms of `kind`) as `data_type`
 /// directly, for the types loaded most (numbers, booleans, text, vectors);
-/// `None` for the others, which go through their text form.
+/// `None` for the others, which go through their text form. An error names
+/// the row (from 0) with the bad value.
 pub fn to_array(
     kind: &FieldType,
     data_type: &DataType,
     values: &[Option<Vec<u8>>],
-) -> Option<Result<ArrayRef, String>> {
+) -> Option<Result<ArrayRef, (usize, String)>> {
     fn each<T, const N: usize>(
         values: &[Option<Vec<u8>>],
         what: &str,
         f: impl Fn([u8; N]) -> T,
-    ) -> Result<Vec<Option<T>>, String> {
+    ) -> Result<Vec<Option<T>>, (usize, String)> {
         values
             .iter()
-            .map(|v| {
+            .enumerate()
+            .map(|(i, v)| {
                 v.as_deref()
                     .map(|b| {
                         b.try_into()
                             .map(&f)
-                            .map_err(|_| format!("{what} of {} bytes, expected {N}", b.len()))
+                            .map_err(|_| (i, format!("{what} of {} bytes, expected {N}", b.len())))
                     })
                     .transpose()
             })
             .collect()
     }
-    let array: Result<ArrayRef, String> = match kind {
+    let array: Result<ArrayRef, (usize, String)> = match kind {
         FieldType::Int16 => each(values, "smallint", i16::from_be_bytes)
             .map(|v| Arc::new(Int16Array::from(v)) as ArrayRef),
         FieldType::Int32 => each(values, "integer", i32::from_be_bytes)
@@ -174,7 +176,8 @@ pub fn to_array(
             .map(|v| Arc::new(BooleanArray::from(v)) as ArrayRef),
         FieldType::Text => values
             .iter()
-            .map(|v| v.as_deref().map(utf8).transpose())
+            .enumerate()
+            .map(|(i, v)| v.as_deref().map(utf8).transpose().map_err(|m| (i, m)))
             .collect::<Result<Vec<_>, _>>()
             .map(|v| Arc::new(StringArray::from(v)) as ArrayRef),
         FieldType::Vector { dim } => {
@@ -183,7 +186,8 @@ pub fn to_array(
             };
             let mut floats = Vec::with_capacity(values.len() * dim);
             let mut valid = Vec::with_capacity(values.len());
-            for v in values {
+            for (row, v) in values.iter().enumerate() {
+                let fail = |m: String| Some(Err((row, m)));
                 match v {
                     None => {
                         floats.extend(std::iter::repeat_n(0f32, *dim));
@@ -194,17 +198,17 @@ pub fn to_array(
                             .get(..2)
                             .map_or(0, |h| u16::from_be_bytes([h[0], h[1]]) as usize);
                         if got != *dim {
-                            return Some(Err(format!("expected {dim} dimensions, not {got}")));
+                            return fail(format!("expected {dim} dimensions, not {got}"));
                         }
                         if b.len() != 4 + dim * 4 {
-                            return Some(Err(format!(
+                            return fail(format!(
                                 "a vector of {dim} dimensions in {} bytes, not {}",
                                 b.len(),
                                 4 + dim * 4
-                            )));
+                            ));
                         }
                         if b[2..4] != [0, 0] {
-                            return Some(Err("expected unused to be 0".into()));
+                            return fail("expected unused to be 0".into());
                         }
                         let start = floats.len();
                         floats.extend(
@@ -213,7 +217,7 @@ pub fn to_array(
                                 .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
                         );
                         if floats[start..].iter().any(|f| !f.is_finite()) {
-                            return Some(Err("NaN and infinity are not allowed in vectors".into()));
+                            return fail("NaN and infinity are not allowed in vectors".into());
                         }
                         valid.push(true);
                     }
@@ -227,7 +231,7 @@ pub fn to_array(
                 nulls,
             )
             .map(|a| Arc::new(a) as ArrayRef)
-            .map_err(|e| e.to_string())
+            .map_err(|e| (0, e.to_string()))
         }
         _ => return None,
     };
