@@ -66,6 +66,10 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
     assert!(ok, "\\dt failed: {err}");
     assert!(out.contains("products"), "\\dt output: {out}");
 
+    // \du reads role memberships with ARRAY(subquery).
+    let (ok, out, err) = psql(&server, &["-c", "\\du"]);
+    assert!(ok, "\\du failed: {err}");
+    assert!(out.contains("Superuser"), "\\du output: {out}");
     let (ok, out, err) = psql(&server, &["-c", "\\d products"]);
     assert!(ok, "\\d products failed: {err}");
     assert!(

@@ -2,6 +2,7 @@
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
 pub mod access;
+mod array_subquery;
 pub mod bounded;
 pub mod depth;
 pub mod index_ddl;

@@ -536,16 +536,20 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             name: ext.name.value.clone(),
         },
         S::Query(_) if !reads_system_catalogs(text) => {
-            Statement::Query(Box::new(rewrite_user_query(stmt)))
+            let mut stmt = rewrite_user_query(stmt);
+            super::array_subquery::rewrite(&mut stmt);
+            Statement::Query(Box::new(stmt))
         }
         S::Query(_) if !has_l1 => {
             // The compatibility parser rewrites catalog queries of psql and
             // drivers into forms DataFusion plans; it re-tokenises the text,
             // so it is only used where our own tokens were not changed.
-            match COMPAT.parse(text) {
-                Ok(mut v) if v.len() == 1 => Statement::Query(Box::new(v.remove(0))),
-                _ => Statement::Query(Box::new(COMPAT.rewrite(stmt))),
-            }
+            let mut stmt = match COMPAT.parse(text) {
+                Ok(mut v) if v.len() == 1 => v.remove(0),
+                _ => COMPAT.rewrite(stmt),
+            };
+            super::array_subquery::rewrite(&mut stmt);
+            Statement::Query(Box::new(stmt))
         }
         S::Copy {
             source:

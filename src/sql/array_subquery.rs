@@ -1,0 +1,88 @@
+//! `ARRAY(SELECT x FROM ... WHERE ...)`, PostgreSQL's array of a
+//! subquery's rows (psql's `\du` reads role memberships so), which
+//! DataFusion does not plan: rewritten to `COALESCE((SELECT array_agg(x)
+//! FROM ... WHERE ...), ARRAY[])`, the same array (empty, not NULL, when
+//! there are no rows). Only a plain one-column subquery is rewritten.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{self, Expr, FunctionArguments, SetExpr};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Rewrite every `ARRAY(subquery)` of `stmt` that can be.
+pub fn rewrite(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        if let Some(new) = rewritten(e) {
+            *e = new;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn rewritten(e: &Expr) -> Option<Expr> {
+    let Expr::Function(f) = e else { return None };
+    let [name] = f.name.0.as_slice() else {
+        return None;
+    };
+    let ident = name.as_ident()?;
+    if ident.quote_style.is_some() || !ident.value.eq_ignore_ascii_case("array") {
+        return None;
+    }
+    let FunctionArguments::Subquery(q) = &f.args else {
+        return None;
+    };
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let [item] = select.projection.as_slice() else {
+        return None;
+    };
+    let value = match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return None,
+    };
+    if select.distinct.is_some() || select.having.is_some() || select.from.is_empty() {
+        return None;
+    }
+    if !matches!(&select.group_by, ast::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
+    {
+        return None;
+    }
+    let from: Vec<String> = select.from.iter().map(|t| t.to_string()).collect();
+    let filter = select
+        .selection
+        .as_ref()
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let text = format!(
+        "COALESCE((SELECT array_agg({value}) FROM {}{filter}), ARRAY[])",
+        from.join(", ")
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn array_of_a_subquery_becomes_an_aggregate() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT ARRAY(SELECT b.x FROM t b WHERE b.y = r.y) AS m FROM r",
+        )
+        .unwrap()
+        .remove(0);
+        super::rewrite(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT COALESCE((SELECT array_agg(b.x) FROM t b WHERE b.y = r.y), ARRAY[]) AS m FROM r"
+        );
+    }
+}
