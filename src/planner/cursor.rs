@@ -6,6 +6,7 @@
 //! (unless the block that declared it rolls back).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -50,38 +51,94 @@ impl Cursor {
         }
     }
 
-    /// The next `count` rows (`None`: all that are left).
-    pub async fn fetch(
+    /// The next piece of at most `left` rows (`left` > 0), `None` at the
+    /// end of the query.
+    pub async fn next_piece(
         &mut self,
-        count: Option<u64>,
-    ) -> datafusion::error::Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        let mut left = count.unwrap_or(u64::MAX);
-        while left > 0 {
-            let batch = match self.pending.take() {
-                Some(b) => b,
-                None if self.done => break,
-                None => match self.stream.next().await {
-                    Some(b) => b?,
-                    None => {
-                        self.done = true;
-                        break;
-                    }
-                },
-            };
-            let n = batch.num_rows() as u64;
-            if n <= left {
-                left -= n;
-                out.push(batch);
-            } else {
-                let k = left as usize;
-                out.push(batch.slice(0, k));
-                self.pending = Some(batch.slice(k, batch.num_rows() - k));
-                left = 0;
-            }
+        left: u64,
+    ) -> datafusion::error::Result<Option<RecordBatch>> {
+        let batch = match self.pending.take() {
+            Some(b) => b,
+            None if self.done => return Ok(None),
+            None => match self.stream.next().await {
+                Some(b) => b?,
+                None => {
+                    self.done = true;
+                    return Ok(None);
+                }
+            },
+        };
+        if batch.num_rows() as u64 <= left {
+            return Ok(Some(batch));
         }
-        Ok(out)
+        let k = left as usize;
+        self.pending = Some(batch.slice(k, batch.num_rows() - k));
+        Ok(Some(batch.slice(0, k)))
     }
+
+    /// MOVE: skip up to `count` rows (`None`: all); returns how many.
+    pub async fn skip(&mut self, count: Option<u64>) -> datafusion::error::Result<u64> {
+        let mut left = count.unwrap_or(u64::MAX);
+        let mut moved = 0;
+        while left > 0 {
+            let Some(b) = self.next_piece(left).await? else {
+                break;
+            };
+            left -= b.num_rows() as u64;
+            moved += b.num_rows() as u64;
+        }
+        Ok(moved)
+    }
+}
+
+/// A cursor lent to a FETCH's rows as they stream out; it goes back to
+/// the session's cursors when they end or are dropped.
+struct Lent {
+    cursor: Option<Cursor>,
+    name: String,
+    home: Arc<Cursors>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(c) = self.cursor.take() {
+            self.home.insert(std::mem::take(&mut self.name), c);
+        }
+    }
+}
+
+/// FETCH: the next `count` rows of `cursor` (`None`: all that are left)
+/// as a stream, a batch at a time: the result is never held whole.
+pub fn fetch_stream(
+    cursor: Cursor,
+    name: String,
+    home: Arc<Cursors>,
+    count: Option<u64>,
+) -> SendableRecordBatchStream {
+    let schema = cursor.schema.clone();
+    let lent = Lent {
+        cursor: Some(cursor),
+        name,
+        home,
+    };
+    let pieces = futures::stream::unfold(
+        (lent, count.unwrap_or(u64::MAX)),
+        |(mut lent, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let cursor = lent.cursor.as_mut()?;
+            match cursor.next_piece(left).await {
+                Ok(Some(b)) => {
+                    let n = b.num_rows() as u64;
+                    Some((Ok(b), (lent, left - n)))
+                }
+                Ok(None) => None,
+                Err(e) => Some((Err(e), (lent, 0))),
+            }
+        },
+    );
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, pieces))
 }
 
 /// A session's open cursors.

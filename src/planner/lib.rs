@@ -156,11 +156,11 @@ pub enum Output {
         tag: &'static str,
         rows: usize,
     },
-    /// Rows a FETCH took from a cursor (tag `FETCH n`); `binary`: a BINARY
-    /// cursor's, sent in binary in the simple protocol.
+    /// Rows a FETCH takes from a cursor, streamed (tag `FETCH n`);
+    /// `binary`: a BINARY cursor's, sent in binary in the simple protocol.
     Fetched {
         schema: SchemaRef,
-        batches: Vec<arrow::array::RecordBatch>,
+        stream: SendableRecordBatchStream,
         binary: bool,
     },
     /// Rows to send as COPY data (`COPY ... TO STDOUT`).
@@ -180,7 +180,7 @@ impl std::fmt::Debug for Output {
             Output::CopyIn(c) => write!(f, "CopyIn({} columns)", c.column_count()),
             Output::CopyOut { schema, .. } => write!(f, "CopyOut({schema:?})"),
             Output::Returning { tag, rows, .. } => write!(f, "Returning({tag} {rows})"),
-            Output::Fetched { batches, .. } => write!(f, "Fetched({} batches)", batches.len()),
+            Output::Fetched { schema, .. } => write!(f, "Fetched({schema:?})"),
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct Session {
     block: Arc<BlockStatus>,
     txn: Mutex<BlockState>,
     /// Open cursors (DECLARE).
-    pub cursors: crate::cursor::Cursors,
+    pub cursors: Arc<crate::cursor::Cursors>,
     /// Where a block's CREATEs are dropped if the client leaves mid-block.
     undo_in: Option<(Arc<quiver_catalog::Catalog>, Arc<quiver_storage::Storage>)>,
 }

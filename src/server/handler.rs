@@ -362,15 +362,9 @@ async fn output_response(
         }
         Output::Fetched {
             schema,
-            batches,
+            stream,
             binary,
         } => {
-            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
-                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-                    schema.clone(),
-                    stream::iter(batches.into_iter().map(Ok)),
-                ),
-            );
             // A BINARY cursor's rows go out in binary unless the client
             // asked for formats (the extended protocol's Bind).
             let format = match format {
@@ -425,7 +419,8 @@ impl SimpleQueryHandler for QuiverService {
             }
         }
         let mut failed = false;
-        for statement in statements {
+        let total = statements.len();
+        for (i, statement) in statements.into_iter().enumerate() {
             if let Some(tag) = deallocate(client, &statement) {
                 responses.push(Response::Execution(Tag::new(tag)));
                 continue;
@@ -443,6 +438,38 @@ impl SimpleQueryHandler for QuiverService {
                     // The client sends the data next; nothing else runs until then.
                     responses.push(super::copy::start(client, copy));
                     break;
+                }
+                // Rows go out after the whole string ran: a FETCH's cursor
+                // is lent to its stream until then, so a FETCH followed by
+                // more statements (another FETCH of it) reads its rows now.
+                Ok(Output::Fetched {
+                    schema,
+                    stream,
+                    binary,
+                }) if i + 1 < total => {
+                    match datafusion::physical_plan::common::collect(stream).await {
+                        Ok(batches) => {
+                            let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
+                                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                                    schema.clone(),
+                                    stream::iter(batches.into_iter().map(Ok)),
+                                ),
+                            );
+                            let output = Output::Fetched {
+                                schema,
+                                stream,
+                                binary,
+                            };
+                            output_response(
+                                output,
+                                &Format::UnifiedText,
+                                options.clone(),
+                                interrupt,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e.into()),
+                    }
                 }
                 Ok(output) => {
                     output_response(output, &Format::UnifiedText, options.clone(), interrupt).await

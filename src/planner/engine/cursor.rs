@@ -97,20 +97,20 @@ impl Engine {
         move_only: bool,
     ) -> Result<Output, QueryError> {
         let mut cursor = session.cursors.take(name).ok_or_else(|| no_cursor(name))?;
-        let fetched = cursor.fetch(count).await;
-        let (schema, binary) = (cursor.schema.clone(), cursor.binary);
-        session.cursors.insert(name.to_string(), cursor);
-        let batches = fetched?;
         if move_only {
-            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            let moved = cursor.skip(count).await;
+            session.cursors.insert(name.to_string(), cursor);
             return Ok(Output::Command {
                 tag: "MOVE".into(),
-                rows: Some(rows),
+                rows: Some(moved? as usize),
             });
         }
+        let (schema, binary) = (cursor.schema.clone(), cursor.binary);
+        let stream =
+            crate::cursor::fetch_stream(cursor, name.to_string(), session.cursors.clone(), count);
         Ok(Output::Fetched {
             schema,
-            batches,
+            stream,
             binary,
         })
     }

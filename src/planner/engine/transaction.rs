@@ -172,9 +172,6 @@ impl Engine {
         session: &Session,
         statement: &Statement,
     ) -> Result<(), QueryError> {
-        let Some(tx) = session.transaction() else {
-            return Ok(());
-        };
         let Statement::Query(q) = statement else {
             return Ok(());
         };
@@ -184,6 +181,14 @@ impl Engine {
         if query.locks.is_empty() {
             return Ok(());
         }
+        if let Some(l) = query.locks.iter().find(|l| l.nonblock.is_some()) {
+            return Err(QueryError::Unsupported(format!(
+                "{l} is not supported: quiver's locks are per collection, and a lock wait ends only at the holder's end, a cancel or statement_timeout"
+            )));
+        }
+        let Some(tx) = session.transaction() else {
+            return Ok(());
+        };
         let mut tables = Vec::new();
         if let ast::SetExpr::Select(select) = query.body.as_ref() {
             for from in &select.from {
