@@ -79,6 +79,19 @@ pub fn make_data_dir_private(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Allocations of 4 MiB and more get pages of their own, returned to the
+/// system when freed. glibc otherwise raises that threshold to the largest
+/// block freed so far, and a COPY's or a scan's batches then pile up in its
+/// arenas: a 1.4 GB bulk COPY peaked 290 MB above the starting RSS with
+/// glibc's default, and 100 MB with this.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a glibc setting, before any thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 /// Hand memory that freed allocations left in the allocator's arenas back
 /// to the system, every `every`: after a large statement (a 22 MB VALUES
 /// list, a big sort) glibc keeps the freed pages, and the server's RSS

@@ -468,7 +468,7 @@ fn pgvector_python() {
 
 fn run_python(name: &str) {
     let server = common::Server::start();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .join("tests/clients")
         .join(name);
     let out = std::process::Command::new("python3")

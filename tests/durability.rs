@@ -691,3 +691,134 @@ async fn an_unwritable_data_dir_fails_writes_with_58030_and_reads_go_on() {
         .get(0);
     assert_eq!(count, 3);
 }
+
+/// Segment directories of every collection (bulk loads write their own).
+fn segment_dirs(data: &std::path::Path) -> usize {
+    let Ok(collections) = std::fs::read_dir(data.join("collections")) else {
+        return 0;
+    };
+    collections
+        .flatten()
+        .filter_map(|c| std::fs::read_dir(c.path().join("segments")).ok())
+        .map(|s| s.count())
+        .sum()
+}
+
+fn bulk_rows(from: i64, to: i64) -> String {
+    (from..to)
+        .map(|i| format!("{i}\t[{i},1,2,3,4,5,6,7]\n"))
+        .collect()
+}
+
+/// Send rows `from..to` as COPY data, 5,000 rows a message.
+async fn send_rows<S>(sink: &mut std::pin::Pin<&mut S>, from: i64, to: i64)
+where
+    S: futures::Sink<bytes::Bytes, Error = tokio_postgres::Error>,
+{
+    use futures::SinkExt;
+    let mut at = from;
+    while at < to {
+        let end = (at + 5_000).min(to);
+        sink.send(bytes::Bytes::from(bulk_rows(at, end)))
+            .await
+            .unwrap();
+        at = end;
+    }
+}
+
+/// A COPY larger than a segment is a bulk load: its segments are written
+/// while the data arrives and attached with one WAL record at the end. An
+/// acknowledged one survives kill -9 before any flush; one that fails (a
+/// duplicate key in its last row) or is cut by kill -9 leaves no row and,
+/// once it is over or the server restarted, no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_copy_is_all_or_nothing_across_kill_nine() {
+    use futures::SinkExt;
+    // 64 KiB segments: each 8,192-row chunk converted by the time the next
+    // data arrives is written as one.
+    let (_cfg_dir, cfg) = config(
+        "segment_max_bytes = 65536\nsegment_max_rows = 1000000\ncompact_min_segments = 1000\nseal_idle_ms = 60000",
+    );
+    let mut server = Server::start_with(&["--config", &cfg]);
+    let c = server.connect("default").await;
+    c.batch_execute("CREATE TABLE bk (id bigint primary key, v vector(8))")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY bk FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    send_rows(&mut sink, 0, 50_000).await;
+    assert_eq!(sink.finish().await.unwrap(), 50_000);
+    let staged = segment_dirs(&server.dir);
+    assert!(staged >= 2, "{staged} segments");
+    // Before the flusher names them in a manifest: the WAL record does.
+    server.kill_and_restart();
+    let c = server.connect("default").await;
+    let count = |c: tokio_postgres::Client| async move {
+        let row = c
+            .query_one("SELECT count(*), sum(id) FROM bk", &[])
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1).to_string(), c)
+    };
+    let (n, sum, c) = count(c).await;
+    assert_eq!((n, sum.as_str()), (50_000, "1249975000"));
+    let nearest: i64 = c
+        .query_one(
+            "SELECT id FROM bk ORDER BY v <-> '[31337,1,2,3,4,5,6,7]' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nearest, 31337);
+    // The key index knows the loaded rows.
+    let dup = c
+        .batch_execute("INSERT INTO bk VALUES (49999, '[0,0,0,0,0,0,0,0]')")
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code().map(|s| s.code()), Some("23505"));
+
+    // A duplicate in the last row: 23505, nothing attached, files gone.
+    let before = segment_dirs(&server.dir);
+    let sink = c.copy_in("COPY bk FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    send_rows(&mut sink, 50_000, 90_000).await;
+    sink.send(bytes::Bytes::from("7\t[7,1,2,3,4,5,6,7]\n"))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().map(|s| s.code()), Some("23505"), "{err}");
+    let (n, _, c) = count(c).await;
+    assert_eq!(n, 50_000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while segment_dirs(&server.dir) != before {
+        assert!(Instant::now() < deadline, "the failed load's files stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // kill -9 in the middle of one: its staged segments go at the restart.
+    let sink = c.copy_in("COPY bk FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    send_rows(&mut sink, 100_000, 140_000).await;
+    sink.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segment_dirs(&server.dir) < before + 1 {
+        assert!(Instant::now() < deadline, "no segment was staged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill_and_restart();
+    let c = server.connect("default").await;
+    let (n, sum, c) = count(c).await;
+    assert_eq!((n, sum.as_str()), (50_000, "1249975000"));
+    assert_eq!(segment_dirs(&server.dir), before);
+    // And a load after all that still works.
+    let sink = c.copy_in("COPY bk FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    send_rows(&mut sink, 100_000, 130_000).await;
+    assert_eq!(sink.finish().await.unwrap(), 30_000);
+    c.batch_execute("FLUSH bk").await.unwrap();
+    server.stop_and_restart();
+    let c = server.connect("default").await;
+    let (n, _, _) = count(c).await;
+    assert_eq!(n, 80_000);
+}

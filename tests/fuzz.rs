@@ -172,7 +172,7 @@ fn mutate(rng: &mut Rng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
 fn root() -> PathBuf {
     std::env::var_os("QUIVER_FUZZ_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()))
 }
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {

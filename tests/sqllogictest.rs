@@ -200,7 +200,7 @@ impl AsyncDB for Quiver {
 }
 
 fn slt_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sqllogictest");
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("sqllogictest");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("sqllogictest directory")
         .filter_map(|e| e.ok().map(|e| e.path()))

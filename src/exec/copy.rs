@@ -1,6 +1,9 @@
-//! `COPY ... FROM STDIN`: parses PostgreSQL's text and csv formats as the
-//! data arrives, converts each chunk of rows to Arrow, and appends every row
-//! in one storage call at the end, so a COPY is applied entirely or not at all.
+//! `COPY ... FROM STDIN`: parses PostgreSQL's text, csv and binary formats
+//! as the data arrives and converts each chunk of rows to Arrow. A COPY is
+//! applied entirely or not at all: a small one (or one in a transaction
+//! block) in one storage call at the end; one larger than a segment, outside
+//! a block, as a bulk load whose segments are written while the data
+//! arrives and attached at the end.
 
 use std::sync::Arc;
 
@@ -15,7 +18,7 @@ use crate::ExecError;
 use quiver_catalog::{CollectionDef, FieldType};
 use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 use quiver_sql::statement::CopyOptions;
-use quiver_storage::{CollectionData, Mutation};
+use quiver_storage::{BulkLoad, CollectionData, Mutation};
 use quiver_vector::VectorError;
 use quiver_vector::column::{BitColumn, VectorColumn};
 
@@ -51,6 +54,10 @@ pub struct CopyIn {
     header_read: bool,
     /// Binary format: one buffer of raw values per input column.
     raw: Vec<Vec<Option<Vec<u8>>>>,
+    /// Outside a transaction block, a COPY larger than a segment is a bulk
+    /// load: its rows are written as segments while they arrive.
+    bulk_allowed: bool,
+    bulk: Option<BulkLoad>,
 }
 
 fn data_error(line: usize, message: impl std::fmt::Display, code: SqlState) -> ExecError {
@@ -80,7 +87,57 @@ impl CopyIn {
             done: false,
             header_read: false,
             raw: vec![Vec::new(); targets_len],
+            bulk_allowed: false,
+            bulk: None,
         }
+    }
+
+    /// Let a large COPY be a bulk load (`quiver_storage::BulkLoad`): it is
+    /// not in a transaction block, whose rows stay in the transaction.
+    pub fn allow_bulk(mut self) -> CopyIn {
+        self.bulk_allowed = true;
+        self
+    }
+
+    /// Once the rows converted so far fill a segment, write them as one
+    /// (a bulk load), so that a COPY holds about a segment at a time.
+    pub async fn stage_if_large(&mut self) -> Result<(), ExecError> {
+        if !self.bulk_allowed {
+            return Ok(());
+        }
+        let threshold = self.data.bulk_segment_bytes();
+        // Converted chunks at the front of the queue, and their size.
+        let mut ready = 0;
+        let mut bytes = 0;
+        for converted in &mut self.batches {
+            if let Converted::Pending(handle) = converted {
+                if !handle.is_finished() {
+                    break;
+                }
+                *converted = Converted::Done(join(handle).await?);
+            }
+            if let Converted::Done(batch) = converted {
+                ready += 1;
+                bytes += batch.get_array_memory_size();
+            }
+        }
+        if bytes < threshold {
+            return Ok(());
+        }
+        let batches: Vec<RecordBatch> = self
+            .batches
+            .drain(..ready)
+            .filter_map(|c| match c {
+                Converted::Done(b) => Some(b),
+                Converted::Pending(_) => None,
+            })
+            .collect();
+        let data = self.data.clone();
+        self.bulk
+            .get_or_insert_with(|| data.bulk_load())
+            .stage(batches)
+            .await?;
+        Ok(())
     }
 
     /// Number of columns the client sends.
@@ -326,11 +383,18 @@ impl CopyIn {
         for converted in self.batches.drain(..) {
             let batch = match converted {
                 Converted::Done(batch) => batch,
-                Converted::Pending(handle) => handle.await.map_err(|e| {
-                    ExecError::DataFusion(DataFusionError::Execution(format!("COPY: {e}")))
-                })??,
+                Converted::Pending(mut handle) => join(&mut handle).await?,
             };
             batches.push(batch);
+        }
+        if let Some(mut bulk) = self.bulk.take() {
+            if tx.is_some() {
+                return Err(ExecError::DataFusion(DataFusionError::Internal(
+                    "a bulk COPY inside a transaction block".into(),
+                )));
+            }
+            bulk.stage(batches).await?;
+            return Ok(bulk.attach().await?);
         }
         let batch = concat_batches(&schema, &batches)?;
         Ok(
@@ -339,6 +403,15 @@ impl CopyIn {
                 .0,
         )
     }
+}
+
+/// The batch a conversion thread made.
+async fn join(
+    handle: &mut tokio::task::JoinHandle<Result<RecordBatch, ExecError>>,
+) -> Result<RecordBatch, ExecError> {
+    handle
+        .await
+        .map_err(|e| ExecError::DataFusion(DataFusionError::Execution(format!("COPY: {e}"))))?
 }
 
 /// Rows of a COPY to convert to Arrow.

@@ -527,6 +527,19 @@ impl Session {
         self.database.read().clone()
     }
 
+    /// Reserve, in the session's query memory, what parsing `text_len`
+    /// bytes of SQL takes (sqlparser's tokens and tree: about
+    /// [`super::memory::PARSE_FACTOR`] times the text); 53200 when that is
+    /// more than the session's share or the server's pool has free. Text
+    /// under 1 MiB is not counted. Hold the reservation while the parsed
+    /// statements are.
+    pub fn reserve_parse(
+        &self,
+        text_len: usize,
+    ) -> Result<Option<datafusion::execution::memory_pool::MemoryReservation>, QueryError> {
+        super::memory::reserve_parse(&self.state.runtime_env().memory_pool, text_len)
+    }
+
     /// The DataFusion state statements are planned with.
     pub fn state(&self) -> &SessionState {
         &self.state

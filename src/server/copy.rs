@@ -78,21 +78,32 @@ impl CopyHandler for QuiverCopy {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(state) = client.session_extensions().get::<CopyState>() {
-            let mut guard = state.inner.lock();
-            // After an error the rest of the data is ignored; CopyDone reports it.
-            if let Some(Ok(copy)) = guard.as_mut() {
-                match copy.push(&copy_data.data) {
-                    Err(e) => *guard = Some(Err(e.into())),
-                    Ok(()) => {
-                        if let Some(r) = client.session_extensions().get::<Registered>() {
-                            let mut now = r.backend.copy_progress().unwrap_or_default();
-                            now.bytes_processed += copy_data.data.len() as u64;
-                            now.tuples_processed = copy.rows_read() as u64;
-                            r.backend.set_copy_progress(Some(now));
-                        }
-                    }
+        let Some(state) = client.session_extensions().get::<CopyState>() else {
+            return Ok(());
+        };
+        // After an error the rest of the data is ignored; CopyDone reports it.
+        let mut copy = match state.inner.lock().take() {
+            Some(Ok(copy)) => copy,
+            other => {
+                *state.inner.lock() = other;
+                return Ok(());
+            }
+        };
+        let pushed = match copy.push(&copy_data.data) {
+            // A large COPY writes what fills a segment now.
+            Ok(()) => copy.stage_if_large().await,
+            Err(e) => Err(e),
+        };
+        match pushed {
+            Err(e) => *state.inner.lock() = Some(Err(e.into())),
+            Ok(()) => {
+                if let Some(r) = client.session_extensions().get::<Registered>() {
+                    let mut now = r.backend.copy_progress().unwrap_or_default();
+                    now.bytes_processed += copy_data.data.len() as u64;
+                    now.tuples_processed = copy.rows_read() as u64;
+                    r.backend.set_copy_progress(Some(now));
                 }
+                *state.inner.lock() = Some(Ok(copy));
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! The rows of one collection: the write path (validate, log, apply,
 //! publish) in [`write`], recovery in [`open`], the primary-key index in
 //! [`pk_index`], flush of sealed segments to Parquet in [`flush`],
-//! compaction in [`compaction`] and index builds in [`index_build`].
+//! compaction in [`compaction`], index builds in [`index_build`] and bulk
+//! loads (a large COPY written as segments of its own) in [`bulk`].
 //!
 //! Writers are serialised by one lock, under which a change is checked,
 //! appended to the WAL and applied to the *pending* snapshot; the writer
@@ -35,6 +36,7 @@ use super::{ObjectIo, Result, Shared, StorageError};
 use quiver_catalog::{CollectionDef, IndexDef};
 use quiver_vector::VectorError;
 
+mod bulk;
 mod compaction;
 mod flush;
 mod index_build;
@@ -43,6 +45,7 @@ mod pk_index;
 mod stage;
 mod write;
 
+pub use bulk::BulkLoad;
 use compaction::*;
 pub use index_build::{IndexReport, IndexStatus};
 pub use pk_index::PkKey;
@@ -109,6 +112,8 @@ pub struct CollectionData {
     write: Mutex<WriteState>,
     maintenance: tokio::sync::Mutex<()>,
     last_write_ms: AtomicU64,
+    /// A bulk load attached segments the manifest does not name yet.
+    attached: AtomicBool,
     dropped: AtomicBool,
     /// RELEASE COLLECTION: rows and indexes out of memory, reads refused
     /// until LOAD COLLECTION (not kept across restarts: every collection
@@ -170,6 +175,9 @@ impl CollectionData {
 
     /// Whether the background flusher should flush now.
     pub(super) fn wants_flush(&self, under_pressure: bool) -> bool {
+        if self.attached.load(Ordering::Relaxed) {
+            return true;
+        }
         let snap = self.snapshot();
         let Some(last) = snap.segments.last() else {
             return false;
@@ -189,11 +197,32 @@ impl CollectionData {
     /// Number of flushed segments smaller than half the target size.
     pub(super) fn small_segments(&self) -> usize {
         let target = self.shared.config.segment_target_size as u64;
+        let width = self.row_width();
         self.snapshot()
             .segments
             .iter()
-            .filter(|s| matches!(s.data, SegmentData::Flushed(_)) && s.file_bytes() < target / 2)
+            .filter(|s| {
+                matches!(s.data, SegmentData::Flushed(_)) && s.merge_size(width) < target / 2
+            })
             .count()
+    }
+
+    /// About how many bytes a row takes in memory (Arrow): what a merge
+    /// holds of each row, however well its file compressed.
+    pub(super) fn row_width(&self) -> u64 {
+        fn width(t: &DataType) -> u64 {
+            match t {
+                DataType::FixedSizeList(f, n) => *n as u64 * width(f.data_type()),
+                DataType::FixedSizeBinary(n) => *n as u64,
+                DataType::Utf8 | DataType::Binary | DataType::List(_) => 32,
+                other => other.primitive_width().unwrap_or(8) as u64,
+            }
+        }
+        self.full_schema
+            .fields()
+            .iter()
+            .map(|f| width(f.data_type()))
+            .sum()
     }
 
     /// The collection is gone: stop writes, remove its log and objects.

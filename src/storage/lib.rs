@@ -36,7 +36,7 @@ use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 use thiserror::Error;
 use tracing::{error, info, warn};
 
-pub use collection::{CollectionData, Conflict, Mutation, RowChange, RowFilter};
+pub use collection::{BulkLoad, CollectionData, Conflict, Mutation, RowChange, RowFilter};
 use manifest::ManifestStore;
 pub use objects::{ObjectIo, S3Config, SCAN_URL};
 use quiver_catalog::{CatalogError, CatalogSnapshot, CollectionDef, MetaStore};

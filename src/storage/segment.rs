@@ -293,6 +293,12 @@ impl Segment {
         }
     }
 
+    /// What merging the segment takes: its file's size, or its rows' in
+    /// memory at `row_width` bytes each when that is more.
+    pub fn merge_size(&self, row_width: u64) -> u64 {
+        self.file_bytes().max(self.rows() as u64 * row_width)
+    }
+
     /// The segment's batches (loading a flushed one if needed).
     pub async fn batches(&self) -> Result<Arc<Vec<RecordBatch>>> {
         match &self.data {

@@ -31,6 +31,7 @@ use arrow::ipc::writer::StreamWriter;
 use parking_lot::Mutex;
 use tracing::{error, warn};
 
+use super::segment::SegmentMeta;
 use super::{Result, StorageError};
 
 /// How appends are made durable.
@@ -81,6 +82,8 @@ pub struct WalRecord {
     /// Part of a transaction that wrote several collections: replayed only
     /// if the commit log holds `ts` (see `txn.rs`).
     pub multi: bool,
+    /// Segments a bulk load wrote (`collection/bulk.rs`), attached at `ts`.
+    pub attach: Vec<SegmentMeta>,
 }
 
 const HEADER: usize = 8;
@@ -91,10 +94,17 @@ impl WalRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut payload = Vec::with_capacity(64 + self.deletes.len() * 8);
         payload.extend_from_slice(&self.ts.to_le_bytes());
-        payload.push(self.truncate as u8 | (self.multi as u8) << 1);
+        let attach = !self.attach.is_empty();
+        payload.push(self.truncate as u8 | (self.multi as u8) << 1 | (attach as u8) << 2);
         payload.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
         for d in &self.deletes {
             payload.extend_from_slice(&d.to_le_bytes());
+        }
+        if attach {
+            let metas = serde_json::to_vec(&self.attach)
+                .map_err(|e| StorageError::Corrupt(format!("segment list: {e}")))?;
+            payload.extend_from_slice(&(metas.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&metas);
         }
         match &self.insert {
             Some(batch) => {
@@ -119,7 +129,7 @@ impl WalRecord {
         let take = |at: usize, n: usize| payload.get(at..at + n).ok_or_else(bad);
         let ts = u64::from_le_bytes(take(0, 8)?.try_into().map_err(|_| bad())?);
         let flags = take(8, 1)?[0];
-        let (truncate, multi) = (flags & 1 != 0, flags & 2 != 0);
+        let (truncate, multi, attach) = (flags & 1 != 0, flags & 2 != 0, flags & 4 != 0);
         let n = u64::from_le_bytes(take(9, 8)?.try_into().map_err(|_| bad())?) as usize;
         let mut at = 17;
         let mut deletes = Vec::with_capacity(n.min(payload.len() / 8));
@@ -129,6 +139,15 @@ impl WalRecord {
             ));
             at += 8;
         }
+        let attach = if attach {
+            let len = u32::from_le_bytes(take(at, 4)?.try_into().map_err(|_| bad())?) as usize;
+            let metas: Vec<SegmentMeta> =
+                serde_json::from_slice(take(at + 4, len)?).map_err(|_| bad())?;
+            at += 4 + len;
+            metas
+        } else {
+            Vec::new()
+        };
         let insert = if take(at, 1)?[0] == 1 {
             let stream = &payload[at + 1..];
             if !ipc_lengths_fit(stream) {
@@ -152,6 +171,7 @@ impl WalRecord {
             deletes,
             insert,
             multi,
+            attach,
         })
     }
 }
@@ -515,12 +535,52 @@ mod ipc_tests {
             deletes: vec![1, 2],
             insert: Some(batch.clone()),
             multi: true,
+            attach: Vec::new(),
         };
         let frame = rec.encode().unwrap();
         let back = WalRecord::decode(&frame[HEADER..]).unwrap();
         assert_eq!(back.insert, Some(batch));
         assert_eq!(back.deletes, vec![1, 2]);
         assert!(back.multi && !back.truncate);
+        assert!(back.attach.is_empty());
+    }
+
+    /// A bulk load's record names its segments; they come back whole, with
+    /// the rows after them.
+    #[test]
+    fn attached_segments_round_trip() {
+        let meta = SegmentMeta {
+            id: 12,
+            state: crate::segment::SegmentState::Flushed,
+            rows: 100,
+            bytes: 4096,
+            data_file: "collections/3/segments/12/data.parquet".into(),
+            delta_file: None,
+            deleted: 0,
+            rowid_min: 1000,
+            rowid_max: 1099,
+            pk_min: Some(serde_json::json!(1)),
+            pk_max: Some(serde_json::json!(100)),
+            max_ts: 9,
+            indexes: Default::default(),
+        };
+        let rec = WalRecord {
+            ts: 9,
+            deletes: vec![5],
+            attach: vec![meta.clone(), SegmentMeta { id: 13, ..meta }],
+            ..WalRecord::default()
+        };
+        let frame = rec.encode().unwrap();
+        let back = WalRecord::decode(&frame[HEADER..]).unwrap();
+        assert_eq!(back.attach.len(), 2);
+        assert_eq!(back.attach[1].id, 13);
+        assert_eq!(back.attach[0].rowid_max, 1099);
+        assert_eq!(back.deletes, vec![5]);
+        assert!(back.insert.is_none());
+        // A cut segment list is damage, not a panic.
+        for cut in [HEADER + 22, frame.len() - 3] {
+            assert!(WalRecord::decode(&frame[HEADER..cut]).is_err());
+        }
     }
 }
 
@@ -540,6 +600,7 @@ mod tests {
             deletes: vec![ts * 10],
             insert: Some(batch),
             multi: false,
+            attach: Vec::new(),
         }
     }
 

@@ -224,12 +224,14 @@ impl Engine {
                         .collect::<Result<Vec<_>, _>>()?
                 };
                 let data = self.storage.open_collection(&def)?;
-                Ok(Output::CopyIn(Box::new(CopyIn::new(
-                    def,
-                    data,
-                    targets,
-                    copy.options,
-                ))))
+                let copy = CopyIn::new(def, data, targets, copy.options);
+                // A block's rows stay in its transaction until COMMIT.
+                let copy = if session.transaction().is_none() {
+                    copy.allow_bulk()
+                } else {
+                    copy
+                };
+                Ok(Output::CopyIn(Box::new(copy)))
             }
             Statement::NoOp { tag } => Ok(command(tag)),
             Statement::Maintain { verb, name } => {

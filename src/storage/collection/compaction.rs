@@ -11,6 +11,7 @@ impl CollectionData {
         let _maintenance = self.maintenance.lock().await;
         let target = self.shared.config.segment_target_size as u64;
         let snap = self.write.lock().pending.clone();
+        let width = self.row_width();
         // Runs of adjacent flushed segments worth merging: small ones, or
         // ones with many deleted rows, up to the target size.
         let worth = |run: &[Segment]| run.len() > 1 || run.iter().any(|s| s.deletes.count() > 0);
@@ -19,10 +20,11 @@ impl CollectionData {
         let mut run_bytes = 0u64;
         for seg in &snap.segments {
             let flushed = matches!(seg.data, SegmentData::Flushed(_));
-            let small = seg.file_bytes() < target / 2;
+            let size = seg.merge_size(width);
+            let small = size < target / 2;
             let holey = seg.deletes.count() * 5 > seg.rows();
             let candidate = flushed && (small || holey);
-            if !candidate || run_bytes + seg.file_bytes() > target {
+            if !candidate || run_bytes + size > target {
                 let done = std::mem::take(&mut run);
                 if worth(&done) {
                     groups.push(done);
@@ -30,7 +32,7 @@ impl CollectionData {
                 run_bytes = 0;
             }
             if candidate {
-                run_bytes += seg.file_bytes();
+                run_bytes += size;
                 run.push(seg.clone());
             }
         }
@@ -60,14 +62,18 @@ impl CollectionData {
                 merged_away += group.len();
                 continue;
             }
-            let merged = concat_batches(&self.full_schema, &batches)?;
+            // Slices of the live rows, not one copy of them all: a merge
+            // holds the group once.
             let mut parts = Vec::new();
-            let mut at = 0;
-            while at < merged.num_rows() {
-                let len = BATCH_ROWS.min(merged.num_rows() - at);
-                parts.push(merged.slice(at, len));
-                at += len;
+            for batch in &batches {
+                let mut at = 0;
+                while at < batch.num_rows() {
+                    let len = BATCH_ROWS.min(batch.num_rows() - at);
+                    parts.push(batch.slice(at, len));
+                    at += len;
+                }
             }
+            drop(batches);
             let id = self.shared.new_segment_id();
             let meta = self
                 .write_segment(id, SegmentState::Compacted, &parts, max_ts)

@@ -8,11 +8,12 @@ impl CollectionData {
         super::super::layout::data_path(&self.segment_dir(segment))
     }
 
-    /// Remove segment directories the manifest does not name: those of a
-    /// flush that did not commit, or replaced ones whose removal waited for
-    /// readers when the server stopped.
-    pub(super) async fn remove_unnamed_segments(&self, entry: &CollectionManifest) {
-        let named: HashSet<String> = entry.segments.iter().map(|m| m.id.to_string()).collect();
+    /// Remove segment directories that none of `segments` (those of the
+    /// recovered snapshot) is: those of a flush that did not commit, of a
+    /// bulk load that did not attach them, or replaced ones whose removal
+    /// waited for readers when the server stopped.
+    pub(super) async fn remove_unnamed_segments(&self, segments: &HashSet<u64>) {
+        let named: HashSet<String> = segments.iter().map(|id| id.to_string()).collect();
         let root = format!("{}/segments/", self.prefix);
         let objects = match self.shared.io.list(&root).await {
             Ok(o) => o,
@@ -100,6 +101,16 @@ impl CollectionData {
     /// changed delete log to object storage; commit them in the manifest,
     /// then trim the WAL. Reads see the same rows throughout.
     pub async fn flush(&self) -> Result<()> {
+        let attached = self.attached.load(Ordering::Relaxed);
+        let result = self.flush_once().await;
+        if result.is_err() && attached {
+            // Tried again at the next tick.
+            self.attached.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn flush_once(&self) -> Result<()> {
         let _maintenance = self.maintenance.lock().await;
         if self.dropped.load(Ordering::Relaxed) {
             return Ok(());
@@ -112,6 +123,7 @@ impl CollectionData {
                 .segments
                 .iter()
                 .any(|s| matches!(s.data, SegmentData::Memory(_)));
+            self.attached.store(false, Ordering::Relaxed);
             if !state.dirty && !unflushed {
                 return Ok(());
             }

@@ -39,13 +39,7 @@ impl CollectionData {
             let batches = shared.io.read_parquet(&meta.data_file, Some(&cols)).await?;
             let rowids = RowIds::from_batches(&batches);
             if let Some(pk) = &pk_name {
-                pk_columns.insert(
-                    meta.id,
-                    batches
-                        .iter()
-                        .filter_map(|b| b.column_by_name(pk).cloned())
-                        .collect(),
-                );
+                pk_columns.insert(meta.id, column_of(&batches, pk));
             }
             let mut deletes = Deletes::default();
             if let Some(delta) = &meta.delta_file {
@@ -76,6 +70,21 @@ impl CollectionData {
         }
         let wal_dir = shared.wal_dir.join(def.id.to_string()).join("0");
         let (wal, records) = LocalWal::open(&wal_dir, shared.config.wal_sync, shared.tso.now())?;
+        let replay =
+            |r: &&WalRecord| r.ts > entry.checkpoint_ts && (!r.multi || shared.committed(r.ts));
+        // The keys of segments a bulk load attached after the checkpoint.
+        if let Some(pk) = &pk_name {
+            for meta in records.iter().filter(replay).flat_map(|r| &r.attach) {
+                if entry.segments.iter().any(|m| m.id == meta.id) {
+                    continue;
+                }
+                let batches = shared
+                    .io
+                    .read_parquet(&meta.data_file, Some(&[pk.as_str()]))
+                    .await?;
+                pk_columns.insert(meta.id, column_of(&batches, pk));
+            }
+        }
         let data = CollectionData {
             id: def.id,
             name: def.name.clone(),
@@ -118,6 +127,7 @@ impl CollectionData {
             }),
             maintenance: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),
+            attached: AtomicBool::new(false),
             dropped: AtomicBool::new(false),
             released: AtomicBool::new(false),
             indexes: RwLock::new(def.indexes.clone()),
@@ -129,13 +139,14 @@ impl CollectionData {
             let mut state = data.write.lock();
             // A record of a multi-collection transaction counts only if
             // the commit log says the transaction committed.
-            for rec in records
-                .iter()
-                .filter(|r| r.ts > entry.checkpoint_ts && (!r.multi || shared.committed(r.ts)))
-            {
+            for rec in records.iter().filter(replay) {
                 shared.tso.observe(rec.ts);
                 if let Some(batch) = &rec.insert {
                     data.advance_counters(&mut state, batch)?;
+                }
+                for meta in &rec.attach {
+                    data.advance_past(&mut state, meta);
+                    data.attached.store(true, Ordering::Relaxed);
                 }
                 data.apply(&mut state, rec);
                 replayed += 1;
@@ -167,8 +178,9 @@ impl CollectionData {
             }
             *data.published.write() = state.pending.clone();
         }
-        if recovering {
-            data.remove_unnamed_segments(&entry).await;
+        if recovering || records.iter().any(|r| !r.attach.is_empty()) {
+            let named: HashSet<u64> = data.snapshot().segments.iter().map(|s| s.id).collect();
+            data.remove_unnamed_segments(&named).await;
         }
         if replayed > 0 || !entry.segments.is_empty() {
             info!(
@@ -181,4 +193,12 @@ impl CollectionData {
         }
         Ok(Arc::new(data))
     }
+}
+
+/// The column `name` of each batch.
+fn column_of(batches: &[RecordBatch], name: &str) -> Vec<ArrayRef> {
+    batches
+        .iter()
+        .filter_map(|b| b.column_by_name(name).cloned())
+        .collect()
 }

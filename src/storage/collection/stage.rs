@@ -439,6 +439,7 @@ impl Overlay {
                 deletes,
                 insert: (n > 0).then_some(insert),
                 multi,
+                attach: Vec::new(),
             },
             gone,
             new_keys,

@@ -244,6 +244,19 @@ impl CollectionData {
         Ok(())
     }
 
+    /// Keep the row-id and auto-increment counters ahead of an attached
+    /// segment.
+    pub(super) fn advance_past(&self, state: &mut WriteState, meta: &SegmentMeta) {
+        if meta.rows > 0 {
+            state.next_rowid = state.next_rowid.max(meta.rowid_max + 1);
+        }
+        if self.auto_increment.is_some()
+            && let Some(max) = meta.pk_max.as_ref().and_then(|v| v.as_i64())
+        {
+            state.next_auto = state.next_auto.max(max.saturating_add(1));
+        }
+    }
+
     /// Apply a logged record to the pending snapshot; returns the number
     /// of rows it deleted.
     pub(super) fn apply(&self, state: &mut WriteState, rec: &WalRecord) -> usize {
@@ -265,6 +278,34 @@ impl CollectionData {
                     deleted += 1;
                 }
             }
+        }
+        for meta in &rec.attach {
+            // Replayed after a flush that already named it.
+            if snap.segments.iter().any(|s| s.id == meta.id) {
+                continue;
+            }
+            self.shared.observe_segment_id(meta.id);
+            let seg = Segment {
+                id: meta.id,
+                state: SegmentState::Flushed,
+                data: SegmentData::Flushed(Arc::new(FlushedSegment::new(
+                    meta.clone(),
+                    self.shared.io.clone(),
+                ))),
+                rowids: RowIds::Range {
+                    start: meta.rowid_min,
+                    len: meta.rows as usize,
+                },
+                deletes: Arc::new(Deletes::default()),
+                mem_bytes: 0,
+                max_ts: rec.ts,
+            };
+            // Before the growing segment, which later inserts extend.
+            let at = match snap.segments.last() {
+                Some(s) if s.state == SegmentState::Growing => snap.segments.len() - 1,
+                _ => snap.segments.len(),
+            };
+            snap.segments.insert(at, seg);
         }
         if let Some(batch) = &rec.insert {
             let n = batch.num_rows();
@@ -336,13 +377,27 @@ impl CollectionData {
         deletes: Vec<u64>,
         insert: Option<RecordBatch>,
     ) -> Result<(u64, Arc<Snapshot>, usize)> {
-        let rec = WalRecord {
-            ts: self.shared.tso.next(),
-            truncate,
-            deletes,
-            insert,
-            multi: false,
-        };
+        self.log_record(
+            state,
+            WalRecord {
+                truncate,
+                deletes,
+                insert,
+                ..WalRecord::default()
+            },
+        )
+    }
+
+    /// [`Self::log`] of a whole record (its timestamp is given here).
+    pub(super) fn log_record(
+        &self,
+        state: &mut WriteState,
+        mut rec: WalRecord,
+    ) -> Result<(u64, Arc<Snapshot>, usize)> {
+        rec.ts = self.shared.tso.next();
+        for meta in &mut rec.attach {
+            meta.max_ts = rec.ts;
+        }
         let frame = rec.encode()?;
         let lsn = self.wal.append(&frame)?;
         state.dirty = true;
