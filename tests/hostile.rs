@@ -1275,3 +1275,53 @@ async fn a_large_copy_is_streamed_in_bounded_memory() {
         Ok("599999".into())
     );
 }
+
+/// A COPY row that never ends (no newline, or a binary field declaring
+/// gigabytes) was buffered for as long as data came. Past 256 MiB it is
+/// refused with 54000, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_copy_row_is_refused() {
+    use futures::SinkExt;
+    let server = Server::start();
+    let c = server.connect("default").await;
+    first(&c, "CREATE TABLE endless (id bigint, t text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY endless FROM STDIN").await.unwrap();
+    futures::pin_mut!(sink);
+    let piece = bytes::Bytes::from(vec![b'x'; 4 << 20]);
+    sink.send(bytes::Bytes::from_static(b"1\t")).await.unwrap();
+    for _ in 0..66 {
+        sink.send(piece.clone()).await.unwrap();
+    }
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(err.code().map(|s| s.code()), Some("54000"), "{err}");
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("256 MiB")),
+        "{message:?}"
+    );
+    assert_eq!(
+        first(&c, "SELECT count(*) FROM endless").await,
+        Ok("0".into())
+    );
+    // Rows split across messages anywhere, a quoted newline among them:
+    // only new bytes are searched for the end of a row, and csv's quote
+    // state carries over.
+    let sink = c
+        .copy_in("COPY endless FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let data = b"1,\"two\nlines, \"\"quoted\"\"\"\n2,plain\n3,\"\"\n";
+    for piece in data.chunks(3) {
+        sink.send(bytes::Bytes::copy_from_slice(piece))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 3);
+    assert_eq!(
+        first(&c, "SELECT string_agg(t, '|' ORDER BY id) FROM endless").await,
+        Ok("two\nlines, \"quoted\"|plain|".into())
+    );
+}

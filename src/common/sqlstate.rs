@@ -119,6 +119,7 @@ table! {
     OUT_OF_MEMORY = "53200";
     TOO_MANY_CONNECTIONS = "53300";
     // Class 54: program limit exceeded.
+    PROGRAM_LIMIT_EXCEEDED = "54000";
     STATEMENT_TOO_COMPLEX = "54001";
     // Class 55: object not in prerequisite state.
     OBJECT_NOT_IN_PREREQUISITE_STATE = "55000";

@@ -30,6 +30,10 @@ const CHUNK: usize = 8192;
 /// shared with every other session and the WAL's fsyncs).
 const IN_FLIGHT: usize = 2;
 
+/// Longest row (or binary field) a COPY buffers while its end has not
+/// arrived: the default `max_message_size`. PostgreSQL's is 1 GB.
+pub const MAX_ROW_BYTES: usize = 256 << 20;
+
 /// A chunk of a COPY as Arrow: being converted, or done.
 enum Converted {
     Pending(tokio::task::JoinHandle<Result<RecordBatch, ExecError>>),
@@ -58,6 +62,8 @@ pub struct CopyIn {
     /// load: its rows are written as segments while they arrive.
     bulk_allowed: bool,
     bulk: Option<BulkLoad>,
+    /// csv: the pending bytes end inside a quoted value.
+    in_quotes: bool,
 }
 
 fn data_error(line: usize, message: impl std::fmt::Display, code: SqlState) -> ExecError {
@@ -89,6 +95,7 @@ impl CopyIn {
             raw: vec![Vec::new(); targets_len],
             bulk_allowed: false,
             bulk: None,
+            in_quotes: false,
         }
     }
 
@@ -163,14 +170,17 @@ impl CopyIn {
     /// Take the next chunk of the client's data.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let mut pending = std::mem::take(&mut self.pending);
+        // What was pending holds no end of row: only the new bytes are
+        // searched (a long row arriving in many messages is read once).
+        let from = pending.len();
         pending.extend_from_slice(bytes);
         let mut start = 0;
         if self.options.binary {
             start = self.binary_rows(&pending)?;
         } else if self.options.csv {
-            let mut in_quotes = false;
+            let mut in_quotes = self.in_quotes;
             let quote = self.options.quote as u8;
-            for i in 0..pending.len() {
+            for i in from..pending.len() {
                 let b = pending[i];
                 if b == quote {
                     in_quotes = !in_quotes;
@@ -179,13 +189,26 @@ impl CopyIn {
                     start = i + 1;
                 }
             }
+            self.in_quotes = in_quotes;
         } else {
-            while let Some(n) = memchr::memchr(b'\n', &pending[start..]) {
-                self.record(&pending[start..start + n])?;
-                start += n + 1;
+            let mut at = from;
+            while let Some(n) = memchr::memchr(b'\n', &pending[at..]) {
+                self.record(&pending[start..at + n])?;
+                start = at + n + 1;
+                at = start;
             }
         }
         pending.drain(..start);
+        if pending.len() > MAX_ROW_BYTES {
+            return Err(data_error(
+                self.line + 1,
+                format!(
+                    "a row of more than {} MiB (the data has no end of row, or a binary field declares more)",
+                    MAX_ROW_BYTES >> 20
+                ),
+                sqlstate::PROGRAM_LIMIT_EXCEEDED,
+            ));
+        }
         self.pending = pending;
         Ok(())
     }

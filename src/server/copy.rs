@@ -82,7 +82,9 @@ impl CopyHandler for QuiverCopy {
             return Ok(());
         };
         // After an error the rest of the data is ignored; CopyDone reports it.
-        let mut copy = match state.inner.lock().take() {
+        // (Taken first: the guard must not live through the match.)
+        let taken = state.inner.lock().take();
+        let mut copy = match taken {
             Some(Ok(copy)) => copy,
             other => {
                 *state.inner.lock() = other;
