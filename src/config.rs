@@ -114,6 +114,7 @@ pub struct StorageSection {
     pub insert_buffer_size: Option<usize>,
     /// Bytes of uncommitted rows one transaction may hold.
     pub transaction_memory: Option<usize>,
+    pub transaction_memory_total: Option<usize>,
     pub segment_max_rows: Option<usize>,
     pub segment_max_bytes: Option<usize>,
     pub segment_target_size: Option<usize>,
@@ -311,6 +312,13 @@ impl Config {
         if let Some(v) = section.transaction_memory {
             storage.transaction_memory = v.max(1 << 20);
         }
+        // By default a quarter of the machine's memory, and at least one
+        // transaction's worth.
+        storage.transaction_memory_total = section
+            .transaction_memory_total
+            .or_else(|| physical_memory().map(|m| m / 4))
+            .unwrap_or(storage.transaction_memory_total)
+            .max(storage.transaction_memory);
         if let Some(v) = section.segment_max_rows {
             storage.segment_max_rows = v.max(1);
         }

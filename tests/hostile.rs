@@ -1325,3 +1325,75 @@ async fn an_endless_copy_row_is_refused() {
         Ok("two\nlines, \"quoted\"|plain|".into())
     );
 }
+
+/// Uncommitted rows are bounded per transaction (`transaction_memory`) and
+/// for all open transactions together (`transaction_memory_total`): past
+/// either, the statement gets 53200 naming the setting, and the memory is
+/// counted back when a transaction ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_rows_are_bounded_per_transaction_and_in_total() {
+    let (_dir, cfg) = common::config_file(
+        "[storage]\ntransaction_memory = 1048576\ntransaction_memory_total = 2097152\n",
+    );
+    let server = Server::start_with(&["--config", &cfg]);
+    let setup = server.connect("default").await;
+    first(&setup, "CREATE TABLE tm (id bigint primary key, s text)")
+        .await
+        .unwrap();
+    let insert = |from: i64, n: i64| {
+        format!(
+            "INSERT INTO tm SELECT x, repeat('y', 1000) FROM generate_series({from}, {}) AS g(x)",
+            from + n - 1
+        )
+    };
+    // One transaction: 2 MB of rows in a 1 MiB budget.
+    // Outside a block the rows are not held.
+    setup.simple_query(&insert(1, 2000)).await.unwrap();
+    first(&setup, "BEGIN").await.unwrap();
+    let (code, message) = code_of(setup.simple_query(&insert(10_001, 2000)).await).await;
+    assert_eq!(code, "53200", "{message}");
+    assert!(message.contains("storage.transaction_memory)"), "{message}");
+    first(&setup, "ROLLBACK").await.unwrap();
+    // Three transactions of 700 kB each in a 2 MiB total.
+    let mut open = Vec::new();
+    for k in 0..2 {
+        let c = server.connect("default").await;
+        first(&c, "BEGIN").await.unwrap();
+        c.simple_query(&insert(100_000 * (k + 1), 700))
+            .await
+            .unwrap();
+        open.push(c);
+    }
+    let third = server.connect("default").await;
+    first(&third, "BEGIN").await.unwrap();
+    let (code, message) = code_of(third.simple_query(&insert(900_000, 700)).await).await;
+    assert_eq!(code, "53200", "{message}");
+    assert!(
+        message.contains("storage.transaction_memory_total"),
+        "{message}"
+    );
+    first(&third, "ROLLBACK").await.unwrap();
+    // One commits, one disconnects: their rows no longer count.
+    first(&open[0], "COMMIT").await.unwrap();
+    drop(open.pop());
+    let mut tries = 0;
+    loop {
+        first(&third, "BEGIN").await.unwrap();
+        match third.simple_query(&insert(900_000, 700)).await {
+            Ok(_) => break,
+            // The dropped connection's session may not have ended yet.
+            Err(e) if tries < 20 => {
+                assert_eq!(e.code().map(|c| c.code()), Some("53200"), "{e}");
+                first(&third, "ROLLBACK").await.unwrap();
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    first(&third, "COMMIT").await.unwrap();
+    assert_eq!(
+        first(&setup, "SELECT count(*) FROM tm").await,
+        Ok("3400".into())
+    );
+}

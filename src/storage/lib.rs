@@ -117,6 +117,8 @@ pub enum StorageError {
     NoSavepoint(String),
     #[error("the transaction holds more than {} MiB of uncommitted rows (storage.transaction_memory); commit in smaller transactions", limit >> 20)]
     TransactionTooLarge { limit: usize },
+    #[error("the open transactions together hold more than {} MiB of uncommitted rows (storage.transaction_memory_total); commit in smaller transactions, or later", limit >> 20)]
+    TransactionsTooLarge { limit: usize },
 }
 
 impl StorageError {
@@ -165,7 +167,8 @@ impl SqlStateError for StorageError {
             StorageError::Canceled(c) => c.sqlstate(),
             StorageError::SerializationFailure(_) => sqlstate::SERIALIZATION_FAILURE,
             StorageError::NoSavepoint(_) => sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
-            StorageError::TransactionTooLarge { .. } => sqlstate::OUT_OF_MEMORY,
+            StorageError::TransactionTooLarge { .. }
+            | StorageError::TransactionsTooLarge { .. } => sqlstate::OUT_OF_MEMORY,
             StorageError::Expression(d) => sqlstate_of::datafusion(d),
             StorageError::InvalidBatch(_) | StorageError::Arrow(_) | StorageError::Parquet(_) => {
                 sqlstate::INTERNAL_ERROR
@@ -189,6 +192,8 @@ pub struct StorageConfig {
     pub insert_buffer_size: usize,
     /// Bytes of uncommitted rows one transaction may hold (53200 beyond).
     pub transaction_memory: usize,
+    /// Bytes of uncommitted rows all transactions together may hold.
+    pub transaction_memory_total: usize,
     pub segment_max_rows: usize,
     pub segment_max_bytes: usize,
     /// A growing segment with no writes for this long is sealed.
@@ -213,6 +218,7 @@ impl StorageConfig {
             wal_sync: WalSync::Always,
             insert_buffer_size: 256 << 20,
             transaction_memory: txn::DEFAULT_TRANSACTION_MEMORY,
+            transaction_memory_total: 4 * txn::DEFAULT_TRANSACTION_MEMORY,
             segment_max_rows: 1_000_000,
             segment_max_bytes: 64 << 20,
             seal_idle: Duration::from_secs(1),
@@ -277,6 +283,8 @@ pub struct Shared {
     pub wal_dir: PathBuf,
     next_segment_id: AtomicU64,
     buffered: AtomicUsize,
+    /// Bytes of uncommitted rows all open transactions hold (`txn.rs`).
+    uncommitted: AtomicUsize,
     space: tokio::sync::Notify,
     wake_flusher: tokio::sync::Notify,
     /// Wakes the index builder (new segments, new indexes).
@@ -455,6 +463,7 @@ impl Storage {
             tso: Tso::default(),
             next_segment_id: AtomicU64::new(current.next_segment_id.max(1)),
             buffered: AtomicUsize::new(0),
+            uncommitted: AtomicUsize::new(0),
             space: tokio::sync::Notify::new(),
             wake_flusher: tokio::sync::Notify::new(),
             wake_indexer: tokio::sync::Notify::new(),

@@ -205,11 +205,37 @@ struct Inner {
     /// A statement ran in it (its isolation level is fixed).
     began: bool,
     ended: bool,
+    /// Bytes of its overlays counted in [`Shared::uncommitted`].
+    counted: usize,
 }
 
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.shared.locks.release_all(self.owner);
+        let counted = std::mem::take(&mut self.inner.get_mut().counted);
+        self.shared.uncommitted.fetch_sub(counted, Ordering::SeqCst);
+    }
+}
+
+impl Transaction {
+    /// Count `held` bytes of uncommitted rows for this transaction in the
+    /// server's total; past `[storage] transaction_memory_total` (when
+    /// `check`, and only when it grows) 53200, and nothing changes.
+    fn recount(&self, inner: &mut Inner, held: usize, check: bool) -> Result<()> {
+        let uncommitted = &self.shared.uncommitted;
+        if held > inner.counted {
+            let add = held - inner.counted;
+            let total = uncommitted.fetch_add(add, Ordering::SeqCst) + add;
+            let limit = self.shared.config.transaction_memory_total;
+            if check && total > limit {
+                uncommitted.fetch_sub(add, Ordering::SeqCst);
+                return Err(StorageError::TransactionsTooLarge { limit });
+            }
+        } else {
+            uncommitted.fetch_sub(inner.counted - held, Ordering::SeqCst);
+        }
+        inner.counted = held;
+        Ok(())
     }
 }
 
@@ -335,6 +361,7 @@ impl Transaction {
         if held > limit {
             return Err(StorageError::TransactionTooLarge { limit });
         }
+        self.recount(&mut inner, held, true)?;
         inner.overlays.insert(data.id, overlay);
         Ok(out)
     }
@@ -364,6 +391,8 @@ impl Transaction {
         };
         inner.savepoints.truncate(at + 1);
         inner.overlays = inner.savepoints[at].1.clone();
+        let held = inner.overlays.values().map(Overlay::bytes).sum();
+        let _ = self.recount(&mut inner, held, false);
         Ok(())
     }
 
@@ -389,6 +418,7 @@ impl Transaction {
         inner.overlays.clear();
         inner.savepoints.clear();
         inner.ended = true;
+        let _ = self.recount(&mut inner, 0, false);
         drop(inner);
         self.shared.locks.release_all(self.owner);
     }
@@ -412,6 +442,7 @@ impl Transaction {
             _ => Overlay::commit_together(&self.shared, overlays).await,
         };
         self.shared.locks.release_all(self.owner);
+        let _ = self.recount(&mut self.inner.lock(), 0, false);
         result
     }
 }
