@@ -1,5 +1,6 @@
 """Ingest suite: bulk-load N rows (id bigint, category int, price double
-precision, embedding vector(128)) with COPY ... FROM STDIN (text format) over
+precision, embedding vector(128)) with COPY ... FROM STDIN (text format, or
+PostgreSQL's binary format with --format binary) over
 pgwire into quiver and into PostgreSQL 15 + pgvector, one client, and measure
 rows/s, bytes written, data-dir size, peak RSS and the time from a restart
 (after a hard kill) to the first answered `SELECT count(*) FROM items`.
@@ -85,18 +86,52 @@ def _group_text(g, seed, rows):
                                                      emb.tolist()))).encode()
 
 
-def prepare_spool(rows, seed=SEED):
-    """The COPY text of `rows` rows in a file, generated once and verified on reuse."""
+# PostgreSQL's binary COPY format: signature, flags, header extension;
+# the trailer is a field count of -1.
+BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+BINARY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+def _group_binary(g, seed, rows):
+    """The rows of _group_text(g, ...) in PostgreSQL's binary COPY format
+    (without header or trailer): int8, int4, float8 (the text's price,
+    rounded to 2 decimals) and pgvector's binary vector (dim, unused,
+    float4 values, big-endian). The same generator draws, so the same rows."""
+    r0 = g * GROUP
+    m = min(GROUP, rows - r0)
+    rng = np.random.default_rng([seed, g])
+    emb = rng.standard_normal((m, DIM), dtype=np.float32)
+    cat = rng.integers(0, 100, m)
+    price = rng.uniform(1.0, 1000.0, m)
+    row = np.dtype([("n", ">i2"), ("l_id", ">i4"), ("id", ">i8"), ("l_cat", ">i4"),
+                    ("cat", ">i4"), ("l_price", ">i4"), ("price", ">f8"), ("l_v", ">i4"),
+                    ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (DIM,))])
+    out = np.zeros(m, dtype=row)
+    out["n"], out["l_id"], out["l_cat"], out["l_price"] = 4, 8, 4, 8
+    out["l_v"], out["dim"] = 4 + 4 * DIM, DIM
+    out["id"] = np.arange(r0, r0 + m)
+    out["cat"] = cat
+    out["price"] = [float("%.2f" % p) for p in price.tolist()]
+    out["v"] = emb
+    return out.tobytes()
+
+
+def prepare_spool(rows, seed=SEED, fmt="text"):
+    """The COPY data (text or binary) of `rows` rows in a file, generated once
+    and verified on reuse."""
     d = os.path.join(DATA_DIR, f"ingest-{rows}-{DIM}-s{seed}")
     os.makedirs(d, exist_ok=True)
-    path, offs_path = os.path.join(d, "items.tsv"), os.path.join(d, "offsets.npy")
-    man_path = os.path.join(d, "manifest.json")
+    name = "items.tsv" if fmt == "text" else "items.bin"
+    offs_name = "offsets.npy" if fmt == "text" else "offsets-binary.npy"
+    path, offs_path = os.path.join(d, name), os.path.join(d, offs_name)
+    man_path = os.path.join(d, "manifest.json" if fmt == "text" else "manifest-binary.json")
+    group = _group_text if fmt == "text" else _group_binary
     try:
         with open(man_path) as f:
             man = json.load(f)
     except (OSError, ValueError):
         man = None
-    want = {"rows": rows, "dim": DIM, "seed": seed, "version": SPOOL_VERSION}
+    want = {"rows": rows, "dim": DIM, "seed": seed, "version": SPOOL_VERSION, "format": fmt}
     if man and all(man.get(k) == v for k, v in want.items()) and os.path.exists(path) \
             and os.path.exists(offs_path) and os.path.getsize(path) == man.get("bytes"):
         t0 = time.perf_counter()
@@ -114,7 +149,7 @@ def prepare_spool(rows, seed=SEED):
     with open(tmp, "wb") as f:
         pos = 0
         for g in range(ngroups):
-            b = _group_text(g, seed, rows)
+            b = group(g, seed, rows)
             f.write(b)
             h.update(b)
             pos += len(b)
@@ -288,8 +323,11 @@ def poll_first_answer(t0, conninfo, expect, deadline, dead):
                 pass
 
 
-def copy_load(conn, spool, rows, batch_rows, who, table="items"):
-    """COPY <table> FROM STDIN, one statement per batch; returns the timing."""
+def copy_load(conn, spool, rows, batch_rows, who, table="items", fmt="text"):
+    """COPY <table> FROM STDIN, one statement per batch, in `fmt` (text, or
+    PostgreSQL's binary format); returns the timing."""
+    binary = fmt == "binary"
+    statement = f"COPY {table} FROM STDIN" + (" (FORMAT binary)" if binary else "")
     nb = (rows + batch_rows - 1) // batch_rows
     batch_s = []
     t0 = time.perf_counter()
@@ -298,9 +336,13 @@ def copy_load(conn, spool, rows, batch_rows, who, table="items"):
         for b in range(nb):
             r0, r1 = b * batch_rows, min((b + 1) * batch_rows, rows)
             s = time.perf_counter()
-            with cur.copy(f"COPY {table} FROM STDIN") as cp:
+            with cur.copy(statement) as cp:
+                if binary:
+                    cp.write(BINARY_HEADER)
                 for chunk in spool.groups(r0, r1):
                     cp.write(chunk)
+                if binary:
+                    cp.write(BINARY_TRAILER)
             batch_s.append(round(time.perf_counter() - s, 3))
             if b == 0 or (b + 1) % max(1, nb // 10) == 0 or b + 1 == nb:
                 log(f"{who}: COPY {r1:,}/{rows:,} rows, {r1 / (time.perf_counter() - t0):,.0f} rows/s")
@@ -311,7 +353,8 @@ def copy_load(conn, spool, rows, batch_rows, who, table="items"):
             "text_bytes": text, "text_mb_per_s": round(text / secs / 2**20, 1),
             "client_cpu_s": round(time.process_time() - c0, 2),
             "batch_seconds": batch_s,
-            "method": f"COPY text, {nb} statements of up to {batch_rows:,} rows, one client"}
+            "format": fmt,
+            "method": f"COPY {fmt}, {nb} statements of up to {batch_rows:,} rows, one client"}
 
 
 def _err(e):
@@ -417,7 +460,8 @@ class QuiverIngest:
             res["create"] = "CREATE TABLE"
         pid = self.proc.pid
         io0, cpu0 = proc_io(pid), proc_cpu_s(pid)
-        res["load"] = copy_load(conn, spool, rows, self.spec["batch_rows"], "quiver")
+        res["load"] = copy_load(conn, spool, rows, self.spec["batch_rows"], "quiver",
+                                fmt=self.spec.get("format", "text"))
         cpu1 = proc_cpu_s(pid)
         res["load"]["server_cpu_s"] = None if cpu0 is None else round(cpu1 - cpu0, 2)
         log(f"quiver: loaded {rows:,} rows in {res['load']['seconds']:.1f} s "
@@ -530,7 +574,8 @@ class PgIngest:
         conn.execute("CHECKPOINT")
         sizes0 = self._pg_sizes(conn)
         snap0 = tree_snapshot(self.cluster.pid)
-        res["load"] = copy_load(conn, spool, rows, self.spec["batch_rows"], "pgvector")
+        res["load"] = copy_load(conn, spool, rows, self.spec["batch_rows"], "pgvector",
+                                fmt=self.spec.get("format", "text"))
         _, cpu = snapshot_delta(snap0, tree_snapshot(self.cluster.pid))
         res["load"]["server_cpu_s"] = cpu
         log(f"pgvector: loaded {rows:,} rows in {res['load']['seconds']:.1f} s "
@@ -654,10 +699,12 @@ def run_suite(a, command, run_worker):
     if a.batch_rows % GROUP:
         raise SystemExit(f"--batch-rows must be a multiple of {GROUP}")
     systems = a.systems
-    log(f"{command}: suite=ingest rows={rows:,} batch={a.batch_rows:,} systems={systems}")
+    log(f"{command}: suite=ingest rows={rows:,} batch={a.batch_rows:,} systems={systems}"
+        f" format={getattr(a, 'format', 'text')}")
     load_start = loadavg()
-    spool = prepare_spool(rows)
-    spec = {"suite": "ingest", "rows": rows, "batch_rows": a.batch_rows,
+    fmt = getattr(a, "format", "text") or "text"
+    spool = prepare_spool(rows, fmt=fmt)
+    spec = {"suite": "ingest", "rows": rows, "batch_rows": a.batch_rows, "format": fmt,
             "spool": {k: spool[k] for k in ("path", "offsets", "rows", "bytes")},
             "restart_timeout_s": 60 if rows <= QUICK_ROWS else 180}
     results = []
@@ -675,12 +722,12 @@ def run_suite(a, command, run_worker):
     by = {r["system"]: r for r in results}
     q, p = by.get("quiver", {}), by.get("pgvector", {})
     out = {
-        "suite": "ingest", "dataset": f"{rows}-rows", "quick": bool(a.quick),
+        "suite": "ingest", "dataset": f"{rows}-rows", "quick": bool(a.quick), "format": fmt,
         "command": command, "date": started.isoformat(timespec="seconds"),
         "machine": {"cpu": lscpu_model(), "cores": os.cpu_count(), "ram_gib": mem_total_gib(),
                     "loadavg_start": load_start, "loadavg_end": loadavg()},
         "params": {"rows": rows, "dim": DIM, "batch_rows": a.batch_rows, "seed": SEED,
-                   "text_bytes": spool["bytes"], "data_sha256": spool["sha256"],
+                   "format": fmt, "text_bytes": spool["bytes"], "data_sha256": spool["sha256"],
                    "columns": spool.get("columns"),
                    "targets": {"ingest_ratio_min": 2.0, "restart_s_max": 5.0,
                                "restart_target_rows": FULL_ROWS}},

@@ -47,6 +47,8 @@ def parse_args(argv):
                          + ",".join(ingest.SYSTEMS) + ")")
     ap.add_argument("--rows", type=int, default=None,
                     help="ingest: rows to load (default 1,000,000; quick 100,000)")
+    ap.add_argument("--format", choices=["text", "binary"], default="text",
+                    help="ingest: COPY data format (binary: PostgreSQL's, vectors in pgvector's)")
     ap.add_argument("--batch-rows", type=int, default=50_000,
                     help="ingest: rows per COPY statement (a multiple of 1,000)")
     ap.add_argument("--queries", type=int, default=None,

@@ -665,7 +665,8 @@ def ingest_section(results):
 
 
 def stem_ingest(res):
-    return "ingest" + ("-quick" if res["quick"] else "")
+    fmt = "-binary" if res.get("format") == "binary" else ""
+    return "ingest" + fmt + ("-quick" if res["quick"] else "")
 
 
 def rebuild_results_md():
