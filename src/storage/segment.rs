@@ -102,6 +102,13 @@ pub enum RowIds {
     Range { start: u64, len: usize },
     /// Any increasing list (a segment merged by compaction).
     List(Arc<Vec<u64>>),
+    /// Row ids out of order (compaction merged a bulk load's segment, whose
+    /// ids were reserved while others were inserted), with them sorted
+    /// alongside their offsets for lookups.
+    Unordered {
+        ids: Arc<Vec<u64>>,
+        sorted: Arc<Vec<(u64, usize)>>,
+    },
 }
 
 impl RowIds {
@@ -109,6 +116,7 @@ impl RowIds {
         match self {
             RowIds::Range { len, .. } => *len,
             RowIds::List(l) => l.len(),
+            RowIds::Unordered { ids, .. } => ids.len(),
         }
     }
 
@@ -122,6 +130,10 @@ impl RowIds {
                 (rowid >= *start && rowid < start + *len as u64).then(|| (rowid - start) as usize)
             }
             RowIds::List(l) => l.binary_search(&rowid).ok(),
+            RowIds::Unordered { sorted, .. } => sorted
+                .binary_search_by_key(&rowid, |p| p.0)
+                .ok()
+                .map(|i| sorted[i].1),
         }
     }
 
@@ -129,6 +141,24 @@ impl RowIds {
         match self {
             RowIds::Range { start, len } => (*len > 0).then_some(*start),
             RowIds::List(l) => l.first().copied(),
+            RowIds::Unordered { sorted, .. } => sorted.first().map(|p| p.0),
+        }
+    }
+
+    pub fn max(&self) -> Option<u64> {
+        match self {
+            RowIds::Range { start, len } => (*len > 0).then(|| start + *len as u64 - 1),
+            RowIds::List(l) => l.last().copied(),
+            RowIds::Unordered { sorted, .. } => sorted.last().map(|p| p.0),
+        }
+    }
+
+    /// The row id at `offset`.
+    pub fn at(&self, offset: usize) -> Option<u64> {
+        match self {
+            RowIds::Range { start, len } => (offset < *len).then(|| start + offset as u64),
+            RowIds::List(l) => l.get(offset).copied(),
+            RowIds::Unordered { ids, .. } => ids.get(offset).copied(),
         }
     }
 
@@ -149,7 +179,16 @@ impl RowIds {
                 len: all.len(),
             },
             (true, None) => RowIds::Range { start: 0, len: 0 },
-            (false, _) => RowIds::List(Arc::new(all)),
+            (false, _) if all.windows(2).all(|w| w[1] > w[0]) => RowIds::List(Arc::new(all)),
+            (false, _) => {
+                let mut sorted: Vec<(u64, usize)> =
+                    all.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+                sorted.sort_unstable();
+                RowIds::Unordered {
+                    ids: Arc::new(all),
+                    sorted: Arc::new(sorted),
+                }
+            }
         }
     }
 }

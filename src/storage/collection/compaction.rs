@@ -10,7 +10,10 @@ impl CollectionData {
         self.flush().await?;
         let _maintenance = self.maintenance.lock().await;
         let target = self.shared.config.segment_target_size as u64;
-        let snap = self.write.lock().pending.clone();
+        let (snap, checkpoint) = {
+            let state = self.write.lock();
+            (state.pending.clone(), state.checkpoint_ts)
+        };
         let width = self.row_width();
         // Runs of adjacent flushed segments worth merging: small ones, or
         // ones with many deleted rows, up to the target size.
@@ -19,7 +22,10 @@ impl CollectionData {
         let mut run: Vec<Segment> = Vec::new();
         let mut run_bytes = 0u64;
         for seg in &snap.segments {
-            let flushed = matches!(seg.data, SegmentData::Flushed(_));
+            // A bulk load's segments attached since the last flush are
+            // named by their WAL record, not yet by the manifest: merging
+            // them away now would have recovery attach them again.
+            let flushed = matches!(seg.data, SegmentData::Flushed(_)) && seg.max_ts <= checkpoint;
             let size = seg.merge_size(width);
             let small = size < target / 2;
             let holey = seg.deletes.count() * 5 > seg.rows();

@@ -86,10 +86,7 @@ impl CollectionData {
             delta_file: None,
             deleted: 0,
             rowid_min: rowids.min().unwrap_or(0),
-            rowid_max: match &rowids {
-                RowIds::Range { start, len } => start + (*len as u64).saturating_sub(1),
-                RowIds::List(l) => l.last().copied().unwrap_or(0),
-            },
+            rowid_max: rowids.max().unwrap_or(0),
             pk_min: pk_min.map(|k| k.json()),
             pk_max: pk_max.map(|k| k.json()),
             max_ts,

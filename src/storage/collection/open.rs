@@ -21,9 +21,6 @@ impl CollectionData {
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(ROWID, DataType::UInt64, false));
         let full_schema = Arc::new(Schema::new(fields));
-        // Recovery (a manifest entry) may clean up after a crash; a new
-        // collection must not touch what another of the same name left.
-        let recovering = entry.is_some();
         let entry = entry.unwrap_or_default();
         let pk_name = def.primary_key.map(|i| def.fields[i].name.clone());
 
@@ -72,17 +69,41 @@ impl CollectionData {
         let (wal, records) = LocalWal::open(&wal_dir, shared.config.wal_sync, shared.tso.now())?;
         let replay =
             |r: &&WalRecord| r.ts > entry.checkpoint_ts && (!r.multi || shared.committed(r.ts));
-        // The keys of segments a bulk load attached after the checkpoint.
-        if let Some(pk) = &pk_name {
-            for meta in records.iter().filter(replay).flat_map(|r| &r.attach) {
-                if entry.segments.iter().any(|m| m.id == meta.id) {
-                    continue;
-                }
-                let batches = shared
-                    .io
-                    .read_parquet(&meta.data_file, Some(&[pk.as_str()]))
-                    .await?;
+        // Segment ids a bulk load wrote are not in the manifest's counter:
+        // segments replay creates must not take them.
+        for meta in records.iter().flat_map(|r| &r.attach) {
+            shared.observe_segment_id(meta.id);
+        }
+        // The keys (and server-assigned values) of segments a bulk load
+        // attached after the checkpoint.
+        let auto_name = def
+            .auto_increment_field()
+            .map(|i| def.fields[i].name.clone());
+        let mut auto_max: Option<i64> = None;
+        for meta in records.iter().filter(replay).flat_map(|r| &r.attach) {
+            if entry.segments.iter().any(|m| m.id == meta.id) {
+                continue;
+            }
+            let cols: Vec<&str> = pk_name
+                .iter()
+                .chain(&auto_name)
+                .map(String::as_str)
+                .collect();
+            if cols.is_empty() {
+                continue;
+            }
+            let batches = shared.io.read_parquet(&meta.data_file, Some(&cols)).await?;
+            if let Some(pk) = &pk_name {
                 pk_columns.insert(meta.id, column_of(&batches, pk));
+            }
+            if let Some(auto) = &auto_name {
+                for col in column_of(&batches, auto) {
+                    for k in pk_keys(&col)?.into_iter().flatten() {
+                        if let PkKey::Int(v) = k {
+                            auto_max = Some(auto_max.map_or(v, |m| m.max(v)));
+                        }
+                    }
+                }
             }
         }
         let data = CollectionData {
@@ -148,6 +169,9 @@ impl CollectionData {
                     data.advance_past(&mut state, meta);
                     data.attached.store(true, Ordering::Relaxed);
                 }
+                if let Some(max) = auto_max.filter(|_| !rec.attach.is_empty()) {
+                    state.next_auto = state.next_auto.max(max.saturating_add(1));
+                }
                 data.apply(&mut state, rec);
                 replayed += 1;
             }
@@ -178,10 +202,11 @@ impl CollectionData {
             }
             *data.published.write() = state.pending.clone();
         }
-        if recovering || records.iter().any(|r| !r.attach.is_empty()) {
-            let named: HashSet<u64> = data.snapshot().segments.iter().map(|s| s.id).collect();
-            data.remove_unnamed_segments(&named).await;
-        }
+        // Paths are by collection id, so whatever else is under this
+        // collection's prefix is a flush that did not commit or a bulk load
+        // that did not attach (even for a collection never flushed).
+        let named: HashSet<u64> = data.snapshot().segments.iter().map(|s| s.id).collect();
+        data.remove_unnamed_segments(&named).await;
         if replayed > 0 || !entry.segments.is_empty() {
             info!(
                 collection = %data.name,

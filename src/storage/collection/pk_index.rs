@@ -200,8 +200,5 @@ impl CollectionData {
 }
 
 pub(super) fn rowid_at(rowids: &RowIds, offset: usize) -> Option<u64> {
-    match rowids {
-        RowIds::Range { start, len } => (offset < *len).then(|| start + offset as u64),
-        RowIds::List(l) => l.get(offset).copied(),
-    }
+    rowids.at(offset)
 }

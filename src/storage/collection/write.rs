@@ -244,16 +244,12 @@ impl CollectionData {
         Ok(())
     }
 
-    /// Keep the row-id and auto-increment counters ahead of an attached
-    /// segment.
+    /// Keep the row-id counter ahead of an attached segment.
+    /// (Server-assigned values were taken from `next_auto` when the rows
+    /// were staged; recovery reads them back from the files.)
     pub(super) fn advance_past(&self, state: &mut WriteState, meta: &SegmentMeta) {
         if meta.rows > 0 {
             state.next_rowid = state.next_rowid.max(meta.rowid_max + 1);
-        }
-        if self.auto_increment.is_some()
-            && let Some(max) = meta.pk_max.as_ref().and_then(|v| v.as_i64())
-        {
-            state.next_auto = state.next_auto.max(max.saturating_add(1));
         }
     }
 
