@@ -871,35 +871,36 @@ async fn bulk_loads_mixed_with_inserts_compact_and_recover() {
     c.batch_execute("CREATE TABLE fresh (id bigint primary key, v vector(8))")
         .await
         .unwrap();
-    // The newest collection's segment files: fresh's.
-    let fresh_dirs = |data: &std::path::Path| {
-        let newest = std::fs::read_dir(data.join("collections"))
+    // Data files of fresh (the newest collection) once it has a folder.
+    let newest = |data: &std::path::Path| {
+        std::fs::read_dir(data.join("collections"))
             .unwrap()
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
             .max()
-            .unwrap();
-        // Data files (a write cut by the kill may leave the object
-        // store's temporary file, which no listing shows).
-        walk(&data.join(format!("collections/{newest}/segments")))
+            .unwrap()
+    };
+    let files_of = |data: &std::path::Path, id: u64| {
+        walk(&data.join(format!("collections/{id}/segments")))
             .iter()
             .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
             .count()
     };
+    let mix = newest(&server.dir);
     let sink = c.copy_in("COPY fresh FROM STDIN").await.unwrap();
     futures::pin_mut!(sink);
     send_rows(&mut sink, 0, 40_000).await;
     sink.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while fresh_dirs(&server.dir) < 1 {
+    let mut fresh = newest(&server.dir);
+    while fresh == mix || files_of(&server.dir, fresh) < 1 {
         assert!(Instant::now() < deadline, "no segment was staged");
         tokio::time::sleep(Duration::from_millis(50)).await;
+        fresh = newest(&server.dir);
     }
     server.kill_and_restart();
     let c = server.connect("default").await;
-    // Open: a staged file can survive this restart (see the README's
-    // limits of bulk loads); what must hold is that the table flushes.
-    let _left = fresh_dirs(&server.dir);
+    assert_eq!(files_of(&server.dir, fresh), 0, "staged files survived");
     c.batch_execute("INSERT INTO fresh VALUES (1, '[1,1,1,1,1,1,1,1]'); FLUSH fresh")
         .await
         .unwrap();

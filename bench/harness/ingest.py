@@ -71,15 +71,23 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def _group_text(g, seed, rows):
-    """Rows g*GROUP .. min((g+1)*GROUP, rows) as COPY text. Each group has its
-    own generator (seed, g): the first N rows are the same for any total."""
+def _group_draws(g, seed, rows):
+    """Group g's first row, row count, embeddings, categories and prices:
+    its own generator (seed, g), so the first N rows are the same for any
+    total and in either format."""
     r0 = g * GROUP
     m = min(GROUP, rows - r0)
     rng = np.random.default_rng([seed, g])
     emb = rng.standard_normal((m, DIM), dtype=np.float32)
     cat = rng.integers(0, 100, m)
     price = rng.uniform(1.0, 1000.0, m)
+    return r0, m, emb, cat, price
+
+
+def _group_text(g, seed, rows):
+    """Rows g*GROUP .. min((g+1)*GROUP, rows) as COPY text. Each group has its
+    own generator (seed, g): the first N rows are the same for any total."""
+    r0, m, emb, cat, price = _group_draws(g, seed, rows)
     fmt = "%d\t%d\t%.2f\t[" + ",".join(["%.9g"] * DIM) + "]\n"
     return "".join(fmt % (r0 + j, c, p, *e)
                    for j, (c, p, e) in enumerate(zip(cat.tolist(), price.tolist(),
@@ -97,12 +105,7 @@ def _group_binary(g, seed, rows):
     (without header or trailer): int8, int4, float8 (the text's price,
     rounded to 2 decimals) and pgvector's binary vector (dim, unused,
     float4 values, big-endian). The same generator draws, so the same rows."""
-    r0 = g * GROUP
-    m = min(GROUP, rows - r0)
-    rng = np.random.default_rng([seed, g])
-    emb = rng.standard_normal((m, DIM), dtype=np.float32)
-    cat = rng.integers(0, 100, m)
-    price = rng.uniform(1.0, 1000.0, m)
+    r0, m, emb, cat, price = _group_draws(g, seed, rows)
     row = np.dtype([("n", ">i2"), ("l_id", ">i4"), ("id", ">i8"), ("l_cat", ">i4"),
                     ("cat", ">i4"), ("l_price", ">i4"), ("price", ">f8"), ("l_v", ">i4"),
                     ("dim", ">u2"), ("unused", ">u2"), ("v", ">f4", (DIM,))])
