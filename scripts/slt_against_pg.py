@@ -7,11 +7,22 @@ says what PostgreSQL 15 says before quiver is held to it.
 
 Each file runs in a fresh database. Records: `statement ok`, `statement
 error [code]`, `query <types> [rowsort]` with `----` results, `connection
-<name>` (later records use that session). Values print as the quiver
-runner prints them: NULL, (empty), t/f.
+<name>` (later records use that session). Values are compared as
+PostgreSQL writes them in text (`2`, not Python's `2.0`), with NULL and
+(empty) as the quiver runner prints them.
 """
 import sys
 import psycopg
+from psycopg.types.string import TextLoader
+
+
+def as_text(conn):
+    """Load every value of `conn`'s results as the text PostgreSQL sent."""
+    for t in psycopg.postgres.types:
+        for oid in (t.oid, getattr(t, "array_oid", 0)):
+            if oid:
+                conn.adapters.register_loader(oid, TextLoader)
+    return conn
 
 
 def value(v):
@@ -56,10 +67,18 @@ def main():
     admin.execute("DROP DATABASE IF EXISTS slt_check")
     admin.execute("CREATE DATABASE slt_check")
     sessions = {}
+    # pgvector where the server has it (bench/setup.sh builds it).
+    with psycopg.connect(dsn + " dbname=slt_check", autocommit=True) as c:
+        try:
+            c.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as e:
+            print(f"without pgvector: {e}")
 
     def session(name):
         if name not in sessions:
-            sessions[name] = psycopg.connect(dsn + " dbname=slt_check", autocommit=True)
+            sessions[name] = as_text(
+                psycopg.connect(dsn + " dbname=slt_check", autocommit=True)
+            )
         return sessions[name]
 
     current = "default"

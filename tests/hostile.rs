@@ -1397,3 +1397,37 @@ async fn uncommitted_rows_are_bounded_per_transaction_and_in_total() {
         Ok("3400".into())
     );
 }
+
+/// A value the wire encoder cannot write (a numeric past 28 digits) in a
+/// COPY TO once made the encoder repeat its error without end: the server
+/// took all memory and was killed. Now the COPY fails with an error, in
+/// bounded memory, and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_cannot_be_written_fails_its_copy_to() {
+    let server = Server::start();
+    let c = server.connect("default").await;
+    let before = common::rss_kb(server.pid());
+    let sink = c
+        .copy_out("COPY (SELECT 12345678901234567890::numeric, 1) TO STDOUT")
+        .await;
+    let failed = match sink {
+        Err(_) => true,
+        Ok(stream) => {
+            use futures::StreamExt;
+            futures::pin_mut!(stream);
+            let mut failed = false;
+            while let Some(item) = stream.next().await {
+                if item.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            failed
+        }
+    };
+    assert!(failed, "the COPY did not fail");
+    let grown = common::rss_kb(server.pid()).saturating_sub(before);
+    assert!(grown < 200 * 1024, "grew by {grown} KiB");
+    let c = server.connect("default").await;
+    assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+}

@@ -189,3 +189,48 @@ SEARCH products NEAREST embedding TO '[1,0,0,0]' LIMIT 3 RETURN id, name;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "4");
 }
+
+/// Values in text results as PostgreSQL 15 writes them (each expected line
+/// is what PostgreSQL printed for the same query): floats in their
+/// shortest form with PostgreSQL's exponent rule, `Infinity`, `-0`; float
+/// arrays; timestamps and times without trailing zeros. arrow-pg wrote
+/// `2.0`, `1e20`, `inf` and `03:04:05.500000`.
+#[test]
+fn psql_shows_values_as_postgres_writes_them() {
+    let server = common::Server::start();
+    let cases = [
+        (
+            "SELECT 2::float8, 1.5::float4, 1e20::float8, 1e15::float8, 1e14::float8, 0.0001::float8, 0.00001::float8",
+            "2|1.5|1e+20|1e+15|100000000000000|0.0001|1e-05",
+        ),
+        (
+            "SELECT '-0'::float8, 'inf'::float8, '-inf'::float4, 'nan'::float8, 1000000::float4, 100000::float4, 1/3.0::float8",
+            "-0|Infinity|-Infinity|NaN|1e+06|100000|0.3333333333333333",
+        ),
+        (
+            "SELECT ARRAY[1.5::float8, 2, NULL], ARRAY['NaN'::float4, 1e20]",
+            "{1.5,2,NULL}|{NaN,1e+20}",
+        ),
+        (
+            "SELECT '2024-01-02 03:04:05.5'::timestamp, '2024-01-02 03:04:05'::timestamp, '03:04:05.25'::time",
+            "2024-01-02 03:04:05.5|2024-01-02 03:04:05|03:04:05.25",
+        ),
+    ];
+    for (query, want) in cases {
+        let (ok, out, err) = psql(&server, &["-A", "-t", "-c", query]);
+        assert!(ok, "{query}: {err}");
+        assert_eq!(out.trim_end(), want, "{query}");
+    }
+    // COPY TO writes them alike.
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-c",
+            "CREATE TABLE f (x float8, a float8[]); INSERT INTO f VALUES (2, '{1,2.5}'), (1e-7, NULL)",
+            "-c",
+            "COPY f TO STDOUT",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.ends_with("2\t{1,2.5}\n1e-07\t\\N\n"), "{out}");
+}

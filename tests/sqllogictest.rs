@@ -60,15 +60,9 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         21 => i16::from_be_bytes(be(raw)).to_string(),
         23 => i32::from_be_bytes(be(raw)).to_string(),
         26 => u32::from_be_bytes(be(raw)).to_string(),
-        // Shortest round-trip form, as the server's text encoding writes it.
-        700 => float_text(
-            f32::from_be_bytes(be(raw)) as f64,
-            format!("{:?}", f32::from_be_bytes(be(raw))),
-        ),
-        701 => float_text(
-            f64::from_be_bytes(be(raw)),
-            format!("{:?}", f64::from_be_bytes(be(raw))),
-        ),
+        // As PostgreSQL's float4out/float8out write them (text results).
+        700 => quiver_server::text_out::float4(f32::from_be_bytes(be(raw)), 1),
+        701 => quiver_server::text_out::float8(f64::from_be_bytes(be(raw)), 1),
         1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 => decode_array(raw),
         // bit: the length in bits, then the bits, first in the high bit.
         1560 => {
@@ -92,10 +86,6 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         }
         _ => String::from_utf8_lossy(raw).into_owned(),
     }
-}
-
-fn float_text(v: f64, shortest: String) -> String {
-    if v == 0.0 { "0".to_string() } else { shortest }
 }
 
 fn decode_array(raw: &[u8]) -> String {

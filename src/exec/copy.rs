@@ -12,7 +12,7 @@ pub mod binary;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options, concat_batches};
 use arrow::util::display::FormatOptions;
-use datafusion::common::DataFusionError;
+use datafusion::common::{DataFusionError, ScalarValue};
 
 use crate::ExecError;
 use quiver_catalog::{CollectionDef, FieldType};
@@ -64,6 +64,8 @@ pub struct CopyIn {
     bulk: Option<BulkLoad>,
     /// csv: the pending bytes end inside a quoted value.
     in_quotes: bool,
+    /// Defaults of the fields not copied.
+    defaults: Arc<Vec<(usize, ScalarValue)>>,
 }
 
 fn data_error(line: usize, message: impl std::fmt::Display, code: SqlState) -> ExecError {
@@ -96,7 +98,14 @@ impl CopyIn {
             bulk_allowed: false,
             bulk: None,
             in_quotes: false,
+            defaults: Arc::new(Vec::new()),
         }
+    }
+
+    /// Values of the fields the COPY leaves out that have a default.
+    pub fn with_defaults(mut self, defaults: Vec<(usize, ScalarValue)>) -> CopyIn {
+        self.defaults = Arc::new(defaults);
+        self
     }
 
     /// Let a large COPY be a bulk load (`quiver_storage::BulkLoad`): it is
@@ -362,6 +371,7 @@ impl CopyIn {
             def: self.def.clone(),
             schema: self.data.schema(),
             targets: self.targets.clone(),
+            defaults: self.defaults.clone(),
             first_line: self.line + 1 - rows,
             rows,
         };
@@ -438,10 +448,12 @@ async fn join(
 }
 
 /// Rows of a COPY to convert to Arrow.
+#[derive(Clone)]
 struct Chunk {
     def: Arc<CollectionDef>,
     schema: arrow::datatypes::SchemaRef,
     targets: Vec<usize>,
+    defaults: Arc<Vec<(usize, ScalarValue)>>,
     /// Line number of the first row, for messages.
     first_line: usize,
     rows: usize,
@@ -458,15 +470,20 @@ impl Chunk {
     fn convert(self, values: Values) -> Result<RecordBatch, ExecError> {
         let first_line = self.first_line;
         let error = |m, code| data_error(first_line, m, code);
-        match values {
-            Values::Text(columns) => text_to_batch(
-                &self.def,
-                self.schema,
-                &self.targets,
-                columns,
-                self.rows,
-                error,
-            ),
+        let batch = match values {
+            Values::Text(columns) => {
+                match text_to_batch(
+                    &self.def,
+                    self.schema.clone(),
+                    &self.targets,
+                    &columns,
+                    self.rows,
+                    error,
+                ) {
+                    Ok(batch) => batch,
+                    Err(e) => return Err(self.line_of_error(&columns).unwrap_or(e)),
+                }
+            }
             Values::Binary(columns) => {
                 let mut arrays: Vec<ArrayRef> = self
                     .schema
@@ -505,21 +522,96 @@ impl Chunk {
                                 })
                                 .collect::<Result<Vec<_>, _>>()
                                 .map_err(bad)?;
-                            let batch = text_to_batch(
+                            let text = [text];
+                            let batch = match text_to_batch(
                                 &self.def,
                                 self.schema.clone(),
                                 &[field],
-                                vec![text],
+                                &text,
                                 self.rows,
                                 error,
-                            )?;
+                            ) {
+                                Ok(batch) => batch,
+                                Err(e) => {
+                                    let one = Chunk {
+                                        targets: vec![field],
+                                        ..self.clone()
+                                    };
+                                    return Err(one.line_of_error(&text).unwrap_or(e));
+                                }
+                            };
                             batch.column(field).clone()
                         }
                     };
                 }
-                Ok(RecordBatch::try_new(self.schema, arrays)?)
+                RecordBatch::try_new(self.schema.clone(), arrays)?
             }
+        };
+        let batch = self.with_defaults(batch)?;
+        self.check_not_null(&batch)?;
+        Ok(batch)
+    }
+
+    /// `batch` with the defaults of the fields not copied filled in.
+    fn with_defaults(&self, batch: RecordBatch) -> Result<RecordBatch, ExecError> {
+        if self.defaults.is_empty() {
+            return Ok(batch);
         }
+        let mut arrays = batch.columns().to_vec();
+        for (i, value) in self.defaults.iter() {
+            let array = value.to_array_of_size(self.rows)?;
+            let want = self.schema.field(*i).data_type();
+            arrays[*i] = if array.data_type() == want {
+                array
+            } else {
+                arrow::compute::cast(&array, want)?
+            };
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+
+    /// The error of the first row of `columns` that does not convert alone,
+    /// named by its line (a chunk converts as a whole; this runs only once
+    /// it failed).
+    fn line_of_error(&self, columns: &[Vec<Option<String>>]) -> Option<ExecError> {
+        (0..self.rows).find_map(|row| {
+            let one: Vec<Vec<Option<String>>> =
+                columns.iter().map(|c| vec![c[row].clone()]).collect();
+            text_to_batch(
+                &self.def,
+                self.schema.clone(),
+                &self.targets,
+                &one,
+                1,
+                |m, code| data_error(self.first_line + row, m, code),
+            )
+            .err()
+        })
+    }
+
+    /// 23502 naming the line of the first NULL in a NOT NULL field (storage
+    /// checks again, but cannot name the line).
+    fn check_not_null(&self, batch: &RecordBatch) -> Result<(), ExecError> {
+        for (i, field) in self.def.fields.iter().enumerate() {
+            let key = self.def.primary_key == Some(i);
+            if (field.nullable && !key) || field.auto_increment {
+                continue;
+            }
+            let column = batch.column(i);
+            if column.null_count() == 0 {
+                continue;
+            }
+            let row = (0..column.len()).find(|&r| column.is_null(r)).unwrap_or(0);
+            return Err(data_error(
+                self.first_line + row,
+                format!(
+                    "null value in column \"{}\" of collection \"{}\" violates not-null constraint",
+                    field.name, self.def.name
+                ),
+                sqlstate::NOT_NULL_VIOLATION,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -531,7 +623,7 @@ pub fn text_to_batch(
     def: &CollectionDef,
     schema: arrow::datatypes::SchemaRef,
     targets: &[usize],
-    columns: Vec<Vec<Option<String>>>,
+    columns: &[Vec<Option<String>>],
     rows: usize,
     error: impl Fn(String, SqlState) -> ExecError,
 ) -> Result<RecordBatch, ExecError> {
@@ -544,8 +636,8 @@ pub fn text_to_batch(
         safe: false,
         format_options: FormatOptions::default(),
     };
-    for (buffer, &field) in columns.into_iter().zip(targets) {
-        let strings = StringArray::from(buffer);
+    for (buffer, &field) in columns.iter().zip(targets) {
+        let strings = StringArray::from_iter(buffer.iter().map(Option::as_deref));
         let def = &def.fields[field];
         let bad = |e: VectorError| error(format!("column {}: {e}", def.name), e.sqlstate());
         let array: ArrayRef = match def.field_type {

@@ -204,12 +204,20 @@ fn typed_default(
 /// The DataFusion expression of a stored default for a column of
 /// `field_type`.
 pub fn default_expr(text: &str, field_type: &FieldType) -> datafusion::common::Result<Expr> {
+    Ok(lit(default_value(text, field_type)?))
+}
+
+/// The value of a stored default (a constant) for a column of `field_type`.
+pub fn default_value(
+    text: &str,
+    field_type: &FieldType,
+) -> datafusion::common::Result<ScalarValue> {
     let expr = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(text)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| DataFusionError::Plan(e.to_string()))?;
     let value = literal(&expr).map_err(|e| DataFusionError::Plan(e.to_string()))?;
-    Ok(lit(typed_default(field_type, value)?))
+    typed_default(field_type, value)
 }
 
 /// An identifier as PostgreSQL folds it (lower case unless quoted).

@@ -117,15 +117,33 @@ fn converted_type(format: FieldFormat) -> DataType {
 }
 
 /// `batch` with its bit columns in the form `fields` (from [`wire_fields`])
-/// sends them in; unchanged when it has none.
+/// sends them in, and its text-format columns of types arrow-pg writes
+/// otherwise than PostgreSQL (floats, times) as PostgreSQL's text
+/// ([`super::text_out`]); unchanged when it has none.
 pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Result<RecordBatch> {
     let schema: SchemaRef = batch.schema();
     let bits = bit_columns(&schema);
-    if bits.is_empty() {
-        return Ok(batch);
-    }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     let mut out_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut changed = false;
+    for (i, field) in fields.iter().enumerate().take(columns.len()) {
+        if field.format() != FieldFormat::Text || bits.iter().any(|(c, _)| *c == i) {
+            continue;
+        }
+        let vector = schema
+            .field(i)
+            .metadata()
+            .contains_key(arrow_pg::datatypes::PG_VECTOR_KEY);
+        let extra = field.format_options().extra_float_digits;
+        if let Some(text) = super::text_out::text_column(&columns[i], extra, vector) {
+            out_fields[i] = Field::new(schema.field(i).name(), text.data_type().clone(), true);
+            columns[i] = text;
+            changed = true;
+        }
+    }
+    if bits.is_empty() && !changed {
+        return Ok(batch);
+    }
     for (i, n) in bits {
         let Some(array) = columns[i].as_fixed_size_binary_opt() else {
             continue;

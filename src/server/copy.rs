@@ -14,6 +14,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 
 use super::error::{error_info, to_pgwire};
+use quiver_common::interrupt::Canceled;
 use quiver_common::sqlstate;
 use quiver_exec::copy::CopyIn;
 use std::sync::Arc;
@@ -68,6 +69,15 @@ fn take<C: ClientInfo + ?Sized>(client: &C) -> Option<Result<Box<CopyIn>, QueryE
         .and_then(|s| s.inner.lock().take())
 }
 
+/// Whether the session's COPY must stop (a cancel request, the
+/// statement_timeout set when the COPY statement began, or a termination).
+fn interrupted<C: ClientInfo + ?Sized>(client: &C) -> Result<(), Canceled> {
+    match client.session_extensions().get::<quiver_planner::Session>() {
+        Some(session) => session.interrupt().check(),
+        None => Ok(()),
+    }
+}
+
 pub struct QuiverCopy;
 
 #[async_trait]
@@ -91,6 +101,14 @@ impl CopyHandler for QuiverCopy {
                 return Ok(());
             }
         };
+        // A cancel request or statement_timeout stops the COPY here; its
+        // staged files go with it, and CopyDone reports 57014.
+        if let Err(c) = interrupted(client) {
+            drop(copy);
+            progress(client, None);
+            *state.inner.lock() = Some(Err(c.into()));
+            return Ok(());
+        }
         let pushed = match copy.push(&copy_data.data) {
             // A large COPY writes what fills a segment now.
             Ok(()) => copy.stage_if_large().await,
@@ -128,6 +146,10 @@ impl CopyHandler for QuiverCopy {
                 ))));
             }
         };
+        if let Err(c) = interrupted(client) {
+            drop(copy);
+            return Err(to_pgwire(c.into()));
+        }
         let tx = client
             .session_extensions()
             .get::<quiver_planner::Session>()
@@ -209,7 +231,7 @@ fn copy_rows(
                     super::bits::wire_batch(b, &fields)
                         .map_err(|e| QueryError::DataFusion(e.into()))
                 }) {
-                    Ok(b) => encode_recordbatch(fields.clone(), b)
+                    Ok(b) => until_error(encode_recordbatch(fields.clone(), b))
                         .map(|row| Ok(CopyData::new(message(&row?.data).into())))
                         .collect(),
                     Err(e) => vec![Err(to_pgwire(e))],
@@ -217,6 +239,22 @@ fn copy_rows(
             futures::stream::iter(out)
         })
         .flatten()
+}
+
+/// `rows` up to and with the first error: arrow-pg's row encoder repeats
+/// an error for ever (it does not move past the row), which collected
+/// without end once took all memory.
+pub fn until_error<T, E>(
+    rows: impl Iterator<Item = Result<T, E>>,
+) -> impl Iterator<Item = Result<T, E>> {
+    let mut failed = false;
+    rows.map_while(move |row| {
+        if failed {
+            return None;
+        }
+        failed = row.is_err();
+        Some(row)
+    })
 }
 
 /// COPY TO in the binary format: the header, then per row its field count

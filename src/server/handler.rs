@@ -299,7 +299,10 @@ async fn rows_response(
         .map(move |batch| {
             let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> = match batch {
                 Ok(b) => match super::bits::wire_batch(b, &fields_ref) {
-                    Ok(b) => encode_recordbatch(fields_ref.clone(), b),
+                    Ok(b) => Box::new(super::copy::until_error(encode_recordbatch(
+                        fields_ref.clone(),
+                        b,
+                    ))),
                     Err(e) => Box::new(std::iter::once(Err(to_pgwire(QueryError::DataFusion(
                         e.into(),
                     ))))),

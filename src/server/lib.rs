@@ -10,6 +10,7 @@ pub mod handler;
 pub mod limits;
 pub mod metrics;
 pub mod startup;
+pub mod text_out;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -224,7 +224,18 @@ impl Engine {
                         .collect::<Result<Vec<_>, _>>()?
                 };
                 let data = self.storage.open_collection(&def)?;
-                let copy = CopyIn::new(def, data, targets, copy.options);
+                // Columns the COPY leaves out take their defaults.
+                let defaults = def
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !targets.contains(i))
+                    .filter_map(|(i, f)| {
+                        let text = f.default.as_ref()?;
+                        Some(ddl::default_value(text, &f.field_type).map(|v| (i, v)))
+                    })
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let copy = CopyIn::new(def, data, targets, copy.options).with_defaults(defaults);
                 // A block's rows stay in its transaction until COMMIT.
                 let copy = if session.transaction().is_none() {
                     copy.allow_bulk()
