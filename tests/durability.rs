@@ -1055,3 +1055,76 @@ async fn count_of(c: &tokio_postgres::Client, table: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// TRUNCATE emptied a table but kept its files until its next write; a
+/// DROP removes a collection's files in the background, and kill -9 right
+/// after it left them for good. Now the flusher names no segment soon
+/// after a TRUNCATE (its files go), and a start removes the objects and
+/// logs of collections the catalog no longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_dropped_collections_leave_no_files() {
+    let mut server = Server::start();
+    let c = server.connect("default").await;
+    c.batch_execute(
+        "CREATE TABLE keep (id bigint primary key);
+         INSERT INTO keep VALUES (1), (2);
+         CREATE TABLE emptied (id bigint primary key);
+         INSERT INTO emptied SELECT x FROM generate_series(1, 1000) AS t(x);
+         FLUSH keep; FLUSH emptied",
+    )
+    .await
+    .unwrap();
+    let parquet = |data: &std::path::Path| {
+        walk(&data.join("collections"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert_eq!(parquet(&server.dir), 2);
+    c.batch_execute("TRUNCATE emptied").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while parquet(&server.dir) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the truncated table's files stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count_of(&c, "emptied").await, 0);
+
+    // kill -9 right after a DROP; and what a crash in the middle of a
+    // DROP's cleanup leaves: a folder and a log of an id the catalog lacks.
+    c.batch_execute(
+        "CREATE TABLE gone (id bigint primary key); INSERT INTO gone VALUES (1); FLUSH gone; DROP TABLE gone",
+    )
+    .await
+    .unwrap();
+    server.kill_and_restart();
+    let c = server.connect("default").await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    server.kill_and_restart();
+    let orphan = server.dir.join("collections/987654/segments/3");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("data-0.parquet"), b"left over").unwrap();
+    let log = server.dir.join("wal/987654/0");
+    std::fs::create_dir_all(&log).unwrap();
+    std::fs::write(log.join("00000000000000000001.log"), b"left over").unwrap();
+    server.kill_and_restart();
+    let c = server.connect("default").await;
+    assert!(!server.dir.join("collections/987654").exists());
+    assert!(!server.dir.join("wal/987654").exists());
+    assert_eq!(
+        parquet(&server.dir),
+        1,
+        "{:?}",
+        walk(&server.dir.join("collections"))
+    );
+    let logs: Vec<String> = std::fs::read_dir(server.dir.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(logs.len(), 3, "{logs:?}"); // keep, emptied, commits
+    assert_eq!(count_of(&c, "keep").await, 2);
+    assert_eq!(count_of(&c, "emptied").await, 0);
+}

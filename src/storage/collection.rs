@@ -112,7 +112,8 @@ pub struct CollectionData {
     write: Mutex<WriteState>,
     maintenance: tokio::sync::Mutex<()>,
     last_write_ms: AtomicU64,
-    /// A bulk load attached segments the manifest does not name yet.
+    /// The next flush pass must flush: a bulk load attached segments the
+    /// manifest does not name yet, or a TRUNCATE emptied it.
     attached: AtomicBool,
     dropped: AtomicBool,
     /// RELEASE COLLECTION: rows and indexes out of memory, reads refused

@@ -497,12 +497,14 @@ impl Storage {
         let manifest = self.shared.manifest.snapshot().await;
         let started = std::time::Instant::now();
         self.open_commit_log()?;
+        let known: HashSet<u64> = defs.iter().map(|d| d.id).collect();
         for def in defs {
             let entry = manifest.collections.get(&def.id).cloned();
             let data = CollectionData::open(&def, self.shared.clone(), entry).await?;
             self.collections.write().insert(def.id, data);
         }
         self.trim_commit_log()?;
+        self.remove_dropped(&known).await;
         info!(
             collections = self.collections.read().len(),
             ms = started.elapsed().as_millis() as u64,
@@ -511,6 +513,38 @@ impl Storage {
         self.start_flusher();
         self.start_indexer();
         Ok(())
+    }
+
+    /// Remove the objects and logs of collections the catalog no longer
+    /// has: a DROP removes them in the background, and a crash right after
+    /// it left them behind. (Ids are never reused: a folder of an unknown
+    /// id is a dropped collection's.)
+    async fn remove_dropped(&self, known: &HashSet<u64>) {
+        let unknown = |name: &str| name.parse::<u64>().is_ok_and(|id| !known.contains(&id));
+        match self.shared.io.list_folders("collections").await {
+            Ok(folders) => {
+                for name in folders.iter().filter(|n| unknown(n)) {
+                    info!(collection_id = %name, "removing the objects of a dropped collection");
+                    self.shared
+                        .io
+                        .delete_prefix(&format!("collections/{name}"))
+                        .await;
+                }
+            }
+            Err(e) => warn!("cannot list collections to clean: {e}"),
+        }
+        let Ok(logs) = std::fs::read_dir(&self.shared.wal_dir) else {
+            return;
+        };
+        for entry in logs.flatten() {
+            let name = entry.file_name();
+            if name.to_str().is_some_and(unknown) {
+                info!(collection_id = ?name, "removing the log of a dropped collection");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    warn!(collection_id = ?name, "cannot remove the log: {e}");
+                }
+            }
+        }
     }
 
     /// Open the commit log of multi-collection transactions and read the

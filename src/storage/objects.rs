@@ -218,6 +218,22 @@ impl ObjectIo {
             .collect())
     }
 
+    /// Names of the folders right under `rel_prefix` (`collections` ->
+    /// `["1", "7"]`).
+    pub async fn list_folders(&self, rel_prefix: &str) -> Result<Vec<String>> {
+        let prefix = self.path(rel_prefix);
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(obj_err)?;
+        Ok(listed
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     /// Delete an object; a missing one is not an error.
     pub async fn delete(&self, rel: &str) {
         match self.store.delete(&self.path(rel)).await {

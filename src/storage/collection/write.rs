@@ -716,6 +716,10 @@ impl CollectionData {
             out
         };
         self.durable(lsn, snap).await?;
+        // The next flush names no segment, and the emptied table's files
+        // go then (not at its next write).
+        self.attached.store(true, Ordering::Relaxed);
+        self.shared.wake_flusher.notify_one();
         Ok(n)
     }
 }
