@@ -57,7 +57,7 @@ pub struct CopyIn {
     /// Binary format: the header was read.
     header_read: bool,
     /// Binary format: one buffer of raw values per input column.
-    raw: Vec<Vec<Option<Vec<u8>>>>,
+    raw: Vec<binary::RawValues>,
     /// Outside a transaction block, a COPY larger than a segment is a bulk
     /// load: its rows are written as segments while they arrive.
     bulk_allowed: bool,
@@ -94,7 +94,7 @@ impl CopyIn {
             line: 0,
             done: false,
             header_read: false,
-            raw: vec![Vec::new(); targets_len],
+            raw: vec![binary::RawValues::default(); targets_len],
             bulk_allowed: false,
             bulk: None,
             in_quotes: false,
@@ -295,7 +295,7 @@ impl CopyIn {
             }
             self.line = line;
             for (i, range) in fields.into_iter().enumerate() {
-                self.raw[i].push(range.map(|r| buf[r].to_vec()));
+                self.raw[i].push(range.map(|r| &buf[r]));
             }
             if self.raw[0].len() >= CHUNK {
                 self.convert()?;
@@ -355,7 +355,7 @@ impl CopyIn {
     /// batch in the collection's storage schema.
     fn convert(&mut self) -> Result<(), ExecError> {
         let rows = if self.options.binary {
-            self.raw.first().map_or(0, Vec::len)
+            self.raw.first().map_or(0, binary::RawValues::len)
         } else {
             self.columns.first().map_or(0, Vec::len)
         };
@@ -463,7 +463,7 @@ struct Chunk {
 enum Values {
     Text(Vec<Vec<Option<String>>>),
     /// Binary COPY: each value in its type's binary form.
-    Binary(Vec<Vec<Option<Vec<u8>>>>),
+    Binary(Vec<binary::RawValues>),
 }
 
 impl Chunk {
@@ -515,7 +515,7 @@ impl Chunk {
                                 .iter()
                                 .enumerate()
                                 .map(|(i, v)| {
-                                    v.as_deref()
+                                    v
                                         .map(|b| binary::to_text(&def.field_type, b))
                                         .transpose()
                                         .map_err(|m| (i, m))
