@@ -791,3 +791,62 @@ fn tls_connections() {
         None => eprintln!("no non-loopback address: require_tls checked on loopback only"),
     }
 }
+
+/// The login limiter checked before an attempt and counted its failure
+/// after it: 40 wrong passwords sent at once let 13 through instead of 10.
+/// An attempt now holds a token while it runs: exactly the limit fail with
+/// 28P01, the others are refused with 28000, and a right password after
+/// the limiter's interval logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_at_once_stay_within_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("quiver.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nmax_failed_logins = 10\nfailed_login_interval_ms = 600000\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&["--config", config.to_str().unwrap()]);
+    let admin = server.connect("default").await;
+    // Right passwords made at once (a pool opening, more than the limit)
+    // all log in: each gives its token back.
+    let mut pool = Vec::new();
+    for _ in 0..20 {
+        let conn = server.conn_string("default");
+        pool.push(tokio::spawn(async move {
+            tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }));
+    }
+    for p in pool {
+        p.await.unwrap().expect("a right password was refused");
+    }
+    let mut tries = Vec::new();
+    for _ in 0..40 {
+        let conn = server.conn_string_as("quiver", "wrong", "default");
+        tries.push(tokio::spawn(async move {
+            let e = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .err()
+                .expect("a wrong password logged in");
+            e.as_db_error().map(|d| d.code().code().to_string())
+        }));
+    }
+    let mut codes = std::collections::HashMap::new();
+    for t in tries {
+        *codes.entry(t.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        codes.get(&Some("28P01".to_string())),
+        Some(&10),
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.get(&Some("28000".to_string())),
+        Some(&30),
+        "{codes:?}"
+    );
+    assert_eq!(column(&admin, "SELECT 1").await, ["1"]);
+}

@@ -1431,3 +1431,46 @@ async fn a_value_that_cannot_be_written_fails_its_copy_to() {
     let c = server.connect("default").await;
     assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
 }
+
+/// Malformed SASL messages before login (a mechanism with no length after
+/// it, a length past the message, an empty message) panicked pgwire's
+/// decoder: the socket closed without an error and the log grew by a
+/// panic each. Now FATAL 08P01 "malformed SASL message", no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_sasl_messages_get_08p01() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start();
+    let sasl = |body: &[u8], declared: Option<u32>| {
+        let mut m = header(b'p', declared.unwrap_or(body.len() as u32 + 4));
+        m.extend_from_slice(body);
+        m
+    };
+    let mut length_past = b"SCRAM-SHA-256\0".to_vec();
+    length_past.extend_from_slice(&100i32.to_be_bytes());
+    length_past.extend_from_slice(b"abc");
+    let cases = [
+        sasl(b"pass\0", None),
+        sasl(b"SCRAM-SHA-256\0", None),
+        sasl(&length_past, None),
+        sasl(b"", None),
+    ];
+    for message in cases {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        s.write_all(&startup_message("quiver")).await.unwrap();
+        // The AuthenticationSASL request.
+        let mut request = [0u8; 64];
+        let n = s.read(&mut request).await.unwrap();
+        assert!(n > 0 && request[0] == b'R', "{:?}", &request[..n]);
+        s.write_all(&message).await.unwrap();
+        let (code, text) = first_error(&read_to_close(&mut s).await).expect("an error");
+        assert_eq!(code, "08P01", "{text}");
+        assert!(text.contains("malformed SASL message"), "{text}");
+    }
+    assert!(!server.logged("panicked"));
+    assert_eq!(
+        first(&server.connect("default").await, "SELECT 1").await,
+        Ok("1".into())
+    );
+}

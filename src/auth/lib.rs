@@ -77,12 +77,34 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 
 /// A token bucket of failed logins per client address: each address may
 /// fail `burst` times, then once per `interval`. Other addresses are not
-/// affected, and nothing blocks: a limited attempt is refused at once.
+/// affected. An attempt holds one of its address's tokens while it runs
+/// ([`LoginLimiter::begin`] .. [`LoginLimiter::end`]), so attempts made at
+/// once cannot together fail more often than the tokens left (checking
+/// first and counting the failure after let 13 of 40 through, not 10).
 #[derive(Debug)]
 pub struct LoginLimiter {
     burst: f64,
     interval: Duration,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    /// Attempts running, each holding a token.
+    running: u32,
+}
+
+/// Whether a login attempt may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// Running attempts hold the tokens left: ask again shortly (the
+    /// ones that succeed give theirs back).
+    Wait,
+    /// No token left: refused, for about this long.
+    Refused(Duration),
 }
 
 impl LoginLimiter {
@@ -94,40 +116,57 @@ impl LoginLimiter {
         }
     }
 
-    fn tokens(&self, at: (f64, Instant), now: Instant) -> f64 {
-        let refill = now.duration_since(at.1).as_secs_f64() / self.interval.as_secs_f64();
-        (at.0 + refill).min(self.burst)
-    }
-
-    /// `Err(wait)` if `ip` has used up its failed logins.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
-        let buckets = self.buckets.lock();
-        let Some(&bucket) = buckets.get(&ip) else {
-            return Ok(());
-        };
-        let tokens = self.tokens(bucket, now);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(self.interval.mul_f64(1.0 - tokens))
+    fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
+        let refill = now.duration_since(b.at).as_secs_f64() / self.interval.as_secs_f64();
+        Bucket {
+            tokens: (b.tokens + refill).min(self.burst),
+            at: now,
+            running: b.running,
         }
     }
 
-    /// Record a failed login from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
+    /// An attempt from `ip` begins; on [`Admit::Go`] it holds a token
+    /// until [`LoginLimiter::end`].
+    pub fn begin(&self, ip: IpAddr) -> Admit {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Forget addresses that have recovered fully.
             let full = self.burst;
-            buckets.retain(|_, b| self.tokens(*b, now) < full);
+            buckets.retain(|_, b| b.running > 0 || self.refilled(*b, now).tokens < full);
         }
-        let tokens = buckets
-            .get(&ip)
-            .map(|b| self.tokens(*b, now))
-            .unwrap_or(self.burst);
-        buckets.insert(ip, ((tokens - 1.0).max(0.0), now));
+        let b = buckets.get(&ip).map_or(
+            Bucket {
+                tokens: self.burst,
+                at: now,
+                running: 0,
+            },
+            |b| self.refilled(*b, now),
+        );
+        let admit = if b.tokens - f64::from(b.running) >= 1.0 {
+            Admit::Go
+        } else if b.running > 0 {
+            Admit::Wait
+        } else {
+            Admit::Refused(self.interval.mul_f64(1.0 - b.tokens))
+        };
+        let running = b.running + u32::from(admit == Admit::Go);
+        buckets.insert(ip, Bucket { running, ..b });
+        admit
+    }
+
+    /// The attempt from `ip` ended; a `failed` one spends its token.
+    pub fn end(&self, ip: IpAddr, failed: bool) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if let Some(b) = buckets.get(&ip).copied() {
+            let mut b = self.refilled(b, now);
+            b.running = b.running.saturating_sub(1);
+            if failed {
+                b.tokens = (b.tokens - 1.0).max(0.0);
+            }
+            buckets.insert(ip, b);
+        }
     }
 }
 
@@ -154,16 +193,37 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(l.check(a).is_ok());
-            l.failed(a);
+            assert_eq!(l.begin(a), Admit::Go);
+            l.end(a, true);
         }
-        let wait = l.check(a).unwrap_err();
+        let Admit::Refused(wait) = l.begin(a) else {
+            panic!("not refused");
+        };
         assert!(wait > Duration::from_secs(50));
-        assert!(l.check(b).is_ok());
+        assert_eq!(l.begin(b), Admit::Go);
         let quick = LoginLimiter::new(1, Duration::from_millis(20));
-        quick.failed(a);
-        assert!(quick.check(a).is_err());
+        assert_eq!(quick.begin(a), Admit::Go);
+        quick.end(a, true);
+        assert!(matches!(quick.begin(a), Admit::Refused(_)));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(quick.check(a).is_ok());
+        assert_eq!(quick.begin(a), Admit::Go);
+    }
+
+    #[test]
+    fn attempts_at_once_hold_their_tokens() {
+        let l = LoginLimiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(l.begin(a), Admit::Go);
+        }
+        // Three are running: the fourth waits for them.
+        assert_eq!(l.begin(a), Admit::Wait);
+        // One succeeds and gives its token back.
+        l.end(a, false);
+        assert_eq!(l.begin(a), Admit::Go);
+        for _ in 0..3 {
+            l.end(a, true);
+        }
+        assert!(matches!(l.begin(a), Admit::Refused(_)));
     }
 }

@@ -515,8 +515,7 @@ impl Chunk {
                                 .iter()
                                 .enumerate()
                                 .map(|(i, v)| {
-                                    v
-                                        .map(|b| binary::to_text(&def.field_type, b))
+                                    v.map(|b| binary::to_text(&def.field_type, b))
                                         .transpose()
                                         .map_err(|m| (i, m))
                                 })

@@ -25,7 +25,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tracing::{info, warn};
 
 use quiver_auth::scram::{ClientFirst, Exchange, Verifier};
-use quiver_auth::{AuthConfig, LoginLimiter};
+use quiver_auth::{Admit, AuthConfig, LoginLimiter};
 use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -99,6 +99,68 @@ impl ServerParameterProvider for ServerParameters {
     }
 }
 
+/// A password login in progress, holding a token of the login limiter
+/// until it ends (a connection that goes away mid-exchange ends it too,
+/// as not failed: it guessed nothing).
+struct Attempt {
+    logins: Arc<Logins>,
+    ip: std::net::IpAddr,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl Attempt {
+    fn end(&self, failed: bool) {
+        if self.open.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.logins.limiter.end(self.ip, failed);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+/// A SASLInitialResponse's mechanism and data, read with every length
+/// checked (pgwire's decoder panicked on a message that ends early).
+fn sasl_initial_response(msg: PasswordMessageFamily) -> PgWireResult<(String, Vec<u8>)> {
+    let malformed = || {
+        login_error(
+            sqlstate::PROTOCOL_VIOLATION,
+            "malformed SASL message".into(),
+        )
+    };
+    let body = match msg {
+        PasswordMessageFamily::Raw(body) => body,
+        PasswordMessageFamily::SASLInitialResponse(m) => {
+            return Ok((
+                m.auth_method,
+                m.data.map(|d| d.to_vec()).unwrap_or_default(),
+            ));
+        }
+        _ => return Err(malformed()),
+    };
+    let nul = body.iter().position(|&b| b == 0).ok_or_else(malformed)?;
+    let method = std::str::from_utf8(&body[..nul])
+        .map_err(|_| malformed())?
+        .to_string();
+    let rest = &body[nul + 1..];
+    let len = rest.get(..4).ok_or_else(malformed)?;
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    let data = match len {
+        -1 => Vec::new(),
+        n => {
+            let n = usize::try_from(n).map_err(|_| malformed())?;
+            if rest.len() - 4 != n {
+                return Err(malformed());
+            }
+            rest[4..].to_vec()
+        }
+    };
+    Ok((method, data))
+}
+
 fn login_error(code: SqlState, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".to_string(),
@@ -130,6 +192,10 @@ impl QuiverStartup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // The password was right: the attempt gives its token back.
+        if let Some(attempt) = client.session_extensions().get::<Attempt>() {
+            attempt.end(false);
+        }
         let addr = client.socket_addr();
         let metadata = client.metadata();
         let user = Self::user_of(client);
@@ -185,17 +251,16 @@ impl QuiverStartup {
         let user = Self::user_of(client);
         let Some(pending) = client.session_extensions().get::<Pending>() else {
             // client-first
-            let initial = msg.into_sasl_initial_response()?;
-            if initial.auth_method != SCRAM_SHA_256 {
+            let (method, data) = sasl_initial_response(msg)?;
+            if method != SCRAM_SHA_256 {
                 return Err(login_error(
                     sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                     format!(
                         "authentication method {} is not supported: use SCRAM-SHA-256",
-                        initial.auth_method
+                        method.escape_debug()
                     ),
                 ));
             }
-            let data = initial.data.unwrap_or_default();
             let first = ClientFirst::parse(&data).map_err(|e| {
                 warn!(%addr, user = %user.escape_debug(), error = %e, "login failed");
                 login_error(e.sqlstate(), format!("invalid SCRAM exchange: {e}"))
@@ -241,7 +306,9 @@ impl QuiverStartup {
                     Err(e) => e.to_string(),
                     Ok(_) => "no such user or no password".to_string(),
                 };
-                self.auth.limiter.failed(addr.ip());
+                if let Some(attempt) = client.session_extensions().get::<Attempt>() {
+                    attempt.end(true);
+                }
                 warn!(%addr, user = %user.escape_debug(), reason, "login failed");
                 Err(password_failed(&user))
             }
@@ -288,17 +355,6 @@ impl StartupHandler for QuiverStartup {
                 "no user name given".into(),
             ));
         }
-        if let Err(wait) = self.auth.limiter.check(addr.ip()) {
-            warn!(%addr, user = %user.escape_debug(), "login refused: too many failed logins");
-            return Err(login_error(
-                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-                format!(
-                    "too many failed logins from {}: try again in {} s",
-                    addr.ip(),
-                    wait.as_secs().max(1)
-                ),
-            ));
-        }
         if self.auth.config.loopback_trust && loopback {
             if self.engine.catalog().security(|s| s.user(&user).is_some()) {
                 return self.complete(client, "trust (loopback)").await;
@@ -308,6 +364,30 @@ impl StartupHandler for QuiverStartup {
                 format!("role \"{user}\" does not exist"),
             ));
         }
+        // A password attempt holds one of its address's tokens until it
+        // ends (the login timeout bounds the wait).
+        loop {
+            match self.auth.limiter.begin(addr.ip()) {
+                Admit::Go => break,
+                Admit::Wait => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                Admit::Refused(wait) => {
+                    warn!(%addr, user = %user.escape_debug(), "login refused: too many failed logins");
+                    return Err(login_error(
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        format!(
+                            "too many failed logins from {}: try again in {} s",
+                            addr.ip(),
+                            wait.as_secs().max(1)
+                        ),
+                    ));
+                }
+            }
+        }
+        client.session_extensions().insert(Attempt {
+            logins: self.auth.clone(),
+            ip: addr.ip(),
+            open: std::sync::atomic::AtomicBool::new(true),
+        });
         client.set_state(PgWireConnectionState::AuthenticationInProgress);
         client
             .send(PgWireBackendMessage::Authentication(Authentication::SASL(

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
+use datafusion::parquet::arrow::ArrowSchemaConverter;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::arrow::ArrowSchemaConverter;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use futures::TryStreamExt;
@@ -48,7 +48,11 @@ fn float_list_leaves(schema: &SchemaRef) -> Result<Vec<ColumnPath>> {
         .columns()
         .iter()
         .map(|c| c.path().clone())
-        .filter(|p| p.parts().first().is_some_and(|n| lists.contains(&n.as_str())))
+        .filter(|p| {
+            p.parts()
+                .first()
+                .is_some_and(|n| lists.contains(&n.as_str()))
+        })
         .collect())
 }
 

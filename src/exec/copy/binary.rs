@@ -200,11 +200,11 @@ pub fn to_array(
             .enumerate()
             .map(|(i, v)| {
                 v.map(|b| {
-                        b.try_into()
-                            .map(&f)
-                            .map_err(|_| (i, format!("{what} of {} bytes, expected {N}", b.len())))
-                    })
-                    .transpose()
+                    b.try_into()
+                        .map(&f)
+                        .map_err(|_| (i, format!("{what} of {} bytes, expected {N}", b.len())))
+                })
+                .transpose()
             })
             .collect()
     }
