@@ -153,12 +153,18 @@ async fn update_and_delete_that_read_rows_need_select() {
         .unwrap();
     exec(
         &admin,
-        "GRANT UPDATE, DELETE ON COLLECTION secret TO writer",
+        "GRANT INSERT, UPDATE, DELETE ON COLLECTION secret TO writer",
     )
     .await
     .unwrap();
     let w = server.connect_as("writer", "pw", "default").await.unwrap();
     for sql in [
+        // Upserts read the existing row through their conflict target,
+        // SET and WHERE (PostgreSQL: permission denied for all of these).
+        "INSERT INTO secret VALUES (1, '0') ON CONFLICT (id) DO UPDATE SET ssn = 'hit' WHERE secret.ssn LIKE '1%'",
+        "INSERT INTO secret VALUES (1, '0') ON CONFLICT (id) DO UPDATE SET ssn = secret.ssn || 'x'",
+        "INSERT INTO secret VALUES (1, '0') ON CONFLICT (id) DO UPDATE SET ssn = 'hit'",
+        "INSERT INTO secret VALUES (1, '0') ON CONFLICT (id) DO NOTHING",
         "UPDATE secret SET ssn = ssn WHERE ssn LIKE '1%'",
         "UPDATE secret SET ssn = ssn WHERE ssn LIKE '5%'",
         "UPDATE secret SET ssn = ssn || 'x'",
@@ -176,8 +182,12 @@ async fn update_and_delete_that_read_rows_need_select() {
         .await,
         ["123,456"]
     );
-    // Writing without reading is the DML privilege alone.
+    // Writing without reading is the DML privilege alone (and, as in
+    // PostgreSQL, ON CONFLICT DO NOTHING without a conflict target).
     exec(&w, "UPDATE secret SET ssn = 'hidden'").await.unwrap();
+    exec(&w, "INSERT INTO secret VALUES (1, '0') ON CONFLICT DO NOTHING")
+        .await
+        .unwrap();
     // With SELECT, as in PostgreSQL, the reading forms are allowed.
     exec(&admin, "GRANT SELECT ON COLLECTION secret TO writer")
         .await

@@ -213,6 +213,12 @@ impl Engine {
         if !matches!(action, ConflictAction::Nothing) {
             needs.insert(Need::on(Privilege::Update, &def));
         }
+        // As in PostgreSQL, a conflict target and a DO UPDATE (its SET and
+        // WHERE read the existing row) need SELECT: otherwise the row count
+        // answers questions about data the user may not read.
+        if target.is_some() || matches!(action, ConflictAction::Update { .. }) {
+            needs.insert(Need::on(Privilege::Select, &def));
+        }
         access::authorize(&self.catalog, session, &needs)?;
         let Some(pk) = def.primary_key else {
             return Err(QueryError::NoConflictTarget(def.name.clone()));
