@@ -770,11 +770,19 @@ impl Engine {
         }
         match &prepared.plan {
             Some(plan) => {
+                let target = match &prepared.statement {
+                    Statement::Query(stmt) => {
+                        crate::insert_values::insert_targets(self, session, stmt)
+                    }
+                    _ => None,
+                };
+                let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
                 let plan = fold_limit_casts(plan.clone().with_param_values(params)?)?;
                 match &prepared.returning {
                     Some(returning) => self.run_returning(session, plan, returning).await,
                     None => self.run_plan(session, plan).await,
                 }
+                .map_err(not_null)
             }
             None => match prepared.statement.clone() {
                 // Its rows may hold parameters (psycopg's `VALUES (%s, %s)`).

@@ -171,29 +171,36 @@ pub(super) fn insert_targets(
 
 /// DataFusion stops a NULL bound for a NOT NULL column before storage
 /// sees it, with Arrow's words about the VALUES list's own column
-/// (`column2`). Say it as PostgreSQL does (23502, the collection's column).
+/// (`Column 'column2' is declared as non-nullable`) or the sink's input
+/// (`Invalid batch column at '2' has null`). Say it as PostgreSQL does
+/// (23502, the collection's column).
 pub(super) fn not_null_violation(
     target: Option<&(std::sync::Arc<CollectionDef>, Vec<usize>)>,
     e: QueryError,
 ) -> QueryError {
-    let text = e.to_string();
     let Some((def, targets)) = target else {
         return e;
     };
-    let Some(name) = text
-        .split("Column '")
-        .nth(1)
-        .and_then(|rest| rest.split_once("' is declared as non-nullable"))
-        .map(|(name, _)| name)
-    else {
-        return e;
+    let text = e.to_string();
+    let between = |start: &str, end: &str| {
+        text.split(start)
+            .nth(1)
+            .and_then(|rest| rest.split_once(end))
+            .map(|(name, _)| name.to_string())
     };
-    let field = match name
-        .strip_prefix("column")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        Some(n) if n >= 1 && n <= targets.len() => Some(targets[n - 1]),
-        _ => def.field_index(name),
+    let field = if let Some(name) = between("Column '", "' is declared as non-nullable") {
+        match name
+            .strip_prefix("column")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n >= 1 && n <= targets.len() => Some(targets[n - 1]),
+            _ => def.field_index(&name),
+        }
+    } else if let Some(at) = between("Invalid batch column at '", "' has null") {
+        // The sink's input has the collection's fields, in order.
+        at.parse::<usize>().ok().filter(|&i| i < def.fields.len())
+    } else {
+        None
     };
     match field {
         Some(f) => QueryError::Storage(quiver_storage::StorageError::NotNull {

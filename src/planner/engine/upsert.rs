@@ -182,6 +182,20 @@ impl Engine {
     pub(super) async fn upsert(
         &self,
         session: &Session,
+        insert: Box<ast::Statement>,
+        action: ConflictAction,
+        target: Option<ast::ConflictTarget>,
+        params: Option<ParamValues>,
+    ) -> Result<Output, QueryError> {
+        let target_fields = crate::insert_values::insert_targets(self, session, &insert);
+        Box::pin(self.upsert_checked(session, insert, action, target, params))
+            .await
+            .map_err(|e| crate::insert_values::not_null_violation(target_fields.as_ref(), e))
+    }
+
+    async fn upsert_checked(
+        &self,
+        session: &Session,
         mut insert: Box<ast::Statement>,
         action: ConflictAction,
         target: Option<ast::ConflictTarget>,
