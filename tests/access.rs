@@ -185,9 +185,12 @@ async fn update_and_delete_that_read_rows_need_select() {
     // Writing without reading is the DML privilege alone (and, as in
     // PostgreSQL, ON CONFLICT DO NOTHING without a conflict target).
     exec(&w, "UPDATE secret SET ssn = 'hidden'").await.unwrap();
-    exec(&w, "INSERT INTO secret VALUES (1, '0') ON CONFLICT DO NOTHING")
-        .await
-        .unwrap();
+    exec(
+        &w,
+        "INSERT INTO secret VALUES (1, '0') ON CONFLICT DO NOTHING",
+    )
+    .await
+    .unwrap();
     // With SELECT, as in PostgreSQL, the reading forms are allowed.
     exec(&admin, "GRANT SELECT ON COLLECTION secret TO writer")
         .await

@@ -1474,3 +1474,43 @@ async fn malformed_sasl_messages_get_08p01() {
         Ok("1".into())
     );
 }
+
+/// A query text with bytes that are not UTF-8 was read lossily: `INSERT
+/// ... VALUES (50, 'bad\xff\xfebytes')` stored replacement characters as
+/// data (PostgreSQL: 22021). Simple queries and Parse messages whose text
+/// is not UTF-8 now end the connection with 22021; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_text_that_is_not_utf8_is_refused_with_22021() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with(&["--loopback-trust", "true"]);
+    let c = server.connect("default").await;
+    first(&c, "CREATE TABLE tx (id bigint, t text)")
+        .await
+        .unwrap();
+    let query = |kind: u8, body: &[u8]| {
+        let mut m = header(kind, body.len() as u32 + 4);
+        m.extend_from_slice(body);
+        m
+    };
+    let mut simple = b"INSERT INTO tx VALUES (50, 'bad\xff\xfebytes')".to_vec();
+    simple.push(0);
+    let mut parse = b"\0INSERT INTO tx VALUES (51, 'bad\xc3')\0".to_vec();
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    for message in [query(b'Q', &simple), query(b'P', &parse)] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        s.write_all(&startup_message("quiver")).await.unwrap();
+        s.write_all(&message).await.unwrap();
+        let (code, text) = first_error(&read_to_close(&mut s).await).expect("an error");
+        assert_eq!(code, "22021", "{text}");
+    }
+    // UTF-8 text goes in whole.
+    first(&c, "INSERT INTO tx VALUES (52, 'héllo ☃')")
+        .await
+        .unwrap();
+    assert_eq!(
+        first(&c, "SELECT string_agg(t, ',') FROM tx").await,
+        Ok("héllo ☃".into())
+    );
+}

@@ -127,6 +127,8 @@ struct Framer {
     held: Option<Vec<u8>>,
     /// For a simple query: body bytes seen, and where its first NUL was.
     query: Option<(usize, Option<usize>)>,
+    /// For a simple query: its text checked as UTF-8 so far.
+    utf8: Utf8Check,
     /// The FATAL error sent, once a message broke the limit.
     failed: Option<String>,
 }
@@ -150,6 +152,7 @@ impl Framer {
                         *nul = memchr::memchr(0, &bytes[..n]).map(|i| *seen + i);
                     }
                     *seen += n;
+                    self.utf8.feed(&bytes[..n]);
                 }
                 bytes = &bytes[n..];
                 self.check_held()?;
@@ -191,7 +194,10 @@ impl Framer {
             // fields are decoded as pgwire will.
             match self.header[0] {
                 b'd' => {}
-                b'Q' => self.query = Some((0, None)),
+                b'Q' => {
+                    self.query = Some((0, None));
+                    self.utf8 = Utf8Check::default();
+                }
                 _ => {
                     let mut held = Vec::with_capacity(len + 1);
                     held.extend_from_slice(&self.header);
@@ -210,6 +216,26 @@ impl Framer {
             return Ok(());
         }
         let kind = self.header[0];
+        // A query's text must be UTF-8 (pgwire would read it lossily, and
+        // the replacement characters were stored as data). PostgreSQL
+        // answers 22021; quiver cannot fail only the statement from here,
+        // so the connection ends with it.
+        let text_ok = match (&self.held, &self.query) {
+            (Some(message), _) if kind == b'P' => parse_text_is_utf8(message),
+            (_, Some(_)) => self.utf8.valid(),
+            _ => true,
+        };
+        if !text_ok {
+            self.held = None;
+            self.query = None;
+            return Err((
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                format!(
+                    "invalid byte sequence for encoding \"UTF8\" in a message of type '{}': send the statement's text as UTF-8",
+                    (kind as char).escape_default()
+                ),
+            ));
+        }
         let bad = match (self.held.take(), self.query.take()) {
             (Some(message), _) => !decodes_cleanly(&message),
             (_, Some((seen, nul))) => nul != seen.checked_sub(1),
@@ -226,6 +252,50 @@ impl Framer {
         }
         Ok(())
     }
+}
+
+/// UTF-8 validation of text that arrives in pieces.
+#[derive(Debug, Default)]
+struct Utf8Check {
+    /// The start of a character cut by the end of the last piece.
+    carry: Vec<u8>,
+    bad: bool,
+}
+
+impl Utf8Check {
+    fn feed(&mut self, piece: &[u8]) {
+        if self.bad {
+            return;
+        }
+        let joined: Vec<u8>;
+        let bytes = if self.carry.is_empty() {
+            piece
+        } else {
+            let mut j = std::mem::take(&mut self.carry);
+            j.extend_from_slice(piece);
+            joined = j;
+            &joined
+        };
+        if let Err(e) = std::str::from_utf8(bytes) {
+            match e.error_len() {
+                Some(_) => self.bad = true,
+                // Cut at the end: the rest comes with the next piece.
+                None => self.carry = bytes[e.valid_up_to()..].to_vec(),
+            }
+        }
+    }
+
+    fn valid(&self) -> bool {
+        !self.bad && self.carry.is_empty()
+    }
+}
+
+/// Whether a Parse message's statement name and query text are UTF-8.
+fn parse_text_is_utf8(message: &[u8]) -> bool {
+    let mut fields = message.get(5..).unwrap_or_default().splitn(3, |&b| b == 0);
+    let name = fields.next().unwrap_or_default();
+    let query = fields.next().unwrap_or_default();
+    std::str::from_utf8(name).is_ok() && std::str::from_utf8(query).is_ok()
 }
 
 /// The messages a logged-in connection reads from `bytes`, checked as the
@@ -787,6 +857,24 @@ fn note_statement_names<C: ClientInfo>(client: &C, msg: &PgWireFrontendMessage) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_is_checked_across_pieces() {
+        let text = "héllo ☃ end".as_bytes();
+        for cut in 0..text.len() {
+            let mut check = Utf8Check::default();
+            check.feed(&text[..cut]);
+            check.feed(&text[cut..]);
+            assert!(check.valid(), "cut at {cut}");
+        }
+        let mut check = Utf8Check::default();
+        check.feed(b"bad \xc3");
+        assert!(!check.valid(), "a character cut at the end");
+        let mut check = Utf8Check::default();
+        check.feed(b"bad \xff\xfe");
+        check.feed(b"more");
+        assert!(!check.valid());
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
