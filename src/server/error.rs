@@ -139,7 +139,7 @@ fn datafusion_message(e: &DataFusionError) -> String {
 /// What DataFusion's "ScalarSubqueryExpr evaluated before the subquery was
 /// executed" (XX000) and "Physical plan does not support logical expression
 /// ScalarSubquery" mean for a user.
-const SCALAR_SUBQUERY_HERE: &str = "a scalar subquery is not supported here yet (in VALUES or in an UPDATE's SET): compute the value first, or use INSERT ... SELECT / UPDATE ... FROM";
+const SCALAR_SUBQUERY_HERE: &str = "this scalar subquery is not supported yet (quiver runs one in a SELECT or WHERE when it does not refer to the outer query, or is an aggregate correlated by equality; none in VALUES or an UPDATE's SET): write it as a join (LEFT JOIN ... ON ... GROUP BY), compute the value first, or use INSERT ... SELECT / UPDATE ... FROM";
 
 /// Wrap `e` for pgwire.
 pub fn to_pgwire(e: QueryError) -> PgWireError {
