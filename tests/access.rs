@@ -863,3 +863,25 @@ async fn failed_logins_at_once_stay_within_the_limit() {
     );
     assert_eq!(column(&admin, "SELECT 1").await, ["1"]);
 }
+
+/// User and role names were not bounded (a 300-character user was
+/// created); they are limited like other names: 42622 past 63 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_role_names_are_bounded() {
+    let server = Server::start();
+    let admin = server.connect("default").await;
+    let long = "u".repeat(64);
+    for sql in [
+        format!("CREATE USER {long} PASSWORD 'pw'"),
+        format!("CREATE ROLE {long}"),
+    ] {
+        assert_eq!(exec(&admin, &sql).await, Err("42622".to_string()), "{sql}");
+    }
+    let fits = "u".repeat(63);
+    exec(&admin, &format!("CREATE USER {fits} PASSWORD 'pw'"))
+        .await
+        .unwrap();
+    exec(&admin, &format!("CREATE ROLE r{}", "r".repeat(62)))
+        .await
+        .unwrap();
+}

@@ -33,6 +33,32 @@ pub enum AccessError {
     InvalidPrivilege(String),
     #[error("{0}")]
     Protected(String),
+    #[error(
+        "role name {name:?} is {len} bytes long: names are limited to {MAX_ROLE_NAME_BYTES} bytes"
+    )]
+    NameTooLong { name: String, len: usize },
+    #[error("role name {0:?} is not valid: a name cannot be empty or contain control characters")]
+    InvalidName(String),
+}
+
+/// The longest user or role name, in bytes (PostgreSQL's NAMEDATALEN - 1).
+pub const MAX_ROLE_NAME_BYTES: usize = 63;
+
+/// Check the name of a new user or role: bounded and printable, as the
+/// names of other objects.
+fn check_role_name(name: &str) -> Result<()> {
+    if name.len() > MAX_ROLE_NAME_BYTES {
+        let mut shown: String = name.chars().take(MAX_ROLE_NAME_BYTES).collect();
+        shown.push_str("...");
+        return Err(AccessError::NameTooLong {
+            name: shown,
+            len: name.len(),
+        });
+    }
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(AccessError::InvalidName(name.to_string()));
+    }
+    Ok(())
 }
 
 impl quiver_common::sqlstate::SqlStateError for AccessError {
@@ -42,6 +68,8 @@ impl quiver_common::sqlstate::SqlStateError for AccessError {
             AccessError::Denied(_) | AccessError::Protected(_) => sqlstate::INSUFFICIENT_PRIVILEGE,
             AccessError::RoleNotFound(_) => sqlstate::UNDEFINED_OBJECT,
             AccessError::RoleExists(_) => sqlstate::DUPLICATE_OBJECT,
+            AccessError::NameTooLong { .. } => sqlstate::NAME_TOO_LONG,
+            AccessError::InvalidName(_) => sqlstate::INVALID_NAME,
             AccessError::InvalidGrant(_) | AccessError::InvalidPrivilege(_) => {
                 sqlstate::INVALID_GRANT_OPERATION
             }
@@ -323,6 +351,7 @@ impl SecurityState {
         verifier: Option<Verifier>,
         superuser: bool,
     ) -> Result<()> {
+        check_role_name(name)?;
         if self.exists(name) {
             return Err(AccessError::RoleExists(name.into()));
         }
@@ -363,6 +392,7 @@ impl SecurityState {
     }
 
     pub fn create_role(&mut self, name: &str) -> Result<()> {
+        check_role_name(name)?;
         if self.exists(name) {
             return Err(AccessError::RoleExists(name.into()));
         }

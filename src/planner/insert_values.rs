@@ -133,7 +133,7 @@ impl Engine {
             &def,
             data.schema(),
             &targets,
-            &columns,
+            &mut columns,
             rows,
             |m, code| quiver_exec::ExecError::Data {
                 message: format!("invalid input for {m}"),
