@@ -1514,3 +1514,17 @@ async fn query_text_that_is_not_utf8_is_refused_with_22021() {
         Ok("héllo ☃".into())
     );
 }
+
+/// `SELECT $1` in a simple query (which carries no parameters) said 22000
+/// "Placeholder '$1' was not provided a value"; PostgreSQL says 42P02.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_in_a_simple_query_is_42p02() {
+    let server = Server::start();
+    let c = server.connect("default").await;
+    for sql in ["SELECT $1", "SELECT $1::int + 1"] {
+        let (code, message) = code_of(c.simple_query(sql).await).await;
+        assert_eq!(code, "42P02", "{sql}: {message}");
+        assert_eq!(message, "there is no parameter $1");
+    }
+    assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+}

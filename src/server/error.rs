@@ -125,6 +125,13 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::NotImplemented(m) if m.contains("ScalarSubquery") => {
             SCALAR_SUBQUERY_HERE.to_string()
         }
+        // PostgreSQL's words for `SELECT $1` in a simple query.
+        DataFusionError::Execution(m)
+            if m.starts_with("Placeholder '") && m.contains("was not provided a value") =>
+        {
+            let name = m.split('\'').nth(1).unwrap_or("$1");
+            format!("there is no parameter {name}")
+        }
         DataFusionError::NotImplemented(m)
         | DataFusionError::Plan(m)
         | DataFusionError::Execution(m)

@@ -106,7 +106,28 @@ fn execution(message: &str) -> SqlState {
         sqlstate::NOT_NULL_VIOLATION
     } else if message.contains("subquery returned more than one row") {
         sqlstate::CARDINALITY_VIOLATION
+    } else if message.starts_with("Placeholder '") && message.contains("was not provided a value") {
+        // `SELECT $1` in a simple query, which has no parameters.
+        sqlstate::UNDEFINED_PARAMETER
     } else {
         sqlstate::DATA_EXCEPTION
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_errors_by_their_words() {
+        assert_eq!(
+            execution("Placeholder '$1' was not provided a value for execution."),
+            sqlstate::UNDEFINED_PARAMETER
+        );
+        assert_eq!(
+            execution("Invalid batch column at '2' has null but schema specifies non-nullable"),
+            sqlstate::NOT_NULL_VIOLATION
+        );
+        assert_eq!(execution("anything else"), sqlstate::DATA_EXCEPTION);
     }
 }
