@@ -615,15 +615,18 @@ def ingest_verdict(res):
 
 def ingest_body(res):
     p, m = res["params"], res["machine"]
+    binary = p.get("format") == "binary"
+    fmt_name = "binary" if binary else "text"
+    fmt_option = " (FORMAT binary)" if binary else ""
     parts = [f"- command: `{res['command']}`",
              f"- date: {res['date']}",
              f"- machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; "
              f"load average {m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end",
              f"- data: {p['rows']:,} rows (id bigint, category int, price double precision, "
              f"embedding vector({p['dim']})), numpy seed {p['seed']}, "
-             f"{p['text_bytes'] / 2**20:,.0f} MiB of COPY text (sha256 {p['data_sha256'][:12]}…); "
-             f"`COPY items FROM STDIN` (text) in statements of {p['batch_rows']:,} rows, one "
-             f"psycopg client over TCP loopback, the text read from a pre-generated file",
+             f"{p['text_bytes'] / 2**20:,.0f} MiB of COPY {fmt_name} data (sha256 {p['data_sha256'][:12]}…); "
+             f"`COPY items FROM STDIN{fmt_option}` in statements of {p['batch_rows']:,} rows, one "
+             f"psycopg client over TCP loopback, the data read from a pre-generated file",
              "- quiver: `FLUSH items` after the load; bytes written and peak RSS of its process; "
              "data dir = its `--data-dir`; restart = SIGKILL, then the same command on the "
              "same data dir",
