@@ -221,6 +221,20 @@ fn psql_shows_values_as_postgres_writes_them() {
         assert!(ok, "{query}: {err}");
         assert_eq!(out.trim_end(), want, "{query}");
     }
+    // SET extra_float_digits applies, as in PostgreSQL (%.15g below 1).
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SET extra_float_digits = 0",
+            "-c",
+            "SELECT 1/3.0::float8, 0.1::float4 + 0.2::float4, 1e20::float8",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), "SET\n0.333333333333333|0.3|1e+20");
     // COPY TO writes them alike.
     let (ok, out, err) = psql(
         &server,

@@ -258,6 +258,19 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     message
 }
 
+/// How text results are written: the client's startup parameters, with
+/// the session's `extra_float_digits` (SET after startup included).
+fn format_options<C: ClientInfo + ?Sized>(client: &C, session: &Session) -> Arc<FormatOptions> {
+    let mut options = FormatOptions::from_client_metadata(client.metadata());
+    if let Some(digits) = session
+        .var("extra_float_digits")
+        .and_then(|v| v.trim().parse::<i8>().ok())
+    {
+        options.extra_float_digits = digits.clamp(-15, 3);
+    }
+    Arc::new(options)
+}
+
 /// Show the statement in pg_stat_activity.
 fn show_active<C: ClientInfo + ?Sized>(client: &C, text: &str) {
     if let Some(r) = client.session_extensions().get::<Registered>() {
@@ -414,7 +427,7 @@ impl SimpleQueryHandler for QuiverService {
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let options = format_options(client, &session);
         let mut responses = Vec::with_capacity(statements.len());
         // Several statements outside a block run as one transaction, as in
         // PostgreSQL: all or nothing.
@@ -798,7 +811,7 @@ impl ExtendedQueryHandler for QuiverService {
             .map(|f| f.as_ref().and_then(|f| bit_length_of(f)))
             .collect();
         let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths)?;
-        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let options = format_options(client, &session);
         show_active(client, &prepared.text);
         let kind = statement_kind(&prepared.statement);
         let started = std::time::Instant::now();

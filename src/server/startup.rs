@@ -211,6 +211,13 @@ impl QuiverStartup {
             i.severity = "FATAL".into();
             PgWireError::UserError(i)
         })?;
+        // A float format asked for at startup (pgjdbc sends 3) is the
+        // session's setting, shown by SHOW and used for text results.
+        if let Some(digits) = metadata.get("extra_float_digits")
+            && session.set_var("extra_float_digits", digits).is_err()
+        {
+            warn!(%addr, value = %digits.escape_debug(), "startup extra_float_digits ignored: not in -15..3");
+        }
         let superuser = self.engine.catalog().security(|s| s.is_superuser(&user));
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
