@@ -405,6 +405,13 @@ async fn escalation_attempts_fail() {
         .await,
         denied
     );
+    // A correlated subquery run once per row checks its collections too.
+    for sql in [
+        "SELECT id, (SELECT secret FROM other WHERE other.id = t.id) FROM t",
+        "SELECT id FROM t WHERE (SELECT count(*) FROM other WHERE other.id < t.id) > 0",
+    ] {
+        assert_eq!(exec(&alice, sql).await, denied, "{sql}");
+    }
     assert_eq!(exec(&alice, "EXPLAIN SELECT * FROM other").await, denied);
     // Another database's collection is out of reach from this one, even
     // with a grant on it (a session sees its own database only).

@@ -106,6 +106,16 @@ fn collect(plan: &LogicalPlan, exempt: Option<(&str, &str)>, out: &mut BTreeSet<
             }
         }
         LogicalPlan::Extension(ext) => {
+            // Its subqueries are no expressions of the plan.
+            if let Some(node) = ext
+                .node
+                .as_any()
+                .downcast_ref::<crate::correlated::CorrelatedApplyNode>()
+            {
+                for sub in node.subquery_plans() {
+                    collect(sub, exempt, out);
+                }
+            }
             if let Some(node) = ext.node.as_any().downcast_ref::<AnnSearchNode>() {
                 let def = node.table.def();
                 out.insert(Need::Search {

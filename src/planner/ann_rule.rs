@@ -503,9 +503,12 @@ impl QueryPlanner for QuiverQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(AnnSearchPlanner)])
-            .create_physical_plan(logical_plan, session)
-            .await
+        DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(AnnSearchPlanner),
+            Arc::new(crate::correlated::CorrelatedApplyPlanner),
+        ])
+        .create_physical_plan(logical_plan, session)
+        .await
     }
 }
 
@@ -564,6 +567,20 @@ pub fn bind_params(
             let LogicalPlan::Extension(ext) = &p else {
                 return Ok(Transformed::no(p));
             };
+            if let Some(apply) = ext
+                .node
+                .as_any()
+                .downcast_ref::<crate::correlated::CorrelatedApplyNode>()
+            {
+                let apply = apply.map_subquery_plans(|sub| {
+                    bind_params(sub, params)?.with_param_values(params.clone())
+                })?;
+                return Ok(Transformed::yes(LogicalPlan::Extension(
+                    datafusion::logical_expr::Extension {
+                        node: Arc::new(apply),
+                    },
+                )));
+            }
             let Some(node) = ext.node.as_any().downcast_ref::<AnnSearchNode>() else {
                 return Ok(Transformed::no(p));
             };

@@ -37,6 +37,55 @@ pub fn of_statement(statement: &ast::Statement) -> Option<Vec<ColumnName>> {
     }
 }
 
+/// Gives the select items of `statement`'s outer query (or an INSERT's
+/// source) that repeat an earlier item's name an alias of their own.
+/// PostgreSQL allows `SELECT id, id` and `SELECT 1 AS x, 2 AS x`; a
+/// DataFusion projection refuses two columns of one name. The names the
+/// client sees are worked out before this ([`of_statement`]), so the
+/// aliases are never shown.
+pub fn alias_duplicates(statement: &mut ast::Statement) {
+    let query = match statement {
+        ast::Statement::Query(query) => query,
+        ast::Statement::Insert(insert) => match insert.source.as_mut() {
+            Some(query) => query,
+            None => return,
+        },
+        _ => return,
+    };
+    alias_in_set_expr(&mut query.body);
+}
+
+fn alias_in_set_expr(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => alias_in_select(&mut select.projection),
+        SetExpr::Query(query) => alias_in_set_expr(&mut query.body),
+        SetExpr::SetOperation { left, right, .. } => {
+            alias_in_set_expr(left);
+            alias_in_set_expr(right);
+        }
+        _ => {}
+    }
+}
+
+fn alias_in_select(items: &mut [SelectItem]) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter_mut().enumerate() {
+        let unique = |n: usize| ast::Ident::with_quote('"', format!("?column{n}?"));
+        match item {
+            SelectItem::UnnamedExpr(expr) if !seen.insert(expr.to_string()) => {
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: unique(i),
+                };
+            }
+            SelectItem::ExprWithAlias { alias, .. } if !seen.insert(ident_name(alias)) => {
+                *alias = unique(i);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn of_query(query: &ast::Query) -> Option<Vec<ColumnName>> {
     of_set_expr(&query.body)
 }

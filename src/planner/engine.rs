@@ -375,6 +375,8 @@ impl Engine {
             .with_expr_planners(planners)
             .with_type_planner(Arc::new(VectorTypePlanner))
             .with_analyzer_rule(Arc::new(VectorCastRule))
+            .with_analyzer_rule(Arc::new(crate::correlated::CorrelatedSubqueryAnalyzer))
+            .with_optimizer_rule(Arc::new(crate::correlated::CorrelatedSubqueryRule))
             .with_optimizer_rule(Arc::new(AnnSearchRule))
             .with_query_planner(Arc::new(QuiverQueryPlanner))
             .build();
@@ -526,6 +528,7 @@ impl Engine {
             Statement::Query(stmt) => {
                 let mut stmt = stmt.clone();
                 returning = self.plan_returning(session, &mut stmt)?;
+                crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 Some(
                     session
@@ -590,6 +593,7 @@ impl Engine {
         session: &Session,
         mut stmt: ast::Statement,
     ) -> Result<LogicalPlan, QueryError> {
+        crate::colnames::alias_duplicates(&mut stmt);
         rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
         Ok(session
             .state()

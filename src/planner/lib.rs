@@ -10,6 +10,7 @@ pub mod array_udf;
 pub mod backends;
 pub mod catalog_provider;
 pub mod colnames;
+pub mod correlated;
 pub mod cursor;
 pub mod ddl;
 pub mod ddl_undo;

@@ -125,6 +125,9 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::NotImplemented(m) if m.contains("ScalarSubquery") => {
             SCALAR_SUBQUERY_HERE.to_string()
         }
+        DataFusionError::Plan(m) if m.starts_with("Correlated scalar subquery") => {
+            SCALAR_SUBQUERY_HERE.to_string()
+        }
         // PostgreSQL's words for `SELECT $1` in a simple query.
         DataFusionError::Execution(m)
             if m.starts_with("Placeholder '") && m.contains("was not provided a value") =>
@@ -146,7 +149,7 @@ fn datafusion_message(e: &DataFusionError) -> String {
 /// What DataFusion's "ScalarSubqueryExpr evaluated before the subquery was
 /// executed" (XX000) and "Physical plan does not support logical expression
 /// ScalarSubquery" mean for a user.
-const SCALAR_SUBQUERY_HERE: &str = "this scalar subquery is not supported yet (quiver runs one in a SELECT or WHERE when it does not refer to the outer query, or is an aggregate correlated by equality; none in VALUES or an UPDATE's SET): write it as a join (LEFT JOIN ... ON ... GROUP BY), compute the value first, or use INSERT ... SELECT / UPDATE ... FROM";
+const SCALAR_SUBQUERY_HERE: &str = "this scalar subquery is not supported yet (quiver runs scalar subqueries in a query's select list, WHERE and HAVING, and in INSERT ... SELECT; not in VALUES, nor one in an UPDATE or DELETE that refers to the target, nor one that refers to a query two levels out): compute the value first, or write it as a join (UPDATE ... FROM, INSERT ... SELECT)";
 
 /// Wrap `e` for pgwire.
 pub fn to_pgwire(e: QueryError) -> PgWireError {

@@ -578,6 +578,12 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
                 if to { "TO STDOUT" } else { "FROM STDIN" },
             )));
         }
+        // INSERT ... SELECT, UPDATE, DELETE, EXPLAIN: as a query, the
+        // compatibility parser's rules that change meaning only where the
+        // statement reads the system catalogs.
+        other if !reads_system_catalogs(text) => {
+            Statement::Query(Box::new(rewrite_user_query(other)))
+        }
         other => Statement::Query(Box::new(COMPAT.rewrite(other))),
     })
 }

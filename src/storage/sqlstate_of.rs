@@ -83,7 +83,7 @@ fn plan(message: &str) -> SqlState {
         sqlstate::UNDEFINED_FUNCTION
     } else if message.contains("Cannot infer common") || message.contains("No function matches") {
         sqlstate::DATATYPE_MISMATCH
-    } else if message.contains("Correlated scalar subquery must be aggregated") {
+    } else if message.starts_with("Correlated scalar subquery") {
         // PostgreSQL answers it (or 21000 for more than one row); DataFusion
         // plans it only with an aggregate.
         sqlstate::FEATURE_NOT_SUPPORTED
@@ -104,7 +104,9 @@ fn plan(message: &str) -> SqlState {
 fn execution(message: &str) -> SqlState {
     if message.contains("non-nullable") || message.contains("not-null") {
         sqlstate::NOT_NULL_VIOLATION
-    } else if message.contains("subquery returned more than one row") {
+    } else if message.contains("subquery returned more than one row")
+        || message.contains("more than one row returned by a subquery")
+    {
         sqlstate::CARDINALITY_VIOLATION
     } else if message.starts_with("Placeholder '") && message.contains("was not provided a value") {
         // `SELECT $1` in a simple query, which has no parameters.

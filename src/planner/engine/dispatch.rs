@@ -26,6 +26,7 @@ impl Engine {
                 let names = crate::colnames::of_statement(&stmt);
                 let target = crate::insert_values::insert_targets(self, session, &stmt);
                 let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
+                crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let plan = session
                     .state()
