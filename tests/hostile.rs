@@ -718,6 +718,49 @@ async fn query_memory_is_bounded_per_statement_and_in_total() {
     assert_eq!(first(&c, &small).await, Ok("200000".into()));
 }
 
+/// DataFusion plans an INSERT whose VALUES hold expressions (not plain
+/// literals) from its syntax tree, which takes about 200 times the text (a
+/// 13.8 MB one peaked at 2.65 GB): that is reserved before planning, so a
+/// statement that parses within the share but cannot be planned in it gets
+/// 53200, while the same rows as literals load. Its parse is counted by its
+/// operators too (a 20.5 MB one peaked at 2.58 GB before it was planned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planning_a_large_statement_is_counted() {
+    let (_dir, cfg) =
+        common::config_file("[limits]\nquery_memory = 268435456\nquery_memory_total = 536870912\n");
+    let server = Server::start_with(&["--config", &cfg]);
+    let c = server.connect("default").await;
+    first(&c, "CREATE TABLE pv (id bigint, tag text)")
+        .await
+        .unwrap();
+    let rows = |expr: bool| {
+        (0..60_000)
+            .map(|i| match expr {
+                true => format!("({i} + 0, 'tag' || '{i}')"),
+                false => format!("({i}, 'tag-{i:09}')"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let literal = format!("INSERT INTO pv VALUES {}", rows(false));
+    let expression = format!("INSERT INTO pv VALUES {}", rows(true));
+    assert!(literal.len() > 1 << 20 && expression.len() > 1 << 20);
+    // It parses within the share (64 bytes per byte of text and 800 per
+    // operator), and cannot be planned in it (200 per byte).
+    assert!(expression.len() * 64 + 120_000 * 800 < 256 << 20);
+    assert!(expression.len() * 200 > 256 << 20);
+    c.simple_query(&literal).await.unwrap();
+    let (code, message) = code_of(c.simple_query(&expression).await).await;
+    assert_eq!(code, "53200", "{message}");
+    assert!(message.contains("planning a statement of"), "{message}");
+    let err = c.query(expression.as_str(), &[]).await.unwrap_err();
+    assert_eq!(err.code().map(|s| s.code()), Some("53200"), "{err}");
+    assert_eq!(
+        first(&c, "SELECT count(*) FROM pv").await,
+        Ok("60000".into())
+    );
+}
+
 /// `pg_stat_activity` lists the connections and their running statements
 /// (another user's statement reads `<insufficient privilege>`);
 /// `pg_cancel_backend` stops a statement with 57014 and

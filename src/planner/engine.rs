@@ -530,6 +530,7 @@ impl Engine {
                 returning = self.plan_returning(session, &mut stmt)?;
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                let _planning = session.reserve_plan()?;
                 Some(
                     session
                         .state()

@@ -37,6 +37,8 @@ pub struct Session {
     txn: Mutex<BlockState>,
     /// Open cursors (DECLARE).
     pub cursors: Arc<crate::cursor::Cursors>,
+    /// The length of the text last parsed ([`Self::reserve_parse`]).
+    parsed_len: std::sync::atomic::AtomicUsize,
     /// Where a block's CREATEs are dropped if the client leaves mid-block.
     undo_in: Option<(Arc<quiver_catalog::Catalog>, Arc<quiver_storage::Storage>)>,
 }
@@ -328,6 +330,7 @@ impl Session {
             block: Arc::new(BlockStatus::default()),
             txn: Mutex::new(BlockState::default()),
             cursors: Default::default(),
+            parsed_len: Default::default(),
             undo_in: None,
         }
     }
@@ -527,17 +530,28 @@ impl Session {
         self.database.read().clone()
     }
 
-    /// Reserve, in the session's query memory, what parsing `text_len`
-    /// bytes of SQL takes (sqlparser's tokens and tree: about
-    /// [`super::memory::PARSE_FACTOR`] times the text); 53200 when that is
-    /// more than the session's share or the server's pool has free. Text
-    /// under 1 MiB is not counted. Hold the reservation while the parsed
-    /// statements are.
+    /// Reserve, in the session's query memory, what parsing `text` takes
+    /// (sqlparser's tokens and tree: see [`super::memory::parse_cost`]);
+    /// 53200 when that is more than the session's share or the server's
+    /// pool has free. Text under 1 MiB is not counted. Hold the
+    /// reservation while the parsed statements are.
     pub fn reserve_parse(
         &self,
-        text_len: usize,
+        text: &str,
     ) -> Result<Option<datafusion::execution::memory_pool::MemoryReservation>, QueryError> {
-        super::memory::reserve_parse(&self.state.runtime_env().memory_pool, text_len)
+        self.parsed_len
+            .store(text.len(), std::sync::atomic::Ordering::Relaxed);
+        super::memory::reserve_parse(&self.state.runtime_env().memory_pool, text)
+    }
+
+    /// Reserve what DataFusion's planning of the statement last parsed
+    /// takes beyond its parse ([`super::memory::PLAN_FACTOR`]); hold it
+    /// while the plan runs.
+    pub fn reserve_plan(
+        &self,
+    ) -> Result<Option<datafusion::execution::memory_pool::MemoryReservation>, QueryError> {
+        let len = self.parsed_len.load(std::sync::atomic::Ordering::Relaxed);
+        super::memory::reserve_plan(&self.state.runtime_env().memory_pool, len)
     }
 
     /// The DataFusion state statements are planned with.

@@ -416,7 +416,7 @@ impl SimpleQueryHandler for QuiverService {
         let session = session_of(client)?;
         show_active(client, query);
         // Held while the parsed statements are.
-        let _parsing = match session.reserve_parse(query.len()) {
+        let _parsing = match session.reserve_parse(query) {
             Ok(r) => r,
             Err(e) => return Ok(vec![Response::Error(Box::new(reported(&e)))]),
         };
@@ -729,7 +729,7 @@ impl QueryParser for QuiverQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(client)?;
-        let _parsing = session.reserve_parse(sql.len()).map_err(to_pgwire)?;
+        let _parsing = session.reserve_parse(sql).map_err(to_pgwire)?;
         let mut statements = quiver_sql::parse(sql).map_err(|e| to_pgwire(e.into()))?;
         if statements.is_empty() {
             return Ok(None);

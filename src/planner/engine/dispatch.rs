@@ -28,6 +28,7 @@ impl Engine {
                 let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                let _planning = session.reserve_plan()?;
                 let plan = session
                     .state()
                     .statement_to_plan(DfStatement::Statement(stmt))
