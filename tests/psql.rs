@@ -248,3 +248,44 @@ fn psql_shows_values_as_postgres_writes_them() {
     assert!(ok, "{err}");
     assert!(out.ends_with("2\t{1,2.5}\n1e-07\t\\N\n"), "{out}");
 }
+
+/// `IF EXISTS` / `IF NOT EXISTS` that skip say so with a NOTICE, as
+/// PostgreSQL 15 does (the expected lines are what it printed for the same
+/// script).
+#[test]
+fn skipped_ddl_sends_postgres_notices() {
+    let server = common::Server::start();
+    let script = "CREATE TABLE a (id int);
+CREATE TABLE IF NOT EXISTS a (id int);
+DROP TABLE IF EXISTS nosuch, a2;
+DROP INDEX IF EXISTS nosuch_idx;
+DROP DATABASE IF EXISTS nosuchdb;
+DROP ROLE IF EXISTS nosuchrole;
+BEGIN;
+DROP TABLE IF EXISTS nosuch;
+COMMIT;
+DROP TABLE a;";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("skips.sql");
+    std::fs::write(&file, format!("\\set VERBOSITY verbose\n{script}\n")).unwrap();
+    let (ok, _out, err) = psql(&server, &["-q", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // psql writes `psql:FILE:LINE: NOTICE:  ...`.
+    let notices: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.find("NOTICE:").map(|i| &l[i..]))
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            "NOTICE:  42P07: relation \"a\" already exists, skipping",
+            "NOTICE:  00000: table \"nosuch\" does not exist, skipping",
+            "NOTICE:  00000: table \"a2\" does not exist, skipping",
+            "NOTICE:  00000: index \"nosuch_idx\" does not exist, skipping",
+            "NOTICE:  00000: database \"nosuchdb\" does not exist, skipping",
+            "NOTICE:  00000: role \"nosuchrole\" does not exist, skipping",
+            "NOTICE:  00000: table \"nosuch\" does not exist, skipping",
+        ],
+        "{err}"
+    );
+}

@@ -440,7 +440,10 @@ pub fn execute(
             let v = password.map(|p| verifier(&p.0));
             match catalog.update_security(|s| s.create_user(&name, v, false)) {
                 Err(quiver_catalog::CatalogError::Access(AccessError::RoleExists(_)))
-                    if if_not_exists => {}
+                    if if_not_exists =>
+                {
+                    session.notice("42710", format!("role \"{name}\" already exists, skipping"))
+                }
                 other => other?,
             }
             Ok(AccessOutput::Tag("CREATE ROLE"))
@@ -469,7 +472,10 @@ pub fn execute(
                 }
                 match catalog.drop_user(&name) {
                     Err(quiver_catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
-                        if if_exists => {}
+                        if if_exists =>
+                    {
+                        session.notice("00000", format!("role \"{name}\" does not exist, skipping"))
+                    }
                     other => other?,
                 }
             }
@@ -482,7 +488,10 @@ pub fn execute(
             require_admin(catalog, session, "create roles")?;
             match catalog.update_security(|s| s.create_role(&name)) {
                 Err(quiver_catalog::CatalogError::Access(AccessError::RoleExists(_)))
-                    if if_not_exists => {}
+                    if if_not_exists =>
+                {
+                    session.notice("42710", format!("role \"{name}\" already exists, skipping"))
+                }
                 other => other?,
             }
             Ok(AccessOutput::Tag("CREATE ROLE"))
@@ -492,7 +501,10 @@ pub fn execute(
             for name in names {
                 match catalog.update_security(|s| s.drop_role(&name)) {
                     Err(quiver_catalog::CatalogError::Access(AccessError::RoleNotFound(_)))
-                        if if_exists => {}
+                        if if_exists =>
+                    {
+                        session.notice("00000", format!("role \"{name}\" does not exist, skipping"))
+                    }
                     other => other?,
                 }
             }

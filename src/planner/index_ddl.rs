@@ -120,6 +120,10 @@ pub async fn execute(
                 spec,
             };
             let Some(updated) = catalog.create_index(&db, &coll, index, if_not_exists)? else {
+                session.notice(
+                    "42P07",
+                    format!("relation \"{name}\" already exists, skipping"),
+                );
                 return Ok(IndexOutput::Tag("CREATE INDEX"));
             };
             let data = storage.open_collection(&updated)?;
@@ -138,7 +142,10 @@ pub async fn execute(
                         need(&def)?;
                         found.push(name.clone());
                     }
-                    None if if_exists => {}
+                    None if if_exists => session.notice(
+                        "00000",
+                        format!("index \"{name}\" does not exist, skipping"),
+                    ),
                     None => return Err(CatalogError::IndexNotFound { name: name.clone() }.into()),
                 }
             }

@@ -39,6 +39,9 @@ pub struct Session {
     pub cursors: Arc<crate::cursor::Cursors>,
     /// The length of the text last parsed ([`Self::reserve_parse`]).
     parsed_len: std::sync::atomic::AtomicUsize,
+    /// NOTICEs the running statement raised (SQLSTATE, message), sent
+    /// before its result.
+    notices: Mutex<Vec<(&'static str, String)>>,
     /// Where a block's CREATEs are dropped if the client leaves mid-block.
     undo_in: Option<(Arc<quiver_catalog::Catalog>, Arc<quiver_storage::Storage>)>,
 }
@@ -331,6 +334,7 @@ impl Session {
             txn: Mutex::new(BlockState::default()),
             cursors: Default::default(),
             parsed_len: Default::default(),
+            notices: Default::default(),
             undo_in: None,
         }
     }
@@ -542,6 +546,17 @@ impl Session {
         self.parsed_len
             .store(text.len(), std::sync::atomic::Ordering::Relaxed);
         super::memory::reserve_parse(&self.state.runtime_env().memory_pool, text)
+    }
+
+    /// Raise a NOTICE (`DROP TABLE IF EXISTS` of a missing table), sent to
+    /// the client before the statement's result.
+    pub fn notice(&self, code: &'static str, message: String) {
+        self.notices.lock().push((code, message));
+    }
+
+    /// The NOTICEs raised since the last call.
+    pub fn take_notices(&self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut *self.notices.lock())
     }
 
     /// Reserve what DataFusion's planning of the statement last parsed

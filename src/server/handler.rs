@@ -168,18 +168,27 @@ async fn run_statement(
     run_interruptible(session, reads, run).await
 }
 
-/// The WARNING a transaction-control statement sends before its tag
-/// (BEGIN inside a block, COMMIT outside one).
-fn warning_of(output: &Result<Output, QueryError>) -> Option<PgWireBackendMessage> {
-    let Ok(Output::Transaction {
+/// What a statement sends before its result: the NOTICEs it raised
+/// (`DROP TABLE IF EXISTS` of a missing table), and the WARNING of a
+/// transaction-control statement (BEGIN inside a block, COMMIT outside one).
+fn notices_of(session: &Session, output: &Result<Output, QueryError>) -> Vec<PgWireBackendMessage> {
+    let mut out: Vec<PgWireBackendMessage> = session
+        .take_notices()
+        .into_iter()
+        .map(|(code, message)| {
+            let info = ErrorInfo::new("NOTICE".into(), code.into(), message);
+            PgWireBackendMessage::NoticeResponse(info.into())
+        })
+        .collect();
+    if let Ok(Output::Transaction {
         warning: Some((code, message)),
         ..
     }) = output
-    else {
-        return None;
-    };
-    let info = ErrorInfo::new("WARNING".into(), code.code().into(), message.clone());
-    Some(PgWireBackendMessage::NoticeResponse(info.into()))
+    {
+        let info = ErrorInfo::new("WARNING".into(), code.code().into(), message.clone());
+        out.push(PgWireBackendMessage::NoticeResponse(info.into()));
+    }
+    out
 }
 
 /// Count a statement that ended (its first rows included) with `result`.
@@ -451,8 +460,8 @@ impl SimpleQueryHandler for QuiverService {
             let started = std::time::Instant::now();
             let executed =
                 run_statement(&session, reads, self.engine.execute(&session, statement)).await;
-            if let Some(warning) = warning_of(&executed) {
-                client.send(warning).await?;
+            for notice in notices_of(&session, &executed) {
+                client.send(notice).await?;
             }
             let result = match executed {
                 Ok(Output::CopyIn(copy)) => {
@@ -822,8 +831,8 @@ impl ExtendedQueryHandler for QuiverService {
             self.engine.execute_prepared(&session, &prepared, params),
         )
         .await;
-        if let Some(warning) = warning_of(&output) {
-            client.send(warning).await?;
+        for notice in notices_of(&session, &output) {
+            client.send(notice).await?;
         }
         let result = match output {
             Ok(Output::CopyIn(copy)) => return Ok(super::copy::start(client, copy)),

@@ -46,7 +46,15 @@ impl Engine {
                     &def.database,
                 )?;
                 def.owner = Some(session.user().to_string());
-                if let Some(def) = self.catalog.create_collection(def, ct.if_not_exists)? {
+                let name = def.name.clone();
+                let created = self.catalog.create_collection(def, ct.if_not_exists)?;
+                if created.is_none() {
+                    session.notice(
+                        "42P07",
+                        format!("relation \"{name}\" already exists, skipping"),
+                    );
+                }
+                if let Some(def) = created {
                     self.storage.open_collection(&def)?;
                     if session.block().in_block() {
                         session.created(crate::ddl_undo::Undo::Collection {
@@ -75,7 +83,10 @@ impl Engine {
                         let (db, coll) = ddl::resolve_name(name, &session.database())?;
                         match self.catalog.collection(&db, &coll) {
                             Some(def) => session.drop_at_commit(db, coll, def.id),
-                            None if if_exists => {}
+                            None if if_exists => session.notice(
+                                "00000",
+                                format!("table \"{coll}\" does not exist, skipping"),
+                            ),
                             None => {
                                 return Err(quiver_catalog::CatalogError::CollectionNotFound {
                                     name: coll,
@@ -88,8 +99,12 @@ impl Engine {
                 }
                 for name in &names {
                     let (db, coll) = ddl::resolve_name(name, &session.database())?;
-                    if let Some(def) = self.catalog.drop_collection(&db, &coll, if_exists)? {
-                        self.storage.drop_collection(def.id);
+                    match self.catalog.drop_collection(&db, &coll, if_exists)? {
+                        Some(def) => self.storage.drop_collection(def.id),
+                        None => session.notice(
+                            "00000",
+                            format!("table \"{coll}\" does not exist, skipping"),
+                        ),
                     }
                 }
                 Ok(command("DROP TABLE"))
@@ -135,18 +150,32 @@ impl Engine {
                 if_not_exists,
             } => {
                 access::authorize_global(&self.catalog, session, Privilege::Create)?;
+                let existed = if_not_exists && self.catalog.database_exists(&name);
                 self.catalog
                     .create_database_owned(&name, if_not_exists, Some(session.user()))?;
+                if existed {
+                    session.notice(
+                        "42P04",
+                        format!("database \"{name}\" already exists, skipping"),
+                    );
+                }
                 Ok(command("CREATE DATABASE"))
             }
             Statement::DropDatabase { name, if_exists } => {
                 if name == session.database() {
                     return Err(quiver_catalog::CatalogError::DropCurrentDatabase { name }.into());
                 }
-                if self.catalog.database_exists(&name) {
+                let exists = self.catalog.database_exists(&name);
+                if exists {
                     access::authorize_database(&self.catalog, session, Privilege::Drop, &name)?;
                 }
                 self.catalog.drop_database(&name, if_exists)?;
+                if !exists {
+                    session.notice(
+                        "00000",
+                        format!("database \"{name}\" does not exist, skipping"),
+                    );
+                }
                 Ok(command("DROP DATABASE"))
             }
             Statement::CreateExtension { name } => {
