@@ -20,6 +20,7 @@ mod insert_values;
 pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;
+pub mod pg_settings;
 pub mod pg_users;
 pub mod returning;
 pub mod search_cache;

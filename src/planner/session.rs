@@ -254,6 +254,19 @@ fn show_millis(ms: u64) -> String {
     format!("{ms}ms")
 }
 
+/// Why `name` (lower case, no dot), which is no setting of quiver's, is
+/// refused: 0A000 for one of PostgreSQL's (`work_mem`), 42704 for a name
+/// PostgreSQL does not know either.
+pub fn unknown_setting(name: &str) -> QueryError {
+    if super::pg_settings::is_postgres_setting(name) {
+        QueryError::Unsupported(format!(
+            "parameter \"{name}\" is not supported: quiver does not implement this PostgreSQL setting"
+        ))
+    } else {
+        QueryError::UnknownSetting(name.to_string())
+    }
+}
+
 /// The value of `name` to store, or why `value` is refused.
 fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
     let v = value.trim();
@@ -261,7 +274,7 @@ fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
         if name.contains('.') {
             return Ok(v.to_string());
         }
-        return Err(QueryError::UnknownSetting(name.to_string()));
+        return Err(unknown_setting(name));
     };
     let invalid = |expected: &str| {
         QueryError::InvalidParameter(format!(
@@ -616,7 +629,7 @@ impl Session {
                     Some((_, Kind::ReadOnly)) => {
                         return Err(QueryError::ReadOnlySetting(name));
                     }
-                    None if !name.contains('.') => return Err(QueryError::UnknownSetting(name)),
+                    None if !name.contains('.') => return Err(unknown_setting(&name)),
                     _ => {}
                 }
                 self.apply_search_knob(&name, None);

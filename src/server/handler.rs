@@ -171,15 +171,22 @@ async fn run_statement(
 /// What a statement sends before its result: the NOTICEs it raised
 /// (`DROP TABLE IF EXISTS` of a missing table), and the WARNING of a
 /// transaction-control statement (BEGIN inside a block, COMMIT outside one).
+/// `client_min_messages` above NOTICE (or WARNING) holds them back.
 fn notices_of(session: &Session, output: &Result<Output, QueryError>) -> Vec<PgWireBackendMessage> {
-    let mut out: Vec<PgWireBackendMessage> = session
-        .take_notices()
-        .into_iter()
-        .map(|(code, message)| {
-            let info = ErrorInfo::new("NOTICE".into(), code.into(), message);
-            PgWireBackendMessage::NoticeResponse(info.into())
-        })
-        .collect();
+    let level = session
+        .var("client_min_messages")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let notices = session.take_notices();
+    let mut out = Vec::new();
+    if level == "error" {
+        return out;
+    }
+    let notices = if level == "warning" { vec![] } else { notices };
+    out.extend(notices.into_iter().map(|(code, message)| {
+        let info = ErrorInfo::new("NOTICE".into(), code.into(), message);
+        PgWireBackendMessage::NoticeResponse(info.into())
+    }));
     if let Ok(Output::Transaction {
         warning: Some((code, message)),
         ..

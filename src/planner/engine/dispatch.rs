@@ -198,7 +198,7 @@ impl Engine {
             Statement::Show { name } => {
                 let value = session
                     .var(&name)
-                    .ok_or_else(|| QueryError::UnknownSetting(name.clone()))?;
+                    .ok_or_else(|| crate::session::unknown_setting(&name.to_ascii_lowercase()))?;
                 rows(RecordBatch::try_new(
                     show_schema(&name),
                     vec![Arc::new(StringArray::from(vec![value]))],
