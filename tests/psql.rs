@@ -5,7 +5,17 @@ mod common;
 use std::process::Command;
 
 fn psql(server: &common::Server, args: &[&str]) -> (bool, String, String) {
+    psql_with(server, &[], args)
+}
+
+/// [`psql`] with environment variables (`PGOPTIONS`).
+fn psql_with(
+    server: &common::Server,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String, String) {
     let out = Command::new("psql")
+        .envs(env.iter().copied())
         .args([
             "-X",
             "-h",
@@ -291,4 +301,65 @@ RESET client_min_messages;";
         ],
         "{err}"
     );
+}
+
+/// Settings given at startup apply as SET would: PGOPTIONS's `-c` and
+/// `--name=value` (psql and libpq send them in the `options` parameter),
+/// and parameters such as `client_encoding`. One that PostgreSQL would
+/// refuse ends the connection with FATAL, as there; so does one quiver
+/// does not implement.
+#[test]
+fn startup_options_apply_or_end_the_connection() {
+    let server = common::Server::start();
+    let (ok, out, err) = psql_with(
+        &server,
+        &[(
+            "PGOPTIONS",
+            "-c statement-timeout=5s --extra-float-digits=0",
+        )],
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SHOW statement_timeout",
+            "-c",
+            "SHOW extra_float_digits",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "5s\n0\n");
+    for (options, want) in [
+        (
+            "-c nonsense=1",
+            "FATAL:  unrecognized configuration parameter \"nonsense\"",
+        ),
+        (
+            "-c work_mem=1MB",
+            "FATAL:  parameter \"work_mem\" is not supported",
+        ),
+        (
+            "-x",
+            "FATAL:  invalid command-line argument for server process: -x",
+        ),
+        (
+            "-c extra_float_digits=99",
+            "FATAL:  invalid value for parameter \"extra_float_digits\"",
+        ),
+    ] {
+        let (ok, _, err) = psql_with(&server, &[("PGOPTIONS", options)], &["-c", "SELECT 1"]);
+        assert!(!ok && err.contains(want), "{options}: {err}");
+    }
+    let (ok, _, err) = psql_with(
+        &server,
+        &[("PGCLIENTENCODING", "LATIN1")],
+        &["-c", "SELECT 1"],
+    );
+    assert!(
+        !ok && err.contains("FATAL:  SET client_encoding = 'LATIN1' is not supported"),
+        "{err}"
+    );
+    // The server still serves.
+    let (ok, out, err) = psql(&server, &["-A", "-t", "-c", "SHOW statement_timeout"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "0\n");
 }

@@ -281,6 +281,14 @@ fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
             "invalid value for parameter \"{name}\": \"{v}\" ({expected})"
         ))
     };
+    // PostgreSQL reads encoding names without case, dashes or underscores
+    // (asyncpg sends 'utf-8').
+    if name == "client_encoding" {
+        let bare: String = v.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        if bare.eq_ignore_ascii_case("utf8") || bare.eq_ignore_ascii_case("unicode") {
+            return Ok("UTF8".to_string());
+        }
+    }
     match kind {
         Kind::Text => Ok(v.to_string()),
         Kind::ReadOnly => Err(QueryError::ReadOnlySetting(name.to_string())),

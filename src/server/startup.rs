@@ -31,7 +31,7 @@ use quiver_common::sqlstate::{self, SqlState, SqlStateError};
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 use super::error::to_pgwire;
-use quiver_planner::Engine;
+use quiver_planner::{Engine, QueryError};
 
 pub struct QuiverStartup {
     pub engine: Arc<Engine>,
@@ -204,19 +204,21 @@ impl QuiverStartup {
             .cloned()
             .unwrap_or_else(|| quiver_catalog::DEFAULT_DATABASE.to_string());
         let application_name = metadata.get("application_name").cloned();
-        let session = self.engine.new_session(&user, &database).map_err(|e| {
-            let PgWireError::UserError(mut i) = to_pgwire(e) else {
-                return login_error(sqlstate::INTERNAL_ERROR, "session setup failed".into());
-            };
-            i.severity = "FATAL".into();
-            PgWireError::UserError(i)
-        })?;
-        // A float format asked for at startup (pgjdbc sends 3) is the
-        // session's setting, shown by SHOW and used for text results.
-        if let Some(digits) = metadata.get("extra_float_digits")
-            && session.set_var("extra_float_digits", digits).is_err()
-        {
-            warn!(%addr, value = %digits.escape_debug(), "startup extra_float_digits ignored: not in -15..3");
+        let session = self.engine.new_session(&user, &database).map_err(fatal)?;
+        // Settings given at startup (pgjdbc's extra_float_digits, psql's
+        // PGOPTIONS="-c statement_timeout=5s") are the session's, as SET
+        // would make them; one refused ends the connection, as in
+        // PostgreSQL.
+        for (name, value) in startup_settings(metadata).map_err(fatal)? {
+            match session.set_var(&name, &value) {
+                Ok(()) => {}
+                // A client's own zone (pgjdbc sends the JVM's): quiver's
+                // sessions are in UTC, which ParameterStatus tells it.
+                Err(_) if name.eq_ignore_ascii_case("timezone") => {
+                    warn!(%addr, value = %value.escape_debug(), "startup TimeZone kept at UTC");
+                }
+                Err(e) => return Err(fatal(e)),
+            }
         }
         let superuser = self.engine.catalog().security(|s| s.is_superuser(&user));
         let (pid, secret) = self.pids.generate(client);
@@ -402,5 +404,111 @@ impl StartupHandler for QuiverStartup {
             )))
             .await?;
         Ok(())
+    }
+}
+
+/// `e` as the FATAL error that ends a connection being set up.
+fn fatal(e: QueryError) -> PgWireError {
+    let PgWireError::UserError(mut i) = to_pgwire(e) else {
+        return login_error(sqlstate::INTERNAL_ERROR, "session setup failed".into());
+    };
+    i.severity = "FATAL".into();
+    PgWireError::UserError(i)
+}
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
+
+/// The settings a startup packet gives: those in `options` first
+/// (`-c name=value`, `-cname=value`, `--name=value`; `\ ` is a space in a
+/// value; `-` in a name is `_`), then the other parameters, which win.
+fn startup_settings(
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<(String, String)>, QueryError> {
+    let mut out = Vec::new();
+    if let Some(options) = metadata.get("options") {
+        out.extend(parse_options(options)?);
+    }
+    let mut given: Vec<(&String, &String)> = metadata
+        .iter()
+        .filter(|(k, _)| !NOT_SETTINGS.contains(&k.to_ascii_lowercase().as_str()))
+        .collect();
+    given.sort();
+    out.extend(given.into_iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(out)
+}
+
+/// PostgreSQL's `options` startup parameter: arguments split at unescaped
+/// spaces, each `-c name=value` (or `-cname=value`) or `--name=value`.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, QueryError> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !current.is_empty() {
+                    args.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        args.push(current);
+    }
+    let invalid = |arg: &str| {
+        QueryError::InvalidParameter(format!(
+            "invalid command-line argument for server process: {arg} (quiver takes -c name=value and --name=value in options)"
+        ))
+    };
+    let mut out = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let pair = if arg == "-c" {
+            args.next().ok_or_else(|| invalid(&arg))?
+        } else if let Some(rest) = arg.strip_prefix("--").or_else(|| arg.strip_prefix("-c")) {
+            rest.to_string()
+        } else {
+            return Err(invalid(&arg));
+        };
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(invalid(&arg));
+        };
+        if name.is_empty() {
+            return Err(invalid(&arg));
+        }
+        out.push((name.replace('-', "_"), value.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn options_are_read_as_postgres_reads_them() {
+        let got = parse_options(
+            r"-c statement-timeout=5s --extra-float-digits=0 -capplication_name=a\ b",
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                ("statement_timeout".to_string(), "5s".to_string()),
+                ("extra_float_digits".to_string(), "0".to_string()),
+                ("application_name".to_string(), "a b".to_string()),
+            ]
+        );
+        assert!(parse_options("").unwrap().is_empty());
+        for bad in ["-x", "-c", "-c novalue", "--=1", "plain"] {
+            assert!(parse_options(bad).is_err(), "{bad}");
+        }
     }
 }
