@@ -492,6 +492,43 @@ async fn messages_past_max_message_size_and_garbage_frames_get_an_error() {
     assert_eq!(first(&other, "SELECT 3").await, Ok("3".into()));
 }
 
+/// A FATAL error is the last thing the server sends (it sent
+/// ReadyForQuery after one); a message of an unknown type gets
+/// PostgreSQL's words for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_is_the_last_message() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    // A startup packet whose parameters lack their terminators.
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0quiver");
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend(body);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    s.write_all(&packet).await.unwrap();
+    let got = read_to_close(&mut s).await;
+    let (code, _) = first_error(&got).unwrap_or_else(|| panic!("no error: {got:?}"));
+    assert_eq!(code, "28000");
+    let len = u32::from_be_bytes(got[1..5].try_into().unwrap()) as usize;
+    assert_eq!(got.len(), 1 + len, "only the error: {got:?}");
+    // A message of type 'x' (no such type).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    s.write_all(&startup_message("quiver")).await.unwrap();
+    s.write_all(&header(b'x', 4)).await.unwrap();
+    let got = read_to_close(&mut s).await;
+    assert_eq!(
+        first_error(&got),
+        Some(("08P01".into(), "invalid frontend message type 120".into())),
+        "{got:?}"
+    );
+    let c = server.connect("default").await;
+    assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
+}
+
 /// `max_connections` clients are served; the next is refused with 53300
 /// after its startup message, as PostgreSQL does, and a slot that frees
 /// up is taken again.

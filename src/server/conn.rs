@@ -241,6 +241,13 @@ impl Framer {
             (_, Some((seen, nul))) => nul != seen.checked_sub(1),
             _ => false,
         };
+        if bad && !FRONTEND_TYPES.contains(&kind) {
+            // PostgreSQL's words.
+            return Err((
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("invalid frontend message type {kind}"),
+            ));
+        }
         if bad {
             return Err((
                 sqlstate::PROTOCOL_VIOLATION,
@@ -253,6 +260,9 @@ impl Framer {
         Ok(())
     }
 }
+
+/// The type bytes of the protocol's frontend messages after startup.
+const FRONTEND_TYPES: &[u8] = b"BCDEFHPQSXcdfp";
 
 /// UTF-8 validation of text that arrives in pieces.
 #[derive(Debug, Default)]
@@ -764,7 +774,21 @@ where
         .await
         {
             errors.on_error(&socket, &mut e);
-            process_error(&mut socket, e, extended_query).await?;
+            // A FATAL error ends the connection: nothing follows it
+            // (pgwire's process_error sends ReadyForQuery after it).
+            let info: ErrorInfo = e.into();
+            if info.is_fatal() {
+                socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await?;
+                break;
+            }
+            process_error(
+                &mut socket,
+                pgwire::error::PgWireError::UserError(Box::new(info)),
+                extended_query,
+            )
+            .await?;
         }
         // From the startup message on, every message has a type byte and a
         // length: check each against the limit before it is read.
