@@ -1491,24 +1491,33 @@ async fn a_value_that_cannot_be_written_fails_its_copy_to() {
         .copy_out("COPY (SELECT 12345678901234567890::numeric, 1) TO STDOUT")
         .await;
     let failed = match sink {
-        Err(_) => true,
+        Err(e) => Some(e),
         Ok(stream) => {
             use futures::StreamExt;
             futures::pin_mut!(stream);
-            let mut failed = false;
+            let mut failed = None;
             while let Some(item) = stream.next().await {
-                if item.is_err() {
-                    failed = true;
+                if let Err(e) = item {
+                    failed = Some(e);
                     break;
                 }
             }
             failed
         }
     };
-    assert!(failed, "the COPY did not fail");
+    // An ErrorResponse ends the copy, as in PostgreSQL (not a CopyFail,
+    // which only clients send), and the connection goes on.
+    let e = failed.expect("the COPY did not fail");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not an ErrorResponse: {e}"));
+    assert!(
+        db.message().contains("Numeric value conversion failed"),
+        "{}",
+        db.message()
+    );
     let grown = common::rss_kb(server.pid()).saturating_sub(before);
     assert!(grown < 200 * 1024, "grew by {grown} KiB");
-    let c = server.connect("default").await;
     assert_eq!(first(&c, "SELECT 1").await, Ok("1".into()));
 }
 

@@ -241,6 +241,57 @@ fn copy_rows(
         .flatten()
 }
 
+/// pgwire's `send_copy_out_response` without its CopyFail: a row that
+/// cannot be written ends the copy as PostgreSQL ends one, with the
+/// ErrorResponse the caller sends (CopyFail is a message only clients
+/// send; psql answered it with "unexpected response"). The outer error is
+/// the socket's; the inner one the data's, after which nothing more of
+/// the copy has been sent. On success CopyDone is sent and the rows are
+/// counted for the caller's CommandComplete.
+pub async fn send_copy_out<C>(
+    client: &mut C,
+    resp: CopyResponse,
+) -> PgWireResult<Result<usize, PgWireError>>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let column_formats = resp.column_formats();
+    let CopyResponse {
+        format,
+        columns,
+        mut data_stream,
+        ..
+    } = resp;
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(
+            pgwire::messages::copy::CopyOutResponse::new(format, columns as i16, column_formats),
+        ))
+        .await?;
+    let mut rows = 0;
+    while let Some(data) = data_stream.next().await {
+        match data {
+            Ok(data) if data.data.is_empty() => {}
+            Ok(data) => {
+                // The binary trailer is no row.
+                if data.data.as_ref() != [0xFF, 0xFF] {
+                    rows += 1;
+                }
+                client.feed(PgWireBackendMessage::CopyData(data)).await?;
+            }
+            Err(e) => {
+                client.flush().await?;
+                return Ok(Err(e));
+            }
+        }
+    }
+    client
+        .send(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    Ok(Ok(rows))
+}
+
 /// `rows` up to and with the first error: arrow-pg's row encoder repeats
 /// an error for ever (it does not move past the row), which collected
 /// without end once took all memory.

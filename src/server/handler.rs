@@ -508,6 +508,40 @@ impl SimpleQueryHandler for QuiverService {
                         Err(e) => Err(e.into()),
                     }
                 }
+                // COPY TO as the query's only statement (psql's \copy,
+                // psycopg's copy(), pgjdbc's copyOut) is sent here, so that
+                // an error ends it as in PostgreSQL (pgwire would send a
+                // CopyFail). Otherwise the responses before it would follow
+                // its data.
+                Ok(output @ Output::CopyOut { .. }) if responses.is_empty() && i + 1 == total => {
+                    match output_response(output, &Format::UnifiedText, options.clone(), interrupt)
+                        .await
+                    {
+                        Ok(Response::CopyOut(copy)) => {
+                            match super::copy::send_copy_out(client, copy).await? {
+                                Ok(rows) => {
+                                    Ok(Response::Execution(Tag::new("COPY").with_rows(rows)))
+                                }
+                                Err(e) => {
+                                    let info = match e {
+                                        PgWireError::UserError(info) => info,
+                                        other => Box::new(ErrorInfo::from(other)),
+                                    };
+                                    let code = if info.code == sqlstate::QUERY_CANCELED.code() {
+                                        sqlstate::QUERY_CANCELED
+                                    } else {
+                                        sqlstate::DATA_EXCEPTION
+                                    };
+                                    self.metrics.observe(kind, started.elapsed(), Some(code));
+                                    responses.push(Response::Error(info));
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                        }
+                        other => other,
+                    }
+                }
                 Ok(output) => {
                     output_response(output, &Format::UnifiedText, options.clone(), interrupt).await
                 }
@@ -850,7 +884,15 @@ impl ExtendedQueryHandler for QuiverService {
             Err(e) => Err(e),
         };
         count(&self.metrics, kind, started, &result);
-        result.map_err(to_pgwire)
+        match result.map_err(to_pgwire)? {
+            // Sent here so that an error ends it with an ErrorResponse, as
+            // in PostgreSQL (pgwire would send a CopyFail).
+            Response::CopyOut(copy) => match super::copy::send_copy_out(client, copy).await? {
+                Ok(rows) => Ok(Response::Execution(Tag::new("COPY").with_rows(rows))),
+                Err(e) => Err(e),
+            },
+            other => Ok(other),
+        }
     }
 }
 
