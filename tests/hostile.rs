@@ -1567,9 +1567,10 @@ async fn malformed_sasl_messages_get_08p01() {
 /// A query text with bytes that are not UTF-8 was read lossily: `INSERT
 /// ... VALUES (50, 'bad\xff\xfebytes')` stored replacement characters as
 /// data (PostgreSQL: 22021). Simple queries and Parse messages whose text
-/// is not UTF-8 now end the connection with 22021; nothing is stored.
+/// is not UTF-8 now fail with 22021, and the connection goes on, as in
+/// PostgreSQL; nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_text_that_is_not_utf8_is_refused_with_22021() {
+async fn query_text_that_is_not_utf8_fails_its_statement_with_22021() {
     use tokio::io::AsyncWriteExt;
     let server = Server::start_with(&["--loopback-trust", "true"]);
     let c = server.connect("default").await;
@@ -1585,14 +1586,28 @@ async fn query_text_that_is_not_utf8_is_refused_with_22021() {
     simple.push(0);
     let mut parse = b"\0INSERT INTO tx VALUES (51, 'bad\xc3')\0".to_vec();
     parse.extend_from_slice(&0i16.to_be_bytes());
-    for message in [query(b'Q', &simple), query(b'P', &parse)] {
+    // As in PostgreSQL the statement fails and the connection goes on:
+    // the next query on it runs.
+    let mut next = b"SELECT 'after'".to_vec();
+    next.push(0);
+    let sync = query(b'S', b"");
+    let terminate = query(b'X', b"");
+    for message in [query(b'Q', &simple), [query(b'P', &parse), sync].concat()] {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
             .await
             .unwrap();
         s.write_all(&startup_message("quiver")).await.unwrap();
         s.write_all(&message).await.unwrap();
-        let (code, text) = first_error(&read_to_close(&mut s).await).expect("an error");
+        s.write_all(&query(b'Q', &next)).await.unwrap();
+        s.write_all(&terminate).await.unwrap();
+        let got = read_to_close(&mut s).await;
+        let (code, text) = first_error(&got).expect("an error");
         assert_eq!(code, "22021", "{text}");
+        let tail = String::from_utf8_lossy(&got);
+        assert!(
+            tail.contains("after") && tail.contains("SELECT 1"),
+            "{got:?}"
+        );
     }
     // UTF-8 text goes in whole.
     first(&c, "INSERT INTO tx VALUES (52, 'héllo ☃')")

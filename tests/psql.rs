@@ -363,3 +363,33 @@ fn startup_options_apply_or_end_the_connection() {
     assert!(ok, "{err}");
     assert_eq!(out, "0\n");
 }
+
+/// `now()` is the statement's start, not the server's: two statements a
+/// second apart differ, and each is within seconds of the clock (every
+/// `now()` returned the moment the server started).
+#[test]
+fn now_is_the_time_of_the_statement() {
+    let server = common::Server::start();
+    let epoch = |out: &str| out.trim().parse::<f64>().unwrap();
+    let ask = || {
+        let (ok, out, err) = psql(
+            &server,
+            &["-A", "-t", "-c", "SELECT extract(epoch FROM now())"],
+        );
+        assert!(ok, "{err}");
+        epoch(&out)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let first = ask();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = ask();
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(second - first >= 1.0, "{first} then {second}");
+    assert!(
+        (clock - second).abs() < 5.0,
+        "now() {second}, clock {clock}"
+    );
+}

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use arrow::array::{ArrayRef, RecordBatch, new_empty_array};
-use arrow::datatypes::{Field, SchemaRef};
+use arrow::datatypes::{Field, FieldRef, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
@@ -33,8 +33,9 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::logical_plan::{Filter, Projection, Subquery};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    DmlStatement, Expr, Extension, LogicalPlan, LogicalPlanBuilder, UserDefinedLogicalNode,
-    UserDefinedLogicalNodeCore, WriteOp, check_subquery_expr,
+    ColumnarValue, DmlStatement, Expr, Extension, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, UserDefinedLogicalNode,
+    UserDefinedLogicalNodeCore, Volatility, WriteOp, check_subquery_expr,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::optimizer::ApplyOrder;
@@ -48,6 +49,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 use parking_lot::Mutex;
+use quiver_common::interrupt::Interrupt;
 
 /// PostgreSQL's words (SQLSTATE 21000).
 pub const MORE_THAN_ONE_ROW: &str =
@@ -146,7 +148,14 @@ pub fn map_all_expressions(
             }
             _ => node,
         };
-        node.map_expressions(|e| e.transform_up(&mut *f))
+        // A node's outputs keep their names (`max(b.k * outer_ref(a.k))`
+        // stays the aggregate's name once `a.k` is a value), as
+        // `LogicalPlan::with_param_values` keeps them.
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let saved = names.save(&e);
+            Ok(e.transform_up(&mut *f)?.update_data(|e| saved.restore(e)))
+        })
     })
     .map(|t| t.data)
 }
@@ -385,6 +394,7 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
         "quiver_correlated_subquery"
     }
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let plan = nullable_subqueries(plan)?;
         let refused = |outer: &LogicalPlan, e: &Expr| match e {
             Expr::ScalarSubquery(sq) => check_subquery_expr(outer, &sq.subquery, e).is_err(),
             _ => false,
@@ -394,6 +404,96 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
         }
         plan.transform_up_with_subqueries(|node| move_subqueries(node, &refused))
             .map(|t| t.data)
+    }
+}
+
+/// Whether `plan` returns one row whatever its input (an aggregate without
+/// GROUP BY, under projections).
+fn one_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => one_row(&p.input),
+        LogicalPlan::SubqueryAlias(a) => one_row(&a.input),
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        _ => false,
+    }
+}
+
+/// `plan` with every scalar subquery that may find no row made nullable:
+/// it is NULL then. DataFusion takes its nullability from the subquery's
+/// column, so `(SELECT b.id FROM b WHERE ...) IS NULL` over a NOT NULL
+/// `b.id` was folded to false, and `SELECT (SELECT 1 WHERE false)` failed
+/// ("declared as non-nullable but contains null values").
+fn nullable_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let changed = node.map_expressions(|e| {
+            e.transform_up(|e| match e {
+                Expr::ScalarSubquery(mut sq)
+                    if !one_row(&sq.subquery)
+                        && sq.subquery.schema().fields().len() == 1
+                        && !sq.subquery.schema().field(0).is_nullable() =>
+                {
+                    let (qualifier, field) = sq.subquery.schema().qualified_field(0);
+                    let column = Expr::Column(Column::from((qualifier, field)));
+                    let value = Nullable::udf()
+                        .call(vec![column])
+                        .alias(field.name().clone());
+                    let projection = Projection::try_new(vec![value], sq.subquery.clone())?;
+                    sq.subquery = Arc::new(LogicalPlan::Projection(projection));
+                    Ok(Transformed::yes(Expr::ScalarSubquery(sq)))
+                }
+                other => Ok(Transformed::no(other)),
+            })
+        })?;
+        if changed.transformed {
+            Ok(Transformed::yes(changed.data.recompute_schema()?))
+        } else {
+            Ok(changed)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// Its argument, as a nullable value ([`nullable_subqueries`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Nullable {
+    signature: Signature,
+}
+
+impl Nullable {
+    fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(Nullable {
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for Nullable {
+    fn name(&self) -> &str {
+        "quiver_subquery_value"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(
+        &self,
+        arg_types: &[arrow::datatypes::DataType],
+    ) -> Result<arrow::datatypes::DataType> {
+        arg_types
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal("a subquery value has one argument".into()))
+    }
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = args
+            .arg_fields
+            .first()
+            .ok_or_else(|| DataFusionError::Internal("a subquery value has one argument".into()))?;
+        Ok(Arc::new(field.as_ref().clone().with_nullable(true)))
+    }
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        args.args
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("a subquery value has one argument".into()))
     }
 }
 
@@ -408,6 +508,9 @@ struct Sub {
     /// bound per run; `None` where that failed (then each run is planned
     /// whole).
     prepared: Option<LogicalPlan>,
+    /// Whether it calls a volatile function (`random()`): then it runs for
+    /// every row, as in PostgreSQL, not once per distinct outer values.
+    volatile: bool,
     cache: Mutex<HashMap<Vec<ScalarValue>, ScalarValue>>,
 }
 
@@ -419,11 +522,21 @@ impl Sub {
         state: &SessionState,
     ) -> Sub {
         let prepared = Sub::prepare(&plan, &keys, state).ok();
+        let mut volatile = false;
+        let _ = plan.apply_with_subqueries(|node| {
+            volatile |= node.expressions().iter().any(Expr::is_volatile);
+            Ok(if volatile {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        });
         Sub {
             plan,
             keys,
             field,
             prepared,
+            volatile,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -451,7 +564,7 @@ impl Sub {
         let limited = LogicalPlanBuilder::from(with_params)
             .limit(0, Some(2))?
             .build()?;
-        state.optimize(&limited)
+        crate::session::optimize(state, &limited)
     }
 }
 
@@ -597,6 +710,7 @@ impl ExecutionPlan for CorrelatedApplyExec {
                     keys: s.keys.clone(),
                     field: s.field.clone(),
                     prepared: s.prepared.clone(),
+                    volatile: s.volatile,
                     cache: Mutex::new(HashMap::new()),
                 })
             })
@@ -661,16 +775,28 @@ async fn add_values(
                 .iter()
                 .map(|(_, i)| ScalarValue::try_from_array(batch.column(*i), row))
                 .collect::<Result<Vec<_>>>()?;
-            let known = sub.cache.lock().get(&key).cloned();
+            let known = match sub.volatile {
+                true => None,
+                false => sub.cache.lock().get(&key).cloned(),
+            };
             let value = match known {
                 Some(v) => v,
                 None => {
-                    let v = run_once(sub, &key, state, context).await?;
-                    let mut cache = sub.cache.lock();
-                    if cache.len() >= CACHE_ENTRIES {
-                        cache.clear();
+                    // A cancel or statement_timeout stops the rows too,
+                    // not only the subqueries' scans.
+                    if let Some(interrupt) = context.session_config().get_extension::<Interrupt>() {
+                        interrupt
+                            .check()
+                            .map_err(|c| DataFusionError::External(Box::new(c)))?;
                     }
-                    cache.insert(key, v.clone());
+                    let v = run_once(sub, &key, state, context).await?;
+                    if !sub.volatile {
+                        let mut cache = sub.cache.lock();
+                        if cache.len() >= CACHE_ENTRIES {
+                            cache.clear();
+                        }
+                        cache.insert(key, v.clone());
+                    }
                     v
                 }
             };
@@ -697,9 +823,11 @@ async fn run_once(
                 .zip(key)
                 .map(|(_, v)| v.clone().into())
                 .collect();
-            let bound = prepared
-                .clone()
-                .with_param_values(ParamValues::List(values))?;
+            let params = ParamValues::List(values);
+            // A search's filter holds its parameters out of the plan's
+            // expressions.
+            let bound = crate::ann_rule::bind_params(prepared.clone(), &params)?
+                .with_param_values(params)?;
             // The ANN rewrite needs the query vector, known only now.
             let bound = crate::ann_rule::AnnSearchRule
                 .rewrite(bound, &OptimizerContext::new())?
@@ -747,5 +875,9 @@ async fn plan_whole(
     })?;
     // Two rows tell "more than one" from "one".
     let bound = LogicalPlanBuilder::from(bound).limit(0, Some(2))?.build()?;
-    state.create_physical_plan(&bound).await
+    let bound = crate::session::optimize(state, &bound)?;
+    state
+        .query_planner()
+        .create_physical_plan(&bound, state)
+        .await
 }

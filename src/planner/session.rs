@@ -777,3 +777,82 @@ impl Drop for TuneGuard {
         *self.settings.0.lock() = self.previous;
     }
 }
+
+/// The optimizer's view of a session at one statement's start: `now()`,
+/// `current_date` and the like are folded to this statement's start time.
+/// (The session's state keeps the time it was built at, which was the
+/// server's start: every `now()` returned it.)
+struct AtStart<'a> {
+    state: &'a SessionState,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl datafusion::optimizer::OptimizerConfig for AtStart<'_> {
+    fn query_execution_start_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        Some(self.now)
+    }
+    fn alias_generator(&self) -> &Arc<datafusion::common::alias::AliasGenerator> {
+        datafusion::optimizer::OptimizerConfig::alias_generator(self.state)
+    }
+    fn options(&self) -> Arc<datafusion::config::ConfigOptions> {
+        datafusion::optimizer::OptimizerConfig::options(self.state)
+    }
+    fn function_registry(&self) -> Option<&dyn datafusion::execution::FunctionRegistry> {
+        Some(self.state)
+    }
+}
+
+/// `state.optimize(plan)`, with the current time as the statement's start.
+pub fn optimize(
+    state: &SessionState,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    if matches!(plan, datafusion::logical_expr::LogicalPlan::Explain(_)) {
+        return state.optimize(plan);
+    }
+    let analyzed =
+        state
+            .analyzer()
+            .execute_and_check(plan.clone(), state.config_options(), |_, _| {})?;
+    let at = AtStart {
+        state,
+        now: chrono::Utc::now(),
+    };
+    state.optimizer().optimize(analyzed, &at, |_, _| {})
+}
+
+/// Whether `plan` reads the clock (`now()`, `current_date`, ...), whose
+/// value an optimised plan holds as a constant.
+pub fn reads_clock(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    const CLOCK: &[&str] = &[
+        "now",
+        "current_timestamp",
+        "current_date",
+        "current_time",
+        "today",
+        "localtimestamp",
+        "localtime",
+    ];
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && (CLOCK.contains(&f.func.name())
+                        || f.func.aliases().iter().any(|a| CLOCK.contains(&a.as_str())))
+                {
+                    found = true;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}

@@ -131,6 +131,10 @@ struct Framer {
     utf8: Utf8Check,
     /// The FATAL error sent, once a message broke the limit.
     failed: Option<String>,
+    /// For each Query and Parse message read, in order: whether its text
+    /// was not UTF-8. The connection answers such a statement with 22021
+    /// when pgwire hands it over (pgwire reads text lossily).
+    not_utf8: std::collections::VecDeque<bool>,
 }
 
 impl Framer {
@@ -221,26 +225,18 @@ impl Framer {
         // answers 22021; quiver cannot fail only the statement from here,
         // so the connection ends with it.
         let text_ok = match (&self.held, &self.query) {
-            (Some(message), _) if kind == b'P' => parse_text_is_utf8(message),
-            (_, Some(_)) => self.utf8.valid(),
-            _ => true,
+            (Some(message), _) if kind == b'P' => Some(parse_text_is_utf8(message)),
+            (_, Some(_)) => Some(self.utf8.valid()),
+            _ => None,
         };
-        if !text_ok {
-            self.held = None;
-            self.query = None;
-            return Err((
-                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
-                format!(
-                    "invalid byte sequence for encoding \"UTF8\" in a message of type '{}': send the statement's text as UTF-8",
-                    (kind as char).escape_default()
-                ),
-            ));
-        }
         let bad = match (self.held.take(), self.query.take()) {
             (Some(message), _) => !decodes_cleanly(&message),
             (_, Some((seen, nul))) => nul != seen.checked_sub(1),
             _ => false,
         };
+        if let (Some(ok), false) = (text_ok, bad) {
+            self.not_utf8.push_back(!ok);
+        }
         if bad && !FRONTEND_TYPES.contains(&kind) {
             // PostgreSQL's words.
             return Err((
@@ -740,6 +736,33 @@ where
                 ),
             );
             break;
+        }
+        // Query text that was not UTF-8: PostgreSQL fails the statement
+        // with 22021 and the connection goes on.
+        if matches!(
+            msg,
+            PgWireFrontendMessage::Query(_) | PgWireFrontendMessage::Parse(_)
+        ) && socket
+            .get_mut()
+            .framer
+            .not_utf8
+            .pop_front()
+            .unwrap_or(false)
+        {
+            let extended = matches!(msg, PgWireFrontendMessage::Parse(_));
+            let info = ErrorInfo::new(
+                "ERROR".into(),
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE.code().into(),
+                "invalid byte sequence for encoding \"UTF8\": send the statement's text as UTF-8"
+                    .into(),
+            );
+            process_error(
+                &mut socket,
+                pgwire::error::PgWireError::UserError(Box::new(info)),
+                extended,
+            )
+            .await?;
+            continue;
         }
         note_statement_names(&socket, &msg);
         // Describe of a portal that is a cursor (psycopg's named cursors

@@ -226,3 +226,24 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         conn.execute("INSERT INTO again VALUES (%s)", (i,), prepare=True)
         assert conn.execute("SELECT count(*) FROM again", prepare=True).fetchone() == (1,)
 print("ok replanned")
+
+# A correlated subquery run per row, with a parameter beside the outer
+# column: a nearest neighbour per row (the query vector a parameter) and
+# one by the outer row's own vector, in both protocols. PostgreSQL 15 +
+# pgvector gave these rows.
+with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", autocommit=True) as conn:
+    conn.execute("CREATE TABLE va (id INT PRIMARY KEY, k INT, v VECTOR(3))")
+    conn.execute("CREATE TABLE vb (id INT PRIMARY KEY, k INT, v VECTOR(3))")
+    conn.execute("INSERT INTO va VALUES (1, 1, '[1,0,0]'), (2, 5, '[0,1,0]'), (3, 9, '[0,0,1]')")
+    conn.execute("INSERT INTO vb VALUES (10, 2, '[1,1,0]'), (20, 4, '[0,1,1]'), (30, 8, '[2,0,2]')")
+    by_param = ("SELECT va.id, (SELECT vb.id FROM vb WHERE vb.k < va.k "
+                "ORDER BY vb.v <-> %s::vector LIMIT 1) AS q FROM va ORDER BY 1")
+    by_row = ("SELECT va.id, (SELECT vb.id FROM vb ORDER BY vb.v <-> va.v, vb.id LIMIT 1) AS nn, "
+              "(SELECT vb.v <-> va.v FROM vb ORDER BY vb.v <-> va.v LIMIT 1) AS d FROM va ORDER BY 1")
+    for prepare in [False, True]:
+        got = conn.execute(by_param, ("[1,0,0]",), prepare=prepare).fetchall()
+        assert got == [(1, None), (2, 10), (3, 10)], got
+        got = conn.execute(by_row, prepare=prepare).fetchall()
+        assert [(i, n) for i, n, _ in got] == [(1, 10), (2, 10), (3, 20)], got
+        assert [round(d, 6) for _, _, d in got] == [1.0, 1.0, 1.0], got
+print("ok correlated subqueries with parameters")

@@ -250,7 +250,11 @@ impl Engine {
             }
             None => Some(data.read_modify_write(Some(session.interrupt())).await?),
         };
-        let physical = state.create_physical_plan(&input).await?;
+        let input = crate::session::optimize(state, &input)?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&input, state)
+            .await?;
         let batches = collect(physical, session.task_ctx()).await?;
         let schema = data.schema();
         let batches = batches
