@@ -393,3 +393,41 @@ fn now_is_the_time_of_the_statement() {
         "now() {second}, clock {clock}"
     );
 }
+
+/// Result columns named as PostgreSQL 15 names them when names repeat
+/// (DataFusion refuses two columns of one name, and named `SELECT *, id`'s
+/// second `id` `__alias_id`); the expected headers are PostgreSQL's.
+#[test]
+fn repeated_column_names_are_postgres_names() {
+    let server = common::Server::start();
+    let (ok, _, err) = psql(
+        &server,
+        &[
+            "-c",
+            "CREATE TABLE a (id int, k int)",
+            "-c",
+            "INSERT INTO a VALUES (1, 2)",
+        ],
+    );
+    assert!(ok, "{err}");
+    let cases = [
+        ("SELECT id, id FROM a", "id|id\n1|1"),
+        ("SELECT a.id, 5 AS id FROM a", "id|id\n1|5"),
+        (
+            "SELECT id, id::text, k::bigint, k FROM a",
+            "id|id|k|k\n1|1|2|2",
+        ),
+        ("SELECT *, id FROM a", "id|k|id\n1|2|1"),
+        ("SELECT 1::int, 1::bigint", "int4|int8\n1|1"),
+        ("SELECT id, +id FROM a", "id|?column?\n1|1"),
+        (
+            "SELECT a.id, (SELECT b.id FROM a AS b WHERE b.k = a.k) FROM a",
+            "id|id\n1|1",
+        ),
+    ];
+    for (query, want) in cases {
+        let (ok, out, err) = psql(&server, &["-A", "-P", "footer=off", "-c", query]);
+        assert!(ok, "{query}: {err}");
+        assert_eq!(out.trim_end(), want, "{query}");
+    }
+}

@@ -56,29 +56,68 @@ pub fn alias_duplicates(statement: &mut ast::Statement) {
 }
 
 fn alias_in_set_expr(body: &mut SetExpr) {
+    visit_selects(body, &mut |items| alias_in_select(items));
+}
+
+/// [`alias_duplicates`] for every unnamed item: where DataFusion names two
+/// different expressions alike (`1::int, 1::bigint`, `id, +id`), which
+/// only its refusal tells.
+pub fn alias_all(statement: &mut ast::Statement) {
+    let ast::Statement::Query(query) = statement else {
+        return;
+    };
+    visit_selects(&mut query.body, &mut |items| {
+        for (i, item) in items.iter_mut().enumerate() {
+            if let SelectItem::UnnamedExpr(expr) = item {
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: ast::Ident::with_quote('"', format!("?column{i}?")),
+                };
+            }
+        }
+    });
+}
+
+fn visit_selects(body: &mut SetExpr, f: &mut dyn FnMut(&mut [SelectItem])) {
     match body {
-        SetExpr::Select(select) => alias_in_select(&mut select.projection),
-        SetExpr::Query(query) => alias_in_set_expr(&mut query.body),
+        SetExpr::Select(select) => f(&mut select.projection),
+        SetExpr::Query(query) => visit_selects(&mut query.body, f),
         SetExpr::SetOperation { left, right, .. } => {
-            alias_in_set_expr(left);
-            alias_in_set_expr(right);
+            visit_selects(left, f);
+            visit_selects(right, f);
         }
         _ => {}
     }
 }
 
+/// Whether `e` is DataFusion's refusal of two select items it names alike.
+pub fn is_duplicate_name_error(e: &datafusion::error::DataFusionError) -> bool {
+    e.to_string()
+        .contains("Projections require unique expression names")
+}
+
+/// An item is aliased when its text or the name PostgreSQL gives it repeats
+/// an earlier item's: DataFusion also refuses `a.id, 5 AS id` (a qualified
+/// and an unqualified `id`) and `id, id::text`.
 fn alias_in_select(items: &mut [SelectItem]) {
     let mut seen = std::collections::HashSet::new();
     for (i, item) in items.iter_mut().enumerate() {
         let unique = |n: usize| ast::Ident::with_quote('"', format!("?column{n}?"));
+        let pg_name = match of_item(item) {
+            ColumnName::Named(name) if name != "?column?" => Some(name),
+            _ => None,
+        };
+        let repeated_name = pg_name.is_some_and(|n| !seen.insert(format!("name:{n}")));
         match item {
-            SelectItem::UnnamedExpr(expr) if !seen.insert(expr.to_string()) => {
+            SelectItem::UnnamedExpr(expr) if !seen.insert(expr.to_string()) || repeated_name => {
                 *item = SelectItem::ExprWithAlias {
                     expr: expr.clone(),
                     alias: unique(i),
                 };
             }
-            SelectItem::ExprWithAlias { alias, .. } if !seen.insert(ident_name(alias)) => {
+            SelectItem::ExprWithAlias { alias, .. }
+                if !seen.insert(ident_name(alias)) || repeated_name =>
+            {
                 *alias = unique(i);
             }
             _ => {}
@@ -106,6 +145,12 @@ fn of_item(item: &SelectItem) -> ColumnName {
             Figure::Name(name, _) => ColumnName::Named(name),
             Figure::Unnamed => ColumnName::Named("?column?".into()),
         },
+        // The compatibility rules alias a column that a wildcard beside it
+        // also brings (`SELECT *, id`) as `__alias_id`: the client sees
+        // its own name.
+        SelectItem::ExprWithAlias { alias, expr } if alias.value.starts_with("__alias_") => {
+            of_item(&SelectItem::UnnamedExpr(expr.clone()))
+        }
         SelectItem::ExprWithAlias { alias, .. } => ColumnName::Named(ident_name(alias)),
         SelectItem::ExprWithAliases { .. } => ColumnName::Keep,
         SelectItem::QualifiedWildcard(..) | SelectItem::Wildcard(..) => ColumnName::Expand,

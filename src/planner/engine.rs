@@ -531,12 +531,21 @@ impl Engine {
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let _planning = session.reserve_plan()?;
-                Some(
-                    session
-                        .state()
-                        .statement_to_plan(DfStatement::Statement(stmt))
-                        .await?,
-                )
+                let again = matches!(stmt.as_ref(), ast::Statement::Query(_)).then(|| stmt.clone());
+                let planned = session
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(stmt))
+                    .await;
+                Some(match (planned, again) {
+                    (Err(e), Some(mut again)) if super::colnames::is_duplicate_name_error(&e) => {
+                        super::colnames::alias_all(&mut again);
+                        session
+                            .state()
+                            .statement_to_plan(DfStatement::Statement(again))
+                            .await?
+                    }
+                    (other, _) => other?,
+                })
             }
             _ => None,
         };
