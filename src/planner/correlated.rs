@@ -503,6 +503,9 @@ struct Sub {
     plan: LogicalPlan,
     /// The outer columns it reads and where they are in the input.
     keys: Vec<(Column, usize)>,
+    /// The type each outer value has in the plan (an input column can be
+    /// wider: `SELECT 1::int UNION ALL SELECT 2` is bigint).
+    key_types: Vec<Option<arrow::datatypes::DataType>>,
     field: Arc<Field>,
     /// The plan optimised once, the outer values as parameters `$1..$n`
     /// bound per run; `None` where that failed (then each run is planned
@@ -521,7 +524,8 @@ impl Sub {
         field: Arc<Field>,
         state: &SessionState,
     ) -> Sub {
-        let prepared = Sub::prepare(&plan, &keys, state).ok();
+        let mut key_types = vec![None; keys.len()];
+        let prepared = Sub::prepare(&plan, &keys, &mut key_types, state).ok();
         let mut volatile = false;
         let _ = plan.apply_with_subqueries(|node| {
             volatile |= node.expressions().iter().any(Expr::is_volatile);
@@ -534,6 +538,7 @@ impl Sub {
         Sub {
             plan,
             keys,
+            key_types,
             field,
             prepared,
             volatile,
@@ -541,9 +546,12 @@ impl Sub {
         }
     }
 
+    /// The plan with parameters for the outer values; `key_types` gets
+    /// each one's type as the plan reads it.
     fn prepare(
         plan: &LogicalPlan,
         keys: &[(Column, usize)],
+        key_types: &mut [Option<arrow::datatypes::DataType>],
         state: &SessionState,
     ) -> Result<LogicalPlan> {
         let with_params = map_all_expressions(plan.clone(), &mut |e| {
@@ -551,12 +559,15 @@ impl Sub {
                 return Ok(Transformed::no(e));
             };
             match keys.iter().position(|(k, _)| k == c) {
-                Some(i) => Ok(Transformed::yes(Expr::Placeholder(
-                    datafusion::logical_expr::expr::Placeholder::new_with_field(
-                        format!("${}", i + 1),
-                        Some(field.clone()),
-                    ),
-                ))),
+                Some(i) => {
+                    key_types[i] = Some(field.data_type().clone());
+                    Ok(Transformed::yes(Expr::Placeholder(
+                        datafusion::logical_expr::expr::Placeholder::new_with_field(
+                            format!("${}", i + 1),
+                            Some(field.clone()),
+                        ),
+                    )))
+                }
                 None => Ok(Transformed::no(e)),
             }
         })?;
@@ -708,6 +719,7 @@ impl ExecutionPlan for CorrelatedApplyExec {
                 Arc::new(Sub {
                     plan: s.plan.clone(),
                     keys: s.keys.clone(),
+                    key_types: s.key_types.clone(),
                     field: s.field.clone(),
                     prepared: s.prepared.clone(),
                     volatile: s.volatile,
@@ -818,11 +830,14 @@ async fn run_once(
     let physical = match &sub.prepared {
         Some(prepared) => {
             let values = sub
-                .keys
+                .key_types
                 .iter()
                 .zip(key)
-                .map(|(_, v)| v.clone().into())
-                .collect();
+                .map(|(t, v)| match t {
+                    Some(t) => v.cast_to(t).map(Into::into),
+                    None => Ok(v.clone().into()),
+                })
+                .collect::<Result<Vec<_>>>()?;
             let params = ParamValues::List(values);
             // A search's filter holds its parameters out of the plan's
             // expressions.

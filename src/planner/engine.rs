@@ -72,6 +72,11 @@ pub struct Prepared {
     /// The plan analysed and optimised once, with its parameters still open:
     /// executions only bind values and plan physically.
     optimized: Option<LogicalPlan>,
+    /// The result columns' types as execution gives them: the analysed
+    /// plan's (type coercion can widen a column: `SELECT 1::int UNION ALL
+    /// SELECT 5` is bigint, which a Describe from the bare plan called
+    /// int4, so binary results read 0).
+    analyzed_schema: Option<datafusion::common::DFSchemaRef>,
     /// The physical plan of the last execution of a plain search, for the
     /// next one with another query vector.
     search: Arc<parking_lot::Mutex<Option<super::search_cache::CachedSearch>>>,
@@ -297,7 +302,8 @@ impl Prepared {
         match (&self.plan, &self.statement) {
             (Some(LogicalPlan::Dml(_)), _) => None,
             (Some(plan), _) => {
-                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let schema = self.analyzed_schema.as_ref().unwrap_or(plan.schema());
+                let schema = Arc::new(schema.as_arrow().clone());
                 Some(match &self.names {
                     Some(names) => super::colnames::rename(&schema, names),
                     None => schema,
@@ -585,10 +591,23 @@ impl Engine {
             } => session.cursors.schema(name),
             _ => None,
         };
+        let analyzed_schema = match (&optimized, &plan) {
+            (Some(o), _) => Some(o.schema().clone()),
+            (None, Some(LogicalPlan::Dml(_))) | (None, None) => None,
+            (None, Some(p)) => {
+                let state = session.state();
+                state
+                    .analyzer()
+                    .execute_and_check(p.clone(), state.config_options(), |_, _| {})
+                    .ok()
+                    .map(|a| a.schema().clone())
+            }
+        };
         Ok(Prepared {
             statement,
             plan,
             optimized,
+            analyzed_schema,
             search: Default::default(),
             parameters: Default::default(),
             names,

@@ -132,6 +132,9 @@ enum Kind {
     /// One of these (compared without case); any other is refused with
     /// 0A000: quiver implements only these.
     OneOf(&'static [&'static str]),
+    /// One of these, all that PostgreSQL takes (kept in lower case, as
+    /// PostgreSQL shows them); any other is invalid (22023).
+    Enum(&'static [&'static str]),
     /// PostgreSQL's DateStyle: the output style must be ISO.
     DateStyle,
     /// An integer in this range.
@@ -153,7 +156,7 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     (
         "client_min_messages",
         "notice",
-        Kind::OneOf(&[
+        Kind::Enum(&[
             "debug5", "debug4", "debug3", "debug2", "debug1", "debug", "log", "notice", "warning",
             "error",
         ]),
@@ -292,6 +295,20 @@ fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
     match kind {
         Kind::Text => Ok(v.to_string()),
         Kind::ReadOnly => Err(QueryError::ReadOnlySetting(name.to_string())),
+        Kind::Enum(allowed) => {
+            if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+                Ok(v.to_ascii_lowercase())
+            } else {
+                Err(invalid(&format!(
+                    "one of {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("'{a}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        }
         Kind::OneOf(allowed) => {
             if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
                 Ok(v.to_string())

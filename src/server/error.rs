@@ -128,6 +128,12 @@ fn datafusion_message(e: &DataFusionError) -> String {
         DataFusionError::Plan(m) if m.starts_with("Correlated scalar subquery") => {
             SCALAR_SUBQUERY_HERE.to_string()
         }
+        DataFusionError::NotImplemented(m)
+            if m.starts_with("Physical plan does not support logical expression Exists")
+                || m.starts_with("Physical plan does not support logical expression InSubquery") =>
+        {
+            "EXISTS (...) and IN (subquery) are supported in WHERE, not yet in a select list or another expression: write it in WHERE, as a join, or as a scalar subquery such as (SELECT count(*) > 0 FROM ...)".to_string()
+        }
         // PostgreSQL's words for `SELECT $1` in a simple query.
         DataFusionError::Execution(m)
             if m.starts_with("Placeholder '") && m.contains("was not provided a value") =>
