@@ -764,7 +764,7 @@ async fn query_memory_is_bounded_per_statement_and_in_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planning_a_large_statement_is_counted() {
     let (_dir, cfg) =
-        common::config_file("[limits]\nquery_memory = 268435456\nquery_memory_total = 536870912\n");
+        common::config_file("[limits]\nquery_memory = 402653184\nquery_memory_total = 805306368\n");
     let server = Server::start_with(&["--config", &cfg]);
     let c = server.connect("default").await;
     first(&c, "CREATE TABLE pv (id bigint, tag text)")
@@ -782,10 +782,11 @@ async fn planning_a_large_statement_is_counted() {
     let literal = format!("INSERT INTO pv VALUES {}", rows(false));
     let expression = format!("INSERT INTO pv VALUES {}", rows(true));
     assert!(literal.len() > 1 << 20 && expression.len() > 1 << 20);
-    // It parses within the share (64 bytes per byte of text and 800 per
-    // operator), and cannot be planned in it (200 per byte).
-    assert!(expression.len() * 64 + 120_000 * 800 < 256 << 20);
-    assert!(expression.len() * 200 > 256 << 20);
+    // It parses within the share (64 bytes per byte of text and 1,500 per
+    // operator), and cannot be planned in it (200 per byte more).
+    let parse = expression.len() * 64 + 120_000 * 1500;
+    assert!(parse < 384 << 20);
+    assert!(parse + expression.len() * 136 > 384 << 20);
     c.simple_query(&literal).await.unwrap();
     let (code, message) = code_of(c.simple_query(&expression).await).await;
     assert_eq!(code, "53200", "{message}");

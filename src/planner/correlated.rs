@@ -395,6 +395,13 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
     }
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let plan = nullable_subqueries(plan)?;
+        if changes_rows(&plan) && refers_to_outer(&plan) {
+            // DataFusion would make a join of it, whose columns the table's
+            // UPDATE or DELETE does not see ("No field named ...").
+            return Err(DataFusionError::NotImplemented(
+                "ScalarSubquery that refers to the target of an UPDATE or DELETE".into(),
+            ));
+        }
         let refused = |outer: &LogicalPlan, e: &Expr| match e {
             Expr::ScalarSubquery(sq) => check_subquery_expr(outer, &sq.subquery, e).is_err(),
             _ => false,
@@ -405,6 +412,25 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
         plan.transform_up_with_subqueries(|node| move_subqueries(node, &refused))
             .map(|t| t.data)
     }
+}
+
+/// Whether `plan` holds a scalar subquery that refers to an outer query.
+fn refers_to_outer(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                found |= matches!(e, Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty());
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Whether `plan` returns one row whatever its input (an aggregate without

@@ -520,6 +520,9 @@ impl Engine {
         };
         let names = match planned {
             Statement::Query(stmt) => super::colnames::of_statement(stmt),
+            // A cursor's rows are named as the query's (psycopg's named
+            // cursors declare it with parameters).
+            Statement::DeclareCursor { query, .. } => super::colnames::of_statement(query),
             _ => None,
         };
         // An upsert runs whole at execution; its RETURNING is planned here
@@ -557,15 +560,19 @@ impl Engine {
         };
         // A DECLARE's query, planned to be bound at execution.
         let (plan, declares) = match (plan, planned) {
-            (None, Statement::DeclareCursor { query, .. }) => (
-                Some(
-                    session
-                        .state()
-                        .statement_to_plan(DfStatement::Statement(query.clone()))
-                        .await?,
-                ),
-                true,
-            ),
+            (None, Statement::DeclareCursor { query, .. }) => {
+                let mut query = query.clone();
+                super::colnames::alias_duplicates(&mut query);
+                (
+                    Some(
+                        session
+                            .state()
+                            .statement_to_plan(DfStatement::Statement(query))
+                            .await?,
+                    ),
+                    true,
+                )
+            }
             (plan, _) => (plan, false),
         };
         // Plans that only read can be optimised before their parameters are
@@ -753,7 +760,13 @@ impl Engine {
         if let (Statement::DeclareCursor { .. }, Some(plan)) = (&prepared.statement, &prepared.plan)
         {
             return self
-                .declare_prepared(session, &prepared.statement, plan, params)
+                .declare_prepared(
+                    session,
+                    &prepared.statement,
+                    plan,
+                    params,
+                    prepared.names.as_deref(),
+                )
                 .await;
         }
         if let Some(optimized) = &prepared.optimized {

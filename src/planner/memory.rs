@@ -46,10 +46,12 @@ impl Default for QueryMemory {
 pub const PARSE_FACTOR: usize = 64;
 
 /// What each operator (`+`, `||`, `::`, ...) adds to a parse: an
-/// expression node and its boxed operands (measured: a 20.5 MB VALUES of
-/// sums, casts and concatenations, 1.6 million operators, peaked at 2.58 GB,
-/// where 64 times its text is 1.3 GB).
-pub const PARSE_PER_OPERATOR: usize = 800;
+/// expression node and its boxed operands, and the rewrites' copies
+/// (measured: a 20.5 MB VALUES of sums, casts and concatenations, 1.6
+/// million operators, peaked at 2.58 GB, where 64 times its text is 1.3 GB:
+/// 790 bytes each; `INSERT ... SELECT * FROM (VALUES (i+1, i*2), ...)` of
+/// 19.8 MB, 2 million operators, peaked at 4.1 GB: 1,430 each).
+pub const PARSE_PER_OPERATOR: usize = 1500;
 
 /// Statements shorter than this are not counted.
 const PARSE_COUNTED: usize = 1 << 20;

@@ -155,7 +155,7 @@ fn datafusion_message(e: &DataFusionError) -> String {
 /// What DataFusion's "ScalarSubqueryExpr evaluated before the subquery was
 /// executed" (XX000) and "Physical plan does not support logical expression
 /// ScalarSubquery" mean for a user.
-const SCALAR_SUBQUERY_HERE: &str = "this scalar subquery is not supported yet (quiver runs scalar subqueries in a query's select list, WHERE and HAVING, and in INSERT ... SELECT; not in VALUES, nor one in an UPDATE or DELETE that refers to the target, nor one that refers to a query two levels out): compute the value first, or write it as a join (UPDATE ... FROM, INSERT ... SELECT)";
+const SCALAR_SUBQUERY_HERE: &str = "this scalar subquery is not supported yet (quiver runs scalar subqueries in a query's select list, WHERE and HAVING, and in INSERT ... SELECT; not yet in VALUES, in an UPDATE's SET, in an UPDATE or DELETE whose subquery refers to the target, in GROUP BY or ORDER BY, or one that refers to a query two levels out): compute the value first, or write it as a join (UPDATE ... FROM, INSERT ... SELECT)";
 
 /// Wrap `e` for pgwire.
 pub fn to_pgwire(e: QueryError) -> PgWireError {

@@ -247,3 +247,13 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         assert [(i, n) for i, n, _ in got] == [(1, 10), (2, 10), (3, 20)], got
         assert [round(d, 6) for _, _, d in got] == [1.0, 1.0, 1.0], got
 print("ok correlated subqueries with parameters")
+
+# A named (server-side) cursor, declared with a parameter: its columns are
+# named as PostgreSQL names them, repeated names included.
+with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default") as conn:
+    with conn.transaction():
+        with conn.cursor(name="named_cols") as cur:
+            cur.execute("SELECT id, id, count(*) OVER () FROM va ORDER BY 1 LIMIT %s", (2,))
+            assert cur.fetchall() == [(1, 1, 3), (2, 2, 3)]
+            assert [d.name for d in cur.description] == ["id", "id", "count"], cur.description
+print("ok named cursor columns")

@@ -36,6 +36,7 @@ impl Engine {
         statement: &Statement,
         plan: &LogicalPlan,
         params: ParamValues,
+        names: Option<&[crate::colnames::ColumnName]>,
     ) -> Result<Output, QueryError> {
         let Statement::DeclareCursor {
             name, hold, binary, ..
@@ -45,7 +46,7 @@ impl Engine {
         };
         self.check_declare(session, name, *hold)?;
         let plan = super::fold_limit_casts(plan.clone().with_param_values(params)?)?;
-        let output = self.run_plan(session, plan).await?;
+        let output = super::show::named(self.run_plan(session, plan).await?, names);
         self.keep_cursor(session, name.clone(), *hold, *binary, output)
     }
 
