@@ -416,21 +416,10 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
 
 /// Whether `plan` holds a scalar subquery that refers to an outer query.
 fn refers_to_outer(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        for e in node.expressions() {
-            let _ = e.apply(|e| {
-                found |= matches!(e, Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty());
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
+    crate::session::any_expr(
+        plan,
+        &mut |e| matches!(e, Expr::ScalarSubquery(sq) if !sq.outer_ref_columns.is_empty()),
+    )
 }
 
 /// Whether `plan` returns one row whatever its input (an aggregate without
@@ -552,15 +541,7 @@ impl Sub {
     ) -> Sub {
         let mut key_types = vec![None; keys.len()];
         let prepared = Sub::prepare(&plan, &keys, &mut key_types, state).ok();
-        let mut volatile = false;
-        let _ = plan.apply_with_subqueries(|node| {
-            volatile |= node.expressions().iter().any(Expr::is_volatile);
-            Ok(if volatile {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
-        });
+        let volatile = crate::session::any_expr(&plan, &mut |e| e.is_volatile_node());
         Sub {
             plan,
             keys,

@@ -841,7 +841,6 @@ pub fn optimize(
 /// Whether `plan` reads the clock (`now()`, `current_date`, ...), whose
 /// value an optimised plan holds as a constant.
 pub fn reads_clock(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::Expr;
     const CLOCK: &[&str] = &[
         "now",
@@ -852,24 +851,33 @@ pub fn reads_clock(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
         "localtimestamp",
         "localtime",
     ];
-    let mut found = false;
+    any_expr(plan, &mut |e| {
+        matches!(e, Expr::ScalarFunction(f)
+            if CLOCK.contains(&f.func.name())
+                || f.func.aliases().iter().any(|a| CLOCK.contains(&a.as_str())))
+    })
+}
+
+/// Whether an expression of `plan`, or of its subqueries, or inside either,
+/// is one `found` is looking for.
+pub fn any_expr(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    found: &mut dyn FnMut(&datafusion::logical_expr::Expr) -> bool,
+) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut hit = false;
     let _ = plan.apply_with_subqueries(|node| {
         for e in node.expressions() {
             let _ = e.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && (CLOCK.contains(&f.func.name())
-                        || f.func.aliases().iter().any(|a| CLOCK.contains(&a.as_str())))
-                {
-                    found = true;
-                }
+                hit = hit || found(e);
                 Ok(TreeNodeRecursion::Continue)
             });
         }
-        Ok(if found {
+        Ok(if hit {
             TreeNodeRecursion::Stop
         } else {
             TreeNodeRecursion::Continue
         })
     });
-    found
+    hit
 }
