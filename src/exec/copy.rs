@@ -698,6 +698,24 @@ pub fn text_to_batch(
                     })?)
                 }
                 _ => cast_with_options(&strings, schema.field(field).data_type(), &options)
+                    .or_else(|e| match schema.field(field).data_type() {
+                        // PostgreSQL takes `2024-01-01 10:00`; Arrow wants
+                        // seconds. Tried only once the plain cast failed.
+                        arrow::datatypes::DataType::Timestamp(..) => {
+                            let fixed: arrow::array::StringArray = text
+                                .iter()
+                                .map(|v| {
+                                    v.map(|v| {
+                                        quiver_common::timestamp_text::with_seconds(v)
+                                            .unwrap_or_else(|| v.to_string())
+                                    })
+                                })
+                                .collect();
+                            cast_with_options(&fixed, schema.field(field).data_type(), &options)
+                                .map_err(|_| e)
+                        }
+                        _ => Err(e),
+                    })
                     .map_err(|e| {
                         error(
                             format!("column {}: {e}", def.name),

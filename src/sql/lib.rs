@@ -8,6 +8,7 @@ pub mod depth;
 pub mod index_ddl;
 pub mod parser;
 pub mod statement;
+mod timestamp_literals;
 
 use thiserror::Error;
 

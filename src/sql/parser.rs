@@ -538,6 +538,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
         S::Query(_) if !reads_system_catalogs(text) => {
             let mut stmt = rewrite_user_query(stmt);
             super::array_subquery::rewrite(&mut stmt);
+            super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
         S::Query(_) if !has_l1 => {
@@ -549,6 +550,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
                 _ => COMPAT.rewrite(stmt),
             };
             super::array_subquery::rewrite(&mut stmt);
+            super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
         S::Copy {
@@ -582,7 +584,9 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
         // compatibility parser's rules that change meaning only where the
         // statement reads the system catalogs.
         other if !reads_system_catalogs(text) => {
-            Statement::Query(Box::new(rewrite_user_query(other)))
+            let mut stmt = rewrite_user_query(other);
+            super::timestamp_literals::rewrite(&mut stmt);
+            Statement::Query(Box::new(stmt))
         }
         other => Statement::Query(Box::new(COMPAT.rewrite(other))),
     })

@@ -170,6 +170,15 @@ pub(super) fn fill_default(
 /// Wrap a value bound for a field of type `field_type` in `to_vector` or
 /// `to_bit`; parameters and DEFAULT are left alone.
 pub(super) fn wrap_value(field_type: &FieldType, expr: &mut ast::Expr) -> Result<(), QueryError> {
+    // A timestamp written without seconds, as PostgreSQL reads it.
+    if let (FieldType::Timestamp | FieldType::TimestampTz, ast::Expr::Value(v)) =
+        (field_type, &mut *expr)
+        && let ast::Value::SingleQuotedString(s) = &mut v.value
+        && let Some(fixed) = quiver_common::timestamp_text::with_seconds(s)
+    {
+        *s = fixed;
+        return Ok(());
+    }
     let (function, size) = match field_type {
         FieldType::Vector { dim } => (crate::vector_udf::TO_VECTOR, *dim),
         FieldType::Bit { bits } => (crate::vector_udf::TO_BIT, *bits),
