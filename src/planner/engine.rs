@@ -206,6 +206,32 @@ fn fold_limit_casts(plan: LogicalPlan) -> Result<LogicalPlan, QueryError> {
     }
 }
 
+/// DataFusion's plan of `stmt`. A query it refuses for naming two select
+/// items alike (`1::int, 1::bigint`) is planned again with every item
+/// aliased; the client sees the names `colnames` gave them.
+pub(crate) async fn plan_statement(
+    session: &Session,
+    stmt: Box<ast::Statement>,
+) -> datafusion::error::Result<LogicalPlan> {
+    let again = matches!(stmt.as_ref(), ast::Statement::Query(_)).then(|| stmt.clone());
+    match (
+        session
+            .state()
+            .statement_to_plan(DfStatement::Statement(stmt))
+            .await,
+        again,
+    ) {
+        (Err(e), Some(mut again)) if super::colnames::is_duplicate_name_error(&e) => {
+            super::colnames::alias_all(&mut again);
+            session
+                .state()
+                .statement_to_plan(DfStatement::Statement(again))
+                .await
+        }
+        (planned, _) => planned,
+    }
+}
+
 /// The types of parameters that DataFusion leaves open but whose place
 /// fixes, as PostgreSQL infers them: a cast (`$1::int` is int4), LIMIT and
 /// OFFSET (bigint).
@@ -540,21 +566,7 @@ impl Engine {
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let _planning = session.reserve_plan()?;
-                let again = matches!(stmt.as_ref(), ast::Statement::Query(_)).then(|| stmt.clone());
-                let planned = session
-                    .state()
-                    .statement_to_plan(DfStatement::Statement(stmt))
-                    .await;
-                Some(match (planned, again) {
-                    (Err(e), Some(mut again)) if super::colnames::is_duplicate_name_error(&e) => {
-                        super::colnames::alias_all(&mut again);
-                        session
-                            .state()
-                            .statement_to_plan(DfStatement::Statement(again))
-                            .await?
-                    }
-                    (other, _) => other?,
-                })
+                Some(plan_statement(session, stmt).await?)
             }
             _ => None,
         };

@@ -29,24 +29,9 @@ impl Engine {
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let _planning = session.reserve_plan()?;
-                // A query is kept to be planned again with every item
-                // aliased, should DataFusion name two items alike.
-                let again = matches!(stmt.as_ref(), ast::Statement::Query(_)).then(|| stmt.clone());
-                let planned = session
-                    .state()
-                    .statement_to_plan(DfStatement::Statement(stmt))
-                    .await;
-                let plan = match (planned, again) {
-                    (Err(e), Some(mut again)) if crate::colnames::is_duplicate_name_error(&e) => {
-                        crate::colnames::alias_all(&mut again);
-                        session
-                            .state()
-                            .statement_to_plan(DfStatement::Statement(again))
-                            .await
-                    }
-                    (other, _) => other,
-                }
-                .map_err(|e| not_null(e.into()))?;
+                let plan = super::plan_statement(session, stmt)
+                    .await
+                    .map_err(|e| not_null(e.into()))?;
                 let output = self.run_plan(session, plan).await.map_err(not_null)?;
                 Ok(named(output, names.as_deref()))
             }
