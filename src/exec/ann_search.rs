@@ -12,9 +12,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{and, interleave};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Float32Type, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -29,7 +30,7 @@ use datafusion::physical_plan::{
 use quiver_catalog::IndexDef;
 use quiver_storage::segment::{LoadedIndex, SegmentData};
 use quiver_storage::{CollectionData, StorageError};
-use quiver_vector::index::{Method, SearchKnobs};
+use quiver_vector::index::{Filtered, Method, SearchKnobs};
 use quiver_vector::{Metric, Query, VectorError, bits, distance};
 
 mod scoring;
@@ -207,7 +208,9 @@ impl DisplayAs for AnnSearchExec {
                 i.name,
                 i.spec.method.name(),
                 i.spec.method.params(),
-                if matches!(i.spec.method, Method::Hnsw { .. }) || i.spec.method.is_binary() {
+                if matches!(i.spec.method, Method::Hnsw { .. }) {
+                    "by a filtered graph walk"
+                } else if i.spec.method.is_binary() {
                     "to fetched candidates"
                 } else {
                     "by ID selector"
@@ -379,6 +382,10 @@ async fn run(
             first_chunk: chunks.len(),
             chunks: batches.len(),
             index: loaded,
+            flushed: match &seg.data {
+                SegmentData::Flushed(f) => Some(f.clone()),
+                SegmentData::Memory(_) => None,
+            },
         });
         let mut start = 0;
         for batch in batches.iter() {

@@ -245,7 +245,14 @@ pub struct FlushedSegment {
     pub index_files: parking_lot::Mutex<std::collections::BTreeMap<String, IndexFile>>,
     /// Indexes loaded or built, by index name.
     pub indexes: parking_lot::RwLock<HashMap<String, LoadedIndex>>,
+    /// Values derived from the segment's rows (a search's filter results),
+    /// by key, most recently used last; the rows never change, so neither
+    /// do they.
+    derived: parking_lot::Mutex<Vec<(String, Arc<dyn std::any::Any + Send + Sync>)>>,
 }
+
+/// How many derived values a segment keeps ([`FlushedSegment::derived`]).
+const DERIVED_KEPT: usize = 32;
 
 impl FlushedSegment {
     pub fn new(meta: SegmentMeta, io: Arc<ObjectIo>) -> FlushedSegment {
@@ -255,7 +262,40 @@ impl FlushedSegment {
             io,
             cache: parking_lot::Mutex::new(None),
             indexes: parking_lot::RwLock::new(HashMap::new()),
+            derived: parking_lot::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The value `make` derives from this segment's rows, kept under `key`
+    /// (at most 32 per segment, the least recently used going first).
+    /// `make` runs outside the lock; two callers may both run it.
+    pub fn derived<T, E>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<Arc<T>, E>
+    where
+        T: Send + Sync + 'static,
+    {
+        {
+            let mut kept = self.derived.lock();
+            if let Some(at) = kept.iter().position(|(k, _)| k == key) {
+                let entry = kept.remove(at);
+                let value = entry.1.clone();
+                kept.push(entry);
+                if let Ok(value) = value.downcast::<T>() {
+                    return Ok(value);
+                }
+            }
+        }
+        let value = Arc::new(make()?);
+        let mut kept = self.derived.lock();
+        kept.retain(|(k, _)| k != key);
+        if kept.len() >= DERIVED_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key.to_string(), value.clone()));
+        Ok(value)
     }
 
     /// A just-written segment whose rows are still at hand.

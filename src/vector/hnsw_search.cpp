@@ -27,9 +27,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <queue>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -272,26 +275,22 @@ struct FlatRows {
 };
 
 thread_local std::vector<faiss::idx_t> fresh_ids;
+thread_local std::vector<faiss::idx_t> far_ids;
 
-// faiss's HNSW::search (bounded queue, relative distance check) over flat
-// storage, visiting the same nodes in the same order: the greedy descent
-// through the upper levels, then the beam search of level 0 with `ef`
-// candidates. What differs is memory access: the unvisited neighbours of
-// a node are found first and their rows prefetched together, so their
-// reads overlap instead of each waiting for the one before.
-void search_flat(
+// A walk that has scored this many times level 0's degree and found far
+// fewer passing rows than the passing fraction promises starts again from
+// passing rows of an upper level.
+constexpr std::size_t SEED_AFTER = 16;
+
+// The greedy descent through the upper levels, from the entry point to
+// the nearest row of level 1 (`nearest`, at distance `d_nearest`).
+void descend(
         const faiss::HNSW& hnsw,
         const FlatRows& rows,
-        int ef,
-        const faiss::IDSelector* sel,
-        faiss::ResultHandler<faiss::HNSW::C>& res,
-        faiss::VisitedTable& vt) {
-    if (hnsw.entry_point < 0) {
-        return;
-    }
-    std::vector<faiss::idx_t>& fresh = fresh_ids;
-    faiss::HNSW::storage_idx_t nearest = hnsw.entry_point;
-    float d_nearest = rows.one(nearest);
+        std::vector<faiss::idx_t>& fresh,
+        faiss::HNSW::storage_idx_t& nearest,
+        float& d_nearest) {
+    d_nearest = rows.one(nearest);
     for (int level = hnsw.max_level; level >= 1; level--) {
         for (;;) {
             const faiss::HNSW::storage_idx_t before = nearest;
@@ -313,6 +312,28 @@ void search_flat(
             }
         }
     }
+}
+
+// faiss's HNSW::search (bounded queue, relative distance check) over flat
+// storage, visiting the same nodes in the same order: the greedy descent
+// through the upper levels, then the beam search of level 0 with `ef`
+// candidates. What differs is memory access: the unvisited neighbours of
+// a node are found first and their rows prefetched together, so their
+// reads overlap instead of each waiting for the one before.
+void search_flat(
+        const faiss::HNSW& hnsw,
+        const FlatRows& rows,
+        int ef,
+        const faiss::IDSelector* sel,
+        faiss::ResultHandler<faiss::HNSW::C>& res,
+        faiss::VisitedTable& vt) {
+    if (hnsw.entry_point < 0) {
+        return;
+    }
+    std::vector<faiss::idx_t>& fresh = fresh_ids;
+    faiss::HNSW::storage_idx_t nearest = hnsw.entry_point;
+    float d_nearest = 0;
+    descend(hnsw, rows, fresh, nearest, d_nearest);
 
     faiss::HNSW::MinimaxHeap candidates(ef);
     candidates.push(nearest, d_nearest);
@@ -357,12 +378,207 @@ void search_flat(
     }
 }
 
+// A filtered beam search over flat storage: the nearest rows among those
+// `bitmap` marks (one bit per row, least significant first). faiss's walk
+// with an ID selector keeps `ef` candidates of any kind and stops when
+// they are nearer than the next one, so when few rows pass it stops with
+// few results (its recall falls to about the passing fraction). Here only
+// passing rows count towards `ef` (as hnswlib's filtered search):
+//
+// - while fewer than `ef` passing rows are found, every neighbour is
+//   scored and followed, passing or not, so the walk crosses regions where
+//   nothing passes;
+// - after that, rows that fail are not scored: with `two_hop`, the passing
+//   neighbours of such a row are taken instead (ACORN-1's expansion), so
+//   the walk goes on over the passing rows' own neighbourhoods even where
+//   they are not linked to each other directly.
+//
+// Stops, returning false, once it has scored more than `budget` rows: an
+// exact scan of the passing rows is then cheaper.
+bool search_flat_filtered(
+        const faiss::HNSW& hnsw,
+        const FlatRows& rows,
+        int ef,
+        const std::uint8_t* bitmap,
+        bool two_hop,
+        std::int64_t budget,
+        const std::int64_t* seeds,
+        std::size_t nseeds,
+        double fraction,
+        std::int64_t& scored,
+        faiss::ResultHandler<faiss::HNSW::C>& res,
+        faiss::VisitedTable& vt) {
+    if (hnsw.entry_point < 0) {
+        return true;
+    }
+    const auto passes = [bitmap](faiss::idx_t id) {
+        return ((bitmap[id >> 3] >> (id & 7)) & 1) != 0;
+    };
+    std::vector<faiss::idx_t>& fresh = fresh_ids;
+    std::vector<faiss::idx_t>& far = far_ids;
+    faiss::HNSW::storage_idx_t nearest = hnsw.entry_point;
+    float d_nearest = 0;
+    descend(hnsw, rows, fresh, nearest, d_nearest);
+    using Entry = std::pair<float, faiss::idx_t>;
+    // Rows to expand, nearest first; passing rows found, farthest first.
+    std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> candidates;
+    std::priority_queue<Entry> found;
+    const auto full = [&]() { return found.size() >= static_cast<std::size_t>(ef); };
+    const auto offer = [&](faiss::idx_t id, float dis) {
+        if (full() && dis >= found.top().first) {
+            return;
+        }
+        candidates.emplace(dis, id);
+        if (passes(id)) {
+            found.emplace(dis, id);
+            if (found.size() > static_cast<std::size_t>(ef)) {
+                found.pop();
+            }
+        }
+    };
+    offer(nearest, d_nearest);
+    vt.set(nearest);
+    scored = 1;
+    // At most this many rows scored per expanded row (level 0's degree).
+    const std::size_t degree = static_cast<std::size_t>(hnsw.nb_neighbors(0));
+    // Where the filter keeps rows far from the query (a category unlike
+    // it), the walk finds far fewer passing rows than the passing fraction
+    // promises: it then goes on from the passing rows of an upper level
+    // too, instead of crossing everything nearer first.
+    bool seeded = nseeds == 0;
+    const auto seed = [&]() {
+        seeded = true;
+        fresh.clear();
+        for (std::size_t j = 0; j < nseeds; j++) {
+            if (!vt.get(seeds[j])) {
+                vt.set(seeds[j]);
+                fresh.push_back(seeds[j]);
+            }
+        }
+        scored += static_cast<std::int64_t>(fresh.size());
+        rows.score(fresh.data(), fresh.size(), offer);
+    };
+    while (!candidates.empty()) {
+        const Entry next = candidates.top();
+        if (full() && next.first > found.top().first) {
+            break;
+        }
+        candidates.pop();
+        std::size_t begin = 0;
+        std::size_t end = 0;
+        hnsw.neighbor_range(next.second, 0, &begin, &end);
+        std::size_t last = begin;
+        for (; last < end && hnsw.neighbors[last] >= 0; last++) {
+            prefetch_L2(vt.visited.data() + hnsw.neighbors[last]);
+        }
+        fresh.clear();
+        // Once started from upper-level rows that pass, the walk no longer
+        // crosses what fails (what fails nearer the query would come first).
+        const bool crossing = !full() && !(seeded && nseeds > 0);
+        far.clear();
+        for (std::size_t j = begin; j < last; j++) {
+            const int v1 = hnsw.neighbors[j];
+            if (vt.get(v1)) {
+                continue;
+            }
+            vt.set(v1);
+            if (passes(v1) || crossing) {
+                fresh.push_back(v1);
+            } else if (two_hop) {
+                far.push_back(v1);
+            }
+        }
+        // The neighbour lists of failing neighbours, read together (each
+        // is a miss in the cache; issued at once, they overlap).
+        for (const faiss::idx_t v1 : far) {
+            const auto* list = hnsw.neighbors.data() + hnsw.offsets[v1];
+            __builtin_prefetch(list, 0, 1);
+            __builtin_prefetch(reinterpret_cast<const char*>(list) + 64, 0, 1);
+        }
+        for (std::size_t f = 0; f < far.size() && fresh.size() < degree; f++) {
+            const std::size_t b2 = hnsw.offsets[far[f]];
+            for (std::size_t t = b2;
+                 t < b2 + degree && hnsw.neighbors[t] >= 0 && fresh.size() < degree;
+                 t++) {
+                const int v2 = hnsw.neighbors[t];
+                if (passes(v2) && !vt.get(v2)) {
+                    vt.set(v2);
+                    fresh.push_back(v2);
+                }
+            }
+        }
+        scored += static_cast<std::int64_t>(fresh.size());
+        rows.score(fresh.data(), fresh.size(), offer);
+        if (scored > budget) {
+            return false;
+        }
+        if (!seeded && !full() && scored >= static_cast<std::int64_t>(SEED_AFTER * degree) &&
+            static_cast<double>(found.size()) * 4 < static_cast<double>(scored) * fraction) {
+            seed();
+        }
+    }
+    // The nearest k of those found.
+    std::vector<Entry> out;
+    out.reserve(found.size());
+    while (!found.empty()) {
+        out.push_back(found.top());
+        found.pop();
+    }
+    auto threshold = res.threshold;
+    for (auto it = out.rbegin(); it != out.rend(); ++it) {
+        if (it->first < threshold && res.add_result(it->first, it->second)) {
+            threshold = res.threshold;
+        }
+    }
+    return true;
+}
+
+// Before a search of `hnsw` for `k` rows: no labels yet, and this
+// thread's visited table sized for the index. False when the index is
+// empty (nothing to search).
+bool start_search(const faiss::IndexHNSW& hnsw, std::int64_t k, std::int64_t* labels) {
+    for (std::int64_t i = 0; i < k; i++) {
+        labels[i] = -1;
+    }
+    if (hnsw.ntotal == 0) {
+        return false;
+    }
+    const auto rows = static_cast<std::size_t>(hnsw.ntotal);
+    if (!visited_table || visited_table->visited.size() < rows) {
+        visited_table = std::make_unique<faiss::VisitedTable>(static_cast<int>(rows));
+    }
+    return true;
+}
+
 void write_message(const char* what, char* out, std::size_t len) {
     if (out == nullptr || len == 0) {
         return;
     }
     std::strncpy(out, what, len - 1);
     out[len - 1] = '\0';
+}
+
+// Run `f`, turning an exception into -1 with its message in `message`
+// (`what` when it has none).
+template <typename F>
+int guarded(const char* what, char* message, std::size_t message_len, F&& f) {
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        write_message(e.what(), message, message_len);
+        return -1;
+    } catch (...) {
+        write_message(what, message, message_len);
+        return -1;
+    }
+}
+
+// faiss's HNSW keeps the smallest: similarities go in negated and come
+// back out negated again.
+void negate(float* distances, std::int64_t k) {
+    for (std::int64_t i = 0; i < k; i++) {
+        distances[i] = -distances[i];
+    }
 }
 
 } // namespace
@@ -388,22 +604,14 @@ extern "C" int quiver_hnsw_search(
         std::int64_t* labels,
         char* message,
         std::size_t message_len) {
-    try {
+    return guarded("unknown error in HNSW search", message, message_len, [&]() -> int {
         const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(
                 static_cast<const faiss::Index*>(index));
         if (hnsw == nullptr || hnsw->storage == nullptr || k <= 0) {
             return 1;
         }
-        for (std::int64_t i = 0; i < k; i++) {
-            labels[i] = -1;
-        }
-        if (hnsw->ntotal == 0) {
+        if (!start_search(*hnsw, k, labels)) {
             return 0;
-        }
-        const auto rows = static_cast<std::size_t>(hnsw->ntotal);
-        if (!visited_table || visited_table->visited.size() < rows) {
-            visited_table = std::make_unique<faiss::VisitedTable>(
-                    static_cast<int>(rows));
         }
         // faiss's HNSW keeps the smallest distances: a similarity is
         // negated on the way in and back on the way out.
@@ -451,18 +659,121 @@ extern "C" int quiver_hnsw_search(
         }
         result.end();
         if (similarity) {
-            for (std::int64_t i = 0; i < k; i++) {
-                distances[i] = -distances[i];
-            }
+            negate(distances, k);
         }
         return 0;
-    } catch (const std::exception& e) {
-        write_message(e.what(), message, message_len);
-        return -1;
-    } catch (...) {
-        write_message("unknown error in HNSW search", message, message_len);
+    });
+}
+
+// One filtered query against an HNSW index over flat storage: the `k`
+// nearest rows among those `bitmap` marks (see search_flat_filtered).
+// Returns 0 on success, 1 when `index` is not an HNSW index over flat L2
+// or inner-product storage, 2 when the walk scored more than `budget`
+// rows (the caller scans the passing rows instead), -1 on an error.
+extern "C" int quiver_hnsw_search_filtered(
+        const void* index,
+        const float* query,
+        std::int64_t k,
+        std::int32_t ef,
+        const std::uint8_t* bitmap,
+        std::int32_t two_hop,
+        std::int64_t budget,
+        const std::int64_t* seeds,
+        std::int64_t nseeds,
+        double fraction,
+        std::int64_t* scored,
+        float* distances,
+        std::int64_t* labels,
+        char* message,
+        std::size_t message_len) {
+    return guarded("unknown error in filtered HNSW search", message, message_len, [&]() -> int {
+        const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(
+                static_cast<const faiss::Index*>(index));
+        if (hnsw == nullptr || hnsw->storage == nullptr || k <= 0 || bitmap == nullptr) {
+            return 1;
+        }
+        const auto* flat = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
+        if (flat == nullptr ||
+            (flat->metric_type != faiss::METRIC_L2 &&
+             flat->metric_type != faiss::METRIC_INNER_PRODUCT)) {
+            return 1;
+        }
+        if (!start_search(*hnsw, k, labels)) {
+            return 0;
+        }
+        using Block = faiss::HeapBlockResultHandler<faiss::HNSW::C>;
+        Block block(1, distances, labels, static_cast<std::size_t>(k));
+        Block::SingleResultHandler result(block);
+        result.begin(0);
+        bool settled = true;
+        try {
+            const FlatRows flat_rows(*flat, query);
+            settled = search_flat_filtered(
+                    hnsw->hnsw,
+                    flat_rows,
+                    std::max<int>(ef, static_cast<int>(k)),
+                    bitmap,
+                    two_hop != 0,
+                    budget,
+                    seeds,
+                    static_cast<std::size_t>(std::max<std::int64_t>(nseeds, 0)),
+                    fraction,
+                    *scored,
+                    result,
+                    *visited_table);
+            visited_table->advance();
+        } catch (...) {
+            visited_table.reset();
+            throw;
+        }
+        result.end();
+        if (!settled) {
+            return 2;
+        }
+        if (flat->metric_type == faiss::METRIC_INNER_PRODUCT) {
+            negate(distances, k);
+        }
+        return 0;
+    });
+}
+
+// The rows of the lowest level above 0 of an HNSW index that holds at
+// most `max_rows` rows (levels above hold fewer), written to `out` (room
+// for `max_rows`). Returns how many, or -1 when `index` is not HNSW.
+extern "C" std::int64_t quiver_hnsw_upper_rows(
+        const void* index,
+        std::int64_t max_rows,
+        std::int64_t* out) {
+    const auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(
+            static_cast<const faiss::Index*>(index));
+    if (hnsw == nullptr) {
         return -1;
     }
+    const auto& levels = hnsw->hnsw.levels;
+    // levels[i] is one more than the top level of row i.
+    std::vector<std::int64_t> at_least(static_cast<std::size_t>(hnsw->hnsw.max_level) + 2, 0);
+    for (const int l : levels) {
+        for (int level = 1; level < l && level < static_cast<int>(at_least.size()); level++) {
+            at_least[static_cast<std::size_t>(level)]++;
+        }
+    }
+    int chosen = -1;
+    for (std::size_t level = 1; level < at_least.size(); level++) {
+        if (at_least[level] > 0 && at_least[level] <= max_rows) {
+            chosen = static_cast<int>(level);
+            break;
+        }
+    }
+    if (chosen < 0) {
+        return 0;
+    }
+    std::int64_t n = 0;
+    for (std::size_t i = 0; i < levels.size() && n < max_rows; i++) {
+        if (levels[i] - 1 >= chosen) {
+            out[n++] = static_cast<std::int64_t>(i);
+        }
+    }
+    return n;
 }
 
 // Whether rows added to `index` from now on fill their level-0 neighbour

@@ -109,6 +109,23 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
             "this index searches bit strings, not vectors".into(),
         ))
     }
+    /// The `k` nearest rows among those `allowed` marks (one bit per row,
+    /// least significant first), found by a graph walk that crosses rows
+    /// that fail and counts only passing rows towards its `ef` (HNSW over
+    /// float storage). `fraction` is the share of rows `allowed` marks.
+    /// [`Filtered::Unsupported`] where the index has no such walk,
+    /// [`Filtered::GaveUp`] when it scored more than `budget` rows.
+    fn search_filtered(
+        &self,
+        _query: &[f32],
+        _k: usize,
+        _knobs: SearchKnobs,
+        _allowed: &[u8],
+        _fraction: f64,
+        _budget: usize,
+    ) -> Result<Filtered, IndexError> {
+        Ok(Filtered::Unsupported)
+    }
     /// Every row within `radius` (a distance of the index's metric) of
     /// `query`, as (row, distance) in no order. As approximate as the
     /// index; it may include rows just beyond the radius, so callers check
@@ -145,6 +162,20 @@ pub trait VectorIndex: Send + Sync + fmt::Debug {
     fn serialize(&self) -> Result<Vec<u8>, IndexError>;
     /// Approximate bytes of memory held.
     fn memory_size(&self) -> usize;
+}
+
+/// What a filtered graph walk ([`VectorIndex::search_filtered`]) found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filtered {
+    /// (row, distance), nearest first, and how many rows the walk scored.
+    Hits {
+        hits: Vec<(u64, f32)>,
+        scored: usize,
+    },
+    /// The index has no filtered walk.
+    Unsupported,
+    /// The walk scored more rows than its budget allowed.
+    GaveUp { scored: usize },
 }
 
 /// Read an index written by [`VectorIndex::serialize`].

@@ -41,6 +41,8 @@ pub(super) struct SegmentPlan {
     pub(super) first_chunk: usize,
     pub(super) chunks: usize,
     pub(super) index: Option<LoadedIndex>,
+    /// The sealed segment, where its filter results are kept.
+    pub(super) flushed: Option<Arc<quiver_storage::segment::FlushedSegment>>,
 }
 
 /// How one segment was searched, for EXPLAIN ANALYZE.
@@ -52,7 +54,8 @@ pub(super) struct SegmentReport {
     pub(super) rows: usize,
     /// Rows that pass the deletes and the filter.
     pub(super) passing: usize,
-    /// Rows scored exactly (index hits are re-scored).
+    /// Rows scored: by an exact scan, by a filtered graph walk, or index
+    /// hits scored again.
     pub(super) scored: usize,
     pub(super) micros: u128,
 }
@@ -113,27 +116,78 @@ impl Ord for Candidate {
     }
 }
 
-/// Which rows of `chunk` pass the deletes and the filter (`None`: all).
-pub(super) fn chunk_mask(spec: &AnnSearchSpec, chunk: &Chunk<'_>) -> Result<Option<BooleanArray>> {
-    let batch = &chunk.batch;
+/// Which rows of `batch` pass `filter` (NULL counts as false).
+fn filter_values(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanBuffer> {
     let n = batch.num_rows();
-    let mut mask: Option<BooleanArray> = chunk.live.clone();
-    if let Some(filter) = &spec.filter {
-        let value = filter.evaluate(batch)?.into_array(n)?;
-        let value = value.as_boolean_opt().ok_or_else(|| {
-            DataFusionError::Plan("argument of WHERE must be type boolean".into())
-        })?;
-        // NULL filter results count as false.
-        let value = match value.nulls() {
-            Some(nulls) => BooleanArray::new(value.values() & nulls.inner(), None),
-            None => value.clone(),
+    let value = filter.evaluate(batch)?.into_array(n)?;
+    let value = value
+        .as_boolean_opt()
+        .ok_or_else(|| DataFusionError::Plan("argument of WHERE must be type boolean".into()))?;
+    Ok(match value.nulls() {
+        Some(nulls) => value.values() & nulls.inner(),
+        None => value.values().clone(),
+    })
+}
+
+/// The key a filter's results are kept under in a sealed segment, or
+/// `None` when they may change between runs (a volatile function).
+fn filter_key(filter: &Arc<dyn PhysicalExpr>) -> Option<String> {
+    let mut volatile = false;
+    let _ = filter.apply(|e| {
+        if let Some(f) = e.downcast_ref::<datafusion::physical_expr::ScalarFunctionExpr>()
+            && f.fun().signature().volatility == datafusion::logical_expr::Volatility::Volatile
+        {
+            volatile = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    (!volatile).then(|| format!("ann filter {filter:?}"))
+}
+
+/// Which rows of each chunk pass the deletes and the filter (`None`: all).
+/// A sealed segment keeps its filter's results (by the filter's text, its
+/// parameters bound), so a search repeated with the same filter only
+/// combines them with the deletes; growing segments evaluate it each time.
+pub(super) fn masks_of(
+    spec: &AnnSearchSpec,
+    chunks: &[Chunk<'_>],
+    segments: &[SegmentPlan],
+) -> Result<Vec<Option<BooleanArray>>> {
+    let mut masks = Vec::with_capacity(chunks.len());
+    for seg in segments {
+        let range = seg.first_chunk..seg.first_chunk + seg.chunks;
+        let Some(filter) = &spec.filter else {
+            masks.extend(range.map(|ci| chunks[ci].live.clone()));
+            continue;
         };
-        mask = Some(match mask {
-            Some(m) => and(&m, &value)?,
-            None => value,
-        });
+        let kept = match (&seg.flushed, filter_key(filter)) {
+            (Some(flushed), Some(key)) => Some(flushed.derived(&key, || -> Result<_> {
+                let total = range.clone().map(|ci| chunks[ci].batch.num_rows()).sum();
+                let mut all = arrow::array::BooleanBufferBuilder::new(total);
+                for ci in range.clone() {
+                    all.append_buffer(&filter_values(filter, chunks[ci].batch)?);
+                }
+                Ok(all.finish())
+            })?),
+            _ => None,
+        };
+        let mut offset = 0;
+        for ci in range {
+            let n = chunks[ci].batch.num_rows();
+            let values = match &kept {
+                Some(all) if offset + n <= all.len() => all.slice(offset, n),
+                _ => filter_values(filter, chunks[ci].batch)?,
+            };
+            offset += n;
+            let values = match &chunks[ci].live {
+                Some(live) => live.values() & &values,
+                None => values,
+            };
+            masks.push(Some(BooleanArray::new(values, None)));
+        }
     }
-    Ok(mask)
+    Ok(masks)
 }
 
 /// One chunk's searched column, ready to score against the query.
@@ -295,13 +349,12 @@ pub(super) fn exact(
     let mut scored = 0;
     for ci in range {
         let (column, nulls) = column_of(spec, &chunks[ci])?;
-        let mask = &masks[ci];
-        for row in 0..chunks[ci].batch.num_rows() {
-            if let Some(m) = mask
-                && !m.value(row)
-            {
-                continue;
-            }
+        let n = chunks[ci].batch.num_rows();
+        let rows: Box<dyn Iterator<Item = usize>> = match &masks[ci] {
+            Some(m) => Box::new(m.values().set_indices()),
+            None => Box::new(0..n),
+        };
+        for row in rows {
             if nulls.as_ref().is_some_and(|nb| nb.is_null(row)) {
                 if top.null_rows.len() < top.k {
                     top.null_rows.push((ci, row));

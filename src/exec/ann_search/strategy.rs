@@ -14,10 +14,12 @@ pub(super) struct SearchCtx<'a> {
     pub(super) metrics: &'a SearchMetrics,
 }
 
-/// Search one sealed segment through its index: the rows that pass go to
-/// faiss as an ID selector; the search widens (ef, nprobe ×2) until it
-/// returns every row it should, and falls back to exact search if it
-/// cannot. Returns `None` when the segment is better searched exactly.
+/// Search one sealed segment through its index. The rows that pass are a
+/// bitmap over the segment: HNSW walks its graph with it (counting only
+/// passing rows, giving up for an exact scan when that would be cheaper),
+/// IVF and flat indexes take it as faiss's ID selector and widen (nprobe
+/// ×2) until they return every row they should. Returns `Err(why)` when
+/// the segment is better searched exactly.
 pub(super) fn by_index(
     ctx: &SearchCtx,
     seg: &SegmentPlan,
@@ -46,37 +48,43 @@ pub(super) fn by_index(
                 == 0
     });
     // Otherwise: the passing rows with a vector, as a bitmap over the segment.
-    let mut bitmap = Vec::new();
-    let mut passing = total;
-    let mut offset = 0usize;
-    if !untouched {
-        bitmap = vec![0u8; total.div_ceil(8)];
-        passing = 0;
-    }
+    let mut bits = arrow::array::BooleanBufferBuilder::new(if untouched { 0 } else { total });
     for ci in range.clone().filter(|_| !untouched) {
         let n = chunks[ci].batch.num_rows();
         let (_, nulls) = column_of(spec, &chunks[ci])?;
-        for row in 0..n {
-            let pass = masks[ci].as_ref().is_none_or(|m| m.value(row))
-                && nulls.as_ref().is_none_or(|nb| nb.is_valid(row));
-            if pass {
-                let at = offset + row;
-                bitmap[at / 8] |= 1 << (at % 8);
-                passing += 1;
-            } else if masks[ci].as_ref().is_none_or(|m| m.value(row)) && top.null_rows.len() < top.k
-            {
-                top.null_rows.push((ci, row));
+        let pass = match (&masks[ci], &nulls) {
+            (None, None) => BooleanBuffer::new_set(n),
+            (Some(m), None) => m.values().clone(),
+            (None, Some(nb)) => nb.inner().clone(),
+            (Some(m), Some(nb)) => m.values() & nb.inner(),
+        };
+        // Rows with a NULL vector that pass: the tail of the answer.
+        if let Some(nb) = &nulls {
+            for row in (0..n).filter(|r| nb.is_null(*r)) {
+                if top.null_rows.len() >= top.k {
+                    break;
+                }
+                if masks[ci].as_ref().is_none_or(|m| m.value(row)) {
+                    top.null_rows.push((ci, row));
+                }
             }
         }
-        offset += n;
+        bits.append_buffer(&pass);
     }
+    let bits = bits.finish();
+    let bitmap: &[u8] = bits.values();
+    let passing = if untouched {
+        total
+    } else {
+        bits.count_set_bits()
+    };
     if passing == 0 {
         return Ok(Ok(0));
     }
     if passing < EXACT_BELOW_ROWS || passing * EXACT_BELOW_FRACTION < total {
         return Ok(Err("exact: few rows pass the filter"));
     }
-    let selector = (passing < total).then_some(&bitmap[..]);
+    let selector = (passing < total).then_some(bitmap);
     let want = top.k.min(passing);
     let passes = |row: u64| selector.is_none() || bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
     let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
@@ -150,6 +158,36 @@ pub(super) fn by_index(
     }
     let mut knobs = knobs;
     let mut hits = Vec::new();
+    // A filtered walk of the graph, where the index has one.
+    let walked = match selector {
+        Some(allowed) => {
+            let fraction = passing as f64 / total as f64;
+            // Past half the cost of scoring every passing row, an exact
+            // scan is cheaper (its reads are sequential).
+            let budget = (passing / 2).max(64 * knobs.ef.max(top.k));
+            index
+                .index
+                .search_filtered(query, top.k, knobs, allowed, fraction, budget)
+                .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?
+        }
+        None => Filtered::Unsupported,
+    };
+    match walked {
+        Filtered::Hits { hits, scored } if hits.len() >= want => {
+            metrics.index_candidates.add(hits.len());
+            offer_hits(ctx, seg, index, &hits, top)?;
+            return Ok(Ok(scored));
+        }
+        Filtered::Hits { scored, .. } => {
+            metrics.scored.add(scored);
+            return Ok(Err("exact: the filtered walk found too few rows"));
+        }
+        Filtered::GaveUp { scored } => {
+            metrics.scored.add(scored);
+            return Ok(Err("exact: the filtered walk gave up"));
+        }
+        Filtered::Unsupported => {}
+    }
     if !index.index.filters_in_search() && selector.is_some() {
         // faiss's HNSW walks poorly around rows its selector rejects (its
         // recall drops to about the passing fraction), so HNSW searches
@@ -342,10 +380,7 @@ pub(super) fn search(
 ) -> Result<(RecordBatch, Vec<SegmentReport>)> {
     let k = spec.k;
     let mut reports = Vec::with_capacity(segments.len());
-    let masks = chunks
-        .iter()
-        .map(|c| chunk_mask(spec, c))
-        .collect::<Result<Vec<_>>>()?;
+    let masks = masks_of(spec, chunks, segments)?;
     let mut top = TopK {
         k,
         heap: BinaryHeap::with_capacity(k + 1),

@@ -13,6 +13,8 @@ pub struct FaissIndex {
     pub(super) index: RwLock<Tuned>,
     rows: usize,
     bytes: usize,
+    /// HNSW: rows of an upper level, where filtered walks may start.
+    upper: std::sync::OnceLock<Vec<i64>>,
 }
 
 impl fmt::Debug for FaissIndex {
@@ -130,6 +132,7 @@ impl FaissIndex {
             }),
             rows,
             bytes,
+            upper: std::sync::OnceLock::new(),
         }
     }
 
@@ -378,6 +381,40 @@ unsafe extern "C" {
     ) -> std::ffi::c_int;
 }
 
+unsafe extern "C" {
+    /// `src/vector/hnsw_search.cpp`: a filtered walk over an HNSW index
+    /// with flat storage; 0 done, 1 not such an index, 2 over budget.
+    fn quiver_hnsw_search_filtered(
+        index: *const std::ffi::c_void,
+        query: *const f32,
+        k: i64,
+        ef: i32,
+        bitmap: *const u8,
+        two_hop: i32,
+        budget: i64,
+        seeds: *const i64,
+        nseeds: i64,
+        fraction: f64,
+        scored: *mut i64,
+        distances: *mut f32,
+        labels: *mut i64,
+        message: *mut std::ffi::c_char,
+        message_len: usize,
+    ) -> std::ffi::c_int;
+    /// `src/vector/hnsw_search.cpp`: the rows of the lowest upper level
+    /// with at most `max_rows` rows; -1 when not HNSW.
+    fn quiver_hnsw_upper_rows(index: *const std::ffi::c_void, max_rows: i64, out: *mut i64) -> i64;
+}
+
+/// How many rows of an upper HNSW level a filtered walk may start from.
+const SEED_POOL: usize = 4096;
+/// The most starting rows scored by one filtered walk.
+const MAX_SEEDS: usize = 512;
+/// Below this share of passing rows, a filtered walk that has found `ef`
+/// of them follows the passing neighbours of a failing neighbour instead
+/// of skipping it (ACORN-1's two-hop expansion).
+const TWO_HOP_BELOW: f64 = 0.5;
+
 /// One query against an HNSW index, with `ef` for this query only; `None`
 /// when `index` is not a faiss HNSW index with stored vectors.
 pub(super) fn hnsw_one(
@@ -453,6 +490,104 @@ impl VectorIndex for FaissIndex {
             .filter(|(label, _)| *label >= 0)
             .map(|(label, d)| (label as u64, self.spec.distance(d)))
             .collect())
+    }
+
+    fn search_filtered(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: SearchKnobs,
+        allowed: &[u8],
+        fraction: f64,
+        budget: usize,
+    ) -> Result<Filtered, IndexError> {
+        if !matches!(self.spec.method, Method::Hnsw { .. }) {
+            return Ok(Filtered::Unsupported);
+        }
+        if k == 0 || self.rows == 0 {
+            return Ok(Filtered::Hits {
+                hits: vec![],
+                scored: 0,
+            });
+        }
+        if allowed.len() < self.rows.div_ceil(8) {
+            return Err(IndexError::Faiss(format!(
+                "a filter bitmap of {} bytes for {} rows",
+                allowed.len(),
+                self.rows
+            )));
+        }
+        let query = self.query(query)?;
+        let k = k.min(self.rows);
+        let ef = knobs.ef.max(k);
+        let mut distances = vec![0f32; k];
+        let mut labels = vec![-1i64; k];
+        let mut message = [0 as std::ffi::c_char; 256];
+        let mut scored = 0i64;
+        let guard = self.index.read();
+        let pool = self.upper.get_or_init(|| {
+            let mut out = vec![0i64; SEED_POOL];
+            // SAFETY: the index is only read; `out` has room for SEED_POOL.
+            let n = unsafe {
+                quiver_hnsw_upper_rows(
+                    guard.index.inner_ptr() as *const std::ffi::c_void,
+                    SEED_POOL as i64,
+                    out.as_mut_ptr(),
+                )
+            };
+            out.truncate(usize::try_from(n).unwrap_or(0));
+            out
+        });
+        let passes = |r: i64| allowed[r as usize / 8] & (1 << (r % 8)) != 0;
+        let seeds: Vec<i64> = pool
+            .iter()
+            .copied()
+            .filter(|&r| (r as usize) < self.rows && passes(r))
+            .take(MAX_SEEDS)
+            .collect();
+        // SAFETY: the index pointer is a faiss::Index, only read under the
+        // read lock; `query` has the index's dimension; `allowed` holds a
+        // bit for every row (checked above) and the seeds are rows of the
+        // index; the outputs have room for `k`.
+        let code = unsafe {
+            quiver_hnsw_search_filtered(
+                guard.index.inner_ptr() as *const std::ffi::c_void,
+                query.as_ptr(),
+                k as i64,
+                i32::try_from(ef).unwrap_or(i32::MAX),
+                allowed.as_ptr(),
+                i32::from(fraction < TWO_HOP_BELOW),
+                i64::try_from(budget).unwrap_or(i64::MAX),
+                seeds.as_ptr(),
+                seeds.len() as i64,
+                fraction,
+                &mut scored,
+                distances.as_mut_ptr(),
+                labels.as_mut_ptr(),
+                message.as_mut_ptr(),
+                message.len(),
+            )
+        };
+        match code {
+            0 => Ok(Filtered::Hits {
+                hits: labels
+                    .into_iter()
+                    .zip(distances)
+                    .filter(|(label, _)| *label >= 0)
+                    .map(|(label, d)| (label as u64, self.spec.distance(d)))
+                    .collect(),
+                scored: usize::try_from(scored).unwrap_or(0),
+            }),
+            1 => Ok(Filtered::Unsupported),
+            2 => Ok(Filtered::GaveUp {
+                scored: usize::try_from(scored).unwrap_or(0),
+            }),
+            _ => {
+                // SAFETY: the shim writes a NUL-terminated message on error.
+                let text = unsafe { std::ffi::CStr::from_ptr(message.as_ptr()) };
+                Err(IndexError::Faiss(text.to_string_lossy().into_owned()))
+            }
+        }
     }
 
     fn filters_in_search(&self) -> bool {

@@ -352,3 +352,103 @@ fn ivf_pq_on_fewer_rows_than_centroids() {
     let bytes = index.serialize().unwrap();
     assert_eq!(load(&spec, &bytes).unwrap().len(), n);
 }
+
+/// Recall of the filtered HNSW walk against exact search over the rows
+/// `allowed` keeps, and the rows it scored per query.
+fn walk_recall(allowed: &dyn Fn(usize) -> bool, ef: usize) -> (f64, f64) {
+    let (n, dim, k, clusters) = (6000, 32, 10, 20);
+    let all = clustered(n + 60, dim, clusters, 5);
+    let (data, queries) = all.split_at(n * dim);
+    let spec = IndexSpec::parse("hnsw", Metric::L2, dim, &BTreeMap::new()).unwrap();
+    let index = build(&spec, data).unwrap();
+    let mut bitmap = vec![0u8; n.div_ceil(8)];
+    let mut passing = 0;
+    for i in (0..n).filter(|i| allowed(*i)) {
+        bitmap[i / 8] |= 1 << (i % 8);
+        passing += 1;
+    }
+    let fraction = passing as f64 / n as f64;
+    let knobs = SearchKnobs { ef, nprobe: 1 };
+    let (mut hits, mut scored) = (0, 0);
+    for q in queries.chunks(dim) {
+        let truth = exact(data, dim, Metric::L2, q, k, allowed);
+        let Filtered::Hits {
+            hits: got,
+            scored: s,
+        } = index
+            .search_filtered(q, k, knobs, &bitmap, fraction, usize::MAX)
+            .unwrap()
+        else {
+            panic!("the walk gave up without a budget");
+        };
+        assert!(
+            got.iter().all(|(r, _)| allowed(*r as usize)),
+            "a failing row returned"
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].1 <= w[1].1),
+            "not nearest first"
+        );
+        hits += got.iter().filter(|(r, _)| truth.contains(r)).count();
+        scored += s;
+    }
+    let queries = queries.len() / dim;
+    (
+        hits as f64 / (queries * k) as f64,
+        scored as f64 / queries as f64,
+    )
+}
+
+#[test]
+fn filtered_walk_finds_the_nearest_passing_rows() {
+    // Rows passing independently of where they lie (a tenant, a date).
+    for keep in [5usize, 10, 50] {
+        let (r, scored) = walk_recall(&|i| i * 7 % 100 < keep, 40);
+        eprintln!("filtered walk, {keep}% passing: recall {r:.3}, {scored:.0} rows scored");
+        assert!(r >= 0.95, "{keep}% passing: recall {r}");
+        // At 5 % (300 rows) the executor scans exactly instead.
+        if keep >= 10 {
+            assert!(
+                scored < 6000.0 * keep as f64 / 100.0,
+                "{keep}%: scored {scored}"
+            );
+        }
+    }
+    // One cluster of twenty passing (a category): queries from the other
+    // clusters find its rows nearest to them.
+    let (r, scored) = walk_recall(&|i| i % 20 == 3, 40);
+    eprintln!("filtered walk, one cluster of 20 passing: recall {r:.3}, {scored:.0} rows scored");
+    assert!(r >= 0.9, "one cluster passing: recall {r}");
+}
+
+#[test]
+fn filtered_walk_gives_up_past_its_budget_and_only_hnsw_has_one() {
+    let (n, dim) = (2000, 16);
+    let data = clustered(n, dim, 10, 9);
+    let spec = IndexSpec::parse("hnsw", Metric::L2, dim, &BTreeMap::new()).unwrap();
+    let index = build(&spec, &data).unwrap();
+    let bitmap: Vec<u8> = (0..n.div_ceil(8))
+        .map(|i| if i % 10 == 0 { 0xff } else { 0 })
+        .collect();
+    let knobs = SearchKnobs { ef: 40, nprobe: 1 };
+    let q = &data[..dim];
+    assert!(matches!(
+        index
+            .search_filtered(q, 10, knobs, &bitmap, 0.1, 50)
+            .unwrap(),
+        Filtered::GaveUp { .. }
+    ));
+    // A bitmap too short for the index is refused, not read past its end.
+    assert!(
+        index
+            .search_filtered(q, 10, knobs, &bitmap[..10], 0.1, 1000)
+            .is_err()
+    );
+    let spec = IndexSpec::parse("ivf_flat", Metric::L2, dim, &BTreeMap::new()).unwrap();
+    let ivf = build(&spec, &data).unwrap();
+    assert_eq!(
+        ivf.search_filtered(q, 10, knobs, &bitmap, 0.1, 1000)
+            .unwrap(),
+        Filtered::Unsupported
+    );
+}
