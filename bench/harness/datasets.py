@@ -3,9 +3,13 @@ them in manifest.json, verify on reuse, and compute exact ground truth.
 
 - fashion-mnist: the IDX files of Debian's dataset-fashion-mnist package
   (train 60,000 x 784 as the base set, t10k 10,000 x 784 as queries).
-- synthetic-<n>-<d>: a Gaussian mixture with a fixed seed, plus an int
-  column `sel` uniform over 0..99, so `sel < 1`, `sel < 10` and `sel < 50`
-  keep about 1 %, 10 % and 50 % of the rows.
+- synthetic-<n>-<d>: a Gaussian mixture with a fixed seed.
+
+Both get int columns independent of the vectors: `sel`, uniform over 0..99,
+and `sel1000`, uniform over 0..999; fashion-mnist also `label`, the class of
+each image (0..9), a filter that follows the vectors (a category). The
+`filtered` suite's filters (FILTERS) use them with equality, ranges and IN
+lists, from 0.1 % to 50 % of the rows.
 """
 
 import gzip
@@ -21,8 +25,50 @@ import numpy as np
 from .common import DATA_DIR, log
 
 SEED = 20240521
-# Filters of the `filtered` suite: name -> keep rows with sel < threshold.
-FILTERS = {"sel<1": 1, "sel<10": 10, "sel<50": 50}
+# Filters of the `filtered` suite: name -> (column, op, value); op is one of
+# "<", "=", "in". `label` exists for fashion-mnist only.
+FILTERS = {
+    "sel1000=7": ("sel1000", "=", 7),                                  # 0.1 %
+    "sel1000<10": ("sel1000", "<", 10),                                # 1 %
+    "sel in 10": ("sel", "in", [3, 14, 15, 26, 35, 53, 58, 79, 89, 97]),  # 10 %
+    "sel<10": ("sel", "<", 10),                                        # 10 %
+    "label=3": ("label", "=", 3),                                      # 10 %, a category
+    "sel<50": ("sel", "<", 50),                                        # 50 %
+}
+SCALAR_COLUMNS = ("sel", "sel1000", "label")
+
+
+def filter_spec(name):
+    column, op, value = FILTERS[name]
+    return {"name": name, "column": column, "op": op, "value": value}
+
+
+def filter_mask(columns, f):
+    """Which rows pass filter spec `f` (a FILTERS entry as filter_spec gives)."""
+    c = columns[f["column"]]
+    if f["op"] == "<":
+        return c < f["value"]
+    if f["op"] == "=":
+        return c == f["value"]
+    return np.isin(c, f["value"])
+
+
+def filter_sql(f):
+    """The WHERE condition of `f` for SQL, with %s for its one parameter
+    (IN lists are written out), and the parameters."""
+    col, op, v = f["column"], f["op"], f["value"]
+    if op == "in":
+        return f"{col} IN ({', '.join(str(int(x)) for x in v)})", ()
+    return f"{col} {op} %s", (int(v),)
+
+
+def filter_literal(f, eq="="):
+    """The condition of `f` with its values written out (Milvus: eq="==")."""
+    col, op, v = f["column"], f["op"], f["value"]
+    if op == "in":
+        return f"{col} in [{', '.join(str(int(x)) for x in v)}]" if eq == "==" else \
+            f"{col} IN ({', '.join(str(int(x)) for x in v)})"
+    return f"{col} {eq if op == '=' else op} {int(v)}"
 QUICK_BASE = 10_000
 GT_K = 100
 
@@ -101,6 +147,15 @@ def _read_idx_images(path):
     return data.reshape(count, rows * cols).astype(np.float32)
 
 
+def _read_idx_labels(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic != 2049:
+        raise ValueError(f"{path}: not an IDX label file (magic {magic})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=8)[:count].astype(np.int32)
+
+
 def _fashion_files():
     out = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True,
                          text=True, timeout=30)
@@ -108,23 +163,35 @@ def _fashion_files():
         raise RuntimeError("Debian package dataset-fashion-mnist is not installed "
                            "(bench/run installs it)")
     files = {os.path.basename(p): p for p in out.stdout.split()}
-    return files["train-images-idx3-ubyte.gz"], files["t10k-images-idx3-ubyte.gz"]
+    return (files["train-images-idx3-ubyte.gz"], files["t10k-images-idx3-ubyte.gz"],
+            files["train-labels-idx1-ubyte.gz"])
 
 
 def _make_fashion(store):
-    if store.valid("base.npy") and store.valid("queries.npy"):
-        return
-    train, test = _fashion_files()
-    store.forget_ground_truth()
-    log(f"dataset: converting {train} and {test} to float32")
-    store.save("base.npy", _read_idx_images(train))
-    store.save("queries.npy", _read_idx_images(test))
+    train, test, labels = _fashion_files()
+    if not (store.valid("base.npy") and store.valid("queries.npy")):
+        store.forget_ground_truth()
+        log(f"dataset: converting {train} and {test} to float32")
+        store.save("base.npy", _read_idx_images(train))
+        store.save("queries.npy", _read_idx_images(test))
+    if not store.valid("label.npy"):
+        store.save("label.npy", _read_idx_labels(labels))
+    _make_selectors(store, len(store.load("base.npy")))
+
+
+def _make_selectors(store, n):
+    """The columns independent of the vectors: a seeded permutation of the
+    rows, modulo 100 and 1000."""
+    for fn, mod, seed in (("sel.npy", 100, SEED + 3), ("sel1000.npy", 1000, SEED + 4)):
+        if not store.valid(fn):
+            store.save(fn, (np.random.default_rng(seed).permutation(n) % mod).astype(np.int32))
 
 
 # --- synthetic -------------------------------------------------------------------
 
 def _make_synthetic(store, n, d):
-    if store.valid("base.npy") and store.valid("queries.npy") and store.valid("sel.npy"):
+    if store.valid("base.npy") and store.valid("queries.npy"):
+        _make_selectors(store, n)
         return
     log(f"dataset: generating synthetic mixture n={n} d={d}")
     store.forget_ground_truth()
@@ -145,8 +212,7 @@ def _make_synthetic(store, n, d):
 
     store.save("base.npy", draw(np.random.default_rng(SEED + 1), n))
     store.save("queries.npy", draw(np.random.default_rng(SEED + 2), 10_000))
-    sel = (np.random.default_rng(SEED + 3).permutation(n) % 100).astype(np.int32)
-    store.save("sel.npy", sel)
+    _make_selectors(store, n)
 
 
 # --- ground truth ------------------------------------------------------------------
@@ -181,7 +247,7 @@ def _ground_truth(store, tag, base, queries, mask=None):
     return store.path(fi), store.path(fd)
 
 
-def prepare(name, quick, nqueries, suite):
+def prepare(name, quick, nqueries, suite, filters=None):
     """Make sure the files exist; returns a JSON-able description that the
     per-system workers load with `load()`."""
     store = Store(name)
@@ -202,24 +268,24 @@ def prepare(name, quick, nqueries, suite):
         "name": name, "dir": store.dir, "n": n, "nq": nq, "dim": int(base.shape[1]),
         "n_total": int(len(base_all)), "checksums": dict(store.manifest["files"]),
         "base": store.path("base.npy"), "queries": store.path("queries.npy"),
-        "sel": None, "gt": {}, "filters": {},
+        "columns": {}, "gt": {}, "filters": {},
     }
     ids, dists = _ground_truth(store, f"n{n}-q{nq}", base, queries)
     desc["gt"][""] = {"ids": ids, "dists": dists}
     if suite == "filtered":
-        if not store.valid("sel.npy"):
-            raise SystemExit("the filtered suite needs a dataset with scalar columns "
-                             "(synthetic-<n>-<d>)")
-        desc["sel"] = store.path("sel.npy")
-        sel = store.load("sel.npy")[:n]
-        for fname, thr in FILTERS.items():
-            mask = sel < thr
-            ids, dists = _ground_truth(store, f"n{n}-q{nq}-sel{thr}", base, queries, mask)
+        for col in SCALAR_COLUMNS:
+            if store.valid(f"{col}.npy"):
+                desc["columns"][col] = store.path(f"{col}.npy")
+        columns = {c: store.load(f"{c}.npy")[:n] for c in desc["columns"]}
+        for fname in filters or FILTERS:
+            f = filter_spec(fname)
+            if f["column"] not in columns:
+                continue
+            mask = filter_mask(columns, f)
+            tag = fname.replace(" ", "").replace("<", "lt").replace("=", "eq")
+            ids, dists = _ground_truth(store, f"n{n}-q{nq}-{tag}", base, queries, mask)
             desc["gt"][fname] = {"ids": ids, "dists": dists}
-            desc["filters"][fname] = {"threshold": thr,
-                                      "selectivity": round(float(mask.mean()), 4)}
-    elif store.valid("sel.npy"):
-        desc["sel"] = store.path("sel.npy")
+            desc["filters"][fname] = {**f, "selectivity": round(float(mask.mean()), 4)}
     return desc
 
 
@@ -242,7 +308,8 @@ class Loaded:
         # once in this process's RSS before any index is built.
         self.base = _head(desc["base"], n)
         self.queries = _head(desc["queries"], nq)
-        self.sel = _head(desc["sel"], n) if desc.get("sel") else None
+        self.columns = {c: _head(p, n) for c, p in desc.get("columns", {}).items()}
+        self.sel = self.columns.get("sel")
         self.ids = np.arange(n, dtype=np.int64)
         self.gt = {k: (np.load(v["ids"]), np.load(v["dists"])) for k, v in desc["gt"].items()}
         self.filters = desc["filters"]
@@ -253,14 +320,15 @@ def recall_at_k(loaded, results, k=10, filter_name=""):
     it is a valid row (passing the filter) whose exact distance to the query
     is within the k-th true distance."""
     _gt_ids, gt_d = loaded.gt[filter_name]
-    thr = (loaded.filters[filter_name]["threshold"] if filter_name else None)
+    passes = (filter_mask(loaded.columns, loaded.filters[filter_name])
+              if filter_name else None)
     n = len(loaded.base)
     total = 0
     for i, res in enumerate(results):
         ids = np.unique(np.asarray([r for r in list(res)[:k] if r is not None], dtype=np.int64))
         ids = ids[(ids >= 0) & (ids < n)]
-        if thr is not None and len(ids):
-            ids = ids[loaded.sel[ids] < thr]
+        if passes is not None and len(ids):
+            ids = ids[passes[ids]]
         if not len(ids):
             continue
         q = loaded.queries[i].astype(np.float64)

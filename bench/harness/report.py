@@ -223,11 +223,58 @@ def graph_note(res):
 RECALL_FLOOR = 0.95
 
 
-def best_at_floor(r, floor=RECALL_FLOOR):
-    """A system's unfiltered HNSW point with the most QPS among those at
-    recall >= floor, or None."""
-    pts = [p for p in r.get("points") or [] if not p.get("filter") and p["recall"] >= floor]
+def best_at_floor(r, floor=RECALL_FLOOR, filt=None):
+    """A system's HNSW point (unfiltered, or with filter `filt`) with the
+    most QPS among those at recall >= floor, or None."""
+    pts = [p for p in r.get("points") or []
+           if (p.get("filter") or None) == filt and p["recall"] >= floor]
     return max(pts, key=lambda p: p["qps"]) if pts else None
+
+
+def filtered_targets_lines(res):
+    """The filtered-search targets, per filter: quiver's best QPS at recall
+    >= 0.95 against its unfiltered best (>= 0.5 at 10 % and 50 % of rows
+    passing) and against pgvector's (>= 5×)."""
+    by = {r["system"]: r for r in res["systems"]}
+    q, pg = by.get("quiver"), by.get("pgvector")
+    if not q or not q.get("points"):
+        return []
+    base = best_at_floor(q)
+    out = []
+    if base:
+        out.append(f"- quiver unfiltered: {base['qps']:,.0f} QPS (ef {base['ef']}, "
+                   f"recall {base['recall']:.3f})")
+    mode = res["params"].get("pg_iterative_scan")
+    for fname, f in (res["params"].get("filters") or {}).items():
+        qb = best_at_floor(q, filt=fname)
+        sel = f.get("selectivity", 0)
+        head = f"- `{fname}` ({sel:.1%} of rows): "
+        if qb is None:
+            best = max((p for p in q["points"] if p.get("filter") == fname),
+                       key=lambda p: p["recall"], default=None)
+            out.append(head + "quiver reached no recall ≥ 0.95"
+                       + (f" (best {best['recall']:.3f} at ef {best['ef']})" if best else ""))
+            continue
+        parts = [f"quiver {qb['qps']:,.0f} QPS (ef {qb['ef']}, recall {qb['recall']:.3f})"]
+        if base:
+            frac = qb["qps"] / base["qps"]
+            need = sel >= 0.1
+            parts.append(f"{frac:.2f} of unfiltered"
+                         + (f" (target ≥ 0.5: {'met' if frac >= 0.5 else 'not met'})"
+                            if need else ""))
+        pb = best_at_floor(pg, filt=fname) if pg else None
+        if pb:
+            ratio = qb["qps"] / pb["qps"]
+            parts.append(f"pgvector ({mode or 'iterative scan'}) {pb['qps']:,.0f} QPS "
+                         f"(ef {pb['ef']}, recall {pb['recall']:.3f}): **{ratio:.2f}×** "
+                         f"(target ≥ 5×: {'met' if ratio >= 5 else 'not met'})")
+        elif pg:
+            parts.append("pgvector reached no recall ≥ 0.95")
+        short = sum(1 for p in q["points"] if p.get("filter") == fname and p.get("short"))
+        if short:
+            parts.append(f"{short} quiver points came back short")
+        out.append(head + "; ".join(parts))
+    return out
 
 
 def round_ratios(a, b):
@@ -321,7 +368,8 @@ def markdown(res, png_name):
         parts.append("- filters: " + ", ".join(
             f"`{k}` keeps {v['selectivity']:.0%}" for k, v in p["filters"].items()))
     ivf = has_ivf(res)
-    tl = targets_lines(res) if res["suite"] == "ann" else []
+    tl = (targets_lines(res) if res["suite"] == "ann"
+          else filtered_targets_lines(res) if res["suite"] == "filtered" else [])
     if tl:
         parts += ["", "## Targets (HNSW)", ""] + tl
     parts += ["", f"![recall vs QPS]({png_name})", "",
@@ -436,7 +484,8 @@ def results_md(all_results):
                   f"- full tables: [results/{s}.md](results/{s}.md)", ""]
         if busy_warning(r):
             parts += [busy_warning(r), ""]
-        tl = targets_lines(r) if r["suite"] == "ann" else []
+        tl = (targets_lines(r) if r["suite"] == "ann"
+              else filtered_targets_lines(r) if r["suite"] == "filtered" else [])
         if tl:
             parts += tl + [""]
         ivf = has_ivf(r)

@@ -102,6 +102,9 @@ def measure_point(sysobj, client, params, spec, data, knob, value, fname, filt, 
     out, lat, wall = timed_pass(client, params, k, filt)
     pt = {knob: value, "filter": fname or None,
           "recall": round(recall_at_k(data, out, k, fname), 4),
+          # Answers with fewer than k rows (every filter passes more than k).
+          "short": sum(1 for r in out
+                       if len([x for x in list(r) if x is not None and x >= 0]) < k),
           "qps": round(len(params) / wall, 1),
           "mean_ms": round(wall / len(params) * 1e3, 3),
           "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
@@ -176,7 +179,7 @@ class Session:
 
     def point(self, knob, value, filter=""):
         """One measurement point of the open client (see measure_point)."""
-        filt = self.data.filters[filter]["threshold"] if filter else None
+        filt = self.data.filters[filter] if filter else None
         return measure_point(self.sysobj, self.client, self.params, self.spec, self.data,
                              knob, value, filter, filt, self.client_spec)
 

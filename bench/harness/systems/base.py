@@ -23,7 +23,8 @@ class Client:
         return list(queries)
 
     def search(self, q, k, filt=None):
-        """Return the ids of the k nearest rows (filt: keep rows with sel < filt)."""
+        """Return the ids of the k nearest rows (filt: a filter spec of
+        datasets.FILTERS, as datasets.filter_spec gives; None: no filter)."""
         raise NotImplementedError
 
     def close(self):
@@ -57,7 +58,8 @@ class System:
         pass
 
     def load(self):
-        """Load data.base with ids 0..n-1 (and data.sel). Returns a dict."""
+        """Load data.base with ids 0..n-1 (and the int columns of
+        data.columns). Returns a dict."""
         raise NotImplementedError
 
     def build(self):

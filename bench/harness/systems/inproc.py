@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from ..common import log
+from ..datasets import filter_mask
 from .base import Client, System
 
 
@@ -96,14 +97,15 @@ class Faiss(System, Client):
             _d, ids = self.index.search(q, k, params=self._filter_params(filt))
         return ids[0]
 
-    def _filter_params(self, thr):
+    def _filter_params(self, filt):
         cache = getattr(self, "_sel_cache", {})
         self._sel_cache = cache
-        key = (thr, self.ef)
+        key = (filt["name"], self.ef)
         if key not in cache:
             faiss = self.faiss
-            bits = np.packbits(self.data.sel < thr, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(self.data.sel), faiss.swig_ptr(bits))
+            mask = filter_mask(self.data.columns, filt)
+            bits = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef)
             cache[key] = (params, selector, bits)  # keep bits and selector alive
         return cache[key][0]
@@ -150,6 +152,9 @@ class Hnswlib(System, Client):
         if filt is None:
             labels, _d = self.index.knn_query(q, k=k)
         else:
-            sel = self.data.sel
-            labels, _d = self.index.knn_query(q, k=k, filter=lambda i: sel[i] < filt)
+            masks = self.__dict__.setdefault("_masks", {})
+            mask = masks.get(filt["name"])
+            if mask is None:
+                mask = masks[filt["name"]] = filter_mask(self.data.columns, filt)
+            labels, _d = self.index.knn_query(q, k=k, filter=lambda i: bool(mask[i]))
         return labels[0]

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..common import CACHE_DIR, dir_size_mb, log
+from ..datasets import filter_literal
 from .base import Client, SkipSystem, System
 
 
@@ -31,8 +32,8 @@ class LanceDB(System, Client):
         d, base = self.data.dim, self.data.base
         vec = pa.FixedSizeListArray.from_arrays(pa.array(base.reshape(-1), pa.float32()), d)
         cols = {"id": pa.array(self.data.ids), "vector": vec}
-        if self.data.sel is not None:
-            cols["sel"] = pa.array(self.data.sel)
+        for c, values in self.data.columns.items():
+            cols[c] = pa.array(values)
         t0 = time.perf_counter()
         self.tbl = self.db.create_table("items", data=pa.table(cols))
         secs = time.perf_counter() - t0
@@ -60,7 +61,7 @@ class LanceDB(System, Client):
     def search(self, q, k, filt=None):
         qb = self.tbl.search(q).limit(k).ef(self.ef).select(["id", "_distance"])
         if filt is not None:
-            qb = qb.where(f"sel < {int(filt)}", prefilter=True)
+            qb = qb.where(filter_literal(filt), prefilter=True)
         return qb.to_arrow().column("id").to_pylist()
 
     def disk_mb(self):

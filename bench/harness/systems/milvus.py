@@ -8,6 +8,7 @@ import numpy as np
 
 from ..common import (CACHE_DIR, free_port, log, proc_tree, register_pid, terminate_tree,
                       tree_hwm_mb, unregister_pid, alive, dir_size_mb)
+from ..datasets import filter_literal
 from .base import Client, System
 
 MILVUS_DIR = os.path.join(CACHE_DIR, "milvus")
@@ -35,7 +36,7 @@ class MilvusClient_(Client):
     def search(self, q, k=None, filt=None):
         res = self.coll.search(data=q, anns_field="embedding", param=self.params,
                                limit=k or self.k,
-                               expr=None if filt is None else f"sel < {int(filt)}")
+                               expr=None if filt is None else filter_literal(filt, "=="))
         return list(res[0].ids)
 
     def close(self):
@@ -80,19 +81,19 @@ class Milvus(System):
 
     def load(self):
         from pymilvus import Collection, CollectionSchema, DataType, FieldSchema
-        d, base, sel = self.data.dim, self.data.base, self.data.sel
+        d, base = self.data.dim, self.data.base
         fields = [FieldSchema("id", DataType.INT64, is_primary=True, auto_id=False),
                   FieldSchema("embedding", DataType.FLOAT_VECTOR, dim=d)]
-        if sel is not None:
-            fields.append(FieldSchema("sel", DataType.INT64))
+        for c in self.data.columns:
+            fields.append(FieldSchema(c, DataType.INT64))
         self.coll = Collection(COLLECTION, CollectionSchema(fields), using="admin")
         step = max(1000, min(10_000, (16 << 20) // (4 * d)))
         t0 = time.perf_counter()
         for s in range(0, len(base), step):
             e = min(s + step, len(base))
             cols = [self.data.ids[s:e].tolist(), base[s:e]]
-            if sel is not None:
-                cols.append(sel[s:e].astype(np.int64).tolist())
+            for c in self.data.columns.values():
+                cols.append(c[s:e].astype(np.int64).tolist())
             self.coll.insert(cols, timeout=120)
             log(f"milvus: inserted {e}/{len(base)}")
         ins = time.perf_counter() - t0

@@ -120,19 +120,20 @@ class PgVector(System):
         register_vector(self.admin)
 
     def load(self):
-        d, base, sel = self.data.dim, self.data.base, self.data.sel
+        d, base = self.data.dim, self.data.base
+        columns = list(self.data.columns.values())
         cols = "id bigint PRIMARY KEY, embedding vector(%d)" % d
-        if sel is not None:
-            cols += ", sel int NOT NULL"
+        for c in self.data.columns:
+            cols += f", {c} int NOT NULL"
         self.admin.execute(f"CREATE TABLE items ({cols})")
-        names = "id, embedding" + (", sel" if sel is not None else "")
-        types = ["int8", "vector"] + (["int4"] if sel is not None else [])
+        names = ", ".join(["id", "embedding", *self.data.columns])
+        types = ["int8", "vector"] + ["int4"] * len(columns)
         t0 = time.perf_counter()
         with self.admin.cursor() as cur:
             with cur.copy(f"COPY items ({names}) FROM STDIN WITH (FORMAT BINARY)") as cp:
                 cp.set_types(types)
                 for i in range(len(base)):
-                    row = (i, base[i]) if sel is None else (i, base[i], int(sel[i]))
+                    row = (i, base[i], *(int(c[i]) for c in columns))
                     cp.write_row(row)
                     if (i + 1) % 20_000 == 0:
                         log(f"pgvector: COPY {i + 1}/{len(base)}")
@@ -207,9 +208,12 @@ class PgVector(System):
                 {"conninfo": self.conninfo, "k": self.k, "ef_setting": "ivfflat.probes"})
 
     def _session_sql(self):
-        # pgvector >= 0.8 can widen a filtered scan until LIMIT rows pass.
+        # pgvector >= 0.8 can widen a filtered scan until LIMIT rows pass
+        # (--pg-iterative-scan: relaxed_order, the faster, by default).
         if self.data.filters and tuple(map(int, self.info["pgvector"].split(".")[:2])) >= (0, 8):
-            return ("SET hnsw.iterative_scan = strict_order",)
+            mode = self.spec.get("pg_iterative_scan") or "relaxed_order"
+            self.info["iterative_scan"] = mode
+            return (f"SET hnsw.iterative_scan = {mode}",)
         return ()
 
     def client(self):

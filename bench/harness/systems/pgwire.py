@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from ..datasets import filter_sql
 from .base import Client
 
 # How the query vector travels: pgvector-python's binary adapter, the text
@@ -45,8 +46,8 @@ class PgClient(Client):
         self.mode = mode
         ph = {"binary": "%b", "text": "%s", "text-cast": "%s::vector"}[mode]
         self.sql = f"SELECT id FROM {table} ORDER BY embedding <-> {ph} LIMIT {self.k}"
-        self.sql_filtered = (f"SELECT id FROM {table} WHERE sel < %s "
-                             f"ORDER BY embedding <-> {ph} LIMIT {self.k}")
+        self.ph = ph
+        self.sql_filtered = {}
         self.cur = self.conn.cursor()
 
     def set_ef(self, ef):
@@ -63,7 +64,13 @@ class PgClient(Client):
         if filt is None:
             cur.execute(self.sql, (q,), prepare=True)
         else:
-            cur.execute(self.sql_filtered, (int(filt), q), prepare=True)
+            if filt["name"] not in self.sql_filtered:
+                cond, params = filter_sql(filt)
+                self.sql_filtered[filt["name"]] = (
+                    f"SELECT id FROM {self.table} WHERE {cond} "
+                    f"ORDER BY embedding <-> {self.ph} LIMIT {self.k}", params)
+            sql, params = self.sql_filtered[filt["name"]]
+            cur.execute(sql, (*params, q), prepare=True)
         return [r[0] for r in cur.fetchall()]
 
     def wire_ceiling(self, n):

@@ -2,8 +2,8 @@
 scratch data dir, load, try to build an HNSW index, query through psycopg.
 
 What it sends (in order; each optional step degrades to the next path):
-  CREATE TABLE items (id BIGINT PRIMARY KEY, embedding VECTOR(d)[, sel INT])
-  COPY items (id, embedding[, sel]) FROM STDIN       -- text format; else
+  CREATE TABLE items (id BIGINT PRIMARY KEY, embedding VECTOR(d)[, sel INT, ...])
+  COPY items (id, embedding[, sel, ...]) FROM STDIN       -- text format; else
   INSERT INTO items VALUES (0,'[...]'),(1,'[...]'),...   -- 500 rows a statement; else
   INSERT INTO items VALUES (0,'[...]'::vector),...
   SELECT count(*) FROM items
@@ -128,18 +128,17 @@ class Quiver(System):
 
     def _create_table(self):
         cols = f"id BIGINT PRIMARY KEY, embedding VECTOR({self.data.dim})"
-        if self.data.sel is not None:
-            cols += ", sel INT"
+        for c in self.data.columns:
+            cols += f", {c} INT"
         self.admin.execute(f"CREATE TABLE items ({cols})")
 
     def _rows_text(self, s, e):
-        sel = self.data.sel
+        columns = list(self.data.columns.values())
         for i in range(s, e):
-            v = vec_text(self.data.base[i])
-            yield (i, v) if sel is None else (i, v, int(sel[i]))
+            yield (i, vec_text(self.data.base[i]), *(int(c[i]) for c in columns))
 
     def _copy(self):
-        names = "id, embedding" + (", sel" if self.data.sel is not None else "")
+        names = ", ".join(["id", "embedding", *self.data.columns])
         n = len(self.data.base)
         with self.admin.cursor() as cur:
             with cur.copy(f"COPY items ({names}) FROM STDIN") as cp:
