@@ -99,6 +99,24 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     1.0 - sim
 }
 
+/// Ask for `v` in the cache ahead of reading it (rows read in turn from
+/// scattered places would each wait for memory).
+#[inline]
+pub fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = v.as_ptr().cast::<i8>();
+        for off in (0..std::mem::size_of_val(v)).step_by(64) {
+            // SAFETY: a prefetch is only a hint, and the address lies in `v`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off))
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// A fast, order-preserving "score" for `metric`: smaller is closer. For L2 it
 /// is the squared distance; [`finish`] turns a score into the SQL distance.
 #[inline]

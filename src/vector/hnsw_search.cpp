@@ -474,7 +474,7 @@ bool search_flat_filtered(
         fresh.clear();
         // Once started from upper-level rows that pass, the walk no longer
         // crosses what fails (what fails nearer the query would come first).
-        const bool crossing = !full() && !(seeded && nseeds > 0);
+        const bool crossing = (two_hop ? found.empty() : !full()) && !(seeded && nseeds > 0);
         far.clear();
         for (std::size_t j = begin; j < last; j++) {
             const int v1 = hnsw.neighbors[j];

@@ -350,11 +350,19 @@ pub(super) fn exact(
     for ci in range {
         let (column, nulls) = column_of(spec, &chunks[ci])?;
         let n = chunks[ci].batch.num_rows();
-        let rows: Box<dyn Iterator<Item = usize>> = match &masks[ci] {
-            Some(m) => Box::new(m.values().set_indices()),
+        let mut rows = match &masks[ci] {
+            Some(m) => Box::new(m.values().set_indices()) as Box<dyn Iterator<Item = usize>>,
             None => Box::new(0..n),
-        };
-        for row in rows {
+        }
+        .peekable();
+        while let Some(row) = rows.next() {
+            // The passing rows lie scattered: ask for the next one while
+            // this one is scored.
+            if let (Some(&next), ChunkColumn::Float { values, base, dim }) = (rows.peek(), &column)
+                && let Some(v) = values.get(base + next * dim..base + (next + 1) * dim)
+            {
+                distance::prefetch(v);
+            }
             if nulls.as_ref().is_some_and(|nb| nb.is_null(row)) {
                 if top.null_rows.len() < top.k {
                     top.null_rows.push((ci, row));
