@@ -79,6 +79,9 @@ def parse_args(argv):
     ap.add_argument("--pg-iterative-scan", choices=["strict_order", "relaxed_order"],
                     default="relaxed_order",
                     help="filtered suite: pgvector's hnsw.iterative_scan")
+    ap.add_argument("--compact", action="store_true",
+                    help="ann/filtered: quiver runs COMPACT after loading (one segment "
+                         "instead of one per 64 MiB of writes)")
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
@@ -563,7 +566,7 @@ def main(argv=None):
             f"probes={a.probes}")
     spec = {"suite": a.suite, "dataset": desc, "k": a.k, "m": a.m,
             "ef_construction": a.ef_construction, "efs": a.efs, "quick": a.quick,
-            "ivf": ivf, "pg_iterative_scan": a.pg_iterative_scan,
+            "ivf": ivf, "pg_iterative_scan": a.pg_iterative_scan, "compact": a.compact,
             "clients": [1, 2], "warmup": 20 if a.quick else 200, "rounds": a.rounds,
             "wire_queries": 500 if a.quick else 5000,
             "system_timeout_s": a.system_timeout,
@@ -604,6 +607,7 @@ def main(argv=None):
                    **({"pg_iterative_scan": a.pg_iterative_scan}
                       if a.suite == "filtered" else {}),
                    "rounds": a.rounds, "build_rounds": a.build_rounds,
+                   **({"quiver_compact": True} if a.compact else {}),
                    **({"ivf": ivf} if ivf else {})},
         "systems": [r for r in results if r["system"] != "pgwire"],
         "wire": {r["system"] if r["system"] != "pgwire" else "pgvector": r.get("wire")

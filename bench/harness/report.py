@@ -241,6 +241,11 @@ def filtered_targets_lines(res):
         return []
     base = best_at_floor(q)
     out = []
+    seg = (q.get("load") or {}).get("segment_rows")
+    if seg:
+        out.append(f"- quiver's sealed segments: {len(seg)} ({', '.join(f'{r:,}' for r in seg)} "
+                   f"rows)" + (", after COMPACT" if (q.get("load") or {}).get("compact")
+                               else ", as loading sealed them"))
     if base:
         out.append(f"- quiver unfiltered: {base['qps']:,.0f} QPS (ef {base['ef']}, "
                    f"recall {base['recall']:.3f})")

@@ -130,6 +130,9 @@ const MAX_FETCH: usize = 16384;
 const EXACT_BELOW_ROWS: usize = 2048;
 /// ... and when fewer than one row in this many survive the filter.
 const EXACT_BELOW_FRACTION: usize = 20;
+/// The same for a segment an HNSW index searches with a filtered walk.
+const WALK_BELOW_ROWS: usize = 512;
+const WALK_BELOW_FRACTION: usize = 50;
 
 #[derive(Debug)]
 pub struct AnnSearchExec {
@@ -215,8 +218,16 @@ impl DisplayAs for AnnSearchExec {
                 } else {
                     "by ID selector"
                 },
-                EXACT_BELOW_ROWS,
-                EXACT_BELOW_FRACTION
+                if matches!(i.spec.method, Method::Hnsw { .. }) && s.range.is_none() {
+                    WALK_BELOW_ROWS
+                } else {
+                    EXACT_BELOW_ROWS
+                },
+                if matches!(i.spec.method, Method::Hnsw { .. }) && s.range.is_none() {
+                    WALK_BELOW_FRACTION
+                } else {
+                    EXACT_BELOW_FRACTION
+                }
             )?,
             None => write!(f, ", strategy=exact")?,
         }

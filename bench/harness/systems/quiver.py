@@ -8,6 +8,7 @@ What it sends (in order; each optional step degrades to the next path):
   INSERT INTO items VALUES (0,'[...]'::vector),...
   SELECT count(*) FROM items
   FLUSH items                                        -- optional (seals the segment)
+  COMPACT items                                      -- with --compact: one segment
   CREATE INDEX items_hnsw ON items USING hnsw (embedding vector_l2_ops)
       WITH (m = 16, ef_construction = 200)           -- fails: exact search, one point
   SHOW INDEXES FROM items                            -- optional: polled until built
@@ -202,6 +203,16 @@ class Quiver(System):
         t1 = time.perf_counter()
         ok, res = self._try("FLUSH items")
         out["flush"] = round(time.perf_counter() - t1, 2) if ok else f"not supported: {res[:200]}"
+        if self.spec.get("compact"):
+            # One segment, as a collection gets once compaction merges what
+            # was sealed at every 64 MiB of writes (--compact).
+            t1 = time.perf_counter()
+            ok, res = self._try("COMPACT items")
+            out["compact"] = (round(time.perf_counter() - t1, 2) if ok
+                              else f"not supported: {res[:200]}")
+        seg_rows = self._segments()
+        if seg_rows:
+            out["segment_rows"] = seg_rows
         return out
 
     # -- index ----------------------------------------------------------------

@@ -81,7 +81,13 @@ pub(super) fn by_index(
     if passing == 0 {
         return Ok(Ok(0));
     }
-    if passing < EXACT_BELOW_ROWS || passing * EXACT_BELOW_FRACTION < total {
+    // A filtered HNSW walk gives up for an exact scan by itself once it
+    // costs more than half that scan, so it is tried down to fewer rows.
+    let (below_rows, below_fraction) = match index.index.spec().method {
+        Method::Hnsw { .. } if spec.range.is_none() => (WALK_BELOW_ROWS, WALK_BELOW_FRACTION),
+        _ => (EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION),
+    };
+    if passing < below_rows || passing * below_fraction < total {
         return Ok(Err("exact: few rows pass the filter"));
     }
     let selector = (passing < total).then_some(bitmap);
@@ -164,7 +170,7 @@ pub(super) fn by_index(
             let fraction = passing as f64 / total as f64;
             // Past half the cost of scoring every passing row, an exact
             // scan is cheaper (its reads are sequential).
-            let budget = (passing / 2).max(64 * knobs.ef.max(top.k));
+            let budget = (passing / 2).max(8 * knobs.ef.max(top.k));
             index
                 .index
                 .search_filtered(query, top.k, knobs, allowed, fraction, budget)
