@@ -129,8 +129,12 @@ fn filter_values(filter: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<
     })
 }
 
+/// The longest filter text whose results a sealed segment keeps.
+const MAX_FILTER_KEY: usize = 4096;
+
 /// The key a filter's results are kept under in a sealed segment, or
-/// `None` when they may change between runs (a volatile function).
+/// `None` when they may change between runs (a volatile function) or the
+/// filter is too long to be worth keeping.
 fn filter_key(filter: &Arc<dyn PhysicalExpr>) -> Option<String> {
     let mut volatile = false;
     let _ = filter.apply(|e| {
@@ -142,7 +146,13 @@ fn filter_key(filter: &Arc<dyn PhysicalExpr>) -> Option<String> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    (!volatile).then(|| format!("ann filter {filter:?}"))
+    if volatile {
+        return None;
+    }
+    // A filter's text is its key: one with a huge IN list or literal is
+    // not kept (a segment holds 32 keys, and each search builds one).
+    let key = format!("ann filter {filter:?}");
+    (key.len() <= MAX_FILTER_KEY).then_some(key)
 }
 
 /// Which rows of each chunk pass the deletes and the filter (`None`: all).
