@@ -486,12 +486,8 @@ impl Chunk {
                 }
             }
             Values::Binary(columns) => {
-                let mut arrays: Vec<ArrayRef> = self
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| new_null_array(f.data_type(), self.rows))
-                    .collect();
+                // Fields the COPY names are filled below; the others are NULL.
+                let mut arrays: Vec<Option<ArrayRef>> = vec![None; self.schema.fields().len()];
                 for (values, &field) in columns.into_iter().zip(&self.targets) {
                     let def = &self.def.fields[field];
                     // The line of the row with the bad value.
@@ -508,42 +504,49 @@ impl Chunk {
                         )
                     };
                     let data_type = self.schema.field(field).data_type();
-                    arrays[field] = match binary::to_array(&def.field_type, data_type, &values) {
-                        Some(array) => array.map_err(bad)?,
-                        // Other types go through their text form.
-                        None => {
-                            let text = values
-                                .iter()
-                                .enumerate()
-                                .map(|(i, v)| {
-                                    v.map(|b| binary::to_text(&def.field_type, b))
-                                        .transpose()
-                                        .map_err(|m| (i, m))
-                                })
-                                .collect::<Result<Vec<_>, _>>()
-                                .map_err(bad)?;
-                            let mut text = [text];
-                            let batch = match text_to_batch(
-                                &self.def,
-                                self.schema.clone(),
-                                &[field],
-                                &mut text,
-                                self.rows,
-                                error,
-                            ) {
-                                Ok(batch) => batch,
-                                Err(e) => {
-                                    let one = Chunk {
-                                        targets: vec![field],
-                                        ..self.clone()
-                                    };
-                                    return Err(one.line_of_error(&text).unwrap_or(e));
-                                }
-                            };
-                            batch.column(field).clone()
-                        }
-                    };
+                    arrays[field] = Some(
+                        match binary::to_array(&def.field_type, data_type, &values) {
+                            Some(array) => array.map_err(bad)?,
+                            // Other types go through their text form.
+                            None => {
+                                let text = values
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, v)| {
+                                        v.map(|b| binary::to_text(&def.field_type, b))
+                                            .transpose()
+                                            .map_err(|m| (i, m))
+                                    })
+                                    .collect::<Result<Vec<_>, _>>()
+                                    .map_err(bad)?;
+                                let mut text = [text];
+                                let batch = match text_to_batch(
+                                    &self.def,
+                                    self.schema.clone(),
+                                    &[field],
+                                    &mut text,
+                                    self.rows,
+                                    error,
+                                ) {
+                                    Ok(batch) => batch,
+                                    Err(e) => {
+                                        let one = Chunk {
+                                            targets: vec![field],
+                                            ..self.clone()
+                                        };
+                                        return Err(one.line_of_error(&text).unwrap_or(e));
+                                    }
+                                };
+                                batch.column(field).clone()
+                            }
+                        },
+                    );
                 }
+                let arrays = arrays
+                    .into_iter()
+                    .zip(self.schema.fields())
+                    .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), self.rows)))
+                    .collect();
                 RecordBatch::try_new(self.schema.clone(), arrays)?
             }
         };
@@ -633,11 +636,7 @@ pub fn text_to_batch(
     rows: usize,
     error: impl Fn(String, SqlState) -> ExecError,
 ) -> Result<RecordBatch, ExecError> {
-    let mut arrays: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| new_null_array(f.data_type(), rows))
-        .collect();
+    let mut arrays: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
     let options = CastOptions {
         safe: false,
         format_options: FormatOptions::default(),
@@ -725,7 +724,7 @@ pub fn text_to_batch(
             })
         };
         match converted() {
-            Ok(array) => arrays[field] = array,
+            Ok(array) => arrays[field] = Some(array),
             Err(e) => {
                 // The failing column stays, for the line of its bad row.
                 *column = text.iter().map(|v| v.map(str::to_string)).collect();
@@ -733,6 +732,13 @@ pub fn text_to_batch(
             }
         }
     }
+    // The fields not given are NULL (made only for them: a vector
+    // column's nulls are a zeroed buffer of its whole size).
+    let arrays = arrays
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(a, f)| a.unwrap_or_else(|| new_null_array(f.data_type(), rows)))
+        .collect();
     Ok(RecordBatch::try_new(schema, arrays)?)
 }
 

@@ -92,33 +92,50 @@ const MAX_RECORD: usize = 1 << 31;
 
 impl WalRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut payload = Vec::with_capacity(64 + self.deletes.len() * 8);
-        payload.extend_from_slice(&self.ts.to_le_bytes());
+        // The frame is built in one buffer sized up front: the length and
+        // checksum are filled in at the end. (Grown by doubling, and then
+        // copied into a frame, a large insert's encoding was a tenth of a
+        // bulk COPY's time.)
+        let rows = self.insert.as_ref().map_or(0, |b| {
+            b.get_array_memory_size() + 64 * (b.num_columns() + 1) + 1024
+        });
+        let mut frame = Vec::with_capacity(HEADER + 64 + self.deletes.len() * 8 + rows);
+        frame.extend_from_slice(&[0; HEADER]);
+        frame.extend_from_slice(&self.ts.to_le_bytes());
         let attach = !self.attach.is_empty();
-        payload.push(self.truncate as u8 | (self.multi as u8) << 1 | (attach as u8) << 2);
-        payload.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
+        frame.push(self.truncate as u8 | (self.multi as u8) << 1 | (attach as u8) << 2);
+        frame.extend_from_slice(&(self.deletes.len() as u64).to_le_bytes());
         for d in &self.deletes {
-            payload.extend_from_slice(&d.to_le_bytes());
+            frame.extend_from_slice(&d.to_le_bytes());
         }
         if attach {
             let metas = serde_json::to_vec(&self.attach)
                 .map_err(|e| StorageError::Corrupt(format!("segment list: {e}")))?;
-            payload.extend_from_slice(&(metas.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&metas);
+            frame.extend_from_slice(&(metas.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&metas);
         }
         match &self.insert {
             Some(batch) => {
-                payload.push(1);
-                let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+                frame.push(1);
+                let mut writer = StreamWriter::try_new(&mut frame, &batch.schema())?;
                 writer.write(batch)?;
                 writer.finish()?;
             }
-            None => payload.push(0),
+            None => frame.push(0),
         }
-        let mut frame = Vec::with_capacity(HEADER + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let len = u32::try_from(frame.len() - HEADER)
+            .ok()
+            .filter(|len| *len as usize <= MAX_RECORD)
+            .ok_or_else(|| {
+                StorageError::InvalidBatch(format!(
+                    "one statement's change takes {} MiB in the write-ahead log, more than its {} MiB a record: split it",
+                    (frame.len() - HEADER) >> 20,
+                    MAX_RECORD >> 20
+                ))
+            })?;
+        let crc = crc32fast::hash(&frame[HEADER..]);
+        frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame[4..HEADER].copy_from_slice(&crc.to_le_bytes());
         Ok(frame)
     }
 
