@@ -44,6 +44,18 @@ if [[ ${1:-} == --test ]]; then
     python3 -m pip install -q "${drivers[@]}" 2>/dev/null \
       || python3 -m pip install -q --break-system-packages "${drivers[@]}"
   fi
+  # node-postgres and pgvector-node, pinned by tests/clients/node's lock file.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    echo "setup: installing Node.js and npm for the node-postgres test" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/clients/node"
+  if [[ ! -d $node_dir/node_modules/pg || ! -d $node_dir/node_modules/pgvector ]]; then
+    echo "setup: installing node-postgres and pgvector-node (npm ci)" >&2
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
   # moto: a real S3-compatible server on loopback for the object-store test.
   if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null; then
     echo "setup: installing moto (S3 server) for the object-store test" >&2

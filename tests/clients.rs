@@ -466,6 +466,28 @@ fn pgvector_python() {
     run_python("pgvector_python_check.py");
 }
 
+/// node-postgres with pgvector-node: registerTypes, vector parameters,
+/// `LIMIT $2`, RETURNING, transactions, SQLSTATEs, a pool
+/// (`tests/clients/node`, installed by `scripts/setup.sh --test`).
+#[test]
+fn node_postgres() {
+    let server = common::Server::start();
+    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("tests/clients/node/node_pg_check.mjs");
+    let out = std::process::Command::new("node")
+        .arg(script)
+        .args(["127.0.0.1", &server.port.to_string(), "quiver", "default"])
+        .env("PGPASSWORD", common::PASSWORD)
+        .output()
+        .expect("node (`make test` installs it)");
+    assert!(
+        out.status.success(),
+        "node_pg_check.mjs failed (are its modules installed? `make test` runs npm ci):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn run_python(name: &str) {
     let server = common::Server::start();
     let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())

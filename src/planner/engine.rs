@@ -213,8 +213,9 @@ pub(crate) async fn plan_statement(
     session: &Session,
     stmt: Box<ast::Statement>,
 ) -> datafusion::error::Result<LogicalPlan> {
-    let again = matches!(stmt.as_ref(), ast::Statement::Query(_)).then(|| stmt.clone());
-    match (
+    let query = matches!(stmt.as_ref(), ast::Statement::Query(_));
+    let again = query.then(|| stmt.clone());
+    let planned = match (
         session
             .state()
             .statement_to_plan(DfStatement::Statement(stmt))
@@ -229,6 +230,11 @@ pub(crate) async fn plan_statement(
                 .await
         }
         (planned, _) => planned,
+    };
+    // Result columns typed as PostgreSQL types them (`SELECT 1` is int4).
+    match planned {
+        Ok(plan) if query => super::int_types::narrow_result_integers(plan),
+        other => other,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod ddl_undo;
 pub mod engine;
 pub mod index_ddl;
 mod insert_values;
+mod int_types;
 pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;

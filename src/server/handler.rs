@@ -609,10 +609,16 @@ fn parameters<S: Clone>(
             ));
             continue;
         }
-        let (Some(Some(DataType::List(field))), Some(Some(ty)), Some(raw)) =
-            (inferred.get(i), server.get(i), raw)
+        let (Some(Some(list)), Some(Some(ty)), Some(raw)) = (inferred.get(i), server.get(i), raw)
         else {
             continue;
+        };
+        // `vector(n)`: a dimension to check (arrow-pg's 22023 where
+        // pgvector says 22000), else any.
+        let (field, dim) = match list {
+            DataType::List(field) => (field, None),
+            DataType::FixedSizeList(field, n) => (field, Some(*n as usize)),
+            _ => continue,
         };
         if **ty != vector || field.data_type() != &DataType::Float32 {
             continue;
@@ -634,6 +640,31 @@ fn parameters<S: Clone>(
                     i + 1
                 ),
             ))));
+        }
+        if let Some(dim) = dim {
+            if values.len() != dim {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "ERROR".into(),
+                    sqlstate::DATA_EXCEPTION.code().into(),
+                    format!(
+                        "parameter ${}: expected {dim} dimensions, not {}",
+                        i + 1,
+                        values.len()
+                    ),
+                ))));
+            }
+            let list = arrow::array::FixedSizeListArray::try_new(
+                field.clone(),
+                dim as i32,
+                Arc::new(arrow::array::Float32Array::from(values)),
+                None,
+            )
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            decoded.push((
+                i,
+                datafusion::common::ScalarValue::FixedSizeList(Arc::new(list)),
+            ));
+            continue;
         }
         let list = arrow::array::ListArray::new(
             field.clone(),

@@ -257,3 +257,28 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default") a
             assert cur.fetchall() == [(1, 1, 3), (2, 2, 3)]
             assert [d.name for d in cur.description] == ["id", "id", "count"], cur.description
 print("ok named cursor columns")
+
+# Integer result types as PostgreSQL 15 gives them (checked there): a
+# literal that fits is int4 (23), a larger one int8 (20); arithmetic takes
+# the wider operand; sum and count are int8; both protocols.
+with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", autocommit=True) as conn:
+    cases = [
+        ("SELECT 1", 23), ("SELECT 1 + 1", 23), ("SELECT 2147483648", 20),
+        ("SELECT 3::int + 1", 23), ("SELECT 3::int * 2", 23), ("SELECT 2::smallint + 1", 23),
+        ("SELECT 2::smallint + 2::smallint", 21), ("SELECT 1::int + 1::bigint", 20),
+        ("SELECT 10 / 3", 23), ("SELECT 7 % 2", 23), ("SELECT -1", 23), ("SELECT abs(-1)", 23),
+        ("SELECT sum(1)", 20), ("SELECT count(*)", 20), ("SELECT x FROM (SELECT 5 AS x) s", 23),
+        ("SELECT id + 1 FROM va ORDER BY 1 LIMIT 1", 23), ("SELECT id::bigint + 1 FROM va LIMIT 1", 20),
+    ]
+    for prepare in (False, True):
+        for q, oid in cases:
+            cur = conn.execute(q, prepare=prepare)
+            assert cur.description[0].type_code == oid, (q, prepare, cur.description[0].type_code)
+            cur.fetchall()
+    # int4 arithmetic that overflows is PostgreSQL's 22003.
+    try:
+        conn.execute("SELECT 2147483647 + 1")
+        raise AssertionError("no error")
+    except psycopg.errors.NumericValueOutOfRange:
+        pass
+print("ok integer result types")
