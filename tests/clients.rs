@@ -471,37 +471,35 @@ fn pgvector_python() {
 /// (`tests/clients/node`, installed by `scripts/setup.sh --test`).
 #[test]
 fn node_postgres() {
-    let server = common::Server::start();
-    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
-        .join("tests/clients/node/node_pg_check.mjs");
-    let out = std::process::Command::new("node")
-        .arg(script)
-        .args(["127.0.0.1", &server.port.to_string(), "quiver", "default"])
-        .env("PGPASSWORD", common::PASSWORD)
-        .output()
-        .expect("node (`make test` installs it)");
-    assert!(
-        out.status.success(),
-        "node_pg_check.mjs failed (are its modules installed? `make test` runs npm ci):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client(
+        "node",
+        "node/node_pg_check.mjs",
+        &["127.0.0.1", "{port}", "quiver", "default"],
     );
 }
 
 fn run_python(name: &str) {
+    run_client("python3", name, &["{port}"]);
+}
+
+/// Run `program` on the script `tests/clients/<script>` against a fresh
+/// server (`{port}` in `args` is its port); the script must succeed.
+/// `make test` installs the programs and their modules.
+fn run_client(program: &str, script: &str, args: &[&str]) {
     let server = common::Server::start();
-    let script = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .join("tests/clients")
-        .join(name);
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(server.port.to_string())
+        .join(script);
+    let port = server.port.to_string();
+    let out = std::process::Command::new(program)
+        .arg(path)
+        .args(args.iter().map(|a| a.replace("{port}", &port)))
         .env("PGPASSWORD", common::PASSWORD)
         .output()
-        .expect("python3");
+        .unwrap_or_else(|e| panic!("{program}: {e} (`make test` installs it)"));
     assert!(
         out.status.success(),
-        "{name} failed (is psycopg installed? `make test` installs it):\n{}\n{}",
+        "{script} failed (are its modules installed? `make test` installs them):\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

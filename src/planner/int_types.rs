@@ -87,7 +87,11 @@ fn source_rank(plan: &LogicalPlan, index: usize, depth: usize) -> Option<u8> {
         return None;
     }
     match plan {
-        LogicalPlan::Projection(p) => pg_rank(p.expr.get(index)?, &p.input, depth + 1),
+        // One expression per output column (a wildcard not yet expanded
+        // would break that: then nothing is worked out).
+        LogicalPlan::Projection(p) if p.expr.len() == p.schema.fields().len() => {
+            pg_rank(&p.expr[index], &p.input, depth + 1)
+        }
         LogicalPlan::Sort(_)
         | LogicalPlan::Limit(_)
         | LogicalPlan::Filter(_)

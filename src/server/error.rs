@@ -91,14 +91,28 @@ fn storage_message(e: &StorageError) -> String {
 fn arrow_message(e: &ArrowError) -> String {
     match e {
         ArrowError::ExternalError(inner) => external_message(inner.as_ref()),
-        ArrowError::CastError(m)
-        | ArrowError::ParseError(m)
+        ArrowError::CastError(m) => out_of_range(m).unwrap_or_else(|| m.clone()),
+        ArrowError::ParseError(m)
         | ArrowError::ArithmeticOverflow(m)
         | ArrowError::InvalidArgumentError(m)
         | ArrowError::ComputeError(m) => m.clone(),
         ArrowError::DivideByZero => "division by zero".to_string(),
         other => other.to_string(),
     }
+}
+
+/// Arrow's "Can't cast value 40000 to type Int16" in PostgreSQL's words,
+/// "smallint out of range", with the value.
+fn out_of_range(m: &str) -> Option<String> {
+    let rest = m.strip_prefix("Can't cast value ")?;
+    let (value, to) = rest.split_once(" to type ")?;
+    let name = match to {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        _ => return None,
+    };
+    Some(format!("{name} out of range: {value}"))
 }
 
 fn external_message(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
@@ -203,6 +217,24 @@ mod tests {
             ))),
         ));
         assert_eq!(error_info(&e).code, sqlstate::UNIQUE_VIOLATION.code());
+    }
+
+    #[test]
+    fn narrowing_casts_say_out_of_range() {
+        let e = QueryError::DataFusion(DataFusionError::ArrowError(
+            Box::new(ArrowError::CastError(
+                "Can't cast value 2147483648 to type Int32".into(),
+            )),
+            None,
+        ));
+        let i = error_info(&e);
+        assert_eq!(i.code, sqlstate::NUMERIC_VALUE_OUT_OF_RANGE.code());
+        assert_eq!(i.message, "integer out of range: 2147483648");
+        assert_eq!(
+            out_of_range("Can't cast value 1.5 to type Utf8"),
+            None,
+            "only integers are PostgreSQL's smallint, integer and bigint"
+        );
     }
 
     #[test]

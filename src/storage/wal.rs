@@ -96,8 +96,15 @@ impl WalRecord {
         // checksum are filled in at the end. (Grown by doubling, and then
         // copied into a frame, a large insert's encoding was a tenth of a
         // bulk COPY's time.)
+        // The rows' own bytes (a slice of a larger batch counts only its
+        // part), and room for the stream's messages and padding.
         let rows = self.insert.as_ref().map_or(0, |b| {
-            b.get_array_memory_size() + 64 * (b.num_columns() + 1) + 1024
+            let data: usize = b
+                .columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                .sum();
+            data + 128 * (b.num_columns() + 1) + 1024
         });
         let mut frame = Vec::with_capacity(HEADER + 64 + self.deletes.len() * 8 + rows);
         frame.extend_from_slice(&[0; HEADER]);

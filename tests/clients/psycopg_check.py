@@ -268,6 +268,8 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
         ("SELECT 2::smallint + 2::smallint", 21), ("SELECT 1::int + 1::bigint", 20),
         ("SELECT 10 / 3", 23), ("SELECT 7 % 2", 23), ("SELECT -1", 23), ("SELECT abs(-1)", 23),
         ("SELECT sum(1)", 20), ("SELECT count(*)", 20), ("SELECT x FROM (SELECT 5 AS x) s", 23),
+        ("SELECT -2147483648", 23), ("SELECT * FROM (SELECT 5 AS x, 'a' AS y) s", 23),
+        ("SELECT 5 >> 1", 23), ("SELECT 3000000000 - 1", 20),
         ("SELECT id + 1 FROM va ORDER BY 1 LIMIT 1", 23), ("SELECT id::bigint + 1 FROM va LIMIT 1", 20),
     ]
     for prepare in (False, True):
@@ -279,6 +281,6 @@ with psycopg.connect(f"host=127.0.0.1 port={port} user=quiver dbname=default", a
     try:
         conn.execute("SELECT 2147483647 + 1")
         raise AssertionError("no error")
-    except psycopg.errors.NumericValueOutOfRange:
-        pass
+    except psycopg.errors.NumericValueOutOfRange as e:
+        assert str(e).startswith("integer out of range"), e
 print("ok integer result types")
