@@ -303,6 +303,18 @@ impl ObjectIo {
         if let Some(col) = bloom_column {
             props = props.set_column_bloom_filter_enabled(ColumnPath::from(col), true);
         }
+        // Columns whose values hardly repeat (the primary key, row ids,
+        // floats): a dictionary is built for each page and thrown away.
+        for field in schema.fields() {
+            use arrow::datatypes::DataType;
+            let unique = Some(field.name().as_str()) == bloom_column
+                || field.name() == crate::segment::ROWID
+                || matches!(field.data_type(), DataType::Float32 | DataType::Float64);
+            if unique {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
         // Vector elements: floats that neither a dictionary nor zstd
         // shrinks much (7% on random vectors) and whose min/max says
         // nothing; trying took a quarter of a bulk load's CPU.
@@ -312,10 +324,33 @@ impl ObjectIo {
                 .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
                 .set_column_compression(path, Compression::UNCOMPRESSED);
         }
+        let props = props.build();
+        if let Some(root) = &self.local_root {
+            // Straight to the file, through a small buffer: a segment's
+            // worth of fresh memory cost a page fault per 4 KiB.
+            let file = self.local_file(root, rel);
+            let schema = schema.clone();
+            let batches = batches.to_vec();
+            let rel_owned = rel.to_string();
+            return tokio::task::spawn_blocking(move || {
+                write_local_parquet(&file, &schema, &batches, props).map_err(|e| match e {
+                    LocalWriteError::Io(source) => StorageError::Io {
+                        path: rel_owned,
+                        source,
+                    },
+                    LocalWriteError::Parquet(e) => e.into(),
+                })
+            })
+            .await
+            .map_err(|e| StorageError::ObjectStore {
+                message: e.to_string(),
+                disk_full: false,
+            })?;
+        }
         let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
         let mut buf = Vec::with_capacity(size + size / 8 + 4096);
         {
-            let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props.build()))?;
+            let mut w = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))?;
             for b in batches {
                 w.write(b)?;
             }
@@ -359,4 +394,67 @@ impl ObjectIo {
         .await
         .map_err(|e| StorageError::Corrupt(format!("{rel}: {e}")))?
     }
+}
+
+enum LocalWriteError {
+    Io(std::io::Error),
+    Parquet(datafusion::parquet::errors::ParquetError),
+}
+
+impl From<std::io::Error> for LocalWriteError {
+    fn from(e: std::io::Error) -> Self {
+        LocalWriteError::Io(e)
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for LocalWriteError {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        LocalWriteError::Parquet(e)
+    }
+}
+
+/// Write `batches` as a new Parquet file at `path` (an error if it
+/// exists), fsync'd with its directory; returns its size. It is written
+/// under a staging name and linked into place, so that a crash never
+/// leaves a partial file under the final name.
+fn write_local_parquet(
+    path: &std::path::Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> std::result::Result<u64, LocalWriteError> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("an object path without a directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.staging", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let result = (|| -> std::result::Result<u64, LocalWriteError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staging)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        {
+            let mut w = ArrowWriter::try_new(&mut out, schema.clone(), Some(props))?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.close()?;
+        }
+        out.flush()?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let len = file.metadata()?.len();
+        // Fails when the object exists, as a create-only put does.
+        std::fs::hard_link(&staging, path)?;
+        Ok(len)
+    })();
+    let _ = std::fs::remove_file(&staging);
+    let len = result?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(len)
 }

@@ -55,25 +55,14 @@ impl CollectionData {
         let (mut pk_min, mut pk_max): (Option<PkKey>, Option<PkKey>) = (None, None);
         if let Some(pk) = self.primary_key {
             for b in batches {
-                for k in pk_keys(b.column(pk))?.into_iter().flatten() {
-                    let lower = match (&pk_min, &k) {
-                        (None, _) => true,
-                        (Some(PkKey::Int(a)), PkKey::Int(b)) => b < a,
-                        (Some(PkKey::Text(a)), PkKey::Text(b)) => b < a,
-                        _ => false,
-                    };
-                    let higher = match (&pk_max, &k) {
-                        (None, _) => true,
-                        (Some(PkKey::Int(a)), PkKey::Int(b)) => b > a,
-                        (Some(PkKey::Text(a)), PkKey::Text(b)) => b > a,
-                        _ => false,
-                    };
-                    if lower {
-                        pk_min = Some(k.clone());
-                    }
-                    if higher {
-                        pk_max = Some(k);
-                    }
+                let Some((lo, hi)) = pk_bounds(b.column(pk))? else {
+                    continue;
+                };
+                if pk_min.as_ref().is_none_or(|m| key_less(&lo, m)) {
+                    pk_min = Some(lo);
+                }
+                if pk_max.as_ref().is_none_or(|m| key_less(m, &hi)) {
+                    pk_max = Some(hi);
                 }
             }
         }

@@ -64,6 +64,44 @@ pub(super) fn pk_keys(array: &ArrayRef) -> Result<Vec<Option<PkKey>>> {
     Ok(out)
 }
 
+/// The least and greatest non-null key of a key column, by the column's
+/// own kernels (no key per row).
+pub(super) fn pk_bounds(array: &ArrayRef) -> Result<Option<(PkKey, PkKey)>> {
+    use arrow::compute::{max, max_string, min, min_string};
+    fn ints<T: arrow::datatypes::ArrowNumericType>(array: &ArrayRef) -> Option<(PkKey, PkKey)>
+    where
+        T::Native: Into<i64> + arrow::datatypes::ArrowNativeTypeOp,
+    {
+        let a = array.as_primitive::<T>();
+        Some((PkKey::Int(min(a)?.into()), PkKey::Int(max(a)?.into())))
+    }
+    Ok(match array.data_type() {
+        DataType::Int64 => ints::<Int64Type>(array),
+        DataType::Int32 => ints::<Int32Type>(array),
+        DataType::Int16 => ints::<Int16Type>(array),
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            min_string(a)
+                .zip(max_string(a))
+                .map(|(lo, hi)| (PkKey::Text(lo.to_string()), PkKey::Text(hi.to_string())))
+        }
+        other => {
+            return Err(StorageError::InvalidBatch(format!(
+                "primary key of type {other} is not supported"
+            )));
+        }
+    })
+}
+
+/// Whether key `a` sorts before key `b` (keys of one column are of one kind).
+pub(super) fn key_less(a: &PkKey, b: &PkKey) -> bool {
+    match (a, b) {
+        (PkKey::Int(a), PkKey::Int(b)) => a < b,
+        (PkKey::Text(a), PkKey::Text(b)) => a < b,
+        _ => false,
+    }
+}
+
 impl CollectionData {
     /// The live rows of the current snapshot for which `predicate` is true,
     /// as (row id, full row batch) pairs.

@@ -442,7 +442,9 @@ impl CollectionData {
                         return Err(self.null_key(pk));
                     };
                     let existing = state.pks.get(&key).copied();
-                    let duplicate = seen.get(&key).copied();
+                    // One lookup: a skipped row's index in `seen` is only
+                    // ever tested for presence.
+                    let duplicate = seen.insert(key.clone(), i);
                     match (conflict, existing.is_some() || duplicate.is_some()) {
                         (_, false) => {}
                         (Conflict::Error, true) => {
@@ -460,7 +462,6 @@ impl CollectionData {
                             }
                         }
                     }
-                    seen.insert(key.clone(), i);
                     new_keys.push((i, key));
                 }
             }
