@@ -40,6 +40,10 @@ async fn fingerprint(admin: &tokio_postgres::Client) -> String {
 }
 
 async fn reset(admin: &tokio_postgres::Client) {
+    exec(admin, "DROP ALIAS IF EXISTS t_alias").await.unwrap();
+    exec(admin, "DROP COLLECTION IF EXISTS t_renamed")
+        .await
+        .unwrap();
     exec(admin, "DROP COLLECTION IF EXISTS t").await.unwrap();
     exec(admin, "DROP COLLECTION IF EXISTS made").await.unwrap();
     exec(admin, "DROP DATABASE IF EXISTS madedb").await.unwrap();
@@ -86,6 +90,8 @@ const STATEMENTS: &[(&str, &str, &str)] = &[
     ("index", "CREATE INDEX t_v ON t USING hnsw (v)", "INDEX"),
     ("release", "RELEASE COLLECTION t", "MAINTAIN"),
     ("drop", "DROP COLLECTION t", "DROP"),
+    ("alias", "CREATE ALIAS t_alias FOR t", "ALTER"),
+    ("rename", "ALTER COLLECTION t RENAME TO t_renamed", "ALTER"),
     ("create", "CREATE COLLECTION made (id int)", "CREATE"),
     ("createdb", "CREATE DATABASE madedb", "CREATE-GLOBAL"),
 ];

@@ -1128,3 +1128,121 @@ async fn truncated_and_dropped_collections_leave_no_files() {
     assert_eq!(count_of(&c, "keep").await, 2);
     assert_eq!(count_of(&c, "emptied").await, 0);
 }
+
+/// The catalog after kill -9 in the middle of alias switches and renames:
+/// the state of the last acknowledged statement or of the one in flight,
+/// never a mix, and each collection's rows intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_switches_and_renames_survive_kill_nine() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut server = Server::start();
+    let c = server.connect("default").await;
+    c.batch_execute(
+        "CREATE COLLECTION av1 (id bigint primary key, v vector(2));
+         CREATE COLLECTION av2 (id bigint primary key, v vector(2));
+         INSERT INTO av1 SELECT i, '[1,1]'::vector FROM generate_series(1, 10) AS g(i);
+         INSERT INTO av2 SELECT i, '[2,2]'::vector FROM generate_series(1, 20) AS g(i);
+         FLUSH av1;
+         CREATE ALIAS aprod FOR av1;",
+    )
+    .await
+    .unwrap();
+    // Op i: even ones switch the alias, odd ones rename av2 back and forth.
+    // The state after op i: (the alias names av2, av2's name).
+    let op = |i: usize| -> String {
+        let switch = i / 2;
+        if i.is_multiple_of(2) {
+            let v2 = if switch.is_multiple_of(2) {
+                "av2"
+            } else {
+                "av2x"
+            };
+            let target = if switch.is_multiple_of(2) { v2 } else { "av1" };
+            format!("ALTER ALIAS aprod FOR {target}")
+        } else if switch.is_multiple_of(2) {
+            "ALTER COLLECTION av2 RENAME TO av2x".to_string()
+        } else {
+            "ALTER COLLECTION av2x RENAME TO av2".to_string()
+        }
+    };
+    let state_after = |n: usize| -> (bool, &'static str) {
+        // n ops done: switches done = ceil(n / 2), renames = floor(n / 2).
+        let switches = n.div_ceil(2);
+        let renames = n / 2;
+        (
+            switches % 2 == 1,
+            if renames % 2 == 1 { "av2x" } else { "av2" },
+        )
+    };
+    let mut done_total = 0usize;
+    for round in 0..4 {
+        let c = server.connect("default").await;
+        let acked = Arc::new(AtomicUsize::new(0));
+        let counter = acked.clone();
+        let start = done_total;
+        let task = tokio::spawn(async move {
+            let mut i = start;
+            while c.batch_execute(&op(i)).await.is_ok() {
+                i += 1;
+                counter.store(i - start, Ordering::SeqCst);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        server.kill_and_restart();
+        let _ = task.await;
+        let acked = start + acked.load(Ordering::SeqCst);
+        let c = server.connect("default").await;
+        let aliases = c.simple_query("SHOW ALIASES").await.unwrap();
+        let target: Vec<String> = aliases
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    assert_eq!(r.get(0), Some("aprod"));
+                    r.get(1).map(str::to_string)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(target.len(), 1, "{target:?}");
+        let names: Vec<String> = c
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_name LIKE 'av%' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let v2 = names
+            .iter()
+            .find(|n| n.starts_with("av2"))
+            .cloned()
+            .unwrap();
+        let seen = (
+            target[0] != "av1",
+            if v2 == "av2x" { "av2x" } else { "av2" },
+        );
+        assert!(
+            seen == state_after(acked) || seen == state_after(acked + 1),
+            "round {round}: {acked} ops acknowledged, catalog {seen:?}"
+        );
+        // Each collection's rows, through its name and through the alias.
+        assert_eq!(count_of(&c, "av1").await, 10);
+        assert_eq!(count_of(&c, &v2).await, 20);
+        let expected = if seen.0 { 20 } else { 10 };
+        assert_eq!(count_of(&c, "aprod").await, expected);
+        // The next round goes on from what the catalog holds.
+        done_total = if seen == state_after(acked) {
+            acked
+        } else {
+            acked + 1
+        };
+        eprintln!("round {round}: {acked} ops acknowledged, catalog after {done_total}");
+        assert!(
+            acked > start,
+            "round {round}: no statement ran before the kill"
+        );
+    }
+}

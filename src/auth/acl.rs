@@ -515,6 +515,21 @@ impl SecurityState {
         self.grants.retain(|g| !gone(&g.scope));
     }
 
+    /// Move grants on `from` to `to` (a renamed collection).
+    pub fn rename_scope(&mut self, from: &Scope, to: Scope) {
+        let moved: Vec<Grant> = self
+            .grants
+            .iter()
+            .filter(|g| &g.scope == from)
+            .cloned()
+            .collect();
+        for mut g in moved {
+            self.grants.remove(&g);
+            g.scope = to.clone();
+            self.grants.insert(g);
+        }
+    }
+
     /// Grants held by `name` directly and, for a user, through its roles.
     pub fn grants_for(&self, name: &str) -> Vec<&Grant> {
         let principals = if self.users.contains_key(name) {

@@ -57,6 +57,17 @@ pub enum CatalogError {
         name: String,
         len: usize,
     },
+    #[error("alias \"{name}\" does not exist")]
+    AliasNotFound { name: String },
+    /// A name of one kind of object where another is needed (an alias
+    /// dropped as a collection, an alias of an alias).
+    #[error("{0}")]
+    WrongObjectType(String),
+    /// Dropping a collection that aliases still name.
+    #[error(
+        "cannot drop collection \"{name}\" because aliases name it: {aliases} (DROP ALIAS them first, or ALTER ALIAS them to another collection)"
+    )]
+    AliasesDependOn { name: String, aliases: String },
     #[error("{kind} name {name:?} is not valid: {why}")]
     InvalidName {
         kind: &'static str,
@@ -118,7 +129,19 @@ impl SqlStateError for CatalogError {
             CatalogError::Access(a) => a.sqlstate(),
             CatalogError::NameTooLong { .. } => sqlstate::NAME_TOO_LONG,
             CatalogError::InvalidName { .. } => sqlstate::INVALID_NAME,
+            CatalogError::AliasNotFound { .. } => sqlstate::UNDEFINED_OBJECT,
+            CatalogError::WrongObjectType(_) => sqlstate::WRONG_OBJECT_TYPE,
+            CatalogError::AliasesDependOn { .. } => sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
         }
+    }
+}
+
+impl CatalogError {
+    /// DROP COLLECTION of an alias's name.
+    pub fn alias_dropped_as_collection(name: &str) -> CatalogError {
+        CatalogError::WrongObjectType(format!(
+            "\"{name}\" is an alias, not a collection: DROP ALIAS drops it"
+        ))
     }
 }
 
@@ -147,9 +170,62 @@ pub struct DatabaseDef {
     #[serde(default)]
     pub owner: Option<String>,
     pub collections: BTreeMap<String, Arc<CollectionDef>>,
+    /// Aliases (Milvus's): another name of a collection, by the
+    /// collection's id, so that a rename keeps them.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, u64>,
+}
+
+impl DatabaseDef {
+    /// Whether `name` is taken by a collection, an alias or an index
+    /// (they share one namespace, as PostgreSQL's relations do).
+    fn name_taken(&self, name: &str) -> bool {
+        self.collections.contains_key(name)
+            || self.aliases.contains_key(name)
+            || self
+                .collections
+                .values()
+                .any(|c| c.indexes.iter().any(|i| i.name == name))
+    }
+
+    /// The collection with id `id`.
+    fn collection_by_id(&self, id: u64) -> Option<&Arc<CollectionDef>> {
+        self.collections.values().find(|c| c.id == id)
+    }
+
+    /// The collection `name` names: a collection's own name or an alias.
+    pub fn resolve(&self, name: &str) -> Option<&Arc<CollectionDef>> {
+        self.collections.get(name).or_else(|| {
+            self.aliases
+                .get(name)
+                .and_then(|id| self.collection_by_id(*id))
+        })
+    }
+
+    /// The collection an alias may name: a collection, never an alias.
+    fn alias_target(&self, collection: &str) -> Result<u64> {
+        if let Some(c) = self.collections.get(collection) {
+            return Ok(c.id);
+        }
+        if self.aliases.contains_key(collection) {
+            return Err(CatalogError::WrongObjectType(format!(
+                "\"{collection}\" is an alias: an alias names a collection, not another alias"
+            )));
+        }
+        Err(CatalogError::CollectionNotFound {
+            name: collection.into(),
+        })
+    }
 }
 
 impl CatalogSnapshot {
+    /// Database `name`, to change.
+    pub fn database_mut(&mut self, name: &str) -> Result<&mut DatabaseDef> {
+        self.databases
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::DatabaseNotFound { name: name.into() })
+    }
+
     /// Give an id to every database and index that has none (catalogs
     /// written before they had ids). Returns whether any was assigned.
     pub fn assign_missing_ids(&mut self) -> bool {
@@ -227,6 +303,7 @@ impl Catalog {
                 name: DEFAULT_DATABASE.to_string(),
                 owner: None,
                 collections: BTreeMap::new(),
+                aliases: BTreeMap::new(),
             });
         snapshot.assign_missing_ids();
         let next_id = snapshot.next_collection_id.max(1);
@@ -350,6 +427,7 @@ impl Catalog {
                     name: name.to_string(),
                     owner: owner.map(str::to_string),
                     collections: BTreeMap::new(),
+                    aliases: BTreeMap::new(),
                 },
             );
             Ok(true)
@@ -386,12 +464,133 @@ impl Catalog {
             .unwrap_or_default()
     }
 
+    /// The collection `name` names in `database`: its own name or an alias.
     pub fn collection(&self, database: &str, name: &str) -> Option<Arc<CollectionDef>> {
         self.state
             .read()
             .databases
             .get(database)
-            .and_then(|d| d.collections.get(name).cloned())
+            .and_then(|d| d.resolve(name).cloned())
+    }
+
+    /// Whether `name` is an alias in `database`.
+    pub fn is_alias(&self, database: &str, name: &str) -> bool {
+        self.state
+            .read()
+            .databases
+            .get(database)
+            .is_some_and(|d| d.aliases.contains_key(name))
+    }
+
+    /// Every alias of `database` with the name of its collection, by alias.
+    pub fn aliases(&self, database: &str) -> Vec<(String, String)> {
+        let state = self.state.read();
+        let Some(db) = state.databases.get(database) else {
+            return Vec::new();
+        };
+        db.aliases
+            .iter()
+            .filter_map(|(alias, id)| {
+                db.collection_by_id(*id)
+                    .map(|c| (alias.clone(), c.name.clone()))
+            })
+            .collect()
+    }
+
+    /// `CREATE ALIAS alias FOR collection`.
+    pub fn create_alias(&self, database: &str, alias: &str, collection: &str) -> Result<()> {
+        self.update(|s| {
+            let db = s.database_mut(database)?;
+            let id = db.alias_target(collection)?;
+            if db.name_taken(alias) {
+                return Err(CatalogError::CollectionExists { name: alias.into() });
+            }
+            validate_name("alias", alias)?;
+            db.aliases.insert(alias.to_string(), id);
+            Ok(())
+        })
+    }
+
+    /// `ALTER ALIAS alias FOR collection`: one catalog change, so that every
+    /// statement sees the old collection or the new one.
+    pub fn alter_alias(&self, database: &str, alias: &str, collection: &str) -> Result<()> {
+        self.update(|s| {
+            let db = s.database_mut(database)?;
+            let id = db.alias_target(collection)?;
+            match db.aliases.get_mut(alias) {
+                Some(target) => {
+                    *target = id;
+                    Ok(())
+                }
+                None if db.collections.contains_key(alias) => Err(CatalogError::WrongObjectType(
+                    format!("\"{alias}\" is a collection, not an alias"),
+                )),
+                None => Err(CatalogError::AliasNotFound { name: alias.into() }),
+            }
+        })
+    }
+
+    /// `DROP ALIAS [IF EXISTS] alias`; returns whether it existed.
+    pub fn drop_alias(&self, database: &str, alias: &str, if_exists: bool) -> Result<bool> {
+        self.update(|s| {
+            let db = s.database_mut(database)?;
+            if db.aliases.remove(alias).is_some() {
+                return Ok(true);
+            }
+            if db.collections.contains_key(alias) {
+                return Err(CatalogError::WrongObjectType(format!(
+                    "\"{alias}\" is a collection, not an alias: DROP COLLECTION drops it"
+                )));
+            }
+            if if_exists {
+                Ok(false)
+            } else {
+                Err(CatalogError::AliasNotFound { name: alias.into() })
+            }
+        })
+    }
+
+    /// `ALTER COLLECTION name RENAME TO new_name`: the collection keeps its
+    /// id (its files, indexes and aliases stay), and grants on it follow.
+    pub fn rename_collection(
+        &self,
+        database: &str,
+        name: &str,
+        new_name: &str,
+    ) -> Result<Arc<CollectionDef>> {
+        self.update(|s| {
+            let db = s.database_mut(database)?;
+            if db.aliases.contains_key(name) {
+                return Err(CatalogError::WrongObjectType(format!(
+                    "\"{name}\" is an alias: rename the collection it names, or ALTER ALIAS"
+                )));
+            }
+            if !db.collections.contains_key(name) {
+                return Err(CatalogError::CollectionNotFound { name: name.into() });
+            }
+            if db.name_taken(new_name) {
+                return Err(CatalogError::CollectionExists {
+                    name: new_name.into(),
+                });
+            }
+            validate_name("collection", new_name)?;
+            let Some(mut def) = db.collections.remove(name) else {
+                return Err(CatalogError::CollectionNotFound { name: name.into() });
+            };
+            Arc::make_mut(&mut def).name = new_name.to_string();
+            db.collections.insert(new_name.to_string(), def.clone());
+            s.security.rename_scope(
+                &Scope::Collection {
+                    database: database.into(),
+                    name: name.into(),
+                },
+                Scope::Collection {
+                    database: database.into(),
+                    name: new_name.into(),
+                },
+            );
+            Ok(def)
+        })
     }
 
     pub fn get_collection(&self, database: &str, name: &str) -> Result<Arc<CollectionDef>> {
@@ -413,7 +612,7 @@ impl Catalog {
                     name: def.database.clone(),
                 }
             })?;
-            if db.collections.contains_key(&def.name) {
+            if db.collections.contains_key(&def.name) || db.aliases.contains_key(&def.name) {
                 return if if_not_exists {
                     Ok(None)
                 } else {
@@ -460,6 +659,7 @@ impl Catalog {
                         name: database.into(),
                     })?;
             let taken = db.collections.contains_key(&index.name)
+                || db.aliases.contains_key(&index.name)
                 || db
                     .collections
                     .values()
@@ -511,6 +711,25 @@ impl Catalog {
         if_exists: bool,
     ) -> Result<Option<Arc<CollectionDef>>> {
         self.update(|s| {
+            if let Some(db) = s.databases.get(database) {
+                if db.aliases.contains_key(name) {
+                    return Err(CatalogError::alias_dropped_as_collection(name));
+                }
+                if let Some(def) = db.collections.get(name) {
+                    let aliases: Vec<&str> = db
+                        .aliases
+                        .iter()
+                        .filter(|(_, id)| **id == def.id)
+                        .map(|(a, _)| a.as_str())
+                        .collect();
+                    if !aliases.is_empty() {
+                        return Err(CatalogError::AliasesDependOn {
+                            name: name.into(),
+                            aliases: aliases.join(", "),
+                        });
+                    }
+                }
+            }
             let removed = s
                 .databases
                 .get_mut(database)
@@ -596,6 +815,21 @@ mod tests {
                 sqlstate::DUPLICATE_TABLE,
             ),
             (
+                CatalogError::AliasNotFound { name: name() },
+                sqlstate::UNDEFINED_OBJECT,
+            ),
+            (
+                CatalogError::WrongObjectType(name()),
+                sqlstate::WRONG_OBJECT_TYPE,
+            ),
+            (
+                CatalogError::AliasesDependOn {
+                    name: name(),
+                    aliases: name(),
+                },
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+            ),
+            (
                 validate_name("collection", &"x".repeat(64)).unwrap_err(),
                 sqlstate::NAME_TOO_LONG,
             ),
@@ -624,6 +858,84 @@ mod tests {
             owner: None,
             indexes: vec![],
         }
+    }
+
+    #[test]
+    fn aliases_follow_renames_and_keep_their_collections() {
+        use quiver_auth::acl::{Grant, Privilege};
+        let c = Catalog::open(Arc::new(MemoryMetaStore)).unwrap();
+        let db = DEFAULT_DATABASE;
+        let a = c.create_collection(def("a"), false).unwrap().unwrap();
+        c.create_collection(def("b"), false).unwrap();
+        c.create_alias(db, "prod", "a").unwrap();
+        assert_eq!(c.collection(db, "prod").unwrap().id, a.id);
+        assert!(c.is_alias(db, "prod") && !c.is_alias(db, "a"));
+        // One namespace; no alias of an alias; no drop under an alias.
+        assert!(matches!(
+            c.create_alias(db, "b", "a"),
+            Err(CatalogError::CollectionExists { .. })
+        ));
+        assert!(matches!(
+            c.create_collection(def("prod"), false),
+            Err(CatalogError::CollectionExists { .. })
+        ));
+        assert!(matches!(
+            c.create_alias(db, "p2", "prod"),
+            Err(CatalogError::WrongObjectType(_))
+        ));
+        assert!(matches!(
+            c.drop_collection(db, "prod", false),
+            Err(CatalogError::WrongObjectType(_))
+        ));
+        assert!(matches!(
+            c.drop_collection(db, "a", false),
+            Err(CatalogError::AliasesDependOn { .. })
+        ));
+        // A rename keeps the alias (by id) and moves the grants.
+        c.update_security(|s| {
+            s.grants.insert(Grant {
+                grantee: "u".into(),
+                privilege: Privilege::Select,
+                scope: Scope::Collection {
+                    database: db.into(),
+                    name: "a".into(),
+                },
+                grant_option: false,
+                grantor: "quiver".into(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        let renamed = c.rename_collection(db, "a", "a2").unwrap();
+        assert_eq!((renamed.id, renamed.name.as_str()), (a.id, "a2"));
+        assert!(c.collection(db, "a").is_none());
+        assert_eq!(c.aliases(db), vec![("prod".to_string(), "a2".to_string())]);
+        let scopes: Vec<Scope> = c.security(|s| s.grants.iter().map(|g| g.scope.clone()).collect());
+        assert_eq!(
+            scopes,
+            vec![Scope::Collection {
+                database: db.into(),
+                name: "a2".into()
+            }]
+        );
+        assert!(matches!(
+            c.rename_collection(db, "a2", "b"),
+            Err(CatalogError::CollectionExists { .. })
+        ));
+        // The switch, then the alias goes and the collection can.
+        c.alter_alias(db, "prod", "b").unwrap();
+        assert_eq!(c.collection(db, "prod").unwrap().name, "b");
+        assert!(matches!(
+            c.alter_alias(db, "nope", "b"),
+            Err(CatalogError::AliasNotFound { .. })
+        ));
+        assert!(c.drop_alias(db, "prod", false).unwrap());
+        assert!(!c.drop_alias(db, "prod", true).unwrap());
+        c.drop_collection(db, "b", false).unwrap();
+        // Catalogs written before aliases existed still load.
+        let old: DatabaseDef =
+            serde_json::from_str(r#"{"id":1,"name":"x","collections":{}}"#).unwrap();
+        assert!(old.aliases.is_empty());
     }
 
     #[test]

@@ -90,6 +90,8 @@ table! {
     // Class 23: integrity constraint violation.
     NOT_NULL_VIOLATION = "23502";
     UNIQUE_VIOLATION = "23505";
+    // Class 2B: dependent privilege descriptors still exist.
+    DEPENDENT_OBJECTS_STILL_EXIST = "2BP01";
     // Class 28: invalid authorization specification.
     INVALID_AUTHORIZATION_SPECIFICATION = "28000";
     INVALID_PASSWORD = "28P01";
@@ -105,6 +107,7 @@ table! {
     UNDEFINED_OBJECT = "42704";
     DUPLICATE_OBJECT = "42710";
     DATATYPE_MISMATCH = "42804";
+    WRONG_OBJECT_TYPE = "42809";
     UNDEFINED_FUNCTION = "42883";
     UNDEFINED_TABLE = "42P01";
     UNDEFINED_PARAMETER = "42P02";

@@ -362,8 +362,15 @@ fn scopes(
                         )));
                     }
                 };
+                // Through an alias, the grant is on the collection it names.
                 let def = catalog.get_collection(&database, &name)?;
-                Ok((Scope::Collection { database, name }, def.owner.clone()))
+                Ok((
+                    Scope::Collection {
+                        database,
+                        name: def.name.clone(),
+                    },
+                    def.owner.clone(),
+                ))
             })
             .collect::<Result<_, _>>()?,
     })

@@ -240,11 +240,20 @@ pub fn resolve_name(
         .filter_map(|p| p.as_ident())
         .map(ident_name)
         .collect();
-    let (db, schema, coll) = match parts.as_slice() {
+    if parts.len() != name.0.len() {
+        return Err(unsupported(format!("invalid name {name}")));
+    }
+    resolve_parts(&parts, current_db)
+}
+
+/// [`resolve_name`] of a name already split and folded: `c`, `public.c`
+/// or `db.public.c`.
+pub fn resolve_parts(parts: &[String], current_db: &str) -> Result<(String, String), QueryError> {
+    let (db, schema, coll) = match parts {
         [c] => (current_db.to_string(), None, c.clone()),
         [s, c] => (current_db.to_string(), Some(s.clone()), c.clone()),
         [d, s, c] => (d.clone(), Some(s.clone()), c.clone()),
-        _ => return Err(unsupported(format!("invalid name {name}"))),
+        _ => return Err(unsupported(format!("invalid name {}", parts.join(".")))),
     };
     if let Some(s) = schema
         && s != super::catalog_provider::PUBLIC_SCHEMA

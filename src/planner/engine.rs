@@ -350,6 +350,9 @@ impl Prepared {
             (None, Statement::Index(quiver_sql::statement::IndexStatement::Show { .. })) => {
                 Some(super::index_ddl::indexes_schema())
             }
+            (None, Statement::Alias(quiver_sql::statement::AliasStatement::Show { .. })) => {
+                Some(super::alias_ddl::aliases_schema())
+            }
             (None, Statement::Access(AccessStatement::ShowUsers)) => Some(access::users_schema()),
             (None, Statement::Access(AccessStatement::ShowRoles)) => Some(access::roles_schema()),
             (None, Statement::Access(AccessStatement::ShowGrants { .. })) => {

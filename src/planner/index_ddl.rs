@@ -119,7 +119,7 @@ pub async fn execute(
                 field,
                 spec,
             };
-            let Some(updated) = catalog.create_index(&db, &coll, index, if_not_exists)? else {
+            let Some(updated) = catalog.create_index(&db, &def.name, index, if_not_exists)? else {
                 session.notice(
                     "42P07",
                     format!("relation \"{name}\" already exists, skipping"),

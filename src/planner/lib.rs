@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod activity;
+pub mod alias_ddl;
 pub mod ann_rule;
 pub mod array_udf;
 pub mod backends;

@@ -2,6 +2,7 @@
 //! and quiver's Milvus-style extensions, parsed into one [`Statement`] enum.
 
 pub mod access;
+pub mod alias;
 mod array_subquery;
 pub mod bounded;
 pub mod depth;

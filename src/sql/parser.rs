@@ -280,6 +280,13 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
     if super::index_ddl::is_index_statement(w(0), w(1), w(2)) {
         return Ok(Statement::Index(super::index_ddl::parse(sql, &tokens)?));
     }
+    if super::alias::is_alias_statement(w(0), w(1)) {
+        return Ok(Statement::Alias(super::alias::parse(sql, &tokens)?));
+    }
+    if w(0) == "ALTER" && (w(1) == "COLLECTION" || w(1) == "TABLE") {
+        replace_word(&mut tokens, "COLLECTION", "TABLE");
+        return parse_alter_table(parse_sqlparser(sql, tokens)?);
+    }
     if super::access::is_access_statement(w(0), w(1)) {
         return Ok(Statement::Access(super::access::parse(sql, &tokens)?));
     }
@@ -764,6 +771,53 @@ fn parse_name_after(
     let name = p.parse_object_name(false).map_err(|e| syntax(sql, e))?;
     expect_end(sql, &p)?;
     Ok(name)
+}
+
+/// `ALTER TABLE`: renaming is what quiver does so far; anything else is
+/// refused by name.
+fn parse_alter_table(stmt: ast::Statement) -> Result<Statement, ParseError> {
+    let ast::Statement::AlterTable(alter) = stmt else {
+        return Err(ParseError::Unsupported(format!("{stmt}")));
+    };
+    match alter.operations.as_slice() {
+        [
+            ast::AlterTableOperation::RenameTable {
+                table_name: ast::RenameTableNameKind::To(new),
+            },
+        ] => {
+            let [part] = new.0.as_slice() else {
+                return Err(ParseError::Syntax {
+                    message: format!(
+                        "syntax error: RENAME TO {new}: the new name cannot be qualified (a collection stays in its schema and database)"
+                    ),
+                    position: None,
+                });
+            };
+            let Some(ident) = part.as_ident() else {
+                return Err(ParseError::Unsupported(format!("RENAME TO {new}")));
+            };
+            Ok(Statement::RenameCollection {
+                name: alter.name.clone(),
+                new_name: fold_ident(ident),
+                if_exists: alter.if_exists,
+            })
+        }
+        [op] => Err(ParseError::Unsupported(format!(
+            "ALTER TABLE ... {op} is not supported (ALTER COLLECTION ... RENAME TO is)"
+        ))),
+        _ => Err(ParseError::Unsupported(
+            "ALTER TABLE with several actions is not supported: one RENAME TO at a time".into(),
+        )),
+    }
+}
+
+/// An identifier as PostgreSQL names it: unquoted ones fold to lower case.
+fn fold_ident(ident: &ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
 }
 
 fn parse_describe(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<Statement, ParseError> {

@@ -107,6 +107,14 @@ pub enum Statement {
     Access(AccessStatement),
     /// CREATE/DROP/REINDEX INDEX, SHOW INDEXES.
     Index(IndexStatement),
+    /// CREATE/ALTER/DROP ALIAS, SHOW ALIASES.
+    Alias(AliasStatement),
+    /// `ALTER COLLECTION | TABLE [IF EXISTS] name RENAME TO new_name`.
+    RenameCollection {
+        name: ast::ObjectName,
+        new_name: String,
+        if_exists: bool,
+    },
     /// A statement run with its own search settings (`SEARCH ... WITH (ef
     /// = .., nprobe = ..)`).
     Tuned {
@@ -114,6 +122,25 @@ pub enum Statement {
         nprobe: Option<Knob>,
         inner: Box<Statement>,
     },
+}
+
+/// The alias statements (names are as typed: `db.name` or `name`).
+#[derive(Debug, Clone)]
+pub enum AliasStatement {
+    /// `CREATE ALIAS alias FOR [COLLECTION] collection`.
+    Create {
+        alias: Vec<String>,
+        collection: Vec<String>,
+    },
+    /// `ALTER ALIAS alias FOR [COLLECTION] collection`.
+    Alter {
+        alias: Vec<String>,
+        collection: Vec<String>,
+    },
+    /// `DROP ALIAS [IF EXISTS] alias`.
+    Drop { alias: Vec<String>, if_exists: bool },
+    /// `SHOW ALIASES [FROM collection]`.
+    Show { collection: Option<Vec<String>> },
 }
 
 /// The index statements.

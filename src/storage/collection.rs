@@ -95,7 +95,8 @@ pub enum Conflict {
 #[derive(Debug)]
 pub struct CollectionData {
     pub id: u64,
-    name: String,
+    /// Its name now (ALTER COLLECTION ... RENAME TO changes it).
+    name: RwLock<String>,
     /// `collections/<id>`: where its objects go.
     prefix: String,
     /// The fields, all nullable (NOT NULL is checked with a precise error).
@@ -146,8 +147,13 @@ impl CollectionData {
         self.full_schema.clone()
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> String {
+        self.name.read().clone()
+    }
+
+    /// The collection was renamed (its data stays where it is: by id).
+    pub fn set_name(&self, name: &str) {
+        *self.name.write() = name.to_string();
     }
 
     /// The current consistent view (every acknowledged write).
@@ -242,7 +248,7 @@ impl CollectionData {
         let published = std::mem::take(&mut *self.published.write());
         self.shared.release(freed);
         if let Err(e) = self.wal.destroy() {
-            tracing::warn!(collection = %self.name, "cannot remove WAL: {e}");
+            tracing::warn!(collection = %self.name(), "cannot remove WAL: {e}");
         }
         let mut ids: Vec<u64> = pending.segments.iter().map(|s| s.id).collect();
         ids.extend(published.segments.iter().map(|s| s.id));
@@ -294,7 +300,7 @@ impl CollectionData {
     /// `Err` while the collection is released.
     pub fn readable(&self) -> Result<()> {
         if self.released.load(Ordering::SeqCst) {
-            return Err(StorageError::Released(self.name.clone()));
+            return Err(StorageError::Released(self.name()));
         }
         Ok(())
     }

@@ -227,6 +227,7 @@ mod tests {
                     ),
                 ]
                 .into(),
+                aliases: Default::default(),
             },
         );
         let (store, _) = ManifestStore::open(io.clone()).await.unwrap();

@@ -648,7 +648,7 @@ impl Storage {
         for c in collections {
             if c.wants_flush(pressure) {
                 let result = c.flush().await;
-                self.shared.flush_ended(c.name(), &result);
+                self.shared.flush_ended(&c.name(), &result);
             }
             if c.small_segments() >= self.shared.config.compact_min_segments
                 && let Err(e) = c.compact().await

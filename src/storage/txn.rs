@@ -313,7 +313,7 @@ impl Transaction {
     pub async fn lock(&self, data: &CollectionData) -> Result<()> {
         self.shared
             .locks
-            .acquire(self.owner, data.id, data.name(), self.stop.as_deref())
+            .acquire(self.owner, data.id, &data.name(), self.stop.as_deref())
             .await
     }
 

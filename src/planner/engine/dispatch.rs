@@ -69,6 +69,12 @@ impl Engine {
                 let mut needs = std::collections::BTreeSet::new();
                 for name in &names {
                     let (db, coll) = ddl::resolve_name(name, &session.database())?;
+                    if self.catalog.is_alias(&db, &coll) {
+                        return Err(quiver_catalog::CatalogError::alias_dropped_as_collection(
+                            &coll,
+                        )
+                        .into());
+                    }
                     if let Some(def) = self.catalog.collection(&db, &coll) {
                         needs.insert(Need::on(Privilege::Drop, &def));
                     }
@@ -311,6 +317,29 @@ impl Engine {
                     crate::engine::knob_value(nprobe, None)?,
                 );
                 Box::pin(self.execute(session, *inner)).await
+            }
+            Statement::Alias(stmt) => {
+                match crate::alias_ddl::execute(&self.catalog, session, stmt)? {
+                    crate::alias_ddl::AliasOutput::Tag(tag) => Ok(command(tag)),
+                    crate::alias_ddl::AliasOutput::Rows(batch) => rows(batch),
+                }
+            }
+            Statement::RenameCollection {
+                name,
+                new_name,
+                if_exists,
+            } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                crate::alias_ddl::rename(
+                    &self.catalog,
+                    &self.storage,
+                    session,
+                    &db,
+                    &coll,
+                    &new_name,
+                    if_exists,
+                )?;
+                Ok(command("ALTER TABLE"))
             }
             Statement::Index(stmt) => {
                 // Inside a block, the indexes a CREATE INDEX adds are noted

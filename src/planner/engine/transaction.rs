@@ -53,6 +53,9 @@ fn non_transactional(statement: &Statement) -> Option<&'static str> {
         Statement::Index(I::Reindex { .. } | I::ReindexCollection { .. }) => "REINDEX",
         Statement::Access(A::ShowUsers | A::ShowRoles | A::ShowGrants { .. }) => return None,
         Statement::Access(_) => "a user, role or privilege statement",
+        Statement::Alias(quiver_sql::statement::AliasStatement::Show { .. }) => return None,
+        Statement::Alias(_) => "an alias statement",
+        Statement::RenameCollection { .. } => "ALTER COLLECTION ... RENAME TO",
         Statement::Query(q) => match q.as_ref() {
             ast::Statement::CreateTable(_) => "CREATE TABLE",
             ast::Statement::Drop { .. } => "DROP",

@@ -114,7 +114,7 @@ impl BulkLoad {
             *last = meta;
         }
         self.rows += n;
-        debug!(collection = %data.name, segment = id, rows = n, "bulk load staged a segment");
+        debug!(collection = %data.name(), segment = id, rows = n, "bulk load staged a segment");
         Ok(())
     }
 
@@ -177,7 +177,7 @@ impl Drop for BulkLoad {
             }
             // Without a runtime the next start removes them.
             Err(_) => tracing::warn!(
-                collection = %self.data.name,
+                collection = %self.data.name(),
                 segments = dirs.len(),
                 "an abandoned bulk load's segments stay until the next start"
             ),

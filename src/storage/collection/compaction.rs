@@ -100,7 +100,7 @@ impl CollectionData {
             self.replace_segments(&ids, Some(seg)).await?;
             merged_away += group.len().saturating_sub(1);
         }
-        info!(collection = %self.name, merged_away, "compacted");
+        info!(collection = %self.name(), merged_away, "compacted");
         Ok(merged_away)
     }
 

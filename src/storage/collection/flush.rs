@@ -18,7 +18,7 @@ impl CollectionData {
         let objects = match self.shared.io.list(&root).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(collection = %self.name, "cannot list segments: {e}");
+                tracing::warn!(collection = %self.name(), "cannot list segments: {e}");
                 return;
             }
         };
@@ -28,7 +28,7 @@ impl CollectionData {
             .filter(|id| !named.contains(*id))
             .collect();
         for id in unnamed {
-            info!(collection = %self.name, segment = id, "removing a segment the manifest does not name");
+            info!(collection = %self.name(), segment = id, "removing a segment the manifest does not name");
             self.shared.io.delete_prefix(&format!("{root}{id}")).await;
         }
     }
@@ -279,7 +279,7 @@ impl CollectionData {
         }
         self.shared.wake_indexer.notify_one();
         debug!(
-            collection = %self.name,
+            collection = %self.name(),
             segments = sealed.len(),
             deltas = deltas.len(),
             ms = started.elapsed().as_millis() as u64,

@@ -116,11 +116,11 @@ impl CollectionData {
                         .entry(def.name.clone())
                         .or_default()
                         .loaded += 1;
-                    info!(collection = %self.name, index = %def.name, segment, "index loaded from {}", file.path);
+                    info!(collection = %self.name(), index = %def.name, segment, "index loaded from {}", file.path);
                     return Ok(());
                 }
                 Err(why) => {
-                    tracing::warn!(collection = %self.name, index = %def.name, segment, "index file {} is unusable ({why}): rebuilding it", file.path);
+                    tracing::warn!(collection = %self.name(), index = %def.name, segment, "index file {} is unusable ({why}): rebuilding it", file.path);
                 }
             }
         }
@@ -191,7 +191,7 @@ impl CollectionData {
             }
         }
         self.commit_index_files().await?;
-        info!(collection = %self.name, index = %def.name, segment, rows = f.meta.rows, ms = build_ms, "index built");
+        info!(collection = %self.name(), index = %def.name, segment, rows = f.meta.rows, ms = build_ms, "index built");
         Ok(())
     }
 
@@ -275,7 +275,7 @@ impl CollectionData {
                 };
             }
             if self.dropped.load(Ordering::SeqCst) {
-                return Err(StorageError::Dropped(self.name.clone()));
+                return Err(StorageError::Dropped(self.name()));
             }
             self.shared.wake_indexer.notify_one();
             let _ = tokio::time::timeout(Duration::from_millis(200), progress).await;

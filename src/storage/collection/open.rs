@@ -108,7 +108,7 @@ impl CollectionData {
         }
         let data = CollectionData {
             id: def.id,
-            name: def.name.clone(),
+            name: RwLock::new(def.name.clone()),
             prefix: collection_prefix(def.id),
             schema,
             full_schema,
@@ -209,7 +209,7 @@ impl CollectionData {
         data.remove_unnamed_segments(&named).await;
         if replayed > 0 || !entry.segments.is_empty() {
             info!(
-                collection = %data.name,
+                collection = %data.name(),
                 segments = entry.segments.len(),
                 wal_records_replayed = replayed,
                 rows = data.snapshot().live_rows(),

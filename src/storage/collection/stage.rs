@@ -252,7 +252,7 @@ impl Overlay {
                         Arc::make_mut(&mut self.keys).remove(&key);
                     } else if let Some(r) = theirs {
                         if repeatable && !live_in(base, r) {
-                            return Err(StorageError::SerializationFailure(data.name.clone()));
+                            return Err(StorageError::SerializationFailure(data.name()));
                         }
                         Arc::make_mut(&mut self.deleted).insert(r, Some(key.clone()));
                     }
@@ -296,7 +296,7 @@ impl Overlay {
         let committed: Vec<u64> = ids.iter().copied().filter(|i| *i < PROVISIONAL).collect();
         let state = self.data.write.lock();
         if CollectionData::still_live(&state, &committed).len() != committed.len() {
-            return Err(StorageError::SerializationFailure(self.data.name.clone()));
+            return Err(StorageError::SerializationFailure(self.data.name()));
         }
         Ok(())
     }

@@ -72,7 +72,7 @@ impl CollectionData {
         &self,
         stop: Option<&Interrupt>,
     ) -> Result<crate::txn::StatementLock> {
-        crate::txn::StatementLock::take(&self.shared.locks, self.id, &self.name, stop).await
+        crate::txn::StatementLock::take(&self.shared.locks, self.id, &self.name(), stop).await
     }
 
     /// [`Self::mutate`], also returning the rows written (inserted, or the
@@ -120,7 +120,7 @@ impl CollectionData {
                 "{} columns for the {} fields of \"{}\"",
                 batch.num_columns(),
                 self.schema.fields().len(),
-                self.name
+                self.name()
             )));
         }
         for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
@@ -145,7 +145,7 @@ impl CollectionData {
         for &i in &self.not_null {
             if batch.column(i).null_count() > 0 {
                 return Err(StorageError::NotNull {
-                    collection: self.name.clone(),
+                    collection: self.name(),
                     field: self.field_names[i].clone(),
                 });
             }
@@ -200,7 +200,7 @@ impl CollectionData {
     /// 23505 for `key` of the primary-key field `pk`.
     pub(super) fn duplicate_key(&self, pk: usize, key: &PkKey) -> StorageError {
         StorageError::DuplicateKey {
-            collection: self.name.clone(),
+            collection: self.name(),
             field: self.field_names[pk].clone(),
             value: key.to_string(),
         }
@@ -209,14 +209,14 @@ impl CollectionData {
     /// 23502 for a NULL primary key.
     pub(super) fn null_key(&self, pk: usize) -> StorageError {
         StorageError::NotNull {
-            collection: self.name.clone(),
+            collection: self.name(),
             field: self.field_names[pk].clone(),
         }
     }
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.dropped.load(Ordering::Relaxed) {
-            return Err(StorageError::Dropped(self.name.clone()));
+            return Err(StorageError::Dropped(self.name()));
         }
         Ok(())
     }
