@@ -92,6 +92,11 @@ const STATEMENTS: &[(&str, &str, &str)] = &[
     ("drop", "DROP COLLECTION t", "DROP"),
     ("alias", "CREATE ALIAS t_alias FOR t", "ALTER"),
     ("rename", "ALTER COLLECTION t RENAME TO t_renamed", "ALTER"),
+    (
+        "set-default",
+        "ALTER TABLE t ALTER COLUMN tag SET DEFAULT 'z'",
+        "ALTER",
+    ),
     ("create", "CREATE COLLECTION made (id int)", "CREATE"),
     ("createdb", "CREATE DATABASE madedb", "CREATE-GLOBAL"),
 ];

@@ -57,6 +57,8 @@ pub enum CatalogError {
         name: String,
         len: usize,
     },
+    #[error("column \"{column}\" of relation \"{collection}\" does not exist")]
+    ColumnNotFound { column: String, collection: String },
     #[error("alias \"{name}\" does not exist")]
     AliasNotFound { name: String },
     /// A name of one kind of object where another is needed (an alias
@@ -130,6 +132,7 @@ impl SqlStateError for CatalogError {
             CatalogError::NameTooLong { .. } => sqlstate::NAME_TOO_LONG,
             CatalogError::InvalidName { .. } => sqlstate::INVALID_NAME,
             CatalogError::AliasNotFound { .. } => sqlstate::UNDEFINED_OBJECT,
+            CatalogError::ColumnNotFound { .. } => sqlstate::UNDEFINED_COLUMN,
             CatalogError::WrongObjectType(_) => sqlstate::WRONG_OBJECT_TYPE,
             CatalogError::AliasesDependOn { .. } => sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
         }
@@ -550,6 +553,42 @@ impl Catalog {
         })
     }
 
+    /// `ALTER COLUMN column SET DEFAULT text | DROP DEFAULT` (`None`) of
+    /// collection `name` (by its own name); returns the collection as it is
+    /// now. Rows written before keep their values.
+    pub fn set_default(
+        &self,
+        database: &str,
+        name: &str,
+        column: &str,
+        default: Option<String>,
+    ) -> Result<Arc<CollectionDef>> {
+        self.update(|s| {
+            let db = s.database_mut(database)?;
+            let def = db
+                .collections
+                .get_mut(name)
+                .ok_or_else(|| CatalogError::CollectionNotFound { name: name.into() })?;
+            let Some(field) = Arc::make_mut(def)
+                .fields
+                .iter_mut()
+                .find(|f| f.name == column)
+            else {
+                return Err(CatalogError::ColumnNotFound {
+                    column: column.into(),
+                    collection: name.into(),
+                });
+            };
+            if field.auto_increment && default.is_some() {
+                return Err(CatalogError::InvalidDefinition(format!(
+                    "column \"{column}\" is numbered by the server (auto_id): it takes no default"
+                )));
+            }
+            field.default = default;
+            Ok(def.clone())
+        })
+    }
+
     /// `ALTER COLLECTION name RENAME TO new_name`: the collection keeps its
     /// id (its files, indexes and aliases stay), and grants on it follow.
     pub fn rename_collection(
@@ -817,6 +856,13 @@ mod tests {
             (
                 CatalogError::AliasNotFound { name: name() },
                 sqlstate::UNDEFINED_OBJECT,
+            ),
+            (
+                CatalogError::ColumnNotFound {
+                    column: name(),
+                    collection: name(),
+                },
+                sqlstate::UNDEFINED_COLUMN,
             ),
             (
                 CatalogError::WrongObjectType(name()),

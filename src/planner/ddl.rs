@@ -201,6 +201,13 @@ fn typed_default(
     }
 }
 
+/// A column default as the catalog keeps it, checked: a constant, and for
+/// vectors and bit strings one of the column's dimension or length.
+pub fn default_text(expr: &ast::Expr, field_type: &FieldType) -> Result<String, QueryError> {
+    typed_default(field_type, literal(expr)?)?;
+    Ok(expr.to_string())
+}
+
 /// The DataFusion expression of a stored default for a column of
 /// `field_type`.
 pub fn default_expr(text: &str, field_type: &FieldType) -> datafusion::common::Result<Expr> {
@@ -338,8 +345,7 @@ pub fn collection_def(
                 ast::ColumnOption::NotNull => field.nullable = false,
                 ast::ColumnOption::Null => field.nullable = true,
                 ast::ColumnOption::Default(e) => {
-                    typed_default(&field.field_type, literal(e)?)?;
-                    field.default = Some(e.to_string());
+                    field.default = Some(default_text(e, &field.field_type)?);
                 }
                 ast::ColumnOption::PrimaryKey(_) => set_pk(&mut primary_key, i)?,
                 ast::ColumnOption::Identity(_) => field.auto_increment = true,

@@ -61,6 +61,8 @@ pub struct Engine {
     memory: super::memory::QueryMemory,
     /// Server-wide defaults of session settings.
     session_defaults: parking_lot::RwLock<Arc<std::collections::BTreeMap<String, String>>>,
+    /// `pg_advisory_lock` and its family.
+    advisory: Arc<super::advisory::AdvisoryLocks>,
 }
 
 /// A statement prepared for the extended protocol.
@@ -351,7 +353,7 @@ impl Prepared {
                 Some(super::index_ddl::indexes_schema())
             }
             (None, Statement::Alias(quiver_sql::statement::AliasStatement::Show { .. })) => {
-                Some(super::alias_ddl::aliases_schema())
+                Some(super::alter_ddl::aliases_schema())
             }
             (None, Statement::Access(AccessStatement::ShowUsers)) => Some(access::users_schema()),
             (None, Statement::Access(AccessStatement::ShowRoles)) => Some(access::roles_schema()),
@@ -431,6 +433,7 @@ impl Engine {
             session_defaults: Default::default(),
             activity: Default::default(),
             memory,
+            advisory: Default::default(),
         })
     }
 
@@ -454,13 +457,16 @@ impl Engine {
 
     fn state_for(&self, database: &str, user: &str) -> Result<SessionState, QueryError> {
         let interrupt = Arc::new(quiver_common::interrupt::Interrupt::default());
-        let mut config = self
+        let config = self
             .base
             .config()
             .clone()
             .with_extension(Arc::new(quiver_exec::ann_search::SearchSettings::default()))
             .with_extension(interrupt.clone())
             .with_extension(Arc::new(quiver_storage::TxSlot::default()));
+        let advisory =
+            super::advisory::SessionLocks::new(self.advisory.clone(), database, interrupt.clone());
+        let mut config = config.with_extension(advisory.clone());
         config.options_mut().catalog.default_catalog = database.to_string();
         // A session sees its own database only, in queries and in pg_catalog.
         let visible = self.catalogs.for_database(database, user);
@@ -506,7 +512,8 @@ impl Engine {
                 &self.catalog,
                 user,
                 &interrupt,
-            ));
+            ))
+            .chain(super::advisory::udfs(&advisory));
         for udf in udfs {
             let _ =
                 datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf));

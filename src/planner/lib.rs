@@ -5,7 +5,8 @@
 
 pub mod access;
 pub mod activity;
-pub mod alias_ddl;
+pub mod advisory;
+pub mod alter_ddl;
 pub mod ann_rule;
 pub mod array_udf;
 pub mod backends;

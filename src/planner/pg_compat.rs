@@ -42,6 +42,7 @@ const TYPES: &[(&str, i32)] = &[
     ("numeric", 1700),
     ("jsonb", 3802),
     ("vector", arrow_pg::datatypes::PG_VECTOR_TYPE_OID as i32),
+    ("_vector", crate::pg_users::PG_VECTOR_ARRAY_TYPE_OID),
 ];
 
 fn lookup(name: &str) -> Option<i32> {

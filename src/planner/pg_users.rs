@@ -78,6 +78,11 @@ const PG_STAT_ACTIVITY: &str = "pg_stat_activity";
 const PG_DATABASE: &str = "pg_database";
 const PG_STAT_PROGRESS_COPY: &str = "pg_stat_progress_copy";
 const PG_ROLES: &str = "pg_roles";
+const PG_TYPE: &str = "pg_type";
+
+/// The oid of `_vector`, the array type of `vector` (pgvector creates both
+/// in the extension's schema; their oids are whatever its database gives).
+pub const PG_VECTOR_ARRAY_TYPE_OID: i32 = arrow_pg::datatypes::PG_VECTOR_TYPE_OID as i32 + 1;
 
 /// The oid of each user and role: users in name order from 16384 (as
 /// PostgreSQL numbers the first objects a user creates), then roles.
@@ -121,7 +126,75 @@ const PG_DEFAULT_TABLESPACE: i32 = 1663;
 /// `pg_database.encoding` for UTF8.
 const UTF8_ENCODING: i32 = 6;
 
+/// Every row of a table provider (a catalog table: small).
+async fn rows_of(table: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let plan = table.scan(&ctx.state(), None, &[], None).await?;
+    datafusion::physical_plan::collect(plan, ctx.task_ctx()).await
+}
+
 impl WithPgUser {
+    /// `pg_type` with pgvector's types where `CREATE EXTENSION vector` puts
+    /// them: `vector` and its array type `_vector` in schema `public` (the
+    /// catalog crate has `vector` alone, in `pg_catalog`). Drivers look them
+    /// up there: asyncpg's `set_type_codec('vector', schema='public')`,
+    /// pgvector-python's `to_regtype('_vector')`.
+    async fn pg_type(&self) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(types) = self.inner.table(PG_TYPE).await? else {
+            return Ok(None);
+        };
+        // `public`'s oid is the session's catalog's (pg_class names it too).
+        let mut public = None;
+        if let Some(ns) = self.inner.table("pg_namespace").await? {
+            for b in rows_of(&ns).await? {
+                let (Some(oids), Some(names)) = (
+                    b.column_by_name("oid")
+                        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>()),
+                    b.column_by_name("nspname")
+                        .and_then(|c| c.as_string_opt::<i32>()),
+                ) else {
+                    continue;
+                };
+                public = public.or((0..b.num_rows())
+                    .find(|&i| names.value(i) == crate::catalog_provider::PUBLIC_SCHEMA)
+                    .map(|i| oids.value(i)));
+            }
+        }
+        let batches = rows_of(&types).await?;
+        let Some(public) = public else {
+            return Ok(Some(Arc::new(MemTable::try_new(
+                types.schema(),
+                vec![batches],
+            )?)));
+        };
+        let vector = arrow_pg::datatypes::PG_VECTOR_TYPE_OID as i32;
+        let mut out = Vec::with_capacity(batches.len() + 1);
+        for b in batches {
+            let Some(oids) = b
+                .column_by_name("oid")
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
+                .cloned()
+            else {
+                out.push(b);
+                continue;
+            };
+            let Some(at) = (0..b.num_rows()).find(|&i| oids.value(i) == vector) else {
+                out.push(b);
+                continue;
+            };
+            let vector_row = b.slice(at, 1);
+            out.push(vector_type_row(&vector_row, public, false)?);
+            out.push(vector_type_row(&vector_row, public, true)?);
+            let keep =
+                arrow::array::BooleanArray::from_iter((0..b.num_rows()).map(|i| Some(i != at)));
+            out.push(arrow::compute::filter_record_batch(&b, &keep)?);
+        }
+        Ok(Some(Arc::new(MemTable::try_new(
+            types.schema(),
+            vec![out],
+        )?)))
+    }
+
     fn pg_user(&self) -> Result<Arc<dyn TableProvider>> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("usename", DataType::Utf8, false),
@@ -327,6 +400,59 @@ impl WithPgUser {
     }
 }
 
+/// `row` (the catalog crate's `vector` row of `pg_type`) as pgvector's
+/// `vector` in namespace `public`, or as its array type `_vector`, with
+/// the columns pgvector sets.
+fn vector_type_row(row: &RecordBatch, public: i32, array: bool) -> Result<RecordBatch> {
+    use arrow::array::{ArrayRef, new_null_array};
+    use datafusion::common::ScalarValue;
+    let vector = arrow_pg::datatypes::PG_VECTOR_TYPE_OID as i32;
+    let columns = row
+        .schema()
+        .fields()
+        .iter()
+        .zip(row.columns())
+        .map(|(field, column)| -> Result<ArrayRef> {
+            let int = |v: i32| ScalarValue::Int32(Some(v));
+            let text = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+            let value = match (field.name().as_str(), array) {
+                ("oid", true) => int(PG_VECTOR_ARRAY_TYPE_OID),
+                ("typname", true) => text("_vector"),
+                ("typnamespace", _) => int(public),
+                ("typelem", true) => int(vector),
+                ("typelem", false) => int(0),
+                ("typarray", true) => int(0),
+                ("typarray", false) => int(PG_VECTOR_ARRAY_TYPE_OID),
+                ("typcategory", true) => text("A"),
+                ("typcategory", false) => text("U"),
+                ("typlen", _) => int(-1),
+                ("typtype", _) => text("b"),
+                ("typdelim", _) => text(","),
+                ("typalign", _) => text("i"),
+                ("typstorage", true) => text("x"),
+                ("typstorage", false) => text("e"),
+                ("typinput", true) => text("array_in"),
+                ("typoutput", true) => text("array_out"),
+                ("typreceive", true) => text("array_recv"),
+                ("typsend", true) => text("array_send"),
+                ("typinput", false) => text("vector_in"),
+                ("typoutput", false) => text("vector_out"),
+                ("typreceive", false) => text("vector_recv"),
+                ("typsend", false) => text("vector_send"),
+                _ => return Ok(column.clone()),
+            };
+            // Cast to the column's own type (oids are int32 or int64 there,
+            // names utf8); a column of another kind keeps the crate's value.
+            Ok(match value.to_array()?.as_ref() {
+                a if a.data_type() == field.data_type() => a.slice(0, 1),
+                a => arrow::compute::cast(a, field.data_type())
+                    .unwrap_or_else(|_| new_null_array(field.data_type(), 1)),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(row.schema(), columns)?)
+}
+
 #[async_trait]
 impl SchemaProvider for WithPgUser {
     fn table_names(&self) -> Vec<String> {
@@ -363,6 +489,9 @@ impl SchemaProvider for WithPgUser {
         if name == PG_STAT_ACTIVITY {
             return crate::backends::pg_stat_activity(&self.activity, &self.catalog, &self.viewer)
                 .map(Some);
+        }
+        if name == PG_TYPE {
+            return self.pg_type().await;
         }
         self.inner.table(name).await
     }

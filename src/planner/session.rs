@@ -44,10 +44,16 @@ pub struct Session {
     notices: Mutex<Vec<(&'static str, String)>>,
     /// Where a block's CREATEs are dropped if the client leaves mid-block.
     undo_in: Option<(Arc<quiver_catalog::Catalog>, Arc<quiver_storage::Storage>)>,
+    /// The advisory locks it holds (also an extension of `state`'s config,
+    /// where its functions find them).
+    advisory: Option<Arc<crate::advisory::SessionLocks>>,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if let Some(locks) = &self.advisory {
+            locks.release_all();
+        }
         let undo = self.abandoned();
         if let (false, Some((catalog, storage))) = (undo.is_empty(), self.undo_in.take())
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -354,6 +360,9 @@ impl Session {
             .get_extension::<Interrupt>()
             .unwrap_or_default();
         let tx = state.config().get_extension::<TxSlot>().unwrap_or_default();
+        let advisory = state
+            .config()
+            .get_extension::<crate::advisory::SessionLocks>();
         let search_state =
             datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
                 .with_physical_optimizer_rules(vec![])
@@ -374,6 +383,7 @@ impl Session {
             parsed_len: Default::default(),
             notices: Default::default(),
             undo_in: None,
+            advisory,
         }
     }
 
@@ -447,11 +457,20 @@ impl Session {
             }
         }
         let undo = if rollback { state.undo } else { Vec::new() };
+        self.transaction_ended();
         self.block.set(IDLE);
         self.cursors.block_ended(rollback);
         let tx = self.tx.get();
         self.tx.set(None);
         (tx, undo)
+    }
+
+    /// A transaction ended (a block, or a statement outside one): its
+    /// transaction-scoped advisory locks go.
+    pub fn transaction_ended(&self) {
+        if let Some(locks) = &self.advisory {
+            locks.transaction_ended();
+        }
     }
 
     /// What the block's CREATEs made so far.

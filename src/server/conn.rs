@@ -681,6 +681,10 @@ where
                 r.backend.idle(in_transaction);
             }
             let Some(session) = session else { break };
+            // A statement outside a block was its own transaction.
+            if !in_transaction {
+                session.transaction_ended();
+            }
             let idle_limit = session
                 .idle_in_transaction_timeout()
                 .filter(|_| in_transaction);

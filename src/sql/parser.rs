@@ -416,6 +416,20 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
                 tag: "DISCARD ALL".into(),
             });
         }
+        // LISTEN is not supported, so a session listens to no channel:
+        // UNLISTEN (connection pools send `UNLISTEN *` on release) has
+        // nothing to stop. LISTEN and NOTIFY stay refused.
+        ("UNLISTEN", _) => {
+            let mut p = new_parser(tokens);
+            p.next_token();
+            if !p.consume_token(&Token::Mul) {
+                p.parse_identifier().map_err(|e| syntax(sql, e))?;
+            }
+            expect_end(sql, &p)?;
+            return Ok(Statement::NoOp {
+                tag: "UNLISTEN".into(),
+            });
+        }
         // No temporary tables, sequences or plans a session could drop.
         ("DISCARD", what @ ("PLANS" | "SEQUENCES" | "TEMP" | "TEMPORARY")) => {
             return Ok(Statement::NoOp {
@@ -802,8 +816,24 @@ fn parse_alter_table(stmt: ast::Statement) -> Result<Statement, ParseError> {
                 if_exists: alter.if_exists,
             })
         }
+        [
+            ast::AlterTableOperation::AlterColumn {
+                column_name,
+                op:
+                    op @ (ast::AlterColumnOperation::SetDefault { .. }
+                    | ast::AlterColumnOperation::DropDefault),
+            },
+        ] => Ok(Statement::AlterColumnDefault {
+            name: alter.name.clone(),
+            column: fold_ident(column_name),
+            default: match op {
+                ast::AlterColumnOperation::SetDefault { value } => Some(Box::new(value.clone())),
+                _ => None,
+            },
+            if_exists: alter.if_exists,
+        }),
         [op] => Err(ParseError::Unsupported(format!(
-            "ALTER TABLE ... {op} is not supported (ALTER COLLECTION ... RENAME TO is)"
+            "ALTER TABLE ... {op} is not supported (RENAME TO and ALTER COLUMN ... SET / DROP DEFAULT are)"
         ))),
         _ => Err(ParseError::Unsupported(
             "ALTER TABLE with several actions is not supported: one RENAME TO at a time".into(),

@@ -115,6 +115,14 @@ pub enum Statement {
         new_name: String,
         if_exists: bool,
     },
+    /// `ALTER COLLECTION | TABLE [IF EXISTS] name ALTER [COLUMN] column
+    /// SET DEFAULT expr | DROP DEFAULT` (`default` None).
+    AlterColumnDefault {
+        name: ast::ObjectName,
+        column: String,
+        default: Option<Box<ast::Expr>>,
+        if_exists: bool,
+    },
     /// A statement run with its own search settings (`SEARCH ... WITH (ef
     /// = .., nprobe = ..)`).
     Tuned {

@@ -1,31 +1,23 @@
 """asyncpg against quiver: a parameter cast to int described as int4
-(asyncpg sends binary by the described type), conn.transaction() that
-rolls back and commits, copy_records_to_table (binary COPY) with vectors
-through a binary codec, LIMIT $1."""
+(asyncpg sends binary by the described type), pgvector's register_vector
+(which finds the vector type in schema public, as pgvector creates it),
+conn.transaction() that rolls back and commits, copy_records_to_table
+(binary COPY) with vectors, LIMIT $1, a pool whose connections all have
+the codec."""
 import asyncio
-import struct
 import sys
 
 import asyncpg
+import numpy as np
+from pgvector.asyncpg import register_vector
 
 port = int(sys.argv[1])
-
-
-def encode(v):
-    return struct.pack(">HH", len(v), 0) + struct.pack(f">{len(v)}f", *v)
-
-
-def decode(b):
-    d = struct.unpack_from(">H", b)[0]
-    return list(struct.unpack_from(f">{d}f", b, 4))
 
 
 async def main():
     c = await asyncpg.connect(host="127.0.0.1", port=port, user="quiver", database="default")
     assert await c.fetchval("SELECT 1 + $1::int", 41) == 42
-    # quiver's vector type is in pg_catalog (pgvector's register_vector
-    # looks in public by default).
-    await c.set_type_codec("vector", encoder=encode, decoder=decode, format="binary", schema="pg_catalog")
+    await register_vector(c)
     await c.execute("CREATE TABLE ap (id BIGINT PRIMARY KEY, name TEXT, v VECTOR(2))")
     try:
         async with c.transaction():
@@ -41,8 +33,20 @@ async def main():
     )
     assert result == "COPY 2", result
     rows = await c.fetch("SELECT id, name, v FROM ap ORDER BY v <-> $1 LIMIT $2", [0.9, 0.1], 2)
-    assert [(r["id"], r["name"], r["v"]) for r in rows] == [(1, "a", [1.0, 0.0]), (3, None, [1.0, 1.0])], rows
+    got = [(r["id"], r["name"], r["v"].to_list()) for r in rows]
+    assert got == [(1, "a", [1.0, 0.0]), (3, None, [1.0, 1.0])], got
     await c.close()
+
+    # A pool: every connection gets the codec at init.
+    pool = await asyncpg.create_pool(
+        host="127.0.0.1", port=port, user="quiver", database="default",
+        min_size=2, max_size=2, init=register_vector,
+    )
+    async with pool.acquire() as p:
+        await p.execute("INSERT INTO ap VALUES ($1, $2, $3)", 4, "d", np.array([0.5, 0.5], dtype=np.float32))
+    got = await pool.fetchval("SELECT v FROM ap WHERE id = 4")
+    assert np.array_equal(got.to_numpy(), np.array([0.5, 0.5], dtype=np.float32)), got
+    await pool.close()
 
 
 asyncio.run(main())

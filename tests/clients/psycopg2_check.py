@@ -1,10 +1,13 @@
 """psycopg2 against quiver, as applications use it: its implicit
 transactions (CREATE TABLE included), commit and rollback, a named cursor,
-and copy_expert to STDOUT."""
+copy_expert to STDOUT, and pgvector's register_vector (which looks up
+vector and _vector with to_regtype)."""
 import io
 import sys
 
+import numpy as np
 import psycopg2
+from pgvector.psycopg2 import register_vector
 
 port = int(sys.argv[1])
 conn = psycopg2.connect(host="127.0.0.1", port=port, user="quiver", dbname="default")
@@ -35,5 +38,12 @@ cur.execute("DELETE FROM p2 WHERE id < 500")
 conn.rollback()
 cur.execute("SELECT count(*) FROM p2")
 assert cur.fetchone() == (1000,)
+
+register_vector(conn)
+cur.execute("SELECT v FROM p2 WHERE id = 7")
+(v,) = cur.fetchone()
+assert np.array_equal(v.to_numpy(), np.array([7, 1], dtype=np.float32)), v
+cur.execute("SELECT id FROM p2 ORDER BY v <-> %s LIMIT 1", (np.array([9.1, 1], dtype=np.float32),))
+assert cur.fetchone() == (9,)
 conn.close()
 print("ok")

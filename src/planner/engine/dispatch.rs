@@ -319,9 +319,9 @@ impl Engine {
                 Box::pin(self.execute(session, *inner)).await
             }
             Statement::Alias(stmt) => {
-                match crate::alias_ddl::execute(&self.catalog, session, stmt)? {
-                    crate::alias_ddl::AliasOutput::Tag(tag) => Ok(command(tag)),
-                    crate::alias_ddl::AliasOutput::Rows(batch) => rows(batch),
+                match crate::alter_ddl::execute(&self.catalog, session, stmt)? {
+                    crate::alter_ddl::AliasOutput::Tag(tag) => Ok(command(tag)),
+                    crate::alter_ddl::AliasOutput::Rows(batch) => rows(batch),
                 }
             }
             Statement::RenameCollection {
@@ -330,13 +330,31 @@ impl Engine {
                 if_exists,
             } => {
                 let (db, coll) = ddl::resolve_name(&name, &session.database())?;
-                crate::alias_ddl::rename(
+                crate::alter_ddl::rename(
                     &self.catalog,
                     &self.storage,
                     session,
                     &db,
                     &coll,
                     &new_name,
+                    if_exists,
+                )?;
+                Ok(command("ALTER TABLE"))
+            }
+            Statement::AlterColumnDefault {
+                name,
+                column,
+                default,
+                if_exists,
+            } => {
+                let (db, coll) = ddl::resolve_name(&name, &session.database())?;
+                crate::alter_ddl::set_default(
+                    &self.catalog,
+                    session,
+                    &db,
+                    &coll,
+                    &column,
+                    default.as_deref(),
                     if_exists,
                 )?;
                 Ok(command("ALTER TABLE"))

@@ -56,6 +56,7 @@ fn non_transactional(statement: &Statement) -> Option<&'static str> {
         Statement::Alias(quiver_sql::statement::AliasStatement::Show { .. }) => return None,
         Statement::Alias(_) => "an alias statement",
         Statement::RenameCollection { .. } => "ALTER COLLECTION ... RENAME TO",
+        Statement::AlterColumnDefault { .. } => "ALTER COLUMN ... SET / DROP DEFAULT",
         Statement::Query(q) => match q.as_ref() {
             ast::Statement::CreateTable(_) => "CREATE TABLE",
             ast::Statement::Drop { .. } => "DROP",

@@ -1,5 +1,5 @@
 //! Aliases (Milvus's): CREATE / ALTER / DROP ALIAS and SHOW ALIASES, and
-//! `ALTER COLLECTION ... RENAME TO`. An alias is another name of a
+//! `ALTER COLLECTION`: `RENAME TO`, `ALTER COLUMN ... SET / DROP DEFAULT`. An alias is another name of a
 //! collection wherever a collection name is read (queries, SEARCH, INSERT,
 //! COPY, DESCRIBE); it resolves in the catalog, so that privileges are the
 //! collection's and a switch (`ALTER ALIAS`) is one catalog change.
@@ -132,6 +132,33 @@ pub fn execute(
     }
 }
 
+/// The collection an ALTER names, once the session may alter it; `None`
+/// (with PostgreSQL's notice) when it does not exist and `if_exists`.
+fn altered(
+    catalog: &Catalog,
+    session: &Session,
+    db: &str,
+    name: &str,
+    if_exists: bool,
+) -> Result<Option<Arc<CollectionDef>>, QueryError> {
+    let Some(def) = catalog.collection(db, name) else {
+        if if_exists {
+            session.notice(
+                "00000",
+                format!("relation \"{name}\" does not exist, skipping"),
+            );
+            return Ok(None);
+        }
+        return Err(CatalogError::CollectionNotFound { name: name.into() }.into());
+    };
+    access::authorize(
+        catalog,
+        session,
+        &BTreeSet::from([Need::on(Privilege::Alter, &def)]),
+    )?;
+    Ok(Some(def))
+}
+
 /// `ALTER COLLECTION | TABLE [IF EXISTS] name RENAME TO new_name`: a
 /// catalog change only (storage is keyed by id); indexes, aliases and
 /// grants follow. Returns false when it did not exist and `if_exists`.
@@ -152,24 +179,44 @@ pub fn rename(
             .map(QueryError::from)
             .unwrap_or_else(|| QueryError::Unsupported("renaming an alias".into())));
     }
-    let Some(def) = catalog.collection(db, name) else {
-        if if_exists {
-            session.notice(
-                "00000",
-                format!("relation \"{name}\" does not exist, skipping"),
-            );
-            return Ok(false);
-        }
-        return Err(CatalogError::CollectionNotFound { name: name.into() }.into());
-    };
-    access::authorize(
-        catalog,
-        session,
-        &BTreeSet::from([Need::on(Privilege::Alter, &def)]),
-    )?;
+    if altered(catalog, session, db, name, if_exists)?.is_none() {
+        return Ok(false);
+    }
     let renamed = catalog.rename_collection(db, name, new_name)?;
     if let Some(data) = storage.collection(renamed.id) {
         data.set_name(&renamed.name);
     }
+    Ok(true)
+}
+
+/// `ALTER COLLECTION | TABLE [IF EXISTS] name ALTER COLUMN column SET
+/// DEFAULT expr | DROP DEFAULT`: a catalog change; rows written before keep
+/// their values, later INSERTs and COPYs that leave the column out take
+/// the new default. Through an alias it changes the collection. Returns
+/// false when it did not exist and `if_exists`.
+#[allow(clippy::too_many_arguments)]
+pub fn set_default(
+    catalog: &Catalog,
+    session: &Session,
+    db: &str,
+    name: &str,
+    column: &str,
+    default: Option<&datafusion::sql::sqlparser::ast::Expr>,
+    if_exists: bool,
+) -> Result<bool, QueryError> {
+    let Some(def) = altered(catalog, session, db, name, if_exists)? else {
+        return Ok(false);
+    };
+    let Some(field) = def.fields.iter().find(|f| f.name == column) else {
+        return Err(CatalogError::ColumnNotFound {
+            column: column.into(),
+            collection: def.name.clone(),
+        }
+        .into());
+    };
+    let text = default
+        .map(|e| super::ddl::default_text(e, &field.field_type))
+        .transpose()?;
+    catalog.set_default(db, &def.name, column, text)?;
     Ok(true)
 }
