@@ -179,6 +179,28 @@ pub struct DatabaseDef {
     pub aliases: BTreeMap<String, u64>,
 }
 
+/// [`Catalog::check_droppable`] in `db`.
+fn check_droppable_in(db: &DatabaseDef, name: &str) -> Result<()> {
+    if db.aliases.contains_key(name) {
+        return Err(CatalogError::alias_dropped_as_collection(name));
+    }
+    if let Some(def) = db.collections.get(name) {
+        let aliases: Vec<&str> = db
+            .aliases
+            .iter()
+            .filter(|(_, id)| **id == def.id)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        if !aliases.is_empty() {
+            return Err(CatalogError::AliasesDependOn {
+                name: name.into(),
+                aliases: aliases.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl DatabaseDef {
     /// Whether `name` is taken by a collection, an alias or an index
     /// (they share one namespace, as PostgreSQL's relations do).
@@ -742,6 +764,24 @@ impl Catalog {
         })
     }
 
+    /// Whether DROP COLLECTION `name` may go ahead: not an alias, and no
+    /// alias names it (a missing name is the drop's own business).
+    pub fn check_droppable(&self, database: &str, name: &str) -> Result<()> {
+        match self.state.read().databases.get(database) {
+            Some(db) => check_droppable_in(db, name),
+            None => Ok(()),
+        }
+    }
+
+    /// The name now of the collection with id `id` in `database`.
+    pub fn name_of(&self, database: &str, id: u64) -> Option<String> {
+        self.state
+            .read()
+            .databases
+            .get(database)
+            .and_then(|d| d.collection_by_id(id).map(|c| c.name.clone()))
+    }
+
     /// Remove a collection; returns its definition if it existed.
     pub fn drop_collection(
         &self,
@@ -751,23 +791,7 @@ impl Catalog {
     ) -> Result<Option<Arc<CollectionDef>>> {
         self.update(|s| {
             if let Some(db) = s.databases.get(database) {
-                if db.aliases.contains_key(name) {
-                    return Err(CatalogError::alias_dropped_as_collection(name));
-                }
-                if let Some(def) = db.collections.get(name) {
-                    let aliases: Vec<&str> = db
-                        .aliases
-                        .iter()
-                        .filter(|(_, id)| **id == def.id)
-                        .map(|(a, _)| a.as_str())
-                        .collect();
-                    if !aliases.is_empty() {
-                        return Err(CatalogError::AliasesDependOn {
-                            name: name.into(),
-                            aliases: aliases.join(", "),
-                        });
-                    }
-                }
+                check_droppable_in(db, name)?;
             }
             let removed = s
                 .databases

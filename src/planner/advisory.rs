@@ -252,13 +252,25 @@ fn keys_of(
             let value = |a: &arrow::array::Int64Array| (!a.is_null(i)).then(|| a.value(i));
             Ok(match ints.as_slice() {
                 [k] => value(k).map(|k| (database.to_string(), false, k)),
-                [a, b] => value(a).zip(value(b)).map(|(a, b)| {
-                    (
-                        database.to_string(),
-                        true,
-                        ((a as u32 as i64) << 32) | (b as u32 as i64),
-                    )
-                }),
+                [a, b] => match value(a).zip(value(b)) {
+                    None => None,
+                    Some((a, b)) => {
+                        let (Ok(a), Ok(b)) = (i32::try_from(a), i32::try_from(b)) else {
+                            // 22003, as PostgreSQL's int4 argument says.
+                            return Err(datafusion::error::DataFusionError::ArrowError(
+                                Box::new(arrow::error::ArrowError::ArithmeticOverflow(format!(
+                                    "integer out of range: the keys of {name}(integer, integer) are integers"
+                                ))),
+                                None,
+                            ));
+                        };
+                        Some((
+                            database.to_string(),
+                            true,
+                            ((a as u32 as i64) << 32) | (b as u32 as i64),
+                        ))
+                    }
+                },
                 _ => return exec_err!("{name} takes one bigint or two integers"),
             })
         })

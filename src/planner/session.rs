@@ -457,7 +457,9 @@ impl Session {
             }
         }
         let undo = if rollback { state.undo } else { Vec::new() };
-        self.transaction_ended();
+        // Transaction-scoped advisory locks stay until the commit is
+        // durable: the connection releases them once the session is idle
+        // outside a block (`transaction_ended`).
         self.block.set(IDLE);
         self.cursors.block_ended(rollback);
         let tx = self.tx.get();
@@ -470,6 +472,14 @@ impl Session {
     pub fn transaction_ended(&self) {
         if let Some(locks) = &self.advisory {
             locks.transaction_ended();
+        }
+    }
+
+    /// `DISCARD ALL`: the session's advisory locks go too (it runs
+    /// outside blocks, so all are session-scoped).
+    pub fn discard_advisory_locks(&self) {
+        if let Some(locks) = &self.advisory {
+            locks.release_all();
         }
     }
 

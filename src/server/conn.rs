@@ -655,6 +655,9 @@ where
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
     let mut logged_in = false;
+    // The last message ended a transaction's worth of statements (a simple
+    // Query, or the Sync that ends an extended-protocol exchange).
+    let mut at_boundary = false;
     loop {
         let logging_in = matches!(
             socket.state(),
@@ -681,8 +684,9 @@ where
                 r.backend.idle(in_transaction);
             }
             let Some(session) = session else { break };
-            // A statement outside a block was its own transaction.
-            if !in_transaction {
+            // A statement outside a block was its own transaction, which
+            // ends at the Query's or Sync's ReadyForQuery (and COMMIT's).
+            if !in_transaction && at_boundary {
                 session.transaction_ended();
             }
             let idle_limit = session
@@ -730,6 +734,10 @@ where
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             break;
         }
+        at_boundary = matches!(
+            msg,
+            PgWireFrontendMessage::Query(_) | PgWireFrontendMessage::Sync(_)
+        );
         let startup_message = matches!(msg, PgWireFrontendMessage::Startup(_));
         if startup_message && options.refuse {
             socket.get_mut().fail(

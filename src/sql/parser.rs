@@ -284,7 +284,10 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
         return Ok(Statement::Alias(super::alias::parse(sql, &tokens)?));
     }
     if w(0) == "ALTER" && (w(1) == "COLLECTION" || w(1) == "TABLE") {
-        replace_word(&mut tokens, "COLLECTION", "TABLE");
+        // Only the word after ALTER: a column may be named `collection`.
+        if w(1) == "COLLECTION" {
+            replace_word(&mut tokens, "COLLECTION", "TABLE");
+        }
         return parse_alter_table(parse_sqlparser(sql, tokens)?);
     }
     if super::access::is_access_statement(w(0), w(1)) {

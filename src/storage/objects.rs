@@ -408,8 +408,17 @@ impl From<std::io::Error> for LocalWriteError {
 }
 
 impl From<datafusion::parquet::errors::ParquetError> for LocalWriteError {
+    /// The file system's own error (a full disk, say) stays one, also when
+    /// the writer met it.
     fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
-        LocalWriteError::Parquet(e)
+        use datafusion::parquet::errors::ParquetError;
+        match e {
+            ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+                Ok(io) => LocalWriteError::Io(*io),
+                Err(other) => LocalWriteError::Parquet(ParquetError::External(other)),
+            },
+            other => LocalWriteError::Parquet(other),
+        }
     }
 }
 
@@ -429,7 +438,9 @@ fn write_local_parquet(
         .ok_or_else(|| std::io::Error::other("an object path without a directory"))?;
     std::fs::create_dir_all(dir)?;
     let mut staging = path.as_os_str().to_owned();
-    staging.push(format!(".{}.staging", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    staging.push(format!(".{}-{n}.staging", std::process::id()));
     let staging = PathBuf::from(staging);
     let result = (|| -> std::result::Result<u64, LocalWriteError> {
         let file = std::fs::OpenOptions::new()

@@ -69,12 +69,9 @@ impl Engine {
                 let mut needs = std::collections::BTreeSet::new();
                 for name in &names {
                     let (db, coll) = ddl::resolve_name(name, &session.database())?;
-                    if self.catalog.is_alias(&db, &coll) {
-                        return Err(quiver_catalog::CatalogError::alias_dropped_as_collection(
-                            &coll,
-                        )
-                        .into());
-                    }
+                    // Aliases refuse before anything is dropped (and
+                    // before a block's COMMIT could fail on them).
+                    self.catalog.check_droppable(&db, &coll)?;
                     if let Some(def) = self.catalog.collection(&db, &coll) {
                         needs.insert(Need::on(Privilege::Drop, &def));
                     }
@@ -86,7 +83,7 @@ impl Engine {
                     for name in &names {
                         let (db, coll) = ddl::resolve_name(name, &session.database())?;
                         match self.catalog.collection(&db, &coll) {
-                            Some(def) => session.drop_at_commit(db, coll, def.id),
+                            Some(def) => session.drop_at_commit(db, def.name.clone(), def.id),
                             None if if_exists => session.notice(
                                 "00000",
                                 format!("table \"{coll}\" does not exist, skipping"),
@@ -195,6 +192,7 @@ impl Engine {
             Statement::Reset { name, tag } => {
                 if tag == "DISCARD ALL" {
                     session.cursors.clear();
+                    session.discard_advisory_locks();
                 }
                 session.reset_var(name.as_deref())?;
                 Ok(command(tag))

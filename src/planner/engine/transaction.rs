@@ -285,15 +285,20 @@ impl Engine {
                     Some(tx) if !was_failed => match tx.commit().await {
                         Ok(()) => {
                             // The block's DROPs take effect now.
-                            for (db, name, id) in drops {
-                                if self
-                                    .catalog
-                                    .collection(&db, &name)
-                                    .is_some_and(|d| d.id == id)
-                                    && let Some(def) =
-                                        self.catalog.drop_collection(&db, &name, true)?
-                                {
-                                    self.storage.drop_collection(def.id);
+                            // By id: the collection may have been renamed
+                            // since. The rows are committed: a drop that
+                            // fails now is a warning, not a failed COMMIT.
+                            for (db, _, id) in drops {
+                                let Some(name) = self.catalog.name_of(&db, id) else {
+                                    continue;
+                                };
+                                match self.catalog.drop_collection(&db, &name, true) {
+                                    Ok(Some(def)) => self.storage.drop_collection(def.id),
+                                    Ok(None) => {}
+                                    Err(e) => session.notice(
+                                        "01000",
+                                        format!("DROP TABLE {name} was not done at COMMIT: {e}"),
+                                    ),
                                 }
                             }
                             return Ok(done("COMMIT"));
