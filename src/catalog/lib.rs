@@ -782,6 +782,26 @@ impl Catalog {
             .and_then(|d| d.collection_by_id(id).map(|c| c.name.clone()))
     }
 
+    /// Undo a block's CREATE: remove the collection with id `id` whatever
+    /// its name is now, with any alias another session gave it meanwhile
+    /// (the block's DDL is seen at once; its rollback takes all of it).
+    pub fn drop_created(&self, database: &str, id: u64) -> Result<Option<Arc<CollectionDef>>> {
+        self.update(|s| {
+            let Some(db) = s.databases.get_mut(database) else {
+                return Ok(None);
+            };
+            let Some(name) = db.collection_by_id(id).map(|c| c.name.clone()) else {
+                return Ok(None);
+            };
+            db.aliases.retain(|_, target| *target != id);
+            let removed = db.collections.remove(&name);
+            s.security.forget_scope(|scope| {
+                matches!(scope, Scope::Collection { database: d, name: n } if d == database && *n == name)
+            });
+            Ok(removed)
+        })
+    }
+
     /// Remove a collection; returns its definition if it existed.
     pub fn drop_collection(
         &self,
@@ -1006,6 +1026,20 @@ mod tests {
         let old: DatabaseDef =
             serde_json::from_str(r#"{"id":1,"name":"x","collections":{}}"#).unwrap();
         assert!(old.aliases.is_empty());
+    }
+
+    #[test]
+    fn undoing_a_create_takes_its_aliases_and_follows_a_rename() {
+        let c = Catalog::open(Arc::new(MemoryMetaStore)).unwrap();
+        let db = DEFAULT_DATABASE;
+        let a = c.create_collection(def("a"), false).unwrap().unwrap();
+        c.create_alias(db, "p", "a").unwrap();
+        c.rename_collection(db, "a", "b").unwrap();
+        let gone = c.drop_created(db, a.id).unwrap().unwrap();
+        assert_eq!(gone.name, "b");
+        assert!(c.collection(db, "b").is_none() && c.collection(db, "p").is_none());
+        assert!(c.aliases(db).is_empty());
+        assert!(c.drop_created(db, a.id).unwrap().is_none());
     }
 
     #[test]

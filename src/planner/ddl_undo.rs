@@ -18,15 +18,12 @@ pub enum Undo {
 pub async fn undo(catalog: &Catalog, storage: &Storage, undo: Vec<Undo>) {
     for u in undo.into_iter().rev() {
         match u {
-            Undo::Collection { db, name, id } => {
-                if catalog.collection(&db, &name).is_some_and(|d| d.id == id) {
-                    match catalog.drop_collection(&db, &name, true) {
-                        Ok(Some(def)) => storage.drop_collection(def.id),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(%db, %name, "rolling back CREATE failed: {e}"),
-                    }
-                }
-            }
+            // By id: renamed or aliased since, it goes all the same.
+            Undo::Collection { db, name, id } => match catalog.drop_created(&db, id) {
+                Ok(Some(def)) => storage.drop_collection(def.id),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%db, %name, "rolling back CREATE failed: {e}"),
+            },
             Undo::Index { db, name } => match catalog.drop_index(&db, &name) {
                 Ok(Some((updated, _))) => {
                     if let Ok(data) = storage.open_collection(&updated) {
