@@ -26,6 +26,9 @@ use quiver_common::interrupt::Interrupt;
 /// integers (PostgreSQL keeps the two key spaces apart), and the key.
 type Key = (String, bool, i64);
 
+/// The most advisory-lock acquisitions one session may hold at once.
+const MAX_HELD: usize = 65_536;
+
 /// Who holds a lock, and how many times.
 #[derive(Debug, Default)]
 struct Holders {
@@ -93,6 +96,16 @@ impl SessionLocks {
     /// Take the lock; with `wait`, until it is granted or the statement
     /// is stopped. Returns whether it was taken.
     fn lock(&self, key: Key, exclusive: bool, transaction: bool, wait: bool) -> Result<bool> {
+        // Bounded, as PostgreSQL's lock table is (53200 there too): a
+        // query locking a key per row of a huge table must not grow the
+        // server without end.
+        if self.mine.lock().len() >= MAX_HELD {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                format!(
+                    "out of shared memory: a session holds at most {MAX_HELD} advisory locks; release some (pg_advisory_unlock, pg_advisory_unlock_all)"
+                ),
+            ));
+        }
         let mut held = self.locks.held.lock();
         loop {
             let holders = held.entry(key.clone()).or_default();

@@ -200,6 +200,15 @@ impl SchemaProvider for CollectionSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        // PostgreSQL searches pg_catalog first: a collection or alias named
+        // `pg_class` must not hide the system table from other sessions'
+        // introspection.
+        if name.starts_with("pg_")
+            && let Some(system) = &self.system
+            && system.table_exist(name)
+        {
+            return system.table(name).await;
+        }
         match (self.catalog.collection(&self.database, name), &self.system) {
             (Some(def), _) => Ok(Some(collection_table(def, &self.storage)?)),
             (None, Some(system)) if name.starts_with("pg_") => system.table(name).await,
