@@ -25,6 +25,13 @@ use quiver_vector::column::{BitColumn, VectorColumn};
 /// Rows are converted to Arrow in chunks of this many.
 const CHUNK: usize = 8192;
 
+/// Binary rows are decoded into Arrow buffers as they arrive, and taken as
+/// a batch once this many rows (or [`BINARY_BATCH_BYTES`]) are there: a
+/// COPY statement of up to that many becomes one batch, which is logged and
+/// kept as it is, never copied into another.
+const BINARY_BATCH_ROWS: usize = 65_536;
+const BINARY_BATCH_BYTES: usize = 48 << 20;
+
 /// Chunks one COPY converts on blocking threads at once; past that, the
 /// connection converts the next chunk itself (the machine's cores are
 /// shared with every other session and the WAL's fsyncs).
@@ -57,7 +64,8 @@ pub struct CopyIn {
     /// Binary format: the header was read.
     header_read: bool,
     /// Binary format: one buffer of raw values per input column.
-    raw: Vec<binary::RawValues>,
+    /// Binary format: one buffer per input column, filled as rows arrive.
+    bin: Vec<binary::ColumnBuffer>,
     /// Outside a transaction block, a COPY larger than a segment is a bulk
     /// load: its rows are written as segments while they arrive.
     bulk_allowed: bool,
@@ -82,7 +90,6 @@ impl CopyIn {
         targets: Vec<usize>,
         options: CopyOptions,
     ) -> CopyIn {
-        let targets_len = targets.len();
         CopyIn {
             columns: vec![Vec::new(); targets.len()],
             def,
@@ -94,7 +101,7 @@ impl CopyIn {
             line: 0,
             done: false,
             header_read: false,
-            raw: vec![binary::RawValues::default(); targets_len],
+            bin: Vec::new(),
             bulk_allowed: false,
             bulk: None,
             in_quotes: false,
@@ -249,6 +256,15 @@ impl CopyIn {
             }
             at = 19 + ext;
             self.header_read = true;
+            let schema = self.data.schema();
+            self.bin = self
+                .targets
+                .iter()
+                .map(|&t| {
+                    let kind = &self.def.fields[t].field_type;
+                    binary::ColumnBuffer::new(kind, schema.field(t).data_type(), CHUNK)
+                })
+                .collect();
             for &t in &self.targets {
                 let field = &self.def.fields[t];
                 if matches!(
@@ -275,29 +291,48 @@ impl CopyIn {
         }
         while !self.done {
             let line = self.line + 1;
-            let Some((fields, end)) = binary::next_row(buf, at).map_err(|m| bad(line, m))? else {
+            let Some((count, end)) = binary::row_end(buf, at).map_err(|m| bad(line, m))? else {
                 break;
             };
-            at = end;
-            let Some(fields) = fields else {
+            let Some(count) = count else {
+                at = end;
                 self.done = true;
                 break;
             };
-            if fields.len() != self.targets.len() {
+            if count != self.targets.len() {
                 return Err(bad(
                     line,
                     format!(
-                        "row field count is {}, expected {}",
-                        fields.len(),
+                        "row field count is {count}, expected {}",
                         self.targets.len()
                     ),
                 ));
             }
             self.line = line;
-            for (i, range) in fields.into_iter().enumerate() {
-                self.raw[i].push(range.map(|r| &buf[r]));
+            let mut p = at + 2;
+            for (i, column) in self.bin.iter_mut().enumerate() {
+                let (value, next) = binary::field_at(buf, p);
+                p = next;
+                if let Err(m) = column.push(value) {
+                    let code = if m.starts_with(binary::BAD_TEXT) {
+                        sqlstate::CHARACTER_NOT_IN_REPERTOIRE
+                    } else {
+                        sqlstate::INVALID_BINARY_REPRESENTATION
+                    };
+                    let name = &self.def.fields[self.targets[i]].name;
+                    return Err(data_error(line, format!("column \"{name}\": {m}"), code));
+                }
             }
-            if self.raw[0].len() >= CHUNK {
+            at = end;
+            let rows = self.bin.first().map_or(0, binary::ColumnBuffer::len);
+            if rows >= BINARY_BATCH_ROWS
+                || self
+                    .bin
+                    .iter()
+                    .map(binary::ColumnBuffer::bytes)
+                    .sum::<usize>()
+                    >= BINARY_BATCH_BYTES
+            {
                 self.convert()?;
             }
         }
@@ -355,7 +390,7 @@ impl CopyIn {
     /// batch in the collection's storage schema.
     fn convert(&mut self) -> Result<(), ExecError> {
         let rows = if self.options.binary {
-            self.raw.first().map_or(0, binary::RawValues::len)
+            self.bin.first().map_or(0, binary::ColumnBuffer::len)
         } else {
             self.columns.first().map_or(0, Vec::len)
         };
@@ -363,7 +398,17 @@ impl CopyIn {
             return Ok(());
         }
         let columns = if self.options.binary {
-            Values::Binary(self.raw.iter_mut().map(std::mem::take).collect())
+            let schema = self.data.schema();
+            let taken: Vec<binary::Taken> = self
+                .bin
+                .iter_mut()
+                .zip(&self.targets)
+                .map(|(column, &t)| {
+                    let kind = &self.def.fields[t].field_type;
+                    column.take(kind, schema.field(t).data_type(), CHUNK)
+                })
+                .collect();
+            Values::Binary(taken)
         } else {
             Values::Text(self.columns.iter_mut().map(std::mem::take).collect())
         };
@@ -380,7 +425,11 @@ impl CopyIn {
             .iter()
             .filter(|b| matches!(b, Converted::Pending(h) if !h.is_finished()))
             .count();
-        let converted = if busy < IN_FLIGHT {
+        // Binary values were decoded as they came: at most the types read
+        // through their text form are left to convert.
+        let decoded = matches!(&columns, Values::Binary(taken)
+            if taken.iter().all(|t| matches!(t, binary::Taken::Array(_))));
+        let converted = if busy < IN_FLIGHT && !decoded {
             Converted::Pending(tokio::task::spawn_blocking(move || chunk.convert(columns)))
         } else {
             // An error here is reported now, with its line.
@@ -429,7 +478,13 @@ impl CopyIn {
             bulk.stage(batches).await?;
             return Ok(bulk.attach().await?);
         }
-        let batch = concat_batches(&schema, &batches)?;
+        // One part (a COPY of up to [`BINARY_BATCH_ROWS`] binary rows) is
+        // taken as it is, without a copy.
+        let batch = if batches.len() == 1 {
+            batches.remove(0)
+        } else {
+            concat_batches(&schema, &batches)?
+        };
         Ok(
             crate::txn::mutate(&self.data, tx, Mutation::insert(batch), false, None)
                 .await?
@@ -462,8 +517,9 @@ struct Chunk {
 /// A chunk's values as the client sent them.
 enum Values {
     Text(Vec<Vec<Option<String>>>),
-    /// Binary COPY: each value in its type's binary form.
-    Binary(Vec<binary::RawValues>),
+    /// Binary COPY: each column decoded, or its values in their type's
+    /// binary form.
+    Binary(Vec<binary::Taken>),
 }
 
 impl Chunk {
@@ -503,44 +559,41 @@ impl Chunk {
                             code,
                         )
                     };
-                    let data_type = self.schema.field(field).data_type();
-                    arrays[field] = Some(
-                        match binary::to_array(&def.field_type, data_type, &values) {
-                            Some(array) => array.map_err(bad)?,
-                            // Other types go through their text form.
-                            None => {
-                                let text = values
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, v)| {
-                                        v.map(|b| binary::to_text(&def.field_type, b))
-                                            .transpose()
-                                            .map_err(|m| (i, m))
-                                    })
-                                    .collect::<Result<Vec<_>, _>>()
-                                    .map_err(bad)?;
-                                let mut text = [text];
-                                let batch = match text_to_batch(
-                                    &self.def,
-                                    self.schema.clone(),
-                                    &[field],
-                                    &mut text,
-                                    self.rows,
-                                    error,
-                                ) {
-                                    Ok(batch) => batch,
-                                    Err(e) => {
-                                        let one = Chunk {
-                                            targets: vec![field],
-                                            ..self.clone()
-                                        };
-                                        return Err(one.line_of_error(&text).unwrap_or(e));
-                                    }
-                                };
-                                batch.column(field).clone()
-                            }
-                        },
-                    );
+                    arrays[field] = Some(match values {
+                        binary::Taken::Array(array) => array.map_err(|m| bad((0, m)))?,
+                        // Other types go through their text form.
+                        binary::Taken::Raw(values) => {
+                            let text = values
+                                .iter()
+                                .enumerate()
+                                .map(|(i, v)| {
+                                    v.map(|b| binary::to_text(&def.field_type, b))
+                                        .transpose()
+                                        .map_err(|m| (i, m))
+                                })
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(bad)?;
+                            let mut text = [text];
+                            let batch = match text_to_batch(
+                                &self.def,
+                                self.schema.clone(),
+                                &[field],
+                                &mut text,
+                                self.rows,
+                                error,
+                            ) {
+                                Ok(batch) => batch,
+                                Err(e) => {
+                                    let one = Chunk {
+                                        targets: vec![field],
+                                        ..self.clone()
+                                    };
+                                    return Err(one.line_of_error(&text).unwrap_or(e));
+                                }
+                            };
+                            batch.column(field).clone()
+                        }
+                    });
                 }
                 let arrays = arrays
                     .into_iter()
