@@ -141,7 +141,13 @@ impl BulkLoad {
             for meta in &self.staged {
                 data.advance_past(&mut state, meta);
             }
-            state.pks.extend(std::mem::take(&mut self.keys));
+            // Into an empty index (a first load) the load's own keys are
+            // moved whole: copied, both tables would be held at once.
+            if state.pks.is_empty() {
+                state.pks = std::mem::take(&mut self.keys);
+            } else {
+                state.pks.extend(std::mem::take(&mut self.keys));
+            }
             // The next flush names them in the manifest (and trims the WAL).
             data.attached.store(true, Ordering::Relaxed);
             (lsn, snap)
