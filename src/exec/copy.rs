@@ -29,6 +29,7 @@ const CHUNK: usize = 8192;
 /// a batch once this many rows (or [`BINARY_BATCH_BYTES`]) are there: a
 /// COPY statement of up to that many becomes one batch, which is logged and
 /// kept as it is, never copied into another.
+/// (`binary.rs` reserves room for vectors by them.)
 const BINARY_BATCH_ROWS: usize = 65_536;
 const BINARY_BATCH_BYTES: usize = 48 << 20;
 

@@ -4,6 +4,7 @@
 pub mod ann_search;
 pub mod copy;
 pub mod dml;
+pub mod stored_vectors;
 pub mod table;
 pub mod txn;
 

@@ -347,6 +347,10 @@ impl CollectionTable {
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
+            // Vectors stored as binary values are read as lists.
+            .with_expr_adapter(Some(Arc::new(
+                crate::stored_vectors::StoredVectorAdapterFactory,
+            )))
             .build();
         Ok(DataSourceExec::from_data_source(config))
     }

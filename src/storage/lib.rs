@@ -22,6 +22,7 @@ pub mod objects;
 pub mod segment;
 pub mod sqlstate_of;
 pub mod stats;
+pub mod stored;
 pub mod txn;
 pub mod wal;
 

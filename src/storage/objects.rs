@@ -297,6 +297,13 @@ impl ObjectIo {
         batches: &[RecordBatch],
         bloom_column: Option<&str>,
     ) -> Result<u64> {
+        // Vectors as fixed-size binary values (`stored.rs`).
+        let stored = super::stored::stored_schema(schema);
+        let batches = batches
+            .iter()
+            .map(|b| super::stored::to_stored(b, &stored))
+            .collect::<Result<Vec<_>>>()?;
+        let (schema, batches) = (&stored, &batches[..]);
         let mut props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()));
@@ -318,6 +325,15 @@ impl ObjectIo {
         // Vector elements: floats that neither a dictionary nor zstd
         // shrinks much (7% on random vectors) and whose min/max says
         // nothing; trying took a quarter of a bulk load's CPU.
+        for field in schema.fields() {
+            if super::stored::is_stored_vector(field) {
+                let path = ColumnPath::from(field.name().as_str());
+                props = props
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
+                    .set_column_compression(path, Compression::UNCOMPRESSED);
+            }
+        }
         for path in float_list_leaves(schema)? {
             props = props
                 .set_column_dictionary_enabled(path.clone(), false)
@@ -387,7 +403,7 @@ impl ObjectIo {
             let reader = builder.build()?;
             let mut out = Vec::new();
             for b in reader {
-                out.push(b?);
+                out.push(super::stored::from_stored(b?)?);
             }
             Ok(out)
         })

@@ -187,6 +187,11 @@ impl<'a> FromIterator<Option<&'a [u8]>> for RawValues {
     }
 }
 
+/// Room a vector column reserves once its first rows are in: the rows and
+/// bytes at which a binary COPY takes a batch (`copy.rs`).
+const VECTOR_ROWS: usize = 65_536;
+const VECTOR_BYTES: usize = 48 << 20;
+
 /// Values of one column decoded as their rows arrive, straight from the
 /// client's bytes into the buffers of the Arrow array they become.
 pub enum Decoded {
@@ -343,6 +348,13 @@ impl ColumnBuffer {
                     return Err("expected unused to be 0".into());
                 }
                 let start = values.len();
+                if values.capacity() - start < dim {
+                    // Past the first part, room for a whole batch at once:
+                    // only the pages written are ever touched, and doubling
+                    // would copy every vector once more.
+                    let whole = (VECTOR_ROWS * dim).min(VECTOR_BYTES / 4);
+                    values.reserve_exact(whole.max(2 * start).max(start + dim) - start);
+                }
                 values.extend(
                     b[4..]
                         .chunks_exact(4)
@@ -367,11 +379,16 @@ impl ColumnBuffer {
         match std::mem::replace(self, next) {
             ColumnBuffer::Raw(raw) => Taken::Raw(raw),
             ColumnBuffer::Decoded {
-                values,
+                mut values,
                 mut nulls,
                 item,
             } => {
                 let nulls = nulls.finish();
+                if let Decoded::Vector { values, .. } = &mut values {
+                    // The room reserved past the rows (a large block
+                    // shrinks where it lies).
+                    values.shrink_to_fit();
+                }
                 let array: Result<ArrayRef, String> = match values {
                     Decoded::Int16(v) => Ok(Arc::new(Int16Array::new(v.into(), nulls))),
                     Decoded::Int32(v) => Ok(Arc::new(Int32Array::new(v.into(), nulls))),

@@ -394,8 +394,14 @@ impl CollectionData {
         for meta in &mut rec.attach {
             meta.max_ts = rec.ts;
         }
-        let frame = rec.encode()?;
-        let lsn = self.wal.append(&frame)?;
+        let mut frame = std::mem::take(&mut state.frame);
+        let appended = rec
+            .encode_into(&mut frame)
+            .and_then(|()| self.wal.append(&frame));
+        if frame.capacity() <= FRAME_KEEP {
+            state.frame = frame;
+        }
+        let lsn = appended?;
         state.dirty = true;
         let deleted = self.apply(state, &rec);
         Ok((lsn, state.pending.clone(), deleted))
