@@ -68,7 +68,8 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=None,
                     help="ann/filtered: times every point is measured, the systems "
                          "alternating point by point (default 3, quick 1); each point "
-                         "reports the median")
+                         "reports the median. ingest: loads per system, alternating; "
+                         "each system reports its median round")
     ap.add_argument("--build-rounds", type=int, default=None,
                     help="ann/filtered: HNSW builds of quiver and faiss (the build target's "
                          "pair), alternating in the order A B B A ... (default 2, quick 1); "

@@ -695,6 +695,16 @@ def ingest_body(res):
              "that dominates its restart at small sizes",
              "- WAL written by the load: PostgreSQL, `pg_current_wal_lsn()` difference; "
              "quiver, the size of its `wal/` directory after the load, before `FLUSH`"]
+    rounds = p.get("rounds", 1)
+    if rounds > 1:
+        names = {"quiver": "quiver", "pgvector": "PostgreSQL"}
+        each = "; ".join(
+            f"{names.get(r['system'], r['system'])} "
+            + ", ".join(f"{v:,.0f}" if v else "error" for v in r.get("rounds_rows_per_s") or [])
+            for r in res["systems"])
+        parts.append(f"- rounds: {rounds}, the systems alternating (A B, B A, ...); each "
+                     f"system's figures below are from its median round by rows/s. rows/s of "
+                     f"every round: {each}")
     parts += [""]
     v = ingest_verdict(res)
     if v:
