@@ -581,8 +581,11 @@ impl Engine {
                 returning = self.plan_returning(session, &mut stmt)?;
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                let target = crate::insert_values::insert_targets(self, session, &stmt);
                 let _planning = session.reserve_plan()?;
-                Some(plan_statement(session, stmt).await?)
+                Some(plan_statement(session, stmt).await.map_err(|e| {
+                    crate::insert_values::not_null_violation(target.as_ref(), e.into())
+                })?)
             }
             _ => None,
         };

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use datafusion::sql::sqlparser::ast;
 use quiver_auth::acl::Privilege;
 use quiver_catalog::{CollectionDef, FieldType};
+use quiver_common::sqlstate;
 use quiver_storage::Mutation;
 
 use super::access::{self, Need};
@@ -173,7 +174,8 @@ pub(super) fn insert_targets(
 /// sees it, with Arrow's words about the VALUES list's own column
 /// (`Column 'column2' is declared as non-nullable`) or the sink's input
 /// (`Invalid batch column at '2' has null`). Say it as PostgreSQL does
-/// (23502, the collection's column).
+/// (23502, the collection's column); likewise its refusal to store text
+/// in a vector column (42804).
 pub(super) fn not_null_violation(
     target: Option<&(std::sync::Arc<CollectionDef>, Vec<usize>)>,
     e: QueryError,
@@ -182,6 +184,31 @@ pub(super) fn not_null_violation(
         return e;
     };
     let text = e.to_string();
+    // DataFusion's refusal to store text in a vector (or bit) column:
+    // PostgreSQL's 42804, naming the column.
+    if let Some(rest) = text.split("Cannot automatically convert ").nth(1)
+        && let Some((from, to)) = rest.split_once(" to ")
+    {
+        let column = targets
+            .iter()
+            .map(|&t| &def.fields[t])
+            .find(|f| to.trim() == f.field_type.arrow_type().to_string());
+        if let Some(field) = column {
+            let from = match from.trim() {
+                "Utf8" | "Utf8View" | "LargeUtf8" => "text".to_string(),
+                other => other.to_lowercase(),
+            };
+            return QueryError::Data {
+                message: format!(
+                    "column \"{}\" is of type {} but expression is of type {from}: cast the expression (e.g. ::{})",
+                    field.name,
+                    field.field_type.sql_name(),
+                    field.field_type.sql_name()
+                ),
+                code: sqlstate::DATATYPE_MISMATCH,
+            };
+        }
+    }
     let between = |start: &str, end: &str| {
         text.split(start)
             .nth(1)

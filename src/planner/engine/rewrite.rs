@@ -42,8 +42,17 @@ pub(super) fn rewrite_insert_vectors(
             let Some(source) = insert.source.as_mut() else {
                 return Ok(());
             };
-            let ast::SetExpr::Values(values) = source.body.as_mut() else {
-                return Ok(());
+            let values = match source.body.as_mut() {
+                ast::SetExpr::Values(values) => values,
+                // `INSERT ... SELECT '[1,2]'`: a string literal takes the
+                // type of the column it fills, as PostgreSQL's unknown-typed
+                // literals do (a text expression stays text, and is refused).
+                body => {
+                    return select_literals(body, &mut |j, expr| match targets.get(j) {
+                        Some(Some(field)) => wrap_value(&def.fields[*field].field_type, expr),
+                        _ => Ok(()),
+                    });
+                }
             };
             for row in values.rows.iter_mut() {
                 for (j, expr) in row.iter_mut().enumerate() {
@@ -169,6 +178,41 @@ pub(super) fn fill_default(
 
 /// Wrap a value bound for a field of type `field_type` in `to_vector` or
 /// `to_bit`; parameters and DEFAULT are left alone.
+/// Call `f` with the position and expression of every select item of
+/// `body`, a plain SELECT, that is a string literal.
+fn select_literals(
+    body: &mut ast::SetExpr,
+    f: &mut dyn FnMut(usize, &mut ast::Expr) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
+    match body {
+        ast::SetExpr::Select(select) => {
+            for (j, item) in select.projection.iter_mut().enumerate() {
+                let expr = match item {
+                    ast::SelectItem::UnnamedExpr(e)
+                    | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+                    _ => continue,
+                };
+                if let ast::Expr::Value(v) = expr
+                    && matches!(
+                        v.value,
+                        ast::Value::SingleQuotedString(_)
+                            | ast::Value::EscapedStringLiteral(_)
+                            | ast::Value::DollarQuotedString(_)
+                    )
+                {
+                    f(j, expr)?;
+                }
+            }
+            Ok(())
+        }
+        ast::SetExpr::Query(query) => select_literals(&mut query.body, f),
+        // A UNION's branches resolve their literals to text first
+        // (PostgreSQL then refuses text for a vector column, and so does
+        // quiver).
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn wrap_value(field_type: &FieldType, expr: &mut ast::Expr) -> Result<(), QueryError> {
     // A timestamp written without seconds, as PostgreSQL reads it.
     if let (FieldType::Timestamp | FieldType::TimestampTz, ast::Expr::Value(v)) =
