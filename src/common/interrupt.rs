@@ -4,7 +4,8 @@
 //! Each session owns one [`Interrupt`]. A statement starts with
 //! [`Interrupt::start`] (which clears an old request and sets the deadline);
 //! long-running work checks [`Interrupt::check`] between batches, and the
-//! connection races [`Interrupt::cancelled`] against what only reads.
+//! connection races [`Interrupt::cancelled`] against what only reads. A
+//! wait for a lock also ends after `lock_timeout` ([`Interrupt::lock_wait`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +24,9 @@ pub enum Canceled {
     Timeout,
     #[error("terminating connection due to administrator command")]
     Terminated,
+    /// A lock was waited for longer than `lock_timeout` (55P03).
+    #[error("canceling statement due to lock timeout")]
+    LockTimeout,
 }
 
 impl SqlStateError for Canceled {
@@ -30,6 +34,7 @@ impl SqlStateError for Canceled {
         match self {
             Canceled::UserRequest | Canceled::Timeout => sqlstate::QUERY_CANCELED,
             Canceled::Terminated => sqlstate::ADMIN_SHUTDOWN,
+            Canceled::LockTimeout => sqlstate::LOCK_NOT_AVAILABLE,
         }
     }
 }
@@ -41,6 +46,7 @@ fn code(c: Canceled) -> u8 {
         Canceled::UserRequest => 1,
         Canceled::Timeout => 2,
         Canceled::Terminated => 3,
+        Canceled::LockTimeout => 4,
     }
 }
 
@@ -49,6 +55,7 @@ fn of_code(c: u8) -> Option<Canceled> {
         1 => Some(Canceled::UserRequest),
         2 => Some(Canceled::Timeout),
         3 => Some(Canceled::Terminated),
+        4 => Some(Canceled::LockTimeout),
         _ => None,
     }
 }
@@ -58,6 +65,8 @@ fn of_code(c: u8) -> Option<Canceled> {
 pub struct Interrupt {
     requested: AtomicU8,
     deadline: Mutex<Option<Instant>>,
+    /// The statement's `lock_timeout` (`None`: waits are not limited).
+    lock_timeout: Mutex<Option<Duration>>,
     wake: tokio::sync::Notify,
 }
 
@@ -71,6 +80,35 @@ impl Interrupt {
                 (c != code(Canceled::Terminated)).then_some(NONE)
             });
         *self.deadline.lock() = timeout.map(|t| Instant::now() + t);
+    }
+
+    /// The statement's `lock_timeout` (`None` or zero: off), set with
+    /// [`Self::start`] by the connection.
+    pub fn set_lock_timeout(&self, timeout: Option<Duration>) {
+        *self.lock_timeout.lock() = timeout.filter(|t| !t.is_zero());
+    }
+
+    /// A wait for a lock that began at `since`: the statement's stop, or
+    /// [`Canceled::LockTimeout`] once `lock_timeout` has passed.
+    pub fn check_lock_wait(&self, since: Instant) -> Result<(), Canceled> {
+        self.check()?;
+        match *self.lock_timeout.lock() {
+            Some(t) if since.elapsed() >= t => Err(Canceled::LockTimeout),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves when a wait for a lock that began at `since` must end: the
+    /// statement stops, or `lock_timeout` passes.
+    pub async fn lock_wait(&self, since: Instant) -> Canceled {
+        let limit = *self.lock_timeout.lock();
+        match limit {
+            Some(t) => tokio::select! {
+                c = self.cancelled() => c,
+                _ = tokio::time::sleep_until((since + t).into()) => Canceled::LockTimeout,
+            },
+            None => self.cancelled().await,
+        }
     }
 
     /// Ask the running statement to stop.

@@ -128,6 +128,7 @@ table! {
     // Class 55: object not in prerequisite state.
     OBJECT_NOT_IN_PREREQUISITE_STATE = "55000";
     OBJECT_IN_USE = "55006";
+    LOCK_NOT_AVAILABLE = "55P03";
     CANT_CHANGE_RUNTIME_PARAM = "55P02";
     // Class 57: operator intervention.
     QUERY_CANCELED = "57014";

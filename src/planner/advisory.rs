@@ -106,6 +106,7 @@ impl SessionLocks {
                 ),
             ));
         }
+        let since = std::time::Instant::now();
         let mut held = self.locks.held.lock();
         loop {
             let holders = held.entry(key.clone()).or_default();
@@ -129,7 +130,7 @@ impl SessionLocks {
             if !wait {
                 return Ok(false);
             }
-            if let Err(stop) = self.interrupt.check() {
+            if let Err(stop) = self.interrupt.check_lock_wait(since) {
                 return Err(datafusion::error::DataFusionError::External(Box::new(stop)));
             }
             let wait = |held: &mut parking_lot::MutexGuard<'_, HashMap<Key, Holders>>| {

@@ -151,7 +151,6 @@ const NAMES: &[&str] = &[
     "listen_addresses",
     "lo_compat_privileges",
     "local_preload_libraries",
-    "lock_timeout",
     "log_autovacuum_min_duration",
     "log_checkpoints",
     "log_connections",

@@ -196,6 +196,7 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
         Kind::OneOf(&["on", "true", "1"]),
     ),
     ("statement_timeout", "0", Kind::Millis),
+    ("lock_timeout", "0", Kind::Millis),
     (
         "timezone",
         "UTC",
@@ -715,6 +716,12 @@ impl Session {
     /// `statement_timeout` in force (`None`: off).
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
         self.millis_var("statement_timeout")
+    }
+
+    /// `lock_timeout` in force (`None`: off): how long a statement waits
+    /// for a lock (a collection's, or an advisory one) before 55P03.
+    pub fn lock_timeout(&self) -> Option<std::time::Duration> {
+        self.millis_var("lock_timeout")
     }
 
     /// `idle_in_transaction_session_timeout` in force (`None`: off).

@@ -248,6 +248,7 @@ async fn run_interruptible(
     use futures::FutureExt;
     let interrupt = session.interrupt().clone();
     interrupt.start(session.statement_timeout());
+    interrupt.set_lock_timeout(session.lock_timeout());
     // The last resort against a bug: a panic fails the statement (XX000),
     // not the connection or the server.
     let run = std::panic::AssertUnwindSafe(run)

@@ -85,6 +85,7 @@ impl Locks {
         name: &str,
         stop: Option<&Interrupt>,
     ) -> Result<()> {
+        let since = std::time::Instant::now();
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
@@ -116,7 +117,7 @@ impl Locks {
             match stop {
                 Some(stop) => tokio::select! {
                     _ = notified => {}
-                    c = stop.cancelled() => return Err(StorageError::Canceled(c)),
+                    c = stop.lock_wait(since) => return Err(StorageError::Canceled(c)),
                 },
                 None => notified.await,
             }
