@@ -40,7 +40,6 @@ const NAMES: &[&str] = &[
     "bonjour",
     "bonjour_name",
     "bytea_output",
-    "check_function_bodies",
     "checkpoint_completion_target",
     "checkpoint_flush_after",
     "checkpoint_timeout",
@@ -70,8 +69,6 @@ const NAMES: &[&str] = &[
     "debug_print_plan",
     "debug_print_rewritten",
     "default_statistics_target",
-    "default_table_access_method",
-    "default_tablespace",
     "default_text_search_config",
     "default_toast_compression",
     "default_transaction_deferrable",
@@ -247,7 +244,6 @@ const NAMES: &[&str] = &[
     "restart_after_crash",
     "restore_command",
     "restrict_nonsystem_relation_kind",
-    "row_security",
     "segment_size",
     "seq_page_cost",
     "server_version_num",
@@ -340,7 +336,6 @@ const NAMES: &[&str] = &[
     "wal_writer_flush_after",
     "work_mem",
     "xmlbinary",
-    "xmloption",
     "zero_damaged_pages",
 ];
 

@@ -147,6 +147,8 @@ enum Kind {
     Int(i64, i64),
     /// A duration in milliseconds (`50`, `'5s'`, `'1min'`); 0 is off.
     Millis,
+    /// A Boolean, in any of PostgreSQL's spellings, shown as on or off.
+    Bool,
     /// Reported, never changed (55P02).
     ReadOnly,
 }
@@ -167,7 +169,13 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
             "error",
         ]),
     ),
+    // Settings of features quiver does not have (function bodies, row
+    // security policies, XML, tablespaces, table access methods), which
+    // every value leaves as they are: pg_dump's scripts set them first.
+    ("check_function_bodies", "on", Kind::Bool),
     ("datestyle", "ISO, MDY", Kind::DateStyle),
+    ("default_table_access_method", "heap", Kind::Enum(&["heap"])),
+    ("default_tablespace", "", Kind::OneOf(&[""])),
     (
         "default_transaction_isolation",
         "read committed",
@@ -195,8 +203,10 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
         "on",
         Kind::OneOf(&["on", "true", "1"]),
     ),
+    ("row_security", "on", Kind::Bool),
     ("statement_timeout", "0", Kind::Millis),
     ("lock_timeout", "0", Kind::Millis),
+    ("xmloption", "content", Kind::Enum(&["content", "document"])),
     (
         "timezone",
         "UTC",
@@ -301,6 +311,19 @@ fn check_setting(name: &str, value: &str) -> Result<String, QueryError> {
     }
     match kind {
         Kind::Text => Ok(v.to_string()),
+        Kind::Bool => {
+            let b = v.trim_matches('\'').to_ascii_lowercase();
+            let prefix = |word: &str, min: usize| b.len() >= min && word.starts_with(b.as_str());
+            if prefix("true", 1) || prefix("yes", 1) || b == "on" || b == "1" {
+                Ok("on".to_string())
+            } else if prefix("false", 1) || prefix("no", 1) || prefix("off", 2) || b == "0" {
+                Ok("off".to_string())
+            } else {
+                Err(QueryError::InvalidParameter(format!(
+                    "parameter \"{name}\" requires a Boolean value"
+                )))
+            }
+        }
         Kind::ReadOnly => Err(QueryError::ReadOnlySetting(name.to_string())),
         Kind::Enum(allowed) => {
             if allowed.iter().any(|a| a.eq_ignore_ascii_case(v)) {
