@@ -575,20 +575,21 @@ impl Engine {
             }
             _ => None,
         };
-        let plan = match planned {
-            Statement::Query(stmt) => {
-                let mut stmt = stmt.clone();
-                returning = self.plan_returning(session, &mut stmt)?;
-                crate::colnames::alias_duplicates(&mut stmt);
-                rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
-                let target = crate::insert_values::insert_targets(self, session, &stmt);
-                let _planning = session.reserve_plan()?;
-                Some(plan_statement(session, stmt).await.map_err(|e| {
-                    crate::insert_values::not_null_violation(target.as_ref(), e.into())
-                })?)
-            }
-            _ => None,
-        };
+        let plan =
+            match planned {
+                Statement::Query(stmt) => {
+                    let mut stmt = stmt.clone();
+                    returning = self.plan_returning(session, &mut stmt)?;
+                    crate::colnames::alias_duplicates(&mut stmt);
+                    rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
+                    let target = crate::insert_values::insert_targets(self, session, &stmt);
+                    let _planning = session.reserve_plan()?;
+                    Some(plan_statement(session, stmt).await.map_err(|e| {
+                        crate::insert_values::insert_error(target.as_ref(), e.into())
+                    })?)
+                }
+                _ => None,
+            };
         // A DECLARE's query, planned to be bound at execution.
         let (plan, declares) = match (plan, planned) {
             (None, Statement::DeclareCursor { query, .. }) => {
@@ -857,13 +858,13 @@ impl Engine {
                     }
                     _ => None,
                 };
-                let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
+                let insert_error = |e| crate::insert_values::insert_error(target.as_ref(), e);
                 let plan = fold_limit_casts(plan.clone().with_param_values(params)?)?;
                 match &prepared.returning {
                     Some(returning) => self.run_returning(session, plan, returning).await,
                     None => self.run_plan(session, plan).await,
                 }
-                .map_err(not_null)
+                .map_err(insert_error)
             }
             None => match prepared.statement.clone() {
                 // Its rows may hold parameters (psycopg's `VALUES (%s, %s)`).

@@ -176,7 +176,7 @@ pub(super) fn insert_targets(
 /// (`Invalid batch column at '2' has null`). Say it as PostgreSQL does
 /// (23502, the collection's column); likewise its refusal to store text
 /// in a vector column (42804).
-pub(super) fn not_null_violation(
+pub(super) fn insert_error(
     target: Option<&(std::sync::Arc<CollectionDef>, Vec<usize>)>,
     e: QueryError,
 ) -> QueryError {

@@ -78,13 +78,7 @@ struct WriteState {
     /// compaction) whose files go once the manifest no longer names them
     /// and no reader holds them.
     retired: Vec<Weak<FlushedSegment>>,
-    /// The WAL frame's buffer, reused from record to record (at most
-    /// [`FRAME_KEEP`] of it is kept).
-    frame: Vec<u8>,
 }
-
-/// Bytes of WAL frame buffer a collection keeps between records.
-const FRAME_KEEP: usize = 64 << 20;
 
 /// How an insert treats rows whose primary key exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -126,6 +126,13 @@ pub fn binary_to_vectors(
     let dim = width / 4;
     let n = binary.len() * dim;
     let data: &Buffer = binary.values();
+    if data.len() < n * 4 {
+        return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+            "{} bytes of stored vectors for {} values of {width}",
+            data.len(),
+            binary.len()
+        )));
+    }
     // Parquet's buffers are usually aligned; a copy otherwise.
     let floats: ScalarBuffer<f32> = if data.as_ptr().align_offset(4) == 0 {
         ScalarBuffer::new(data.clone(), 0, n)

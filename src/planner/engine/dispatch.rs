@@ -25,14 +25,14 @@ impl Engine {
                 }
                 let names = crate::colnames::of_statement(&stmt);
                 let target = crate::insert_values::insert_targets(self, session, &stmt);
-                let not_null = |e| crate::insert_values::not_null_violation(target.as_ref(), e);
+                let insert_error = |e| crate::insert_values::insert_error(target.as_ref(), e);
                 crate::colnames::alias_duplicates(&mut stmt);
                 rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
                 let _planning = session.reserve_plan()?;
                 let plan = super::plan_statement(session, stmt)
                     .await
-                    .map_err(|e| not_null(e.into()))?;
-                let output = self.run_plan(session, plan).await.map_err(not_null)?;
+                    .map_err(|e| insert_error(e.into()))?;
+                let output = self.run_plan(session, plan).await.map_err(insert_error)?;
                 Ok(named(output, names.as_deref()))
             }
             Statement::CreateCollection(ct) => {

@@ -190,7 +190,7 @@ impl Engine {
         let target_fields = crate::insert_values::insert_targets(self, session, &insert);
         Box::pin(self.upsert_checked(session, insert, action, target, params))
             .await
-            .map_err(|e| crate::insert_values::not_null_violation(target_fields.as_ref(), e))
+            .map_err(|e| crate::insert_values::insert_error(target_fields.as_ref(), e))
     }
 
     async fn upsert_checked(

@@ -145,7 +145,6 @@ impl CollectionData {
                 dirty: false,
                 checkpoint_ts: entry.checkpoint_ts,
                 retired: Vec::new(),
-                frame: Vec::new(),
             }),
             maintenance: tokio::sync::Mutex::new(()),
             last_write_ms: AtomicU64::new(now_ms()),

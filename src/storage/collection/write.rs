@@ -394,13 +394,11 @@ impl CollectionData {
         for meta in &mut rec.attach {
             meta.max_ts = rec.ts;
         }
-        let mut frame = std::mem::take(&mut state.frame);
+        let mut frame = self.shared.take_frame();
         let appended = rec
             .encode_into(&mut frame)
             .and_then(|()| self.wal.append(&frame));
-        if frame.capacity() <= FRAME_KEEP {
-            state.frame = frame;
-        }
+        self.shared.give_frame(frame);
         let lsn = appended?;
         state.dirty = true;
         let deleted = self.apply(state, &rec);
