@@ -431,3 +431,81 @@ fn repeated_column_names_are_postgres_names() {
         assert_eq!(out.trim_end(), want, "{query}");
     }
 }
+
+/// `\d`, `\dt`, `\di` and `\dx` print what PostgreSQL 15 + pgvector 0.8
+/// print for the same script (checked there; PostgreSQL's owner is
+/// `postgres` where quiver's is the user who created the collection):
+/// vector and numeric typmods, NOT NULL, defaults, the primary key and
+/// vector indexes with their parameters, quoted names.
+#[test]
+fn psql_describes_collections_as_postgresql_does() {
+    let server = common::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("describe.sql");
+    std::fs::write(
+        &script,
+        r#"CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, price numeric(10,2), score real DEFAULT 0.5, tags text[], embedding vector(3));
+CREATE INDEX docs_embedding_idx ON docs USING hnsw (embedding vector_cosine_ops) WITH (m = 8);
+CREATE TABLE "Notes" (body text);
+\d docs
+\d "Notes"
+\dt
+\di
+\dx
+"#,
+    )
+    .unwrap();
+    let (ok, out, err) = psql(
+        &server,
+        &["-v", "ON_ERROR_STOP=1", "-f", &script.display().to_string()],
+    );
+    assert!(ok, "psql failed: {err}\n{out}");
+    assert_eq!(
+        out,
+        r#"CREATE EXTENSION
+CREATE TABLE
+CREATE INDEX
+CREATE TABLE
+                    Table "public.docs"
+  Column   |     Type      | Collation | Nullable | Default 
+-----------+---------------+-----------+----------+---------
+ id        | bigint        |           | not null | 
+ title     | text          |           | not null | 
+ price     | numeric(10,2) |           |          | 
+ score     | real          |           |          | 0.5
+ tags      | text[]        |           |          | 
+ embedding | vector(3)     |           |          | 
+Indexes:
+    "docs_pkey" PRIMARY KEY, btree (id)
+    "docs_embedding_idx" hnsw (embedding vector_cosine_ops) WITH (m='8')
+
+              Table "public.Notes"
+ Column | Type | Collation | Nullable | Default 
+--------+------+-----------+----------+---------
+ body   | text |           |          | 
+
+        List of relations
+ Schema | Name  | Type  | Owner  
+--------+-------+-------+--------
+ public | Notes | table | quiver
+ public | docs  | table | quiver
+(2 rows)
+
+                  List of relations
+ Schema |        Name        | Type  | Owner  | Table 
+--------+--------------------+-------+--------+-------
+ public | docs_embedding_idx | index | quiver | docs
+ public | docs_pkey          | index | quiver | docs
+(2 rows)
+
+                             List of installed extensions
+  Name   | Version |   Schema   |                     Description                      
+---------+---------+------------+------------------------------------------------------
+ plpgsql | 1.0     | pg_catalog | PL/pgSQL procedural language
+ vector  | 0.8.0   | public     | vector data type and ivfflat and hnsw access methods
+(2 rows)
+
+"#
+    );
+}

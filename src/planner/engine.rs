@@ -56,6 +56,8 @@ pub struct Engine {
     base: SessionState,
     catalogs: QuiverCatalogList,
     pg_tables: Arc<PgCatalogStaticTables>,
+    /// The shipped catalog rows' types, functions and comments.
+    system_rows: Arc<super::pg_relations::SystemRows>,
     /// Every connection and what it runs.
     activity: Arc<super::activity::Activity>,
     memory: super::memory::QueryMemory,
@@ -93,6 +95,9 @@ pub struct Prepared {
     returning: Option<super::returning::Returning>,
     /// The rows of a FETCH: its cursor's, when it was prepared.
     fetches: Option<SchemaRef>,
+    /// It calls `current_setting` or `set_config`: planned again at each
+    /// execution with the values then.
+    reads_settings: bool,
     /// The catalog version it was planned at: after DDL it is planned
     /// again (the plan holds the collections it read then).
     version: u64,
@@ -424,7 +429,9 @@ impl Engine {
             .with_query_planner(Arc::new(QuiverQueryPlanner))
             .build();
         let pg_tables = Arc::new(PgCatalogStaticTables::try_new()?);
+        let system_rows = Arc::new(super::pg_relations::SystemRows::load(&pg_tables)?);
         Ok(Engine {
+            system_rows,
             catalog,
             storage,
             base,
@@ -482,6 +489,7 @@ impl Engine {
             catalog: self.catalog.clone(),
             activity: self.activity.clone(),
             viewer: user.to_string(),
+            database: database.to_string(),
         };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
         // The session's share of the server's query memory.
@@ -506,6 +514,11 @@ impl Engine {
             .chain(super::pg_compat::all_udfs())
             .chain(super::json_udf::all_udfs())
             .chain(super::pg_users::udfs(&self.catalog))
+            .chain(super::pg_relations::udfs(
+                &self.catalog,
+                database,
+                &self.system_rows,
+            ))
             .chain([create_current_database_udf(database)])
             .chain(super::backends::udfs(
                 &self.activity,
@@ -579,6 +592,9 @@ impl Engine {
             match planned {
                 Statement::Query(stmt) => {
                     let mut stmt = stmt.clone();
+                    // Planned with the settings' values now, to describe
+                    // its rows; each execution plans it again.
+                    super::settings_fn::rewrite(session, &mut stmt, false, None)?;
                     returning = self.plan_returning(session, &mut stmt)?;
                     crate::colnames::alias_duplicates(&mut stmt);
                     rewrite_insert_vectors(&mut stmt, &self.catalog, &session.database())?;
@@ -642,6 +658,10 @@ impl Engine {
                     .map(|a| a.schema().clone())
             }
         };
+        let reads_settings = match &statement {
+            Statement::Query(q) => super::settings_fn::uses(q),
+            _ => false,
+        };
         Ok(Prepared {
             statement,
             plan,
@@ -655,6 +675,7 @@ impl Engine {
             fetches,
             version,
             replanned: Default::default(),
+            reads_settings,
         })
     }
 
@@ -800,6 +821,16 @@ impl Engine {
                     prepared.names.as_deref(),
                 )
                 .await;
+        }
+        if prepared.reads_settings
+            && let Statement::Query(stmt) = &prepared.statement
+        {
+            let mut stmt = stmt.clone();
+            super::settings_fn::rewrite(session, &mut stmt, true, Some(&params))?;
+            crate::colnames::alias_duplicates(&mut stmt);
+            let plan = plan_statement(session, stmt).await?;
+            let plan = fold_limit_casts(plan.with_param_values(params)?)?;
+            return self.run_plan(session, plan).await;
         }
         if let Some(optimized) = &prepared.optimized {
             let version = self.catalog.version();

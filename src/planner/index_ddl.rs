@@ -51,7 +51,7 @@ fn index_err(e: IndexError) -> QueryError {
     QueryError::Storage(StorageError::Index(e))
 }
 
-fn opclass_name(def: &IndexDef) -> &'static str {
+pub(crate) fn opclass_name(def: &IndexDef) -> &'static str {
     match def.spec.metric {
         quiver_vector::Metric::L2 => "vector_l2_ops",
         quiver_vector::Metric::NegativeInnerProduct => "vector_ip_ops",

@@ -23,11 +23,13 @@ mod int_types;
 pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;
+pub mod pg_relations;
 pub mod pg_settings;
 pub mod pg_users;
 pub mod returning;
 pub mod search_cache;
 pub mod session;
+pub mod settings_fn;
 pub mod vector_sql;
 pub mod vector_udf;
 

@@ -126,7 +126,6 @@ const NAMES: &[&str] = &[
     "ignore_invalid_pages",
     "ignore_system_indexes",
     "in_hot_standby",
-    "jit",
     "jit_above_cost",
     "jit_debugging_support",
     "jit_dump_bitcode",

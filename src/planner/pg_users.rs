@@ -71,6 +71,8 @@ pub struct WithPgUser {
     pub activity: Arc<crate::activity::Activity>,
     /// The session's user (what `pg_stat_activity` shows depends on it).
     pub viewer: String,
+    /// The session's database (whose collections `pg_class` lists).
+    pub database: String,
 }
 
 const PG_USER: &str = "pg_user";
@@ -127,7 +129,7 @@ const PG_DEFAULT_TABLESPACE: i32 = 1663;
 const UTF8_ENCODING: i32 = 6;
 
 /// Every row of a table provider (a catalog table: small).
-async fn rows_of(table: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+pub(crate) async fn rows_of(table: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
     let ctx = datafusion::prelude::SessionContext::new();
     let plan = table.scan(&ctx.state(), None, &[], None).await?;
     datafusion::physical_plan::collect(plan, ctx.task_ctx()).await
@@ -492,6 +494,15 @@ impl SchemaProvider for WithPgUser {
         }
         if name == PG_TYPE {
             return self.pg_type().await;
+        }
+        if crate::pg_relations::Relations::TABLES.contains(&name) {
+            return crate::pg_relations::Relations {
+                inner: self.inner.as_ref(),
+                catalog: &self.catalog,
+                database: &self.database,
+            }
+            .table(name)
+            .await;
         }
         self.inner.table(name).await
     }

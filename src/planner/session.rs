@@ -189,6 +189,9 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     ("extra_float_digits", "1", Kind::Int(-15, 3)),
     ("idle_in_transaction_session_timeout", "0", Kind::Millis),
     ("integer_datetimes", "on", Kind::ReadOnly),
+    // quiver compiles no expressions: off, and a SET changes nothing
+    // (asyncpg reads it before its type introspection).
+    ("jit", "off", Kind::Bool),
     ("intervalstyle", "postgres", Kind::OneOf(&["postgres"])),
     ("max_identifier_length", "63", Kind::ReadOnly),
     ("search_path", "\"$user\", public", Kind::Text),
@@ -679,6 +682,11 @@ impl Session {
     /// Check `SET name = value` without applying it.
     pub fn check_var(name: &str, value: &str) -> Result<(), QueryError> {
         check_setting(name, value).map(|_| ())
+    }
+
+    /// The value `SET name = value` would store (`on` for `true`, ...).
+    pub fn normalize_var(name: &str, value: &str) -> Result<String, QueryError> {
+        check_setting(&name.to_ascii_lowercase(), value)
     }
 
     /// `SET name = value`, checked as PostgreSQL does.

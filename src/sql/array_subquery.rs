@@ -69,6 +69,51 @@ fn rewritten(e: &Expr) -> Option<Expr> {
         .ok()
 }
 
+/// `FROM unnest(a) x`: in PostgreSQL the alias of a function returning
+/// one column names the column too (psql's `\d+` reads `unnest(reloptions)
+/// x` so); DataFusion names only the relation. Written as `x(x)`.
+pub fn name_unnest_columns(stmt: &mut ast::Statement) {
+    use ast::{TableAliasColumnDef, TableFactor, VisitMut, VisitorMut};
+    struct Names;
+    impl VisitorMut for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let alias = match factor {
+                TableFactor::UNNEST {
+                    alias: Some(alias),
+                    array_exprs,
+                    with_offset: false,
+                    with_ordinality: false,
+                    ..
+                } if array_exprs.len() == 1 => alias,
+                TableFactor::Table {
+                    name,
+                    args: Some(args),
+                    alias: Some(alias),
+                    ..
+                } if args.args.len() == 1
+                    && name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")) =>
+                {
+                    alias
+                }
+                _ => return ControlFlow::Continue(()),
+            };
+            if alias.columns.is_empty() {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Names);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -83,6 +128,21 @@ mod tests {
         assert_eq!(
             stmt.to_string(),
             "SELECT COALESCE((SELECT array_agg(b.x) FROM t b WHERE b.y = r.y), ARRAY[]) AS m FROM r"
+        );
+    }
+
+    #[test]
+    fn an_unnest_alias_names_its_column() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT x FROM unnest(ARRAY['a']) x, unnest(ARRAY[1]) AS y(n)",
+        )
+        .unwrap()
+        .remove(0);
+        super::name_unnest_columns(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT x FROM UNNEST(ARRAY['a']) x (x), UNNEST(ARRAY[1]) AS y (n)"
         );
     }
 }

@@ -20,6 +20,56 @@ use super::statement::{
 };
 use quiver_vector::Metric;
 
+/// A catalog query through the compatibility parser, keeping its
+/// correlated subqueries. Its rules replace a correlated subquery that is a
+/// whole select item with NULL (psql's column defaults),
+/// which quiver runs per outer row (`planner::correlated`); wrapped in
+/// parentheses they are left alone. Where the parser's table of known
+/// client queries replaced the text (a stub for what DataFusion cannot
+/// plan), that replacement is kept.
+fn compat_rewrite(text: &str, stmt: ast::Statement) -> ast::Statement {
+    let plain = COMPAT.rewrite(stmt.clone());
+    match COMPAT.parse(text) {
+        Ok(mut v) if v.len() == 1 => {
+            let parsed = v.remove(0);
+            if parsed != plain {
+                return parsed;
+            }
+        }
+        _ => {}
+    }
+    let mut stmt = stmt;
+    protect_select_subqueries(&mut stmt);
+    COMPAT.rewrite(stmt)
+}
+
+/// `(subquery)` select items as `((subquery))`.
+fn protect_select_subqueries(stmt: &mut ast::Statement) {
+    use ast::{Expr, SelectItem, SetExpr, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+    struct Wrap;
+    impl VisitorMut for Wrap {
+        type Break = ();
+        fn post_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                for item in &mut select.projection {
+                    let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) =
+                        item
+                    else {
+                        continue;
+                    };
+                    if matches!(e, Expr::Subquery(_)) {
+                        let inner = std::mem::replace(e, Expr::value(ast::Value::Null));
+                        *e = Expr::Nested(Box::new(inner));
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Wrap);
+}
+
 static COMPAT: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
@@ -562,6 +612,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
         S::Query(_) if !reads_system_catalogs(text) => {
             let mut stmt = rewrite_user_query(stmt);
             super::array_subquery::rewrite(&mut stmt);
+            super::array_subquery::name_unnest_columns(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -569,11 +620,9 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             // The compatibility parser rewrites catalog queries of psql and
             // drivers into forms DataFusion plans; it re-tokenises the text,
             // so it is only used where our own tokens were not changed.
-            let mut stmt = match COMPAT.parse(text) {
-                Ok(mut v) if v.len() == 1 => v.remove(0),
-                _ => COMPAT.rewrite(stmt),
-            };
+            let mut stmt = compat_rewrite(text, stmt);
             super::array_subquery::rewrite(&mut stmt);
+            super::array_subquery::name_unnest_columns(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }

@@ -16,6 +16,10 @@ impl Engine {
         self.lock_for_update(session, &statement).await?;
         match statement {
             Statement::Query(mut stmt) => {
+                // Named as PostgreSQL names the calls' columns.
+                let setting_names =
+                    crate::settings_fn::uses(&stmt).then(|| crate::colnames::of_statement(&stmt));
+                crate::settings_fn::rewrite(session, &mut stmt, true, None)?;
                 if let Some(returning) = self.plan_returning(session, &mut stmt)? {
                     let plan = self.plan_dml(session, *stmt).await?;
                     return self.run_returning(session, plan, &returning).await;
@@ -23,7 +27,7 @@ impl Engine {
                 if let Some(out) = self.insert_literals(session, &stmt).await? {
                     return Ok(out);
                 }
-                let names = crate::colnames::of_statement(&stmt);
+                let names = setting_names.unwrap_or_else(|| crate::colnames::of_statement(&stmt));
                 let target = crate::insert_values::insert_targets(self, session, &stmt);
                 let insert_error = |e| crate::insert_values::insert_error(target.as_ref(), e);
                 crate::colnames::alias_duplicates(&mut stmt);

@@ -1,0 +1,1344 @@
+//! Collections as PostgreSQL describes tables: column types with their
+//! typmods, defaults, primary keys and vector indexes in `pg_class`,
+//! `pg_attribute`, `pg_index`, `pg_constraint`, `pg_attrdef` and `pg_am`,
+//! pgvector in `pg_extension`, and the functions that print them
+//! (`pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_expr`,
+//! `format_type`).
+//!
+//! datafusion-pg-catalog derives its rows from Arrow schemas, which know no
+//! keys, indexes, owners, defaults or vector dimensions, and numbers the
+//! system tables from 16384 like user tables. These tables start from its
+//! rows and add what quiver's catalog knows; system tables get the oids
+//! PostgreSQL gives them, so that `'pg_extension'::regclass` matches the
+//! `classoid` of the shipped `pg_description` rows.
+//!
+//! Oids of what quiver adds are derived from catalog ids, so that they are
+//! the same in every session: a primary key's index and a vector index are
+//! [`INDEX_OID_BASE`] + the collection's or the index's id (one counter
+//! numbers both), a primary key constraint [`CONSTRAINT_OID_BASE`] + the
+//! collection's id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{MemTable, SchemaProvider};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::TableProvider;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use quiver_catalog::{Catalog, CollectionDef, FieldType, IndexDef};
+use quiver_vector::index::{IndexSpec, Method};
+
+/// pgvector's `vector` type (and its array type, the next oid).
+pub const VECTOR_TYPE_OID: i32 = arrow_pg::datatypes::PG_VECTOR_TYPE_OID as i32;
+const BIT_TYPE_OID: i32 = 1560;
+const HEAP_AM_OID: i32 = 2;
+const BTREE_AM_OID: i32 = 403;
+/// `pg_extension` in `pg_class` (the `classoid` of an extension's comment).
+const PG_EXTENSION_CLASS_OID: i32 = 3079;
+const PG_CATALOG_NAMESPACE_OID: i32 = 11;
+/// The owner of what has none: the bootstrap superuser.
+const BOOTSTRAP_SUPERUSER_OID: i32 = 10;
+pub const INDEX_OID_BASE: i64 = 1_000_000_000;
+pub const CONSTRAINT_OID_BASE: i64 = 1_200_000_000;
+const ATTRDEF_OID_BASE: i64 = 1_400_000_000;
+/// pgvector, which quiver has built in: every database lists it.
+const VECTOR_EXTENSION_OID: i32 = 16_300;
+const VECTOR_EXTENSION_VERSION: &str = "0.8.0";
+const VECTOR_EXTENSION_COMMENT: &str = "vector data type and ivfflat and hnsw access methods";
+
+/// quiver's vector index methods as access methods: pgvector's `hnsw` and
+/// `ivfflat`, and the faiss methods pgvector does not have.
+const VECTOR_AMS: [(i32, &str, &str); 5] = [
+    (16_301, "hnsw", "hnswhandler"),
+    (16_302, "ivfflat", "ivfflathandler"),
+    (16_303, "flat", "flathandler"),
+    (16_304, "ivf_sq8", "ivf_sq8handler"),
+    (16_305, "ivf_pq", "ivf_pqhandler"),
+];
+
+/// The oids PostgreSQL 15 gives its catalog tables and the views clients
+/// join on (`SELECT relname, oid FROM pg_class WHERE relnamespace = 11`).
+const SYSTEM_RELATION_OIDS: [(&str, i32); 48] = [
+    ("pg_default_acl", 826),
+    ("pg_tablespace", 1213),
+    ("pg_shdepend", 1214),
+    ("pg_type", 1247),
+    ("pg_attribute", 1249),
+    ("pg_proc", 1255),
+    ("pg_class", 1259),
+    ("pg_authid", 1260),
+    ("pg_auth_members", 1261),
+    ("pg_database", 1262),
+    ("pg_sequence", 2224),
+    ("pg_shdescription", 2396),
+    ("pg_aggregate", 2600),
+    ("pg_am", 2601),
+    ("pg_amop", 2602),
+    ("pg_amproc", 2603),
+    ("pg_attrdef", 2604),
+    ("pg_cast", 2605),
+    ("pg_constraint", 2606),
+    ("pg_conversion", 2607),
+    ("pg_depend", 2608),
+    ("pg_description", 2609),
+    ("pg_index", 2610),
+    ("pg_inherits", 2611),
+    ("pg_language", 2612),
+    ("pg_namespace", 2615),
+    ("pg_opclass", 2616),
+    ("pg_operator", 2617),
+    ("pg_rewrite", 2618),
+    ("pg_statistic", 2619),
+    ("pg_trigger", 2620),
+    ("pg_opfamily", 2753),
+    ("pg_db_role_setting", 2964),
+    ("pg_extension", 3079),
+    ("pg_policy", 3256),
+    ("pg_partitioned_table", 3350),
+    ("pg_statistic_ext", 3381),
+    ("pg_collation", 3456),
+    ("pg_enum", 3501),
+    ("pg_range", 3541),
+    ("pg_publication", 6104),
+    ("pg_publication_rel", 6106),
+    ("pg_roles", 12000),
+    ("pg_user", 12014),
+    ("pg_views", 12028),
+    ("pg_tables", 12033),
+    ("pg_indexes", 12043),
+    ("pg_settings", 12104),
+];
+
+type Row = Vec<ScalarValue>;
+
+/// A small catalog table as rows of scalars, to patch and extend.
+struct Rows {
+    schema: SchemaRef,
+    rows: Vec<Row>,
+}
+
+impl Rows {
+    async fn of(table: &Arc<dyn TableProvider>) -> Result<Rows> {
+        Self::from_batches(table.schema(), &crate::pg_users::rows_of(table).await?)
+    }
+
+    fn from_batches(schema: SchemaRef, batches: &[arrow::array::RecordBatch]) -> Result<Rows> {
+        let mut rows = Vec::new();
+        for batch in batches {
+            for i in 0..batch.num_rows() {
+                rows.push(
+                    batch
+                        .columns()
+                        .iter()
+                        .map(|c| ScalarValue::try_from_array(c, i))
+                        .collect::<Result<Row>>()?,
+                );
+            }
+        }
+        Ok(Rows { schema, rows })
+    }
+
+    fn col(&self, name: &str) -> Result<usize> {
+        Ok(self.schema.index_of(name)?)
+    }
+
+    fn int(&self, row: &Row, name: &str) -> Result<Option<i64>> {
+        let v = &row[self.col(name)?];
+        if v.is_null() {
+            return Ok(None);
+        }
+        Ok(match v.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(v) => v,
+            _ => None,
+        })
+    }
+
+    fn text(&self, row: &Row, name: &str) -> Result<Option<String>> {
+        Ok(match &row[self.col(name)?] {
+            ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
+                v.clone()
+            }
+            _ => None,
+        })
+    }
+
+    /// A row of defaults: zero, false or '' in NOT NULL columns, NULL in
+    /// the others.
+    fn blank(&self) -> Row {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let null = ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null);
+                if f.is_nullable() {
+                    return null;
+                }
+                match f.data_type() {
+                    DataType::Utf8 => ScalarValue::Utf8(Some(String::new())),
+                    DataType::Boolean => ScalarValue::Boolean(Some(false)),
+                    dt => ScalarValue::new_zero(dt).unwrap_or(null),
+                }
+            })
+            .collect()
+    }
+
+    fn set(&self, row: &mut Row, name: &str, value: ScalarValue) -> Result<()> {
+        let i = self.col(name)?;
+        let dt = self.schema.field(i).data_type();
+        row[i] = if &value.data_type() == dt || value.is_null() && dt.is_nested() {
+            value
+        } else {
+            value.cast_to(dt)?
+        };
+        if row[i].is_null() && !row[i].data_type().equals_datatype(dt) {
+            row[i] = ScalarValue::try_from(dt)?;
+        }
+        Ok(())
+    }
+
+    fn into_table(self) -> Result<Arc<dyn TableProvider>> {
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(c, f)| -> Result<ArrayRef> {
+                if self.rows.is_empty() {
+                    return Ok(arrow::array::new_empty_array(f.data_type()));
+                }
+                let array = ScalarValue::iter_to_array(self.rows.iter().map(|r| r[c].clone()))?;
+                Ok(if array.data_type() == f.data_type() {
+                    array
+                } else {
+                    arrow::compute::cast(&array, f.data_type())?
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = arrow::array::RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(Arc::new(MemTable::try_new(self.schema, vec![vec![batch]])?))
+    }
+}
+
+fn int(v: i64) -> ScalarValue {
+    ScalarValue::Int64(Some(v))
+}
+fn text(v: &str) -> ScalarValue {
+    ScalarValue::Utf8(Some(v.to_string()))
+}
+fn boolean(v: bool) -> ScalarValue {
+    ScalarValue::Boolean(Some(v))
+}
+fn int2_list(values: &[i64]) -> ScalarValue {
+    let items: Vec<ScalarValue> = values
+        .iter()
+        .map(|v| ScalarValue::Int16(Some(*v as i16)))
+        .collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Int16))
+}
+fn int4_list(values: &[i64]) -> ScalarValue {
+    let items: Vec<ScalarValue> = values
+        .iter()
+        .map(|v| ScalarValue::Int32(Some(*v as i32)))
+        .collect();
+    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Int32))
+}
+
+fn derived_oid(base: i64, id: u64) -> i64 {
+    base.saturating_add(id.min(i32::MAX as u64) as i64)
+        .min(i32::MAX as i64)
+}
+
+/// The oid of a collection's primary key index.
+pub fn pkey_index_oid(def: &CollectionDef) -> i64 {
+    derived_oid(INDEX_OID_BASE, def.id)
+}
+
+fn index_oid(index: &IndexDef) -> i64 {
+    derived_oid(INDEX_OID_BASE, index.id)
+}
+
+fn constraint_oid(def: &CollectionDef) -> i64 {
+    derived_oid(CONSTRAINT_OID_BASE, def.id)
+}
+
+fn attrdef_oid(def: &CollectionDef, attnum: usize) -> i64 {
+    derived_oid(
+        ATTRDEF_OID_BASE,
+        def.id.saturating_mul(2048).saturating_add(attnum as u64),
+    )
+}
+
+/// The name PostgreSQL gives a primary key (its constraint and index).
+pub fn pkey_name(def: &CollectionDef) -> String {
+    format!("{}_pkey", def.name)
+}
+
+/// How PostgreSQL stores a column of this type.
+struct PgType {
+    oid: i64,
+    typmod: i64,
+    len: i64,
+    byval: bool,
+    align: &'static str,
+    storage: &'static str,
+    ndims: i64,
+}
+
+fn element_type(t: &FieldType) -> (i64, i64, i64, bool, &'static str, &'static str, i64) {
+    // (oid, array oid, len, byval, align, storage, typmod)
+    match t {
+        FieldType::Bool => (16, 1000, 1, true, "c", "p", -1),
+        FieldType::Int16 => (21, 1005, 2, true, "s", "p", -1),
+        FieldType::Int32 => (23, 1007, 4, true, "i", "p", -1),
+        FieldType::Int64 => (20, 1016, 8, true, "d", "p", -1),
+        FieldType::Float32 => (700, 1021, 4, true, "i", "p", -1),
+        FieldType::Float64 => (701, 1022, 8, true, "d", "p", -1),
+        FieldType::Decimal { precision, scale } => (
+            1700,
+            1231,
+            -1,
+            false,
+            "i",
+            "m",
+            ((*precision as i64) << 16 | (*scale as i64 & 0xffff)) + 4,
+        ),
+        FieldType::Text => (25, 1009, -1, false, "i", "x", -1),
+        FieldType::Json => (114, 199, -1, false, "i", "x", -1),
+        FieldType::Bytea => (17, 1001, -1, false, "i", "x", -1),
+        FieldType::Date => (1082, 1182, 4, true, "i", "p", -1),
+        FieldType::Timestamp => (1114, 1115, 8, true, "d", "p", -1),
+        FieldType::TimestampTz => (1184, 1185, 8, true, "d", "p", -1),
+        FieldType::Vector { dim } => (
+            VECTOR_TYPE_OID as i64,
+            VECTOR_TYPE_OID as i64 + 1,
+            -1,
+            false,
+            "i",
+            "e",
+            *dim as i64,
+        ),
+        FieldType::Bit { bits } => (BIT_TYPE_OID as i64, 1561, -1, false, "i", "x", *bits as i64),
+        FieldType::Array(inner) => element_type(inner),
+    }
+}
+
+fn pg_type_of(t: &FieldType) -> PgType {
+    let (oid, array_oid, len, byval, align, storage, typmod) = element_type(t);
+    match t {
+        FieldType::Array(inner) => {
+            let mut ndims = 1;
+            let mut inner = inner.as_ref();
+            while let FieldType::Array(i) = inner {
+                ndims += 1;
+                inner = i;
+            }
+            PgType {
+                oid: array_oid,
+                typmod: -1,
+                len: -1,
+                byval: false,
+                align: if align == "d" { "d" } else { "i" },
+                storage: "x",
+                ndims,
+            }
+        }
+        _ => PgType {
+            oid,
+            typmod,
+            len,
+            byval,
+            align,
+            storage,
+            ndims: 0,
+        },
+    }
+}
+
+/// The access method of a vector index, under pgvector's name where
+/// pgvector has it (`ivfflat`; its bit-string form too).
+fn am_name(method: &Method) -> &'static str {
+    match method {
+        Method::Hnsw { .. } => "hnsw",
+        Method::IvfFlat { .. } | Method::BinIvfFlat { .. } => "ivfflat",
+        Method::Flat | Method::BinFlat => "flat",
+        Method::IvfSq8 { .. } => "ivf_sq8",
+        Method::IvfPq { .. } => "ivf_pq",
+    }
+}
+
+fn am_oid(method: &Method) -> i64 {
+    let name = am_name(method);
+    VECTOR_AMS
+        .iter()
+        .find(|(_, n, _)| *n == name)
+        .map_or(0, |(oid, _, _)| *oid as i64)
+}
+
+/// `name` as PostgreSQL prints an identifier: bare when it is a plain
+/// lower-case name, double-quoted otherwise.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The `WITH (...)` of an index: the parameters that differ from the
+/// method's defaults, as `CREATE INDEX` would take them.
+fn index_options(spec: &IndexSpec) -> String {
+    let defaults = IndexSpec::parse(
+        spec.method.name(),
+        spec.metric,
+        spec.dim,
+        &Default::default(),
+    )
+    .map(|d| d.method.params())
+    .unwrap_or_default();
+    let defaults: Vec<&str> = defaults.split(", ").collect();
+    let params = spec.method.params();
+    let changed: Vec<String> = params
+        .split(", ")
+        .filter(|p| !p.is_empty() && !defaults.contains(p))
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    if changed.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", changed.join(", "))
+    }
+}
+
+/// `pg_get_indexdef` of a collection's index (`None`: the primary key's).
+fn index_def(def: &CollectionDef, index: Option<&IndexDef>, qualified: bool) -> Option<String> {
+    let table = if qualified {
+        format!(
+            "{}.{}",
+            crate::catalog_provider::PUBLIC_SCHEMA,
+            quote_ident(&def.name)
+        )
+    } else {
+        quote_ident(&def.name)
+    };
+    Some(match index {
+        None => {
+            let key = def.fields.get(def.primary_key?)?;
+            format!(
+                "CREATE UNIQUE INDEX {} ON {table} USING btree ({})",
+                quote_ident(&pkey_name(def)),
+                quote_ident(&key.name)
+            )
+        }
+        Some(index) => {
+            let column = def.fields.get(index.field)?;
+            format!(
+                "CREATE INDEX {} ON {table} USING {} ({} {}){}",
+                quote_ident(&index.name),
+                am_name(&index.spec.method),
+                quote_ident(&column.name),
+                crate::index_ddl::opclass_name(index),
+                index_options(&index.spec)
+            )
+        }
+    })
+}
+
+/// A collection's row oid in datafusion-pg-catalog's `pg_class`, and the
+/// system tables' oids there mapped to PostgreSQL's.
+struct Base {
+    class: Rows,
+    public: Option<i64>,
+    /// Collections with the oid their table has.
+    collections: Vec<(i64, Arc<CollectionDef>)>,
+    remap: HashMap<i64, i64>,
+}
+
+/// Builds the tables for one session's database and user.
+pub struct Relations<'a> {
+    pub inner: &'a dyn SchemaProvider,
+    pub catalog: &'a Catalog,
+    pub database: &'a str,
+}
+
+impl Relations<'_> {
+    /// The tables this module replaces.
+    pub const TABLES: [&'static str; 8] = [
+        "pg_class",
+        "pg_attribute",
+        "pg_index",
+        "pg_constraint",
+        "pg_attrdef",
+        "pg_am",
+        "pg_extension",
+        "pg_description",
+    ];
+
+    pub async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(inner) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let table = match name {
+            "pg_class" => self.pg_class().await?,
+            "pg_attribute" => self.pg_attribute().await?,
+            "pg_index" => self.pg_index(&inner).await?,
+            "pg_constraint" => self.pg_constraint(&inner).await?,
+            "pg_attrdef" => self.pg_attrdef(&inner).await?,
+            "pg_am" => Self::pg_am(&inner).await?,
+            "pg_extension" => self.pg_extension(&inner).await?,
+            "pg_description" => Self::pg_description(&inner).await?,
+            _ => inner,
+        };
+        Ok(Some(table))
+    }
+
+    async fn base(&self) -> Result<Base> {
+        let mut public = None;
+        if let Some(ns) = self.inner.table("pg_namespace").await? {
+            let ns = Rows::of(&ns).await?;
+            for row in &ns.rows {
+                if ns.text(row, "nspname")?.as_deref()
+                    == Some(crate::catalog_provider::PUBLIC_SCHEMA)
+                {
+                    public = ns.int(row, "oid")?;
+                }
+            }
+        }
+        let Some(class) = self.inner.table("pg_class").await? else {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "pg_class is missing".into(),
+            ));
+        };
+        let class = Rows::of(&class).await?;
+        let mut collections = Vec::new();
+        let mut remap = HashMap::new();
+        for row in &class.rows {
+            let (Some(oid), Some(ns), Some(name)) = (
+                class.int(row, "oid")?,
+                class.int(row, "relnamespace")?,
+                class.text(row, "relname")?,
+            ) else {
+                continue;
+            };
+            if Some(ns) == public {
+                if let Some(def) = self.catalog.collection(self.database, &name)
+                    && def.name == name
+                {
+                    collections.push((oid, def));
+                }
+            } else if ns == PG_CATALOG_NAMESPACE_OID as i64
+                && let Some((_, real)) = SYSTEM_RELATION_OIDS.iter().find(|(n, _)| *n == name)
+            {
+                remap.insert(oid, *real as i64);
+            }
+        }
+        Ok(Base {
+            class,
+            public,
+            collections,
+            remap,
+        })
+    }
+
+    fn owner_oid(&self, def: &CollectionDef) -> i64 {
+        self.catalog.security(|s| {
+            def.owner
+                .as_ref()
+                .and_then(|o| {
+                    crate::pg_users::role_oids(s)
+                        .into_iter()
+                        .find(|(name, _)| name == o)
+                })
+                .map_or(BOOTSTRAP_SUPERUSER_OID, |(_, oid)| oid) as i64
+        })
+    }
+
+    /// The indexes of a collection: its primary key's (`None`), then its
+    /// vector indexes, with their oids.
+    fn indexes(def: &CollectionDef) -> Vec<(i64, Option<&IndexDef>)> {
+        def.primary_key
+            .map(|_| (pkey_index_oid(def), None))
+            .into_iter()
+            .chain(def.indexes.iter().map(|i| (index_oid(i), Some(i))))
+            .collect()
+    }
+
+    async fn pg_class(&self) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
+        let mut fields: Vec<Field> = base
+            .class
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("reloptions", list(DataType::Utf8), true));
+        fields.push(Field::new("relacl", list(DataType::Utf8), true));
+        let mut out = Rows {
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                base.class.schema.metadata().clone(),
+            )),
+            rows: Vec::new(),
+        };
+        let extra = out.schema.fields().len() - base.class.schema.fields().len();
+        for row in &base.class.rows {
+            let mut row = row.clone();
+            for f in &out.schema.fields()[out.schema.fields().len() - extra..] {
+                row.push(ScalarValue::try_from(f.data_type())?);
+            }
+            let oid = base.class.int(&row, "oid")?.unwrap_or(0);
+            if let Some(real) = base.remap.get(&oid) {
+                out.set(&mut row, "oid", int(*real))?;
+                out.set(&mut row, "relfilenode", int(0))?;
+            }
+            if let Some((_, def)) = base.collections.iter().find(|(o, _)| *o == oid) {
+                out.set(&mut row, "relowner", int(self.owner_oid(def)))?;
+                out.set(&mut row, "relam", int(HEAP_AM_OID as i64))?;
+                out.set(
+                    &mut row,
+                    "relhasindex",
+                    boolean(!Self::indexes(def).is_empty()),
+                )?;
+                out.set(&mut row, "relpages", int(0))?;
+                out.set(&mut row, "reltuples", ScalarValue::Float64(Some(-1.0)))?;
+            }
+            out.rows.push(row);
+        }
+        for (table_oid, def) in &base.collections {
+            let _ = table_oid;
+            for (oid, index) in Self::indexes(def) {
+                let mut row = out.blank();
+                let name = match index {
+                    Some(i) => i.name.clone(),
+                    None => pkey_name(def),
+                };
+                out.set(&mut row, "oid", int(oid))?;
+                out.set(&mut row, "relname", text(&name))?;
+                out.set(&mut row, "relnamespace", int(base.public.unwrap_or(0)))?;
+                out.set(&mut row, "relowner", int(self.owner_oid(def)))?;
+                let am = index.map_or(BTREE_AM_OID as i64, |i| am_oid(&i.spec.method));
+                out.set(&mut row, "relam", int(am))?;
+                out.set(&mut row, "relfilenode", int(oid))?;
+                out.set(&mut row, "relpages", int(1))?;
+                out.set(&mut row, "reltuples", ScalarValue::Float64(Some(-1.0)))?;
+                out.set(&mut row, "relpersistence", text("p"))?;
+                out.set(&mut row, "relkind", text("i"))?;
+                out.set(&mut row, "relnatts", int(1))?;
+                out.set(&mut row, "relispopulated", boolean(true))?;
+                out.set(&mut row, "relreplident", text("n"))?;
+                out.rows.push(row);
+            }
+        }
+        out.into_table()
+    }
+
+    async fn pg_attribute(&self) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let Some(inner) = self.inner.table("pg_attribute").await? else {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "pg_attribute is missing".into(),
+            ));
+        };
+        let attrs = Rows::of(&inner).await?;
+        let mut out = Rows {
+            schema: attrs.schema.clone(),
+            rows: Vec::new(),
+        };
+        for row in &attrs.rows {
+            let relid = attrs.int(row, "attrelid")?.unwrap_or(0);
+            if base.collections.iter().any(|(o, _)| *o == relid) {
+                continue;
+            }
+            let mut row = row.clone();
+            if let Some(real) = base.remap.get(&relid) {
+                out.set(&mut row, "attrelid", int(*real))?;
+            }
+            out.rows.push(row);
+        }
+        for (table_oid, def) in &base.collections {
+            let column = |out: &Rows, relid: i64, attnum: usize, field: usize| -> Result<Row> {
+                let f = &def.fields[field];
+                let t = pg_type_of(&f.field_type);
+                let mut row = out.blank();
+                out.set(&mut row, "attrelid", int(relid))?;
+                out.set(&mut row, "attname", text(&f.name))?;
+                out.set(&mut row, "atttypid", int(t.oid))?;
+                out.set(&mut row, "attstattarget", int(-1))?;
+                out.set(&mut row, "attlen", int(t.len))?;
+                out.set(&mut row, "attnum", int(attnum as i64))?;
+                out.set(&mut row, "attndims", int(t.ndims))?;
+                out.set(&mut row, "attcacheoff", int(-1))?;
+                out.set(&mut row, "atttypmod", int(t.typmod))?;
+                out.set(&mut row, "attbyval", boolean(t.byval))?;
+                out.set(&mut row, "attalign", text(t.align))?;
+                out.set(&mut row, "attstorage", text(t.storage))?;
+                out.set(&mut row, "attislocal", boolean(true))?;
+                let collatable = matches!(f.field_type, FieldType::Text);
+                out.set(
+                    &mut row,
+                    "attcollation",
+                    int(if collatable { 100 } else { 0 }),
+                )?;
+                Ok(row)
+            };
+            for (i, f) in def.fields.iter().enumerate() {
+                let mut row = column(&out, *table_oid, i + 1, i)?;
+                let key = def.primary_key == Some(i);
+                out.set(&mut row, "attnotnull", boolean(key || !f.nullable))?;
+                out.set(
+                    &mut row,
+                    "atthasdef",
+                    boolean(f.default.is_some() || f.auto_increment),
+                )?;
+                out.rows.push(row);
+            }
+            for (oid, index) in Self::indexes(def) {
+                let field = match index {
+                    Some(i) => i.field,
+                    None => def.primary_key.unwrap_or(0),
+                };
+                if field < def.fields.len() {
+                    let mut row = column(&out, oid, 1, field)?;
+                    out.set(&mut row, "attstattarget", int(0))?;
+                    out.rows.push(row);
+                }
+            }
+        }
+        out.into_table()
+    }
+
+    /// `pg_index` with its vectors as arrays (`indkey` is an `int2vector`:
+    /// SQLAlchemy and JDBC unnest it), and a row per collection index.
+    async fn pg_index(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let rows = Rows::of(inner).await?;
+        let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
+        let vectors = [
+            ("indkey", DataType::Int16),
+            ("indcollation", DataType::Int32),
+            ("indclass", DataType::Int32),
+            ("indoption", DataType::Int16),
+        ];
+        let fields: Vec<Field> = rows
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match vectors.iter().find(|(n, _)| n == f.name()) {
+                Some((_, item)) => Field::new(f.name(), list(item.clone()), true),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        let mut out = Rows {
+            schema: Arc::new(Schema::new_with_metadata(
+                fields,
+                rows.schema.metadata().clone(),
+            )),
+            rows: Vec::new(),
+        };
+        for row in &rows.rows {
+            let mut row = row.clone();
+            for (name, item) in &vectors {
+                let numbers: Vec<i64> = rows
+                    .text(&row, name)?
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                let value = if *item == DataType::Int16 {
+                    int2_list(&numbers)
+                } else {
+                    int4_list(&numbers)
+                };
+                let i = out.col(name)?;
+                row[i] = value;
+            }
+            out.rows.push(row);
+        }
+        for (table_oid, def) in &base.collections {
+            for (oid, index) in Self::indexes(def) {
+                let field = match index {
+                    Some(i) => i.field,
+                    None => def.primary_key.unwrap_or(0),
+                };
+                let primary = index.is_none();
+                let mut row = out.blank();
+                out.set(&mut row, "indexrelid", int(oid))?;
+                out.set(&mut row, "indrelid", int(*table_oid))?;
+                out.set(&mut row, "indnatts", int(1))?;
+                out.set(&mut row, "indnkeyatts", int(1))?;
+                out.set(&mut row, "indisunique", boolean(primary))?;
+                out.set(&mut row, "indisprimary", boolean(primary))?;
+                out.set(&mut row, "indimmediate", boolean(true))?;
+                out.set(&mut row, "indisvalid", boolean(true))?;
+                out.set(&mut row, "indisready", boolean(true))?;
+                out.set(&mut row, "indislive", boolean(true))?;
+                let i = out.col("indkey")?;
+                row[i] = int2_list(&[field as i64 + 1]);
+                let collatable = def
+                    .fields
+                    .get(field)
+                    .is_some_and(|f| matches!(f.field_type, FieldType::Text));
+                let i = out.col("indcollation")?;
+                row[i] = int4_list(&[if collatable { 100 } else { 0 }]);
+                let i = out.col("indclass")?;
+                row[i] = int4_list(&[0]);
+                let i = out.col("indoption")?;
+                row[i] = int2_list(&[0]);
+                out.rows.push(row);
+            }
+        }
+        out.into_table()
+    }
+
+    async fn pg_constraint(
+        &self,
+        inner: &Arc<dyn TableProvider>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let mut out = Rows::of(inner).await?;
+        for (table_oid, def) in &base.collections {
+            let Some(key) = def.primary_key else {
+                continue;
+            };
+            let mut row = out.blank();
+            out.set(&mut row, "oid", int(constraint_oid(def)))?;
+            out.set(&mut row, "conname", text(&pkey_name(def)))?;
+            out.set(&mut row, "connamespace", int(base.public.unwrap_or(0)))?;
+            out.set(&mut row, "contype", text("p"))?;
+            out.set(&mut row, "convalidated", boolean(true))?;
+            out.set(&mut row, "conrelid", int(*table_oid))?;
+            out.set(&mut row, "conindid", int(pkey_index_oid(def)))?;
+            out.set(&mut row, "confupdtype", text(" "))?;
+            out.set(&mut row, "confdeltype", text(" "))?;
+            out.set(&mut row, "confmatchtype", text(" "))?;
+            out.set(&mut row, "conislocal", boolean(true))?;
+            out.set(&mut row, "connoinherit", boolean(true))?;
+            out.set(&mut row, "conkey", int2_list(&[key as i64 + 1]))?;
+            out.rows.push(row);
+        }
+        out.into_table()
+    }
+
+    async fn pg_attrdef(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let mut out = Rows::of(inner).await?;
+        for (table_oid, def) in &base.collections {
+            for (i, f) in def.fields.iter().enumerate() {
+                let expr = match (&f.default, f.auto_increment) {
+                    (Some(d), _) => d.clone(),
+                    (None, true) => format!("nextval('{}_{}_seq'::regclass)", def.name, f.name),
+                    (None, false) => continue,
+                };
+                let mut row = out.blank();
+                out.set(&mut row, "oid", int(attrdef_oid(def, i + 1)))?;
+                out.set(&mut row, "adrelid", int(*table_oid))?;
+                out.set(&mut row, "adnum", int(i as i64 + 1))?;
+                out.set(&mut row, "adbin", text(&expr))?;
+                out.rows.push(row);
+            }
+        }
+        out.into_table()
+    }
+
+    async fn pg_am(inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let mut out = Rows::of(inner).await?;
+        for (oid, name, handler) in VECTOR_AMS {
+            let mut row = out.blank();
+            out.set(&mut row, "oid", int(oid as i64))?;
+            out.set(&mut row, "amname", text(name))?;
+            out.set(&mut row, "amhandler", text(handler))?;
+            out.set(&mut row, "amtype", text("i"))?;
+            out.rows.push(row);
+        }
+        out.into_table()
+    }
+
+    /// pgvector is built in: listed as installed in schema `public`, where
+    /// `CREATE EXTENSION vector` puts it.
+    async fn pg_extension(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let mut out = Rows::of(inner).await?;
+        let mut row = out.blank();
+        out.set(&mut row, "oid", int(VECTOR_EXTENSION_OID as i64))?;
+        out.set(&mut row, "extname", text("vector"))?;
+        out.set(&mut row, "extowner", int(BOOTSTRAP_SUPERUSER_OID as i64))?;
+        out.set(&mut row, "extnamespace", int(base.public.unwrap_or(0)))?;
+        out.set(&mut row, "extrelocatable", boolean(true))?;
+        out.set(&mut row, "extversion", text(VECTOR_EXTENSION_VERSION))?;
+        out.rows.push(row);
+        out.into_table()
+    }
+
+    async fn pg_description(inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let mut out = Rows::of(inner).await?;
+        let mut row = out.blank();
+        out.set(&mut row, "objoid", int(VECTOR_EXTENSION_OID as i64))?;
+        out.set(&mut row, "classoid", int(PG_EXTENSION_CLASS_OID as i64))?;
+        out.set(&mut row, "objsubid", int(0))?;
+        out.set(&mut row, "description", text(VECTOR_EXTENSION_COMMENT))?;
+        out.rows.push(row);
+        out.into_table()
+    }
+}
+
+/// The collection and index an index oid names, in `database`.
+fn find_index(
+    catalog: &Catalog,
+    database: &str,
+    oid: i64,
+) -> Option<(Arc<CollectionDef>, Option<IndexDef>)> {
+    for name in catalog.collection_names(database) {
+        let Some(def) = catalog.collection(database, &name) else {
+            continue;
+        };
+        if def.primary_key.is_some() && pkey_index_oid(&def) == oid {
+            return Some((def, None));
+        }
+        if let Some(i) = def.indexes.iter().find(|i| index_oid(i) == oid).cloned() {
+            return Some((def, Some(i)));
+        }
+    }
+    None
+}
+
+fn find_constraint(catalog: &Catalog, database: &str, oid: i64) -> Option<String> {
+    catalog
+        .collection_names(database)
+        .into_iter()
+        .find_map(|name| {
+            let def = catalog.collection(database, &name)?;
+            let key = def.fields.get(def.primary_key?)?;
+            (constraint_oid(&def) == oid)
+                .then(|| format!("PRIMARY KEY ({})", quote_ident(&key.name)))
+        })
+}
+
+fn int_arg(args: &[ArrayRef], i: usize, row: usize) -> Option<i64> {
+    let a = args.get(i)?;
+    if a.is_null(row) {
+        return None;
+    }
+    let a = arrow::compute::cast(&a.slice(row, 1), &DataType::Int64).ok()?;
+    a.as_primitive_opt::<arrow::datatypes::Int64Type>()
+        .map(|p| p.value(0))
+}
+
+fn bool_arg(args: &[ArrayRef], i: usize, row: usize) -> Option<bool> {
+    let a = args.get(i)?;
+    if a.is_null(row) {
+        return None;
+    }
+    a.as_boolean_opt().map(|b| b.value(row))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
+enum Kind {
+    IndexDef,
+    ConstraintDef,
+    Expr,
+    FormatType,
+    Visible(&'static str),
+    FunctionResult,
+    FunctionArguments(&'static str),
+    ObjDescription,
+    ColDescription,
+}
+
+/// The catalog functions this module answers.
+#[derive(Debug)]
+struct CatalogFn {
+    kind: Kind,
+    catalog: Arc<Catalog>,
+    database: String,
+    signature: Signature,
+    system: Arc<SystemRows>,
+}
+
+impl PartialEq for CatalogFn {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.database == other.database
+            && Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+impl Eq for CatalogFn {}
+impl std::hash::Hash for CatalogFn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.database.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CatalogFn {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::IndexDef => "pg_get_indexdef",
+            Kind::ConstraintDef => "pg_get_constraintdef",
+            Kind::Expr => "pg_get_expr",
+            Kind::FormatType => "format_type",
+            Kind::Visible(name) | Kind::FunctionArguments(name) => name,
+            Kind::FunctionResult => "pg_get_function_result",
+            Kind::ObjDescription => "obj_description",
+            Kind::ColDescription => "col_description",
+        }
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(match self.kind {
+            Kind::Visible(_) => DataType::Boolean,
+            _ => DataType::Utf8,
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<Result<Vec<_>>>()?;
+        if let Kind::Visible(_) = self.kind {
+            let out: arrow::array::BooleanArray = (0..n)
+                .map(|row| int_arg(&arrays, 0, row).map(|_| true))
+                .collect();
+            return Ok(ColumnarValue::Array(Arc::new(out)));
+        }
+        let mut out = StringBuilder::new();
+        for row in 0..n {
+            let value: Option<String> = match self.kind {
+                Kind::IndexDef => int_arg(&arrays, 0, row).and_then(|oid| {
+                    let (def, index) = find_index(&self.catalog, &self.database, oid)?;
+                    let column = int_arg(&arrays, 1, row).unwrap_or(0);
+                    let pretty = bool_arg(&arrays, 2, row).unwrap_or(false);
+                    if column > 0 {
+                        let field = index.as_ref().map_or(def.primary_key?, |i| i.field);
+                        return (column == 1).then(|| quote_ident(&def.fields[field].name));
+                    }
+                    index_def(&def, index.as_ref(), !pretty)
+                }),
+                Kind::ConstraintDef => int_arg(&arrays, 0, row)
+                    .and_then(|oid| find_constraint(&self.catalog, &self.database, oid)),
+                Kind::Expr => {
+                    let a = &arrays[0];
+                    if a.is_null(row) {
+                        None
+                    } else {
+                        let s = arrow::compute::cast(&a.slice(row, 1), &DataType::Utf8)?;
+                        Some(s.as_string::<i32>().value(0).to_string())
+                    }
+                }
+                // PostgreSQL prints an unknown type's oid as `???`.
+                Kind::FormatType => int_arg(&arrays, 0, row).map(|oid| {
+                    let typmod = int_arg(&arrays, 1, row).unwrap_or(-1);
+                    self.system
+                        .type_name(oid, typmod)
+                        .unwrap_or_else(|| "???".to_string())
+                }),
+                Kind::FunctionResult => {
+                    int_arg(&arrays, 0, row).and_then(|oid| self.system.function_result(oid))
+                }
+                Kind::FunctionArguments(_) => {
+                    int_arg(&arrays, 0, row).and_then(|oid| self.system.function_arguments(oid))
+                }
+                Kind::ObjDescription => int_arg(&arrays, 0, row).and_then(|oid| {
+                    let class = match arrays.get(1) {
+                        None => None,
+                        Some(a) if a.is_null(row) => return None,
+                        Some(a) => {
+                            let a = arrow::compute::cast(&a.slice(row, 1), &DataType::Utf8).ok()?;
+                            Some(catalog_oid(a.as_string::<i32>().value(0))?)
+                        }
+                    };
+                    self.system.comment(oid, class, 0)
+                }),
+                Kind::ColDescription => {
+                    match (int_arg(&arrays, 0, row), int_arg(&arrays, 1, row)) {
+                        (Some(oid), Some(column)) => {
+                            self.system.comment(oid, catalog_oid("pg_class"), column)
+                        }
+                        _ => None,
+                    }
+                }
+                Kind::Visible(_) => None,
+            };
+            out.append_option(value);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// `pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_expr`,
+/// `format_type`, `pg_get_function_result`, `pg_get_function_arguments`,
+/// `obj_description`, `col_description`, `pg_function_is_visible` and
+/// `pg_type_is_visible` for
+/// a session on `database` (every function and type is in `pg_catalog`
+/// or `public`, both on the search path).
+pub fn udfs(catalog: &Arc<Catalog>, database: &str, system: &Arc<SystemRows>) -> Vec<ScalarUDF> {
+    let make = |kind: Kind| {
+        ScalarUDF::new_from_impl(CatalogFn {
+            kind,
+            catalog: catalog.clone(),
+            database: database.to_string(),
+            signature: Signature::variadic_any(Volatility::Stable),
+            system: system.clone(),
+        })
+    };
+    vec![
+        make(Kind::IndexDef),
+        make(Kind::ConstraintDef),
+        make(Kind::Expr),
+        make(Kind::FormatType),
+        make(Kind::Visible("pg_function_is_visible")),
+        make(Kind::Visible("pg_type_is_visible")),
+        make(Kind::FunctionResult),
+        make(Kind::FunctionArguments("pg_get_function_arguments")),
+        make(Kind::FunctionArguments(
+            "pg_get_function_identity_arguments",
+        )),
+        make(Kind::ObjDescription),
+        make(Kind::ColDescription),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_as_postgresql_does() {
+        assert_eq!(quote_ident("items"), "items");
+        assert_eq!(quote_ident("_a1$"), "_a1$");
+        assert_eq!(quote_ident("Items"), "\"Items\"");
+        assert_eq!(quote_ident("1a"), "\"1a\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn column_types_carry_their_typmods() {
+        let v = pg_type_of(&FieldType::Vector { dim: 3 });
+        assert_eq!(
+            (v.oid, v.typmod, v.storage),
+            (VECTOR_TYPE_OID as i64, 3, "e")
+        );
+        let n = pg_type_of(&FieldType::Decimal {
+            precision: 10,
+            scale: 2,
+        });
+        assert_eq!((n.oid, n.typmod), (1700, (10 << 16 | 2) + 4));
+        let a = pg_type_of(&FieldType::Array(Box::new(FieldType::Int64)));
+        assert_eq!((a.oid, a.ndims, a.align), (1016, 1, "d"));
+    }
+}
+
+/// What the shipped (static) catalog rows say about types, functions and
+/// comments, read once: for `format_type`, `pg_get_function_result`,
+/// `pg_get_function_arguments` and `obj_description`.
+#[derive(Debug, Default)]
+pub struct SystemRows {
+    /// oid → (typname, typelem)
+    types: HashMap<i64, (String, i64)>,
+    /// oid → its `pg_proc` row's signature.
+    procs: HashMap<i64, Proc>,
+    /// (objoid, classoid, objsubid) → description
+    comments: HashMap<(i64, i64, i64), String>,
+}
+
+#[derive(Debug)]
+struct Proc {
+    result: i64,
+    set: bool,
+    args: Vec<i64>,
+    all_args: Option<Vec<i64>>,
+    modes: Vec<String>,
+    names: Vec<String>,
+}
+
+/// `['i', 'v']`, `{a,b}` or `23 25`: the items of a shipped array value.
+fn items(text: &str) -> Vec<String> {
+    text.trim_matches(|c| c == '[' || c == ']' || c == '{' || c == '}')
+        .split([',', ' '])
+        .map(|s| s.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+impl SystemRows {
+    pub fn load(
+        tables: &datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables,
+    ) -> Result<SystemRows> {
+        let rows = |t: &datafusion_pg_catalog::pg_catalog::ArrowTable| {
+            Rows::from_batches(t.schema(), t.data())
+        };
+        let mut out = SystemRows::default();
+        let types = rows(&tables.pg_type)?;
+        for r in &types.rows {
+            if let (Some(oid), Some(name)) = (types.int(r, "oid")?, types.text(r, "typname")?) {
+                let elem = types.int(r, "typelem")?.unwrap_or(0);
+                out.types.insert(oid, (name, elem));
+            }
+        }
+        out.types
+            .insert(VECTOR_TYPE_OID as i64, ("vector".to_string(), 0));
+        out.types.insert(
+            VECTOR_TYPE_OID as i64 + 1,
+            ("_vector".to_string(), VECTOR_TYPE_OID as i64),
+        );
+        let procs = rows(&tables.pg_proc)?;
+        for r in &procs.rows {
+            let Some(oid) = procs.int(r, "oid")? else {
+                continue;
+            };
+            let list = |name: &str| -> Result<Vec<String>> {
+                Ok(procs.text(r, name)?.map(|t| items(&t)).unwrap_or_default())
+            };
+            let numbers = |v: Vec<String>| v.iter().filter_map(|s| s.parse().ok()).collect();
+            let all = list("proallargtypes")?;
+            out.procs.insert(
+                oid,
+                Proc {
+                    result: procs.int(r, "prorettype")?.unwrap_or(0),
+                    set: matches!(r[procs.col("proretset")?], ScalarValue::Boolean(Some(true))),
+                    args: numbers(list("proargtypes")?),
+                    all_args: (!all.is_empty()).then(|| numbers(all)),
+                    modes: list("proargmodes")?,
+                    names: list("proargnames")?,
+                },
+            );
+        }
+        let comments = rows(&tables.pg_description)?;
+        for r in &comments.rows {
+            if let (Some(o), Some(c), Some(d)) = (
+                comments.int(r, "objoid")?,
+                comments.int(r, "classoid")?,
+                comments.text(r, "description")?,
+            ) {
+                let sub = comments.int(r, "objsubid")?.unwrap_or(0);
+                out.comments.insert((o, c, sub), d);
+            }
+        }
+        out.comments.insert(
+            (
+                VECTOR_EXTENSION_OID as i64,
+                PG_EXTENSION_CLASS_OID as i64,
+                0,
+            ),
+            VECTOR_EXTENSION_COMMENT.to_string(),
+        );
+        Ok(out)
+    }
+
+    /// `format_type(oid, typmod)`, with PostgreSQL's SQL names.
+    fn type_name(&self, oid: i64, typmod: i64) -> Option<String> {
+        let (name, elem) = self.types.get(&oid)?;
+        if *elem != 0 && name.starts_with('_') {
+            return Some(format!("{}[]", self.type_name(*elem, typmod)?));
+        }
+        let with = |base: &str, n: i64| match n {
+            n if n >= 0 => format!("{base}({n})"),
+            _ => base.to_string(),
+        };
+        Some(match name.as_str() {
+            "bool" => "boolean".into(),
+            "int2" => "smallint".into(),
+            "int4" => "integer".into(),
+            "int8" => "bigint".into(),
+            "float4" => "real".into(),
+            "float8" => "double precision".into(),
+            "bpchar" => with("character", if typmod > 4 { typmod - 4 } else { -1 }),
+            "varchar" => with(
+                "character varying",
+                if typmod > 4 { typmod - 4 } else { -1 },
+            ),
+            "numeric" if typmod >= 4 => {
+                let t = typmod - 4;
+                format!("numeric({},{})", (t >> 16) & 0xffff, t & 0xffff)
+            }
+            "time" => "time without time zone".into(),
+            "timetz" => "time with time zone".into(),
+            "timestamp" => "timestamp without time zone".into(),
+            "timestamptz" => "timestamp with time zone".into(),
+            "bit" => with("bit", if typmod > 0 { typmod } else { -1 }),
+            "varbit" => with("bit varying", if typmod > 0 { typmod } else { -1 }),
+            "vector" => with("vector", if typmod > 0 { typmod } else { -1 }),
+            "char" => "\"char\"".into(),
+            other => quote_ident(other),
+        })
+    }
+
+    fn function_result(&self, oid: i64) -> Option<String> {
+        let p = self.procs.get(&oid)?;
+        if p.modes.iter().any(|m| m == "t") {
+            let columns = self.arguments(p, |m| m == "t", false);
+            return Some(format!("TABLE({columns})"));
+        }
+        let t = self.type_name(p.result, -1)?;
+        Some(if p.set { format!("SETOF {t}") } else { t })
+    }
+
+    fn arguments(&self, p: &Proc, keep: impl Fn(&str) -> bool, modes: bool) -> String {
+        let types = p.all_args.as_ref().unwrap_or(&p.args);
+        types
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep(p.modes.get(*i).map_or("i", |m| m.as_str())))
+            .map(|(i, t)| {
+                let mode = match p.modes.get(i).map(|m| m.as_str()) {
+                    Some("o") if modes => "OUT ",
+                    Some("b") if modes => "INOUT ",
+                    Some("v") if modes => "VARIADIC ",
+                    _ => "",
+                };
+                let name = p
+                    .names
+                    .get(i)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| format!("{} ", quote_ident(n)))
+                    .unwrap_or_default();
+                let t = self.type_name(*t, -1).unwrap_or_else(|| format!("oid {t}"));
+                format!("{mode}{name}{t}")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn function_arguments(&self, oid: i64) -> Option<String> {
+        let p = self.procs.get(&oid)?;
+        Some(self.arguments(p, |m| m != "t", true))
+    }
+
+    fn comment(&self, oid: i64, class: Option<i64>, sub: i64) -> Option<String> {
+        match class {
+            Some(c) => self.comments.get(&(oid, c, sub)).cloned(),
+            None => self
+                .comments
+                .iter()
+                .find(|((o, _, s), _)| *o == oid && *s == sub)
+                .map(|(_, d)| d.clone()),
+        }
+    }
+}
+
+/// The oid of the system catalog named `name` (`pg_class`,
+/// `pg_catalog.pg_type`).
+fn catalog_oid(name: &str) -> Option<i64> {
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
+    SYSTEM_RELATION_OIDS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, oid)| *oid as i64)
+}
