@@ -1,5 +1,11 @@
 //! PostgreSQL's text form of a one-dimensional array: `{a,"b c",NULL}`.
 
+/// Field metadata marking an array column as one of PostgreSQL's vector
+/// types of the catalog, `int2vector` or `oidvector` (`pg_index.indkey`):
+/// arrays in queries (`unnest(indkey)`), sent with that type and, as text,
+/// in its form `1 2`.
+pub const CATALOG_VECTOR_KEY: &str = "quiver.catalog_vector";
+
 /// The elements of `text` as text (`None` for an unquoted NULL), or why
 /// it is not an array literal (PostgreSQL: 22P02 "malformed array literal").
 pub fn parse(text: &str) -> Result<Vec<Option<String>>, String> {

@@ -330,8 +330,92 @@ fn udf(name: &'static str, as_text: bool, path: bool) -> ScalarUDF {
 
 /// The functions behind `->`, `->>`, `#>` and `#>>` (PostgreSQL's own
 /// names for them).
+/// `json_build_object(key, value, ...)`: a JSON object of the pairs, in
+/// PostgreSQL's spelling (`{"a" : 1, "b" : "x"}`). Keys are text (NULL is
+/// 22004, as there); values keep their JSON kind: numbers, Booleans,
+/// `null`, strings for the rest.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BuildObject {
+    signature: Signature,
+}
+
+fn json_value(v: &ScalarValue) -> String {
+    use ScalarValue as S;
+    match v {
+        v if v.is_null() => "null".to_string(),
+        S::Boolean(Some(b)) => b.to_string(),
+        S::Int8(_)
+        | S::Int16(_)
+        | S::Int32(_)
+        | S::Int64(_)
+        | S::UInt8(_)
+        | S::UInt16(_)
+        | S::UInt32(_)
+        | S::UInt64(_)
+        | S::Decimal128(..) => v.to_string(),
+        S::Float32(Some(f)) if f.is_finite() => v.to_string(),
+        S::Float64(Some(f)) if f.is_finite() => v.to_string(),
+        S::Utf8(Some(t)) | S::LargeUtf8(Some(t)) | S::Utf8View(Some(t)) => {
+            serde_json::Value::String(t.clone()).to_string()
+        }
+        other => serde_json::Value::String(other.to_string()).to_string(),
+    }
+}
+
+impl ScalarUDFImpl for BuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return exec_err!(
+                "argument list must have even number of elements: json_build_object() takes key, value pairs"
+            );
+        }
+        let n = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(n))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = StringBuilder::new();
+        for row in 0..n {
+            let mut pairs = Vec::with_capacity(arrays.len() / 2);
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return exec_err!("null value not allowed for object key");
+                }
+                let key = match key {
+                    ScalarValue::Utf8(Some(k))
+                    | ScalarValue::LargeUtf8(Some(k))
+                    | ScalarValue::Utf8View(Some(k)) => k,
+                    other => other.to_string(),
+                };
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                pairs.push(format!(
+                    "{} : {}",
+                    serde_json::Value::String(key),
+                    json_value(&value)
+                ));
+            }
+            out.append_value(format!("{{{}}}", pairs.join(", ")));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 pub fn all_udfs() -> Vec<ScalarUDF> {
     vec![
+        ScalarUDF::new_from_impl(BuildObject {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }),
         udf("json_object_field", false, false),
         udf("json_object_field_text", true, false),
         udf("json_extract_path", false, true),

@@ -49,6 +49,7 @@ const ATTRDEF_OID_BASE: i64 = 1_400_000_000;
 /// pgvector, which quiver has built in: every database lists it.
 const VECTOR_EXTENSION_OID: i32 = 16_300;
 const VECTOR_EXTENSION_VERSION: &str = "0.8.0";
+const OPCLASS_OID_BASE: i64 = 16_320;
 const VECTOR_EXTENSION_COMMENT: &str = "vector data type and ivfflat and hnsw access methods";
 
 /// quiver's vector index methods as access methods: pgvector's `hnsw` and
@@ -273,6 +274,29 @@ fn attrdef_oid(def: &CollectionDef, attnum: usize) -> i64 {
     )
 }
 
+/// A default as PostgreSQL prints it back: a string constant of a
+/// non-numeric type with its type (`'n'::text`, `'{}'::json`).
+fn deparsed_default(text: &str, t: &FieldType) -> String {
+    let quoted = text.len() >= 2
+        && text.starts_with('\'')
+        && text.ends_with('\'')
+        && !text[1..text.len() - 1].replace("''", "").contains('\'');
+    let name = match t {
+        FieldType::Text => "text",
+        FieldType::Json => "json",
+        FieldType::Bytea => "bytea",
+        FieldType::Date => "date",
+        FieldType::Timestamp => "timestamp without time zone",
+        FieldType::TimestampTz => "timestamp with time zone",
+        _ => return text.to_string(),
+    };
+    if quoted {
+        format!("{text}::{name}")
+    } else {
+        text.to_string()
+    }
+}
+
 /// The name PostgreSQL gives a primary key (its constraint and index).
 pub fn pkey_name(def: &CollectionDef) -> String {
     format!("{}_pkey", def.name)
@@ -399,6 +423,20 @@ pub fn quote_ident(name: &str) -> String {
 /// The `WITH (...)` of an index: the parameters that differ from the
 /// method's defaults, as `CREATE INDEX` would take them.
 fn index_options(spec: &IndexSpec) -> String {
+    let changed: Vec<String> = changed_params(spec)
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    if changed.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", changed.join(", "))
+    }
+}
+
+/// The parameters of an index that differ from its method's defaults
+/// (what `CREATE INDEX ... WITH (...)` set), in order.
+fn changed_params(spec: &IndexSpec) -> Vec<(String, String)> {
     let defaults = IndexSpec::parse(
         spec.method.name(),
         spec.metric,
@@ -408,18 +446,68 @@ fn index_options(spec: &IndexSpec) -> String {
     .map(|d| d.method.params())
     .unwrap_or_default();
     let defaults: Vec<&str> = defaults.split(", ").collect();
-    let params = spec.method.params();
-    let changed: Vec<String> = params
+    spec.method
+        .params()
         .split(", ")
         .filter(|p| !p.is_empty() && !defaults.contains(p))
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
-    if changed.is_empty() {
-        String::new()
-    } else {
-        format!(" WITH ({})", changed.join(", "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Operator classes of the vector access methods: pgvector's for `hnsw`
+/// and `ivfflat` (which make only `ivfflat`'s `vector_l2_ops` the default),
+/// and for quiver's other methods the classes `CREATE INDEX` takes, with
+/// `vector_l2_ops` as default as there.
+fn vector_opclasses() -> Vec<(i64, i64, &'static str, i64, bool)> {
+    // (oid, access method oid, name, input type, default)
+    let vector = VECTOR_TYPE_OID as i64;
+    let bit = BIT_TYPE_OID as i64;
+    let mut out = Vec::new();
+    for (k, (am, name, _)) in VECTOR_AMS.iter().enumerate() {
+        let pgvector = matches!(*name, "hnsw" | "ivfflat");
+        let classes: &[(&str, i64)] = match *name {
+            "hnsw" => &[
+                ("vector_l2_ops", vector),
+                ("vector_ip_ops", vector),
+                ("vector_cosine_ops", vector),
+                ("bit_hamming_ops", bit),
+                ("bit_jaccard_ops", bit),
+            ],
+            "ivfflat" | "flat" => &[
+                ("vector_l2_ops", vector),
+                ("vector_ip_ops", vector),
+                ("vector_cosine_ops", vector),
+                ("bit_hamming_ops", bit),
+                ("bit_jaccard_ops", bit),
+            ],
+            _ => &[
+                ("vector_l2_ops", vector),
+                ("vector_ip_ops", vector),
+                ("vector_cosine_ops", vector),
+            ],
+        };
+        for (j, (class, input)) in classes.iter().enumerate() {
+            let default = *class == "vector_l2_ops" && (*name != "hnsw" || !pgvector);
+            out.push((
+                OPCLASS_OID_BASE + (k * 8 + j) as i64,
+                *am as i64,
+                *class,
+                *input,
+                default,
+            ));
+        }
     }
+    out
+}
+
+fn opclass_oid(index: &IndexDef) -> i64 {
+    let am = am_oid(&index.spec.method);
+    let name = crate::index_ddl::opclass_name(index);
+    vector_opclasses()
+        .into_iter()
+        .find(|(_, m, n, _, _)| *m == am && *n == name)
+        .map_or(0, |(oid, ..)| oid)
 }
 
 /// `pg_get_indexdef` of a collection's index (`None`: the primary key's).
@@ -475,7 +563,8 @@ pub struct Relations<'a> {
 
 impl Relations<'_> {
     /// The tables this module replaces.
-    pub const TABLES: [&'static str; 8] = [
+    pub const TABLES: [&'static str; 9] = [
+        "pg_opclass",
         "pg_class",
         "pg_attribute",
         "pg_index",
@@ -497,6 +586,7 @@ impl Relations<'_> {
             "pg_constraint" => self.pg_constraint(&inner).await?,
             "pg_attrdef" => self.pg_attrdef(&inner).await?,
             "pg_am" => Self::pg_am(&inner).await?,
+            "pg_opclass" => self.pg_opclass(&inner).await?,
             "pg_extension" => self.pg_extension(&inner).await?,
             "pg_description" => Self::pg_description(&inner).await?,
             _ => inner,
@@ -640,6 +730,19 @@ impl Relations<'_> {
                 out.set(&mut row, "relnatts", int(1))?;
                 out.set(&mut row, "relispopulated", boolean(true))?;
                 out.set(&mut row, "relreplident", text("n"))?;
+                if let Some(i) = index {
+                    let options: Vec<ScalarValue> = changed_params(&i.spec)
+                        .into_iter()
+                        .map(|(k, v)| ScalarValue::Utf8(Some(format!("{k}={v}"))))
+                        .collect();
+                    if !options.is_empty() {
+                        let c = out.col("reloptions")?;
+                        row[c] = ScalarValue::List(ScalarValue::new_list_nullable(
+                            &options,
+                            &DataType::Utf8,
+                        ));
+                    }
+                }
                 out.rows.push(row);
             }
         }
@@ -738,7 +841,20 @@ impl Relations<'_> {
             .fields()
             .iter()
             .map(|f| match vectors.iter().find(|(n, _)| n == f.name()) {
-                Some((_, item)) => Field::new(f.name(), list(item.clone()), true),
+                Some((_, item)) => {
+                    let kind = if *item == DataType::Int16 {
+                        "int2vector"
+                    } else {
+                        "oidvector"
+                    };
+                    Field::new(f.name(), list(item.clone()), true).with_metadata(
+                        [(
+                            quiver_common::pg_array::CATALOG_VECTOR_KEY.to_string(),
+                            kind.to_string(),
+                        )]
+                        .into(),
+                    )
+                }
                 None => f.as_ref().clone(),
             })
             .collect();
@@ -768,6 +884,23 @@ impl Relations<'_> {
             }
             out.rows.push(row);
         }
+        // The default btree class of each type (a primary key's).
+        let mut btree_opclasses = HashMap::new();
+        if let Some(classes) = self.inner.table("pg_opclass").await? {
+            let classes = Rows::of(&classes).await?;
+            for r in &classes.rows {
+                if classes.int(r, "opcmethod")? == Some(BTREE_AM_OID as i64)
+                    && matches!(
+                        r[classes.col("opcdefault")?],
+                        ScalarValue::Boolean(Some(true))
+                    )
+                    && let (Some(oid), Some(input)) =
+                        (classes.int(r, "oid")?, classes.int(r, "opcintype")?)
+                {
+                    btree_opclasses.insert(input, oid);
+                }
+            }
+        }
         for (table_oid, def) in &base.collections {
             for (oid, index) in Self::indexes(def) {
                 let field = match index {
@@ -794,8 +927,17 @@ impl Relations<'_> {
                     .is_some_and(|f| matches!(f.field_type, FieldType::Text));
                 let i = out.col("indcollation")?;
                 row[i] = int4_list(&[if collatable { 100 } else { 0 }]);
+                let class = match index {
+                    Some(i) => opclass_oid(i),
+                    None => def
+                        .fields
+                        .get(field)
+                        .and_then(|f| btree_opclasses.get(&pg_type_of(&f.field_type).oid))
+                        .copied()
+                        .unwrap_or(0),
+                };
                 let i = out.col("indclass")?;
-                row[i] = int4_list(&[0]);
+                row[i] = int4_list(&[class]);
                 let i = out.col("indoption")?;
                 row[i] = int2_list(&[0]);
                 out.rows.push(row);
@@ -839,7 +981,7 @@ impl Relations<'_> {
         for (table_oid, def) in &base.collections {
             for (i, f) in def.fields.iter().enumerate() {
                 let expr = match (&f.default, f.auto_increment) {
-                    (Some(d), _) => d.clone(),
+                    (Some(d), _) => deparsed_default(d, &f.field_type),
                     (None, true) => format!("nextval('{}_{}_seq'::regclass)", def.name, f.name),
                     (None, false) => continue,
                 };
@@ -862,6 +1004,23 @@ impl Relations<'_> {
             out.set(&mut row, "amname", text(name))?;
             out.set(&mut row, "amhandler", text(handler))?;
             out.set(&mut row, "amtype", text("i"))?;
+            out.rows.push(row);
+        }
+        out.into_table()
+    }
+
+    async fn pg_opclass(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        let base = self.base().await?;
+        let mut out = Rows::of(inner).await?;
+        for (oid, am, name, input, default) in vector_opclasses() {
+            let mut row = out.blank();
+            out.set(&mut row, "oid", int(oid))?;
+            out.set(&mut row, "opcmethod", int(am))?;
+            out.set(&mut row, "opcname", text(name))?;
+            out.set(&mut row, "opcnamespace", int(base.public.unwrap_or(0)))?;
+            out.set(&mut row, "opcowner", int(BOOTSTRAP_SUPERUSER_OID as i64))?;
+            out.set(&mut row, "opcintype", int(input))?;
+            out.set(&mut row, "opcdefault", boolean(default))?;
             out.rows.push(row);
         }
         out.into_table()
@@ -956,6 +1115,7 @@ enum Kind {
     FunctionArguments(&'static str),
     ObjDescription,
     ColDescription,
+    SerialSequence,
 }
 
 /// The catalog functions this module answers.
@@ -994,6 +1154,7 @@ impl ScalarUDFImpl for CatalogFn {
             Kind::FunctionResult => "pg_get_function_result",
             Kind::ObjDescription => "obj_description",
             Kind::ColDescription => "col_description",
+            Kind::SerialSequence => "pg_get_serial_sequence",
         }
     }
     fn signature(&self) -> &Signature {
@@ -1074,6 +1235,22 @@ impl ScalarUDFImpl for CatalogFn {
                         _ => None,
                     }
                 }
+                Kind::SerialSequence => {
+                    let text = |i: usize| -> Option<String> {
+                        let a = arrays.get(i)?;
+                        if a.is_null(row) {
+                            return None;
+                        }
+                        let a = arrow::compute::cast(&a.slice(row, 1), &DataType::Utf8).ok()?;
+                        Some(a.as_string::<i32>().value(0).to_string())
+                    };
+                    match (text(0), text(1)) {
+                        (Some(table), Some(column)) => {
+                            serial_sequence(&self.catalog, &self.database, &table, &column)
+                        }
+                        _ => None,
+                    }
+                }
                 Kind::Visible(_) => None,
             };
             out.append_option(value);
@@ -1112,6 +1289,7 @@ pub fn udfs(catalog: &Arc<Catalog>, database: &str, system: &Arc<SystemRows>) ->
         )),
         make(Kind::ObjDescription),
         make(Kind::ColDescription),
+        make(Kind::SerialSequence),
     ]
 }
 
@@ -1331,6 +1509,32 @@ impl SystemRows {
                 .map(|(_, d)| d.clone()),
         }
     }
+}
+
+/// `pg_get_serial_sequence(table, column)`: the sequence PostgreSQL would
+/// have made for a server-assigned column (BIGSERIAL, identity), named as
+/// there; NULL for other columns. The table name may be qualified and
+/// quoted (`public."Items"`), the column name is taken as written.
+fn serial_sequence(catalog: &Catalog, database: &str, table: &str, column: &str) -> Option<String> {
+    let unquote = |p: &str| match p.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+        Some(q) => q.replace("\"\"", "\""),
+        None => p.to_ascii_lowercase(),
+    };
+    let parts: Vec<String> = table.split('.').map(unquote).collect();
+    let name = match parts.as_slice() {
+        [t] => t.clone(),
+        [schema, t] if schema == crate::catalog_provider::PUBLIC_SCHEMA => t.clone(),
+        _ => return None,
+    };
+    let def = catalog.collection(database, &name)?;
+    let field = def.fields.iter().find(|f| f.name == column)?;
+    field.auto_increment.then(|| {
+        format!(
+            "{}.{}",
+            crate::catalog_provider::PUBLIC_SCHEMA,
+            quote_ident(&format!("{}_{}_seq", def.name, field.name))
+        )
+    })
 }
 
 /// The oid of the system catalog named `name` (`pg_class`,

@@ -45,6 +45,7 @@ fn mark_fits(key: &str, data_type: &DataType) -> bool {
             data_type,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         ),
+        quiver_common::pg_array::CATALOG_VECTOR_KEY => matches!(data_type, DataType::List(_)),
         _ => true,
     }
 }
@@ -75,6 +76,39 @@ pub fn wire_fields(
 ) -> PgWireResult<Vec<FieldInfo>> {
     let cleaned = without_stale_marks(schema);
     let schema = cleaned.as_ref().unwrap_or(schema);
+    let mut infos = bit_fields(schema, format, options)?;
+    // int2vector / oidvector columns of the catalog: arrays of int2 / oid
+    // in binary; PostgreSQL's `1 2` in text, described as text (pgwire
+    // quotes a text value of an array type, as it would an element).
+    for (i, f) in schema.fields().iter().enumerate() {
+        let kind = f
+            .metadata()
+            .get(quiver_common::pg_array::CATALOG_VECTOR_KEY)
+            .map(|k| k.as_str());
+        let old = &infos[i];
+        let pg_type = match (kind, old.format()) {
+            (None, _) => continue,
+            (Some(_), FieldFormat::Text) => Type::TEXT,
+            (Some("oidvector"), _) => Type::OID_VECTOR,
+            (Some(_), _) => Type::INT2_VECTOR,
+        };
+        infos[i] = FieldInfo::new(
+            old.name().to_string(),
+            old.table_id(),
+            old.column_id(),
+            pg_type,
+            old.format(),
+        )
+        .with_format_options(old.format_options().clone());
+    }
+    Ok(infos)
+}
+
+fn bit_fields(
+    schema: &Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
     let bits = bit_columns(schema);
     if bits.is_empty() {
         return arrow_schema_to_pg_fields(schema, format, options);
@@ -134,6 +168,17 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
             .field(i)
             .metadata()
             .contains_key(arrow_pg::datatypes::PG_VECTOR_KEY);
+        if schema
+            .field(i)
+            .metadata()
+            .contains_key(quiver_common::pg_array::CATALOG_VECTOR_KEY)
+            && let Some(text) = catalog_vector_text(&columns[i])
+        {
+            out_fields[i] = Field::new(schema.field(i).name(), DataType::Utf8, true);
+            columns[i] = text;
+            changed = true;
+            continue;
+        }
         let extra = field.format_options().extra_float_digits;
         if let Some(text) = super::text_out::text_column(&columns[i], extra, vector) {
             out_fields[i] = Field::new(schema.field(i).name(), text.data_type().clone(), true);
@@ -182,6 +227,24 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
         columns[i] = converted;
     }
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
+}
+
+/// An int2vector / oidvector column as PostgreSQL's text: the numbers
+/// separated by spaces (`1 2`, `` for none).
+fn catalog_vector_text(column: &ArrayRef) -> Option<ArrayRef> {
+    let list = column.as_list_opt::<i32>()?;
+    let mut b = StringBuilder::new();
+    for r in 0..list.len() {
+        if list.is_null(r) {
+            b.append_null();
+            continue;
+        }
+        let values = arrow::compute::cast(&list.value(r), &DataType::Int64).ok()?;
+        let values = values.as_primitive::<arrow::datatypes::Int64Type>();
+        let text: Vec<String> = values.iter().flatten().map(|v| v.to_string()).collect();
+        b.append_value(text.join(" "));
+    }
+    Some(Arc::new(b.finish()))
 }
 
 /// A `bit` parameter in PostgreSQL's text or binary form, as packed bytes

@@ -114,6 +114,88 @@ pub fn name_unnest_columns(stmt: &mut ast::Statement) {
     let _ = stmt.visit(&mut Names);
 }
 
+/// `generate_subscripts(a, dim)` in a select list (SQLAlchemy reads index
+/// keys with it beside `unnest(a)`), which DataFusion lacks: written as
+/// PostgreSQL defines it, `unnest(generate_series(array_lower(a, dim),
+/// array_upper(a, dim)))`, which DataFusion's unnest pairs with
+/// `unnest(a)` row by row as PostgreSQL does.
+pub fn generate_subscripts(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let is_it = f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            i.quote_style.is_none() && i.value.eq_ignore_ascii_case("generate_subscripts")
+        });
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        if !is_it || list.args.len() != 2 {
+            return ControlFlow::Continue(());
+        }
+        let (
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(array)),
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(dim)),
+        ) = (&list.args[0], &list.args[1])
+        else {
+            return ControlFlow::Continue(());
+        };
+        let text = format!(
+            "unnest(generate_series(array_lower({array}, {dim}), array_upper({array}, {dim})))"
+        );
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// `pg_index.indkey[0]`: the catalog's int2vector and oidvector columns
+/// count from 0 in PostgreSQL; quiver keeps them as arrays, which count
+/// from 1, so a subscript of one of them is moved up by one.
+pub fn zero_based_catalog_vectors(stmt: &mut ast::Statement) {
+    const VECTORS: [&str; 4] = ["indkey", "indclass", "indcollation", "indoption"];
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::CompoundFieldAccess { root, access_chain } = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        // `indkey[0]`, `i.indkey[0]` (its name in the root or as the last
+        // `.name` before the subscript).
+        let first = access_chain
+            .iter()
+            .position(|a| matches!(a, ast::AccessExpr::Subscript(_)));
+        let Some(first) = first else {
+            return ControlFlow::Continue(());
+        };
+        let name = match first.checked_sub(1).map(|i| &access_chain[i]) {
+            Some(ast::AccessExpr::Dot(Expr::Identifier(i))) => Some(i.value.clone()),
+            Some(_) => None,
+            None => match root.as_ref() {
+                Expr::Identifier(i) => Some(i.value.clone()),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()),
+                _ => None,
+            },
+        };
+        if !name.is_some_and(|n| VECTORS.contains(&n.to_ascii_lowercase().as_str())) {
+            return ControlFlow::Continue(());
+        }
+        if let Some(ast::AccessExpr::Subscript(ast::Subscript::Index { index })) =
+            access_chain.get_mut(first)
+        {
+            let old = std::mem::replace(index, Expr::value(ast::Value::Null));
+            *index = Expr::BinaryOp {
+                left: Box::new(Expr::Nested(Box::new(old))),
+                op: ast::BinaryOperator::Plus,
+                right: Box::new(Expr::value(ast::Value::Number("1".into(), false))),
+            };
+        }
+        ControlFlow::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -143,6 +225,36 @@ mod tests {
         assert_eq!(
             stmt.to_string(),
             "SELECT x FROM UNNEST(ARRAY['a']) x (x), UNNEST(ARRAY[1]) AS y (n)"
+        );
+    }
+
+    #[test]
+    fn subscripts_of_an_array_are_a_series() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT unnest(i.indkey), generate_subscripts(i.indkey, 1) AS ord FROM pg_index i",
+        )
+        .unwrap()
+        .remove(0);
+        super::generate_subscripts(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT unnest(i.indkey), unnest(generate_series(array_lower(i.indkey, 1), array_upper(i.indkey, 1))) AS ord FROM pg_index i"
+        );
+    }
+
+    #[test]
+    fn catalog_vectors_count_from_zero() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT i.indclass[0], indkey[n], tags[0] FROM pg_index i",
+        )
+        .unwrap()
+        .remove(0);
+        super::zero_based_catalog_vectors(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT i.indclass[(0) + 1], indkey[(n) + 1], tags[0] FROM pg_index i"
         );
     }
 }

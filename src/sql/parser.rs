@@ -613,6 +613,8 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             let mut stmt = rewrite_user_query(stmt);
             super::array_subquery::rewrite(&mut stmt);
             super::array_subquery::name_unnest_columns(&mut stmt);
+            super::array_subquery::generate_subscripts(&mut stmt);
+            super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -623,6 +625,8 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             let mut stmt = compat_rewrite(text, stmt);
             super::array_subquery::rewrite(&mut stmt);
             super::array_subquery::name_unnest_columns(&mut stmt);
+            super::array_subquery::generate_subscripts(&mut stmt);
+            super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
