@@ -149,12 +149,18 @@ pub async fn execute(
                     None => return Err(CatalogError::IndexNotFound { name: name.clone() }.into()),
                 }
             }
-            for name in found {
-                if let Some((updated, _)) = catalog.drop_index(&db, &name)? {
-                    let data = storage.open_collection(&updated)?;
-                    data.set_indexes(updated.indexes.clone());
-                    data.remove_index_files(&name).await?;
+            if session.block().in_block() {
+                // Inside a block the drop waits for COMMIT (and vanishes
+                // with ROLLBACK), as a DROP TABLE does there.
+                for name in found {
+                    if let Some((_, index)) = catalog.find_index(&db, &name) {
+                        session.drop_at_commit(db.clone(), name, index.id);
+                    }
                 }
+                return Ok(IndexOutput::Tag("DROP INDEX"));
+            }
+            for name in found {
+                drop_now(catalog, storage, &db, &name).await?;
             }
             Ok(IndexOutput::Tag("DROP INDEX"))
         }
@@ -228,6 +234,36 @@ pub async fn execute(
             Ok(IndexOutput::Rows(batch))
         }
     }
+}
+
+/// Drop index `name` of `database` from the catalog and its files.
+pub async fn drop_now(
+    catalog: &Catalog,
+    storage: &Storage,
+    database: &str,
+    name: &str,
+) -> Result<(), QueryError> {
+    if let Some((updated, _)) = catalog.drop_index(database, name)? {
+        let data = storage.open_collection(&updated)?;
+        data.set_indexes(updated.indexes.clone());
+        data.remove_index_files(name).await?;
+    }
+    Ok(())
+}
+
+/// The name of the index with catalog id `id` in `database`, if it still
+/// exists (it may have been renamed).
+pub fn index_name_of(catalog: &Catalog, database: &str, id: u64) -> Option<String> {
+    catalog
+        .collection_names(database)
+        .into_iter()
+        .filter_map(|c| catalog.collection(database, &c))
+        .find_map(|def| {
+            def.indexes
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| i.name.clone())
+        })
 }
 
 /// The name PostgreSQL gives an unnamed index: `<table>_<column>_idx`,

@@ -515,7 +515,8 @@ impl Session {
         self.txn.lock().undo.clone()
     }
 
-    /// DROP TABLE inside the block: done at COMMIT.
+    /// DROP TABLE or DROP INDEX inside the block (`id`: the collection's or
+    /// the index's): done at COMMIT.
     pub fn drop_at_commit(&self, db: String, name: String, id: u64) {
         let mut state = self.txn.lock();
         if !state.drops.iter().any(|(_, _, i)| *i == id) {

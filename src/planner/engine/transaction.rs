@@ -49,7 +49,6 @@ fn non_transactional(statement: &Statement) -> Option<&'static str> {
     Some(match statement {
         Statement::CreateDatabase { .. } => "CREATE DATABASE",
         Statement::DropDatabase { .. } => "DROP DATABASE",
-        Statement::Index(I::Drop { .. }) => "DROP INDEX",
         Statement::Index(I::Reindex { .. } | I::ReindexCollection { .. }) => "REINDEX",
         Statement::Access(A::ShowUsers | A::ShowRoles | A::ShowGrants { .. }) => return None,
         Statement::Access(_) => "a user, role or privilege statement",
@@ -288,8 +287,30 @@ impl Engine {
                             // By id: the collection may have been renamed
                             // since. The rows are committed: a drop that
                             // fails now is a warning, not a failed COMMIT.
-                            for (db, _, id) in drops {
+                            for (db, dropped, id) in drops {
                                 let Some(name) = self.catalog.name_of(&db, id) else {
+                                    // An index (ids of both come from one
+                                    // counter).
+                                    let Some(index) =
+                                        crate::index_ddl::index_name_of(&self.catalog, &db, id)
+                                    else {
+                                        continue;
+                                    };
+                                    if let Err(e) = crate::index_ddl::drop_now(
+                                        &self.catalog,
+                                        &self.storage,
+                                        &db,
+                                        &index,
+                                    )
+                                    .await
+                                    {
+                                        session.notice(
+                                            "01000",
+                                            format!(
+                                                "DROP INDEX {dropped} was not done at COMMIT: {e}"
+                                            ),
+                                        );
+                                    }
                                     continue;
                                 };
                                 match self.catalog.drop_collection(&db, &name, true) {
