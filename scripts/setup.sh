@@ -38,9 +38,9 @@ if [[ ${1:-} == --test ]]; then
     python3 -m pip install -q 'psycopg[binary]==3.2.*' 2>/dev/null \
       || python3 -m pip install -q --break-system-packages 'psycopg[binary]==3.2.*'
   fi
-  if ! python3 -c 'import psycopg2, asyncpg, sqlalchemy, alembic, pgvector, numpy' 2>/dev/null; then
-    echo "setup: installing psycopg2, asyncpg, SQLAlchemy, Alembic and pgvector-python for the driver tests" >&2
-    drivers=('psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*' 'alembic==1.14.*' 'pgvector==0.5.*' numpy)
+  if ! python3 -c 'import psycopg2, asyncpg, sqlalchemy, alembic, pgcli, pgvector, numpy' 2>/dev/null; then
+    echo "setup: installing psycopg2, asyncpg, SQLAlchemy, Alembic, pgcli and pgvector-python for the driver tests" >&2
+    drivers=('psycopg2-binary==2.9.*' 'asyncpg==0.32.*' 'sqlalchemy==2.0.*' 'alembic==1.14.*' 'pgcli==4.*' 'pgvector==0.5.*' numpy)
     python3 -m pip install -q "${drivers[@]}" 2>/dev/null \
       || python3 -m pip install -q --break-system-packages "${drivers[@]}"
   fi

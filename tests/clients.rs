@@ -467,6 +467,13 @@ fn alembic_migration() {
     run_python("alembic_check.py");
 }
 
+/// pgcli: `-c` with a query and `\d`, and the introspection of its
+/// completion.
+#[test]
+fn pgcli_commands_and_completion_metadata() {
+    run_python("pgcli_check.py");
+}
+
 /// pgvector-python's psycopg integration: register_vector, numpy
 /// parameters, binary COPY of vectors.
 #[test]

@@ -22,6 +22,9 @@ use quiver_common::sqlstate;
 enum Call {
     Current,
     Set,
+    /// `current_schemas(include_implicit)`: the search path's schemas
+    /// that exist.
+    Schemas,
 }
 
 fn call_of(e: &Expr) -> Option<(Call, &[FunctionArg])> {
@@ -33,6 +36,7 @@ fn call_of(e: &Expr) -> Option<(Call, &[FunctionArg])> {
     let call = match name.value.to_ascii_lowercase().as_str() {
         "current_setting" => Call::Current,
         "set_config" => Call::Set,
+        "current_schemas" => Call::Schemas,
         _ => return None,
     };
     match &f.args {
@@ -127,6 +131,7 @@ fn not_constant(call: Call) -> QueryError {
     let name = match call {
         Call::Current => "current_setting",
         Call::Set => "set_config",
+        Call::Schemas => "current_schemas",
     };
     QueryError::Unsupported(format!(
         "{name}() with arguments that are not constants is not supported: name the setting in a string literal"
@@ -218,7 +223,7 @@ fn evaluate(
             Call::Current => {
                 "function current_setting with these arguments does not exist: use current_setting(name text [, missing_ok boolean])".into()
             }
-            Call::Set => {
+            Call::Set | Call::Schemas => {
                 "function set_config with these arguments does not exist: use set_config(name text, value text, is_local boolean)".into()
             }
             },
@@ -234,6 +239,7 @@ fn with_parameters(call: Call, args: &[FunctionArg]) -> Option<Expr> {
     let types = match call {
         Call::Current => [DataType::Text, DataType::Boolean, DataType::Boolean],
         Call::Set => [DataType::Text, DataType::Text, DataType::Boolean],
+        Call::Schemas => return None,
     };
     let cast = |e: &Expr, t: &DataType| Expr::Cast {
         kind: CastKind::DoubleColon,
@@ -275,6 +281,46 @@ fn with_parameters(call: Call, args: &[FunctionArg]) -> Option<Expr> {
     })
 }
 
+/// The schemas quiver has: every database has these.
+const SCHEMAS: [&str; 3] = ["public", "pg_catalog", "information_schema"];
+
+/// `current_schemas(include_implicit)` as an array of the search path's
+/// schemas that exist (`pg_catalog` first when implicit ones are asked
+/// for and the path does not name it). `None`: its argument is not a
+/// constant (left to the planner, which refuses it).
+fn schemas(
+    session: &Session,
+    args: &[FunctionArg],
+    params: Option<&ParamValues>,
+) -> Result<Option<Expr>, QueryError> {
+    let implicit = match args {
+        [a] => match constant(a, params) {
+            Some(Arg::Bool(b)) => b,
+            Some(Arg::Null) => return Ok(Some(text_value(None))),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let path = session.var("search_path").unwrap_or_default();
+    let mut names: Vec<String> = path
+        .split(',')
+        .map(|p| p.trim().trim_matches('"').to_string())
+        .filter(|p| SCHEMAS.contains(&p.as_str()))
+        .collect();
+    names.dedup();
+    if implicit && !names.iter().any(|n| n == "pg_catalog") {
+        names.insert(0, "pg_catalog".to_string());
+    }
+    let items: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    let text = format!("CAST(ARRAY[{}] AS TEXT[])", items.join(", "));
+    Ok(datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&text)
+    .and_then(|mut p| p.parse_expr())
+    .ok())
+}
+
 /// Replace every call in `stmt` by its value, in the order PostgreSQL
 /// computes them. `apply`: at execution (`set_config` changes the setting,
 /// `params` are the statement's); otherwise at PREPARE, where a call with
@@ -292,6 +338,17 @@ pub fn rewrite(
         };
         if !apply && let Some(prepared) = with_parameters(call, args) {
             *e = prepared;
+            return ControlFlow::Continue(());
+        }
+        if call == Call::Schemas {
+            match schemas(session, args, params) {
+                Ok(Some(array)) => *e = array,
+                Ok(None) => {}
+                Err(err) => {
+                    error = Some(err);
+                    return ControlFlow::Break(());
+                }
+            }
             return ControlFlow::Continue(());
         }
         match evaluate(session, call, args, apply, params) {

@@ -196,6 +196,65 @@ pub fn zero_based_catalog_vectors(stmt: &mut ast::Statement) {
     });
 }
 
+/// `x::regtype::text`: the name of the type with oid `x`, which is what
+/// `format_type(x, NULL)` gives (pgcli reads column types so). quiver's
+/// regtype is the oid itself, whose text would be the number.
+pub fn regtype_text(stmt: &mut ast::Statement) {
+    fn is_regtype(t: &ast::DataType) -> bool {
+        match t {
+            ast::DataType::Custom(name, args) if args.is_empty() => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regtype")),
+            _ => false,
+        }
+    }
+    fn is_text(t: &ast::DataType) -> bool {
+        match t {
+            ast::DataType::Text | ast::DataType::Varchar(_) | ast::DataType::String(_) => true,
+            ast::DataType::Custom(name, args) if args.is_empty() => {
+                name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    i.value.eq_ignore_ascii_case("text") || i.value.eq_ignore_ascii_case("name")
+                })
+            }
+            _ => false,
+        }
+    }
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = e
+        else {
+            return ControlFlow::<()>::Continue(());
+        };
+        if !is_text(data_type) {
+            return ControlFlow::Continue(());
+        }
+        let Expr::Cast {
+            expr: oid,
+            data_type: reg,
+            ..
+        } = inner.as_ref()
+        else {
+            return ControlFlow::Continue(());
+        };
+        if !is_regtype(reg) || matches!(oid.as_ref(), Expr::Value(_)) {
+            return ControlFlow::Continue(());
+        }
+        let text = format!("format_type({oid}, NULL)");
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -255,6 +314,21 @@ mod tests {
         assert_eq!(
             stmt.to_string(),
             "SELECT i.indclass[(0) + 1], indkey[(n) + 1], tags[0] FROM pg_index i"
+        );
+    }
+
+    #[test]
+    fn a_regtype_as_text_is_its_name() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT att.atttypid::regtype::text, 'int4'::regtype::text FROM pg_attribute att",
+        )
+        .unwrap()
+        .remove(0);
+        super::regtype_text(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT format_type(att.atttypid, NULL), 'int4'::regtype::TEXT FROM pg_attribute att"
         );
     }
 }

@@ -615,6 +615,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::name_unnest_columns(&mut stmt);
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
+            super::array_subquery::regtype_text(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -627,6 +628,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::name_unnest_columns(&mut stmt);
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
+            super::array_subquery::regtype_text(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -1002,6 +1004,8 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
         .iter()
         .map(|t| match &t.token {
             Token::SingleQuotedString(s) => s.clone(),
+            // A quoted name is its text: `SET TIME ZONE "Etc/UTC"` (pgcli).
+            Token::Word(w) if w.quote_style == Some('"') => w.value.clone(),
             other => other.to_string(),
         })
         .collect::<Vec<_>>()
