@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing quiver needs on a Debian machine, only
 # what is missing: a C toolchain, cmake and OpenBLAS (faiss), openssl, the psql client,
-# Python's psycopg for the driver tests, and a Rust toolchain.
+# a Rust toolchain, and with --test the clients of the driver tests (Python
+# drivers, SQLAlchemy, Alembic, pgcli, node-postgres, a JDK and pgjdbc).
 set -euo pipefail
 
 need_apt=()
@@ -33,6 +34,16 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [[ ${1:-} == --test ]]; then
+  # pgjdbc's client test: a JDK and Debian's PostgreSQL JDBC driver.
+  test_apt=()
+  command -v javac >/dev/null || test_apt+=(default-jdk-headless)
+  [[ -f /usr/share/java/postgresql.jar ]] || test_apt+=(libpostgresql-jdbc-java)
+  if ((${#test_apt[@]})); then
+    sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+    echo "setup: installing ${test_apt[*]} for the pgjdbc test" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${test_apt[@]}" >/dev/null
+  fi
   if ! python3 -c 'import psycopg' 2>/dev/null; then
     echo "setup: installing psycopg for the driver tests" >&2
     python3 -m pip install -q 'psycopg[binary]==3.2.*' 2>/dev/null \

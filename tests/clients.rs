@@ -474,6 +474,29 @@ fn pgcli_commands_and_completion_metadata() {
     run_python("pgcli_check.py");
 }
 
+/// pgjdbc (Debian's `libpostgresql-jdbc-java`): batched INSERT counts,
+/// `LIMIT ?`, vectors as PGobject, rollback, getTables and getColumns
+/// (`tests/clients/JdbcCheck.java`, run as a single-file program).
+#[test]
+fn pgjdbc() {
+    let server = common::Server::start();
+    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
+        .join("tests/clients/JdbcCheck.java");
+    let out = std::process::Command::new("java")
+        .args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(path)
+        .arg(server.port.to_string())
+        .env("PGPASSWORD", common::PASSWORD)
+        .output()
+        .unwrap_or_else(|e| panic!("java: {e} (`make test` installs it)"));
+    assert!(
+        out.status.success(),
+        "JdbcCheck failed (`make test` installs a JDK and libpostgresql-jdbc-java):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// pgvector-python's psycopg integration: register_vector, numpy
 /// parameters, binary COPY of vectors.
 #[test]

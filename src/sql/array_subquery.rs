@@ -255,6 +255,67 @@ pub fn regtype_text(stmt: &mut ast::Statement) {
     });
 }
 
+/// `typinput = 'pg_catalog.array_in'::regproc` (pgjdbc's type lookup):
+/// the function columns of `pg_type` hold the functions' names, so the
+/// comparison is of names. Returns whether it rewrote anything.
+pub fn regproc_names(stmt: &mut ast::Statement) -> bool {
+    const COLUMNS: [&str; 7] = [
+        "typinput",
+        "typoutput",
+        "typreceive",
+        "typsend",
+        "typmodin",
+        "typmodout",
+        "typanalyze",
+    ];
+    fn column_name(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+    fn regproc_literal(e: &Expr) -> Option<String> {
+        let Expr::Cast {
+            expr,
+            data_type: ast::DataType::Custom(name, args),
+            ..
+        } = e
+        else {
+            return None;
+        };
+        let is_regproc = args.is_empty()
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regproc"));
+        let Expr::Value(v) = expr.as_ref() else {
+            return None;
+        };
+        let ast::Value::SingleQuotedString(text) = &v.value else {
+            return None;
+        };
+        is_regproc.then(|| text.strip_prefix("pg_catalog.").unwrap_or(text).to_string())
+    }
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Eq | ast::BinaryOperator::NotEq,
+            right,
+        } = e
+            && column_name(left).is_some_and(|c| COLUMNS.contains(&c.as_str()))
+            && let Some(name) = regproc_literal(right)
+        {
+            **right = Expr::value(ast::Value::SingleQuotedString(name));
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -28,6 +28,11 @@ use quiver_vector::Metric;
 /// client queries replaced the text (a stub for what DataFusion cannot
 /// plan), that replacement is kept.
 fn compat_rewrite(text: &str, stmt: ast::Statement) -> ast::Statement {
+    let mut stmt = stmt;
+    if super::array_subquery::regproc_names(&mut stmt) {
+        protect_select_subqueries(&mut stmt);
+        return COMPAT.rewrite(stmt);
+    }
     let plain = COMPAT.rewrite(stmt.clone());
     match COMPAT.parse(text) {
         Ok(mut v) if v.len() == 1 => {
@@ -38,7 +43,6 @@ fn compat_rewrite(text: &str, stmt: ast::Statement) -> ast::Statement {
         }
         _ => {}
     }
-    let mut stmt = stmt;
     protect_select_subqueries(&mut stmt);
     COMPAT.rewrite(stmt)
 }
