@@ -1290,7 +1290,91 @@ pub fn udfs(catalog: &Arc<Catalog>, database: &str, system: &Arc<SystemRows>) ->
         make(Kind::ObjDescription),
         make(Kind::ColDescription),
         make(Kind::SerialSequence),
+        ScalarUDF::new_from_impl(ExpandArray {
+            signature: Signature::any(1, Volatility::Immutable),
+        }),
     ]
+}
+
+/// `information_schema._pg_expandarray(a)`: each element of `a` with its
+/// position from 1, as `(x, n)` records (pgjdbc reads primary keys and
+/// index columns with it). A set-returning function in PostgreSQL; here
+/// a list of records that the SQL layer wraps in `unnest()`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExpandArray {
+    signature: Signature,
+}
+
+fn expanded_type(item: &DataType) -> DataType {
+    let record = DataType::Struct(
+        vec![
+            Field::new("x", item.clone(), true),
+            Field::new("n", DataType::Int32, false),
+        ]
+        .into(),
+    );
+    DataType::List(Arc::new(Field::new_list_field(record, true)))
+}
+
+impl ScalarUDFImpl for ExpandArray {
+    fn name(&self) -> &str {
+        "_pg_expandarray"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args.first() {
+            Some(DataType::List(f)) => Ok(expanded_type(f.data_type())),
+            Some(DataType::Null) => Ok(expanded_type(&DataType::Int32)),
+            other => datafusion::common::plan_err!(
+                "function _pg_expandarray({}) does not exist: it takes an array",
+                other.map(|t| t.to_string()).unwrap_or_default()
+            ),
+        }
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let array = args.args[0].to_array(n)?;
+        let Some(list) = array.as_list_opt::<i32>() else {
+            return Ok(ColumnarValue::Array(arrow::array::new_null_array(
+                &expanded_type(&DataType::Int32),
+                n,
+            )));
+        };
+        let offsets = list.offsets();
+        let mut positions = Vec::with_capacity(list.values().len());
+        for w in offsets.windows(2) {
+            positions.extend(1..=(w[1] - w[0]));
+        }
+        // Values outside every list (a sliced array) keep a position too.
+        positions.resize(list.values().len(), 0);
+        let item = match list.data_type() {
+            DataType::List(f) => f.data_type().clone(),
+            other => other.clone(),
+        };
+        let DataType::List(record_field) = expanded_type(&item) else {
+            unreachable!("expanded_type makes a list")
+        };
+        let DataType::Struct(fields) = record_field.data_type().clone() else {
+            unreachable!("expanded_type makes a list of structs")
+        };
+        let records = arrow::array::StructArray::try_new(
+            fields,
+            vec![
+                list.values().clone(),
+                Arc::new(arrow::array::Int32Array::from(positions)),
+            ],
+            None,
+        )?;
+        let out = arrow::array::ListArray::try_new(
+            record_field,
+            list.offsets().clone(),
+            Arc::new(records),
+            list.nulls().cloned(),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
 #[cfg(test)]

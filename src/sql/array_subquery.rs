@@ -120,6 +120,8 @@ pub fn name_unnest_columns(stmt: &mut ast::Statement) {
 /// array_upper(a, dim)))`, which DataFusion's unnest pairs with
 /// `unnest(a)` row by row as PostgreSQL does.
 pub fn generate_subscripts(stmt: &mut ast::Statement) {
+    expand_arrays(stmt);
+    composite_fields(stmt);
     let _ = ast::visit_expressions_mut(stmt, |e| {
         let Expr::Function(f) = e else {
             return ControlFlow::<()>::Continue(());
@@ -316,6 +318,65 @@ pub fn regproc_names(stmt: &mut ast::Statement) -> bool {
     changed
 }
 
+/// `information_schema._pg_expandarray(a)` (pgjdbc's key columns), a
+/// set-returning function of records `(x, n)`: written as
+/// `unnest(_pg_expandarray(a))`, the unnest of the list of records the
+/// function of that name gives.
+fn expand_arrays(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let is_it = f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("_pg_expandarray"));
+        if !is_it {
+            return ControlFlow::Continue(());
+        }
+        let mut inner = f.clone();
+        inner.name = ast::ObjectName::from(vec![ast::Ident::new("_pg_expandarray")]);
+        let text = format!("unnest({inner})");
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// `(expr).field`, a field of a record value (pgjdbc's
+/// `(information_schema._pg_expandarray(i.indkey)).n`), which DataFusion
+/// reads only from columns: written as `get_field(expr, 'field')`.
+fn composite_fields(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::CompoundFieldAccess { root, access_chain } = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let Expr::Nested(inner) = root.as_ref() else {
+            return ControlFlow::Continue(());
+        };
+        let [ast::AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let text = format!(
+            "get_field({inner}, '{}')",
+            field.value.to_ascii_lowercase().replace('\'', "''")
+        );
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -390,6 +451,21 @@ mod tests {
         assert_eq!(
             stmt.to_string(),
             "SELECT format_type(att.atttypid, NULL), 'int4'::regtype::TEXT FROM pg_attribute att"
+        );
+    }
+
+    #[test]
+    fn expanded_arrays_are_unnested_records() {
+        let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            "SELECT (information_schema._pg_expandarray(i.indkey)).n, (r.keys).x FROM pg_index i, r",
+        )
+        .unwrap()
+        .remove(0);
+        super::generate_subscripts(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT get_field(unnest(_pg_expandarray(i.indkey)), 'n'), get_field(r.keys, 'x') FROM pg_index i, r"
         );
     }
 }

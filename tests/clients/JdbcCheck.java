@@ -2,7 +2,8 @@
 // prepared INSERTs report their row counts, `LIMIT ?` with setInt, a
 // vector read with getObject (a PGobject of type vector, as from
 // PostgreSQL + pgvector), rollback(), and DatabaseMetaData's getTables
-// and getColumns giving what PostgreSQL gives for the same table.
+// getColumns, getPrimaryKeys and getIndexInfo giving what PostgreSQL gives
+// for the same table.
 // Run as `java -cp postgresql.jar JdbcCheck.java <port>`.
 import java.sql.*;
 import java.util.*;
@@ -72,6 +73,14 @@ public class JdbcCheck {
             "id,-5,int8,19,0,NO,1",
             "title,12,text,2147483647,0,NO,2",
             "embedding,1111,vector,2147483647,1,YES,3")), "getColumns " + columns);
+        List<String> keys = rows(md.getPrimaryKeys(null, "public", "jdbc_docs"),
+            "COLUMN_NAME", "KEY_SEQ", "PK_NAME");
+        check(keys.equals(List.of("id,1,jdbc_docs_pkey")), "getPrimaryKeys " + keys);
+        List<String> indexes = rows(md.getIndexInfo(null, "public", "jdbc_docs", false, false),
+            "INDEX_NAME", "NON_UNIQUE", "COLUMN_NAME", "ORDINAL_POSITION", "TYPE");
+        check(indexes.equals(List.of(
+            "jdbc_docs_pkey,f,id,1,3",
+            "jdbc_docs_embedding_idx,t,embedding,1,3")), "getIndexInfo " + indexes);
         s.execute("DROP TABLE jdbc_docs");
         System.out.println("pgjdbc ok");
     }
