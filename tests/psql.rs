@@ -432,7 +432,7 @@ fn repeated_column_names_are_postgres_names() {
     }
 }
 
-/// `\d`, `\dt`, `\di` and `\dx` print what PostgreSQL 15 + pgvector 0.8
+/// `\d`, `\d+`, `\dt`, `\di` and `\dx` print what PostgreSQL 15 + pgvector 0.8
 /// print for the same script (checked there; PostgreSQL's owner is
 /// `postgres` where quiver's is the user who created the collection):
 /// vector and numeric typmods, NOT NULL, defaults, the primary key and
@@ -449,6 +449,7 @@ CREATE TABLE docs (id bigint PRIMARY KEY, title text NOT NULL, price numeric(10,
 CREATE INDEX docs_embedding_idx ON docs USING hnsw (embedding vector_cosine_ops) WITH (m = 8);
 CREATE TABLE "Notes" (body text);
 \d docs
+\d+ docs
 \d "Notes"
 \dt
 \di
@@ -479,6 +480,20 @@ CREATE TABLE
 Indexes:
     "docs_pkey" PRIMARY KEY, btree (id)
     "docs_embedding_idx" hnsw (embedding vector_cosine_ops) WITH (m='8')
+
+                                               Table "public.docs"
+  Column   |     Type      | Collation | Nullable | Default | Storage  | Compression | Stats target | Description 
+-----------+---------------+-----------+----------+---------+----------+-------------+--------------+-------------
+ id        | bigint        |           | not null |         | plain    |             |              | 
+ title     | text          |           | not null |         | extended |             |              | 
+ price     | numeric(10,2) |           |          |         | main     |             |              | 
+ score     | real          |           |          | 0.5     | plain    |             |              | 
+ tags      | text[]        |           |          |         | extended |             |              | 
+ embedding | vector(3)     |           |          |         | external |             |              | 
+Indexes:
+    "docs_pkey" PRIMARY KEY, btree (id)
+    "docs_embedding_idx" hnsw (embedding vector_cosine_ops) WITH (m='8')
+Access method: heap
 
               Table "public.Notes"
  Column | Type | Collation | Nullable | Default 

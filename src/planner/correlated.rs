@@ -402,8 +402,19 @@ impl AnalyzerRule for CorrelatedSubqueryAnalyzer {
                 "ScalarSubquery that refers to the target of an UPDATE or DELETE".into(),
             ));
         }
+        // Also a subquery that unnests a value of the outer row (psql's
+        // `ARRAY(SELECT ... FROM unnest(tc.reloptions) x)`): DataFusion
+        // accepts it but cannot decorrelate it, leaving the outer column
+        // inside the join it makes.
         let refused = |outer: &LogicalPlan, e: &Expr| match e {
-            Expr::ScalarSubquery(sq) => check_subquery_expr(outer, &sq.subquery, e).is_err(),
+            Expr::ScalarSubquery(sq) => {
+                check_subquery_expr(outer, &sq.subquery, e).is_err()
+                    || (!sq.outer_ref_columns.is_empty()
+                        && sq
+                            .subquery
+                            .exists(|p| Ok(matches!(p, LogicalPlan::Unnest(_))))
+                            .unwrap_or(false))
+            }
             _ => false,
         };
         if changes_rows(&plan) {
@@ -578,6 +589,7 @@ impl Sub {
                 None => Ok(Transformed::no(e)),
             }
         })?;
+        let with_params = without_relation_subqueries(with_params)?;
         // Two rows tell "more than one" from "one".
         let limited = LogicalPlanBuilder::from(with_params)
             .limit(0, Some(2))?
@@ -877,6 +889,18 @@ async fn run_once(
     value.cast_to(sub.field.data_type())
 }
 
+/// `plan` with its relation subqueries (DataFusion's wrapping of a FROM
+/// item that reads the outer row, `unnest(tc.reloptions)`) replaced by
+/// their plans: once the outer values are in, they are plain relations,
+/// which the physical planner plans and a Subquery node it refuses.
+fn without_relation_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|p| match p {
+        LogicalPlan::Subquery(sq) => Ok(Transformed::yes(Arc::unwrap_or_clone(sq.subquery))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
 /// The subquery planned whole for one set of outer values.
 async fn plan_whole(
     sub: &Sub,
@@ -895,6 +919,7 @@ async fn plan_whole(
             None => Ok(Transformed::no(e)),
         }
     })?;
+    let bound = without_relation_subqueries(bound)?;
     // Two rows tell "more than one" from "one".
     let bound = LogicalPlanBuilder::from(bound).limit(0, Some(2))?.build()?;
     let bound = crate::session::optimize(state, &bound)?;
