@@ -479,21 +479,11 @@ fn pgcli_commands_and_completion_metadata() {
 /// (`tests/clients/JdbcCheck.java`, run as a single-file program).
 #[test]
 fn pgjdbc() {
-    let server = common::Server::start();
-    let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
-        .join("tests/clients/JdbcCheck.java");
-    let out = std::process::Command::new("java")
-        .args(["-cp", "/usr/share/java/postgresql.jar"])
-        .arg(path)
-        .arg(server.port.to_string())
-        .env("PGPASSWORD", common::PASSWORD)
-        .output()
-        .unwrap_or_else(|e| panic!("java: {e} (`make test` installs it)"));
-    assert!(
-        out.status.success(),
-        "JdbcCheck failed (`make test` installs a JDK and libpostgresql-jdbc-java):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_client_with(
+        "java",
+        &["-cp", "/usr/share/java/postgresql.jar"],
+        "JdbcCheck.java",
+        &["{port}"],
     );
 }
 
@@ -524,12 +514,19 @@ fn run_python(name: &str) {
 /// server (`{port}` in `args` is its port); the script must succeed.
 /// `make test` installs the programs and their modules.
 fn run_client(program: &str, script: &str, args: &[&str]) {
+    run_client_with(program, &[], script, args);
+}
+
+/// [`run_client`] with arguments for `program` before the script's path
+/// (`java -cp <jar> Script.java`).
+fn run_client_with(program: &str, before: &[&str], script: &str, args: &[&str]) {
     let server = common::Server::start();
     let path = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap())
         .join("tests/clients")
         .join(script);
     let port = server.port.to_string();
     let out = std::process::Command::new(program)
+        .args(before)
         .arg(path)
         .args(args.iter().map(|a| a.replace("{port}", &port)))
         .env("PGPASSWORD", common::PASSWORD)

@@ -378,6 +378,15 @@ impl ScalarUDFImpl for BuildObject {
                 "argument list must have even number of elements: json_build_object() takes key, value pairs"
             );
         }
+        if let Some(k) = (0..args.args.len())
+            .step_by(2)
+            .find(|&k| matches!(&args.args[k], ColumnarValue::Scalar(v) if v.is_null()))
+        {
+            return exec_err!(
+                "argument {} cannot be null: an object key must be a value",
+                k + 1
+            );
+        }
         let n = args.number_rows;
         let arrays = args
             .args
@@ -390,7 +399,7 @@ impl ScalarUDFImpl for BuildObject {
             for pair in arrays.chunks(2) {
                 let key = ScalarValue::try_from_array(&pair[0], row)?;
                 if key.is_null() {
-                    return exec_err!("null value not allowed for object key");
+                    return exec_err!("argument cannot be null: an object key must be a value");
                 }
                 let key = match key {
                     ScalarValue::Utf8(Some(k))

@@ -108,6 +108,11 @@ fn execution(message: &str) -> SqlState {
         || message.contains("more than one row returned by a subquery")
     {
         sqlstate::CARDINALITY_VIOLATION
+    } else if message.starts_with("argument list must have even number of elements")
+        || (message.starts_with("argument ") && message.contains(" cannot be null"))
+    {
+        // json_build_object's arguments, as PostgreSQL words them.
+        sqlstate::INVALID_PARAMETER_VALUE
     } else if message.starts_with("Placeholder '") && message.contains("was not provided a value") {
         // `SELECT $1` in a simple query, which has no parameters.
         sqlstate::UNDEFINED_PARAMETER
