@@ -63,7 +63,8 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         // As PostgreSQL's float4out/float8out write them (text results).
         700 => quiver_server::text_out::float4(f32::from_be_bytes(be(raw)), 1),
         701 => quiver_server::text_out::float8(f64::from_be_bytes(be(raw)), 1),
-        1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 => decode_array(raw),
+        1000 | 1005 | 1007 | 1016 | 1021 | 1022 | 1009 | 1015 | 2951 => decode_array(raw),
+        2950 => quiver_common::uuid::format(&be(raw)),
         // bit: the length in bits, then the bits, first in the high bit.
         1560 => {
             let n = i32::from_be_bytes(be(raw)) as usize;

@@ -23,6 +23,8 @@ pub enum FieldType {
     },
     Text,
     Json,
+    /// `UUID`: stored as its canonical text (see `quiver_common::uuid`).
+    Uuid,
     Bytea,
     Date,
     Timestamp,
@@ -49,7 +51,7 @@ impl FieldType {
             FieldType::Float32 => DataType::Float32,
             FieldType::Float64 => DataType::Float64,
             FieldType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            FieldType::Text | FieldType::Json => DataType::Utf8,
+            FieldType::Text | FieldType::Json | FieldType::Uuid => DataType::Utf8,
             FieldType::Bytea => DataType::Binary,
             FieldType::Date => DataType::Date32,
             FieldType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -76,6 +78,7 @@ impl FieldType {
             FieldType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
             FieldType::Text => "text".into(),
             FieldType::Json => "json".into(),
+            FieldType::Uuid => "uuid".into(),
             FieldType::Bytea => "bytea".into(),
             FieldType::Date => "date".into(),
             FieldType::Timestamp => "timestamp".into(),
@@ -90,7 +93,11 @@ impl FieldType {
     pub fn can_be_primary_key(&self) -> bool {
         matches!(
             self,
-            FieldType::Int16 | FieldType::Int32 | FieldType::Int64 | FieldType::Text
+            FieldType::Int16
+                | FieldType::Int32
+                | FieldType::Int64
+                | FieldType::Text
+                | FieldType::Uuid
         )
     }
 }
@@ -126,6 +133,7 @@ impl FieldDef {
         match self.field_type {
             FieldType::Vector { .. } => field.with_metadata(vector_metadata()),
             FieldType::Bit { bits } => field.with_metadata(bit_metadata(bits)),
+            FieldType::Uuid => field.with_metadata(quiver_common::uuid::uuid_metadata()),
             _ => field,
         }
     }

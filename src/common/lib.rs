@@ -6,6 +6,7 @@ pub mod interrupt;
 pub mod pg_array;
 pub mod sqlstate;
 pub mod timestamp_text;
+pub mod uuid;
 
 /// The PostgreSQL version quiver reports to clients (they pick their
 /// catalog queries by it).

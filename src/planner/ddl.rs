@@ -88,6 +88,7 @@ fn parse_type_text(text: &str) -> Result<(FieldType, bool), QueryError> {
         "text" | "varchar" | "character varying" | "char" | "character" | "bpchar" | "string"
         | "name" => FieldType::Text,
         "json" | "jsonb" => FieldType::Json,
+        "uuid" => FieldType::Uuid,
         "bytea" => FieldType::Bytea,
         "date" => FieldType::Date,
         "timestamp" | "timestamp without time zone" => FieldType::Timestamp,

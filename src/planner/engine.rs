@@ -376,8 +376,10 @@ impl Engine {
         storage: Arc<Storage>,
         memory: super::memory::QueryMemory,
     ) -> Result<Engine, QueryError> {
+        // information_schema is quiver's (its `columns` in PostgreSQL's
+        // form), registered per session in `state_for`.
         let config = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(DEFAULT_DATABASE, PUBLIC_SCHEMA)
             .set_str("datafusion.sql_parser.dialect", "postgres")
@@ -423,6 +425,7 @@ impl Engine {
             .with_expr_planners(planners)
             .with_type_planner(Arc::new(VectorTypePlanner))
             .with_analyzer_rule(Arc::new(VectorCastRule))
+            .with_analyzer_rule(Arc::new(crate::uuid_sql::UuidRule))
             .with_analyzer_rule(Arc::new(crate::correlated::CorrelatedSubqueryAnalyzer))
             .with_optimizer_rule(Arc::new(crate::correlated::CorrelatedSubqueryRule))
             .with_optimizer_rule(Arc::new(AnnSearchRule))
@@ -492,6 +495,13 @@ impl Engine {
             database: database.to_string(),
         };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
+        let information_schema = super::information_schema::InformationSchema::new(
+            Arc::new(visible.clone()),
+            self.catalog.clone(),
+            database,
+            self.system_rows.clone(),
+        );
+        let visible = visible.with_schema("information_schema", Arc::new(information_schema));
         // The session's share of the server's query memory.
         let server_env = self.base.runtime_env();
         let pool = Arc::new(super::memory::SessionPool::new(
@@ -513,6 +523,7 @@ impl Engine {
             .into_iter()
             .chain(super::pg_compat::all_udfs())
             .chain(super::json_udf::all_udfs())
+            .chain(super::uuid_sql::all_udfs())
             .chain(super::pg_users::udfs(&self.catalog))
             .chain(super::pg_relations::udfs(
                 &self.catalog,

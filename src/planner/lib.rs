@@ -18,6 +18,7 @@ pub mod ddl;
 pub mod ddl_undo;
 pub mod engine;
 pub mod index_ddl;
+pub mod information_schema;
 mod insert_values;
 mod int_types;
 pub mod json_udf;
@@ -30,6 +31,7 @@ pub mod returning;
 pub mod search_cache;
 pub mod session;
 pub mod settings_fn;
+pub mod uuid_sql;
 pub mod vector_sql;
 pub mod vector_udf;
 

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableProvider;
@@ -284,6 +284,7 @@ fn deparsed_default(text: &str, t: &FieldType) -> String {
     let name = match t {
         FieldType::Text => "text",
         FieldType::Json => "json",
+        FieldType::Uuid => "uuid",
         FieldType::Bytea => "bytea",
         FieldType::Date => "date",
         FieldType::Timestamp => "timestamp without time zone",
@@ -294,6 +295,22 @@ fn deparsed_default(text: &str, t: &FieldType) -> String {
         format!("{text}::{name}")
     } else {
         text.to_string()
+    }
+}
+
+/// The type oid and typmod of a column of type `t`.
+pub fn column_type(t: &FieldType) -> (i64, i64) {
+    let p = pg_type_of(t);
+    (p.oid, p.typmod)
+}
+
+/// A column's default as PostgreSQL prints it (`'n'::text`,
+/// `nextval('t_id_seq'::regclass)` for a serial column).
+pub fn column_default(def: &CollectionDef, f: &quiver_catalog::FieldDef) -> Option<String> {
+    match (&f.default, f.auto_increment) {
+        (Some(d), _) => Some(deparsed_default(d, &f.field_type)),
+        (None, true) => Some(format!("nextval('{}_{}_seq'::regclass)", def.name, f.name)),
+        (None, false) => None,
     }
 }
 
@@ -333,6 +350,7 @@ fn element_type(t: &FieldType) -> (i64, i64, i64, bool, &'static str, &'static s
         ),
         FieldType::Text => (25, 1009, -1, false, "i", "x", -1),
         FieldType::Json => (114, 199, -1, false, "i", "x", -1),
+        FieldType::Uuid => (2950, 2951, 16, false, "c", "p", -1),
         FieldType::Bytea => (17, 1001, -1, false, "i", "x", -1),
         FieldType::Date => (1082, 1182, 4, true, "i", "p", -1),
         FieldType::Timestamp => (1114, 1115, 8, true, "d", "p", -1),
@@ -980,10 +998,8 @@ impl Relations<'_> {
         let mut out = Rows::of(inner).await?;
         for (table_oid, def) in &base.collections {
             for (i, f) in def.fields.iter().enumerate() {
-                let expr = match (&f.default, f.auto_increment) {
-                    (Some(d), _) => deparsed_default(d, &f.field_type),
-                    (None, true) => format!("nextval('{}_{}_seq'::regclass)", def.name, f.name),
-                    (None, false) => continue,
+                let Some(expr) = column_default(def, f) else {
+                    continue;
                 };
                 let mut row = out.blank();
                 out.set(&mut row, "oid", int(attrdef_oid(def, i + 1)))?;
@@ -1293,7 +1309,73 @@ pub fn udfs(catalog: &Arc<Catalog>, database: &str, system: &Arc<SystemRows>) ->
         ScalarUDF::new_from_impl(ExpandArray {
             signature: Signature::any(1, Volatility::Immutable),
         }),
+        ScalarUDF::new_from_impl(PgTypeof {
+            signature: Signature::any(1, Volatility::Immutable),
+            system: system.clone(),
+        }),
     ]
+}
+
+/// The PostgreSQL type oid of a value of `field` (as the wire describes it).
+pub fn pg_type_oid(field: &FieldRef) -> i64 {
+    if field
+        .metadata()
+        .contains_key(quiver_vector::column::VECTOR_METADATA_KEY)
+    {
+        return VECTOR_TYPE_OID as i64;
+    }
+    if quiver_vector::column::bit_length_of(field).is_some() {
+        return BIT_TYPE_OID as i64;
+    }
+    if quiver_common::uuid::is_uuid(field.metadata()) {
+        return quiver_common::uuid::UUID_TYPE_OID as i64;
+    }
+    arrow_pg::datatypes::field_into_pg_type(field).map_or(25, |t| t.oid() as i64)
+}
+
+/// `pg_typeof(value)`: the name of the value's type.
+#[derive(Debug)]
+struct PgTypeof {
+    signature: Signature,
+    system: Arc<SystemRows>,
+}
+
+impl PartialEq for PgTypeof {
+    fn eq(&self, other: &Self) -> bool {
+        self.signature == other.signature
+    }
+}
+impl Eq for PgTypeof {}
+impl std::hash::Hash for PgTypeof {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_typeof".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let field = args.arg_fields.first().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan("pg_typeof takes one argument".into())
+        })?;
+        let name = if field.data_type() == &DataType::Null {
+            "unknown".to_string()
+        } else {
+            let oid = pg_type_oid(field);
+            self.system
+                .type_name(oid, -1)
+                .unwrap_or_else(|| oid.to_string())
+        };
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+    }
 }
 
 /// `information_schema._pg_expandarray(a)`: each element of `a` with its
@@ -1505,7 +1587,12 @@ impl SystemRows {
     }
 
     /// `format_type(oid, typmod)`, with PostgreSQL's SQL names.
-    fn type_name(&self, oid: i64, typmod: i64) -> Option<String> {
+    /// A type's `typname` and, for an array type, its element's oid.
+    pub fn type_row(&self, oid: i64) -> Option<(&str, i64)> {
+        self.types.get(&oid).map(|(n, e)| (n.as_str(), *e))
+    }
+
+    pub fn type_name(&self, oid: i64, typmod: i64) -> Option<String> {
         let (name, elem) = self.types.get(&oid)?;
         if *elem != 0 && name.starts_with('_') {
             return Some(format!("{}[]", self.type_name(*elem, typmod)?));

@@ -82,6 +82,9 @@ impl TypePlanner for VectorTypePlanner {
                 Field::new("bit", bit_data_type(bits), true).with_metadata(bit_metadata(bits)),
             )));
         }
+        if let Some(uuid) = crate::uuid_sql::plan_uuid_type(sql_type) {
+            return Ok(Some(uuid));
+        }
         PgOidTypePlanner.plan_type_field(sql_type)
     }
 }
@@ -339,19 +342,28 @@ fn rewrite_casts(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     })
 }
 
+/// `plan` with `rewrite` applied to every expression of every node (its
+/// subqueries too), each against the schema of the node's inputs; output
+/// column names stay what they were before the rewrite.
+pub fn rewrite_expressions(
+    plan: LogicalPlan,
+    rewrite: impl Fn(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<LogicalPlan> {
+    Ok(plan
+        .transform_up_with_subqueries(|p| {
+            let names = NamePreserver::new(&p);
+            let schema = merge_schema(&p.inputs());
+            p.map_expressions(|e| {
+                let saved = names.save(&e);
+                Ok(rewrite(e, &schema)?.update_data(|e| saved.restore(e)))
+            })
+        })?
+        .data)
+}
+
 impl AnalyzerRule for VectorCastRule {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        Ok(plan
-            .transform_up_with_subqueries(|p| {
-                // Keep output column names as they were before the rewrite.
-                let names = NamePreserver::new(&p);
-                let schema = merge_schema(&p.inputs());
-                p.map_expressions(|e| {
-                    let saved = names.save(&e);
-                    Ok(rewrite_casts(e, &schema)?.update_data(|e| saved.restore(e)))
-                })
-            })?
-            .data)
+        rewrite_expressions(plan, rewrite_casts)
     }
 
     fn name(&self) -> &str {

@@ -46,6 +46,7 @@ fn mark_fits(key: &str, data_type: &DataType) -> bool {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         ),
         quiver_common::pg_array::CATALOG_VECTOR_KEY => matches!(data_type, DataType::List(_)),
+        quiver_common::uuid::UUID_METADATA_KEY => data_type == &DataType::Utf8,
         _ => true,
     }
 }
@@ -81,6 +82,18 @@ pub fn wire_fields(
     // in binary; PostgreSQL's `1 2` in text, described as text (pgwire
     // quotes a text value of an array type, as it would an element).
     for (i, f) in schema.fields().iter().enumerate() {
+        if quiver_common::uuid::is_uuid(f.metadata()) {
+            let old = &infos[i];
+            infos[i] = FieldInfo::new(
+                old.name().to_string(),
+                old.table_id(),
+                old.column_id(),
+                Type::UUID,
+                old.format(),
+            )
+            .with_format_options(old.format_options().clone());
+            continue;
+        }
         let kind = f
             .metadata()
             .get(quiver_common::pg_array::CATALOG_VECTOR_KEY)
@@ -161,6 +174,23 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
     let mut out_fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut changed = false;
     for (i, field) in fields.iter().enumerate().take(columns.len()) {
+        // uuids in binary: their 16 bytes.
+        if field.format() == FieldFormat::Binary
+            && quiver_common::uuid::is_uuid(schema.field(i).metadata())
+            && let Some(text) = columns[i].as_string_opt::<i32>()
+        {
+            let mut b = BinaryBuilder::with_capacity(text.len(), text.len() * 16);
+            for v in text.iter() {
+                match v.and_then(quiver_common::uuid::to_bytes) {
+                    Some(bytes) => b.append_value(bytes),
+                    None => b.append_null(),
+                }
+            }
+            out_fields[i] = Field::new(schema.field(i).name(), DataType::Binary, true);
+            columns[i] = Arc::new(b.finish());
+            changed = true;
+            continue;
+        }
         if field.format() != FieldFormat::Text || bits.iter().any(|(c, _)| *c == i) {
             continue;
         }

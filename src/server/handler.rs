@@ -582,10 +582,28 @@ fn parameters<S: Clone>(
     inferred: &[Option<&DataType>],
     server: &[Option<&Type>],
     bit_lengths: &[Option<usize>],
+    uuids: &[bool],
 ) -> PgWireResult<datafusion::common::ParamValues> {
     let vector = pg_vector_type();
     let mut decoded = Vec::new();
     for (i, raw) in portal.parameters.iter().enumerate() {
+        // `uuid` parameters: text in any form PostgreSQL reads, or the 16
+        // bytes; the query sees the canonical text.
+        if uuids.get(i).copied().unwrap_or(false) {
+            let value = match raw {
+                None => None,
+                Some(raw) => {
+                    let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+                    Some(uuid_parameter(
+                        raw,
+                        portal.parameter_format.format_for(i),
+                        declared,
+                    )?)
+                }
+            };
+            decoded.push((i, datafusion::common::ScalarValue::Utf8(value)));
+            continue;
+        }
         // `bit(n)` parameters: text `0101` or PostgreSQL's binary form.
         if let Some(Some(n)) = bit_lengths.get(i) {
             let width = quiver_vector::bits::bytes_for(*n).max(1) as i32;
@@ -728,6 +746,35 @@ fn parameters<S: Clone>(
     Ok(params)
 }
 
+/// A uuid parameter as canonical text: in the text format any form
+/// PostgreSQL reads; in the binary format the 16 bytes (or, when the
+/// client declared it text, the text).
+fn uuid_parameter(
+    raw: &[u8],
+    format: pgwire::api::results::FieldFormat,
+    declared: Option<Type>,
+) -> PgWireResult<String> {
+    let textual = matches!(
+        declared,
+        Some(ref t) if *t == Type::TEXT || *t == Type::VARCHAR || *t == Type::BPCHAR || *t == Type::NAME
+    );
+    let value = match format {
+        pgwire::api::results::FieldFormat::Binary if !textual => <[u8; 16]>::try_from(raw)
+            .ok()
+            .map(|b| quiver_common::uuid::format(&b)),
+        _ => std::str::from_utf8(raw)
+            .ok()
+            .and_then(quiver_common::uuid::canonical),
+    };
+    value.ok_or_else(|| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            sqlstate::INVALID_TEXT_REPRESENTATION.code().into(),
+            quiver_common::uuid::invalid_message(&String::from_utf8_lossy(raw)),
+        )))
+    })
+}
+
 /// pgvector's binary form: dimension (u16), unused (u16), then the floats,
 /// all big-endian.
 fn vector_from_binary(raw: &[u8]) -> Option<Vec<f32>> {
@@ -792,6 +839,11 @@ fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
             Ok(pg_vector_type())
         }
         Some(f) if bit_length_of(f).is_some() => Ok(Type::BIT),
+        Some(f)
+            if quiver_common::uuid::is_uuid(f.metadata()) && f.data_type() == &DataType::Utf8 =>
+        {
+            Ok(Type::UUID)
+        }
         Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
         Some(f) => field_into_pg_type(f),
     }
@@ -934,7 +986,14 @@ impl ExtendedQueryHandler for QuiverService {
             .iter()
             .map(|f| f.as_ref().and_then(|f| bit_length_of(f)))
             .collect();
-        let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths)?;
+        let uuids: Vec<bool> = fields
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .is_some_and(|f| quiver_common::uuid::is_uuid(f.metadata()))
+            })
+            .collect();
+        let params = parameters(portal, &inferred_refs, &server_refs, &bit_lengths, &uuids)?;
         let options = format_options(client, &session);
         show_active(client, &prepared.text);
         let kind = statement_kind(&prepared.statement);

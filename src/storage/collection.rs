@@ -107,6 +107,8 @@ pub struct CollectionData {
     not_null: Vec<usize>,
     /// Fields of type JSON: their values must parse.
     json: Vec<usize>,
+    /// Uuid fields: their values are brought to the canonical text.
+    uuid: Vec<usize>,
     primary_key: Option<usize>,
     auto_increment: Option<usize>,
     shared: Arc<Shared>,

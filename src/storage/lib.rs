@@ -62,6 +62,8 @@ pub enum StorageError {
     NotNull { collection: String, field: String },
     #[error("invalid input syntax for type json in column \"{field}\": {message}")]
     InvalidJson { field: String, message: String },
+    #[error("invalid input syntax for type uuid: \"{0}\"")]
+    InvalidUuid(String),
     #[error("bit string length does not match type bit({bits}) of field \"{field}\"")]
     BitLength { field: String, bits: usize },
     #[error("invalid batch: {0}")]
@@ -151,7 +153,9 @@ impl SqlStateError for StorageError {
             StorageError::DuplicateKey { .. } => sqlstate::UNIQUE_VIOLATION,
             StorageError::NotNull { .. } => sqlstate::NOT_NULL_VIOLATION,
             StorageError::BitLength { .. } => sqlstate::STRING_DATA_LENGTH_MISMATCH,
-            StorageError::InvalidJson { .. } => sqlstate::INVALID_TEXT_REPRESENTATION,
+            StorageError::InvalidJson { .. } | StorageError::InvalidUuid(_) => {
+                sqlstate::INVALID_TEXT_REPRESENTATION
+            }
             StorageError::Io { .. }
             | StorageError::ObjectStore { .. }
             | StorageError::FlushFailing { .. }
@@ -858,6 +862,10 @@ mod tests {
                     field: s(),
                     message: s(),
                 },
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+            ),
+            (
+                StorageError::InvalidUuid(s()),
                 sqlstate::INVALID_TEXT_REPRESENTATION,
             ),
             (

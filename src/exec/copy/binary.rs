@@ -56,6 +56,11 @@ pub fn to_text(kind: &FieldType, bytes: &[u8]) -> Result<String, String> {
             Some((1, rest)) => utf8(rest)?,
             _ => utf8(bytes)?,
         },
+        FieldType::Uuid => quiver_common::uuid::format(
+            bytes
+                .try_into()
+                .map_err(|_| format!("uuid of {} bytes, not 16", bytes.len()))?,
+        ),
         FieldType::Bytea => {
             let mut s = String::with_capacity(2 + bytes.len() * 2);
             s.push_str("\\x");

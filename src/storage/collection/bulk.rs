@@ -69,7 +69,7 @@ impl BulkLoad {
             let mut start = state.next_rowid;
             for batch in batches {
                 let batch = data.fill_auto_increment(&mut state, batch)?;
-                data.validate(&batch)?;
+                let batch = data.conform(batch)?;
                 let rows = batch.num_rows() as u64;
                 if let Some(pk) = data.primary_key {
                     for (i, key) in pk_keys(batch.column(pk))?.into_iter().enumerate() {

@@ -120,6 +120,13 @@ impl CollectionData {
                 .filter(|(_, f)| f.field_type == quiver_catalog::FieldType::Json)
                 .map(|(i, _)| i)
                 .collect(),
+            uuid: def
+                .fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.field_type == quiver_catalog::FieldType::Uuid)
+                .map(|(i, _)| i)
+                .collect(),
             not_null: def
                 .fields
                 .iter()

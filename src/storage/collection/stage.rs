@@ -127,7 +127,7 @@ impl Overlay {
                     let mut state = data.write.lock();
                     data.fill_auto_increment(&mut state, rows)?
                 };
-                data.validate(&batch)?;
+                let batch = data.conform(batch)?;
                 let kept = self.replace_keys(base, &batch, on_conflict, repeatable)?;
                 let batch = match kept {
                     Some(mask) => arrow::compute::filter_record_batch(&batch, &mask)?,
@@ -169,7 +169,7 @@ impl Overlay {
                     new_rows.push(change(&user)?);
                 }
                 let new_batch = concat_batches(&data.schema, &new_rows)?;
-                data.validate(&new_batch)?;
+                let new_batch = data.conform(new_batch)?;
                 let old = self.remove(&rows)?;
                 self.check_new_keys(&new_batch, &old)?;
                 let n = new_batch.num_rows();

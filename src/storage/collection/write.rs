@@ -111,6 +111,40 @@ impl CollectionData {
         }
     }
 
+    /// `batch` with its uuids in the canonical text, then checked as
+    /// [`Self::validate`] checks it.
+    pub(super) fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let mut batch = batch;
+        for &i in &self.uuid {
+            let Some(values) = batch.column(i).as_string_opt::<i32>() else {
+                continue;
+            };
+            if values
+                .iter()
+                .flatten()
+                .all(quiver_common::uuid::is_canonical)
+            {
+                continue;
+            }
+            let mut out =
+                arrow::array::StringBuilder::with_capacity(values.len(), values.len() * 36);
+            for v in values.iter() {
+                match v {
+                    None => out.append_null(),
+                    Some(v) => out.append_value(
+                        quiver_common::uuid::canonical(v)
+                            .ok_or_else(|| StorageError::InvalidUuid(v.to_string()))?,
+                    ),
+                }
+            }
+            let mut columns = batch.columns().to_vec();
+            columns[i] = Arc::new(out.finish());
+            batch = RecordBatch::try_new(batch.schema(), columns)?;
+        }
+        self.validate(&batch)?;
+        Ok(batch)
+    }
+
     /// What every new row must satisfy before it is logged: the schema's
     /// types (a vector's dimension among them), NOT NULL and bit lengths.
     /// The primary key is checked against the key index by the caller.
@@ -433,7 +467,7 @@ impl CollectionData {
             let mut state = self.write.lock();
             self.check_writable()?;
             let batch = self.fill_auto_increment(&mut state, batch)?;
-            self.validate(&batch)?;
+            let batch = self.conform(batch)?;
             let mut keep: Vec<bool> = vec![true; batch.num_rows()];
             let mut replaced = Vec::new();
             let mut new_keys = Vec::new();
@@ -658,8 +692,8 @@ impl CollectionData {
             if n == 0 {
                 return Ok((0, None));
             }
+            let new_batch = self.conform(new_batch)?;
             let written = returning.then(|| new_batch.clone());
-            self.validate(&new_batch)?;
             let mut new_keys = Vec::new();
             if let Some(pk) = self.primary_key {
                 let old_keys: HashSet<PkKey> = rows
