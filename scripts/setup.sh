@@ -55,6 +55,15 @@ if [[ ${1:-} == --test ]]; then
     python3 -m pip install -q "${drivers[@]}" 2>/dev/null \
       || python3 -m pip install -q --break-system-packages "${drivers[@]}"
   fi
+  # langchain-postgres pins pgvector-python below 0.4 (the driver tests
+  # use 0.5): it gets a directory of its own, which its test script puts
+  # first on its path.
+  langchain_dir="${XDG_CACHE_HOME:-$HOME/.cache}/quiver-test-python/langchain"
+  if [[ ! -d $langchain_dir/langchain_postgres ]]; then
+    echo "setup: installing langchain-postgres for its client test (in $langchain_dir)" >&2
+    python3 -m pip install -q --target "$langchain_dir" 'langchain-postgres==0.0.19' 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages --target "$langchain_dir" 'langchain-postgres==0.0.19'
+  fi
   # node-postgres and pgvector-node, pinned by tests/clients/node's lock file.
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"

@@ -487,6 +487,15 @@ fn pgjdbc() {
     );
 }
 
+/// langchain-postgres's PGVectorStore: a table with metadata columns,
+/// add_texts, similarity search with langchain's filters (metadata
+/// columns and JSON keys), MMR, get_by_ids, an HNSW index, upsert and
+/// delete (`tests/clients/langchain_check.py`).
+#[test]
+fn langchain_postgres() {
+    run_python("langchain_check.py");
+}
+
 /// pgvector-python's psycopg integration: register_vector, numpy
 /// parameters, binary COPY of vectors.
 #[test]

@@ -134,6 +134,7 @@ impl FieldDef {
             FieldType::Vector { .. } => field.with_metadata(vector_metadata()),
             FieldType::Bit { bits } => field.with_metadata(bit_metadata(bits)),
             FieldType::Uuid => field.with_metadata(quiver_common::uuid::uuid_metadata()),
+            FieldType::Json => field.with_metadata(quiver_common::json::json_metadata()),
             _ => field,
         }
     }

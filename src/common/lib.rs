@@ -3,6 +3,7 @@
 //! through which each layer's error enum says its own.
 
 pub mod interrupt;
+pub mod json;
 pub mod pg_array;
 pub mod sqlstate;
 pub mod timestamp_text;

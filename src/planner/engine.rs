@@ -101,6 +101,9 @@ pub struct Prepared {
     /// The catalog version it was planned at: after DDL it is planned
     /// again (the plan holds the collections it read then).
     version: u64,
+    /// An upsert's INSERT, planned only to type its parameters (the
+    /// upsert itself is planned when it runs).
+    parameter_plan: Option<LogicalPlan>,
     /// The statement planned again at a later catalog version.
     replanned: Replanned,
 }
@@ -262,12 +265,30 @@ fn implied_parameter_types(plan: &LogicalPlan) -> std::collections::HashMap<Stri
                 }
             }
         }
+        let schema = datafusion::logical_expr::utils::merge_schema(&node.inputs());
         node.apply_expressions(|e| {
             e.apply(|e| {
                 if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
                     && let Expr::Placeholder(p) = expr.as_ref()
                 {
                     found.entry(p.id.clone()).or_insert_with(|| field.clone());
+                }
+                // `x = ANY($1)` and `x <> ALL($1)` (DataFusion's
+                // `array_has($1, x)`): an array of x's type.
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.name() == "array_has"
+                    && let [Expr::Placeholder(p), needle] = f.args.as_slice()
+                    && !matches!(needle, Expr::Placeholder(_))
+                    && let Ok(item) =
+                        datafusion::logical_expr::ExprSchemable::get_type(needle, &schema)
+                {
+                    found.entry(p.id.clone()).or_insert_with(|| {
+                        Arc::new(Field::new(
+                            &p.id,
+                            DataType::List(Arc::new(Field::new_list_field(item, true))),
+                            true,
+                        ))
+                    });
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
@@ -288,7 +309,7 @@ impl Prepared {
     }
 
     fn find_parameter_fields(&self) -> Result<Vec<Option<FieldRef>>, QueryError> {
-        let Some(plan) = &self.plan else {
+        let Some(plan) = self.plan.as_ref().or(self.parameter_plan.as_ref()) else {
             return Ok(vec![]);
         };
         let mut fields = plan.get_parameter_fields()?;
@@ -673,7 +694,18 @@ impl Engine {
             Statement::Query(q) => super::settings_fn::uses(q),
             _ => false,
         };
+        // An upsert's parameters take the types of the columns they fill
+        // (a vector sent as text is read as a vector, not guessed at).
+        let parameter_plan = match planned {
+            Statement::Upsert { insert, .. } => {
+                let mut insert = insert.as_ref().clone();
+                self.plan_returning(session, &mut insert)?;
+                self.plan_dml(session, insert).await.ok()
+            }
+            _ => None,
+        };
         Ok(Prepared {
+            parameter_plan,
             statement,
             plan,
             optimized,

@@ -39,6 +39,10 @@ pub enum IndexOutput {
 fn resolve(parts: &[String], session: &Session) -> Result<(String, String), QueryError> {
     match parts {
         [n] => Ok((session.database(), n.clone())),
+        // `public.items`: the schema, as in PostgreSQL.
+        [s, n] if s == crate::catalog_provider::PUBLIC_SCHEMA => {
+            Ok((session.database(), n.clone()))
+        }
         [d, n] | [d, _, n] => Ok((d.clone(), n.clone())),
         _ => Err(QueryError::Unsupported(format!(
             "invalid collection name {}",

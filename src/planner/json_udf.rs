@@ -11,10 +11,11 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 
 /// One step of a path: an object's key, or an array's index.
@@ -43,6 +44,15 @@ impl ScalarUDFImpl for JsonGet {
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::Utf8)
+    }
+    /// `->` and `#>` give json, `->>` and `#>>` text.
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = Field::new(self.name, DataType::Utf8, true);
+        Ok(Arc::new(if self.as_text {
+            field
+        } else {
+            field.with_metadata(quiver_common::json::json_metadata())
+        }))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
@@ -371,6 +381,12 @@ impl ScalarUDFImpl for BuildObject {
     }
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(DataType::Utf8)
+    }
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(
+            Field::new("json_build_object", DataType::Utf8, true)
+                .with_metadata(quiver_common::json::json_metadata()),
+        ))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if !args.args.len().is_multiple_of(2) {

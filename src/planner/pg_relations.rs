@@ -528,6 +528,53 @@ fn opclass_oid(index: &IndexDef) -> i64 {
         .map_or(0, |(oid, ..)| oid)
 }
 
+/// The `pg_indexes` view: a row per index of each collection `viewer`
+/// sees (its primary key's and its vector indexes), with the definition
+/// `pg_get_indexdef` gives.
+pub fn pg_indexes(
+    catalog: &Catalog,
+    database: &str,
+    viewer: &str,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(
+        [
+            "schemaname",
+            "tablename",
+            "indexname",
+            "tablespace",
+            "indexdef",
+        ]
+        .map(|n| Field::new(n, DataType::Utf8, true))
+        .to_vec(),
+    ));
+    let mut columns: [StringBuilder; 5] = std::array::from_fn(|_| StringBuilder::new());
+    for name in catalog.collection_names(database) {
+        let Some(def) = catalog.collection(database, &name) else {
+            continue;
+        };
+        if def.name != name || !crate::access::sees(catalog, viewer, &def) {
+            continue;
+        }
+        for (_, index) in Relations::indexes(&def) {
+            let Some(definition) = index_def(&def, index, true) else {
+                continue;
+            };
+            let index_name = index.map_or_else(|| pkey_name(&def), |i| i.name.clone());
+            columns[0].append_value(crate::catalog_provider::PUBLIC_SCHEMA);
+            columns[1].append_value(&def.name);
+            columns[2].append_value(index_name);
+            columns[3].append_null();
+            columns[4].append_value(definition);
+        }
+    }
+    let arrays: Vec<ArrayRef> = columns
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let batch = arrow::array::RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
 /// `pg_get_indexdef` of a collection's index (`None`: the primary key's).
 fn index_def(def: &CollectionDef, index: Option<&IndexDef>, qualified: bool) -> Option<String> {
     let table = if qualified {
@@ -1329,6 +1376,9 @@ pub fn pg_type_oid(field: &FieldRef) -> i64 {
     }
     if quiver_common::uuid::is_uuid(field.metadata()) {
         return quiver_common::uuid::UUID_TYPE_OID as i64;
+    }
+    if quiver_common::json::is_json(field.metadata()) {
+        return 114;
     }
     arrow_pg::datatypes::field_into_pg_type(field).map_or(25, |t| t.oid() as i64)
 }

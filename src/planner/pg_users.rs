@@ -81,6 +81,7 @@ const PG_DATABASE: &str = "pg_database";
 const PG_STAT_PROGRESS_COPY: &str = "pg_stat_progress_copy";
 const PG_ROLES: &str = "pg_roles";
 const PG_TYPE: &str = "pg_type";
+const PG_INDEXES: &str = "pg_indexes";
 
 /// The oid of `_vector`, the array type of `vector` (pgvector creates both
 /// in the extension's schema; their oids are whatever its database gives).
@@ -462,7 +463,7 @@ impl SchemaProvider for WithPgUser {
         names.push(PG_USER.to_string());
         names.push(PG_STAT_ACTIVITY.to_string());
         names.push(PG_STAT_PROGRESS_COPY.to_string());
-        for own in [PG_DATABASE, PG_ROLES] {
+        for own in [PG_DATABASE, PG_ROLES, PG_INDEXES] {
             if !names.iter().any(|n| n == own) {
                 names.push(own.to_string());
             }
@@ -495,6 +496,10 @@ impl SchemaProvider for WithPgUser {
         if name == PG_TYPE {
             return self.pg_type().await;
         }
+        if name == PG_INDEXES {
+            return crate::pg_relations::pg_indexes(&self.catalog, &self.database, &self.viewer)
+                .map(Some);
+        }
         if crate::pg_relations::Relations::TABLES.contains(&name) {
             return crate::pg_relations::Relations {
                 inner: self.inner.as_ref(),
@@ -513,6 +518,7 @@ impl SchemaProvider for WithPgUser {
             || name == PG_DATABASE
             || name == PG_STAT_PROGRESS_COPY
             || name == PG_ROLES
+            || name == PG_INDEXES
             || self.inner.table_exist(name)
     }
 }

@@ -1,5 +1,6 @@
 //! PostgreSQL's `uuid` in queries: the type name, casts to it, text
-//! literals compared with a uuid, and `gen_random_uuid()`.
+//! literals compared with a uuid, and `gen_random_uuid()`. Also casts to
+//! `json` / `jsonb`, text checked to be JSON.
 //!
 //! A uuid is its canonical text in a marked `Utf8` field
 //! (`quiver_common::uuid`). Stored values are canonical (the storage layer
@@ -42,7 +43,27 @@ pub fn plan_uuid_type(sql_type: &ast::DataType) -> Option<FieldRef> {
         }
         _ => false,
     };
-    named.then(|| uuid_field("uuid"))
+    if named {
+        return Some(uuid_field("uuid"));
+    }
+    let json = match sql_type {
+        ast::DataType::JSON | ast::DataType::JSONB => true,
+        ast::DataType::Custom(name, modifiers) => {
+            modifiers.is_empty()
+                && name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    matches!(i.value.to_ascii_lowercase().as_str(), "json" | "jsonb")
+                })
+        }
+        _ => false,
+    };
+    json.then(|| json_field("json"))
+}
+
+/// A json field named `name`.
+fn json_field(name: &str) -> FieldRef {
+    Arc::new(
+        Field::new(name, DataType::Utf8, true).with_metadata(quiver_common::json::json_metadata()),
+    )
 }
 
 fn invalid(text: &str) -> DataFusionError {
@@ -123,6 +144,55 @@ impl ScalarUDFImpl for UuidIn {
     }
 }
 
+/// `json_in(text)`: text checked to be JSON (22P02 otherwise), as json.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonIn {
+    signature: Signature,
+}
+
+pub const JSON_IN: &str = "json_in";
+
+fn checked_json(text: &str) -> Result<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| {
+            DataFusionError::External(Box::new(quiver_storage::StorageError::InvalidJsonValue(
+                e.to_string(),
+            )))
+        })
+}
+
+impl ScalarUDFImpl for JsonIn {
+    fn name(&self) -> &str {
+        JSON_IN
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(json_field(JSON_IN))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return exec_err!("json_in takes one argument");
+        };
+        let text = arg.to_array(args.number_rows)?;
+        let text = arrow::compute::cast(&text, &DataType::Utf8)?;
+        for v in text.as_string::<i32>().iter().flatten() {
+            checked_json(v)?;
+        }
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&text, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(text),
+        })
+    }
+}
+
 /// `gen_random_uuid()`: a version 4 (random) uuid per row.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct GenRandomUuid {
@@ -161,10 +231,17 @@ pub fn uuid_in_udf() -> ScalarUDF {
 pub fn all_udfs() -> Vec<ScalarUDF> {
     vec![
         uuid_in_udf(),
+        json_in_udf(),
         ScalarUDF::new_from_impl(GenRandomUuid {
             signature: Signature::nullary(Volatility::Volatile),
         }),
     ]
+}
+
+fn json_in_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(JsonIn {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
 }
 
 fn uuid_in(expr: Expr) -> Expr {
@@ -221,6 +298,21 @@ fn rewrite(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             } else {
                 Ok(Transformed::yes(uuid_in(*c.expr)))
             }
+        }
+        // Text to json: checked; json stays as it is.
+        Expr::Cast(c) if quiver_common::json::is_json(c.field.metadata()) => {
+            let is_json = c
+                .expr
+                .to_field(schema)
+                .is_ok_and(|(_, f)| quiver_common::json::is_json(f.metadata()));
+            Ok(Transformed::yes(if is_json {
+                *c.expr
+            } else {
+                Expr::ScalarFunction(ScalarFunction::new_udf(
+                    Arc::new(json_in_udf()),
+                    vec![*c.expr],
+                ))
+            }))
         }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(&op) => {
             let (l, r) = (marked(&left, schema), marked(&right, schema));

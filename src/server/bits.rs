@@ -46,7 +46,9 @@ fn mark_fits(key: &str, data_type: &DataType) -> bool {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         ),
         quiver_common::pg_array::CATALOG_VECTOR_KEY => matches!(data_type, DataType::List(_)),
-        quiver_common::uuid::UUID_METADATA_KEY => data_type == &DataType::Utf8,
+        quiver_common::uuid::UUID_METADATA_KEY | quiver_common::json::JSON_METADATA_KEY => {
+            data_type == &DataType::Utf8
+        }
         _ => true,
     }
 }
@@ -82,13 +84,20 @@ pub fn wire_fields(
     // in binary; PostgreSQL's `1 2` in text, described as text (pgwire
     // quotes a text value of an array type, as it would an element).
     for (i, f) in schema.fields().iter().enumerate() {
-        if quiver_common::uuid::is_uuid(f.metadata()) {
+        let marked = if quiver_common::uuid::is_uuid(f.metadata()) {
+            Some(Type::UUID)
+        } else if quiver_common::json::is_json(f.metadata()) {
+            Some(Type::JSON)
+        } else {
+            None
+        };
+        if let Some(pg_type) = marked {
             let old = &infos[i];
             infos[i] = FieldInfo::new(
                 old.name().to_string(),
                 old.table_id(),
                 old.column_id(),
-                Type::UUID,
+                pg_type,
                 old.format(),
             )
             .with_format_options(old.format_options().clone());

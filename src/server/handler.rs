@@ -584,21 +584,92 @@ fn parameters<S: Clone>(
     bit_lengths: &[Option<usize>],
     uuids: &[bool],
 ) -> PgWireResult<datafusion::common::ParamValues> {
+    let mut params = decode_parameters(portal, inferred, server, bit_lengths, uuids)?;
+    // As PostgreSQL coerces a parameter to the type its use gives it:
+    // psycopg sends `[2019, 2020]` as int2[], which `year = ANY($1)`
+    // compares with an integer column.
+    if let datafusion::common::ParamValues::List(values) = &mut params {
+        for (value, want) in values.iter_mut().zip(inferred) {
+            let Some(want) = want else { continue };
+            let have = value.value.data_type();
+            let widen = match (&have, *want) {
+                (DataType::List(a), DataType::List(b)) => {
+                    a.data_type().is_integer() && b.data_type().is_integer()
+                        || a.data_type().is_floating() && b.data_type().is_floating()
+                }
+                (a, b) => a.is_integer() && b.is_integer(),
+            };
+            if widen
+                && have != **want
+                && let Ok(cast) = value.value.cast_to(want)
+            {
+                *value = cast.into();
+            }
+        }
+    }
+    Ok(params)
+}
+
+fn decode_parameters<S: Clone>(
+    portal: &Portal<S>,
+    inferred: &[Option<&DataType>],
+    server: &[Option<&Type>],
+    bit_lengths: &[Option<usize>],
+    uuids: &[bool],
+) -> PgWireResult<datafusion::common::ParamValues> {
     let vector = pg_vector_type();
     let mut decoded = Vec::new();
     for (i, raw) in portal.parameters.iter().enumerate() {
         // `uuid` parameters: text in any form PostgreSQL reads, or the 16
         // bytes; the query sees the canonical text.
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
         if uuids.get(i).copied().unwrap_or(false) {
             let value = match raw {
                 None => None,
+                Some(raw) => Some(uuid_parameter(
+                    raw,
+                    portal.parameter_format.format_for(i),
+                    declared,
+                )?),
+            };
+            decoded.push((i, datafusion::common::ScalarValue::Utf8(value)));
+            continue;
+        }
+        // json and jsonb (psycopg's `Json`, `Jsonb`), and text for a json
+        // column: the text; jsonb's binary form has a version byte (1)
+        // first.
+        let json_declared =
+            matches!(declared, Some(ref t) if *t == Type::JSON || *t == Type::JSONB);
+        let json_column = server.get(i).copied().flatten() == Some(&Type::JSON)
+            && matches!(
+                declared,
+                None | Some(Type::UNKNOWN) | Some(Type::TEXT) | Some(Type::VARCHAR)
+            );
+        if json_declared || json_column {
+            let value = match raw {
+                None => None,
                 Some(raw) => {
-                    let declared = portal.statement.parameter_types.get(i).cloned().flatten();
-                    Some(uuid_parameter(
-                        raw,
-                        portal.parameter_format.format_for(i),
-                        declared,
-                    )?)
+                    let body = match portal.parameter_format.format_for(i) {
+                        pgwire::api::results::FieldFormat::Binary
+                            if declared == Some(Type::JSONB) =>
+                        {
+                            match raw.split_first() {
+                                Some((1, rest)) => rest,
+                                _ => {
+                                    return Err(invalid_parameter(
+                                        i,
+                                        "unsupported jsonb version number",
+                                    ));
+                                }
+                            }
+                        }
+                        _ => raw,
+                    };
+                    Some(
+                        std::str::from_utf8(body)
+                            .map_err(|_| invalid_parameter(i, "json is not UTF-8"))?
+                            .to_string(),
+                    )
                 }
             };
             decoded.push((i, datafusion::common::ScalarValue::Utf8(value)));
@@ -746,6 +817,15 @@ fn parameters<S: Clone>(
     Ok(params)
 }
 
+/// 22P02 for parameter `i` (0-based) that cannot be read.
+fn invalid_parameter(i: usize, what: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        sqlstate::INVALID_TEXT_REPRESENTATION.code().into(),
+        format!("parameter ${}: {what}", i + 1),
+    )))
+}
+
 /// A uuid parameter as canonical text: in the text format any form
 /// PostgreSQL reads; in the binary format the 16 bytes (or, when the
 /// client declared it text, the text).
@@ -843,6 +923,11 @@ fn wire_type(field: Option<&FieldRef>) -> PgWireResult<Type> {
             if quiver_common::uuid::is_uuid(f.metadata()) && f.data_type() == &DataType::Utf8 =>
         {
             Ok(Type::UUID)
+        }
+        Some(f)
+            if quiver_common::json::is_json(f.metadata()) && f.data_type() == &DataType::Utf8 =>
+        {
+            Ok(Type::JSON)
         }
         Some(f) if f.data_type() == &DataType::Null => Ok(Type::UNKNOWN),
         Some(f) => field_into_pg_type(f),

@@ -76,7 +76,7 @@ pub fn parse(sql: &str, tokens: &[TokenWithSpan]) -> Result<IndexStatement, Pars
         c.expect("INDEX")?;
         c.word("CONCURRENTLY");
         let if_exists = c.words(&["IF", "EXISTS"]);
-        let names = c.list(Cursor::name)?;
+        let names = c.list(index_name)?;
         if !c.word("RESTRICT") {
             c.word("CASCADE");
         }
@@ -88,7 +88,9 @@ pub fn parse(sql: &str, tokens: &[TokenWithSpan]) -> Result<IndexStatement, Pars
             }
         } else {
             c.expect("INDEX")?;
-            IndexStatement::Reindex { name: c.name()? }
+            IndexStatement::Reindex {
+                name: index_name(&mut c)?,
+            }
         }
     } else {
         c.expect("SHOW")?;
@@ -104,6 +106,20 @@ pub fn parse(sql: &str, tokens: &[TokenWithSpan]) -> Result<IndexStatement, Pars
     };
     c.end()?;
     Ok(stmt)
+}
+
+/// An index's name, optionally in schema `public` (`"public"."ix"`, as
+/// tools write it): indexes live in their collection's schema.
+fn index_name(c: &mut Cursor) -> Result<String, ParseError> {
+    let mut parts = c.qualified()?;
+    match parts.len() {
+        1 => Ok(parts.remove(0)),
+        2 if parts[0] == "public" => Ok(parts.remove(1)),
+        _ => Err(ParseError::Unsupported(format!(
+            "index name {}: indexes are in schema public",
+            parts.join(".")
+        ))),
+    }
 }
 
 /// `( name = value [, ...] )`; values are numbers, words or strings.

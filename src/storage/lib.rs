@@ -64,6 +64,8 @@ pub enum StorageError {
     InvalidJson { field: String, message: String },
     #[error("invalid input syntax for type uuid: \"{0}\"")]
     InvalidUuid(String),
+    #[error("invalid input syntax for type json: {0}")]
+    InvalidJsonValue(String),
     #[error("bit string length does not match type bit({bits}) of field \"{field}\"")]
     BitLength { field: String, bits: usize },
     #[error("invalid batch: {0}")]
@@ -153,9 +155,9 @@ impl SqlStateError for StorageError {
             StorageError::DuplicateKey { .. } => sqlstate::UNIQUE_VIOLATION,
             StorageError::NotNull { .. } => sqlstate::NOT_NULL_VIOLATION,
             StorageError::BitLength { .. } => sqlstate::STRING_DATA_LENGTH_MISMATCH,
-            StorageError::InvalidJson { .. } | StorageError::InvalidUuid(_) => {
-                sqlstate::INVALID_TEXT_REPRESENTATION
-            }
+            StorageError::InvalidJson { .. }
+            | StorageError::InvalidUuid(_)
+            | StorageError::InvalidJsonValue(_) => sqlstate::INVALID_TEXT_REPRESENTATION,
             StorageError::Io { .. }
             | StorageError::ObjectStore { .. }
             | StorageError::FlushFailing { .. }
@@ -866,6 +868,10 @@ mod tests {
             ),
             (
                 StorageError::InvalidUuid(s()),
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+            ),
+            (
+                StorageError::InvalidJsonValue(s()),
                 sqlstate::INVALID_TEXT_REPRESENTATION,
             ),
             (

@@ -5,6 +5,7 @@ conn.transaction() that rolls back and commits, copy_records_to_table
 (binary COPY) with vectors, LIMIT $1, a pool whose connections all have
 the codec."""
 import asyncio
+import uuid
 import sys
 
 import asyncpg
@@ -47,6 +48,26 @@ async def main():
     got = await pool.fetchval("SELECT v FROM ap WHERE id = 4")
     assert np.array_equal(got.to_numpy(), np.array([0.5, 0.5], dtype=np.float32)), got
     await pool.close()
+
+    # uuid (binary, as asyncpg sends and reads it) and json (a str, as
+    # asyncpg gives json without a codec).
+    c = await asyncpg.connect(host="127.0.0.1", port=port, user="quiver", database="default")
+    await c.execute("DROP TABLE IF EXISTS au")
+    await c.execute("CREATE TABLE au (id uuid PRIMARY KEY, doc json)")
+    key = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    await c.execute("INSERT INTO au VALUES ($1, $2)", key, '{"k": [1, 2]}')
+    await c.execute("INSERT INTO au VALUES ($1, $2)", "B0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", None)
+    row = await c.fetchrow("SELECT id, doc, doc -> 'k' AS k FROM au WHERE id = $1", key)
+    assert (row["id"], row["doc"], row["k"]) == (key, '{"k": [1, 2]}', "[1, 2]"), row
+    got = await c.fetchval("SELECT id FROM au WHERE id = 'b0eebc999c0b4ef8bb6d6bb9bd380a11'")
+    assert got == uuid.UUID("b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), got
+    try:
+        await c.execute("INSERT INTO au VALUES ($1, NULL)", "not-a-uuid")
+        raise AssertionError("a malformed uuid was accepted")
+    except (asyncpg.exceptions.DataError, asyncpg.exceptions.InvalidTextRepresentationError):
+        pass
+    await c.execute("DROP TABLE au")
+    await c.close()
 
 
 asyncio.run(main())

@@ -101,7 +101,7 @@ pub(super) async fn upsert_rows(
         rewrite_bit_literals(&mut expr);
         wrap_value(&def.fields[c].field_type, &mut expr)?;
         let value = eval(expr)?;
-        let value = arrow::compute::cast(&value, schema.field(c).data_type())?;
+        let value = conform(&value, schema.field(c))?;
         if c == pk {
             let moved = (0..value.len()).any(|i| key_of(&value, i) != key_of(old.column(pk), i));
             if moved {
@@ -131,6 +131,31 @@ pub(super) async fn upsert_rows(
 /// The conflict target must name the primary key (quiver's only unique
 /// key), as PostgreSQL requires a unique index matching it: 42P10
 /// otherwise; `ON CONSTRAINT <collection>_pkey` names it too.
+/// `value` as a column of `field`'s type. Parameters of a statement
+/// planned only when it runs keep the client's type: a vector sent as
+/// text (`'[1,2]'`) is read as pgvector reads it, with its dimension
+/// checked; the rest is Arrow's cast.
+fn conform(
+    value: &arrow::array::ArrayRef,
+    field: &Field,
+) -> Result<arrow::array::ArrayRef, QueryError> {
+    if value.data_type() == field.data_type() {
+        return Ok(value.clone());
+    }
+    if let DataType::FixedSizeList(_, dim) = field.data_type()
+        && matches!(
+            value.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::List(_)
+        )
+    {
+        let vectors = quiver_vector::column::VectorColumn::try_from_array(value)
+            .and_then(|v| v.to_fixed(*dim as usize))
+            .map_err(|e| QueryError::Storage(quiver_storage::StorageError::Vector(e)))?;
+        return Ok(Arc::new(vectors));
+    }
+    Ok(arrow::compute::cast(value, field.data_type())?)
+}
+
 fn check_target(
     def: &quiver_catalog::CollectionDef,
     pk: usize,
@@ -266,17 +291,11 @@ impl Engine {
                     .columns()
                     .iter()
                     .zip(schema.fields())
-                    .map(|(c, f)| {
-                        if c.data_type() == f.data_type() {
-                            Ok(c.clone())
-                        } else {
-                            arrow::compute::cast(c, f.data_type())
-                        }
-                    })
+                    .map(|(c, f)| conform(c, f))
                     .collect::<Result<Vec<_>, _>>()?;
-                RecordBatch::try_new(schema.clone(), columns)
+                Ok(RecordBatch::try_new(schema.clone(), columns)?)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, QueryError>>()?;
         let batch = arrow::compute::concat_batches(&schema, &batches)?;
         let mutation = match action {
             ConflictAction::Replace => Mutation::Insert {
