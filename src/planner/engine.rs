@@ -545,6 +545,7 @@ impl Engine {
             .chain(super::pg_compat::all_udfs())
             .chain(super::json_udf::all_udfs())
             .chain(super::uuid_sql::all_udfs())
+            .chain(super::vector_ops::all_udfs())
             .chain(super::pg_users::udfs(&self.catalog))
             .chain(super::pg_relations::udfs(
                 &self.catalog,

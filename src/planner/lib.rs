@@ -32,6 +32,7 @@ pub mod search_cache;
 pub mod session;
 pub mod settings_fn;
 pub mod uuid_sql;
+pub mod vector_ops;
 pub mod vector_sql;
 pub mod vector_udf;
 

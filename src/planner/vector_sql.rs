@@ -183,8 +183,26 @@ impl ExprPlanner for VectorOperatorPlanner {
                 ScalarFunction::new_udf(Arc::new(udf), vec![expr.left, expr.right]),
             )));
         }
+        use crate::vector_ops::{Arith, arith_udf};
+        let arith = match expr.op {
+            BinaryOperator::Plus => Some(Arith::Add),
+            BinaryOperator::Minus => Some(Arith::Sub),
+            BinaryOperator::Multiply => Some(Arith::Mul),
+            BinaryOperator::StringConcat => Some(Arith::Concat),
+            _ => None,
+        };
+        if let Some(op) = arith
+            && (is_vector(&expr.left, schema) || is_vector(&expr.right, schema))
+        {
+            return Ok(PlannerResult::Planned(Expr::ScalarFunction(
+                ScalarFunction::new_udf(
+                    Arc::new(arith_udf(op)),
+                    vec![vector_operand(expr.left)?, vector_operand(expr.right)?],
+                ),
+            )));
+        }
         let Some(metric) = operator_metric(&expr.op) else {
-            return Ok(PlannerResult::Original(compare_as_stored(expr, schema)));
+            return Ok(PlannerResult::Original(compare_as_stored(expr, schema)?));
         };
         let (left, right) = if metric.is_binary() {
             (bit_operand(expr.left), bit_operand(expr.right))
@@ -239,7 +257,7 @@ fn is_text_literal(e: &Expr) -> bool {
 
 /// `b = '0101'`, `v <> '[1,2]'`: a text literal compared with a bit string
 /// or a vector is read as one, as PostgreSQL reads an untyped literal.
-fn compare_as_stored(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
+fn compare_as_stored(mut expr: RawBinaryExpr, schema: &DFSchema) -> Result<RawBinaryExpr> {
     let comparison = matches!(
         expr.op,
         BinaryOperator::Eq
@@ -250,7 +268,7 @@ fn compare_as_stored(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExp
             | BinaryOperator::GtEq
     );
     if !comparison {
-        return expr;
+        return Ok(expr);
     }
     let wrap = |text: Expr, (udf, size): (ScalarUDF, i64)| {
         Expr::ScalarFunction(ScalarFunction::new_udf(
@@ -266,8 +284,25 @@ fn compare_as_stored(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExp
         && let Some(form) = stored_form_of(&expr.right, schema)
     {
         expr.left = wrap(expr.left, form);
+    } else if is_text_literal(&expr.right) && is_vector(&expr.left, schema) {
+        // A vector of no fixed dimension (`'[1,2]'::vector < '[1,3]'`).
+        expr.right = vector_operand(expr.right)?;
+    } else if is_text_literal(&expr.left) && is_vector(&expr.right, schema) {
+        expr.left = vector_operand(expr.left)?;
     }
-    expr
+    Ok(expr)
+}
+
+/// Whether `e` is a vector: of a dimension, or marked as one.
+fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
+    e.to_field(schema)
+        .is_ok_and(|(_, f)| match vector_dim_of(f.data_type()) {
+            Some(Some(_)) => true,
+            Some(None) => f
+                .metadata()
+                .contains_key(quiver_vector::column::VECTOR_METADATA_KEY),
+            None => false,
+        })
 }
 
 /// Rewrites casts to `vector` (`'[1,2]'::vector(2)`, INSERT coercion of

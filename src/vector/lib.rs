@@ -41,6 +41,11 @@ pub enum VectorError {
         expected: &'static str,
         actual: &'static str,
     },
+    /// A result element past `real`'s range (`'[1e38]'::vector * '[10]'`).
+    #[error("value out of range: overflow")]
+    Overflow,
+    #[error("vector cannot have more than {max} dimensions")]
+    TooManyDimensions { max: usize },
     /// An Arrow kernel (a cast, an array's construction) failed.
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
@@ -61,6 +66,8 @@ impl SqlStateError for VectorError {
             | VectorError::Empty
             | VectorError::NotFinite
             | VectorError::DifferentBitLengths { .. } => sqlstate::DATA_EXCEPTION,
+            VectorError::Overflow => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            VectorError::TooManyDimensions { .. } => sqlstate::PROGRAM_LIMIT_EXCEEDED,
             VectorError::Arrow(a) => arrow_sqlstate(a),
         }
     }
