@@ -12,3 +12,6 @@ pub mod uuid;
 /// The PostgreSQL version quiver reports to clients (they pick their
 /// catalog queries by it).
 pub const SERVER_VERSION: &str = "15.0";
+
+/// [`SERVER_VERSION`] as `server_version_num` gives it.
+pub const SERVER_VERSION_NUM: &str = "150000";

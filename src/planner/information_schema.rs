@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
 use datafusion::catalog::information_schema::InformationSchemaProvider;
@@ -276,37 +277,287 @@ impl InformationSchema {
     }
 
     async fn columns(&self) -> Result<Arc<dyn TableProvider>> {
-        let schema = Arc::new(columns_schema());
-        let rows: Vec<Vec<ScalarValue>> =
-            self.collect().await?.iter().map(|c| self.row(c)).collect();
-        let mut arrays = Vec::with_capacity(schema.fields().len());
-        for (i, f) in schema.fields().iter().enumerate() {
-            let values = rows.iter().map(|r| r[i].clone());
-            arrays.push(if rows.is_empty() {
-                arrow::array::new_empty_array(f.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            });
-        }
-        let batch = arrow::array::RecordBatch::try_new(schema.clone(), arrays)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+        let rows = self.collect().await?.iter().map(|c| self.row(c)).collect();
+        rows_table(Arc::new(columns_schema()), rows)
     }
 }
+
+/// A table of `Utf8` columns named `names` holding `rows` (`None`: NULL).
+fn text_table(names: &[&str], rows: &[Vec<Option<String>>]) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let columns: Vec<arrow::array::ArrayRef> = (0..names.len())
+        .map(|i| {
+            Arc::new(arrow::array::StringArray::from(
+                rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+            )) as arrow::array::ArrayRef
+        })
+        .collect();
+    let batch = arrow::array::RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+impl InformationSchema {
+    /// The collections the session sees, with their table oids and the
+    /// oid of schema public (as `pg_class` and `pg_namespace` give them).
+    async fn collections(&self) -> Result<(i64, Vec<(i64, Arc<quiver_catalog::CollectionDef>)>)> {
+        let mut out = Vec::new();
+        let mut public = 0;
+        let Some(db) = self.list.catalog(&self.database) else {
+            return Ok((public, out));
+        };
+        let Some(system) = db.schema("pg_catalog") else {
+            return Ok((public, out));
+        };
+        if let Some(ns) = system.table("pg_namespace").await? {
+            for batch in crate::pg_users::rows_of(&ns).await? {
+                let names = arrow::compute::cast(
+                    batch.column_by_name("nspname").unwrap_or(batch.column(0)),
+                    &DataType::Utf8,
+                )?;
+                let oids = arrow::compute::cast(
+                    batch.column_by_name("oid").unwrap_or(batch.column(0)),
+                    &DataType::Int64,
+                )?;
+                let names = names.as_string::<i32>();
+                let oids = oids.as_primitive::<arrow::datatypes::Int64Type>();
+                for r in 0..batch.num_rows() {
+                    if names.value(r) == crate::catalog_provider::PUBLIC_SCHEMA {
+                        public = oids.value(r);
+                    }
+                }
+            }
+        }
+        let Some(class) = system.table("pg_class").await? else {
+            return Ok((public, out));
+        };
+        for batch in crate::pg_users::rows_of(&class).await? {
+            let (Some(names), Some(oids), Some(ns)) = (
+                batch.column_by_name("relname"),
+                batch.column_by_name("oid"),
+                batch.column_by_name("relnamespace"),
+            ) else {
+                continue;
+            };
+            let names = arrow::compute::cast(names, &DataType::Utf8)?;
+            let oids = arrow::compute::cast(oids, &DataType::Int64)?;
+            let ns = arrow::compute::cast(ns, &DataType::Int64)?;
+            let names = names.as_string::<i32>();
+            let oids = oids.as_primitive::<arrow::datatypes::Int64Type>();
+            let ns = ns.as_primitive::<arrow::datatypes::Int64Type>();
+            for r in 0..batch.num_rows() {
+                if ns.value(r) != public {
+                    continue;
+                }
+                if let Some(def) = self.catalog.collection(&self.database, names.value(r))
+                    && def.name == names.value(r)
+                {
+                    out.push((oids.value(r), def));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        Ok((public, out))
+    }
+
+    /// Primary keys, and a CHECK constraint per NOT NULL column named as
+    /// PostgreSQL names it (`<schema oid>_<table oid>_<attnum>_not_null`).
+    async fn table_constraints(&self) -> Result<Arc<dyn TableProvider>> {
+        let (public, collections) = self.collections().await?;
+        let db = Some(self.database.clone());
+        let schema = Some(crate::catalog_provider::PUBLIC_SCHEMA.to_string());
+        let mut rows = Vec::new();
+        let row = |name: String, table: &str, kind: &str| {
+            vec![
+                db.clone(),
+                schema.clone(),
+                Some(name),
+                db.clone(),
+                schema.clone(),
+                Some(table.to_string()),
+                Some(kind.to_string()),
+                Some("NO".into()),
+                Some("NO".into()),
+                Some("YES".into()),
+                None,
+            ]
+        };
+        for (oid, def) in &collections {
+            if def.primary_key.is_some() {
+                rows.push(row(
+                    crate::pg_relations::pkey_name(def),
+                    &def.name,
+                    "PRIMARY KEY",
+                ));
+            }
+            for (i, f) in def.fields.iter().enumerate() {
+                if !f.nullable || f.auto_increment || def.primary_key == Some(i) {
+                    rows.push(row(
+                        format!("{public}_{oid}_{}_not_null", i + 1),
+                        &def.name,
+                        "CHECK",
+                    ));
+                }
+            }
+        }
+        text_table(
+            &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+                "nulls_distinct",
+            ],
+            &rows,
+        )
+    }
+
+    /// The columns of primary keys.
+    async fn key_column_usage(&self) -> Result<Arc<dyn TableProvider>> {
+        let (_, collections) = self.collections().await?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("constraint_catalog", DataType::Utf8, true),
+            Field::new("constraint_schema", DataType::Utf8, true),
+            Field::new("constraint_name", DataType::Utf8, true),
+            Field::new("table_catalog", DataType::Utf8, true),
+            Field::new("table_schema", DataType::Utf8, true),
+            Field::new("table_name", DataType::Utf8, true),
+            Field::new("column_name", DataType::Utf8, true),
+            Field::new("ordinal_position", DataType::Int32, true),
+            Field::new("position_in_unique_constraint", DataType::Int32, true),
+        ]));
+        let mut rows: Vec<Vec<ScalarValue>> = Vec::new();
+        let text = |s: &str| ScalarValue::Utf8(Some(s.to_string()));
+        for (_, def) in &collections {
+            let Some(key) = def.primary_key.and_then(|k| def.fields.get(k)) else {
+                continue;
+            };
+            rows.push(vec![
+                text(&self.database),
+                text(crate::catalog_provider::PUBLIC_SCHEMA),
+                text(&crate::pg_relations::pkey_name(def)),
+                text(&self.database),
+                text(crate::catalog_provider::PUBLIC_SCHEMA),
+                text(&def.name),
+                text(&key.name),
+                ScalarValue::Int32(Some(1)),
+                ScalarValue::Int32(None),
+            ]);
+        }
+        rows_table(schema, rows)
+    }
+}
+
+/// A table of `schema` holding `rows`.
+fn rows_table(schema: Arc<Schema>, rows: Vec<Vec<ScalarValue>>) -> Result<Arc<dyn TableProvider>> {
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    for (i, f) in schema.fields().iter().enumerate() {
+        arrays.push(if rows.is_empty() {
+            arrow::array::new_empty_array(f.data_type())
+        } else {
+            ScalarValue::iter_to_array(rows.iter().map(|r| r[i].clone()))?
+        });
+    }
+    let batch = arrow::array::RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// The views quiver adds to DataFusion's `information_schema`.
+const OWN_VIEWS: [&str; 5] = [
+    "table_constraints",
+    "key_column_usage",
+    "referential_constraints",
+    "character_sets",
+    "views",
+];
 
 #[async_trait]
 impl SchemaProvider for InformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        for own in OWN_VIEWS {
+            if !names.iter().any(|n| n == own) {
+                names.push(own.to_string());
+            }
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if name.eq_ignore_ascii_case("columns") {
-            return Ok(Some(self.columns().await?));
-        }
-        self.inner.table(name).await
+        let db = Some(self.database.clone());
+        Ok(Some(match name.to_ascii_lowercase().as_str() {
+            "columns" => self.columns().await?,
+            "table_constraints" => self.table_constraints().await?,
+            "key_column_usage" => self.key_column_usage().await?,
+            // quiver has no foreign keys.
+            "referential_constraints" => text_table(
+                &[
+                    "constraint_catalog",
+                    "constraint_schema",
+                    "constraint_name",
+                    "unique_constraint_catalog",
+                    "unique_constraint_schema",
+                    "unique_constraint_name",
+                    "match_option",
+                    "update_rule",
+                    "delete_rule",
+                ],
+                &[],
+            )?,
+            // The server's one encoding.
+            "character_sets" => text_table(
+                &[
+                    "character_set_catalog",
+                    "character_set_schema",
+                    "character_set_name",
+                    "character_repertoire",
+                    "form_of_use",
+                    "default_collate_catalog",
+                    "default_collate_schema",
+                    "default_collate_name",
+                ],
+                &[vec![
+                    None,
+                    None,
+                    Some("UTF8".into()),
+                    Some("UCS".into()),
+                    Some("UTF8".into()),
+                    db,
+                    None,
+                    None,
+                ]],
+            )?,
+            // quiver has no views (DataFusion's lists every table).
+            "views" => text_table(
+                &[
+                    "table_catalog",
+                    "table_schema",
+                    "table_name",
+                    "view_definition",
+                    "check_option",
+                    "is_updatable",
+                    "is_insertable_into",
+                    "is_trigger_updatable",
+                    "is_trigger_deletable",
+                    "is_trigger_insertable_into",
+                ],
+                &[],
+            )?,
+            _ => return self.inner.table(name).await,
+        }))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        OWN_VIEWS.contains(&name) || self.inner.table_exist(name)
     }
 }

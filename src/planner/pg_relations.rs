@@ -314,6 +314,53 @@ pub fn column_default(def: &CollectionDef, f: &quiver_catalog::FieldDef) -> Opti
     }
 }
 
+/// `rows` with the text columns `columns` (PostgreSQL array text, `{1,2}`)
+/// as lists of the given item type.
+fn with_array_columns(rows: Rows, columns: &[(&str, DataType)]) -> Result<Rows> {
+    let list =
+        |item: &DataType| DataType::List(Arc::new(Field::new_list_field(item.clone(), true)));
+    let fields: Vec<Field> = rows
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match columns.iter().find(|(n, _)| n == f.name()) {
+            Some((_, item)) => Field::new(f.name(), list(item), true),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let mut out = Rows {
+        schema: Arc::new(Schema::new_with_metadata(
+            fields,
+            rows.schema.metadata().clone(),
+        )),
+        rows: Vec::new(),
+    };
+    for row in &rows.rows {
+        let mut row = row.clone();
+        for (name, item) in columns {
+            let Ok(i) = out.col(name) else { continue };
+            let value = match rows.text(&row, name)? {
+                None => ScalarValue::try_from(&list(item))?,
+                Some(text) => {
+                    let numbers: Vec<i64> = text
+                        .trim_matches(|c| c == '{' || c == '}')
+                        .split(',')
+                        .filter_map(|n| n.trim().parse().ok())
+                        .collect();
+                    if *item == DataType::Int16 {
+                        int2_list(&numbers)
+                    } else {
+                        int4_list(&numbers)
+                    }
+                }
+            };
+            row[i] = value;
+        }
+        out.rows.push(row);
+    }
+    Ok(out)
+}
+
 /// The name PostgreSQL gives a primary key (its constraint and index).
 pub fn pkey_name(def: &CollectionDef) -> String {
     format!("{}_pkey", def.name)
@@ -526,6 +573,22 @@ fn opclass_oid(index: &IndexDef) -> i64 {
         .into_iter()
         .find(|(_, m, n, _, _)| *m == am && *n == name)
         .map_or(0, |(oid, ..)| oid)
+}
+
+/// `pg_policies`: quiver has no row security policies.
+pub fn pg_policies() -> Result<Arc<dyn TableProvider>> {
+    let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("schemaname", DataType::Utf8, true),
+        Field::new("tablename", DataType::Utf8, true),
+        Field::new("policyname", DataType::Utf8, true),
+        Field::new("permissive", DataType::Utf8, true),
+        Field::new("roles", list, true),
+        Field::new("cmd", DataType::Utf8, true),
+        Field::new("qual", DataType::Utf8, true),
+        Field::new("with_check", DataType::Utf8, true),
+    ]));
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
 }
 
 /// The `pg_indexes` view: a row per index of each collection `viewer`
@@ -1016,7 +1079,20 @@ impl Relations<'_> {
         inner: &Arc<dyn TableProvider>,
     ) -> Result<Arc<dyn TableProvider>> {
         let base = self.base().await?;
-        let mut out = Rows::of(inner).await?;
+        // PostgreSQL's arrays (`int2[]`, `oid[]`), which the shipped rows
+        // hold as text (`{1,2}`): tools test `attnum = ANY(conkey)`.
+        let mut out = with_array_columns(
+            Rows::of(inner).await?,
+            &[
+                ("conkey", DataType::Int16),
+                ("confkey", DataType::Int16),
+                ("conpfeqop", DataType::Int32),
+                ("conppeqop", DataType::Int32),
+                ("conffeqop", DataType::Int32),
+                ("confdelsetcols", DataType::Int16),
+                ("conexclop", DataType::Int32),
+            ],
+        )?;
         for (table_oid, def) in &base.collections {
             let Some(key) = def.primary_key else {
                 continue;
@@ -1093,7 +1169,9 @@ impl Relations<'_> {
     /// `CREATE EXTENSION vector` puts it.
     async fn pg_extension(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
         let base = self.base().await?;
-        let mut out = Rows::of(inner).await?;
+        // `extconfig` is an oid[] (DBeaver unnests it).
+        let mut out =
+            with_array_columns(Rows::of(inner).await?, &[("extconfig", DataType::Int32)])?;
         let mut row = out.blank();
         out.set(&mut row, "oid", int(VECTOR_EXTENSION_OID as i64))?;
         out.set(&mut row, "extname", text("vector"))?;
@@ -1103,6 +1181,58 @@ impl Relations<'_> {
         out.set(&mut row, "extversion", text(VECTOR_EXTENSION_VERSION))?;
         out.rows.push(row);
         out.into_table()
+    }
+
+    /// `pg_available_extensions`: the installed extensions (quiver ships
+    /// no others), with their versions and comments.
+    pub async fn pg_available_extensions(&self) -> Result<Option<Arc<dyn TableProvider>>> {
+        let (Some(ext), Some(desc)) = (
+            self.inner.table("pg_extension").await?,
+            self.inner.table("pg_description").await?,
+        ) else {
+            return Ok(None);
+        };
+        let ext = Rows::of(&self.pg_extension(&ext).await?).await?;
+        let desc = Rows::of(&Self::pg_description(&desc).await?).await?;
+        let mut rows = Vec::new();
+        for r in &ext.rows {
+            let oid = ext.int(r, "oid")?;
+            let comment = desc
+                .rows
+                .iter()
+                .find(|d| {
+                    desc.int(d, "objoid").ok().flatten() == oid
+                        && desc.int(d, "classoid").ok().flatten()
+                            == Some(PG_EXTENSION_CLASS_OID as i64)
+                })
+                .map(|d| desc.text(d, "description"))
+                .transpose()?
+                .flatten();
+            let version = ext.text(r, "extversion")?;
+            rows.push(vec![
+                ext.text(r, "extname")?,
+                version.clone(),
+                version,
+                comment,
+            ]);
+        }
+        let schema = Arc::new(Schema::new(
+            ["name", "default_version", "installed_version", "comment"]
+                .map(|n| Field::new(n, DataType::Utf8, true))
+                .to_vec(),
+        ));
+        let columns: Vec<ArrayRef> = (0..4)
+            .map(|i| {
+                Arc::new(arrow::array::StringArray::from(
+                    rows.iter().map(|r| r[i].clone()).collect::<Vec<_>>(),
+                )) as ArrayRef
+            })
+            .collect();
+        let batch = arrow::array::RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Some(Arc::new(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
     }
 
     async fn pg_description(inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {

@@ -245,7 +245,6 @@ const NAMES: &[&str] = &[
     "restrict_nonsystem_relation_kind",
     "segment_size",
     "seq_page_cost",
-    "server_version_num",
     "session_preload_libraries",
     "session_replication_role",
     "shared_buffers",

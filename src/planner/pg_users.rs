@@ -82,6 +82,8 @@ const PG_STAT_PROGRESS_COPY: &str = "pg_stat_progress_copy";
 const PG_ROLES: &str = "pg_roles";
 const PG_TYPE: &str = "pg_type";
 const PG_INDEXES: &str = "pg_indexes";
+const PG_POLICIES: &str = "pg_policies";
+const PG_AVAILABLE_EXTENSIONS: &str = "pg_available_extensions";
 
 /// The oid of `_vector`, the array type of `vector` (pgvector creates both
 /// in the extension's schema; their oids are whatever its database gives).
@@ -463,7 +465,13 @@ impl SchemaProvider for WithPgUser {
         names.push(PG_USER.to_string());
         names.push(PG_STAT_ACTIVITY.to_string());
         names.push(PG_STAT_PROGRESS_COPY.to_string());
-        for own in [PG_DATABASE, PG_ROLES, PG_INDEXES] {
+        for own in [
+            PG_DATABASE,
+            PG_ROLES,
+            PG_INDEXES,
+            PG_POLICIES,
+            PG_AVAILABLE_EXTENSIONS,
+        ] {
             if !names.iter().any(|n| n == own) {
                 names.push(own.to_string());
             }
@@ -496,6 +504,18 @@ impl SchemaProvider for WithPgUser {
         if name == PG_TYPE {
             return self.pg_type().await;
         }
+        if name == PG_POLICIES {
+            return crate::pg_relations::pg_policies().map(Some);
+        }
+        if name == PG_AVAILABLE_EXTENSIONS {
+            return crate::pg_relations::Relations {
+                inner: self.inner.as_ref(),
+                catalog: &self.catalog,
+                database: &self.database,
+            }
+            .pg_available_extensions()
+            .await;
+        }
         if name == PG_INDEXES {
             return crate::pg_relations::pg_indexes(&self.catalog, &self.database, &self.viewer)
                 .map(Some);
@@ -519,6 +539,8 @@ impl SchemaProvider for WithPgUser {
             || name == PG_STAT_PROGRESS_COPY
             || name == PG_ROLES
             || name == PG_INDEXES
+            || name == PG_POLICIES
+            || name == PG_AVAILABLE_EXTENSIONS
             || self.inner.table_exist(name)
     }
 }

@@ -194,11 +194,19 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     ("jit", "off", Kind::Bool),
     ("intervalstyle", "postgres", Kind::OneOf(&["postgres"])),
     ("max_identifier_length", "63", Kind::ReadOnly),
+    // `SET ROLE NONE`: the session's own role (SET ROLE to another one is
+    // refused when parsed).
+    ("role", "none", Kind::OneOf(&["none"])),
     ("search_path", "\"$user\", public", Kind::Text),
     ("server_encoding", "UTF8", Kind::ReadOnly),
     (
         "server_version",
         quiver_common::SERVER_VERSION,
+        Kind::ReadOnly,
+    ),
+    (
+        "server_version_num",
+        quiver_common::SERVER_VERSION_NUM,
         Kind::ReadOnly,
     ),
     (

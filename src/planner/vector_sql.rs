@@ -85,6 +85,17 @@ impl TypePlanner for VectorTypePlanner {
         if let Some(uuid) = crate::uuid_sql::plan_uuid_type(sql_type) {
             return Ok(Some(uuid));
         }
+        // `'_RETURN'::name` (catalog queries): the catalog's names are text.
+        if let ast::DataType::Custom(name, modifiers) = sql_type
+            && modifiers.is_empty()
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("name"))
+        {
+            return Ok(Some(Arc::new(Field::new("name", DataType::Utf8, true))));
+        }
         PgOidTypePlanner.plan_type_field(sql_type)
     }
 }

@@ -377,8 +377,165 @@ fn composite_fields(stmt: &mut ast::Statement) {
     });
 }
 
+/// `x LIKE 'pg/_' || '%' ESCAPE '/'` (SQLAlchemy's schema list): a
+/// constant pattern with an escape character other than the backslash,
+/// which DataFusion's LIKE takes only, is written with the backslash.
+/// Patterns that are not constant text keep their escape (and are refused
+/// there).
+pub fn like_escapes(stmt: &mut ast::Statement) {
+    fn constant(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            },
+            Expr::Nested(inner) => constant(inner),
+            Expr::BinaryOp {
+                left,
+                op: ast::BinaryOperator::StringConcat,
+                right,
+            } => Some(constant(left)? + &constant(right)?),
+            _ => None,
+        }
+    }
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let (Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        }) = e
+        else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let Some(esc) = escape_char.as_ref().and_then(|v| match &v.value {
+            ast::Value::SingleQuotedString(s) if s.chars().count() == 1 && s != "\\" => {
+                s.chars().next()
+            }
+            _ => None,
+        }) else {
+            return ControlFlow::Continue(());
+        };
+        let Some(text) = constant(pattern) else {
+            return ControlFlow::Continue(());
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == esc {
+                if let Some(next) = chars.next() {
+                    out.push('\\');
+                    out.push(next);
+                }
+            } else if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        **pattern = Expr::value(ast::Value::SingleQuotedString(out));
+        *escape_char = None;
+        ControlFlow::Continue(())
+    });
+}
+
+/// `CAST(format('%I.%I', s, t) AS regclass)` (Metabase's field sync): a
+/// cast to regclass of a computed name, which datafusion-pg-catalog
+/// resolves only for literals and parameters, becomes a lookup of the
+/// relation by its quoted, qualified name (an unqualified name is looked
+/// up in schema public). A name that is no relation gives NULL.
+pub fn regclass_casts(stmt: &mut ast::Statement) {
+    fn is_regclass(t: &ast::DataType) -> bool {
+        match t {
+            ast::DataType::Regclass => true,
+            ast::DataType::Custom(name, args) if args.is_empty() => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regclass")),
+            _ => false,
+        }
+    }
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        let Expr::Cast {
+            expr: operand,
+            data_type,
+            ..
+        } = e
+        else {
+            return ControlFlow::<()>::Continue(());
+        };
+        // A computed name: format(...), concat(...), a || b. (An oid
+        // column cast to regclass is the other direction, left as it is.)
+        let computed = match operand.as_ref() {
+            Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                ["format", "concat", "concat_ws", "quote_ident"]
+                    .iter()
+                    .any(|n| i.value.eq_ignore_ascii_case(n))
+            }),
+            Expr::BinaryOp {
+                op: ast::BinaryOperator::StringConcat,
+                ..
+            } => true,
+            _ => false,
+        };
+        if !is_regclass(data_type) || !computed {
+            return ControlFlow::Continue(());
+        }
+        let name = format!("CAST(({operand}) AS TEXT)");
+        let text = format!(
+            "(SELECT max(c.oid) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+             ON c.relnamespace = n.oid WHERE quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             = CASE WHEN strpos({name}, '.') > 0 THEN {name} ELSE 'public.' || {name} END)"
+        );
+        if let Ok(new) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *e = new;
+        }
+        ControlFlow::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
+    fn parsed(sql: &str) -> datafusion::sql::sqlparser::ast::Statement {
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            sql,
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        let mut stmt = parsed("SELECT 1 WHERE n NOT LIKE 'pg/_' || '%' ESCAPE '/'");
+        super::like_escapes(&mut stmt);
+        assert_eq!(stmt.to_string(), "SELECT 1 WHERE n NOT LIKE 'pg\\_%'");
+        let mut other = parsed("SELECT 1 WHERE n LIKE p ESCAPE '/'");
+        super::like_escapes(&mut other);
+        assert!(other.to_string().contains("ESCAPE '/'"));
+    }
+
+    #[test]
+    fn computed_regclass_casts_look_the_relation_up() {
+        let mut stmt =
+            parsed("SELECT CAST(format('%I.%I', s, t) AS REGCLASS), attrelid::regclass FROM x");
+        super::regclass_casts(&mut stmt);
+        let text = stmt.to_string();
+        assert!(
+            text.contains("SELECT max(c.oid) FROM pg_catalog.pg_class"),
+            "{text}"
+        );
+        assert!(text.contains("attrelid::REGCLASS"), "{text}");
+    }
+
     #[test]
     fn array_of_a_subquery_becomes_an_aggregate() {
         let mut stmt = datafusion::sql::sqlparser::parser::Parser::parse_sql(

@@ -507,12 +507,17 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>) -> Result<Statement, Par
     classify(stmt, &text, has_l1)
 }
 
-/// `current_role`, a function PostgreSQL calls without parentheses (as
-/// `current_user`, which sqlparser knows): sqlparser reads it as a column.
+/// `current_role` and `current_catalog`, functions PostgreSQL calls
+/// without parentheses (as `current_user`, which sqlparser knows):
+/// sqlparser reads them as columns. `current_catalog` is
+/// `current_database()` (pgjdbc's `getCatalog()` asks for it).
 fn call_bare_functions(tokens: &mut Vec<TokenWithSpan>) {
     let mut i = 0;
     while i < tokens.len() {
-        let bare = matches!(&tokens[i].token, Token::Word(w)
+        let catalog = matches!(&tokens[i].token, Token::Word(w)
+            if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("current_catalog"));
+        let bare = catalog
+            || matches!(&tokens[i].token, Token::Word(w)
             if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("current_role"));
         let qualified = || {
             tokens[..i]
@@ -529,6 +534,10 @@ fn call_bare_functions(tokens: &mut Vec<TokenWithSpan>) {
         };
         if bare && !qualified() && !called() {
             let span = tokens[i].span;
+            if catalog && let Token::Word(w) = &mut tokens[i].token {
+                w.value = "current_database".into();
+                w.keyword = Keyword::NoKeyword;
+            }
             tokens.insert(i + 1, TokenWithSpan::new(Token::RParen, span));
             tokens.insert(i + 1, TokenWithSpan::new(Token::LParen, span));
             i += 2;
@@ -620,6 +629,8 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);
+            super::array_subquery::like_escapes(&mut stmt);
+            super::array_subquery::regclass_casts(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -633,6 +644,8 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);
+            super::array_subquery::like_escapes(&mut stmt);
+            super::array_subquery::regclass_casts(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -955,6 +968,28 @@ fn parse_set(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement, ParseErro
     let local = word(1).as_deref() == Some("local");
     if local || word(1).as_deref() == Some("session") {
         i += 1;
+    }
+    // `SET ROLE NONE` (Metabase sends it after each query) leaves the
+    // session's role, the only one quiver has: the `role` setting is
+    // `none`. Switching to another role is not supported.
+    if word(i).as_deref() == Some("role")
+        && !matches!(toks.get(i + 1).map(|t| &t.token), Some(Token::Eq))
+    {
+        let rest: Vec<&Token> = toks[i + 1..]
+            .iter()
+            .map(|t| &t.token)
+            .filter(|t| **t != Token::SemiColon)
+            .collect();
+        if matches!(rest.as_slice(), [Token::Word(w)] if w.value.eq_ignore_ascii_case("none")) {
+            return Ok(Statement::Set {
+                name: "role".into(),
+                value: "none".into(),
+                local,
+            });
+        }
+        return Err(ParseError::Unsupported(
+            "SET ROLE is not supported: quiver sessions keep the role they connected as (connect as that role instead)".into(),
+        ));
     }
     let (name, value_start) =
         if word(i).as_deref() == Some("time") && word(i + 1).as_deref() == Some("zone") {

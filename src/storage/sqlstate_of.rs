@@ -113,6 +113,11 @@ fn execution(message: &str) -> SqlState {
     {
         // json_build_object's arguments, as PostgreSQL words them.
         sqlstate::INVALID_PARAMETER_VALUE
+    } else if message.starts_with("null values cannot be formatted") {
+        sqlstate::NULL_VALUE_NOT_ALLOWED
+    } else if message.contains("format()") {
+        // format()'s own errors, as PostgreSQL words them.
+        sqlstate::INVALID_PARAMETER_VALUE
     } else if message.starts_with("Placeholder '") && message.contains("was not provided a value") {
         // `SELECT $1` in a simple query, which has no parameters.
         sqlstate::UNDEFINED_PARAMETER
