@@ -24,6 +24,7 @@ mod int_types;
 pub mod json_udf;
 pub mod memory;
 pub mod pg_compat;
+pub mod pg_functions;
 pub mod pg_relations;
 pub mod pg_settings;
 pub mod pg_users;
