@@ -23,16 +23,6 @@ use tokio_postgres::SimpleQueryMessage;
 const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
     (
         "dbeaver.sql",
-        "pg_database_size(db.oid) FROM pg_catalog.pg_database db WHERE",
-        "pg_database_size: quiver does not report sizes per database yet",
-    ),
-    (
-        "dbeaver.sql",
-        "pg_database_size(db.oid) FROM pg_catalog.pg_database db ",
-        "pg_database_size: quiver does not report sizes per database yet",
-    ),
-    (
-        "dbeaver.sql",
         "pg_aggregate",
         "pg_catalog's regproc columns (pg_aggregate.aggfnoid, pg_type.typreceive, ...) hold function names, not pg_proc oids, so joins on them fail",
     ),

@@ -552,6 +552,7 @@ impl Engine {
                 database,
                 &self.system_rows,
             ))
+            .chain(super::pg_functions::size_udfs(&self.catalog, &self.storage))
             .chain([create_current_database_udf(database)])
             .chain(super::backends::udfs(
                 &self.activity,

@@ -640,3 +640,107 @@ fn catalog_oid(name: &str) -> Option<i64> {
         .find(|(n, _)| *n == name)
         .map(|(_, oid)| *oid as i64)
 }
+
+/// `pg_database_size(name | oid)`: the bytes a database's collections
+/// hold: their flushed segments' files and their rows in memory, as
+/// `SHOW SEGMENTS` counts them. A database that does not exist is 3D000
+/// by name and NULL by oid, as in PostgreSQL.
+#[derive(Debug)]
+struct DatabaseSize {
+    signature: Signature,
+    catalog: Arc<Catalog>,
+    storage: Arc<quiver_storage::Storage>,
+}
+
+impl PartialEq for DatabaseSize {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+impl Eq for DatabaseSize {}
+impl std::hash::Hash for DatabaseSize {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "pg_database_size".hash(state);
+    }
+}
+
+impl DatabaseSize {
+    fn size(&self, database: &str) -> Result<i64> {
+        let mut bytes = 0u64;
+        for name in self.catalog.collection_names(database) {
+            let Some(def) = self.catalog.collection(database, &name) else {
+                continue;
+            };
+            if def.name != name {
+                continue;
+            }
+            let data = self
+                .storage
+                .open_collection(&def)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            bytes += data.segment_rows().iter().map(|s| s.4).sum::<u64>();
+        }
+        Ok(bytes as i64)
+    }
+}
+
+impl ScalarUDFImpl for DatabaseSize {
+    fn name(&self) -> &str {
+        "pg_database_size"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("pg_database_size takes one argument");
+        };
+        let values = arg.to_array(args.number_rows)?;
+        let by_oid = values.data_type().is_integer();
+        let text = arrow::compute::cast(&values, &DataType::Utf8)?;
+        let databases = self.catalog.databases();
+        let mut out = arrow::array::Int64Builder::new();
+        for v in text.as_string::<i32>().iter() {
+            let found = v.and_then(|v| {
+                databases.iter().find(|(id, name, _)| {
+                    if by_oid {
+                        v.parse::<i64>().ok() == Some(crate::pg_users::database_oid(*id) as i64)
+                    } else {
+                        name == v
+                    }
+                })
+            });
+            match (found, v) {
+                (Some((_, name, _)), _) => out.append_value(self.size(name)?),
+                // PostgreSQL: 3D000 for a name, NULL for an oid.
+                (None, Some(name)) if !by_oid => {
+                    return Err(datafusion::error::DataFusionError::External(Box::new(
+                        quiver_catalog::CatalogError::DatabaseNotFound {
+                            name: name.to_string(),
+                        },
+                    )));
+                }
+                (None, _) => out.append_null(),
+            }
+        }
+        let out = out.finish();
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+        })
+    }
+}
+
+/// The functions that read sizes from storage.
+pub fn size_udfs(catalog: &Arc<Catalog>, storage: &Arc<quiver_storage::Storage>) -> Vec<ScalarUDF> {
+    vec![ScalarUDF::new_from_impl(DatabaseSize {
+        signature: Signature::any(1, Volatility::Volatile),
+        catalog: catalog.clone(),
+        storage: storage.clone(),
+    })]
+}
