@@ -552,7 +552,11 @@ impl Engine {
                 database,
                 &self.system_rows,
             ))
-            .chain(super::pg_functions::size_udfs(&self.catalog, &self.storage))
+            .chain(super::pg_functions::size_udfs(
+                &self.catalog,
+                &self.storage,
+                user,
+            ))
             .chain([create_current_database_udf(database)])
             .chain(super::backends::udfs(
                 &self.activity,

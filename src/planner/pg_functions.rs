@@ -643,13 +643,18 @@ fn catalog_oid(name: &str) -> Option<i64> {
 
 /// `pg_database_size(name | oid)`: the bytes a database's collections
 /// hold: their flushed segments' files and their rows in memory, as
-/// `SHOW SEGMENTS` counts them. A database that does not exist is 3D000
+/// `SHOW SEGMENTS` counts them, of the collections the user sees. A
+/// database that does not exist is 3D000
 /// by name and NULL by oid, as in PostgreSQL.
 #[derive(Debug)]
 struct DatabaseSize {
     signature: Signature,
     catalog: Arc<Catalog>,
     storage: Arc<quiver_storage::Storage>,
+    /// The session's user: only the collections it sees are counted (as
+    /// everywhere else, a size must not tell of collections it may not
+    /// know of).
+    viewer: String,
 }
 
 impl PartialEq for DatabaseSize {
@@ -671,7 +676,7 @@ impl DatabaseSize {
             let Some(def) = self.catalog.collection(database, &name) else {
                 continue;
             };
-            if def.name != name {
+            if def.name != name || !crate::access::sees(&self.catalog, &self.viewer, &def) {
                 continue;
             }
             let data = self
@@ -737,10 +742,15 @@ impl ScalarUDFImpl for DatabaseSize {
 }
 
 /// The functions that read sizes from storage.
-pub fn size_udfs(catalog: &Arc<Catalog>, storage: &Arc<quiver_storage::Storage>) -> Vec<ScalarUDF> {
+pub fn size_udfs(
+    catalog: &Arc<Catalog>,
+    storage: &Arc<quiver_storage::Storage>,
+    viewer: &str,
+) -> Vec<ScalarUDF> {
     vec![ScalarUDF::new_from_impl(DatabaseSize {
         signature: Signature::any(1, Volatility::Volatile),
         catalog: catalog.clone(),
         storage: storage.clone(),
+        viewer: viewer.to_string(),
     })]
 }

@@ -317,8 +317,8 @@ pub fn column_default(def: &CollectionDef, f: &quiver_catalog::FieldDef) -> Opti
     }
 }
 
-/// `rows` with the text columns `columns` (PostgreSQL array text, `{1,2}`)
-/// as lists of the given item type.
+/// `rows` with the text columns `columns` (PostgreSQL array text, `{1,2}`,
+/// or an int2vector's `1 2`) as lists of the given item type.
 fn with_array_columns(rows: Rows, columns: &[(&str, DataType)]) -> Result<Rows> {
     let list =
         |item: &DataType| DataType::List(Arc::new(Field::new_list_field(item.clone(), true)));
@@ -347,7 +347,7 @@ fn with_array_columns(rows: Rows, columns: &[(&str, DataType)]) -> Result<Rows> 
                 Some(text) => {
                     let numbers: Vec<i64> = text
                         .trim_matches(|c| c == '{' || c == '}')
-                        .split(',')
+                        .split(|c: char| c == ',' || c.is_whitespace())
                         .filter_map(|n| n.trim().parse().ok())
                         .collect();
                     if *item == DataType::Int16 {
@@ -964,14 +964,15 @@ impl Relations<'_> {
     async fn pg_index(&self, inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
         let base = self.base().await?;
         let rows = Rows::of(inner).await?;
-        let list = |item: DataType| DataType::List(Arc::new(Field::new_list_field(item, true)));
         let vectors = [
             ("indkey", DataType::Int16),
             ("indcollation", DataType::Int32),
             ("indclass", DataType::Int32),
             ("indoption", DataType::Int16),
         ];
-        let fields: Vec<Field> = rows
+        // int2vector / oidvector: arrays in queries, marked for the wire.
+        let mut out = with_array_columns(rows, &vectors)?;
+        let fields: Vec<Field> = out
             .schema
             .fields()
             .iter()
@@ -982,7 +983,7 @@ impl Relations<'_> {
                     } else {
                         "oidvector"
                     };
-                    Field::new(f.name(), list(item.clone()), true).with_metadata(
+                    f.as_ref().clone().with_metadata(
                         [(
                             quiver_common::pg_array::CATALOG_VECTOR_KEY.to_string(),
                             kind.to_string(),
@@ -993,32 +994,10 @@ impl Relations<'_> {
                 None => f.as_ref().clone(),
             })
             .collect();
-        let mut out = Rows {
-            schema: Arc::new(Schema::new_with_metadata(
-                fields,
-                rows.schema.metadata().clone(),
-            )),
-            rows: Vec::new(),
-        };
-        for row in &rows.rows {
-            let mut row = row.clone();
-            for (name, item) in &vectors {
-                let numbers: Vec<i64> = rows
-                    .text(&row, name)?
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
-                let value = if *item == DataType::Int16 {
-                    int2_list(&numbers)
-                } else {
-                    int4_list(&numbers)
-                };
-                let i = out.col(name)?;
-                row[i] = value;
-            }
-            out.rows.push(row);
-        }
+        out.schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            out.schema.metadata().clone(),
+        ));
         // The default btree class of each type (a primary key's).
         let mut btree_opclasses = HashMap::new();
         if let Some(classes) = self.inner.table("pg_opclass").await? {

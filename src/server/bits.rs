@@ -92,38 +92,34 @@ pub fn wire_fields(
             None
         };
         if let Some(pg_type) = marked {
-            let old = &infos[i];
-            infos[i] = FieldInfo::new(
-                old.name().to_string(),
-                old.table_id(),
-                old.column_id(),
-                pg_type,
-                old.format(),
-            )
-            .with_format_options(old.format_options().clone());
+            infos[i] = retyped(&infos[i], pg_type);
             continue;
         }
         let kind = f
             .metadata()
             .get(quiver_common::pg_array::CATALOG_VECTOR_KEY)
             .map(|k| k.as_str());
-        let old = &infos[i];
-        let pg_type = match (kind, old.format()) {
+        let pg_type = match (kind, infos[i].format()) {
             (None, _) => continue,
             (Some(_), FieldFormat::Text) => Type::TEXT,
             (Some("oidvector"), _) => Type::OID_VECTOR,
             (Some(_), _) => Type::INT2_VECTOR,
         };
-        infos[i] = FieldInfo::new(
-            old.name().to_string(),
-            old.table_id(),
-            old.column_id(),
-            pg_type,
-            old.format(),
-        )
-        .with_format_options(old.format_options().clone());
+        infos[i] = retyped(&infos[i], pg_type);
     }
     Ok(infos)
+}
+
+/// `old` described as `pg_type`.
+fn retyped(old: &FieldInfo, pg_type: Type) -> FieldInfo {
+    FieldInfo::new(
+        old.name().to_string(),
+        old.table_id(),
+        old.column_id(),
+        pg_type,
+        old.format(),
+    )
+    .with_format_options(old.format_options().clone())
 }
 
 fn bit_fields(
@@ -152,15 +148,7 @@ fn bit_fields(
     let mut infos = arrow_schema_to_pg_fields(&Schema::new(fields), format, options)?;
     for (i, _) in bits {
         let old = &infos[i];
-        let info = FieldInfo::new(
-            old.name().to_string(),
-            old.table_id(),
-            old.column_id(),
-            Type::BIT,
-            old.format(),
-        )
-        .with_format_options(old.format_options().clone());
-        infos[i] = info;
+        infos[i] = retyped(old, Type::BIT);
     }
     Ok(infos)
 }

@@ -629,7 +629,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);
-            super::array_subquery::like_escapes(&mut stmt);
+            super::array_subquery::like_escapes(&mut stmt)?;
             super::array_subquery::regclass_casts(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
@@ -644,7 +644,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);
-            super::array_subquery::like_escapes(&mut stmt);
+            super::array_subquery::like_escapes(&mut stmt)?;
             super::array_subquery::regclass_casts(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
