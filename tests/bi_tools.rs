@@ -20,23 +20,7 @@ use tokio_postgres::SimpleQueryMessage;
 
 /// Queries quiver does not answer yet: (file, words of the entry's
 /// header, why).
-const KNOWN_FAILURES: &[(&str, &str, &str)] = &[
-    (
-        "dbeaver.sql",
-        "pg_aggregate",
-        "pg_catalog's regproc columns (pg_aggregate.aggfnoid, pg_type.typreceive, ...) hold function names, not pg_proc oids, so joins on them fail",
-    ),
-    (
-        "grafana.sql",
-        "pg_aggregate",
-        "pg_catalog's regproc columns hold function names, not pg_proc oids",
-    ),
-    (
-        "powerbi_npgsql.sql",
-        "typreceive",
-        "pg_type.typreceive holds a function name, not a pg_proc oid, so Npgsql's join on it fails",
-    ),
-];
+const KNOWN_FAILURES: &[(&str, &str, &str)] = &[];
 
 /// The entries of a query file: (header line, query text).
 fn entries(text: &str) -> Vec<(String, String)> {

@@ -432,7 +432,7 @@ fn repeated_column_names_are_postgres_names() {
     }
 }
 
-/// `\d`, `\d+`, `\dt`, `\di` and `\dx` print what PostgreSQL 15 + pgvector 0.8
+/// `\d`, `\d+`, `\dt`, `\di`, `\dx`, `\df` and `\dT` print what PostgreSQL 15 + pgvector 0.8
 /// print for the same script (checked there; PostgreSQL's owner is
 /// `postgres` where quiver's is the user who created the collection):
 /// vector and numeric typmods, NOT NULL, defaults, the primary key and
@@ -454,6 +454,10 @@ CREATE TABLE "Notes" (body text);
 \dt
 \di
 \dx
+\df vector_norm
+\df vector_concat
+\df hnswhandler
+\dT vector
 "#,
     )
     .unwrap();
@@ -520,6 +524,30 @@ Access method: heap
  plpgsql | 1.0     | pg_catalog | PL/pgSQL procedural language
  vector  | 0.8.0   | public     | vector data type and ivfflat and hnsw access methods
 (2 rows)
+
+                          List of functions
+ Schema |    Name     | Result data type | Argument data types | Type 
+--------+-------------+------------------+---------------------+------
+ public | vector_norm | double precision | vector              | func
+(1 row)
+
+                           List of functions
+ Schema |     Name      | Result data type | Argument data types | Type 
+--------+---------------+------------------+---------------------+------
+ public | vector_concat | vector           | vector, vector      | func
+(1 row)
+
+                          List of functions
+ Schema |    Name     | Result data type | Argument data types | Type 
+--------+-------------+------------------+---------------------+------
+ public | hnswhandler | index_am_handler | internal            | func
+(1 row)
+
+      List of data types
+ Schema |  Name  | Description 
+--------+--------+-------------
+ public | vector | 
+(1 row)
 
 "#
     );

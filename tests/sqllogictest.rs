@@ -60,6 +60,12 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         21 => i16::from_be_bytes(be(raw)).to_string(),
         23 => i32::from_be_bytes(be(raw)).to_string(),
         26 => u32::from_be_bytes(be(raw)).to_string(),
+        // regproc: an oid in binary, the function's name in text.
+        24 => {
+            static NAMES: std::sync::Once = std::sync::Once::new();
+            NAMES.call_once(|| quiver_planner::pg_proc::register_names().unwrap());
+            quiver_common::regproc::display(i32::from_be_bytes(be(raw)))
+        }
         // As PostgreSQL's float4out/float8out write them (text results).
         700 => quiver_server::text_out::float4(f32::from_be_bytes(be(raw)), 1),
         701 => quiver_server::text_out::float8(f64::from_be_bytes(be(raw)), 1),

@@ -5,6 +5,7 @@
 pub mod interrupt;
 pub mod json;
 pub mod pg_array;
+pub mod regproc;
 pub mod sqlstate;
 pub mod timestamp_text;
 pub mod uuid;

@@ -9,6 +9,7 @@
 //! PostgreSQL allows two columns of one name (`SELECT 1, 2`), a DataFusion
 //! plan does not.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -44,6 +45,7 @@ pub fn of_statement(statement: &ast::Statement) -> Option<Vec<ColumnName>> {
 /// client sees are worked out before this ([`of_statement`]), so the
 /// aliases are never shown.
 pub fn alias_duplicates(statement: &mut ast::Statement) {
+    name_nested_columns(statement);
     let query = match statement {
         ast::Statement::Query(query) => query,
         ast::Statement::Insert(insert) => match insert.source.as_mut() {
@@ -53,6 +55,64 @@ pub fn alias_duplicates(statement: &mut ast::Statement) {
         _ => return,
     };
     alias_in_set_expr(&mut query.body);
+}
+
+/// Gives the unnamed select items of the queries inside `statement`
+/// (common table expressions, subqueries in FROM and in expressions) the
+/// names PostgreSQL gives them, by which the enclosing query refers to
+/// them: `WITH w AS (SELECT x, count(1) FROM t GROUP BY x) SELECT x FROM w
+/// ORDER BY count` (pgcli's casing query). An item keeps DataFusion's name
+/// where PostgreSQL's would repeat another item's of the same select, or
+/// would be `?column?`.
+pub fn name_nested_columns(statement: &mut ast::Statement) {
+    struct Nested {
+        depth: usize,
+    }
+    impl ast::VisitorMut for Nested {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            self.depth += 1;
+            if self.depth > 1 {
+                visit_selects(&mut query.body, &mut name_items);
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _query: &mut ast::Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(statement, &mut Nested { depth: 0 });
+}
+
+/// Aliases the unnamed, non-column items of one select by their
+/// PostgreSQL names where those are unique in it.
+fn name_items(items: &mut [SelectItem]) {
+    let names: Vec<Option<String>> = items
+        .iter()
+        .map(|item| match of_item(item) {
+            ColumnName::Named(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for (i, item) in items.iter_mut().enumerate() {
+        let SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        if matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            continue;
+        }
+        let Some(name) = names[i].as_ref().filter(|n| *n != "?column?") else {
+            continue;
+        };
+        if names.iter().filter(|n| n.as_ref() == Some(name)).count() > 1 {
+            continue;
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: expr.clone(),
+            alias: ast::Ident::with_quote('"', name.clone()),
+        };
+    }
 }
 
 fn alias_in_set_expr(body: &mut SetExpr) {
@@ -355,6 +415,25 @@ mod tests {
                 ColumnName::Expand => "*".to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn nested_queries_name_their_columns_as_postgresql() {
+        let mut statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "WITH w AS (SELECT x, count(1), max(y), max(z), 1 + 2 FROM t GROUP BY x) \
+             SELECT count(*), c.n FROM w, (SELECT length(s) FROM u) c(n) \
+             WHERE EXISTS (SELECT now()::date)",
+        )
+        .unwrap()
+        .remove(0);
+        name_nested_columns(&mut statement);
+        assert_eq!(
+            statement.to_string(),
+            "WITH w AS (SELECT x, count(1) AS \"count\", max(y), max(z), 1 + 2 FROM t GROUP BY x) \
+             SELECT count(*), c.n FROM w, (SELECT length(s) AS \"length\" FROM u) c (n) \
+             WHERE EXISTS (SELECT now()::DATE AS \"now\")"
+        );
     }
 
     #[test]

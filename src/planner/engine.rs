@@ -514,6 +514,7 @@ impl Engine {
             activity: self.activity.clone(),
             viewer: user.to_string(),
             database: database.to_string(),
+            system: self.system_rows.clone(),
         };
         let visible = visible.with_schema("pg_catalog", Arc::new(pg_catalog));
         let information_schema = super::information_schema::InformationSchema::new(
@@ -546,6 +547,7 @@ impl Engine {
             .chain(super::json_udf::all_udfs())
             .chain(super::uuid_sql::all_udfs())
             .chain(super::vector_ops::all_udfs())
+            .chain([super::regexp_split::udf()])
             .chain(super::pg_users::udfs(&self.catalog))
             .chain(super::pg_relations::udfs(
                 &self.catalog,

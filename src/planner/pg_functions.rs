@@ -423,6 +423,8 @@ pub struct SystemRows {
     procs: HashMap<i64, Proc>,
     /// (objoid, classoid, objsubid) → description
     comments: HashMap<(i64, i64, i64), String>,
+    /// What turns the catalog's `regproc` names into oids.
+    pub regprocs: crate::pg_proc::Regprocs,
 }
 
 #[derive(Debug)]
@@ -434,6 +436,9 @@ struct Proc {
     modes: Vec<String>,
     names: Vec<String>,
 }
+
+/// `pg_catalog`'s oid.
+const PG_CATALOG_NAMESPACE: i64 = 11;
 
 /// `['i', 'v']`, `{a,b}` or `23 25`: the items of a shipped array value.
 fn items(text: &str) -> Vec<String> {
@@ -466,10 +471,21 @@ impl SystemRows {
             ("_vector".to_string(), VECTOR_TYPE_OID as i64),
         );
         let procs = rows(&tables.pg_proc)?;
+        let mut names = Vec::with_capacity(procs.rows.len());
         for r in &procs.rows {
             let Some(oid) = procs.int(r, "oid")? else {
                 continue;
             };
+            names.push((
+                oid,
+                procs.text(r, "proname")?.unwrap_or_default(),
+                procs.int(r, "pronamespace")? == Some(PG_CATALOG_NAMESPACE),
+                procs.text(r, "prokind")?.unwrap_or_default(),
+                procs
+                    .text(r, "proargtypes")?
+                    .map(|t| items(&t).iter().filter_map(|s| s.parse().ok()).collect())
+                    .unwrap_or_default(),
+            ));
             let list = |name: &str| -> Result<Vec<String>> {
                 Ok(procs.text(r, name)?.map(|t| items(&t)).unwrap_or_default())
             };
@@ -487,6 +503,22 @@ impl SystemRows {
                 },
             );
         }
+        for p in crate::pg_proc::added() {
+            names.push((p.oid, p.name.to_string(), false, "f".into(), p.args.clone()));
+            out.procs.insert(
+                p.oid,
+                Proc {
+                    result: p.result,
+                    set: false,
+                    args: p.args,
+                    all_args: None,
+                    modes: Vec::new(),
+                    names: Vec::new(),
+                },
+            );
+        }
+        out.regprocs = crate::pg_proc::Regprocs::new(names);
+        quiver_common::regproc::register(out.regprocs.display.clone());
         let comments = rows(&tables.pg_description)?;
         for r in &comments.rows {
             if let (Some(o), Some(c), Some(d)) = (

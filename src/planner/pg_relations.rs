@@ -54,7 +54,7 @@ pub(crate) const VECTOR_EXTENSION_COMMENT: &str =
 
 /// quiver's vector index methods as access methods: pgvector's `hnsw` and
 /// `ivfflat`, and the faiss methods pgvector does not have.
-const VECTOR_AMS: [(i32, &str, &str); 5] = [
+pub(crate) const VECTOR_AMS: [(i32, &str, &str); 5] = [
     (16_301, "hnsw", "hnswhandler"),
     (16_302, "ivfflat", "ivfflathandler"),
     (16_303, "flat", "flathandler"),
@@ -206,6 +206,12 @@ impl Rows {
     }
 
     pub(crate) fn into_table(self) -> Result<Arc<dyn TableProvider>> {
+        let schema = self.schema.clone();
+        let batch = self.into_batch()?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+
+    pub(crate) fn into_batch(self) -> Result<arrow::array::RecordBatch> {
         let columns = self
             .schema
             .fields()
@@ -223,8 +229,7 @@ impl Rows {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let batch = arrow::array::RecordBatch::try_new(self.schema.clone(), columns)?;
-        Ok(Arc::new(MemTable::try_new(self.schema, vec![vec![batch]])?))
+        Ok(arrow::array::RecordBatch::try_new(self.schema, columns)?)
     }
 }
 

@@ -73,6 +73,8 @@ pub struct WithPgUser {
     pub viewer: String,
     /// The session's database (whose collections `pg_class` lists).
     pub database: String,
+    /// The shipped rows' types and functions.
+    pub system: Arc<crate::pg_functions::SystemRows>,
 }
 
 const PG_USER: &str = "pg_user";
@@ -81,6 +83,7 @@ const PG_DATABASE: &str = "pg_database";
 const PG_STAT_PROGRESS_COPY: &str = "pg_stat_progress_copy";
 const PG_ROLES: &str = "pg_roles";
 const PG_TYPE: &str = "pg_type";
+const PG_PROC: &str = "pg_proc";
 const PG_INDEXES: &str = "pg_indexes";
 const PG_POLICIES: &str = "pg_policies";
 const PG_AVAILABLE_EXTENSIONS: &str = "pg_available_extensions";
@@ -144,11 +147,8 @@ impl WithPgUser {
     /// catalog crate has `vector` alone, in `pg_catalog`). Drivers look them
     /// up there: asyncpg's `set_type_codec('vector', schema='public')`,
     /// pgvector-python's `to_regtype('_vector')`.
-    async fn pg_type(&self) -> Result<Option<Arc<dyn TableProvider>>> {
-        let Some(types) = self.inner.table(PG_TYPE).await? else {
-            return Ok(None);
-        };
-        // `public`'s oid is the session's catalog's (pg_class names it too).
+    /// `public`'s oid: the session's catalog's (pg_class names it too).
+    async fn public_oid(&self) -> Result<Option<i32>> {
         let mut public = None;
         if let Some(ns) = self.inner.table("pg_namespace").await? {
             for b in rows_of(&ns).await? {
@@ -165,6 +165,53 @@ impl WithPgUser {
                     .map(|i| oids.value(i)));
             }
         }
+        Ok(public)
+    }
+
+    /// `pg_proc` with the functions quiver adds, in schema `public`.
+    async fn pg_proc(&self) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(procs) = self.inner.table(PG_PROC).await? else {
+            return Ok(None);
+        };
+        let mut batches = rows_of(&procs).await?;
+        if let Some(public) = self.public_oid().await? {
+            let empty = crate::pg_relations::Rows {
+                schema: procs.schema(),
+                rows: Vec::new(),
+            };
+            batches.push(crate::pg_proc::with_added(empty, public as i64)?.into_batch()?);
+        }
+        Ok(Some(Arc::new(MemTable::try_new(
+            procs.schema(),
+            vec![batches],
+        )?)))
+    }
+
+    /// `table` with its `regproc` columns as oids (see
+    /// [`crate::pg_proc`]); itself when it has none.
+    async fn with_regproc_oids(
+        &self,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if !crate::pg_proc::has_regproc_names(&table.schema()) {
+            return Ok(table);
+        }
+        let schema = crate::pg_proc::schema_with_oids(&table.schema());
+        let mut out = Vec::new();
+        for b in rows_of(&table).await? {
+            match self.system.regprocs.to_oids(&b)? {
+                Some(b) => out.push(b),
+                None => out.push(b),
+            }
+        }
+        Ok(Arc::new(MemTable::try_new(schema, vec![out])?))
+    }
+
+    async fn pg_type(&self) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(types) = self.inner.table(PG_TYPE).await? else {
+            return Ok(None);
+        };
+        let public = self.public_oid().await?;
         let batches = rows_of(&types).await?;
         let Some(public) = public else {
             return Ok(Some(Arc::new(MemTable::try_new(
@@ -444,6 +491,8 @@ fn vector_type_row(row: &RecordBatch, public: i32, array: bool) -> Result<Record
                 ("typoutput", false) => text("vector_out"),
                 ("typreceive", false) => text("vector_recv"),
                 ("typsend", false) => text("vector_send"),
+                ("typmodin", _) => text("vector_typmod_in"),
+                ("typanalyze", true) => text("array_typanalyze"),
                 _ => return Ok(column.clone()),
             };
             // Cast to the column's own type (oids are int32 or int64 there,
@@ -480,6 +529,24 @@ impl SchemaProvider for WithPgUser {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match self.table_with_names(name).await? {
+            Some(t) => Ok(Some(self.with_regproc_oids(t).await?)),
+            None => Ok(None),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.exists(name)
+    }
+}
+
+impl WithPgUser {
+    /// The table `name`, its `regproc` columns as the catalog crate has
+    /// them (names).
+    async fn table_with_names(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == PG_PROC {
+            return self.pg_proc().await;
+        }
         if name == PG_USER {
             return self.pg_user().map(Some);
         }
@@ -532,7 +599,7 @@ impl SchemaProvider for WithPgUser {
         self.inner.table(name).await
     }
 
-    fn table_exist(&self, name: &str) -> bool {
+    fn exists(&self, name: &str) -> bool {
         name == PG_USER
             || name == PG_STAT_ACTIVITY
             || name == PG_DATABASE

@@ -110,6 +110,16 @@ pub fn wire_fields(
     Ok(infos)
 }
 
+/// The oid-alias kind of `field` other than a plain `oid` (which arrow-pg
+/// sends itself): `regproc`, `regclass`, ...
+fn oid_alias(field: &Field) -> Option<&str> {
+    field
+        .metadata()
+        .get(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
+        .map(|k| k.as_str())
+        .filter(|k| *k != "oid")
+}
+
 /// `old` described as `pg_type`.
 fn retyped(old: &FieldInfo, pg_type: Type) -> FieldInfo {
     FieldInfo::new(
@@ -187,6 +197,32 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
             columns[i] = Arc::new(b.finish());
             changed = true;
             continue;
+        }
+        // Columns of an oid alias (regproc, regclass, ...): the oid's four
+        // bytes in binary; a regproc's function name in text.
+        if let Some(kind) = oid_alias(schema.field(i))
+            && let Some(oids) = columns[i].as_primitive_opt::<arrow::datatypes::Int32Type>()
+        {
+            let converted: Option<ArrayRef> = match field.format() {
+                FieldFormat::Binary => Some(Arc::new(
+                    oids.iter()
+                        .map(|v| v.map(|v| v.to_be_bytes()))
+                        .collect::<arrow::array::BinaryArray>(),
+                )),
+                FieldFormat::Text if kind == quiver_common::regproc::REGPROC => Some(Arc::new(
+                    oids.iter()
+                        .map(|v| v.map(quiver_common::regproc::display))
+                        .collect::<arrow::array::StringArray>(),
+                )),
+                FieldFormat::Text => None,
+            };
+            if let Some(converted) = converted {
+                out_fields[i] =
+                    Field::new(schema.field(i).name(), converted.data_type().clone(), true);
+                columns[i] = converted;
+                changed = true;
+                continue;
+            }
         }
         if field.format() != FieldFormat::Text || bits.iter().any(|(c, _)| *c == i) {
             continue;

@@ -257,60 +257,30 @@ pub fn regtype_text(stmt: &mut ast::Statement) {
     });
 }
 
-/// `typinput = 'pg_catalog.array_in'::regproc` (pgjdbc's type lookup):
-/// the function columns of `pg_type` hold the functions' names, so the
-/// comparison is of names. Returns whether it rewrote anything.
+/// `'pg_catalog.array_in'::regproc` (pgjdbc's type lookup compares
+/// `typinput` with it): the catalog crate resolves a cast of a function
+/// name to regproc by `proname`, so a name qualified with `pg_catalog`
+/// loses its schema (every function there is found by its name alone).
+/// Returns whether it rewrote anything.
 pub fn regproc_names(stmt: &mut ast::Statement) -> bool {
-    const COLUMNS: [&str; 7] = [
-        "typinput",
-        "typoutput",
-        "typreceive",
-        "typsend",
-        "typmodin",
-        "typmodout",
-        "typanalyze",
-    ];
-    fn column_name(e: &Expr) -> Option<String> {
-        match e {
-            Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
-            Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.to_ascii_lowercase()),
-            _ => None,
-        }
-    }
-    fn regproc_literal(e: &Expr) -> Option<String> {
-        let Expr::Cast {
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Cast {
             expr,
             data_type: ast::DataType::Custom(name, args),
             ..
         } = e
-        else {
-            return None;
-        };
-        let is_regproc = args.is_empty()
+            && args.is_empty()
             && name
                 .0
                 .last()
                 .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("regproc"));
-        let Expr::Value(v) = expr.as_ref() else {
-            return None;
-        };
-        let ast::Value::SingleQuotedString(text) = &v.value else {
-            return None;
-        };
-        is_regproc.then(|| text.strip_prefix("pg_catalog.").unwrap_or(text).to_string())
-    }
-    let mut changed = false;
-    let _ = ast::visit_expressions_mut(stmt, |e| {
-        if let Expr::BinaryOp {
-            left,
-            op: ast::BinaryOperator::Eq | ast::BinaryOperator::NotEq,
-            right,
-        } = e
-            && column_name(left).is_some_and(|c| COLUMNS.contains(&c.as_str()))
-            && let Some(name) = regproc_literal(right)
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regproc"))
+            && let Expr::Value(v) = expr.as_mut()
+            && let ast::Value::SingleQuotedString(text) = &mut v.value
+            && let Some(bare) = text.strip_prefix("pg_catalog.")
         {
-            **right = Expr::value(ast::Value::SingleQuotedString(name));
+            *text = bare.to_string();
             changed = true;
         }
         ControlFlow::<()>::Continue(())
@@ -451,6 +421,34 @@ pub fn like_escapes(stmt: &mut ast::Statement) -> Result<(), crate::ParseError> 
     }
 }
 
+/// `regexp_split_to_table(s, p [, flags])`, a set-returning function,
+/// becomes `unnest(regexp_split_to_array(s, p [, flags]))`, which
+/// DataFusion runs in a select list as PostgreSQL runs the former.
+pub fn regexp_split_to_table(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |e| {
+        if let Expr::Function(f) = e
+            && f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("regexp_split_to_table"))
+        {
+            let mut inner = f.clone();
+            inner.name = ast::ObjectName::from(vec![ast::Ident::new("regexp_split_to_array")]);
+            let mut outer = f.clone();
+            outer.name = ast::ObjectName::from(vec![ast::Ident::new("unnest")]);
+            outer.args = ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                    Expr::Function(inner),
+                ))],
+                clauses: Vec::new(),
+            });
+            *e = Expr::Function(outer);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// `CAST(format('%I.%I', s, t) AS regclass)` (Metabase's field sync): a
 /// cast to regclass of a computed name, which datafusion-pg-catalog
 /// resolves only for literals and parameters, becomes a lookup of the
@@ -519,6 +517,16 @@ mod tests {
         )
         .unwrap()
         .remove(0)
+    }
+
+    #[test]
+    fn regexp_split_to_table_becomes_an_unnest() {
+        let mut stmt = parsed("SELECT regexp_split_to_table(prosrc, '\\W+') AS w FROM p");
+        super::regexp_split_to_table(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT unnest(regexp_split_to_array(prosrc, '\\W+')) AS w FROM p"
+        );
     }
 
     #[test]

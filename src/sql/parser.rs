@@ -631,6 +631,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::regtype_text(&mut stmt);
             super::array_subquery::like_escapes(&mut stmt)?;
             super::array_subquery::regclass_casts(&mut stmt);
+            super::array_subquery::regexp_split_to_table(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }
@@ -646,6 +647,7 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             super::array_subquery::regtype_text(&mut stmt);
             super::array_subquery::like_escapes(&mut stmt)?;
             super::array_subquery::regclass_casts(&mut stmt);
+            super::array_subquery::regexp_split_to_table(&mut stmt);
             super::timestamp_literals::rewrite(&mut stmt);
             Statement::Query(Box::new(stmt))
         }

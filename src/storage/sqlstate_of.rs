@@ -38,6 +38,12 @@ pub fn datafusion(e: &DataFusionError) -> SqlState {
         DataFusionError::Internal(m) if m.contains("ScalarSubquery") => {
             sqlstate::FEATURE_NOT_SUPPORTED
         }
+        // `sum(vector)`: no signature of the function takes the argument
+        // types, which DataFusion reports as its own fault; PostgreSQL says
+        // the function does not exist.
+        DataFusionError::Internal(m) if m.contains("No function matches") => {
+            sqlstate::UNDEFINED_FUNCTION
+        }
         _ => sqlstate::INTERNAL_ERROR,
     }
 }
@@ -81,7 +87,11 @@ fn plan(message: &str) -> SqlState {
         sqlstate::UNDEFINED_TABLE
     } else if message.starts_with("Invalid function") {
         sqlstate::UNDEFINED_FUNCTION
-    } else if message.contains("Cannot infer common") || message.contains("No function matches") {
+    } else if message.contains("No function matches") {
+        // No signature of the function takes these argument types:
+        // PostgreSQL says `function f(types) does not exist`.
+        sqlstate::UNDEFINED_FUNCTION
+    } else if message.contains("Cannot infer common") {
         sqlstate::DATATYPE_MISMATCH
     } else if message.starts_with("Correlated scalar subquery") {
         // PostgreSQL answers it (or 21000 for more than one row); DataFusion
@@ -115,6 +125,13 @@ fn execution(message: &str) -> SqlState {
         sqlstate::INVALID_PARAMETER_VALUE
     } else if message.starts_with("null values cannot be formatted") {
         sqlstate::NULL_VALUE_NOT_ALLOWED
+    } else if message.starts_with("invalid regular expression option")
+        || message.contains("does not support the \"global\" option")
+    {
+        // regexp_split_to_array's flags, as PostgreSQL words them.
+        sqlstate::INVALID_PARAMETER_VALUE
+    } else if message.starts_with("invalid regular expression") {
+        sqlstate::INVALID_REGULAR_EXPRESSION
     } else if message.contains("format()") {
         // format()'s own errors, as PostgreSQL words them.
         sqlstate::INVALID_PARAMETER_VALUE
@@ -141,5 +158,21 @@ mod tests {
             sqlstate::NOT_NULL_VIOLATION
         );
         assert_eq!(execution("anything else"), sqlstate::DATA_EXCEPTION);
+        assert_eq!(
+            execution("invalid regular expression: parentheses () not balanced"),
+            sqlstate::INVALID_REGULAR_EXPRESSION
+        );
+        assert_eq!(
+            execution("invalid regular expression option: \"z\""),
+            sqlstate::INVALID_PARAMETER_VALUE
+        );
+    }
+
+    #[test]
+    fn no_matching_signature_is_an_undefined_function() {
+        let e = DataFusionError::Internal(
+            "Function 'sum' failed to match any signature ... No function matches the given name and argument types 'sum(FixedSizeList(2 x Float32))'.".into(),
+        );
+        assert_eq!(datafusion(&e), sqlstate::UNDEFINED_FUNCTION);
     }
 }
