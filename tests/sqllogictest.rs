@@ -86,10 +86,10 @@ fn decode(ty: &Type, raw: &[u8]) -> String {
         }
         _ if ty.name() == "vector" => {
             let dim = u16::from_be_bytes(be(raw)) as usize;
-            let values: Vec<String> = (0..dim)
-                .map(|i| f32::from_be_bytes(be(&raw[4 + i * 4..])).to_string())
+            let values: Vec<f32> = (0..dim)
+                .map(|i| f32::from_be_bytes(be(&raw[4 + i * 4..])))
                 .collect();
-            format!("[{}]", values.join(","))
+            quiver_vector::text::format_vector(&values)
         }
         _ => String::from_utf8_lossy(raw).into_owned(),
     }

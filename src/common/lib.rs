@@ -2,6 +2,7 @@
 //! and (in [`sqlstate`]) the one table of SQLSTATE codes with the trait
 //! through which each layer's error enum says its own.
 
+pub mod float_text;
 pub mod interrupt;
 pub mod json;
 pub mod pg_array;

@@ -98,6 +98,9 @@ pub struct Prepared {
     /// It calls `current_setting` or `set_config`: planned again at each
     /// execution with the values then.
     reads_settings: bool,
+    /// The table and column each result column comes from (see
+    /// [`super::origins`]).
+    origins: Vec<Option<(i64, usize)>>,
     /// The catalog version it was planned at: after DDL it is planned
     /// again (the plan holds the collections it read then).
     version: u64,
@@ -364,6 +367,7 @@ impl Prepared {
             (Some(plan), _) => {
                 let schema = self.analyzed_schema.as_ref().unwrap_or(plan.schema());
                 let schema = Arc::new(schema.as_arrow().clone());
+                let schema = super::origins::mark(schema, &self.origins);
                 Some(match &self.names {
                     Some(names) => super::colnames::rename(&schema, names),
                     None => schema,
@@ -434,6 +438,13 @@ impl Engine {
             .register_object_store(scan_url.as_ref(), storage.io().store().clone());
         for udf in all_udfs() {
             ctx.register_udf(udf);
+        }
+        // avg / sum over vectors too (pgvector's), wrapping DataFusion's.
+        for udaf in super::vector_agg::aggregates(
+            datafusion::execution::FunctionRegistry::udaf(&ctx, "avg")?,
+            datafusion::execution::FunctionRegistry::udaf(&ctx, "sum")?,
+        ) {
+            ctx.register_udaf(udaf);
         }
         let roles = QuiverRoles {
             catalog: catalog.clone(),
@@ -712,7 +723,14 @@ impl Engine {
             }
             _ => None,
         };
+        let origins = match &plan {
+            Some(p) if !matches!(p, LogicalPlan::Dml(_)) => {
+                super::origins::origins(p, &self.catalog, &session.database())
+            }
+            _ => Vec::new(),
+        };
         Ok(Prepared {
+            origins,
             parameter_plan,
             statement,
             plan,
@@ -920,6 +938,7 @@ impl Engine {
                 .await?;
             debug!(plan = %displayable(physical.as_ref()).indent(true), "prepared execution");
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            let schema = super::origins::mark(schema, &prepared.origins);
             if plain {
                 *prepared.search.lock() = super::search_cache::CachedSearch::new(
                     version,
@@ -963,6 +982,12 @@ impl Engine {
         }
     }
 
+    /// `schema` with the table and column each result column comes from
+    /// (see [`super::origins`]).
+    fn with_origins(&self, session: &Session, schema: SchemaRef, plan: &LogicalPlan) -> SchemaRef {
+        super::origins::with_origins(schema, plan, &self.catalog, &session.database())
+    }
+
     async fn run_plan(&self, session: &Session, plan: LogicalPlan) -> Result<Output, QueryError> {
         self.run_plan_with(session, plan, None).await
     }
@@ -994,7 +1019,8 @@ impl Engine {
             _ => {}
         }
         let state = session.state();
-        let plan = super::session::optimize(state, &plan)?;
+        let planned = plan;
+        let plan = super::session::optimize(state, &planned)?;
         access::authorize(&self.catalog, session, &access::plan_needs(&plan))?;
         // A search typed in psql is planned as a prepared one is.
         let state = if super::ann_rule::skips_physical_optimizer(&plan) {
@@ -1041,7 +1067,11 @@ impl Engine {
         }
         let stream = execute_stream(physical, task)?;
         Ok(Output::Rows {
-            schema: Arc::new(plan.schema().as_arrow().clone()),
+            schema: self.with_origins(
+                session,
+                Arc::new(plan.schema().as_arrow().clone()),
+                &planned,
+            ),
             stream,
         })
     }

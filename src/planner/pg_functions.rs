@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -82,6 +82,8 @@ enum Kind {
     ObjDescription,
     ColDescription,
     SerialSequence,
+    /// `oids::regtype[]`: the names of the types.
+    RegtypeNames,
 }
 
 /// The catalog functions this module answers.
@@ -121,6 +123,7 @@ impl ScalarUDFImpl for CatalogFn {
             Kind::ObjDescription => "obj_description",
             Kind::ColDescription => "col_description",
             Kind::SerialSequence => "pg_get_serial_sequence",
+            Kind::RegtypeNames => quiver_sql::REGTYPE_NAMES,
         }
     }
     fn signature(&self) -> &Signature {
@@ -129,6 +132,9 @@ impl ScalarUDFImpl for CatalogFn {
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(match self.kind {
             Kind::Visible(_) => DataType::Boolean,
+            Kind::RegtypeNames => {
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+            }
             _ => DataType::Utf8,
         })
     }
@@ -139,6 +145,9 @@ impl ScalarUDFImpl for CatalogFn {
             .iter()
             .map(|a| a.to_array(n))
             .collect::<Result<Vec<_>>>()?;
+        if let Kind::RegtypeNames = self.kind {
+            return self.regtype_names(&arrays, n);
+        }
         if let Kind::Visible(_) = self.kind {
             let out: arrow::array::BooleanArray = (0..n)
                 .map(|row| int_arg(&arrays, 0, row).map(|_| true))
@@ -217,9 +226,44 @@ impl ScalarUDFImpl for CatalogFn {
                         _ => None,
                     }
                 }
-                Kind::Visible(_) => None,
+                Kind::Visible(_) | Kind::RegtypeNames => None,
             };
             out.append_option(value);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+impl CatalogFn {
+    /// A list of type oids as the names `regtype[]` prints (`???` for an
+    /// oid no type has, as PostgreSQL's `format_type`).
+    fn regtype_names(&self, arrays: &[ArrayRef], n: usize) -> Result<ColumnarValue> {
+        use arrow::array::{ListBuilder, StringBuilder};
+        let Some(list) = arrays.first() else {
+            return exec_err!("{} takes one argument", quiver_sql::REGTYPE_NAMES);
+        };
+        let item = DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)));
+        let list = match list.data_type() {
+            DataType::Null => arrow::array::new_null_array(&item, n),
+            _ => arrow::compute::cast(list, &item)?,
+        };
+        let list = list.as_list::<i32>();
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for row in 0..n {
+            if list.is_null(row) {
+                out.append_null();
+                continue;
+            }
+            let oids = list.value(row);
+            let oids = oids.as_primitive::<arrow::datatypes::Int64Type>();
+            for oid in oids.iter() {
+                out.values().append_option(oid.map(|oid| {
+                    self.system
+                        .type_name(oid, -1)
+                        .unwrap_or_else(|| "???".to_string())
+                }));
+            }
+            out.append(true);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -256,6 +300,7 @@ pub fn udfs(catalog: &Arc<Catalog>, database: &str, system: &Arc<SystemRows>) ->
         make(Kind::ObjDescription),
         make(Kind::ColDescription),
         make(Kind::SerialSequence),
+        make(Kind::RegtypeNames),
         ScalarUDF::new_from_impl(ExpandArray {
             signature: Signature::any(1, Volatility::Immutable),
         }),

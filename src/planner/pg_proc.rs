@@ -429,6 +429,141 @@ pub(crate) fn schema_with_oids(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// `pg_proc`'s argument columns as PostgreSQL types them: `proargtypes`
+/// an `oidvector` (a list here, marked for the wire, `23 25` as text),
+/// `proallargtypes` an `oid[]`, `proargmodes` a `"char"[]` and
+/// `proargnames` a `text[]`. The catalog crate ships them as text, the last
+/// three in another notation (`['o', 'o']`), which clients cannot read as
+/// arrays (pgcli's function completion casts them: `proargtypes::regtype[]`).
+pub(crate) const ARGUMENT_ARRAYS: [(&str, bool); 4] = [
+    ("proargtypes", true),
+    ("proallargtypes", true),
+    ("proargmodes", false),
+    ("proargnames", false),
+];
+
+/// `schema` as [`with_argument_arrays`] gives it.
+pub(crate) fn schema_with_argument_arrays(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(
+            |f| match ARGUMENT_ARRAYS.iter().find(|(n, _)| n == f.name()) {
+                Some((name, oids)) if f.data_type() == &DataType::Utf8 => {
+                    let item = if *oids {
+                        DataType::Int32
+                    } else {
+                        DataType::Utf8
+                    };
+                    let field = Field::new(
+                        f.name(),
+                        DataType::List(Arc::new(Field::new_list_field(item, true))),
+                        true,
+                    );
+                    if *name == "proargtypes" {
+                        field.with_metadata(HashMap::from([(
+                            quiver_common::pg_array::CATALOG_VECTOR_KEY.to_string(),
+                            "oidvector".to_string(),
+                        )]))
+                    } else {
+                        field
+                    }
+                }
+                _ => f.as_ref().clone(),
+            },
+        )
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The elements of an argument column's text: `23 25`, `{23,25}`,
+/// `[23, 25]` or `['a', "b's"]`.
+fn argument_items(text: &str) -> Vec<String> {
+    let body = text.trim();
+    let body = body
+        .strip_prefix('[')
+        .and_then(|b| b.strip_suffix(']'))
+        .or_else(|| body.strip_prefix('{').and_then(|b| b.strip_suffix('}')))
+        .unwrap_or(body);
+    let mut out = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else {
+            return out;
+        };
+        let mut item = String::new();
+        if first == '\'' || first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => item.extend(chars.next()),
+                    c if c == first => break,
+                    c => item.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' || c.is_whitespace() {
+                    break;
+                }
+                item.push(c);
+                chars.next();
+            }
+        }
+        out.push(item);
+    }
+}
+
+/// `batch` (rows of `pg_proc`) with its argument columns as arrays, see
+/// [`ARGUMENT_ARRAYS`].
+pub(crate) fn with_argument_arrays(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{ListBuilder, StringBuilder};
+    let schema = schema_with_argument_arrays(batch.schema_ref());
+    let mut columns = batch.columns().to_vec();
+    for (name, oids) in ARGUMENT_ARRAYS {
+        let Some(i) = batch.schema_ref().index_of(name).ok() else {
+            continue;
+        };
+        let Some(text) = columns[i].as_string_opt::<i32>() else {
+            continue;
+        };
+        let new: ArrayRef = if oids {
+            let mut b = ListBuilder::new(Int32Builder::new());
+            for v in text.iter() {
+                match v {
+                    None => b.append_null(),
+                    Some(v) => {
+                        for item in argument_items(v) {
+                            b.values().append_option(item.parse::<i32>().ok());
+                        }
+                        b.append(true);
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        } else {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for v in text.iter() {
+                match v {
+                    None => b.append_null(),
+                    Some(v) => {
+                        for item in argument_items(v) {
+                            b.values().append_value(item);
+                        }
+                        b.append(true);
+                    }
+                }
+            }
+            Arc::new(b.finish())
+        };
+        columns[i] = new;
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +579,19 @@ mod tests {
             p(2746, "int8_avg_accum", "f", &[2281, 20]),
             p(2400, "array_recv", "f", &[2281, 26, 23]),
         ])
+    }
+
+    #[test]
+    fn argument_columns_read_in_every_notation() {
+        assert_eq!(argument_items("23 25"), ["23", "25"]);
+        assert_eq!(argument_items(""), Vec::<String>::new());
+        assert_eq!(argument_items("[25, 18, 16]"), ["25", "18", "16"]);
+        assert_eq!(argument_items("{a,b}"), ["a", "b"]);
+        assert_eq!(argument_items("['o', 'o']"), ["o", "o"]);
+        assert_eq!(
+            argument_items(r#"['', "it's", 'x,y']"#),
+            ["", "it's", "x,y"]
+        );
     }
 
     #[test]

@@ -43,6 +43,11 @@ const PG_CATALOG_NAMESPACE_OID: i32 = 11;
 /// The owner of what has none: the bootstrap superuser.
 const BOOTSTRAP_SUPERUSER_OID: i32 = 10;
 pub const INDEX_OID_BASE: i64 = 1_000_000_000;
+/// A collection's oid: this + its id, stable for its life (the catalog
+/// crate numbers tables in the order it lists them, which changes as
+/// collections come and go and with what the viewer sees). Clients keep
+/// it: the table oid of a result column (pgjdbc's `isNullable`).
+pub const TABLE_OID_BASE: i64 = 800_000_000;
 pub const CONSTRAINT_OID_BASE: i64 = 1_200_000_000;
 const ATTRDEF_OID_BASE: i64 = 1_400_000_000;
 /// pgvector, which quiver has built in: every database lists it.
@@ -262,6 +267,11 @@ fn derived_oid(base: i64, id: u64) -> i64 {
         .min(i32::MAX as i64)
 }
 
+/// The oid of a collection (of its `pg_class` row).
+pub fn table_oid(def: &CollectionDef) -> i64 {
+    derived_oid(TABLE_OID_BASE, def.id)
+}
+
 /// The oid of a collection's primary key index.
 pub fn pkey_index_oid(def: &CollectionDef) -> i64 {
     derived_oid(INDEX_OID_BASE, def.id)
@@ -349,6 +359,14 @@ fn with_array_columns(rows: Rows, columns: &[(&str, DataType)]) -> Result<Rows> 
             let Ok(i) = out.col(name) else { continue };
             let value = match rows.text(&row, name)? {
                 None => ScalarValue::try_from(&list(item))?,
+                Some(text) if *item == DataType::Utf8 => {
+                    let items: Vec<ScalarValue> = quiver_common::pg_array::parse(&text)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(ScalarValue::Utf8)
+                        .collect();
+                    ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
+                }
                 Some(text) => {
                     let numbers: Vec<i64> = text
                         .trim_matches(|c| c == '{' || c == '}')
@@ -689,9 +707,12 @@ pub(crate) fn index_def(
 struct Base {
     class: Rows,
     public: Option<i64>,
-    /// Collections with the oid their table has.
+    /// Collections with the oid their table has ([`table_oid`]).
     collections: Vec<(i64, Arc<CollectionDef>)>,
+    /// System tables' oids in the catalog crate → PostgreSQL's.
     remap: HashMap<i64, i64>,
+    /// Collections' oids in the catalog crate → [`table_oid`].
+    moved: HashMap<i64, i64>,
 }
 
 /// Builds the tables for one session's database and user.
@@ -703,7 +724,7 @@ pub struct Relations<'a> {
 
 impl Relations<'_> {
     /// The tables this module replaces.
-    pub const TABLES: [&'static str; 9] = [
+    pub const TABLES: [&'static str; 13] = [
         "pg_opclass",
         "pg_class",
         "pg_attribute",
@@ -713,6 +734,10 @@ impl Relations<'_> {
         "pg_am",
         "pg_extension",
         "pg_description",
+        "pg_depend",
+        "pg_policy",
+        "pg_statistic_ext",
+        "pg_publication_rel",
     ];
 
     pub async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -729,6 +754,20 @@ impl Relations<'_> {
             "pg_opclass" => self.pg_opclass(&inner).await?,
             "pg_extension" => self.pg_extension(&inner).await?,
             "pg_description" => Self::pg_description(&inner).await?,
+            "pg_depend" => Self::pg_depend(&inner).await?,
+            // Their array columns as arrays (psql's `\d` reads them with
+            // `= any(...)` and subscripts).
+            "pg_policy" => Self::with_arrays(&inner, &[("polroles", DataType::Int32)]).await?,
+            "pg_statistic_ext" => {
+                Self::with_arrays(
+                    &inner,
+                    &[("stxkeys", DataType::Int16), ("stxkind", DataType::Utf8)],
+                )
+                .await?
+            }
+            "pg_publication_rel" => {
+                Self::with_arrays(&inner, &[("prattrs", DataType::Int16)]).await?
+            }
             _ => inner,
         };
         Ok(Some(table))
@@ -754,6 +793,7 @@ impl Relations<'_> {
         let class = Rows::of(&class).await?;
         let mut collections = Vec::new();
         let mut remap = HashMap::new();
+        let mut moved = HashMap::new();
         for row in &class.rows {
             let (Some(oid), Some(ns), Some(name)) = (
                 class.int(row, "oid")?,
@@ -766,7 +806,8 @@ impl Relations<'_> {
                 if let Some(def) = self.catalog.collection(self.database, &name)
                     && def.name == name
                 {
-                    collections.push((oid, def));
+                    moved.insert(oid, table_oid(&def));
+                    collections.push((table_oid(&def), def));
                 }
             } else if ns == PG_CATALOG_NAMESPACE_OID as i64
                 && let Some((_, real)) = SYSTEM_RELATION_OIDS.iter().find(|(n, _)| *n == name)
@@ -779,6 +820,7 @@ impl Relations<'_> {
             public,
             collections,
             remap,
+            moved,
         })
     }
 
@@ -835,7 +877,10 @@ impl Relations<'_> {
                 out.set(&mut row, "oid", int(*real))?;
                 out.set(&mut row, "relfilenode", int(0))?;
             }
+            let oid = base.moved.get(&oid).copied().unwrap_or(oid);
             if let Some((_, def)) = base.collections.iter().find(|(o, _)| *o == oid) {
+                out.set(&mut row, "oid", int(oid))?;
+                out.set(&mut row, "relfilenode", int(oid))?;
                 out.set(&mut row, "relowner", int(self.owner_oid(def)))?;
                 out.set(&mut row, "relam", int(HEAP_AM_OID as i64))?;
                 out.set(
@@ -903,7 +948,7 @@ impl Relations<'_> {
         };
         for row in &attrs.rows {
             let relid = attrs.int(row, "attrelid")?.unwrap_or(0);
-            if base.collections.iter().any(|(o, _)| *o == relid) {
+            if base.moved.contains_key(&relid) {
                 continue;
             }
             let mut row = row.clone();
@@ -1224,6 +1269,54 @@ impl Relations<'_> {
             schema,
             vec![vec![batch]],
         )?)))
+    }
+
+    /// `pg_depend` with the members of extension `vector` (deptype `e`):
+    /// pgvector's functions, its type and its access methods (pgcli marks
+    /// extension functions by them).
+    async fn pg_depend(inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+        const PG_TYPE_CLASS_OID: i64 = 1247;
+        const PG_PROC_CLASS_OID: i64 = 1255;
+        const PG_AM_CLASS_OID: i64 = 2601;
+        let mut out = Rows::of(inner).await?;
+        // The access methods pgvector has (the others are quiver's own).
+        let pgvector_ams = ["hnsw", "ivfflat"];
+        let own_handlers: Vec<&str> = VECTOR_AMS
+            .iter()
+            .filter(|(_, name, _)| !pgvector_ams.contains(name))
+            .map(|(_, _, handler)| *handler)
+            .collect();
+        let mut members: Vec<(i64, i64)> = crate::pg_proc::added()
+            .into_iter()
+            .filter(|p| !own_handlers.contains(&p.name))
+            .map(|p| (PG_PROC_CLASS_OID, p.oid))
+            .collect();
+        members.push((PG_TYPE_CLASS_OID, VECTOR_TYPE_OID as i64));
+        for (oid, name, _) in VECTOR_AMS {
+            if pgvector_ams.contains(&name) {
+                members.push((PG_AM_CLASS_OID, oid as i64));
+            }
+        }
+        for (class, oid) in members {
+            let mut row = out.blank();
+            out.set(&mut row, "classid", int(class))?;
+            out.set(&mut row, "objid", int(oid))?;
+            out.set(&mut row, "objsubid", int(0))?;
+            out.set(&mut row, "refclassid", int(PG_EXTENSION_CLASS_OID as i64))?;
+            out.set(&mut row, "refobjid", int(VECTOR_EXTENSION_OID as i64))?;
+            out.set(&mut row, "refobjsubid", int(0))?;
+            out.set(&mut row, "deptype", text("e"))?;
+            out.rows.push(row);
+        }
+        out.into_table()
+    }
+
+    /// `inner` with its text columns `columns` as lists of the given items.
+    async fn with_arrays(
+        inner: &Arc<dyn TableProvider>,
+        columns: &[(&str, DataType)],
+    ) -> Result<Arc<dyn TableProvider>> {
+        with_array_columns(Rows::of(inner).await?, columns)?.into_table()
     }
 
     async fn pg_description(inner: &Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {

@@ -181,8 +181,12 @@ impl WithPgUser {
             };
             batches.push(crate::pg_proc::with_added(empty, public as i64)?.into_batch()?);
         }
+        let batches = batches
+            .iter()
+            .map(crate::pg_proc::with_argument_arrays)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(Arc::new(MemTable::try_new(
-            procs.schema(),
+            crate::pg_proc::schema_with_argument_arrays(&procs.schema()),
             vec![batches],
         )?)))
     }

@@ -26,7 +26,8 @@ use crate::vector_udf::{vector_column_of_scalar, vector_err};
 /// pgvector's limit on a vector's dimensions.
 pub const MAX_DIM: usize = 16_000;
 
-fn vector_field(name: &str) -> FieldRef {
+/// A dimensionless vector field.
+pub(crate) fn vector_field(name: &str) -> FieldRef {
     Arc::new(Field::new(name, any_vector_data_type(), true).with_metadata(vector_metadata()))
 }
 

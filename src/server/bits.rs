@@ -107,6 +107,23 @@ pub fn wire_fields(
         };
         infos[i] = retyped(&infos[i], pg_type);
     }
+    for (i, f) in schema.fields().iter().enumerate() {
+        let number = |key: &str| f.metadata().get(key).and_then(|v| v.parse::<i64>().ok());
+        if let (Some(table), Some(column)) = (
+            number(quiver_planner::origins::TABLE_OID_KEY),
+            number(quiver_planner::origins::ATTNUM_KEY),
+        ) {
+            let old = &infos[i];
+            infos[i] = FieldInfo::new(
+                old.name().to_string(),
+                Some(table as i32),
+                Some(column as i16),
+                old.datatype().clone(),
+                old.format(),
+            )
+            .with_format_options(old.format_options().clone());
+        }
+    }
     Ok(infos)
 }
 
@@ -227,10 +244,11 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
         if field.format() != FieldFormat::Text || bits.iter().any(|(c, _)| *c == i) {
             continue;
         }
-        let vector = schema
-            .field(i)
-            .metadata()
-            .contains_key(arrow_pg::datatypes::PG_VECTOR_KEY);
+        let vector = is_text_vector(field)
+            || schema
+                .field(i)
+                .metadata()
+                .contains_key(arrow_pg::datatypes::PG_VECTOR_KEY);
         if schema
             .field(i)
             .metadata()
@@ -290,6 +308,29 @@ pub fn wire_batch(batch: RecordBatch, fields: &[FieldInfo]) -> arrow::error::Res
         columns[i] = converted;
     }
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
+}
+
+/// A text-format column described as a `vector`.
+fn is_text_vector(field: &FieldInfo) -> bool {
+    field.format() == FieldFormat::Text
+        && field.datatype().oid() == arrow_pg::datatypes::PG_VECTOR_TYPE_OID
+}
+
+/// The fields arrow-pg encodes [`wire_batch`]'s rows by: `fields`, with
+/// text-format vector columns as `text`, for wire_batch has written them
+/// as pgvector does (arrow-pg would otherwise format a vector itself).
+/// The RowDescription keeps `fields`.
+pub fn encoding_fields(fields: &[FieldInfo]) -> Vec<FieldInfo> {
+    fields
+        .iter()
+        .map(|f| {
+            if is_text_vector(f) {
+                retyped(f, Type::TEXT)
+            } else {
+                f.clone()
+            }
+        })
+        .collect()
 }
 
 /// An int2vector / oidvector column as PostgreSQL's text: the numbers

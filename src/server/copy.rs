@@ -224,6 +224,7 @@ fn copy_rows(
     fields: Arc<Vec<pgwire::api::results::FieldInfo>>,
     mut message: impl FnMut(&[u8]) -> Vec<u8> + Send + 'static,
 ) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send + 'static {
+    let fields = Arc::new(super::bits::encoding_fields(&fields));
     stream
         .map(move |batch| {
             let out: Vec<PgWireResult<CopyData>> =

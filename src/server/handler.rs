@@ -323,7 +323,7 @@ async fn rows_response(
         Some(Err(e)) => return Err(QueryError::DataFusion(e)),
         other => other,
     };
-    let fields_ref = fields.clone();
+    let fields_ref = Arc::new(super::bits::encoding_fields(&fields));
     let batches = stream::iter(first).chain(stream);
     let rows = batches
         .map(move |batch| {

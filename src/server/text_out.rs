@@ -15,100 +15,7 @@ use arrow::datatypes::{
 };
 use chrono::{FixedOffset, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike};
 
-/// A float's shortest round-trip digits and the decimal exponent of its
-/// first digit, from Rust's `{:e}` (`1.5e-5` -> ("15", -5)).
-fn digits_of(scientific: &str) -> (String, i32) {
-    let (mantissa, exp) = scientific.split_once('e').unwrap_or((scientific, "0"));
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    (digits.to_string(), exp.parse().unwrap_or(0))
-}
-
-/// `digits` (first digit at decimal exponent `exp`) as PostgreSQL writes
-/// them: fixed point when `-4 <= exp < limit`, else `d.ddde+XX`.
-fn layout(negative: bool, digits: &str, exp: i32, limit: i32) -> String {
-    let mut out = String::with_capacity(digits.len() + 8);
-    if negative {
-        out.push('-');
-    }
-    if (-4..limit).contains(&exp) {
-        if exp < 0 {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(digits);
-        } else {
-            let int = exp as usize + 1;
-            if digits.len() <= int {
-                out.push_str(digits);
-                out.extend(std::iter::repeat_n('0', int - digits.len()));
-            } else {
-                out.push_str(&digits[..int]);
-                out.push('.');
-                out.push_str(&digits[int..]);
-            }
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        out.push_str(&format!("{:02}", exp.abs()));
-    }
-    out
-}
-
-/// What PostgreSQL writes for NaN, the infinities and zeros; `None` for
-/// other values.
-fn special(value: f64) -> Option<&'static str> {
-    if value.is_nan() {
-        Some("NaN")
-    } else if value.is_infinite() {
-        Some(if value > 0.0 { "Infinity" } else { "-Infinity" })
-    } else if value == 0.0 {
-        Some(if value.is_sign_negative() { "-0" } else { "0" })
-    } else {
-        None
-    }
-}
-
-/// `value` with `significant` digits, as C's `%.*g` writes it.
-fn with_precision(value: f64, significant: usize) -> String {
-    let significant = significant.max(1);
-    let (digits, exp) = digits_of(&format!("{:.*e}", significant - 1, value.abs()));
-    layout(value < 0.0, &digits, exp, significant as i32)
-}
-
-/// A `float8` as PostgreSQL's float8out writes it with
-/// `extra_float_digits` (above 0: the shortest exact form).
-pub fn float8(value: f64, extra_float_digits: i8) -> String {
-    if let Some(s) = special(value) {
-        return s.to_string();
-    }
-    if extra_float_digits > 0 {
-        let (digits, exp) = digits_of(&format!("{:e}", value.abs()));
-        return layout(value < 0.0, &digits, exp, 15);
-    }
-    with_precision(value, (15 + i32::from(extra_float_digits)).max(1) as usize)
-}
-
-/// A `float4` as PostgreSQL's float4out writes it.
-pub fn float4(value: f32, extra_float_digits: i8) -> String {
-    if let Some(s) = special(f64::from(value)) {
-        return s.to_string();
-    }
-    if extra_float_digits > 0 {
-        let (digits, exp) = digits_of(&format!("{:e}", value.abs()));
-        return layout(value < 0.0, &digits, exp, 6);
-    }
-    with_precision(
-        f64::from(value),
-        (6 + i32::from(extra_float_digits)).max(1) as usize,
-    )
-}
+pub use quiver_common::float_text::{float4, float8};
 
 /// Seconds' fraction as PostgreSQL writes it: up to microseconds, no
 /// trailing zeros, nothing when whole.
@@ -216,7 +123,7 @@ fn float_list(array: &ArrayRef, extra: i8) -> Option<ArrayRef> {
 
 /// The text of `array` as PostgreSQL writes it, where arrow-pg would write
 /// it otherwise; `None` leaves the column to arrow-pg. Vector columns
-/// (`vector_marked`) keep their own form.
+/// (`vector_marked`) are written as pgvector writes them.
 pub fn text_column(array: &ArrayRef, extra: i8, vector_marked: bool) -> Option<ArrayRef> {
     use arrow::array::timezone::Tz;
     Some(match array.data_type() {
@@ -295,6 +202,18 @@ pub fn text_column(array: &ArrayRef, extra: i8, vector_marked: bool) -> Option<A
             )?;
             Some(time(t))
         }),
+        // A vector: pgvector's `[1,1.5e+38]`, its elements as float4out
+        // writes them with the default digits.
+        DataType::List(item) | DataType::FixedSizeList(item, _)
+            if vector_marked && item.data_type() == &DataType::Float32 =>
+        {
+            let column = quiver_vector::column::VectorColumn::try_from_array(array).ok()?;
+            let mut b = StringBuilder::with_capacity(column.len(), column.len() * 16);
+            for r in 0..column.len() {
+                b.append_option(column.get(r).map(quiver_vector::text::format_vector));
+            }
+            Arc::new(b.finish())
+        }
         DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _)
             if !vector_marked
                 && matches!(item.data_type(), DataType::Float32 | DataType::Float64) =>

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alias;
 mod array_subquery;
+pub use array_subquery::REGTYPE_NAMES;
 pub mod bounded;
 pub mod depth;
 pub mod index_ddl;

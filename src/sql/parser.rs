@@ -20,29 +20,18 @@ use super::statement::{
 };
 use quiver_vector::Metric;
 
-/// A catalog query through the compatibility parser, keeping its
-/// correlated subqueries. Its rules replace a correlated subquery that is a
-/// whole select item with NULL (psql's column defaults),
-/// which quiver runs per outer row (`planner::correlated`); wrapped in
-/// parentheses they are left alone. Where the parser's table of known
-/// client queries replaced the text (a stub for what DataFusion cannot
-/// plan), that replacement is kept.
-fn compat_rewrite(text: &str, stmt: ast::Statement) -> ast::Statement {
+/// A catalog query through the compatibility parser's rewrite rules,
+/// keeping its correlated subqueries. Its rules replace a correlated
+/// subquery that is a whole select item with NULL (psql's column
+/// defaults), which quiver runs per outer row (`planner::correlated`);
+/// wrapped in parentheses they are left alone.
+///
+/// The parser's table of known client queries is not used: it answers
+/// them with constant empty rows (pgcli's data types and foreign keys,
+/// psql's policies, DBeaver's relation sizes, ...), where quiver runs them.
+fn compat_rewrite(stmt: ast::Statement) -> ast::Statement {
     let mut stmt = stmt;
-    if super::array_subquery::regproc_names(&mut stmt) {
-        protect_select_subqueries(&mut stmt);
-        return COMPAT.rewrite(stmt);
-    }
-    let plain = COMPAT.rewrite(stmt.clone());
-    match COMPAT.parse(text) {
-        Ok(mut v) if v.len() == 1 => {
-            let parsed = v.remove(0);
-            if parsed != plain {
-                return parsed;
-            }
-        }
-        _ => {}
-    }
+    super::array_subquery::regproc_names(&mut stmt);
     protect_select_subqueries(&mut stmt);
     COMPAT.rewrite(stmt)
 }
@@ -626,6 +615,11 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             let mut stmt = rewrite_user_query(stmt);
             super::array_subquery::rewrite(&mut stmt);
             super::array_subquery::name_unnest_columns(&mut stmt);
+            super::array_subquery::scalar_functions_in_from(&mut stmt);
+            super::array_subquery::order_by_subqueries(&mut stmt);
+            super::array_subquery::in_subqueries_in_select_lists(&mut stmt);
+            super::array_subquery::catalog_array_literals(&mut stmt);
+            super::array_subquery::quoted_oid_arguments(&mut stmt);
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);
@@ -636,12 +630,16 @@ fn classify(stmt: ast::Statement, text: &str, has_l1: bool) -> Result<Statement,
             Statement::Query(Box::new(stmt))
         }
         S::Query(_) if !has_l1 => {
-            // The compatibility parser rewrites catalog queries of psql and
-            // drivers into forms DataFusion plans; it re-tokenises the text,
-            // so it is only used where our own tokens were not changed.
-            let mut stmt = compat_rewrite(text, stmt);
+            // The compatibility parser's rules rewrite catalog queries of
+            // psql and drivers into forms DataFusion plans.
+            let mut stmt = compat_rewrite(stmt);
             super::array_subquery::rewrite(&mut stmt);
             super::array_subquery::name_unnest_columns(&mut stmt);
+            super::array_subquery::scalar_functions_in_from(&mut stmt);
+            super::array_subquery::order_by_subqueries(&mut stmt);
+            super::array_subquery::in_subqueries_in_select_lists(&mut stmt);
+            super::array_subquery::catalog_array_literals(&mut stmt);
+            super::array_subquery::quoted_oid_arguments(&mut stmt);
             super::array_subquery::generate_subscripts(&mut stmt);
             super::array_subquery::zero_based_catalog_vectors(&mut stmt);
             super::array_subquery::regtype_text(&mut stmt);

@@ -1,7 +1,8 @@
 // pgjdbc (Debian's libpostgresql-jdbc-java) against quiver: batched
 // prepared INSERTs report their row counts, `LIMIT ?` with setInt, a
 // vector read with getObject (a PGobject of type vector, as from
-// PostgreSQL + pgvector), rollback(), and DatabaseMetaData's getTables
+// PostgreSQL + pgvector), result columns' nullability and base table
+// (ResultSetMetaData), rollback(), and DatabaseMetaData's getTables
 // getColumns, getPrimaryKeys and getIndexInfo giving what PostgreSQL gives
 // for the same table.
 // Run as `java -cp postgresql.jar JdbcCheck.java <port>`.
@@ -53,6 +54,20 @@ public class JdbcCheck {
             near.add(rs.getLong(1) + ":" + v);
         }
         check(near.equals(List.of("1:[1,0,0]", "2:[2,0,0]")), "knn " + near);
+
+        // Result columns name their table and column (RowDescription), so
+        // ResultSetMetaData can tell which may be NULL; a computed column
+        // cannot say.
+        org.postgresql.PGResultSetMetaData rmd = (org.postgresql.PGResultSetMetaData) s.executeQuery(
+            "SELECT d.id, title AS t, embedding, id + 1 AS n FROM jdbc_docs d WHERE id > 0 ORDER BY id").getMetaData();
+        List<String> meta = new ArrayList<>();
+        for (int i = 1; i <= ((ResultSetMetaData) rmd).getColumnCount(); i++) {
+            ResultSetMetaData m = (ResultSetMetaData) rmd;
+            meta.add(m.getColumnLabel(i) + ":" + m.isNullable(i) + ":" + rmd.getBaseTableName(i) + ":"
+                + rmd.getBaseColumnName(i) + ":" + m.getTableName(i));
+        }
+        check(meta.equals(List.of("id:0:jdbc_docs:id:jdbc_docs", "t:0:jdbc_docs:title:jdbc_docs",
+            "embedding:1:jdbc_docs:embedding:jdbc_docs", "n:2:::")), "result metadata " + meta);
 
         c.setAutoCommit(false);
         c.createStatement().execute("INSERT INTO jdbc_docs VALUES (9, 'x', '[9,9,9]')");

@@ -2,7 +2,8 @@
 it sets the client's time zone, `SET TIME ZONE "Etc/UTC"`), and the
 introspection its completion reads (pgcli's own PGExecute) gives what
 PostgreSQL 15 + pgvector gives for the same table: the search path,
-schemas, tables, columns with their type names, databases."""
+schemas, tables, columns with their type names, databases, functions with
+their argument types and modes, data types."""
 import os, subprocess, sys
 import psycopg
 from pgcli.pgexecute import PGExecute
@@ -32,4 +33,20 @@ assert columns == [("public", "pgcli_docs", "id", "bigint"), ("public", "pgcli_d
                    ("public", "pgcli_docs", "embedding", "vector")], columns
 assert "default" in list(e.databases())
 assert list(e.foreignkeys()) == []
+# Function completion: argument types by name (`proargtypes::regtype[]`),
+# output arguments with their modes and names, pgvector's functions
+# marked as an extension's.
+functions = {}
+for f in e.functions():
+    functions.setdefault((f.schema_name, f.func_name), []).append(f)
+norm = functions[("public", "vector_norm")]
+assert [(f.arg_types, f.return_type, f.is_aggregate, f.is_set_returning, f.is_extension) for f in norm] == \
+    [(("vector",), "double precision", False, False, True)], norm
+keywords = functions[("pg_catalog", "pg_get_keywords")][0]
+assert keywords.arg_names == ("word", "catcode", "barelabel", "catdesc", "baredesc"), keywords
+assert keywords.arg_types == ("text", '"char"', "boolean", "text", "text"), keywords
+assert keywords.arg_modes == ("o",) * 5 and keywords.is_set_returning, keywords
+series = sorted(f.arg_types for f in functions[("pg_catalog", "generate_series")])
+assert ("integer", "integer") in series and ("bigint", "bigint", "bigint") in series, series
+assert ("public", "vector") in list(e.datatypes())
 print("pgcli ok")
