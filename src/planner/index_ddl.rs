@@ -116,7 +116,10 @@ pub async fn execute(
                 Some(v) => bool_option("wait", &v).map_err(index_err)?,
             };
             let spec = IndexSpec::parse(&method, metric, dim, &options).map_err(index_err)?;
-            let name = name.unwrap_or_else(|| index_name(&def.name, &column));
+            let name = match name {
+                Some(name) => name,
+                None => free_index_name(catalog, &db, &def.name, &column),
+            };
             let index = IndexDef {
                 id: 0,
                 name: name.clone(),
@@ -272,15 +275,32 @@ pub fn index_name_of(catalog: &Catalog, database: &str, id: u64) -> Option<Strin
 
 /// The name PostgreSQL gives an unnamed index: `<table>_<column>_idx`,
 /// the longer of the two names cut first so that it fits the name limit
-/// and keeps its `_idx`.
-fn index_name(table: &str, column: &str) -> String {
+/// with its `_idx` and `suffix`.
+fn index_name(table: &str, column: &str, suffix: &str) -> String {
     let (mut t, mut c) = (table.to_string(), column.to_string());
-    while t.len() + c.len() + "__idx".len() > quiver_catalog::MAX_NAME_BYTES {
+    while t.len() + c.len() + "__idx".len() + suffix.len() > quiver_catalog::MAX_NAME_BYTES {
         if t.len() >= c.len() {
             t.pop()
         } else {
             c.pop()
         };
     }
-    format!("{t}_{c}_idx")
+    format!("{t}_{c}_idx{suffix}")
+}
+
+/// The first of `<table>_<column>_idx`, `..._idx1`, `..._idx2`, ... that
+/// no index or collection of `database` has, as PostgreSQL chooses an
+/// unnamed index's name.
+fn free_index_name(catalog: &Catalog, database: &str, table: &str, column: &str) -> String {
+    let mut n = 0u32;
+    loop {
+        let suffix = if n == 0 { String::new() } else { n.to_string() };
+        let name = index_name(table, column, &suffix);
+        if catalog.find_index(database, &name).is_none()
+            && catalog.collection(database, &name).is_none()
+        {
+            return name;
+        }
+        n += 1;
+    }
 }
