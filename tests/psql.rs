@@ -424,6 +424,10 @@ fn repeated_column_names_are_postgres_names() {
             "SELECT a.id, (SELECT b.id FROM a AS b WHERE b.k = a.k) FROM a",
             "id|id\n1|1",
         ),
+        (
+            "SELECT id, EXISTS (SELECT 1), NOT EXISTS (SELECT 1), 1 IN (SELECT 1), CASE WHEN 1 IN (SELECT 1) THEN 1 END FROM a",
+            "id|exists|?column?|?column?|case\n1|t|f|t|1",
+        ),
     ];
     for (query, want) in cases {
         let (ok, out, err) = psql(&server, &["-A", "-P", "footer=off", "-c", query]);

@@ -328,6 +328,23 @@ pub fn in_subqueries_in_select_lists(stmt: &mut ast::Statement) {
         type Break = ();
         fn pre_visit_select(&mut self, select: &mut ast::Select) -> ControlFlow<()> {
             for item in &mut select.projection {
+                // A bare EXISTS keeps PostgreSQL's column name `exists`
+                // (an IN, `?column?`), which the rewritten form would lose.
+                if let SelectItem::UnnamedExpr(e) = item {
+                    let name = match e {
+                        Expr::Exists { negated: false, .. } => Some("exists"),
+                        Expr::Exists { negated: true, .. } | Expr::InSubquery { .. } => {
+                            Some("?column?")
+                        }
+                        _ => None,
+                    };
+                    if let Some(name) = name {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: ast::Ident::with_quote('"', name),
+                        };
+                    }
+                }
                 if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
                 {
                     rewrite_expr(e);
