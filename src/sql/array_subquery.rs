@@ -511,11 +511,14 @@ pub fn scalar_functions_in_from(stmt: &mut ast::Statement) {
             let lower = function.to_ascii_lowercase();
             // `generate_series(0, array_upper(pr.prattrs, 1)) s` (psql's
             // `\d`): DataFusion's table function takes constants only; over
-            // columns it is the unnest of the series as an array.
+            // columns or a subquery it is the unnest of the series as an array.
             let reads_columns = args.args.iter().any(|a| {
                 let mut found = false;
                 let _ = ast::visit_expressions(a, |e| {
-                    if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    if matches!(
+                        e,
+                        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Subquery(_)
+                    ) {
                         found = true;
                         return ControlFlow::Break(());
                     }
