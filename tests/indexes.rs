@@ -101,6 +101,17 @@ async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// `EXPLAIN [ANALYZE] SELECT id FROM items ORDER BY v <-> q LIMIT 10`, as
+/// one text.
+async fn explain_knn(c: &tokio_postgres::Client, analyze: bool, q: &[f32]) -> String {
+    let sql = format!(
+        "EXPLAIN {}SELECT id FROM items ORDER BY v <-> '{}' LIMIT 10",
+        if analyze { "ANALYZE " } else { "" },
+        text(q)
+    );
+    text_rows(c, &sql).await.join("\n")
+}
+
 async fn load(c: &tokio_postgres::Client, data: &[Vec<f32>]) {
     use futures::SinkExt;
     c.simple_query("CREATE COLLECTION items (id BIGINT PRIMARY KEY, cat INT, v VECTOR(64))")
@@ -225,31 +236,13 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
         ),
         "{show:?}"
     );
-    let plan = text_rows(
-        &c,
-        &format!(
-            "EXPLAIN SELECT id FROM items ORDER BY v <-> '{}' LIMIT 10",
-            text(&queries[0])
-        ),
-    )
-    .await;
-    assert!(
-        plan.join("\n").contains("index=items_hnsw (hnsw"),
-        "{plan:?}"
-    );
+    let plan = explain_knn(&c, false, &queries[0]).await;
+    assert!(plan.contains("index=items_hnsw (hnsw"), "{plan}");
     c.simple_query("SET hnsw.ef_search = 64").await.unwrap();
     let knn = |extra: &'static str| {
         move |q: &str| format!("SELECT id FROM items {extra} ORDER BY v <-> '{q}' LIMIT 10")
     };
-    let analyzed = text_rows(
-        &c,
-        &format!(
-            "EXPLAIN ANALYZE SELECT id FROM items ORDER BY v <-> '{}' LIMIT 10",
-            text(&queries[0])
-        ),
-    )
-    .await
-    .join("\n");
+    let analyzed = explain_knn(&c, true, &queries[0]).await;
     assert!(
         analyzed.contains(" flushed index: 20000 rows, 20000 passing, 10 scored, "),
         "{analyzed}"
@@ -365,6 +358,103 @@ async fn hnsw_and_ivf_recall_with_filters_and_deletes() {
     .await
     .unwrap();
     assert_eq!(ids(&c, &knn("")(&text(&queries[3]))).await[0], 999999);
+}
+
+/// The quantised indexes (`hnsw_sq`, Milvus's HNSW_SQ; `ivf_rabitq`,
+/// Milvus's IVF_RABITQ) rank `refine_k` × k candidates again by their
+/// exact distances from the stored rows: recall against exact search,
+/// filtered and unfiltered, exact distances in the answer, and the index
+/// files read back after a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantized_indexes_rerank_by_exact_distance() {
+    let mut server = Server::start();
+    let all = dataset(ROWS + 50, 13);
+    let (data, queries) = all.split_at(ROWS);
+    let c = server.connect("default").await;
+    load(&c, data).await;
+    drop(c);
+    let knn = |extra: &'static str| {
+        move |q: &str| format!("SELECT id FROM items {extra} ORDER BY v <-> '{q}' LIMIT 10")
+    };
+    for (name, method, with, params) in [
+        (
+            "items_sq",
+            "hnsw_sq",
+            "m = 16, ef_construction = 64, sq_type = sq8",
+            "m=16, ef_construction=64, sq_type=sq8",
+        ),
+        ("items_rbq", "ivf_rabitq", "lists = 50", "lists=50"),
+    ] {
+        let c = server.connect("default").await;
+        c.simple_query("SET hnsw.ef_search = 64; SET ivfflat.probes = 10")
+            .await
+            .unwrap();
+        c.simple_query(&format!(
+            "CREATE INDEX {name} ON items USING {method} (v vector_l2_ops) WITH ({with}, wait = true)"
+        ))
+        .await
+        .unwrap();
+        let show = text_rows(&c, "SHOW INDEXES FROM items").await;
+        assert!(
+            show[0].starts_with(&format!(
+                "{name}|v|{method}|{params}|vector_l2_ops|20000|20000|ready|"
+            )),
+            "{show:?}"
+        );
+        let plan = explain_knn(&c, false, &queries[0]).await;
+        assert!(
+            plan.contains(&format!("index={name} ({method}"))
+                && plan.contains("candidates ranked by exact distance"),
+            "{plan}"
+        );
+        let r = recall(&c, data, queries, l2, &|_| true, &knn("")).await;
+        eprintln!("{method} recall@10 (20k x 64): {r:.3}");
+        assert!(r >= 0.95, "{method} recall {r}");
+        for (pct, sql) in [(10, knn("WHERE cat < 10")), (50, knn("WHERE cat < 50"))] {
+            let r = recall(&c, data, queries, l2, &move |i| i % 100 < pct, &sql).await;
+            eprintln!("{method} recall@10 with {pct}% of rows passing the filter: {r:.3}");
+            assert!(r >= 0.95, "{method} filtered ({pct}%) recall {r}");
+        }
+        // The distances are the rows' own, not the codes' estimates.
+        let q = &queries[4];
+        let rows = text_rows(
+            &c,
+            &format!(
+                "SELECT id, v <-> '{0}' FROM items ORDER BY v <-> '{0}' LIMIT 3",
+                text(q)
+            ),
+        )
+        .await;
+        for row in rows {
+            let (id, d) = row.split_once('|').unwrap();
+            let want = l2_distance(q, &data[id.parse::<usize>().unwrap()]);
+            let got: f32 = d.parse().unwrap();
+            assert!((got - want).abs() <= 1e-4 * want.max(1.0), "{row}: {want}");
+        }
+        // Without re-ranking (refine_k = 1) the codes alone rank.
+        let sql = |q: &str| {
+            format!("SEARCH items NEAREST v TO '{q}' WITH (refine_k = 1) LIMIT 10 RETURN id")
+        };
+        let alone = recall(&c, data, queries, l2, &|_| true, &sql).await;
+        eprintln!("{method} recall@10 with refine_k = 1: {alone:.3}");
+        c.simple_query("SET quiver.refine_k = 1").await.unwrap();
+        let set = recall(&c, data, queries, l2, &|_| true, &knn("")).await;
+        assert_eq!(set, alone, "SET quiver.refine_k and WITH (refine_k) differ");
+        c.simple_query("RESET quiver.refine_k").await.unwrap();
+        // The index file is read back after a crash, not rebuilt.
+        let before = ids(&c, &knn("")(&text(&queries[5]))).await;
+        drop(c);
+        server.kill_and_restart();
+        let c = server.connect("default").await;
+        c.simple_query("LOAD COLLECTION items").await.unwrap();
+        wait_ready(&c).await;
+        assert!(server.logs_soon("index loaded"), "{method}: not loaded");
+        c.simple_query("SET hnsw.ef_search = 64; SET ivfflat.probes = 10")
+            .await
+            .unwrap();
+        assert_eq!(ids(&c, &knn("")(&text(&queries[5]))).await, before);
+        c.simple_query(&format!("DROP INDEX {name}")).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ PROBES_QUICK = [1, 16]
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__)
-    ap.add_argument("--suite", choices=["ann", "filtered", "ingest"], default="ann")
+    ap.add_argument("--suite", choices=["ann", "filtered", "ingest", "scale"], default="ann")
     ap.add_argument("--dataset", default="fashion-mnist",
                     help="fashion-mnist or synthetic-<n>-<d>")
     ap.add_argument("--quick", action="store_true",
@@ -83,6 +83,10 @@ def parse_args(argv):
     ap.add_argument("--compact", action="store_true",
                     help="ann/filtered: quiver runs COMPACT after loading (one segment "
                          "instead of one per 64 MiB of writes)")
+    ap.add_argument("--index", choices=["ivf_rabitq", "hnsw_sq"], default=None,
+                    help="scale suite: the quantised index (default ivf_rabitq)")
+    ap.add_argument("--refine-k", default=None,
+                    help="scale suite: comma list of quiver.refine_k values (default 10)")
     ap.add_argument("--system-timeout", type=int, default=None,
                     help="seconds one system may take in all (default 3600, quick 240)")
     a = ap.parse_args(argv)
@@ -105,6 +109,7 @@ def parse_args(argv):
     if a.queries is None:
         a.queries = 100 if a.quick else 1000
     a.efs = [int(x) for x in a.ef.split(",")] if a.ef else (EFS_QUICK if a.quick else EFS_FULL)
+    a.probes_given = a.probes is not None
     a.probes = ([int(x) for x in a.probes.split(",")] if a.probes
                 else (PROBES_QUICK if a.quick else PROBES_FULL))
     if any(p < 1 for p in a.probes) or (a.ivf_lists is not None and a.ivf_lists < 1):
@@ -554,6 +559,9 @@ def main(argv=None):
     command = "bench/run " + " ".join(shlex.quote(x) for x in argv)
     if a.suite == "ingest":
         return ingest.run_suite(a, command, run_worker)
+    if a.suite == "scale":
+        from . import scale
+        return scale.run_suite(a, command)
     log(f"{command}: suite={a.suite} dataset={a.dataset} systems={a.systems} "
         f"queries={a.queries} ef={a.efs}")
     load_start = loadavg()

@@ -213,7 +213,7 @@ impl DisplayAs for AnnSearchExec {
                 i.spec.method.params(),
                 if matches!(i.spec.method, Method::Hnsw { .. }) {
                     "by a filtered graph walk"
-                } else if i.spec.method.is_binary() {
+                } else if i.spec.method.is_binary() || i.spec.method.is_hnsw() {
                     "to fetched candidates"
                 } else {
                     "by ID selector"
@@ -228,7 +228,17 @@ impl DisplayAs for AnnSearchExec {
                 } else {
                     EXACT_BELOW_FRACTION
                 }
-            )?,
+            )
+            .and_then(|_| {
+                if i.spec.method.exact_distances() {
+                    return Ok(());
+                }
+                write!(
+                    f,
+                    ", candidates ranked by exact distance (refine_k = {} by default)",
+                    i.spec.method.default_refine()
+                )
+            })?,
             None => write!(f, ", strategy=exact")?,
         }
         if let Some(range) = &s.range {

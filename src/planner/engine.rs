@@ -331,8 +331,14 @@ impl Prepared {
             })
             .collect();
         // `SEARCH ... WITH (ef = $3)`: integers the plan does not see.
-        if let Statement::Tuned { ef, nprobe, .. } = &self.statement {
-            for knob in [ef, nprobe].into_iter().flatten() {
+        if let Statement::Tuned {
+            ef,
+            nprobe,
+            refine_k,
+            ..
+        } = &self.statement
+        {
+            for knob in [ef, nprobe, refine_k].into_iter().flatten() {
                 if let quiver_sql::statement::Knob::Param(n) = knob
                     && !numbered.iter().any(|(m, _)| m == n)
                 {
@@ -871,9 +877,15 @@ impl Engine {
         params: ParamValues,
     ) -> Result<Output, QueryError> {
         let _tuned = match &prepared.statement {
-            Statement::Tuned { ef, nprobe, .. } => session.tune(
+            Statement::Tuned {
+                ef,
+                nprobe,
+                refine_k,
+                ..
+            } => session.tune(
                 knob_value(*ef, Some(&params))?,
                 knob_value(*nprobe, Some(&params))?,
+                knob_value(*refine_k, Some(&params))?,
             ),
             _ => None,
         };

@@ -59,12 +59,14 @@ pub(crate) const VECTOR_EXTENSION_COMMENT: &str =
 
 /// quiver's vector index methods as access methods: pgvector's `hnsw` and
 /// `ivfflat`, and the faiss methods pgvector does not have.
-pub(crate) const VECTOR_AMS: [(i32, &str, &str); 5] = [
+pub(crate) const VECTOR_AMS: [(i32, &str, &str); 7] = [
     (16_301, "hnsw", "hnswhandler"),
     (16_302, "ivfflat", "ivfflathandler"),
     (16_303, "flat", "flathandler"),
     (16_304, "ivf_sq8", "ivf_sq8handler"),
     (16_305, "ivf_pq", "ivf_pqhandler"),
+    (16_306, "hnsw_sq", "hnsw_sqhandler"),
+    (16_307, "ivf_rabitq", "ivf_rabitqhandler"),
 ];
 
 /// The oids PostgreSQL 15 gives its catalog tables and the views clients
@@ -483,6 +485,8 @@ fn am_name(method: &Method) -> &'static str {
         Method::Flat | Method::BinFlat => "flat",
         Method::IvfSq8 { .. } => "ivf_sq8",
         Method::IvfPq { .. } => "ivf_pq",
+        Method::HnswSq { .. } => "hnsw_sq",
+        Method::IvfRabitq { .. } => "ivf_rabitq",
     }
 }
 

@@ -237,6 +237,7 @@ const SETTINGS: &[(&str, &str, Kind)] = &[
     ),
     ("hnsw.ef_search", "", Kind::Int(1, 1000)),
     ("ivfflat.probes", "", Kind::Int(1, 1000)),
+    ("quiver.refine_k", "", Kind::Int(0, 1000)),
 ];
 
 fn setting(name: &str) -> Option<(&'static str, Kind)> {
@@ -749,6 +750,7 @@ impl Session {
         match name {
             "hnsw.ef_search" => knobs.ef = parsed.unwrap_or(defaults.ef),
             "ivfflat.probes" => knobs.nprobe = parsed.unwrap_or(defaults.nprobe),
+            "quiver.refine_k" => knobs.refine = parsed.unwrap_or(defaults.refine),
             _ => {}
         }
     }
@@ -791,7 +793,12 @@ impl Session {
     }
 
     /// Use these search settings until the guard is dropped.
-    pub fn tune(&self, ef: Option<u64>, nprobe: Option<u64>) -> Option<TuneGuard> {
+    pub fn tune(
+        &self,
+        ef: Option<u64>,
+        nprobe: Option<u64>,
+        refine: Option<u64>,
+    ) -> Option<TuneGuard> {
         let settings = self
             .state
             .config()
@@ -804,6 +811,9 @@ impl Session {
             }
             if let Some(n) = nprobe {
                 knobs.nprobe = n.clamp(1, 65_536) as usize;
+            }
+            if let Some(n) = refine {
+                knobs.refine = n.min(1000) as usize;
             }
         }
         Some(TuneGuard { settings, previous })
@@ -839,6 +849,7 @@ impl Session {
         match name.as_str() {
             "hnsw.ef_search" => return Some(knobs.ef.to_string()),
             "ivfflat.probes" => return Some(knobs.nprobe.to_string()),
+            "quiver.refine_k" => return Some(knobs.refine.to_string()),
             _ => {}
         }
         if let Some(v) = self.defaults.get(&name) {

@@ -1384,12 +1384,13 @@ fn parse_search(
 
 /// The statement, run with the search settings of `options` if it has any.
 fn tuned(statement: Statement, options: &SearchOptions) -> Statement {
-    if options.ef.is_none() && options.nprobe.is_none() {
+    if options.ef.is_none() && options.nprobe.is_none() && options.refine_k.is_none() {
         return statement;
     }
     Statement::Tuned {
         ef: options.ef,
         nprobe: options.nprobe,
+        refine_k: options.refine_k,
         inner: Box::new(statement),
     }
 }
@@ -1448,12 +1449,13 @@ fn parse_search_options(sql: &str, p: &mut Parser) -> Result<SearchOptions, Pars
         match name.value.to_ascii_lowercase().as_str() {
             "ef" => options.ef = Some(knob()?),
             "nprobe" => options.nprobe = Some(knob()?),
+            "refine_k" => options.refine_k = Some(knob()?),
             "radius" => options.radius = Some(number()?),
             "range_filter" => options.range_filter = Some(number()?),
             other => {
                 return Err(ParseError::Syntax {
                     message: format!(
-                        "unknown SEARCH option \"{other}\": use ef, nprobe, radius or range_filter"
+                        "unknown SEARCH option \"{other}\": use ef, nprobe, refine_k, radius or range_filter"
                     ),
                     position: char_position(sql, name.span.start.line, name.span.start.column),
                 });

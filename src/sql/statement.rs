@@ -128,6 +128,7 @@ pub enum Statement {
     Tuned {
         ef: Option<Knob>,
         nprobe: Option<Knob>,
+        refine_k: Option<Knob>,
         inner: Box<Statement>,
     },
 }
@@ -403,6 +404,7 @@ pub enum TransactionKind {
 pub struct SearchOptions {
     pub ef: Option<Knob>,
     pub nprobe: Option<Knob>,
+    pub refine_k: Option<Knob>,
     /// A number, or a parameter (`$3::double precision`), as SQL text.
     pub radius: Option<String>,
     pub range_filter: Option<String>,

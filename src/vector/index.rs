@@ -4,8 +4,9 @@
 //! product, `<=>` cosine distance), so results merge with exact search.
 //!
 //! Methods: `flat`, `ivf_flat (lists)`, `ivf_sq8 (lists)`, `ivf_pq (lists,
-//! m, nbits)`, `hnsw (m, ef_construction)`. Cosine indexes store
-//! normalised vectors and search by inner product.
+//! m, nbits)`, `ivf_rabitq (lists)`, `hnsw (m, ef_construction)`, `hnsw_sq
+//! (m, ef_construction, sq_type)`. Cosine indexes store normalised vectors
+//! and search by inner product.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,11 +68,19 @@ fn faiss_err(e: faiss::error::Error) -> IndexError {
 pub struct SearchKnobs {
     pub ef: usize,
     pub nprobe: usize,
+    /// Candidates per row asked for that a search over quantised codes
+    /// ranks again by exact distance (0: the method's default, see
+    /// [`Method::default_refine`]).
+    pub refine: usize,
 }
 
 impl Default for SearchKnobs {
     fn default() -> Self {
-        SearchKnobs { ef: 40, nprobe: 1 }
+        SearchKnobs {
+            ef: 40,
+            nprobe: 1,
+            refine: 0,
+        }
     }
 }
 

@@ -92,8 +92,11 @@ pub(super) fn by_index(
     }
     let selector = (passing < total).then_some(bitmap);
     let want = top.k.min(passing);
+    // Quantised codes rank approximately: more candidates are fetched and
+    // ranked again by their exact distances (`offer_hits`).
+    let fetch_k = top.k * index.index.spec().method.refine(knobs);
     let passes = |row: u64| selector.is_none() || bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
-    let is_hnsw = matches!(index.index.spec().method, Method::Hnsw { .. });
+    let is_hnsw = index.index.spec().method.is_hnsw();
     if let Query::Bits { .. } = spec.query {
         if spec.range.is_some() {
             return Ok(Err("exact: range search over bit strings"));
@@ -173,7 +176,7 @@ pub(super) fn by_index(
             let budget = (passing / 2).max(8 * knobs.ef.max(top.k));
             index
                 .index
-                .search_filtered(query, top.k, knobs, allowed, fraction, budget)
+                .search_filtered(query, fetch_k, knobs, allowed, fraction, budget)
                 .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?
         }
         None => Filtered::Unsupported,
@@ -199,12 +202,12 @@ pub(super) fn by_index(
         // recall drops to about the passing fraction), so HNSW searches
         // unfiltered for enough candidates and filters them here, fetching
         // more until k pass.
-        let mut fetch = first_fetch(top.k, passing, total);
+        let mut fetch = first_fetch(fetch_k, passing, total);
         for attempt in 0..12 {
             fetch = fetch.min(total);
             let raw = nearest(index, query, fetch, knobs)?;
             hits = raw.into_iter().filter(|(r, _)| passes(*r)).collect();
-            if hits.len() >= want || fetch >= total || fetch >= MAX_FETCH {
+            if hits.len() >= fetch_k.min(passing) || fetch >= total || fetch >= MAX_FETCH {
                 break;
             }
             if attempt == 0 {
@@ -212,12 +215,12 @@ pub(super) fn by_index(
             }
             fetch *= 2;
         }
-        hits.truncate(top.k);
+        hits.truncate(fetch_k);
     } else {
         for attempt in 0..12 {
             hits = index
                 .index
-                .search(query, top.k, knobs, selector)
+                .search(query, fetch_k, knobs, selector)
                 .map_err(|e| DataFusionError::External(Box::new(StorageError::Index(e))))?;
             if hits.len() >= want {
                 break;
@@ -305,7 +308,7 @@ pub(super) fn nearest(
 ) -> Result<Vec<(u64, f32)>> {
     let knobs = SearchKnobs {
         ef: knobs.ef.max(fetch),
-        nprobe: knobs.nprobe,
+        ..knobs
     };
     index
         .index

@@ -313,10 +313,16 @@ impl Engine {
                 action,
                 target,
             } => self.upsert(session, insert, action, target, None).await,
-            Statement::Tuned { ef, nprobe, inner } => {
+            Statement::Tuned {
+                ef,
+                nprobe,
+                refine_k,
+                inner,
+            } => {
                 let _tuned = session.tune(
                     crate::engine::knob_value(ef, None)?,
                     crate::engine::knob_value(nprobe, None)?,
+                    crate::engine::knob_value(refine_k, None)?,
                 );
                 Box::pin(self.execute(session, *inner)).await
             }

@@ -322,7 +322,11 @@ mod tests {
         };
         let spec = IndexSpec::parse(method, metric, nbits, &options).unwrap();
         let index = build(&spec, data).unwrap();
-        let knobs = SearchKnobs { ef: 40, nprobe };
+        let knobs = SearchKnobs {
+            ef: 40,
+            nprobe,
+            refine: 0,
+        };
         let mut hits = 0;
         for q in queries.chunks(width) {
             let mut truth: Vec<(f64, u64)> = data
@@ -372,7 +376,11 @@ mod tests {
         let index = build(&spec, &data).unwrap();
         let back = deserialize(&spec, &index.serialize().unwrap()).unwrap();
         let q = &data[..bytes_for(100)];
-        let knobs = SearchKnobs { ef: 40, nprobe: 4 };
+        let knobs = SearchKnobs {
+            ef: 40,
+            nprobe: 4,
+            refine: 0,
+        };
         assert_eq!(
             index.search_bits(q, 5, knobs).unwrap(),
             back.search_bits(q, 5, knobs).unwrap()

@@ -44,6 +44,12 @@ pub fn build(spec: &IndexSpec, vectors: &[f32]) -> Result<FaissIndex, IndexError
         spec.faiss_metric(),
     )
     .map_err(faiss_err)?;
+    if let Method::HnswSq {
+        ef_construction, ..
+    } = spec.method
+    {
+        set_parameter(&mut index, "efConstruction", ef_construction as f64)?;
+    }
     if let Method::Hnsw {
         ef_construction,
         keep_pruned,
@@ -144,7 +150,7 @@ impl FaissIndex {
         nprobe: Option<usize>,
         f: impl Fn(&IndexImpl) -> Result<T, IndexError>,
     ) -> Result<T, IndexError> {
-        let is_hnsw = matches!(self.spec.method, Method::Hnsw { .. });
+        let is_hnsw = self.spec.method.is_hnsw();
         let wants = |t: &Tuned| {
             (is_hnsw && t.ef != ef)
                 || nprobe.is_some_and(|n| self.spec.method.is_ivf() && t.nprobe != n)
@@ -478,7 +484,9 @@ impl VectorIndex for FaissIndex {
         let k = k.min(self.rows);
         let ef = knobs.ef.max(k);
         let hnsw = match self.spec.method {
-            Method::Hnsw { .. } => hnsw_one(&self.index.read().index, &query, k, ef, &params)?,
+            Method::Hnsw { .. } | Method::HnswSq { .. } => {
+                hnsw_one(&self.index.read().index, &query, k, ef, &params)?
+            }
             _ => None,
         };
         let result = match hnsw {
@@ -593,7 +601,7 @@ impl VectorIndex for FaissIndex {
     fn filters_in_search(&self) -> bool {
         // faiss's HNSW walks poorly around rows its selector rejects (its
         // recall falls to about the passing fraction).
-        !matches!(self.spec.method, Method::Hnsw { .. })
+        !self.spec.method.is_hnsw()
     }
 
     fn range_search(

@@ -47,6 +47,51 @@ fn exact(
     all.into_iter().take(k).map(|x| x.1).collect()
 }
 
+/// 4,000 clustered rows of 32 dimensions, 50 held-out queries from the
+/// same distribution, an index over the rows, and a filter keeping `keep`
+/// rows in 100 (as a bitmap too).
+struct Fixture {
+    data: Vec<f32>,
+    queries: Vec<f32>,
+    spec: IndexSpec,
+    index: FaissIndex,
+    keep: usize,
+    bitmap: Vec<u8>,
+}
+
+const FIXTURE_ROWS: usize = 4000;
+const FIXTURE_DIM: usize = 32;
+
+impl Fixture {
+    fn new(method: &str, options: &[(&str, &str)], metric: Metric, keep: usize) -> Fixture {
+        let (n, dim) = (FIXTURE_ROWS, FIXTURE_DIM);
+        let mut data = clustered(n + 50, dim, 20, 7);
+        let queries = data.split_off(n * dim);
+        let options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let spec = IndexSpec::parse(method, metric, dim, &options).unwrap();
+        let index = build(&spec, &data).unwrap();
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for i in (0..n).filter(|i| i % 100 < keep) {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+        Fixture {
+            data,
+            queries,
+            spec,
+            index,
+            keep,
+            bitmap,
+        }
+    }
+
+    fn allowed(&self, row: usize) -> bool {
+        row % 100 < self.keep
+    }
+}
+
 fn recall(
     method: &str,
     options: &[(&str, &str)],
@@ -54,23 +99,12 @@ fn recall(
     knobs: SearchKnobs,
     keep: usize,
 ) -> f64 {
-    let (n, dim, k) = (4000, 32, 10);
-    // Queries come from the same distribution: held-out points.
-    let all = clustered(n + 50, dim, 20, 7);
-    let (data, queries) = all.split_at(n * dim);
-    let options = options
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let spec = IndexSpec::parse(method, metric, dim, &options).unwrap();
-    let index = build(&spec, data).unwrap();
-    let allowed = |i: usize| i % 100 < keep;
-    let mut bitmap = vec![0u8; n.div_ceil(8)];
-    for i in (0..n).filter(|i| allowed(*i)) {
-        bitmap[i / 8] |= 1 << (i % 8);
-    }
+    let (dim, k) = (FIXTURE_DIM, 10);
+    let f = Fixture::new(method, options, metric, keep);
+    let (data, spec, index, bitmap) = (&f.data, &f.spec, &f.index, &f.bitmap);
+    let allowed = |i: usize| f.allowed(i);
     let mut hits = 0;
-    for q in queries.chunks(dim) {
+    for q in f.queries.chunks(dim) {
         let truth = exact(data, dim, metric, q, k, &allowed);
         let got = index
             .search(q, k, knobs, (keep < 100).then_some(&bitmap[..]))
@@ -81,7 +115,7 @@ fn recall(
         );
         // Distances are pgvector's: they match exact ones (quantised
         // codes give approximate distances).
-        let lossy = matches!(spec.method, Method::IvfSq8 { .. } | Method::IvfPq { .. });
+        let lossy = !spec.method.exact_distances();
         if let Some((row, d)) = got.first().filter(|_| !lossy) {
             let v = &data[*row as usize * dim..(*row as usize + 1) * dim];
             assert!((distance(metric, q, v) as f32 - d).abs() < 1e-2 * (1.0 + d.abs()));
@@ -93,7 +127,11 @@ fn recall(
 
 #[test]
 fn recall_per_method_and_metric() {
-    let knobs = SearchKnobs { ef: 64, nprobe: 8 };
+    let knobs = SearchKnobs {
+        ef: 64,
+        nprobe: 8,
+        refine: 0,
+    };
     for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
         assert_eq!(recall("flat", &[], metric, knobs, 100), 1.0);
         let r = recall(
@@ -133,6 +171,127 @@ fn recall_per_method_and_metric() {
     assert!(r >= 0.3, "ivf_pq: {r}");
 }
 
+/// Recall@10 of a quantised index as the executor searches it: `refine`
+/// × 10 candidates, ranked again by their exact distances. Returns it with
+/// the recall of the index's own first 10 (no re-ranking).
+fn reranked_recall(
+    method: &str,
+    options: &[(&str, &str)],
+    metric: Metric,
+    knobs: SearchKnobs,
+    keep: usize,
+) -> (f64, f64) {
+    let (dim, k) = (FIXTURE_DIM, 10);
+    let f = Fixture::new(method, options, metric, keep);
+    let (data, spec, index, bitmap) = (&f.data, &f.spec, &f.index, &f.bitmap);
+    assert!(!spec.method.exact_distances(), "{method} is not quantised");
+    let allowed = |i: usize| f.allowed(i);
+    let fetch = k * spec.method.refine(knobs);
+    let (mut hits, mut raw_hits) = (0, 0);
+    for q in f.queries.chunks(dim) {
+        let truth = exact(data, dim, metric, q, k, &allowed);
+        let selector = (keep < 100 && !spec.method.is_hnsw()).then_some(&bitmap[..]);
+        let mut got = index.search(q, fetch.max(k), knobs, selector).unwrap();
+        // HNSW fetches unfiltered candidates; the executor filters them.
+        got.retain(|(r, _)| allowed(*r as usize));
+        raw_hits += got
+            .iter()
+            .take(k)
+            .filter(|(r, _)| truth.contains(r))
+            .count();
+        let mut ranked: Vec<(f64, u64)> = got
+            .iter()
+            .map(|(r, _)| {
+                let v = &data[*r as usize * dim..(*r as usize + 1) * dim];
+                (distance(metric, q, v), *r)
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+        hits += ranked
+            .iter()
+            .take(k)
+            .filter(|(_, r)| truth.contains(r))
+            .count();
+    }
+    let total = (50 * k) as f64;
+    (hits as f64 / total, raw_hits as f64 / total)
+}
+
+#[test]
+fn quantized_indexes_reach_recall_with_reranking() {
+    let knobs = SearchKnobs {
+        ef: 64,
+        nprobe: 8,
+        refine: 0,
+    };
+    for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
+        for sq in ["sq8", "fp16", "bf16", "sq6"] {
+            let options = [("m", "16"), ("ef_construction", "64"), ("sq_type", sq)];
+            let (r, raw) = reranked_recall("hnsw_sq", &options, metric, knobs, 100);
+            eprintln!("hnsw_sq {sq} {metric:?}: {r} (codes alone {raw})");
+            assert!(
+                r >= 0.95,
+                "hnsw_sq {sq} {metric:?}: {r} (codes alone {raw})"
+            );
+        }
+        let (r, raw) = reranked_recall("ivf_rabitq", &[("lists", "32")], metric, knobs, 100);
+        eprintln!("ivf_rabitq {metric:?}: {r} (codes alone {raw})");
+        assert!(r >= 0.95, "ivf_rabitq {metric:?}: {r} (codes alone {raw})");
+    }
+    // Filtered: IVF takes the bitmap as its selector; HNSW's candidates
+    // are fetched unfiltered, more of them as fewer rows pass.
+    // (With a tenth of the rows passing, the nearest passing ones spread
+    // over more lists: 16 probes of 32, as ivf_flat would need.)
+    for keep in [10, 50] {
+        let probes = SearchKnobs {
+            nprobe: 16,
+            ..knobs
+        };
+        let (r, _) = reranked_recall("ivf_rabitq", &[("lists", "32")], Metric::L2, probes, keep);
+        assert!(r >= 0.95, "ivf_rabitq with {keep}% kept: {r}");
+    }
+    // One bit per dimension ranks poorly by itself: re-ranking is what
+    // lifts it.
+    let (r, raw) = reranked_recall("ivf_rabitq", &[("lists", "32")], Metric::L2, knobs, 100);
+    assert!(r > raw, "re-ranked {r}, codes alone {raw}");
+    let no_rerank = SearchKnobs { refine: 1, ..knobs };
+    let (r1, _) = reranked_recall("ivf_rabitq", &[("lists", "32")], Metric::L2, no_rerank, 100);
+    assert!(r1 < r, "refine_k = 1: {r1}, default: {r}");
+}
+
+#[test]
+fn quantized_index_options() {
+    let opts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let spec = IndexSpec::parse("hnsw_sq", Metric::L2, 8, &opts(&[])).unwrap();
+    assert_eq!(spec.method.name(), "hnsw_sq");
+    assert_eq!(
+        spec.method.params(),
+        "m=16, ef_construction=64, sq_type=sq8"
+    );
+    assert_eq!(spec.method.factory(1000), "HNSW16,SQ8");
+    let spec = IndexSpec::parse("hnsw_sq", Metric::L2, 8, &opts(&[("sq_type", "BF16")])).unwrap();
+    assert_eq!(spec.method.factory(1000), "HNSW16,SQbf16");
+    let err = IndexSpec::parse("hnsw_sq", Metric::L2, 8, &opts(&[("sq_type", "sq3")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sq6, sq8, fp16 or bf16"), "{err}");
+    let spec = IndexSpec::parse("ivf_rabitq", Metric::L2, 8, &opts(&[("lists", "64")])).unwrap();
+    assert_eq!(spec.method.factory(100_000), "IVF64,RaBitQ");
+    assert_eq!(spec.method.params(), "lists=64");
+    let err = IndexSpec::parse("ivf_rabitq", Metric::L2, 8, &opts(&[("m", "4")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allowed are lists"), "{err}");
+    // The catalog keeps the spec as JSON: it reads back the same.
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<IndexSpec>(&json).unwrap(), spec);
+}
+
 #[test]
 fn filtered_search_keeps_to_the_selector() {
     // HNSW walks through filtered-out nodes, so at low selectivity the
@@ -141,7 +300,11 @@ fn filtered_search_keeps_to_the_selector() {
         "hnsw",
         &[],
         Metric::L2,
-        SearchKnobs { ef: 128, nprobe: 8 },
+        SearchKnobs {
+            ef: 128,
+            nprobe: 8,
+            refine: 0,
+        },
         50,
     );
     assert!(r >= 0.9, "hnsw with 50% kept: {r}");
@@ -150,7 +313,11 @@ fn filtered_search_keeps_to_the_selector() {
             "ivf_flat",
             &[("lists", "32")],
             Metric::L2,
-            SearchKnobs { ef: 64, nprobe: 32 },
+            SearchKnobs {
+                ef: 64,
+                nprobe: 32,
+                refine: 0,
+            },
             keep,
         );
         assert!(r >= 0.95, "ivf_flat with {keep}% kept: {r}");
@@ -164,7 +331,14 @@ fn range_search_finds_the_rows_within_the_radius() {
     for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
         for (method, knobs) in [
             ("flat", SearchKnobs::default()),
-            ("ivf_flat", SearchKnobs { ef: 40, nprobe: 16 }),
+            (
+                "ivf_flat",
+                SearchKnobs {
+                    ef: 40,
+                    nprobe: 16,
+                    refine: 0,
+                },
+            ),
         ] {
             let opts: BTreeMap<String, String> = if method == "ivf_flat" {
                 [("lists".to_string(), "16".to_string())].into()
@@ -344,7 +518,11 @@ fn ivf_pq_on_fewer_rows_than_centroids() {
         .collect();
     let spec = IndexSpec::parse("ivf_pq", Metric::L2, dim, &options).unwrap();
     let index = build(&spec, &data).unwrap();
-    let knobs = SearchKnobs { ef: 40, nprobe: 4 };
+    let knobs = SearchKnobs {
+        ef: 40,
+        nprobe: 4,
+        refine: 0,
+    };
     for (i, q) in data.chunks(dim).enumerate().take(10) {
         let got = index.search(q, 1, knobs, None).unwrap();
         assert_eq!(got.first().map(|(r, _)| *r), Some(i as u64));
@@ -368,7 +546,11 @@ fn walk_recall(allowed: &dyn Fn(usize) -> bool, ef: usize) -> (f64, f64) {
         passing += 1;
     }
     let fraction = passing as f64 / n as f64;
-    let knobs = SearchKnobs { ef, nprobe: 1 };
+    let knobs = SearchKnobs {
+        ef,
+        nprobe: 1,
+        refine: 0,
+    };
     let (mut hits, mut scored) = (0, 0);
     for q in queries.chunks(dim) {
         let truth = exact(data, dim, Metric::L2, q, k, allowed);
@@ -430,7 +612,11 @@ fn filtered_walk_gives_up_past_its_budget_and_only_hnsw_has_one() {
     let bitmap: Vec<u8> = (0..n.div_ceil(8))
         .map(|i| if i % 10 == 0 { 0xff } else { 0 })
         .collect();
-    let knobs = SearchKnobs { ef: 40, nprobe: 1 };
+    let knobs = SearchKnobs {
+        ef: 40,
+        nprobe: 1,
+        refine: 0,
+    };
     let q = &data[..dim];
     assert!(matches!(
         index
