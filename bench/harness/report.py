@@ -469,7 +469,8 @@ def results_md(all_results):
     """bench/RESULTS.md: the latest full runs (quick runs only when there is none),
     then the Ingest section."""
     ingest = [r for r in all_results if r.get("suite") == "ingest"]
-    all_results = [r for r in all_results if r.get("suite") != "ingest"]
+    scale = [r for r in all_results if r.get("suite") == "scale"]
+    all_results = [r for r in all_results if r.get("suite") not in ("ingest", "scale")]
     full = [r for r in all_results if not r["quick"]]
     shown = full or all_results
     parts = ["# Benchmark results", "",
@@ -512,7 +513,26 @@ def results_md(all_results):
                       ct, ""]
     if ingest:
         parts += ingest_section(ingest)
+    if scale:
+        parts += scale_section(scale)
     return "\n".join(parts)
+
+
+def scale_section(results):
+    """The scale suite's latest full runs (quick ones only when there is
+    none), one per dataset and index: their report without its title."""
+    from .scale import report
+    full = [r for r in results if not r.get("quick")]
+    shown = {}
+    for r in sorted(full or results, key=lambda r: r["date"]):
+        shown[(r["dataset"], r["params"]["index"])] = r
+    parts = []
+    for (dataset, index), r in sorted(shown.items()):
+        body = report(r).split("\n", 1)[1].lstrip("\n")
+        parts += [f"## scale / {dataset} / {index}" + (" (quick)" if r.get("quick") else ""),
+                  "", f"- full tables: [results/scale-{dataset}-{index}.md]"
+                  f"(results/scale-{dataset}-{index}.md)", body]
+    return parts
 
 
 # --- ingest suite ---------------------------------------------------------------------

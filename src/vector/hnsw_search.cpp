@@ -3,12 +3,14 @@
 // flat float storage a search loop that prefetches the rows it is about
 // to score (`FlatRows`, `search_flat`),
 // building HNSW with full level-0 neighbour lists (quiver_hnsw_keep_pruned),
+// quantising RaBitQ queries (quiver_ivf_rabitq_query_bits),
 // and backing an index's vectors and graph with huge pages
 // (quiver_index_huge_pages).
 
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVFRaBitQ.h>
 #include <faiss/MetricType.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/DistanceComputer.h>
@@ -830,4 +832,18 @@ extern "C" std::size_t quiver_index_huge_pages(const void* index) {
         covered += huge_pages(flat->codes.data(), flat->codes.size());
     }
     return covered;
+}
+
+// The bits an IVF-RaBitQ index quantises each query to (its `qb`, kept in
+// the index file). With 0 faiss 1.12 scores every code with a float loop
+// over its bits, about 2 us a code for 128 dimensions; with 1 to 8 it
+// counts bits (popcount), about 30 times faster. Returns 1 when `index` is
+// not an IVF-RaBitQ index.
+extern "C" int quiver_ivf_rabitq_query_bits(void* index, int bits) {
+    auto* ivf = dynamic_cast<faiss::IndexIVFRaBitQ*>(static_cast<faiss::Index*>(index));
+    if (ivf == nullptr || bits < 0 || bits > 8) {
+        return 1;
+    }
+    ivf->qb = static_cast<std::uint8_t>(bits);
+    return 0;
 }
