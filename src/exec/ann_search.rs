@@ -211,19 +211,19 @@ impl DisplayAs for AnnSearchExec {
                 i.name,
                 i.spec.method.name(),
                 i.spec.method.params(),
-                if matches!(i.spec.method, Method::Hnsw { .. }) {
+                if i.spec.method.is_hnsw() {
                     "by a filtered graph walk"
-                } else if i.spec.method.is_binary() || i.spec.method.is_hnsw() {
+                } else if i.spec.method.is_binary() {
                     "to fetched candidates"
                 } else {
                     "by ID selector"
                 },
-                if matches!(i.spec.method, Method::Hnsw { .. }) && s.range.is_none() {
+                if i.spec.method.is_hnsw() && s.range.is_none() {
                     WALK_BELOW_ROWS
                 } else {
                     EXACT_BELOW_ROWS
                 },
-                if matches!(i.spec.method, Method::Hnsw { .. }) && s.range.is_none() {
+                if i.spec.method.is_hnsw() && s.range.is_none() {
                     WALK_BELOW_FRACTION
                 } else {
                     EXACT_BELOW_FRACTION

@@ -11,6 +11,7 @@
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVFRaBitQ.h>
+#include <faiss/IndexScalarQuantizer.h>
 #include <faiss/MetricType.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/DistanceComputer.h>
@@ -18,6 +19,7 @@
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/ResultHandler.h>
 #include <faiss/utils/distances.h>
+#include <faiss/utils/fp16.h>
 #include <faiss/utils/prefetch.h>
 
 #if defined(__x86_64__)
@@ -276,6 +278,186 @@ struct FlatRows {
     }
 };
 
+
+// The rows of an IndexScalarQuantizer (HNSW_SQ's storage) seen from one
+// query, for the codes whose decoding is a few vector instructions: 8-bit
+// codes (per-dimension minimum and range, faiss's QT_8bit), fp16 and
+// bf16. Distances are the squared L2 distance (or negated inner product)
+// to the decoded row, as faiss's own SQ distance computer gives them, at a
+// quarter (8-bit) or half of the memory a float row reads.
+struct SqRows {
+    const std::uint8_t* codes;
+    std::size_t code_size;
+    std::size_t d;
+    faiss::ScalarQuantizer::QuantizerType qtype;
+    const float* query;
+    bool ip;
+    bool avx2;
+    std::size_t lines;
+    // 8-bit codes: row value = base[i] + code * scale[i]; the query's
+    // offsets from the bases (L2), or its weights and constant (IP).
+    std::vector<float> scale;
+    std::vector<float> offset;
+    float constant = 0;
+
+    static bool supported(const faiss::IndexScalarQuantizer& sq) {
+        const auto t = sq.sq.qtype;
+        const bool codec = (t == faiss::ScalarQuantizer::QT_8bit &&
+                            sq.sq.trained.size() == 2 * static_cast<std::size_t>(sq.d)) ||
+                t == faiss::ScalarQuantizer::QT_fp16 ||
+                t == faiss::ScalarQuantizer::QT_bf16;
+        return codec &&
+                (sq.metric_type == faiss::METRIC_L2 ||
+                 sq.metric_type == faiss::METRIC_INNER_PRODUCT);
+    }
+
+    SqRows(const faiss::IndexScalarQuantizer& sq, const float* query)
+            : codes(sq.codes.data()),
+              code_size(sq.code_size),
+              d(static_cast<std::size_t>(sq.d)),
+              qtype(sq.sq.qtype),
+              query(query),
+              ip(sq.metric_type == faiss::METRIC_INNER_PRODUCT),
+              avx2(has_avx2() && __builtin_cpu_supports("f16c")),
+              lines(std::min<std::size_t>((sq.code_size + 63) / 64, 64)) {
+        if (qtype == faiss::ScalarQuantizer::QT_8bit) {
+            const float* vmin = sq.sq.trained.data();
+            const float* vdiff = vmin + d;
+            scale.resize(d);
+            offset.resize(d);
+            for (std::size_t i = 0; i < d; i++) {
+                // faiss decodes code c as vmin + (c + 0.5) / 255 * vdiff.
+                const float st = vdiff[i] / 255.0f;
+                const float base = vmin[i] + 0.5f * st;
+                if (ip) {
+                    scale[i] = query[i] * st;
+                    constant += query[i] * base;
+                } else {
+                    scale[i] = st;
+                    offset[i] = query[i] - base;
+                }
+            }
+        }
+    }
+
+    const std::uint8_t* code(faiss::idx_t i) const {
+        return codes + static_cast<std::size_t>(i) * code_size;
+    }
+
+    void prefetch(faiss::idx_t i) const {
+        const char* at = reinterpret_cast<const char*>(code(i));
+        for (std::size_t l = 0; l < lines; l++) {
+            __builtin_prefetch(at + l * 64, 0, 2);
+        }
+    }
+
+    float value(const std::uint8_t* c, std::size_t i) const {
+        switch (qtype) {
+            case faiss::ScalarQuantizer::QT_fp16: {
+                std::uint16_t h;
+                std::memcpy(&h, c + 2 * i, 2);
+                return faiss::decode_fp16(h);
+            }
+            case faiss::ScalarQuantizer::QT_bf16: {
+                std::uint16_t h;
+                std::memcpy(&h, c + 2 * i, 2);
+                const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16;
+                float v;
+                std::memcpy(&v, &bits, 4);
+                return v;
+            }
+            default:
+                return 0;
+        }
+    }
+
+    float scalar(const std::uint8_t* c, std::size_t from) const {
+        float r = 0;
+        for (std::size_t i = from; i < d; i++) {
+            if (qtype == faiss::ScalarQuantizer::QT_8bit) {
+                const float x = static_cast<float>(c[i]);
+                if (ip) {
+                    r += x * scale[i];
+                } else {
+                    const float t = offset[i] - x * scale[i];
+                    r += t * t;
+                }
+            } else {
+                const float v = value(c, i);
+                r += ip ? query[i] * v : (query[i] - v) * (query[i] - v);
+            }
+        }
+        return r;
+    }
+
+#ifdef QUIVER_AVX2
+    __attribute__((target("avx2,fma,f16c"))) float simd(const std::uint8_t* c) const {
+        __m256 acc = _mm256_setzero_ps();
+        std::size_t i = 0;
+        for (; i + 8 <= d; i += 8) {
+            __m256 v;
+            if (qtype == faiss::ScalarQuantizer::QT_8bit) {
+                const __m128i bytes =
+                        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + i));
+                const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                const __m256 sc = _mm256_loadu_ps(scale.data() + i);
+                if (ip) {
+                    acc = _mm256_fmadd_ps(x, sc, acc);
+                } else {
+                    const __m256 t =
+                            _mm256_fnmadd_ps(x, sc, _mm256_loadu_ps(offset.data() + i));
+                    acc = _mm256_fmadd_ps(t, t, acc);
+                }
+                continue;
+            }
+            const __m128i halves =
+                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 2 * i));
+            if (qtype == faiss::ScalarQuantizer::QT_fp16) {
+                v = _mm256_cvtph_ps(halves);
+            } else {
+                v = _mm256_castsi256_ps(
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+            }
+            const __m256 q = _mm256_loadu_ps(query + i);
+            if (ip) {
+                acc = _mm256_fmadd_ps(q, v, acc);
+            } else {
+                const __m256 t = _mm256_sub_ps(q, v);
+                acc = _mm256_fmadd_ps(t, t, acc);
+            }
+        }
+        return sum8(acc) + scalar(c, i);
+    }
+#endif
+
+    float one(faiss::idx_t id) const {
+        const std::uint8_t* c = code(id);
+        float r;
+#ifdef QUIVER_AVX2
+        if (avx2) {
+            r = simd(c);
+        } else
+#endif
+        {
+            r = scalar(c, 0);
+        }
+        if (ip) {
+            return qtype == faiss::ScalarQuantizer::QT_8bit ? -(r + constant) : -r;
+        }
+        return r;
+    }
+
+    template <typename Take>
+    void score(const faiss::idx_t* ids, std::size_t n, Take&& take) const {
+        for (std::size_t j = 0; j < n; j++) {
+            prefetch(ids[j]);
+        }
+        for (std::size_t j = 0; j < n; j++) {
+            take(ids[j], one(ids[j]));
+        }
+    }
+};
+
 thread_local std::vector<faiss::idx_t> fresh_ids;
 thread_local std::vector<faiss::idx_t> far_ids;
 
@@ -286,9 +468,10 @@ constexpr std::size_t SEED_AFTER = 16;
 
 // The greedy descent through the upper levels, from the entry point to
 // the nearest row of level 1 (`nearest`, at distance `d_nearest`).
+template <typename Rows>
 void descend(
         const faiss::HNSW& hnsw,
-        const FlatRows& rows,
+        const Rows& rows,
         std::vector<faiss::idx_t>& fresh,
         faiss::HNSW::storage_idx_t& nearest,
         float& d_nearest) {
@@ -322,9 +505,10 @@ void descend(
 // candidates. What differs is memory access: the unvisited neighbours of
 // a node are found first and their rows prefetched together, so their
 // reads overlap instead of each waiting for the one before.
+template <typename Rows>
 void search_flat(
         const faiss::HNSW& hnsw,
-        const FlatRows& rows,
+        const Rows& rows,
         int ef,
         const faiss::IDSelector* sel,
         faiss::ResultHandler<faiss::HNSW::C>& res,
@@ -397,9 +581,10 @@ void search_flat(
 //
 // Stops, returning false, once it has scored more than `budget` rows: an
 // exact scan of the passing rows is then cheaper.
+template <typename Rows>
 bool search_flat_filtered(
         const faiss::HNSW& hnsw,
-        const FlatRows& rows,
+        const Rows& rows,
         int ef,
         const std::uint8_t* bitmap,
         bool two_hop,
@@ -625,6 +810,9 @@ extern "C" int quiver_hnsw_search(
                 (flat->metric_type == faiss::METRIC_L2 ||
                  flat->metric_type == faiss::METRIC_INNER_PRODUCT) &&
                 hnsw->hnsw.search_bounded_queue;
+        const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(hnsw->storage);
+        const bool sq_loop = sq != nullptr && SqRows::supported(*sq) &&
+                hnsw->hnsw.search_bounded_queue;
 
         using Block = faiss::HeapBlockResultHandler<faiss::HNSW::C>;
         Block block(1, distances, labels, static_cast<std::size_t>(k));
@@ -632,8 +820,7 @@ extern "C" int quiver_hnsw_search(
 
         result.begin(0);
         try {
-            if (own_loop) {
-                const FlatRows rows(*flat, query);
+            const auto walk = [&](const auto& rows) {
                 search_flat(
                         hnsw->hnsw,
                         rows,
@@ -642,6 +829,11 @@ extern "C" int quiver_hnsw_search(
                         result,
                         *visited_table);
                 visited_table->advance();
+            };
+            if (own_loop) {
+                walk(FlatRows(*flat, query));
+            } else if (sq_loop) {
+                walk(SqRows(*sq, query));
             } else {
                 std::unique_ptr<faiss::DistanceComputer> dis(
                         hnsw->storage->get_distance_computer());
@@ -667,10 +859,10 @@ extern "C" int quiver_hnsw_search(
     });
 }
 
-// One filtered query against an HNSW index over flat storage: the `k`
-// nearest rows among those `bitmap` marks (see search_flat_filtered).
-// Returns 0 on success, 1 when `index` is not an HNSW index over flat L2
-// or inner-product storage, 2 when the walk scored more than `budget`
+// One filtered query against an HNSW index over flat storage (or 8-bit,
+// fp16 or bf16 codes, see SqRows): the `k` nearest rows among those
+// `bitmap` marks (see search_flat_filtered). Returns 0 on success, 1 when
+// `index` is not an HNSW index over such L2 or inner-product storage, 2 when the walk scored more than `budget`
 // rows (the caller scans the passing rows instead), -1 on an error.
 extern "C" int quiver_hnsw_search_filtered(
         const void* index,
@@ -695,9 +887,12 @@ extern "C" int quiver_hnsw_search_filtered(
             return 1;
         }
         const auto* flat = dynamic_cast<const faiss::IndexFlat*>(hnsw->storage);
-        if (flat == nullptr ||
-            (flat->metric_type != faiss::METRIC_L2 &&
-             flat->metric_type != faiss::METRIC_INNER_PRODUCT)) {
+        const auto* sq = dynamic_cast<const faiss::IndexScalarQuantizer*>(hnsw->storage);
+        const bool flat_ok = flat != nullptr &&
+                (flat->metric_type == faiss::METRIC_L2 ||
+                 flat->metric_type == faiss::METRIC_INNER_PRODUCT);
+        const bool sq_ok = sq != nullptr && SqRows::supported(*sq);
+        if (!flat_ok && !sq_ok) {
             return 1;
         }
         if (!start_search(*hnsw, k, labels)) {
@@ -709,20 +904,26 @@ extern "C" int quiver_hnsw_search_filtered(
         result.begin(0);
         bool settled = true;
         try {
-            const FlatRows flat_rows(*flat, query);
-            settled = search_flat_filtered(
-                    hnsw->hnsw,
-                    flat_rows,
-                    std::max<int>(ef, static_cast<int>(k)),
-                    bitmap,
-                    two_hop != 0,
-                    budget,
-                    seeds,
-                    static_cast<std::size_t>(std::max<std::int64_t>(nseeds, 0)),
-                    fraction,
-                    *scored,
-                    result,
-                    *visited_table);
+            const auto walk = [&](const auto& rows) {
+                return search_flat_filtered(
+                        hnsw->hnsw,
+                        rows,
+                        std::max<int>(ef, static_cast<int>(k)),
+                        bitmap,
+                        two_hop != 0,
+                        budget,
+                        seeds,
+                        static_cast<std::size_t>(std::max<std::int64_t>(nseeds, 0)),
+                        fraction,
+                        *scored,
+                        result,
+                        *visited_table);
+            };
+            if (flat_ok) {
+                settled = walk(FlatRows(*flat, query));
+            } else {
+                settled = walk(SqRows(*sq, query));
+            }
             visited_table->advance();
         } catch (...) {
             visited_table.reset();
@@ -732,7 +933,7 @@ extern "C" int quiver_hnsw_search_filtered(
         if (!settled) {
             return 2;
         }
-        if (flat->metric_type == faiss::METRIC_INNER_PRODUCT) {
+        if (hnsw->storage->metric_type == faiss::METRIC_INNER_PRODUCT) {
             negate(distances, k);
         }
         return 0;

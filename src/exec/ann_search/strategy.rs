@@ -84,7 +84,9 @@ pub(super) fn by_index(
     // A filtered HNSW walk gives up for an exact scan by itself once it
     // costs more than half that scan, so it is tried down to fewer rows.
     let (below_rows, below_fraction) = match index.index.spec().method {
-        Method::Hnsw { .. } if spec.range.is_none() => (WALK_BELOW_ROWS, WALK_BELOW_FRACTION),
+        Method::Hnsw { .. } | Method::HnswSq { .. } if spec.range.is_none() => {
+            (WALK_BELOW_ROWS, WALK_BELOW_FRACTION)
+        }
         _ => (EXACT_BELOW_ROWS, EXACT_BELOW_FRACTION),
     };
     if passing < below_rows || passing * below_fraction < total {

@@ -531,7 +531,7 @@ impl VectorIndex for FaissIndex {
         fraction: f64,
         budget: usize,
     ) -> Result<Filtered, IndexError> {
-        if !matches!(self.spec.method, Method::Hnsw { .. }) {
+        if !self.spec.method.is_hnsw() {
             return Ok(Filtered::Unsupported);
         }
         if k == 0 || self.rows == 0 {

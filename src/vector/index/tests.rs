@@ -379,8 +379,21 @@ fn own_hnsw_loop_answers_as_faiss_does() {
     for i in (0..n).filter(|i| i % 3 != 0) {
         bitmap[i / 8] |= 1 << (i % 8);
     }
-    for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
-        let spec = IndexSpec::parse("hnsw", metric, dim, &BTreeMap::new()).unwrap();
+    // Flat storage, and HNSW_SQ's codes that quiver's loop decodes itself.
+    let storages: [(&str, Option<&str>); 4] = [
+        ("hnsw", None),
+        ("hnsw_sq", Some("sq8")),
+        ("hnsw_sq", Some("fp16")),
+        ("hnsw_sq", Some("bf16")),
+    ];
+    for (metric, (method, sq)) in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine]
+        .into_iter()
+        .flat_map(|m| storages.map(|s| (m, s)))
+    {
+        let options: BTreeMap<String, String> = sq
+            .map(|t| [("sq_type".to_string(), t.to_string())].into())
+            .unwrap_or_default();
+        let spec = IndexSpec::parse(method, metric, dim, &options).unwrap();
         let index = build(&spec, data).unwrap();
         let (mut same, mut total) = (0, 0);
         for filter in [None, Some(&bitmap[..])] {
@@ -389,7 +402,7 @@ fn own_hnsw_loop_answers_as_faiss_does() {
                 let q = index.query(q).unwrap();
                 let ours = hnsw_one(&index.index.read().index, &q, k, ef, &params)
                     .unwrap()
-                    .expect("an HNSW index over flat storage");
+                    .expect("an HNSW index over storage quiver's loop reads");
                 let theirs = index
                     .with_settings(ef, None, |i| search_one(i, &q, k, &params))
                     .unwrap();
@@ -409,7 +422,7 @@ fn own_hnsw_loop_answers_as_faiss_does() {
         // Rounding in the distance kernels may swap near-ties.
         assert!(
             same * 100 >= total * 98,
-            "{metric:?}: {same} of {total} the same"
+            "{method} {sq:?} {metric:?}: {same} of {total} the same"
         );
     }
 }
