@@ -466,6 +466,10 @@ thread_local std::vector<faiss::idx_t> far_ids;
 // passing rows of an upper level.
 constexpr std::size_t SEED_AFTER = 16;
 
+// Below this share of passing rows a filtered walk starts from the passing
+// rows of an upper level (see search_flat_filtered).
+constexpr double SEED_NOW_BELOW = 0.25;
+
 // The greedy descent through the upper levels, from the entry point to
 // the nearest row of level 1 (`nearest`, at distance `d_nearest`).
 template <typename Rows>
@@ -633,6 +637,13 @@ bool search_flat_filtered(
     // promises: it then goes on from the passing rows of an upper level
     // too, instead of crossing everything nearer first.
     bool seeded = nseeds == 0;
+    // Below a quarter passing, the walk starts from the passing rows of an
+    // upper level at once: a filter that follows the vectors (a category)
+    // otherwise costs a long crossing of failing rows first. On
+    // fashion-mnist with `label = 3` (10 %) that took 0.69 of an unfiltered
+    // search's rate at recall 0.956 (0.33 before); uncorrelated filters
+    // of 10 % kept theirs (0.8 to 1.0).
+    const bool seed_now = fraction < SEED_NOW_BELOW;
     const auto seed = [&]() {
         seeded = true;
         fresh.clear();
@@ -645,6 +656,9 @@ bool search_flat_filtered(
         scored += static_cast<std::int64_t>(fresh.size());
         rows.score(fresh.data(), fresh.size(), offer);
     };
+    if (seed_now && !seeded) {
+        seed();
+    }
     while (!candidates.empty()) {
         const Entry next = candidates.top();
         if (full() && next.first > found.top().first) {

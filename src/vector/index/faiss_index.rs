@@ -436,8 +436,10 @@ unsafe extern "C" {
 
 /// How many rows of an upper HNSW level a filtered walk may start from.
 const SEED_POOL: usize = 4096;
-/// The most starting rows scored by one filtered walk.
-const MAX_SEEDS: usize = 512;
+/// The most starting rows scored by one filtered walk (fewer start as
+/// well and cost less: on fashion-mnist with `label = 3`, 128 seeds gave
+/// 3,096 QPS at recall 0.956 where 512 gave 2,786 at 0.963).
+const MAX_SEEDS: usize = 128;
 /// Below this share of passing rows, a filtered walk that has found `ef`
 /// of them follows the passing neighbours of a failing neighbour instead
 /// of skipping it (ACORN-1's two-hop expansion).
