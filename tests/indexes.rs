@@ -457,6 +457,65 @@ async fn quantized_indexes_rerank_by_exact_distance() {
     }
 }
 
+fn l1(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum()
+}
+
+/// pgvector's `vector_l1_ops`: an HNSW index ordered by L1 distance (`<+>`),
+/// filtered and not; IVF refuses the class as pgvector does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_distance_through_hnsw() {
+    let server = Server::start();
+    let all = dataset(ROWS + 50, 17);
+    let (data, queries) = all.split_at(ROWS);
+    let c = server.connect("default").await;
+    load(&c, data).await;
+    c.simple_query(
+        "CREATE INDEX items_l1 ON items USING hnsw (v vector_l1_ops) WITH (m = 16, ef_construction = 64, wait = true)",
+    )
+    .await
+    .unwrap();
+    c.simple_query("SET hnsw.ef_search = 64").await.unwrap();
+    let plan = text_rows(
+        &c,
+        &format!(
+            "EXPLAIN SELECT id FROM items ORDER BY v <+> '{}' LIMIT 10",
+            text(&queries[0])
+        ),
+    )
+    .await
+    .join("\n");
+    assert!(
+        plan.contains("metric=l1, k=10, index=items_l1 (hnsw"),
+        "{plan}"
+    );
+    let knn = |extra: &'static str| {
+        move |q: &str| format!("SELECT id FROM items {extra} ORDER BY v <+> '{q}' LIMIT 10")
+    };
+    let r = recall(&c, data, queries, l1, &|_| true, &knn("")).await;
+    eprintln!("hnsw vector_l1_ops recall@10: {r:.3}");
+    assert!(r >= 0.95, "L1 recall {r}");
+    let r = recall(
+        &c,
+        data,
+        queries,
+        l1,
+        &|i| i % 100 < 50,
+        &knn("WHERE cat < 50"),
+    )
+    .await;
+    eprintln!("hnsw vector_l1_ops recall@10, half the rows passing: {r:.3}");
+    assert!(r >= 0.95, "filtered L1 recall {r}");
+    let err = c
+        .simple_query("CREATE INDEX bad ON items USING ivfflat (v vector_l1_ops)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_files_are_loaded_on_restart_and_rebuilt_when_damaged() {
     let mut server = Server::start();

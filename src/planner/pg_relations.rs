@@ -568,6 +568,7 @@ fn vector_opclasses() -> Vec<(i64, i64, &'static str, i64, bool)> {
                 ("vector_cosine_ops", vector),
                 ("bit_hamming_ops", bit),
                 ("bit_jaccard_ops", bit),
+                ("vector_l1_ops", vector),
             ],
             "ivfflat" | "flat" => &[
                 ("vector_l2_ops", vector),

@@ -44,12 +44,7 @@ pub fn build(spec: &IndexSpec, vectors: &[f32]) -> Result<FaissIndex, IndexError
     } else {
         vectors.to_vec()
     };
-    let mut index = faiss::index_factory(
-        spec.dim as u32,
-        spec.method.factory(rows),
-        spec.faiss_metric(),
-    )
-    .map_err(faiss_err)?;
+    let mut index = factory(spec.dim, &spec.method.factory(rows), spec.faiss_metric())?;
     if let Method::IvfRabitq { .. } = spec.method {
         // SAFETY: the pointer is the faiss::Index just made, not shared.
         let code =
@@ -90,6 +85,30 @@ pub fn build(spec: &IndexSpec, vectors: &[f32]) -> Result<FaissIndex, IndexError
         index.add(&data).map_err(faiss_err)?;
     }
     Ok(FaissIndex::wrap(spec.clone(), index, vectors.len() * 4))
+}
+
+/// faiss's index factory, with any of faiss's metrics (the faiss crate's
+/// `index_factory` takes L2 and inner product only; L1 is pgvector's
+/// `vector_l1_ops`).
+fn factory(dim: usize, description: &str, metric: u32) -> Result<IndexImpl, IndexError> {
+    use faiss::index::FromInnerPtr;
+    let description = std::ffi::CString::new(description)
+        .map_err(|_| IndexError::Faiss(format!("index description {description:?}")))?;
+    let mut index = std::ptr::null_mut();
+    // SAFETY: faiss writes a new index to `index` on success (0), which the
+    // IndexImpl then owns and frees.
+    unsafe {
+        if faiss_sys::faiss_index_factory(
+            &mut index,
+            i32::try_from(dim).unwrap_or(i32::MAX),
+            description.as_ptr(),
+            metric,
+        ) != 0
+        {
+            return Err(last_error());
+        }
+        Ok(IndexImpl::from_inner_ptr(index))
+    }
 }
 
 pub(super) fn set_parameter(

@@ -250,10 +250,11 @@ pub fn metric_of_opclass(opclass: &str) -> Result<Metric, IndexError> {
         "vector_l2_ops" => Ok(Metric::L2),
         "vector_ip_ops" => Ok(Metric::NegativeInnerProduct),
         "vector_cosine_ops" => Ok(Metric::Cosine),
+        "vector_l1_ops" => Ok(Metric::L1),
         "bit_hamming_ops" => Ok(Metric::Hamming),
         "bit_jaccard_ops" => Ok(Metric::Jaccard),
         other => Err(IndexError::Unknown(format!(
-            "operator class \"{other}\" does not exist for vector indexes: use vector_l2_ops, vector_ip_ops or vector_cosine_ops (vector columns), bit_hamming_ops or bit_jaccard_ops (bit columns)"
+            "operator class \"{other}\" does not exist for vector indexes: use vector_l2_ops, vector_ip_ops, vector_cosine_ops or vector_l1_ops (vector columns), bit_hamming_ops or bit_jaccard_ops (bit columns)"
         ))),
     }
 }
@@ -306,10 +307,11 @@ impl IndexSpec {
                 ))),
             }
         };
-        if metric == Metric::L1 {
-            return Err(IndexError::InvalidParameter(
-                "vector indexes support vector_l2_ops, vector_ip_ops and vector_cosine_ops".into(),
-            ));
+        // L1 as pgvector has it: HNSW only (and quiver's flat, a scan).
+        if metric == Metric::L1 && !matches!(method, "hnsw" | "flat") {
+            return Err(IndexError::Unknown(format!(
+                "operator class \"vector_l1_ops\" does not exist for access method \"{method}\""
+            )));
         }
         // pgvector's spelling on bit columns: ivfflat (and flat) with a bit
         // operator class are the binary methods.
@@ -381,10 +383,13 @@ impl IndexSpec {
         })
     }
 
-    pub(super) fn faiss_metric(&self) -> MetricType {
+    /// faiss's code for the metric the index is built with (cosine:
+    /// inner product over normalised vectors).
+    pub(super) fn faiss_metric(&self) -> u32 {
         match self.metric {
-            Metric::L2 => MetricType::L2,
-            _ => MetricType::InnerProduct,
+            Metric::L2 => MetricType::L2.code(),
+            Metric::L1 => faiss_sys::FaissMetricType_METRIC_L1,
+            _ => MetricType::InnerProduct.code(),
         }
     }
 

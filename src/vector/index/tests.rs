@@ -132,6 +132,13 @@ fn recall_per_method_and_metric() {
         nprobe: 8,
         refine: 0,
     };
+    // L1 (pgvector's vector_l1_ops): flat and HNSW, through faiss's
+    // generic distance computer.
+    assert_eq!(recall("flat", &[], Metric::L1, knobs, 100), 1.0);
+    let r = recall("hnsw", &[("m", "16")], Metric::L1, knobs, 100);
+    assert!(r >= 0.95, "hnsw L1: {r}");
+    let r = recall("hnsw", &[("m", "16")], Metric::L1, knobs, 50);
+    assert!(r >= 0.9, "hnsw L1 with half the rows kept: {r}");
     for metric in [Metric::L2, Metric::NegativeInnerProduct, Metric::Cosine] {
         assert_eq!(recall("flat", &[], metric, knobs, 100), 1.0);
         let r = recall(
@@ -515,7 +522,15 @@ fn bad_parameters_say_what_is_allowed() {
     assert!(err("ivf_flat", &[("lists", "0")]).contains("from 1"));
     assert!(err("hnsw", &[("lists", "4")]).contains("m, ef_construction, keep_pruned"));
     assert!(err("hnsw", &[("keep_pruned", "maybe")]).contains("true or false"));
-    assert!(metric_of_opclass("vector_l1_ops").is_err());
+    assert_eq!(metric_of_opclass("vector_l1_ops").unwrap(), Metric::L1);
+    // L1 as pgvector has it: HNSW only.
+    let l1 = IndexSpec::parse("ivfflat", Metric::L1, 8, &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        l1,
+        "operator class \"vector_l1_ops\" does not exist for access method \"ivfflat\""
+    );
 }
 
 /// `ivf_pq` trains 2^nbits centroids and once failed the index of every
