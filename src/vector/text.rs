@@ -142,7 +142,7 @@ pub fn format_vector(values: &[f32]) -> String {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&quiver_common::float_text::float4(*v, 1));
+        quiver_common::float_text::float4_into(&mut s, *v, 1);
     }
     s.push(']');
     s
