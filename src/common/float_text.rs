@@ -45,10 +45,7 @@ fn write_shortest(out: &mut String, negative: bool, value: impl ryu::Float, limi
         .iter()
         .position(|&b| b == b'.')
         .unwrap_or(mantissa.len());
-    let mut digits = Digits {
-        buf: [0; 40],
-        len: 0,
-    };
+    let mut digits = Digits::new();
     // The decimal exponent of the first significant digit.
     let mut first = None;
     for (i, &b) in mantissa.iter().enumerate() {
@@ -62,18 +59,9 @@ fn write_shortest(out: &mut String, negative: bool, value: impl ryu::Float, limi
                 -((i - point) as i32)
             });
         }
-        if digits.len < digits.buf.len() {
-            digits.buf[digits.len] = b;
-            digits.len += 1;
-        }
+        digits.push(b);
     }
-    while digits.len > 1 && digits.buf[digits.len - 1] == b'0' {
-        digits.len -= 1;
-    }
-    if digits.len == 0 {
-        digits.buf[0] = b'0';
-        digits.len = 1;
-    }
+    digits.trim();
     layout_into(out, negative, &digits, first.unwrap_or(0) + exp, limit);
 }
 
@@ -110,23 +98,11 @@ fn digits_of(scientific: &[u8]) -> (Digits, i32) {
         .iter()
         .position(|&b| b == b'e')
         .unwrap_or(scientific.len());
-    let mut digits = Digits {
-        buf: [0; 40],
-        len: 0,
-    };
+    let mut digits = Digits::new();
     for &b in scientific[..at].iter().filter(|b| b.is_ascii_digit()) {
-        if digits.len < digits.buf.len() {
-            digits.buf[digits.len] = b;
-            digits.len += 1;
-        }
+        digits.push(b);
     }
-    while digits.len > 1 && digits.buf[digits.len - 1] == b'0' {
-        digits.len -= 1;
-    }
-    if digits.len == 0 {
-        digits.buf[0] = b'0';
-        digits.len = 1;
-    }
+    digits.trim();
     let exp = std::str::from_utf8(scientific.get(at + 1..).unwrap_or_default())
         .ok()
         .and_then(|e| e.parse().ok())
@@ -138,6 +114,32 @@ fn digits_of(scientific: &[u8]) -> (Digits, i32) {
 struct Digits {
     buf: [u8; 40],
     len: usize,
+}
+
+impl Digits {
+    fn new() -> Digits {
+        Digits {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, digit: u8) {
+        if self.len < self.buf.len() {
+            self.buf[self.len] = digit;
+            self.len += 1;
+        }
+    }
+
+    /// Without trailing zeros; "0" when nothing is left.
+    fn trim(&mut self) {
+        while self.len > 1 && self.buf[self.len - 1] == b'0' {
+            self.len -= 1;
+        }
+        if self.len == 0 {
+            self.push(b'0');
+        }
+    }
 }
 
 impl std::ops::Deref for Digits {
