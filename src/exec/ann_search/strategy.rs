@@ -96,7 +96,9 @@ pub(super) fn by_index(
     let want = top.k.min(passing);
     // Quantised codes rank approximately: more candidates are fetched and
     // ranked again by their exact distances (`offer_hits`).
-    let fetch_k = top.k * index.index.spec().method.refine(knobs);
+    let fetch_k = top
+        .k
+        .saturating_mul(index.index.spec().method.refine(knobs));
     let passes = |row: u64| selector.is_none() || bitmap[row as usize / 8] & (1 << (row % 8)) != 0;
     let is_hnsw = index.index.spec().method.is_hnsw();
     if let Query::Bits { .. } = spec.query {
@@ -394,7 +396,9 @@ pub(super) fn search(
     let masks = masks_of(spec, chunks, segments)?;
     let mut top = TopK {
         k,
-        heap: BinaryHeap::with_capacity(k + 1),
+        // LIMIT may be anything up to i64::MAX: the heap grows with the
+        // rows, and a huge k only reserves a little up front.
+        heap: BinaryHeap::with_capacity(k.saturating_add(1).min(1 << 16)),
         null_rows: Vec::new(),
     };
     for seg in segments {
